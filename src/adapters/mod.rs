@@ -1,0 +1,115 @@
+//! ⑤ Translate: one adapter per wire dialect, not per vendor. Adapters are pure and synchronous
+//! (no I/O), so each is tested with plain `#[test]`s; `upstream` does the calling.
+
+pub mod echo;
+pub mod openai_compat;
+pub mod sanitize;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::api::chat::ChatRequest;
+use crate::api::{ErrorBody, Usage};
+use crate::config::Deployment;
+use crate::config::spec::Kind;
+use crate::stream::sse::SseEvent;
+
+/// An HTTP request to an upstream, built from the parsed request, never from client bytes.
+pub struct UpstreamRequest {
+    pub url: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// A whole (non-streaming) answer, in OpenAI's format.
+#[derive(Debug)]
+pub struct Completed {
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+}
+
+/// What the upstream said was wrong, in OpenAI's shape, with nothing secret left in it.
+#[derive(Debug, Clone)]
+pub struct UpstreamFault {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+/// Why an adapter could not use what the upstream sent.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("upstream sent an invalid response: {0}")]
+    InvalidResponse(String),
+    #[error("this deployment cannot serve the request: {0}")]
+    Unsupported(String),
+}
+
+/// A dialect.
+pub trait Adapter: Send + Sync {
+    /// The upstream request for `req` on deployment `d`.
+    fn build_request(
+        &self,
+        req: &ChatRequest,
+        d: &Deployment,
+    ) -> Result<UpstreamRequest, AdapterError>;
+
+    /// A whole answer, translated to OpenAI's format.
+    fn parse_response(
+        &self,
+        body: Bytes,
+        req: &ChatRequest,
+        d: &Deployment,
+    ) -> Result<Completed, AdapterError>;
+
+    /// An error answer, translated and sanitised.
+    fn parse_error(&self, status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault;
+
+    /// A translator for one streamed answer.
+    fn stream_translator(&self, req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator>;
+}
+
+/// Whether a stream goes on after an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    More,
+    /// The upstream finished the answer; the relay ends the client's stream with `[DONE]`.
+    Done,
+}
+
+/// The upstream reported an error inside its stream.
+#[derive(Debug, Clone)]
+pub struct StreamFault {
+    pub body: ErrorBody,
+}
+
+/// Translates one upstream stream, event by event, into OpenAI chunks.
+pub trait StreamTranslator: Send {
+    /// Appends the client's SSE bytes for `ev` to `out`.
+    fn event(&mut self, ev: &SseEvent, out: &mut BytesMut) -> Result<Flow, StreamFault>;
+
+    /// The upstream body ended. Dialects without an end marker (Gemini) decide here whether
+    /// the answer was complete; the default says it was not.
+    fn end_of_stream(&mut self, _out: &mut BytesMut) -> Result<Flow, StreamFault> {
+        Ok(Flow::More)
+    }
+
+    /// Usage the upstream reported, if any yet.
+    fn usage(&self) -> Option<Usage>;
+
+    /// Bytes of generated text seen so far, for an estimate when no usage comes.
+    fn output_chars(&self) -> usize;
+
+    /// Whether any chunk with content (text, a tool call, usage) has been relayed: the point
+    /// after which the answer can no longer be taken back.
+    fn committed(&self) -> bool;
+}
+
+impl Kind {
+    /// The adapter of this dialect; `None` for the in-process echo model.
+    pub fn adapter(self) -> Option<&'static dyn Adapter> {
+        match self {
+            Kind::Openai | Kind::OpenaiCompatible => Some(&openai_compat::OpenAiCompat),
+            Kind::Echo | Kind::Anthropic | Kind::Gemini => None,
+        }
+    }
+}

@@ -1,0 +1,181 @@
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::api::chat::RequestLimits;
+use crate::config::Origin;
+use crate::config::load::{Overrides, load};
+use crate::stream::sse::SseDecoder;
+
+fn deployment() -> std::sync::Arc<Deployment> {
+    let env: HashMap<String, String> = [(
+        "OPENAI_API_KEY".to_owned(),
+        "sk-canary-abcdef123456".to_owned(),
+    )]
+    .into();
+    let loaded = load(&Origin::Embedded, &Overrides::default(), &env).unwrap();
+    loaded
+        .config
+        .deployments
+        .iter()
+        .find(|d| d.name == "openai/gpt-4o")
+        .unwrap()
+        .clone()
+}
+
+fn request(v: Value) -> ChatRequest {
+    ChatRequest::parse(v.to_string().as_bytes(), RequestLimits::default()).unwrap()
+}
+
+#[test]
+fn builds_the_upstream_request_from_the_parsed_one() {
+    let d = deployment();
+    let req = request(
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "seed": 7}),
+    );
+    let up = OpenAiCompat.build_request(&req, &d).unwrap();
+    assert_eq!(up.url, "https://api.openai.com/v1/chat/completions");
+    let auth = up
+        .headers
+        .iter()
+        .find(|(n, _)| n == http::header::AUTHORIZATION)
+        .unwrap();
+    assert!(auth.1.is_sensitive());
+    assert_eq!(auth.1.to_str().unwrap(), "Bearer sk-canary-abcdef123456");
+    let body: Value = serde_json::from_slice(&up.body).unwrap();
+    assert_eq!(
+        body,
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "seed": 7})
+    );
+}
+
+#[test]
+fn whole_answers_pass_through_with_their_usage() {
+    let d = deployment();
+    let req = request(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}));
+    let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hello","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":1}}}"#;
+    let done = OpenAiCompat
+        .parse_response(Bytes::from_static(body), &req, &d)
+        .unwrap();
+    assert_eq!(&done.body[..], &body[..]);
+    let u = done.usage.unwrap();
+    assert_eq!(
+        (
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_tokens,
+            u.reasoning_tokens
+        ),
+        (9, 2, 4, 1)
+    );
+    for bad in [
+        &b"not json"[..],
+        b"{}",
+        b"{\"error\":{\"message\":\"x\"}}",
+        b"[]",
+    ] {
+        assert!(
+            OpenAiCompat
+                .parse_response(Bytes::from_static(bad), &req, &d)
+                .is_err()
+        );
+    }
+}
+
+#[test]
+fn error_bodies_of_every_server_shape_are_read_and_cleaned() {
+    let d = deployment();
+    let cases: [(&[u8], &str); 5] = [
+        (br#"{"error":{"message":"Incorrect API key provided: sk-canary-abcdef123456.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#, "Incorrect API key provided: [redacted]"),
+        (br#"{"error":"model 'x' not found"}"#, "model 'x' not found"),
+        (br#"{"object":"error","message":"maximum context length is 2048","type":"BadRequestError","param":null,"code":400}"#, "maximum context length is 2048"),
+        (br#"{"detail":"Not Found"}"#, "Not Found"),
+        (b"<html>bad gateway</html>", "upstream answered HTTP 400"),
+    ];
+    for (body, want) in cases {
+        let f = OpenAiCompat.parse_error(StatusCode::BAD_REQUEST, body, &d);
+        assert!(
+            f.body.message.starts_with(want),
+            "{} vs {want}",
+            f.body.message
+        );
+        assert!(!f.body.message.contains("canary"));
+    }
+    assert_eq!(
+        OpenAiCompat
+            .parse_error(StatusCode::TOO_MANY_REQUESTS, b"{}", &d)
+            .body
+            .kind,
+        ErrorType::RateLimitError
+    );
+}
+
+fn run_stream(
+    req: &ChatRequest,
+    d: &Deployment,
+    upstream: &str,
+) -> (String, Result<Flow, StreamFault>, Box<dyn StreamTranslator>) {
+    let mut t = OpenAiCompat.stream_translator(req, d);
+    let mut dec = SseDecoder::new(1 << 20);
+    let mut events = Vec::new();
+    dec.feed(upstream.as_bytes(), &mut events).unwrap();
+    let mut out = BytesMut::new();
+    let mut last = Ok(Flow::More);
+    for e in &events {
+        last = t.event(e, &mut out);
+        if !matches!(last, Ok(Flow::More)) {
+            break;
+        }
+    }
+    (String::from_utf8(out.to_vec()).unwrap(), last, t)
+}
+
+const STREAM: &str = concat!(
+    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":24,\"completion_tokens\":58,\"total_tokens\":82}}\n\n",
+    "data: [DONE]\n\n",
+);
+
+#[test]
+fn streams_relay_chunks_and_hide_the_usage_chunk_nobody_asked_for() {
+    let d = deployment();
+    let req = request(
+        json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let (out, last, t) = run_stream(&req, &d, STREAM);
+    assert!(matches!(last, Ok(Flow::Done)));
+    assert_eq!(out.matches("data: ").count(), 3, "{out}");
+    assert!(!out.contains("\"prompt_tokens\""), "{out}");
+    assert!(out.contains("Hello"));
+    assert_eq!(t.usage().unwrap().completion_tokens, 58);
+    assert!(t.committed());
+    assert_eq!(t.output_chars(), 5);
+
+    let req = request(
+        json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let (out, _, _) = run_stream(&req, &d, STREAM);
+    assert_eq!(out.matches("data: ").count(), 4, "{out}");
+    assert!(out.contains("\"prompt_tokens\":24"));
+}
+
+#[test]
+fn in_band_errors_end_the_stream() {
+    let d = deployment();
+    let req = request(
+        json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let upstream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"error\":{\"message\":\"overloaded sk-canary-abcdef123456\",\"type\":\"server_error\"}}\n\n";
+    let (out, last, _) = run_stream(&req, &d, upstream);
+    let fault = last.unwrap_err();
+    assert!(fault.body.message.starts_with("overloaded"));
+    assert!(!fault.body.message.contains("canary"));
+    assert_eq!(out.matches("data: ").count(), 1);
+    let (_, last, _) = run_stream(&req, &d, "data: {not json\n\n");
+    assert!(last.is_err());
+}

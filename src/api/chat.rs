@@ -1,0 +1,772 @@
+//! ③ `POST /v1/chat/completions`: the request, parsed once into owned types.
+//!
+//! Known fields are typed; every other field is kept as raw JSON and passed through to
+//! OpenAI-compatible backends, so `top_k` or `min_p` reach vLLM untouched. The upstream body is
+//! always re-serialised from this struct, never copied from the client's bytes, so what the
+//! policy decided on and what is sent cannot disagree.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::error::RequestError;
+
+/// Top-level fields a client may not set: they would let a request choose an upstream, a key
+/// or the gateway's own retry behaviour (CVE-2024-6587 and its relatives in other gateways).
+const FORBIDDEN_FIELDS: &[&str] = &[
+    "api_base",
+    "base_url",
+    "api_key",
+    "api_version",
+    "custom_llm_provider",
+    "extra_headers",
+    "fallbacks",
+    "mock_response",
+    "mock_testing_fallbacks",
+    "num_retries",
+    "timeout",
+];
+
+/// Limits on a request's shape, from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    pub max_messages: usize,
+    /// Deepest nesting of arrays and objects anywhere in the body.
+    pub max_depth: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_messages: 10_000,
+            max_depth: 64,
+        }
+    }
+}
+
+/// Whether JSON nests deeper than `max`. One pass over the bytes, before any parsing, so that
+/// fields passed through as raw JSON cannot carry a structure that breaks a backend's parser.
+pub fn too_deep(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Unknown fields, in the client's order, as raw JSON.
+pub type Extra = Vec<(String, Box<RawValue>)>;
+
+/// One chat completion request.
+#[derive(Debug)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub stream: bool,
+    /// `stream_options` as sent; `include_usage` is read from it.
+    pub stream_options: Option<serde_json::Map<String, serde_json::Value>>,
+    pub max_tokens: Option<u32>,
+    pub max_completion_tokens: Option<u32>,
+    pub n: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stop: Option<Box<RawValue>>,
+    pub tools: Option<Box<RawValue>>,
+    pub tool_choice: Option<Box<RawValue>>,
+    pub response_format: Option<Box<RawValue>>,
+    /// `metadata` (string → string, as OpenAI defines it); also a source of request labels.
+    pub metadata: Option<Vec<(String, String)>>,
+    pub extra: Extra,
+}
+
+/// A message's author.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+    Function,
+}
+
+/// A message's `content`: a string, or an array of parts kept raw (text, image_url, input_audio,
+/// file). Dialect adapters that need the parts parse them.
+#[derive(Debug)]
+pub enum Content {
+    Text(String),
+    Parts(Box<RawValue>),
+}
+
+/// One message of the conversation.
+#[derive(Debug)]
+pub struct Message {
+    pub role: Role,
+    pub content: Option<Content>,
+    pub name: Option<String>,
+    pub tool_calls: Option<Box<RawValue>>,
+    pub tool_call_id: Option<String>,
+    pub extra: Extra,
+}
+
+impl ChatRequest {
+    /// Parses and validates a request body. Errors name the offending parameter.
+    pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestError> {
+        if too_deep(body, limits.max_depth) {
+            return Err(RequestError::Invalid {
+                message: format!("the body nests deeper than {} levels", limits.max_depth),
+                param: None,
+                code: "too_deep",
+            });
+        }
+        let failed_param = Cell::new(None);
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let parsed = RequestSeed {
+            failed_param: &failed_param,
+        }
+        .deserialize(&mut de)
+        .and_then(|req| de.end().map(|()| req));
+        let req = match parsed {
+            Ok(req) => req,
+            Err(e) => {
+                return Err(match failed_param.get() {
+                    Some((param, code)) => RequestError::Invalid {
+                        message: if code == "invalid_type" {
+                            format!("invalid '{param}': {}", strip_position(&e))
+                        } else {
+                            strip_position(&e)
+                        },
+                        param: Some(param.to_owned()),
+                        code,
+                    },
+                    None => RequestError::Json(e.to_string()),
+                });
+            }
+        };
+        req.validate(limits)?;
+        Ok(req)
+    }
+
+    fn validate(&self, limits: RequestLimits) -> Result<(), RequestError> {
+        if self.model.is_empty() {
+            return Err(RequestError::invalid("model", "'model' must not be empty"));
+        }
+        if self.messages.is_empty() {
+            return Err(RequestError::invalid(
+                "messages",
+                "'messages' must contain at least one message",
+            ));
+        }
+        if self.messages.len() > limits.max_messages {
+            return Err(RequestError::invalid(
+                "messages",
+                format!(
+                    "'messages' has {} entries; the limit is {}",
+                    self.messages.len(),
+                    limits.max_messages
+                ),
+            ));
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            m.validate(i)?;
+        }
+        if let Some(n) = self.n
+            && !(1..=128).contains(&n)
+        {
+            return Err(RequestError::invalid("n", "'n' must be between 1 and 128"));
+        }
+        for (param, v) in [
+            ("max_tokens", self.max_tokens),
+            ("max_completion_tokens", self.max_completion_tokens),
+        ] {
+            if v == Some(0) {
+                return Err(RequestError::invalid(
+                    param,
+                    format!("'{param}' must be at least 1"),
+                ));
+            }
+        }
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(RequestError::invalid(
+                "temperature",
+                "'temperature' must be between 0 and 2",
+            ));
+        }
+        if let Some(p) = self.top_p
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(RequestError::invalid(
+                "top_p",
+                "'top_p' must be between 0 and 1",
+            ));
+        }
+        if let Some(stop) = &self.stop {
+            let ok = match stop.get().as_bytes().first() {
+                Some(b'"') | Some(b'n') => true,
+                Some(b'[') => serde_json::from_str::<Vec<String>>(stop.get()).is_ok(),
+                _ => false,
+            };
+            if !ok {
+                return Err(RequestError::invalid(
+                    "stop",
+                    "'stop' must be a string or an array of strings",
+                ));
+            }
+        }
+        if let Some(tools) = &self.tools
+            && !tools.get().starts_with('[')
+        {
+            return Err(RequestError::invalid("tools", "'tools' must be an array"));
+        }
+        if self.stream_options.is_some() && !self.stream {
+            return Err(RequestError::invalid(
+                "stream_options",
+                "'stream_options' is only allowed when 'stream' is true",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the client asked for the final usage chunk of a stream.
+    pub fn wants_stream_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.get("include_usage"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// The output cap the client asked for, under either name.
+    pub fn max_output_tokens(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Whether the request uses tool calls.
+    pub fn uses_tools(&self) -> bool {
+        self.tools
+            .as_ref()
+            .is_some_and(|t| t.get().trim_start_matches('[').trim_start() != "]")
+    }
+
+    /// Serialises the request for an OpenAI-compatible upstream: `model` replaced by the
+    /// deployment's upstream name and, for streams, `stream_options.include_usage` asked for
+    /// when the backend supports it, so that streamed traffic is accounted.
+    pub fn to_openai_body(&self, upstream_model: &str, ask_stream_usage: bool) -> Vec<u8> {
+        let body = OpenAiBody {
+            req: self,
+            model: upstream_model,
+            ask_stream_usage,
+        };
+        // Serialising owned strings, numbers and raw JSON into a Vec cannot fail.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// All text of the conversation, for token estimates.
+    pub fn text_len(&self) -> usize {
+        self.messages
+            .iter()
+            .map(|m| match &m.content {
+                Some(Content::Text(t)) => t.len(),
+                Some(Content::Parts(p)) => p.get().len(),
+                None => 0,
+            } + m.tool_calls.as_ref().map_or(0, |t| t.get().len()))
+            .sum()
+    }
+
+    /// The text of the last user message, if it has any.
+    pub fn last_user_text(&self) -> Option<Cow<'_, str>> {
+        let m = self.messages.iter().rev().find(|m| m.role == Role::User)?;
+        match m.content.as_ref()? {
+            Content::Text(t) => Some(Cow::Borrowed(t)),
+            Content::Parts(p) => {
+                #[derive(Deserialize)]
+                struct Part {
+                    #[serde(rename = "type")]
+                    kind: String,
+                    #[serde(default)]
+                    text: Option<String>,
+                }
+                let parts: Vec<Part> = serde_json::from_str(p.get()).ok()?;
+                let text: Vec<String> = parts
+                    .into_iter()
+                    .filter(|p| p.kind == "text")
+                    .filter_map(|p| p.text)
+                    .collect();
+                Some(Cow::Owned(text.join("\n")))
+            }
+        }
+    }
+}
+
+impl Message {
+    fn validate(&self, i: usize) -> Result<(), RequestError> {
+        let param = || format!("messages[{i}]");
+        match (&self.content, self.role) {
+            (Some(Content::Parts(p)), _) if !p.get().starts_with('[') => {
+                return Err(RequestError::invalid(
+                    format!("{}.content", param()),
+                    "'content' must be a string or an array of content parts",
+                ));
+            }
+            (None, Role::System | Role::Developer | Role::User) => {
+                return Err(RequestError::invalid(
+                    format!("{}.content", param()),
+                    format!("a '{}' message needs 'content'", role_name(self.role)),
+                ));
+            }
+            (None, Role::Assistant) if self.tool_calls.is_none() => {
+                return Err(RequestError::invalid(
+                    format!("{}.content", param()),
+                    "an 'assistant' message needs 'content' or 'tool_calls'",
+                ));
+            }
+            _ => {}
+        }
+        if self.role == Role::Tool && self.tool_call_id.is_none() {
+            return Err(RequestError::invalid(
+                format!("{}.tool_call_id", param()),
+                "a 'tool' message needs 'tool_call_id'",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::System => "system",
+        Role::Developer => "developer",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+        Role::Function => "function",
+    }
+}
+
+/// serde_json appends " at line L column C" to its messages; a client's body is one line.
+fn strip_position(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+// === Deserialisation ===
+
+/// A map key, borrowed when the JSON has no escapes in it.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The parameter a parse failed on, and the error code to report.
+type Failed = Cell<Option<(&'static str, &'static str)>>;
+
+/// Reads one field's value; on failure records which parameter it was.
+fn field<'de, A, T>(map: &mut A, failed: &Failed, name: &'static str) -> Result<T, A::Error>
+where
+    A: MapAccess<'de>,
+    T: Deserialize<'de>,
+{
+    map.next_value::<T>()
+        .inspect_err(|_| failed.set(Some((name, "invalid_type"))))
+}
+
+fn set_once<T, E: de::Error>(slot: &mut Option<T>, v: T, name: &str) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::custom(format_args!("duplicate field '{name}'")));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn push_extra<E: de::Error>(
+    extra: &mut Extra,
+    key: Cow<'_, str>,
+    v: Box<RawValue>,
+) -> Result<(), E> {
+    if extra.iter().any(|(k, _)| k == key.as_ref()) {
+        return Err(E::custom(format_args!("duplicate field '{key}'")));
+    }
+    extra.push((key.into_owned(), v));
+    Ok(())
+}
+
+struct RequestSeed<'c> {
+    failed_param: &'c Failed,
+}
+
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
+    type Value = ChatRequest;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ChatRequest, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestSeed<'_> {
+    type Value = ChatRequest;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChatRequest, A::Error> {
+        let failed = self.failed_param;
+        let mut model: Option<String> = None;
+        let mut messages: Option<Vec<Message>> = None;
+        let mut stream: Option<Option<bool>> = None;
+        let mut stream_options = None;
+        let mut max_tokens = None;
+        let mut max_completion_tokens = None;
+        let mut n = None;
+        let mut temperature = None;
+        let mut top_p = None;
+        let mut stop = None;
+        let mut tools = None;
+        let mut tool_choice = None;
+        let mut response_format = None;
+        let mut metadata: Option<Option<Vec<(String, String)>>> = None;
+        let mut extra = Extra::new();
+
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            match key.as_ref() {
+                "model" => set_once(&mut model, field(&mut map, failed, "model")?, "model")?,
+                "messages" => set_once(
+                    &mut messages,
+                    field(&mut map, failed, "messages")?,
+                    "messages",
+                )?,
+                "stream" => set_once(&mut stream, field(&mut map, failed, "stream")?, "stream")?,
+                "stream_options" => set_once(
+                    &mut stream_options,
+                    field::<_, Option<serde_json::Map<String, serde_json::Value>>>(
+                        &mut map,
+                        failed,
+                        "stream_options",
+                    )?,
+                    "stream_options",
+                )?,
+                "max_tokens" => set_once(
+                    &mut max_tokens,
+                    field::<_, Option<u32>>(&mut map, failed, "max_tokens")?,
+                    "max_tokens",
+                )?,
+                "max_completion_tokens" => set_once(
+                    &mut max_completion_tokens,
+                    field::<_, Option<u32>>(&mut map, failed, "max_completion_tokens")?,
+                    "max_completion_tokens",
+                )?,
+                "n" => set_once(&mut n, field::<_, Option<u32>>(&mut map, failed, "n")?, "n")?,
+                "temperature" => set_once(
+                    &mut temperature,
+                    field::<_, Option<f64>>(&mut map, failed, "temperature")?,
+                    "temperature",
+                )?,
+                "top_p" => set_once(
+                    &mut top_p,
+                    field::<_, Option<f64>>(&mut map, failed, "top_p")?,
+                    "top_p",
+                )?,
+                "stop" => set_once(
+                    &mut stop,
+                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "stop")?,
+                    "stop",
+                )?,
+                "tools" => set_once(
+                    &mut tools,
+                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "tools")?,
+                    "tools",
+                )?,
+                "tool_choice" => set_once(
+                    &mut tool_choice,
+                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "tool_choice")?,
+                    "tool_choice",
+                )?,
+                "response_format" => set_once(
+                    &mut response_format,
+                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "response_format")?,
+                    "response_format",
+                )?,
+                "metadata" => {
+                    let m: Option<serde_json::Map<String, serde_json::Value>> =
+                        field(&mut map, failed, "metadata")?;
+                    let pairs = match m {
+                        None => None,
+                        Some(m) => {
+                            let mut pairs = Vec::with_capacity(m.len());
+                            for (k, v) in m {
+                                match v {
+                                    serde_json::Value::String(s) => pairs.push((k, s)),
+                                    _ => {
+                                        failed.set(Some(("metadata", "invalid_type")));
+                                        return Err(de::Error::custom(
+                                            "metadata values must be strings",
+                                        ));
+                                    }
+                                }
+                            }
+                            Some(pairs)
+                        }
+                    };
+                    set_once(&mut metadata, pairs, "metadata")?;
+                }
+                _ => {
+                    if let Some(f) = FORBIDDEN_FIELDS.iter().find(|f| **f == key) {
+                        // Clients cannot choose upstreams, keys, retries or timeouts.
+                        failed.set(Some((f, "unsupported_parameter")));
+                        return Err(de::Error::custom(
+                            "this field is not accepted: upstreams, keys, retries and timeouts are set by the gateway's configuration",
+                        ));
+                    }
+                    let v: Box<RawValue> = map.next_value()?;
+                    push_extra(&mut extra, key, v)?;
+                }
+            }
+        }
+
+        let Some(model) = model else {
+            failed.set(Some(("model", "missing_required_parameter")));
+            return Err(de::Error::custom("missing required parameter 'model'"));
+        };
+        let Some(messages) = messages else {
+            failed.set(Some(("messages", "missing_required_parameter")));
+            return Err(de::Error::custom("missing required parameter 'messages'"));
+        };
+        Ok(ChatRequest {
+            model,
+            messages,
+            stream: stream.flatten().unwrap_or(false),
+            stream_options: stream_options.flatten(),
+            max_tokens: max_tokens.flatten(),
+            max_completion_tokens: max_completion_tokens.flatten(),
+            n: n.flatten(),
+            temperature: temperature.flatten(),
+            top_p: top_p.flatten(),
+            stop: stop.flatten().filter(|s| s.get() != "null"),
+            tools: tools.flatten().filter(|s| s.get() != "null"),
+            tool_choice: tool_choice.flatten().filter(|s| s.get() != "null"),
+            response_format: response_format.flatten().filter(|s| s.get() != "null"),
+            metadata: metadata.flatten(),
+            extra,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MessageVisitor)
+    }
+}
+
+struct MessageVisitor;
+
+impl<'de> Visitor<'de> for MessageVisitor {
+    type Value = Message;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a message object with 'role' and 'content'")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+        let mut role = None;
+        let mut content: Option<Option<Box<RawValue>>> = None;
+        let mut name = None;
+        let mut tool_calls = None;
+        let mut tool_call_id = None;
+        let mut extra = Extra::new();
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            match key.as_ref() {
+                "role" => set_once(&mut role, map.next_value::<Role>()?, "role")?,
+                "content" => set_once(&mut content, map.next_value()?, "content")?,
+                "name" => set_once(&mut name, map.next_value::<Option<String>>()?, "name")?,
+                "tool_calls" => set_once(
+                    &mut tool_calls,
+                    map.next_value::<Option<Box<RawValue>>>()?,
+                    "tool_calls",
+                )?,
+                "tool_call_id" => set_once(
+                    &mut tool_call_id,
+                    map.next_value::<Option<String>>()?,
+                    "tool_call_id",
+                )?,
+                _ => {
+                    let v: Box<RawValue> = map.next_value()?;
+                    push_extra(&mut extra, key, v)?;
+                }
+            }
+        }
+        let role = role.ok_or_else(|| de::Error::missing_field("role"))?;
+        let content = match content.flatten() {
+            None => None,
+            Some(raw) => match raw.get().as_bytes().first() {
+                Some(b'"') => Some(Content::Text(
+                    serde_json::from_str(raw.get()).map_err(de::Error::custom)?,
+                )),
+                Some(b'n') => None,
+                Some(b'[') => Some(Content::Parts(raw)),
+                _ => {
+                    return Err(de::Error::custom(
+                        "message content must be a string or an array of content parts",
+                    ));
+                }
+            },
+        };
+        Ok(Message {
+            role,
+            content,
+            name: name.flatten(),
+            tool_calls: tool_calls.flatten().filter(|t| t.get() != "null"),
+            tool_call_id: tool_call_id.flatten(),
+            extra,
+        })
+    }
+}
+
+// === Serialisation ===
+
+struct OpenAiBody<'a> {
+    req: &'a ChatRequest,
+    model: &'a str,
+    ask_stream_usage: bool,
+}
+
+impl Serialize for OpenAiBody<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.req;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("model", self.model)?;
+        m.serialize_entry("messages", &r.messages)?;
+        if r.stream {
+            m.serialize_entry("stream", &true)?;
+            if self.ask_stream_usage {
+                let mut opts = r.stream_options.clone().unwrap_or_default();
+                opts.insert("include_usage".into(), serde_json::Value::Bool(true));
+                m.serialize_entry("stream_options", &opts)?;
+            } else if let Some(opts) = &r.stream_options {
+                m.serialize_entry("stream_options", opts)?;
+            }
+        }
+        if let Some(v) = r.max_tokens {
+            m.serialize_entry("max_tokens", &v)?;
+        }
+        if let Some(v) = r.max_completion_tokens {
+            m.serialize_entry("max_completion_tokens", &v)?;
+        }
+        if let Some(v) = r.n {
+            m.serialize_entry("n", &v)?;
+        }
+        if let Some(v) = r.temperature {
+            m.serialize_entry("temperature", &v)?;
+        }
+        if let Some(v) = r.top_p {
+            m.serialize_entry("top_p", &v)?;
+        }
+        for (k, v) in [
+            ("stop", &r.stop),
+            ("tools", &r.tools),
+            ("tool_choice", &r.tool_choice),
+            ("response_format", &r.response_format),
+        ] {
+            if let Some(v) = v {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(md) = &r.metadata {
+            m.serialize_entry("metadata", &PairsAsMap(md))?;
+        }
+        for (k, v) in &r.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+struct PairsAsMap<'a>(&'a [(String, String)]);
+
+impl Serialize for PairsAsMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("role", &self.role)?;
+        match &self.content {
+            Some(Content::Text(t)) => m.serialize_entry("content", t)?,
+            Some(Content::Parts(p)) => m.serialize_entry("content", p)?,
+            None => m.serialize_entry("content", &())?,
+        }
+        if let Some(n) = &self.name {
+            m.serialize_entry("name", n)?;
+        }
+        if let Some(t) = &self.tool_calls {
+            m.serialize_entry("tool_calls", t)?;
+        }
+        if let Some(t) = &self.tool_call_id {
+            m.serialize_entry("tool_call_id", t)?;
+        }
+        for (k, v) in &self.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests;

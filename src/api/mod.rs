@@ -1,0 +1,110 @@
+//! ③ Our OpenAI-compatible wire contract: request parsing, response shapes and errors. Owned
+//! types; no SDK crate's.
+
+pub mod chat;
+pub mod error;
+pub mod models;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+
+pub use error::{ErrorBody, ErrorType, RequestError};
+
+/// Token counts of one answer, as OpenAI reports them (`usage`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Input tokens, cached ones included.
+    pub prompt_tokens: u64,
+    /// Output tokens, reasoning included.
+    pub completion_tokens: u64,
+    /// Input tokens read from a prompt cache (part of `prompt_tokens`).
+    pub cached_tokens: u64,
+    /// Input tokens written to a prompt cache (part of `prompt_tokens`).
+    pub cache_write_tokens: u64,
+    /// Output tokens spent on reasoning (part of `completion_tokens`).
+    pub reasoning_tokens: u64,
+    /// Counted or estimated by the gateway because the upstream reported none.
+    pub estimated: bool,
+}
+
+/// `usage` as OpenAI-compatible servers send it.
+#[derive(Debug, Default, Deserialize)]
+pub struct WireUsage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(w: WireUsage) -> Usage {
+        Usage {
+            prompt_tokens: w.prompt_tokens,
+            completion_tokens: w.completion_tokens,
+            cached_tokens: w
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            cache_write_tokens: 0,
+            reasoning_tokens: w
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+            estimated: false,
+        }
+    }
+}
+
+/// Reads a request body up to `limit` bytes. The `Content-Length` check already happened in
+/// the body-limit layer; this catches chunked bodies that grow past it.
+pub async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, RequestError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(RequestError::TooLarge { limit })
+        }
+        Err(e) => Err(RequestError::Body(e.to_string())),
+    }
+}
+
+/// Checks that a body is declared as JSON (or not declared at all, as curl without `-H` does).
+pub fn check_json_content_type(headers: &http::HeaderMap) -> Result<(), RequestError> {
+    let Some(ct) = headers.get(http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let ct = ct.to_str().unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        || essence.is_empty()
+    {
+        // curl -d sends the form content type with a JSON body; accept it as JSON.
+        Ok(())
+    } else {
+        Err(RequestError::ContentType(
+            ct.chars().take(64).collect::<String>(),
+        ))
+    }
+}

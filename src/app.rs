@@ -1,0 +1,226 @@
+//! The wiring: the one tower stack of the API listener, in order, and the route table.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, header};
+use tower::{Layer, Service, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::api::RequestError;
+use crate::auth::{AuthLayer, Authed};
+use crate::config::reload::Live;
+use crate::error::{GatewayError, panic_response};
+use crate::pipeline::{self, Ctx, Outcome};
+use crate::server::request_id::{RequestIdLayer, X_REQUEST_ID};
+use crate::stream::body::ResponseBody;
+
+/// The body of every API response, after the panic guard has boxed it.
+pub type ApiBody = tower_http::body::UnsyncBoxBody<Bytes, tower_http::BoxError>;
+
+/// Headers whose values never reach logs or traces.
+fn sensitive_headers() -> [header::HeaderName; 5] {
+    [
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
+        header::HeaderName::from_static("x-api-key"),
+        header::HeaderName::from_static("x-goog-api-key"),
+    ]
+}
+
+/// The API service: the cross-cutting layers, outermost first, then the routes.
+pub fn api_service<B>(
+    live: Live,
+    ctx: Arc<Ctx>,
+) -> impl Service<Request<B>, Response = Response<ApiBody>, Error = Infallible, Future: Send>
++ Clone
++ Send
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let metrics = ctx.metrics.clone();
+    ServiceBuilder::new()
+        // Never drop a connection on a bug: a panic becomes a 500 in OpenAI's format.
+        .layer(CatchPanicLayer::custom(move |p| {
+            metrics.panics.inc();
+            panic_response(p)
+        }))
+        // Before anything can log a header.
+        .layer(SetSensitiveRequestHeadersLayer::new(sensitive_headers()))
+        .layer(RequestIdLayer)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<B>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %crate::error::printable(req.uri().path()),
+                    request_id = ?req.headers().get(&X_REQUEST_ID),
+                )
+            }),
+        )
+        .layer(BodyLimitLayer { live: live.clone() })
+        .layer(AuthLayer::new(live))
+        .service(Routes { ctx })
+}
+
+// === impl Routes ===
+
+/// The route table of the API listener.
+#[derive(Clone)]
+pub struct Routes {
+    ctx: Arc<Ctx>,
+}
+
+const CHAT: &str = "/v1/chat/completions";
+const MODELS: &str = "/v1/models";
+
+impl<B> Service<Authed<B>> for Routes
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, authed: Authed<B>) -> Self::Future {
+        let ctx = self.ctx.clone();
+        Box::pin(async move {
+            ctx.metrics.in_flight.inc();
+            let path = authed.request.uri().path();
+            let method = authed.request.method().clone();
+            let (endpoint, outcome) = if path == CHAT {
+                if method == Method::POST {
+                    (
+                        "chat_completions",
+                        pipeline::chat_completions(&ctx, authed).await,
+                    )
+                } else {
+                    ("chat_completions", method_not_allowed("POST"))
+                }
+            } else if path == MODELS || path == "/v1/models/" {
+                if method == Method::GET {
+                    ("models", pipeline::list_models(&authed))
+                } else {
+                    ("models", method_not_allowed("GET"))
+                }
+            } else if let Some(id) = path.strip_prefix("/v1/models/") {
+                if method == Method::GET {
+                    let id = percent_decode(id);
+                    ("model", pipeline::get_model(&authed, &id))
+                } else {
+                    ("model", method_not_allowed("GET"))
+                }
+            } else {
+                ("unknown", GatewayError::NotFound(path.to_owned()).into())
+            };
+            pipeline::record(&ctx.metrics, endpoint, &outcome);
+            ctx.metrics.in_flight.dec();
+            Ok(outcome.response)
+        })
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Outcome {
+    GatewayError::MethodNotAllowed { allow }.into()
+}
+
+/// Decodes `%XX` escapes of a path segment (model ids such as `llama3.2:3b` arrive escaped).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// === impl BodyLimitLayer ===
+
+/// Refuses a body whose declared length is over the limit before a byte of it is read (413).
+/// Bodies without a length are capped while they are read.
+#[derive(Clone)]
+pub struct BodyLimitLayer {
+    live: Live,
+}
+
+impl<S> Layer<S> for BodyLimitLayer {
+    type Service = BodyLimit<S>;
+    fn layer(&self, inner: S) -> BodyLimit<S> {
+        BodyLimit {
+            inner,
+            live: self.live.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct BodyLimit<S> {
+    inner: S,
+    live: Live,
+}
+
+impl<S, B> Service<Request<B>> for BodyLimit<S>
+where
+    S: Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<
+        futures_util::future::Ready<Result<Response<ResponseBody>, Infallible>>,
+        S::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let limit = self.live.load().config.limits.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            let res = GatewayError::from(RequestError::TooLarge { limit }).into_response();
+            return futures_util::future::Either::Left(futures_util::future::ready(Ok(res)));
+        }
+        futures_util::future::Either::Right(self.inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_escapes() {
+        assert_eq!(percent_decode("llama3.2%3A3b"), "llama3.2:3b");
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("bad%zz%4"), "bad%zz%4");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
+}

@@ -1,0 +1,401 @@
+//! The model catalog: what each model is (artifacts, derived openness class, license terms,
+//! capabilities, list price), built from `providers/*.yaml` and validated once at load.
+
+pub mod builtin;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_saphyr::Spanned;
+
+use crate::config::problem::Problems;
+pub use spec::{
+    ArtifactsSpec, CapabilitiesSpec, CommercialUse, LicenseKind, MofClass, Openness, OutputUse,
+    PriceSpec, SourcesSpec, TrainingCode, TrainingData,
+};
+use spec::{CatalogFileSpec, LicenseSpec, ModelSpec};
+
+/// A license with the attributes policies test.
+#[derive(Debug, Serialize)]
+pub struct License {
+    pub id: String,
+    pub name: String,
+    pub spdx: Option<String>,
+    pub kind: LicenseKind,
+    pub osi_approved: bool,
+    pub open_per_mof: bool,
+    pub commercial_use: CommercialUse,
+    pub use_restrictions: bool,
+    pub mau_limit: Option<u64>,
+    pub attribution_required: bool,
+    pub derivative_naming: Option<String>,
+    pub output_use_restricted: OutputUse,
+    pub hosted_service_is_distribution: bool,
+    pub territorial_exclusions: Vec<String>,
+    pub url: Option<String>,
+    pub source: String,
+    pub verified: bool,
+}
+
+/// Price in USD per million tokens.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    pub cache_read: Option<f64>,
+    pub cache_write: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// One model, validated.
+#[derive(Debug, Serialize)]
+pub struct Model {
+    pub id: String,
+    pub name: String,
+    pub developer: String,
+    pub license: Arc<License>,
+    pub artifacts: ArtifactsSpec,
+    /// Derived from the artifacts and the license, never typed by hand.
+    pub openness: Openness,
+    pub mof_class: Option<MofClass>,
+    pub capabilities: CapabilitiesSpec,
+    pub price: Option<Price>,
+    #[serde(skip)]
+    pub served_as: Vec<String>,
+    pub sources: SourcesSpec,
+    pub test_only: bool,
+    /// Not in the catalog: discovered on a local backend, license unknown.
+    pub uncatalogued: bool,
+}
+
+/// The catalog every snapshot carries.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub models: Vec<Arc<Model>>,
+    pub licenses: Vec<Arc<License>>,
+    by_id: HashMap<String, Arc<Model>>,
+}
+
+/// The openness class the facts imply (`shared/openness.md` §2): closed without weights;
+/// open-source when the weights are under an open license and the training code is complete and
+/// the training data documented in detail or released; open-weight otherwise.
+pub fn derive_openness(artifacts: &ArtifactsSpec, license: &License) -> Openness {
+    if !artifacts.weights {
+        return Openness::Closed;
+    }
+    let open_license = license.osi_approved || license.open_per_mof;
+    if open_license
+        && artifacts.architecture
+        && artifacts.training_code == TrainingCode::Full
+        && artifacts.training_data >= TrainingData::Detailed
+    {
+        Openness::OpenSource
+    } else {
+        Openness::OpenWeight
+    }
+}
+
+impl Openness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Openness::Closed => "closed",
+            Openness::OpenWeight => "open-weight",
+            Openness::OpenSource => "open-source",
+        }
+    }
+}
+
+impl CommercialUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommercialUse::Allowed => "allowed",
+            CommercialUse::Conditional => "conditional",
+            CommercialUse::Prohibited => "prohibited",
+            CommercialUse::Unknown => "unknown",
+        }
+    }
+}
+
+/// The id of the license given to models found on a backend but not in the catalog.
+pub const UNKNOWN_LICENSE: &str = "unknown";
+
+impl Catalog {
+    /// Builds the catalog from parsed files, collecting every problem.
+    pub fn build(files: Vec<(Arc<str>, CatalogFileSpec)>, problems: &mut Problems) -> Catalog {
+        let mut licenses: HashMap<String, Arc<License>> = HashMap::new();
+        let mut license_order = Vec::new();
+        let mut models_spec: Vec<(Arc<str>, usize, Spanned<ModelSpec>)> = Vec::new();
+        for (file, spec) in files {
+            for (i, l) in spec.licenses.into_iter().enumerate() {
+                let loc = l.referenced;
+                let l = l.value;
+                if licenses.contains_key(&l.id) {
+                    problems.at(
+                        &file,
+                        loc,
+                        format!("licenses[{i}].id"),
+                        format!("duplicate license id '{}'", l.id),
+                    );
+                    continue;
+                }
+                let license = Arc::new(License::from_spec(l));
+                license_order.push(license.clone());
+                licenses.insert(license.id.clone(), license);
+            }
+            for (i, m) in spec.models.into_iter().enumerate() {
+                models_spec.push((file.clone(), i, m));
+            }
+        }
+        if !licenses.contains_key(UNKNOWN_LICENSE) {
+            let l = Arc::new(License::unknown());
+            license_order.push(l.clone());
+            licenses.insert(l.id.clone(), l);
+        }
+
+        let mut cat = Catalog {
+            licenses: license_order,
+            ..Catalog::default()
+        };
+        for (file, i, m) in models_spec {
+            let loc = m.referenced;
+            let m = m.value;
+            let path = |f: &str| format!("models[{i}].{f}");
+            if m.id.is_empty() || m.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.at(
+                    &file,
+                    loc,
+                    path("id"),
+                    "a model id must be non-empty and contain no spaces",
+                );
+                continue;
+            }
+            if cat.by_id.contains_key(&m.id) {
+                problems.at(
+                    &file,
+                    loc,
+                    path("id"),
+                    format!("duplicate model id '{}'", m.id),
+                );
+                continue;
+            }
+            let Some(license) = licenses.get(&m.license).cloned() else {
+                problems.at(
+                    &file,
+                    loc,
+                    path("license"),
+                    format!(
+                        "unknown license '{}'; define it under 'licenses'",
+                        m.license
+                    ),
+                );
+                continue;
+            };
+            let derived = derive_openness(&m.artifacts, &license);
+            if let Some(stated) = m.openness
+                && stated != derived
+            {
+                problems.at(
+                    &file,
+                    loc,
+                    path("openness"),
+                    format!(
+                        "states '{}' but its artifacts and license make it '{}'",
+                        stated.as_str(),
+                        derived.as_str()
+                    ),
+                );
+                continue;
+            }
+            if !m.artifacts.weights && license.kind != LicenseKind::ProprietaryTerms {
+                problems.at(
+                    &file,
+                    loc,
+                    path("license"),
+                    "a model without published weights is governed by its provider's terms: use a license of kind 'proprietary_terms'",
+                );
+            }
+            if let Some(p) = &m.price
+                && let Err(e) = check_price(p)
+            {
+                problems.at(&file, loc, path("price"), e);
+            }
+            if m.capabilities.context_window == 0 {
+                problems.at(
+                    &file,
+                    loc,
+                    path("capabilities.context_window"),
+                    "must be at least 1",
+                );
+            }
+            let model = Model {
+                served_as: m.served_as.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                id: m.id,
+                name: m.name,
+                developer: m.developer,
+                license,
+                artifacts: m.artifacts,
+                openness: derived,
+                mof_class: m.mof_class,
+                capabilities: m.capabilities,
+                price: m.price.map(|p| Price {
+                    input: p.input,
+                    output: p.output,
+                    cache_read: p.cache_read,
+                    cache_write: p.cache_write,
+                    as_of: Some(p.as_of),
+                    source: Some(p.source),
+                }),
+                sources: m.sources,
+                test_only: m.test_only,
+                uncatalogued: false,
+            };
+            cat.insert(Arc::new(model));
+        }
+        cat
+    }
+
+    fn insert(&mut self, m: Arc<Model>) {
+        self.by_id.insert(m.id.clone(), m.clone());
+        self.models.push(m);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Model>> {
+        self.by_id.get(id)
+    }
+
+    pub fn license(&self, id: &str) -> Option<&Arc<License>> {
+        self.licenses.iter().find(|l| l.id == id)
+    }
+
+    /// The catalog model a backend's served name stands for: the longest `served_as` pattern
+    /// contained in the name wins, so `llama-3.1-8b-instruct` beats `llama-3.1-8b`.
+    pub fn match_served_name(&self, served: &str) -> Option<&Arc<Model>> {
+        let name = served.to_ascii_lowercase();
+        let base = name.rsplit(['/', '\\']).next().unwrap_or(&name);
+        let mut best: Option<(&Arc<Model>, usize)> = None;
+        for m in &self.models {
+            if m.id.eq_ignore_ascii_case(served) {
+                return Some(m);
+            }
+            for pat in &m.served_as {
+                if (name.contains(pat.as_str()) || base.contains(pat.as_str()))
+                    && best.is_none_or(|(_, len)| pat.len() > len)
+                {
+                    best = Some((m, pat.len()));
+                }
+            }
+        }
+        best.map(|(m, _)| m)
+    }
+
+    /// A model entry for a name a local backend serves that the catalog does not know: its
+    /// weights are evidently available, everything else is unknown, so policies that test the
+    /// license or the openness beyond open-weight refuse it.
+    pub fn uncatalogued(&self, served: &str) -> Model {
+        let license = self
+            .licenses
+            .iter()
+            .find(|l| l.id == UNKNOWN_LICENSE)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(License::unknown()));
+        let artifacts = ArtifactsSpec {
+            weights: true,
+            weights_gated: false,
+            architecture: false,
+            training_code: TrainingCode::None,
+            training_data: TrainingData::None,
+            checkpoints: false,
+        };
+        Model {
+            id: served.to_owned(),
+            name: served.to_owned(),
+            developer: "unknown".into(),
+            openness: derive_openness(&artifacts, &license),
+            license,
+            artifacts,
+            mof_class: None,
+            capabilities: CapabilitiesSpec {
+                context_window: 2048,
+                max_output_tokens: None,
+                tools: false,
+                vision: false,
+                json_mode: false,
+            },
+            price: None,
+            served_as: Vec::new(),
+            sources: SourcesSpec {
+                artifacts: "served by a local backend; not in the catalog".into(),
+                license: "unknown".into(),
+                capabilities: None,
+                mof: None,
+            },
+            test_only: false,
+            uncatalogued: true,
+        }
+    }
+}
+
+fn check_price(p: &PriceSpec) -> Result<(), String> {
+    let all = [Some(p.input), Some(p.output), p.cache_read, p.cache_write];
+    if all.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
+        return Err("prices must be finite and not negative".into());
+    }
+    if p.as_of.is_empty() || p.source.is_empty() {
+        return Err("a price needs 'as_of' and 'source'".into());
+    }
+    Ok(())
+}
+
+impl License {
+    fn from_spec(l: LicenseSpec) -> License {
+        License {
+            open_per_mof: l.open_per_mof.unwrap_or(l.osi_approved),
+            id: l.id,
+            name: l.name,
+            spdx: l.spdx,
+            kind: l.kind,
+            osi_approved: l.osi_approved,
+            commercial_use: l.commercial_use,
+            use_restrictions: l.use_restrictions,
+            mau_limit: l.mau_limit,
+            attribution_required: l.attribution_required,
+            derivative_naming: l.derivative_naming,
+            output_use_restricted: l.output_use_restricted,
+            hosted_service_is_distribution: l.hosted_service_is_distribution,
+            territorial_exclusions: l.territorial_exclusions,
+            url: l.url,
+            source: l.source,
+            verified: l.verified,
+        }
+    }
+
+    fn unknown() -> License {
+        License {
+            id: UNKNOWN_LICENSE.into(),
+            name: "Unknown license (model not in the catalog)".into(),
+            spdx: None,
+            kind: LicenseKind::Unknown,
+            osi_approved: false,
+            open_per_mof: false,
+            commercial_use: CommercialUse::Unknown,
+            use_restrictions: true,
+            mau_limit: None,
+            attribution_required: true,
+            derivative_naming: None,
+            output_use_restricted: OutputUse::Unknown,
+            hosted_service_is_distribution: false,
+            territorial_exclusions: Vec::new(),
+            url: None,
+            source: "modelgate: assumed unknown".into(),
+            verified: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! The catalog as written in `providers/*.yaml`: what each model is, independent of who serves
+//! it. Every field's doc comment is the user documentation of that field.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// One catalog file. Files are merged; ids must be unique across all of them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFileSpec {
+    /// Licenses and provider terms, referenced by id from models.
+    #[serde(default)]
+    pub licenses: Vec<Spanned<LicenseSpec>>,
+    /// Models.
+    #[serde(default)]
+    pub models: Vec<Spanned<ModelSpec>>,
+}
+
+/// A license or a provider's terms, with the attributes a policy can test.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseSpec {
+    /// Our key for the license, referenced by models (`apache-2.0`, `llama3.1-community`).
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// SPDX identifier, when the license has one.
+    #[serde(default)]
+    pub spdx: Option<String>,
+    /// What kind of license this is.
+    pub kind: LicenseKind,
+    /// On the OSI's list of approved licenses.
+    pub osi_approved: bool,
+    /// Open by the Model Openness Framework's rule (OSI, FSF, open-data or OpenMDW);
+    /// defaults to `osi_approved`.
+    #[serde(default)]
+    pub open_per_mof: Option<bool>,
+    /// Whether the license grants commercial use.
+    pub commercial_use: CommercialUse,
+    /// An acceptable-use or prohibited-use policy restricts what the model may be used for
+    /// (a bare "comply with the law" is not a restriction).
+    pub use_restrictions: bool,
+    /// Monthly active users above which the license no longer applies, if any.
+    #[serde(default)]
+    pub mau_limit: Option<u64>,
+    /// A notice, display text or license copy is required.
+    pub attribution_required: bool,
+    /// Name prefix required for derived models ("Llama"), if any.
+    #[serde(default)]
+    pub derivative_naming: Option<String>,
+    /// What the license says about using outputs (to train other models, for instance).
+    pub output_use_restricted: OutputUse,
+    /// Offering the model as a hosted service counts as distribution (Gemma terms).
+    #[serde(default)]
+    pub hosted_service_is_distribution: bool,
+    /// Regions whose residents or companies are not granted the license (for some models).
+    #[serde(default)]
+    pub territorial_exclusions: Vec<String>,
+    /// Where the text of the license is.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Where these facts come from.
+    pub source: String,
+    /// The facts were checked against the license text itself.
+    #[serde(default)]
+    pub verified: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LicenseKind {
+    Permissive,
+    Copyleft,
+    OpenData,
+    OpenMdw,
+    Openrail,
+    CustomCommunity,
+    ResearchOnly,
+    ProprietaryTerms,
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommercialUse {
+    /// Granted without conditions.
+    Allowed,
+    /// Granted with a user cap, revenue cap, registration or similar condition.
+    Conditional,
+    /// Not granted (research or evaluation only).
+    Prohibited,
+    /// Nobody checked: policies treat it as not allowed.
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputUse {
+    None,
+    Naming,
+    FlowDown,
+    NoImprovingOtherLlms,
+    NoCompetingModels,
+    Unknown,
+}
+
+/// One model.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// The id clients ask for (`gpt-4o`, `llama-3.1-8b-instruct`).
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Who trained it.
+    pub developer: String,
+    /// Id of the license of the weights (or of the provider's terms for closed models).
+    pub license: String,
+    /// What was released.
+    pub artifacts: ArtifactsSpec,
+    /// The openness class. Optional: it is derived from `artifacts` and the license, and a
+    /// file that states a class its facts contradict is rejected.
+    #[serde(default)]
+    pub openness: Option<Openness>,
+    /// Model Openness Framework class, where the MOF has published one.
+    #[serde(default)]
+    pub mof_class: Option<MofClass>,
+    /// What the model can do.
+    pub capabilities: CapabilitiesSpec,
+    /// List price of the developer's own API, for closed models and first-party APIs.
+    #[serde(default)]
+    pub price: Option<PriceSpec>,
+    /// Names inference servers use for this model (Ollama tags, Hugging Face repositories, GGUF
+    /// file names), matched case-insensitively as substrings when local backends are discovered.
+    #[serde(default)]
+    pub served_as: Vec<String>,
+    /// Where the artifact, license and capability facts come from.
+    pub sources: SourcesSpec,
+    /// A test model, not a language model (the built-in `echo`).
+    #[serde(default)]
+    pub test_only: bool,
+}
+
+/// The released artifacts of a model.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactsSpec {
+    /// The weights can be downloaded.
+    pub weights: bool,
+    /// Downloading them requires accepting terms.
+    #[serde(default)]
+    pub weights_gated: bool,
+    /// The architecture (model code) is published.
+    pub architecture: bool,
+    /// How much of the training code is published.
+    pub training_code: TrainingCode,
+    /// How much is published about the training data.
+    pub training_data: TrainingData,
+    /// Intermediate training checkpoints are published.
+    #[serde(default)]
+    pub checkpoints: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainingCode {
+    None,
+    Inference,
+    Partial,
+    Full,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainingData {
+    None,
+    Summary,
+    Detailed,
+    Released,
+}
+
+/// The three openness classes.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Openness {
+    /// API only: no weights.
+    Closed,
+    /// Weights published; training code or data not.
+    OpenWeight,
+    /// Weights, training code and training data documented or released, under open licenses.
+    OpenSource,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum MofClass {
+    I,
+    II,
+    III,
+}
+
+/// What a model can do.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilitiesSpec {
+    /// Context window in tokens.
+    pub context_window: u32,
+    /// Longest answer in tokens, if the developer documents one.
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+    /// Tool (function) calls.
+    #[serde(default)]
+    pub tools: bool,
+    /// Image input.
+    #[serde(default)]
+    pub vision: bool,
+    /// JSON mode or structured output.
+    #[serde(default)]
+    pub json_mode: bool,
+}
+
+/// A price in USD per million tokens.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSpec {
+    /// Input (prompt) tokens.
+    pub input: f64,
+    /// Output (completion) tokens, reasoning included.
+    pub output: f64,
+    /// Input tokens read from a prompt cache.
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    /// Input tokens written to a prompt cache.
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+    /// The date the price was read.
+    pub as_of: String,
+    /// Where it was read.
+    pub source: String,
+}
+
+/// Sources of a model's facts.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesSpec {
+    /// Source of the artifact facts.
+    pub artifacts: String,
+    /// Source of the license facts.
+    pub license: String,
+    /// Source of the capability facts.
+    #[serde(default)]
+    pub capabilities: Option<String>,
+    /// Source of the MOF class.
+    #[serde(default)]
+    pub mof: Option<String>,
+}

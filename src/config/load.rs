@@ -1,0 +1,698 @@
+//! Loading: read the entry file and the catalog, parse them, and validate everything into a
+//! [`Config`], collecting every problem (file, line, field) before refusing.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use serde_saphyr::{Location, Spanned};
+use sha2::{Digest, Sha256};
+
+use super::deployment::{Deployment, Endpoint, Timeouts};
+use super::problem::Problems;
+use super::secret::Secret;
+use super::spec::{AuthMode, ConfigSpec, DeploymentSpec, Kind, Locality};
+use super::{Config, EMBEDDED_CONFIG, Limits, Origin, ReloadSettings, ServerSettings, yaml};
+use crate::auth::keys::{KeyStore, hex};
+use crate::catalog::spec::CatalogFileSpec;
+use crate::catalog::{Catalog, builtin};
+use crate::upstream::client;
+
+/// Addresses given on the command line, which win over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// How secrets are looked up: the process environment in production, a map in tests.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A loaded configuration and the paths it was read from (to watch them).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// The entry file and the catalog paths it names (files or directories).
+    pub watched: Vec<PathBuf>,
+    /// Deployments left out because their optional key is missing (names, for the log).
+    pub disabled: Vec<String>,
+}
+
+/// The files a configuration consists of, read but not yet parsed.
+struct Sources {
+    entry: (Arc<str>, String),
+    catalog: Vec<(Arc<str>, String)>,
+    watched: Vec<PathBuf>,
+}
+
+/// Loads and validates a configuration.
+pub fn load(origin: &Origin, overrides: &Overrides, env: &dyn Env) -> Result<Loaded, Problems> {
+    let mut problems = Problems::default();
+    let (entry_name, entry_text, base_dir, mut watched) = match origin {
+        Origin::Embedded => (
+            Arc::from("<built-in>/modelgate.yaml"),
+            EMBEDDED_CONFIG.to_owned(),
+            None,
+            Vec::new(),
+        ),
+        Origin::File(path) => {
+            let name: Arc<str> = Arc::from(path.display().to_string());
+            match std::fs::read_to_string(path) {
+                Ok(t) => (
+                    name,
+                    t,
+                    path.parent().map(Path::to_path_buf),
+                    vec![path.clone()],
+                ),
+                Err(e) => {
+                    problems.file(&name, format!("cannot read the configuration: {e}"));
+                    return Err(problems);
+                }
+            }
+        }
+    };
+    let Some(spec) = yaml::parse::<ConfigSpec>(&entry_name, &entry_text, &mut problems) else {
+        return Err(problems);
+    };
+
+    let mut catalog_sources = Vec::new();
+    if spec.catalog.builtin {
+        for (name, text) in builtin::FILES {
+            catalog_sources.push((
+                Arc::from(format!("<built-in>/providers/{name}")),
+                (*text).to_owned(),
+            ));
+        }
+    }
+    for p in &spec.catalog.paths {
+        let path = resolve(base_dir.as_deref(), &p.value);
+        match catalog_files(&path) {
+            Ok(list) => {
+                for f in list {
+                    let name: Arc<str> = Arc::from(f.display().to_string());
+                    match std::fs::read_to_string(&f) {
+                        Ok(t) => catalog_sources.push((name, t)),
+                        Err(e) => problems.file(&name, format!("cannot read: {e}")),
+                    }
+                }
+            }
+            Err(e) => problems.at(&entry_name, p.referenced, "catalog.paths", e),
+        }
+        watched.push(path);
+    }
+    let sources = Sources {
+        entry: (entry_name, entry_text),
+        catalog: catalog_sources,
+        watched,
+    };
+    build(origin, spec, sources, overrides, env, problems)
+}
+
+fn build(
+    origin: &Origin,
+    spec: ConfigSpec,
+    sources: Sources,
+    overrides: &Overrides,
+    env: &dyn Env,
+    mut problems: Problems,
+) -> Result<Loaded, Problems> {
+    let file = sources.entry.0.clone();
+    let mut hasher = Sha256::new();
+    hasher.update(sources.entry.1.as_bytes());
+
+    let mut catalog_files = Vec::new();
+    for (name, text) in &sources.catalog {
+        hasher.update(name.as_bytes());
+        hasher.update(text.as_bytes());
+        if let Some(f) = yaml::parse::<CatalogFileSpec>(name, text, &mut problems) {
+            catalog_files.push((name.clone(), f));
+        }
+    }
+    let catalog = Arc::new(Catalog::build(catalog_files, &mut problems));
+
+    // Listeners and authentication.
+    let listen = address(
+        &file,
+        spec.listen.as_ref(),
+        "listen",
+        "127.0.0.1:8400",
+        overrides.listen,
+        &mut problems,
+    );
+    let admin_listen = address(
+        &file,
+        spec.admin_listen.as_ref(),
+        "admin_listen",
+        "127.0.0.1:8401",
+        overrides.admin_listen,
+        &mut problems,
+    );
+    let mut keys = KeyStore::default();
+    let mut key_ids = HashSet::new();
+    for (i, k) in spec.keys.iter().enumerate() {
+        let loc = k.referenced;
+        let k = &k.value;
+        let path = |f: &str| format!("keys[{i}].{f}");
+        if k.id.trim().is_empty() || !key_ids.insert(k.id.clone()) {
+            problems.at(
+                &file,
+                loc,
+                path("id"),
+                "key ids must be non-empty and unique",
+            );
+        }
+        if k.tenant.trim().is_empty() {
+            problems.at(&file, loc, path("tenant"), "must not be empty");
+        }
+        if let Err(e) = keys.insert(&k.id, &k.tenant, &k.sha256) {
+            problems.at(&file, loc, path("sha256"), e);
+        }
+    }
+    let mode = spec.auth.as_ref().map_or(AuthMode::Keys, |a| a.value);
+    let auth_loc = spec
+        .auth
+        .as_ref()
+        .map_or(Location::UNKNOWN, |a| a.referenced);
+    let auth_required = match mode {
+        AuthMode::None => {
+            if !keys.is_empty() {
+                problems.at(
+                    &file,
+                    auth_loc,
+                    "auth",
+                    "'auth: none' but keys are configured; remove one or the other",
+                );
+            }
+            false
+        }
+        AuthMode::Keys => {
+            if keys.is_empty() && !listen.ip().is_loopback() {
+                let loc = spec
+                    .listen
+                    .as_ref()
+                    .map_or(Location::UNKNOWN, |l| l.referenced);
+                problems.at(
+                    &file,
+                    loc,
+                    "listen",
+                    format!(
+                        "the API would listen on {listen}, beyond this machine, with no keys: configure 'keys', or say 'auth: none' to allow it"
+                    ),
+                );
+            }
+            !keys.is_empty()
+        }
+    };
+
+    // Deployments.
+    let mut names = HashSet::new();
+    let mut deployments = Vec::new();
+    let mut discover = Vec::new();
+    let mut disabled = Vec::new();
+    for (i, d) in spec.deployments.iter().enumerate() {
+        let cx = DeploymentCx {
+            file: &file,
+            loc: d.referenced,
+            index: i,
+            catalog: &catalog,
+            env,
+        };
+        let d = &d.value;
+        if !names.insert(d.name.clone()) {
+            problems.at(
+                &file,
+                cx.loc,
+                cx.path("name"),
+                format!("duplicate deployment name '{}'", d.name),
+            );
+            continue;
+        }
+        match cx.endpoint(d, &mut problems) {
+            Built::Skip => {}
+            Built::Disabled => disabled.push(d.name.clone()),
+            Built::Ok(ep) => {
+                if d.discover {
+                    discover.push(ep);
+                } else if let Some(model) = d.model.as_ref().and_then(|m| catalog.get(m)) {
+                    let upstream = d.upstream_model.clone().unwrap_or_else(|| model.id.clone());
+                    deployments.push(Arc::new(Deployment::configured(
+                        d.name.clone(),
+                        ep,
+                        model.clone(),
+                        upstream,
+                    )));
+                }
+            }
+        }
+    }
+    for d in &deployments {
+        if let Some(m) = catalog.get(&d.name)
+            && m.id != d.model.id
+        {
+            problems.0.push(super::problem::Problem {
+                file: file.clone(),
+                line: 0,
+                column: 0,
+                path: "deployments".into(),
+                message: format!(
+                    "deployment '{}' has the id of another catalog model; rename it",
+                    d.name
+                ),
+            });
+        }
+    }
+
+    let dur = |d: &Option<super::spec::Dur>, default: u64| {
+        d.map_or(Duration::from_secs(default), |d| d.0)
+    };
+    let server = ServerSettings {
+        listen,
+        admin_listen,
+        drain_timeout: dur(&spec.server.drain_timeout, 30),
+        header_read_timeout: dur(&spec.server.header_read_timeout, 10),
+        max_connections: spec.server.max_connections.unwrap_or(10_000).max(1),
+    };
+    if server.header_read_timeout.is_zero() {
+        problems.at(
+            &file,
+            Location::UNKNOWN,
+            "server.header_read_timeout",
+            "must be more than 0",
+        );
+    }
+    let limits = Limits {
+        max_body_bytes: spec.limits.max_body_bytes,
+        max_messages: spec.limits.max_messages,
+        max_json_depth: spec.limits.max_json_depth,
+        max_response_bytes: spec.limits.max_response_bytes,
+        max_sse_line_bytes: spec.limits.max_sse_line_bytes,
+    };
+    if limits.max_body_bytes == 0
+        || limits.max_messages == 0
+        || limits.max_json_depth == 0
+        || limits.max_response_bytes == 0
+        || limits.max_sse_line_bytes < 1024
+    {
+        problems.at(
+            &file,
+            Location::UNKNOWN,
+            "limits",
+            "limits must be positive (max_sse_line_bytes at least 1024)",
+        );
+    }
+    let reload = ReloadSettings {
+        poll_interval: dur(&spec.reload.poll_interval, 2),
+        discovery_interval: dur(&spec.reload.discovery_interval, 15)
+            .max(Duration::from_millis(100)),
+    };
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Loaded {
+        config: Config {
+            origin: origin.clone(),
+            hash: hex(&hasher.finalize())[..16].to_owned(),
+            server,
+            auth_required,
+            keys,
+            catalog,
+            deployments,
+            discover,
+            limits,
+            reload,
+        },
+        watched: sources.watched,
+        disabled,
+    })
+}
+
+fn address(
+    file: &Arc<str>,
+    spec: Option<&Spanned<String>>,
+    field: &str,
+    default: &str,
+    cli: Option<SocketAddr>,
+    problems: &mut Problems,
+) -> SocketAddr {
+    let fallback = SocketAddr::from(([127, 0, 0, 1], 0));
+    if let Some(a) = cli {
+        return a;
+    }
+    let Some(s) = spec else {
+        return default.parse().unwrap_or(fallback);
+    };
+    match s.value.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            problems.at(
+                file,
+                s.referenced,
+                field,
+                format!("'{}' is not an address such as 127.0.0.1:8400", s.value),
+            );
+            fallback
+        }
+    }
+}
+
+/// A path from the configuration, relative to the configuration's directory.
+fn resolve(base: Option<&Path>, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// A fingerprint of the watched paths: changes when any file under them changes, appears or
+/// goes. Kubernetes swaps a ConfigMap's files through a symlink; reading contents sees it.
+pub fn fingerprint(watched: &[PathBuf]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in watched {
+        h.update(p.as_os_str().as_encoded_bytes());
+        let files = if p.is_dir() {
+            catalog_files(p).unwrap_or_default()
+        } else {
+            vec![p.clone()]
+        };
+        for f in files {
+            h.update(f.as_os_str().as_encoded_bytes());
+            match std::fs::read(&f) {
+                Ok(b) => h.update(&b),
+                Err(_) => h.update(b"\0missing"),
+            }
+        }
+    }
+    h.finalize().into()
+}
+
+/// A catalog path: a file, or a directory whose `*.yaml` / `*.yml` files are read in name order.
+fn catalog_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    if path.is_dir() {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        out.sort();
+        Ok(out)
+    } else if path.is_file() {
+        Ok(vec![path.to_path_buf()])
+    } else {
+        Err(format!(
+            "{} is neither a file nor a directory",
+            path.display()
+        ))
+    }
+}
+
+enum Built {
+    Ok(Arc<Endpoint>),
+    /// Optional and its key is missing.
+    Disabled,
+    /// Invalid; the problems say why.
+    Skip,
+}
+
+struct DeploymentCx<'a> {
+    file: &'a Arc<str>,
+    loc: Location,
+    index: usize,
+    catalog: &'a Catalog,
+    env: &'a dyn Env,
+}
+
+impl DeploymentCx<'_> {
+    fn path(&self, field: &str) -> String {
+        format!("deployments[{}].{field}", self.index)
+    }
+
+    fn problem(&self, problems: &mut Problems, field: &str, message: impl Into<String>) {
+        problems.at(self.file, self.loc, self.path(field), message);
+    }
+
+    fn endpoint(&self, d: &DeploymentSpec, problems: &mut Problems) -> Built {
+        let before = problems.len();
+        if d.name.is_empty() || d.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.problem(problems, "name", "must be non-empty, without spaces");
+        }
+        if d.name == super::AUTO {
+            self.problem(
+                problems,
+                "name",
+                "'auto' is reserved for the policy's own choice",
+            );
+        }
+        // The model.
+        if d.discover {
+            if !matches!(d.kind, Kind::OpenaiCompatible | Kind::Openai) {
+                self.problem(
+                    problems,
+                    "discover",
+                    "only OpenAI-compatible backends can be discovered",
+                );
+            }
+            if d.model.is_some() || d.upstream_model.is_some() {
+                self.problem(problems, "model", "a discovered backend names its models itself: remove 'model' and 'upstream_model'");
+            }
+        } else {
+            match &d.model {
+                None => self.problem(problems, "model", "missing: name the catalog model this deployment serves (or set 'discover: true')"),
+                Some(m) if self.catalog.get(m).is_none() => self.problem(
+                    problems,
+                    "model",
+                    format!("unknown model '{m}': add it to a catalog file (`modelgate catalog` lists the known ones)"),
+                ),
+                Some(_) => {}
+            }
+        }
+        // Where it is.
+        let base_url = match (d.kind, &d.base_url) {
+            (Kind::Echo, Some(_)) => {
+                self.problem(
+                    problems,
+                    "base_url",
+                    "the echo model runs inside the gateway and has no URL",
+                );
+                String::new()
+            }
+            (Kind::Echo, None) => String::new(),
+            (_, Some(u)) => self.base_url(u, problems),
+            (Kind::Openai, None) => "https://api.openai.com/v1".into(),
+            (Kind::Anthropic, None) => "https://api.anthropic.com/v1".into(),
+            (Kind::Gemini, None) => "https://generativelanguage.googleapis.com/v1beta".into(),
+            (Kind::OpenaiCompatible, None) => {
+                self.problem(problems, "base_url", "missing: an OpenAI-compatible backend needs its URL, such as http://127.0.0.1:8000/v1");
+                String::new()
+            }
+        };
+        // Its key.
+        let key = match (&d.api_key_env, &d.api_key_file) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    problems,
+                    "api_key_file",
+                    "give the key either by 'api_key_env' or by 'api_key_file'",
+                );
+                None
+            }
+            (Some(var), None) => {
+                if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    self.problem(
+                        problems,
+                        "api_key_env",
+                        "must be the name of an environment variable",
+                    );
+                    None
+                } else {
+                    match self.env.var(var) {
+                        Some(v) => Some(Secret::new(v.trim().to_owned())),
+                        None if d.optional => return Built::Disabled,
+                        None => {
+                            self.problem(
+                                problems,
+                                "api_key_env",
+                                format!("environment variable {var} is not set"),
+                            );
+                            None
+                        }
+                    }
+                }
+            }
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(v) => Some(Secret::new(v.trim().to_owned())),
+                Err(_) if d.optional => return Built::Disabled,
+                Err(e) => {
+                    self.problem(
+                        problems,
+                        "api_key_file",
+                        format!("cannot read the key file: {}", e.kind()),
+                    );
+                    None
+                }
+            },
+            (None, None) => {
+                if matches!(d.kind, Kind::Openai | Kind::Anthropic | Kind::Gemini) {
+                    self.problem(
+                        problems,
+                        "api_key_env",
+                        format!(
+                            "a {} deployment needs a key: set 'api_key_env'",
+                            d.kind.as_str()
+                        ),
+                    );
+                }
+                None
+            }
+        };
+        let auth_header = key.and_then(|k| {
+            let (name, value) = match d.kind {
+                Kind::Anthropic => (HeaderName::from_static("x-api-key"), k.expose().to_owned()),
+                Kind::Gemini => (
+                    HeaderName::from_static("x-goog-api-key"),
+                    k.expose().to_owned(),
+                ),
+                _ => (
+                    http::header::AUTHORIZATION,
+                    format!("Bearer {}", k.expose()),
+                ),
+            };
+            match HeaderValue::from_str(&value) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    Some((name, v))
+                }
+                Err(_) => {
+                    self.problem(
+                        problems,
+                        "api_key_env",
+                        "the key contains characters a header cannot carry",
+                    );
+                    None
+                }
+            }
+        });
+        let price_override = d.price.as_ref().map(|p| (p.input, p.output));
+        if let Some((i, o)) = price_override
+            && (!i.is_finite() || !o.is_finite() || i < 0.0 || o < 0.0)
+        {
+            self.problem(problems, "price", "prices must be finite and not negative");
+        }
+        let defaults = Timeouts::default();
+        let t = &d.timeouts;
+        let timeouts = Timeouts {
+            connect: t.connect.map_or(defaults.connect, |d| d.0),
+            first_byte: t.first_byte.map_or(defaults.first_byte, |d| d.0),
+            idle: t.idle.map_or(defaults.idle, |d| d.0),
+            total: t.total.map_or(defaults.total, |d| d.0),
+        };
+        if [
+            timeouts.connect,
+            timeouts.first_byte,
+            timeouts.idle,
+            timeouts.total,
+        ]
+        .iter()
+        .any(Duration::is_zero)
+        {
+            self.problem(problems, "timeouts", "timeouts must be more than 0");
+        }
+        if problems.len() > before {
+            return Built::Skip;
+        }
+        let locality =
+            d.locality
+                .unwrap_or(if d.kind == Kind::Echo || is_loopback_url(&base_url) {
+                    Locality::Local
+                } else {
+                    Locality::Remote
+                });
+        let client = match client::build(&timeouts) {
+            Ok(c) => c,
+            Err(e) => {
+                self.problem(problems, "timeouts", e);
+                return Built::Skip;
+            }
+        };
+        Built::Ok(Arc::new(Endpoint {
+            name: d.name.clone(),
+            kind: d.kind,
+            provider: d
+                .provider
+                .clone()
+                .unwrap_or_else(|| d.kind.as_str().to_owned()),
+            base_url,
+            auth_header,
+            locality,
+            data: d.data,
+            region: d.region.clone(),
+            quantization: d.quantization.clone(),
+            price_override,
+            stream_usage: d.stream_usage.unwrap_or(true),
+            timeouts,
+            client,
+        }))
+    }
+
+    fn base_url(&self, u: &str, problems: &mut Problems) -> String {
+        match reqwest::Url::parse(u) {
+            Err(e) => {
+                self.problem(problems, "base_url", format!("not a URL: {e}"));
+                String::new()
+            }
+            Ok(url) => {
+                if !matches!(url.scheme(), "http" | "https") {
+                    self.problem(problems, "base_url", "must be an http:// or https:// URL");
+                } else if url.host_str().is_none_or(str::is_empty) {
+                    self.problem(problems, "base_url", "must name a host");
+                } else if !url.username().is_empty() || url.password().is_some() {
+                    self.problem(
+                        problems,
+                        "base_url",
+                        "must not carry credentials: use 'api_key_env'",
+                    );
+                } else if url.query().is_some() || url.fragment().is_some() {
+                    self.problem(problems, "base_url", "must not have a query or a fragment");
+                }
+                u.trim_end_matches('/').to_owned()
+            }
+        }
+    }
+}
+
+fn is_loopback_url(u: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(u) else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or("");
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// Writes `files` into a fresh directory and returns the path of the first.
+fn write(files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "modelgate-load-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir.join(files[0].0)
+}
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn load_text(text: &str, env_pairs: &[(&str, &str)]) -> Result<Loaded, Problems> {
+    let path = write(&[("modelgate.yaml", text)]);
+    load(&Origin::File(path), &Overrides::default(), &env(env_pairs))
+}
+
+#[test]
+fn embedded_default_loads_and_enables_keyed_deployments() {
+    let loaded = load(&Origin::Embedded, &Overrides::default(), &env(&[])).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.deployments.len(), 1, "only echo without keys");
+    assert_eq!(c.deployments[0].name, "echo");
+    assert_eq!(c.discover.len(), 3);
+    assert!(!c.auth_required);
+    assert!(loaded.disabled.contains(&"openai/gpt-4o".to_owned()));
+
+    let loaded = load(
+        &Origin::Embedded,
+        &Overrides::default(),
+        &env(&[("OPENAI_API_KEY", "sk-canary-1")]),
+    )
+    .unwrap();
+    let names: Vec<&str> = loaded
+        .config
+        .deployments
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
+    assert!(names.contains(&"openai/gpt-4o"), "{names:?}");
+    let d = loaded
+        .config
+        .deployments
+        .iter()
+        .find(|d| d.name == "openai/gpt-4o")
+        .unwrap();
+    assert_eq!(d.endpoint.locality, Locality::Remote);
+    assert_eq!(d.price.input, 2.5, "remote deployments cost the list price");
+    assert!(!format!("{d:?}").contains("canary"), "the key never prints");
+}
+
+#[test]
+fn a_minimal_file_works() {
+    let loaded = load_text(
+        "deployments:\n  - {name: local, kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1/', model: llama-3.1-8b-instruct, upstream_model: meta-llama/Llama-3.1-8B-Instruct}\n",
+        &[],
+    )
+    .unwrap();
+    let d = &loaded.config.deployments[0];
+    assert_eq!(d.endpoint.base_url, "http://127.0.0.1:9/v1");
+    assert_eq!(d.endpoint.locality, Locality::Local);
+    assert_eq!(
+        d.price.input, 0.0,
+        "local deployments cost nothing by default"
+    );
+    assert_eq!(d.upstream_model, "meta-llama/Llama-3.1-8B-Instruct");
+    assert_eq!(loaded.config.server.listen.to_string(), "127.0.0.1:8400");
+}
+
+#[test]
+fn every_problem_is_reported_with_file_line_and_field() {
+    let text = "\
+deployments:
+  - name: a
+    kind: openai-compatible
+    model: no-such-model
+    base_url: http://127.0.0.1:1/v1
+  - name: a
+    kind: openai
+    model: gpt-4o
+  - name: b
+    kind: openai
+    model: gpt-4o
+    api_key_env: NOT_SET_ANYWHERE
+  - name: c
+    kind: openai-compatible
+    model: gpt-4o
+    base_url: 'ftp://x'
+keys:
+  - {id: k, tenant: t, sha256: nothex}
+";
+    let problems = load_text(text, &[]).unwrap_err();
+    let got: Vec<(u64, &str)> = problems
+        .0
+        .iter()
+        .map(|p| (p.line, p.path.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (18, "keys[0].sha256"),
+            (2, "deployments[0].model"),
+            (6, "deployments[1].name"),
+            (9, "deployments[2].api_key_env"),
+            (13, "deployments[3].base_url"),
+        ],
+        "{problems}"
+    );
+    assert!(
+        problems
+            .0
+            .iter()
+            .all(|p| p.file.ends_with("modelgate.yaml"))
+    );
+    assert!(problems.to_string().contains("NOT_SET_ANYWHERE is not set"));
+}
+
+#[test]
+fn unknown_and_mistyped_fields_are_refused() {
+    let p = load_text("listen: 127.0.0.1:1\nlisten_addr: x\n", &[]).unwrap_err();
+    assert_eq!(p.0[0].line, 2, "{p}");
+    assert!(p.0[0].message.contains("listen_addr"), "{p}");
+    let p = load_text("limits:\n  max_body_bytes: lots\n", &[]).unwrap_err();
+    assert_eq!(p.0[0].line, 2, "{p}");
+    assert_eq!(p.0[0].path, "limits.max_body_bytes", "{p}");
+    let p = load_text(
+        "deployments:\n  - {name: x, kind: magic, model: echo}\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(p.0[0].line, 2, "{p}");
+    let p = load_text("server: {drain_timeout: forever}\n", &[]).unwrap_err();
+    assert!(p.0[0].message.contains("duration"), "{p}");
+}
+
+#[test]
+fn no_keys_beyond_loopback_unless_said() {
+    let p = load_text("listen: 0.0.0.0:8400\n", &[]).unwrap_err();
+    assert_eq!(p.0[0].path, "listen");
+    assert!(load_text("listen: 0.0.0.0:8400\nauth: none\n", &[]).is_ok());
+    let key = crate::auth::keys::hash_hex("mg-test");
+    let loaded = load_text(
+        &format!("listen: 0.0.0.0:8400\nkeys:\n  - {{id: a, tenant: t, sha256: {key}}}\n"),
+        &[],
+    )
+    .unwrap();
+    assert!(loaded.config.auth_required);
+    assert!(
+        load_text(
+            &format!("auth: none\nkeys:\n  - {{id: a, tenant: t, sha256: {key}}}\n"),
+            &[]
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn secrets_stay_out_of_problems() {
+    let p = load_text(
+        "deployments:\n  - {name: x, kind: openai, model: no-such, api_key_env: K}\n",
+        &[("K", "sk-canary-secret-value")],
+    )
+    .unwrap_err();
+    assert!(!p.to_string().contains("canary"), "{p}");
+    let p = load_text(
+        "deployments:\n  - {name: x, kind: openai, model: gpt-4o, api_key_env: K}\n",
+        &[("K", "sk-canary\nbad")],
+    )
+    .unwrap_err();
+    assert!(!p.to_string().contains("canary"), "{p}");
+}
+
+#[test]
+fn catalog_paths_extend_the_catalog() {
+    let path = write(&[
+        (
+            "modelgate.yaml",
+            "catalog: {paths: [extra]}\ndeployments:\n  - {name: mine, kind: openai-compatible, base_url: 'http://127.0.0.1:1/v1', model: my-model}\n",
+        ),
+        (
+            "extra/mine.yaml",
+            "models:\n  - {id: my-model, name: Mine, developer: us, license: apache-2.0, artifacts: {weights: true, architecture: true, training_code: full, training_data: released}, capabilities: {context_window: 4096}, sources: {artifacts: us, license: us}}\n",
+        ),
+    ]);
+    let loaded = load(&Origin::File(path), &Overrides::default(), &env(&[])).unwrap();
+    assert_eq!(
+        loaded.config.deployments[0].model.openness,
+        crate::catalog::Openness::OpenSource
+    );
+    assert_eq!(loaded.watched.len(), 2);
+}
+
+#[test]
+fn a_bad_catalog_file_names_itself() {
+    let path = write(&[
+        ("modelgate.yaml", "catalog: {paths: [bad.yaml]}\n"),
+        ("bad.yaml", "models:\n  - {id: x}\n"),
+    ]);
+    let p = load(&Origin::File(path), &Overrides::default(), &env(&[])).unwrap_err();
+    assert!(p.0[0].file.ends_with("bad.yaml"), "{p}");
+    assert_eq!(p.0[0].line, 2, "{p}");
+}
+
+#[test]
+fn fingerprint_sees_changes() {
+    let path = write(&[("modelgate.yaml", "listen: 127.0.0.1:1\n")]);
+    let a = fingerprint(std::slice::from_ref(&path));
+    std::fs::write(&path, "listen: 127.0.0.1:2\n").unwrap();
+    assert_ne!(a, fingerprint(std::slice::from_ref(&path)));
+}

@@ -1,0 +1,161 @@
+//! Configuration: the entry file and the catalog, validated into [`Config`]; with what local
+//! backends were found to serve, turned into the [`Snapshot`] each request reads once.
+
+pub mod deployment;
+pub mod load;
+pub mod problem;
+pub mod reload;
+pub mod secret;
+pub mod spec;
+pub mod yaml;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::keys::KeyStore;
+use crate::catalog::Catalog;
+pub use deployment::{Deployment, Endpoint, Timeouts};
+
+/// The built-in entry file served by `modelgate serve` without `--config`.
+pub const EMBEDDED_CONFIG: &str = include_str!("default.yaml");
+
+/// Where a configuration came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Embedded,
+    File(PathBuf),
+}
+
+/// Limits on requests and upstream answers.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_body_bytes: u64,
+    pub max_messages: usize,
+    pub max_json_depth: usize,
+    pub max_response_bytes: u64,
+    pub max_sse_line_bytes: usize,
+}
+
+/// Listener settings, read at start.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub drain_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Reload settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ReloadSettings {
+    pub poll_interval: Duration,
+    pub discovery_interval: Duration,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub origin: Origin,
+    /// SHA-256 (hex) of every file that went into it.
+    pub hash: String,
+    pub server: ServerSettings,
+    /// Callers must present a key.
+    pub auth_required: bool,
+    pub keys: KeyStore,
+    pub catalog: Arc<Catalog>,
+    /// Deployments with a fixed model.
+    pub deployments: Vec<Arc<Deployment>>,
+    /// Backends whose models are discovered at run time.
+    pub discover: Vec<Arc<Endpoint>>,
+    pub limits: Limits,
+    pub reload: ReloadSettings,
+}
+
+/// Names a discovering backend was found to serve, by endpoint name.
+pub type Discovered = HashMap<String, Vec<String>>;
+
+/// What one request reads: the configuration plus the deployments that exist right now, and
+/// the table from requested names to deployments. Built once per change, never per request.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub deployments: Vec<Arc<Deployment>>,
+    routes: HashMap<String, Route>,
+    /// Model ids for `GET /v1/models`, in catalog order, with their deployments.
+    pub listed: Vec<(Arc<crate::catalog::Model>, Vec<usize>)>,
+}
+
+/// What a requested name stands for.
+#[derive(Clone, Debug)]
+pub enum Route {
+    /// A model id (or a name a backend serves it under): its deployments.
+    Model(Vec<usize>),
+    /// One deployment, asked for by name.
+    Deployment(usize),
+    /// `auto`: every deployment of a language model.
+    Auto,
+}
+
+/// The alias that lets the policy choose among all models.
+pub const AUTO: &str = "auto";
+
+impl Snapshot {
+    /// Expands discovered backends into deployments and builds the route table.
+    pub fn build(config: Arc<Config>, discovered: &Discovered) -> Snapshot {
+        let mut deployments: Vec<Arc<Deployment>> = config.deployments.clone();
+        for ep in &config.discover {
+            let Some(names) = discovered.get(&ep.name) else {
+                continue;
+            };
+            for served in names {
+                let model = match config.catalog.match_served_name(served) {
+                    Some(m) => m.clone(),
+                    None => Arc::new(config.catalog.uncatalogued(served)),
+                };
+                deployments.push(Arc::new(Deployment::discovered(ep.clone(), model, served)));
+            }
+        }
+
+        let mut routes: HashMap<String, Route> = HashMap::new();
+        let mut by_model: Vec<(Arc<crate::catalog::Model>, Vec<usize>)> = Vec::new();
+        for (i, d) in deployments.iter().enumerate() {
+            match by_model.iter_mut().find(|(m, _)| m.id == d.model.id) {
+                Some((_, v)) => v.push(i),
+                None => by_model.push((d.model.clone(), vec![i])),
+            }
+        }
+        for (m, idx) in &by_model {
+            routes.insert(m.id.clone(), Route::Model(idx.clone()));
+        }
+        for (i, d) in deployments.iter().enumerate() {
+            // A discovered model is also reachable under the name its backend uses.
+            if d.discovered_as.is_some() && !routes.contains_key(&d.upstream_model) {
+                routes.insert(d.upstream_model.clone(), Route::Model(vec![i]));
+            }
+            routes.entry(d.name.clone()).or_insert(Route::Deployment(i));
+        }
+        routes.insert(AUTO.to_owned(), Route::Auto);
+        by_model.sort_by_key(|(m, _)| {
+            config
+                .catalog
+                .models
+                .iter()
+                .position(|c| c.id == m.id)
+                .unwrap_or(usize::MAX)
+        });
+        Snapshot {
+            config,
+            deployments,
+            routes,
+            listed: by_model,
+        }
+    }
+
+    pub fn route(&self, requested: &str) -> Option<&Route> {
+        self.routes.get(requested)
+    }
+}

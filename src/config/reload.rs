@@ -1,0 +1,269 @@
+//! Reload: build a new snapshot, validate it, then swap it in atomically; on any problem keep
+//! the old one. Triggered by SIGHUP, by a change of the watched files, and by what discovered
+//! backends say they serve. A request loads the snapshot once and keeps it to its end.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+
+use super::load::{self, Env, Loaded, Overrides};
+use super::{Config, Discovered, Endpoint, Origin, Snapshot};
+use crate::metrics::Metrics;
+
+/// The snapshot requests read.
+pub type Live = Arc<ArcSwap<Snapshot>>;
+
+/// Most models taken from one discovered backend.
+const MAX_DISCOVERED: usize = 200;
+
+/// The reloadable state of a running gateway.
+pub struct State {
+    pub live: Live,
+    origin: Origin,
+    overrides: Overrides,
+    env: Box<dyn Env + Send + Sync>,
+    metrics: Arc<Metrics>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    watched: Vec<PathBuf>,
+    fingerprint: [u8; 32],
+    discovered: Discovered,
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// A new configuration is in force.
+    Changed { hash: String },
+    /// The files hold the configuration already in force.
+    Unchanged,
+    /// The files hold an invalid configuration; the old one stays.
+    Refused { problems: String },
+}
+
+impl State {
+    pub fn new(
+        loaded: Loaded,
+        origin: Origin,
+        overrides: Overrides,
+        env: Box<dyn Env + Send + Sync>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<State> {
+        let config = Arc::new(loaded.config);
+        let snapshot = Snapshot::build(config.clone(), &Discovered::default());
+        metrics.set_config(&config.hash, snapshot.deployments.len());
+        let fingerprint = load::fingerprint(&loaded.watched);
+        Arc::new(State {
+            live: Arc::new(ArcSwap::from_pointee(snapshot)),
+            origin,
+            overrides,
+            env,
+            metrics,
+            inner: Mutex::new(Inner {
+                config,
+                watched: loaded.watched,
+                fingerprint,
+                discovered: Discovered::default(),
+            }),
+        })
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.inner().config.clone()
+    }
+
+    /// Reads the files again and, if they hold a valid configuration, puts it in force.
+    pub fn reload(&self) -> Reloaded {
+        let result = load::load(&self.origin, &self.overrides, self.env.as_ref());
+        let mut inner = self.inner();
+        match result {
+            Err(problems) => {
+                inner.fingerprint = load::fingerprint(&inner.watched);
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::error!(
+                    event = "config_reload",
+                    result = "error",
+                    problems = problems.len(),
+                    "configuration refused; the previous one stays in force:\n{problems}"
+                );
+                Reloaded::Refused {
+                    problems: problems.to_string(),
+                }
+            }
+            Ok(loaded) => {
+                inner.watched = loaded.watched;
+                inner.fingerprint = load::fingerprint(&inner.watched);
+                if loaded.config.hash == inner.config.hash {
+                    self.metrics
+                        .config_reloads
+                        .with_label_values(&["unchanged"])
+                        .inc();
+                    return Reloaded::Unchanged;
+                }
+                let old = &inner.config.server;
+                let new = &loaded.config.server;
+                if old.listen != new.listen || old.admin_listen != new.admin_listen {
+                    tracing::warn!(
+                        "listen addresses changed: they take effect at the next restart"
+                    );
+                }
+                if !loaded.disabled.is_empty() {
+                    tracing::info!(deployments = ?loaded.disabled, "deployments left out: their keys are not set");
+                }
+                let hash = loaded.config.hash.clone();
+                inner.config = Arc::new(loaded.config);
+                self.publish(&inner);
+                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(event = "config_reload", result = "ok", hash = %hash, "configuration reloaded");
+                Reloaded::Changed { hash }
+            }
+        }
+    }
+
+    /// Whether the watched files changed since the last load.
+    fn files_changed(&self) -> bool {
+        let (watched, last) = {
+            let inner = self.inner();
+            (inner.watched.clone(), inner.fingerprint)
+        };
+        !watched.is_empty() && load::fingerprint(&watched) != last
+    }
+
+    fn publish(&self, inner: &Inner) {
+        let snapshot = Snapshot::build(inner.config.clone(), &inner.discovered);
+        self.metrics
+            .set_config(&inner.config.hash, snapshot.deployments.len());
+        self.live.store(Arc::new(snapshot));
+    }
+
+    /// Asks every discovering backend what it serves, and updates the snapshot on a change.
+    pub async fn discover(&self) {
+        let endpoints = self.config().discover.clone();
+        if endpoints.is_empty() {
+            return;
+        }
+        let results =
+            futures_util::future::join_all(endpoints.iter().map(|ep| list_models(ep.clone())))
+                .await;
+        let mut found = Discovered::default();
+        for (ep, names) in endpoints.iter().zip(results) {
+            if !names.is_empty() {
+                found.insert(ep.name.clone(), names);
+            }
+        }
+        let mut inner = self.inner();
+        if found != inner.discovered {
+            for (name, models) in &found {
+                if inner.discovered.get(name) != Some(models) {
+                    tracing::info!(backend = %name, models = ?models, "backend discovered");
+                }
+            }
+            for name in inner.discovered.keys() {
+                if !found.contains_key(name) {
+                    tracing::info!(backend = %name, "backend no longer answers");
+                }
+            }
+            inner.discovered = found;
+            self.publish(&inner);
+        }
+    }
+}
+
+/// `GET {base_url}/models`: the names a backend serves; empty when it does not answer.
+async fn list_models(ep: Arc<Endpoint>) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct List {
+        data: Vec<Item>,
+    }
+    #[derive(Deserialize)]
+    struct Item {
+        id: String,
+    }
+    let mut req = ep.client.0.get(format!("{}/models", ep.base_url));
+    if let Some((name, value)) = &ep.auth_header {
+        req = req.header(name.clone(), value.clone());
+    }
+    let fetch = async {
+        let res = req.send().await.ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let body = res.bytes().await.ok()?;
+        serde_json::from_slice::<List>(&body).ok()
+    };
+    let Ok(Some(list)) = tokio::time::timeout(Duration::from_secs(2), fetch).await else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = list
+        .data
+        .into_iter()
+        .map(|i| i.id)
+        .filter(|id| !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control))
+        .take(MAX_DISCOVERED)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Reloads on SIGHUP and whenever the watched files change, until the process ends.
+pub async fn watch(state: Arc<State>) {
+    let poll = state.config().reload.poll_interval;
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP");
+            None
+        }
+    };
+    let mut tick = (!poll.is_zero()).then(|| tokio::time::interval(poll));
+    loop {
+        let hup_fired = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let ticked = async {
+            match tick.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = hup_fired => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                state.reload();
+            }
+            () = ticked => {
+                if state.files_changed() {
+                    state.reload();
+                }
+            }
+        }
+    }
+}
+
+/// Asks discovering backends what they serve, every `discovery_interval`.
+pub async fn discovery(state: Arc<State>) {
+    loop {
+        let every = state.config().reload.discovery_interval;
+        tokio::time::sleep(every).await;
+        state.discover().await;
+    }
+}

@@ -1,0 +1,380 @@
+//! The entry file `modelgate.yaml` as written: plain data, `deny_unknown_fields` everywhere.
+//! Every field's doc comment is its user documentation; README's configuration reference is
+//! checked against these names by a test.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use serde_saphyr::Spanned;
+
+/// `modelgate.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    /// Address of the API listener. Default `127.0.0.1:8400`.
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`). Default `127.0.0.1:8401`.
+    #[serde(default)]
+    pub admin_listen: Option<Spanned<String>>,
+    /// `keys` (default): callers present a key from `keys`; with no keys configured the API must
+    /// listen on a loopback address. `none`: no authentication, on any address.
+    #[serde(default)]
+    pub auth: Option<Spanned<AuthMode>>,
+    /// Client keys, stored as SHA-256 hashes (`modelgate key new` makes one).
+    #[serde(default)]
+    pub keys: Vec<Spanned<KeySpec>>,
+    /// Which catalog files to load.
+    #[serde(default)]
+    pub catalog: CatalogRefSpec,
+    /// Where models are served.
+    #[serde(default)]
+    pub deployments: Vec<Spanned<DeploymentSpec>>,
+    /// Limits on requests.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// Listener and shutdown settings.
+    #[serde(default)]
+    pub server: ServerSpec,
+    /// Configuration reload.
+    #[serde(default)]
+    pub reload: ReloadSpec,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    Keys,
+    None,
+}
+
+/// One client key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    /// A name for the key that is not secret (shown in logs).
+    pub id: String,
+    /// The tenant the key belongs to.
+    pub tenant: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+}
+
+/// The catalog files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogRefSpec {
+    /// Load the catalog shipped inside the binary. Default true.
+    #[serde(default = "yes")]
+    pub builtin: bool,
+    /// More catalog files or directories of `*.yaml` files, relative to this file.
+    #[serde(default)]
+    pub paths: Vec<Spanned<String>>,
+}
+
+impl Default for CatalogRefSpec {
+    fn default() -> Self {
+        CatalogRefSpec {
+            builtin: true,
+            paths: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The wire dialect and defaults of a deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// OpenAI's API (`https://api.openai.com/v1`).
+    Openai,
+    /// Any OpenAI-compatible server: vLLM, llama.cpp, Ollama's `/v1`, TGI.
+    OpenaiCompatible,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google's Gemini API.
+    Gemini,
+    /// The built-in echo test model: answers locally, no network.
+    Echo,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Openai => "openai",
+            Kind::OpenaiCompatible => "openai-compatible",
+            Kind::Anthropic => "anthropic",
+            Kind::Gemini => "gemini",
+            Kind::Echo => "echo",
+        }
+    }
+}
+
+/// Where the deployment runs, relative to the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Locality {
+    /// On this machine or in this pod.
+    Local,
+    /// In the same cluster or private network.
+    Cluster,
+    /// A third party's API over the internet.
+    Remote,
+}
+
+impl Locality {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Locality::Local => "local",
+            Locality::Cluster => "cluster",
+            Locality::Remote => "remote",
+        }
+    }
+}
+
+/// One place where a model is served.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    /// Unique name; clients may also ask for a deployment by name.
+    pub name: String,
+    /// Wire dialect.
+    pub kind: Kind,
+    /// Provider label for headers and metrics (`vllm`, `ollama`). Defaults to the kind.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Catalog id of the model served. Required unless `discover` is set.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Model name the backend expects. Defaults to the catalog id.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Base URL of the API, up to and including the version (`http://127.0.0.1:8000/v1`).
+    /// Defaults to the provider's public API for `openai`, `anthropic` and `gemini`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File holding the API key (a mounted Kubernetes Secret, for instance).
+    #[serde(default)]
+    pub api_key_file: Option<String>,
+    /// When the key variable or file is missing, leave the deployment out instead of refusing
+    /// the configuration.
+    #[serde(default)]
+    pub optional: bool,
+    /// Ask the backend which models it serves (`GET /models`) and serve each of them, mapped to
+    /// the catalog by `served_as`. Probed at start and every `reload.discovery_interval`; a
+    /// backend that does not answer serves nothing until it does.
+    #[serde(default)]
+    pub discover: bool,
+    /// Where it runs. Defaults to `local` for loopback addresses, `remote` otherwise.
+    #[serde(default)]
+    pub locality: Option<Locality>,
+    /// What the provider does with prompts.
+    #[serde(default)]
+    pub data: DataHandlingSpec,
+    /// Region the deployment runs in (`eu-west-1`), for policies.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Quantization of the served weights (`q4_k_m`, `fp8`), for information.
+    #[serde(default)]
+    pub quantization: Option<String>,
+    /// Price per million tokens on this deployment. Defaults to the catalog's list price for
+    /// remote deployments and 0 for local and cluster ones.
+    #[serde(default)]
+    pub price: Option<DeploymentPriceSpec>,
+    /// Ask for `stream_options.include_usage` on streams. Default true; turn off for backends
+    /// that reject it.
+    #[serde(default)]
+    pub stream_usage: Option<bool>,
+    /// Per-phase timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsSpec,
+}
+
+/// What the provider does with prompts.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataHandlingSpec {
+    /// Prompts are kept after the answer (for abuse monitoring, for instance).
+    #[serde(default)]
+    pub retains_prompts: bool,
+    /// Prompts are used to train models.
+    #[serde(default)]
+    pub trains_on_prompts: bool,
+}
+
+/// A deployment's own price.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentPriceSpec {
+    /// USD per million input tokens.
+    pub input: f64,
+    /// USD per million output tokens.
+    pub output: f64,
+}
+
+/// Per-phase timeouts of a deployment.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSpec {
+    /// TCP and TLS connect. Default 5s.
+    #[serde(default)]
+    pub connect: Option<Dur>,
+    /// From sending the request to the response headers. Default 120s.
+    #[serde(default)]
+    pub first_byte: Option<Dur>,
+    /// Longest silence between two chunks of a stream. Default 120s.
+    #[serde(default)]
+    pub idle: Option<Dur>,
+    /// Whole non-streaming request. Default 600s. Never applied to streams.
+    #[serde(default)]
+    pub total: Option<Dur>,
+}
+
+/// Limits on requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Largest request body in bytes. Default 8 MiB.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Most messages in one request. Default 10,000.
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
+    /// Deepest nesting of arrays and objects in a request body. Default 64.
+    #[serde(default = "default_max_depth")]
+    pub max_json_depth: usize,
+    /// Largest upstream response body in bytes (non-streaming). Default 16 MiB.
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: u64,
+    /// Longest SSE line from an upstream, in bytes. Default 1 MiB.
+    #[serde(default = "default_max_sse_line")]
+    pub max_sse_line_bytes: usize,
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        LimitsSpec {
+            max_body_bytes: default_max_body(),
+            max_messages: default_max_messages(),
+            max_json_depth: default_max_depth(),
+            max_response_bytes: default_max_response(),
+            max_sse_line_bytes: default_max_sse_line(),
+        }
+    }
+}
+
+fn default_max_body() -> u64 {
+    8 << 20
+}
+fn default_max_messages() -> usize {
+    10_000
+}
+fn default_max_depth() -> usize {
+    64
+}
+fn default_max_response() -> u64 {
+    16 << 20
+}
+fn default_max_sse_line() -> usize {
+    1 << 20
+}
+
+/// Listener and shutdown settings. Changing them needs a restart.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// How long in-flight requests and streams may run after SIGTERM. Default 30s.
+    #[serde(default)]
+    pub drain_timeout: Option<Dur>,
+    /// Time a client has to send its request headers. Default 10s.
+    #[serde(default)]
+    pub header_read_timeout: Option<Dur>,
+    /// Most connections open at once on the API listener. Default 10,000.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+/// Reload settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSpec {
+    /// How often the configuration files are checked for changes. Default 2s; 0 turns the
+    /// check off (SIGHUP still reloads).
+    #[serde(default)]
+    pub poll_interval: Option<Dur>,
+    /// How often backends with `discover` are asked for their models. Default 15s.
+    #[serde(default)]
+    pub discovery_interval: Option<Dur>,
+}
+
+/// A duration written as `250ms`, `30s`, `5m` or `1h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 250ms, 30s, 5m or 1h")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                parse_duration(v).map(Dur).ok_or_else(|| {
+                    E::custom(format_args!(
+                        "invalid duration {v:?}: write a number and a unit, such as 250ms, 30s, 5m or 1h"
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h` (and `0`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        for bad in ["", "s", "10", "10 parsecs", "-1s", "1e400s", "10d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The one error boundary: every failure of a request becomes an OpenAI error body with the
+//! right status here, and nowhere else.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::api::{ErrorBody, ErrorType, RequestError};
+use crate::auth::AuthError;
+use crate::policy::PolicyError;
+use crate::stream::body::ResponseBody;
+use crate::upstream::UpstreamError;
+
+/// Everything that can end a request with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("unknown path {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// A closed set of error kinds, for metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    Auth,
+    Policy,
+    NotFound,
+    Upstream,
+    ShuttingDown,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Policy => "policy",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::Request(e) => e.status(),
+            GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Policy(e) => e.status(),
+            GatewayError::Upstream(e) => e.status(),
+            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            GatewayError::Request(_) | GatewayError::MethodNotAllowed { .. } => {
+                ErrorKind::BadRequest
+            }
+            GatewayError::Auth(_) => ErrorKind::Auth,
+            GatewayError::NotFound(_) => ErrorKind::NotFound,
+            GatewayError::Policy(e) => {
+                if matches!(e, PolicyError::UnknownModel(_)) {
+                    ErrorKind::NotFound
+                } else {
+                    ErrorKind::Policy
+                }
+            }
+            GatewayError::Upstream(_) => ErrorKind::Upstream,
+            GatewayError::ShuttingDown => ErrorKind::ShuttingDown,
+            GatewayError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        match self {
+            GatewayError::Request(e) => e.body(),
+            GatewayError::Auth(e) => {
+                let code = match e {
+                    AuthError::Missing => "missing_api_key",
+                    AuthError::Malformed | AuthError::Invalid => "invalid_api_key",
+                };
+                ErrorBody::new(ErrorType::AuthenticationError, e.to_string()).code(code)
+            }
+            GatewayError::Policy(e) => e.body(),
+            GatewayError::Upstream(e) => e.body(),
+            GatewayError::NotFound(path) => ErrorBody::new(
+                ErrorType::InvalidRequestError,
+                format!(
+                    "unknown path {}: modelgate serves /v1/chat/completions and /v1/models",
+                    printable(path)
+                ),
+            )
+            .code("unknown_url"),
+            GatewayError::MethodNotAllowed { allow } => ErrorBody::new(
+                ErrorType::InvalidRequestError,
+                format!("method not allowed: use {allow}"),
+            )
+            .code("method_not_allowed"),
+            GatewayError::ShuttingDown => ErrorBody::new(
+                ErrorType::ServerError,
+                "the gateway is shutting down; retry",
+            )
+            .code("server_shutting_down"),
+            GatewayError::Internal(_) => {
+                ErrorBody::new(ErrorType::ServerError, "internal error").code("internal_error")
+            }
+        }
+    }
+
+    /// The response: status, OpenAI error body, and the headers the status calls for.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let mut res = json_response(self.status(), self.body().to_json());
+        let h = res.headers_mut();
+        match &self {
+            GatewayError::MethodNotAllowed { allow } => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            GatewayError::Upstream(e) => {
+                if let Some(ra) = e.retry_after() {
+                    h.insert(header::RETRY_AFTER, ra);
+                }
+            }
+            GatewayError::ShuttingDown => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut res = Response::new(ResponseBody::full(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// What a caught panic becomes: a 500 that says nothing of the panic.
+pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response<ResponseBody> {
+    tracing::error!("a request handler panicked");
+    GatewayError::Internal("panic".into()).into_response()
+}
+
+/// Text from a request, safe to echo in an error message: short, printable.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .take(200)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}

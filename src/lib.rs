@@ -1,0 +1,29 @@
+//! modelgate: a model gateway that decides, per request, which model may and should answer,
+//! by openness, license and cost.
+//!
+//! The modules are listed in the order a request meets them:
+//! `server` accepts it, `auth` names the caller, `api` parses it, `policy` decides where it may
+//! go, `upstream` calls the chosen deployment through an `adapters` dialect, `stream` relays the
+//! answer back, and `metrics` records what happened. `config` and `catalog` build the snapshot
+//! every request reads.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod server;
+
+pub mod policy;
+
+pub mod adapters;
+pub mod upstream;
+
+pub mod metrics;
+pub mod stream;
+
+pub mod catalog;
+pub mod config;
+
+pub mod cli;
+pub mod error;
+pub mod pipeline;
+pub mod telemetry;

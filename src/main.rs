@@ -1,0 +1,103 @@
+//! Boot: parse the command line, set up logging, run the command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use modelgate::auth::keys;
+use modelgate::cli::{Cli, Command, KeyCommand};
+use modelgate::config::Origin;
+use modelgate::config::load::{self, Overrides, ProcessEnv};
+use modelgate::telemetry::{self, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+            log_format,
+            log_level,
+        } => {
+            telemetry::init(log_format, &log_level);
+            let origin = config.map_or(Origin::Embedded, Origin::File);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+            };
+            let overrides = Overrides {
+                listen,
+                admin_listen,
+            };
+            match runtime.block_on(modelgate::server::run(origin, overrides)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("{e:#}")),
+            }
+        }
+        Command::Check { config } => {
+            telemetry::init(LogFormat::Text, "warn");
+            let origin = config.map_or(Origin::Embedded, Origin::File);
+            // Building HTTP clients needs no runtime; the check reads files only.
+            match load::load(&origin, &Overrides::default(), &ProcessEnv) {
+                Ok(loaded) => {
+                    out(&format!(
+                        "configuration is valid: {} deployments, {} discovered backends, {} catalog models, hash {}",
+                        loaded.config.deployments.len(),
+                        loaded.config.discover.len(),
+                        loaded.config.catalog.models.len(),
+                        loaded.config.hash
+                    ));
+                    for d in loaded.disabled {
+                        out(&format!(
+                            "note: deployment '{d}' is left out: its key is not set"
+                        ));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    err(&format!("{problems}"));
+                    err(&format!(
+                        "{} problem(s); the configuration is invalid",
+                        problems.len()
+                    ));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Key {
+            command: KeyCommand::New { tenant, id },
+        } => match keys::generate() {
+            Ok(key) => {
+                let id = id.unwrap_or_else(|| format!("{tenant}-key"));
+                out(&format!("key:    {key}"));
+                out(&format!("sha256: {}", keys::hash_hex(&key)));
+                out("");
+                out("Give the key to the client and add this under `keys:` in modelgate.yaml:");
+                out(&format!(
+                    "  - {{ id: {id}, tenant: {tenant}, sha256: {} }}",
+                    keys::hash_hex(&key)
+                ));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&format!("no randomness available: {e}")),
+        },
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "command output")]
+fn out(s: &str) {
+    println!("{s}");
+}
+
+#[expect(clippy::print_stderr, reason = "command errors")]
+fn err(s: &str) {
+    eprintln!("{s}");
+}
+
+fn fail(s: &str) -> ExitCode {
+    err(&format!("modelgate: {s}"));
+    ExitCode::FAILURE
+}

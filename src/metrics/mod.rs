@@ -1,0 +1,240 @@
+//! ⑧ Metrics: every collector in one struct, registered once on a private registry. Labels
+//! come only from configured names (deployments, catalog models, policies) and closed enums;
+//! never a key, a tenant secret or request text.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::api::Usage;
+use crate::config::Deployment;
+
+/// OpenTelemetry's recommended buckets for GenAI durations (seconds).
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+/// OpenTelemetry's recommended buckets for time to first token (seconds).
+const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub in_flight: IntGauge,
+    pub open_streams: IntGauge,
+    pub upstream_attempts: IntCounterVec,
+    pub fallbacks: IntCounterVec,
+    pub tokens: IntCounterVec,
+    pub ttft: HistogramVec,
+    pub stream_ends: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub config_info: IntGaugeVec,
+    pub deployments: IntGauge,
+    pub panics: prometheus::IntCounter,
+    pub startup: Histogram,
+}
+
+const MODEL_LABELS: &[&str] = &["deployment", "provider", "model", "openness", "license"];
+
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> prometheus::Result<HistogramVec> {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        let with_model = |extra: &[&'static str]| -> Vec<&'static str> {
+            let mut v = MODEL_LABELS.to_vec();
+            v.extend_from_slice(extra);
+            v
+        };
+        Ok(Metrics {
+            requests: counter(
+                &r,
+                "modelgate_requests_total",
+                "Requests answered, by endpoint, status class and policy.",
+                &["endpoint", "status_class", "policy"],
+            )?,
+            request_duration: histogram(
+                &r,
+                "modelgate_request_duration_seconds",
+                "Time from request to the end of the answer (streams included), by endpoint.",
+                &["endpoint", "stream"],
+                DURATION_BUCKETS,
+            )?,
+            in_flight: gauge(
+                &r,
+                "modelgate_in_flight_requests",
+                "Requests being served now.",
+            )?,
+            open_streams: gauge(&r, "modelgate_open_streams", "Streams being relayed now.")?,
+            upstream_attempts: counter(
+                &r,
+                "modelgate_upstream_attempts_total",
+                "Attempts to call a deployment, by result (ok or the failure kind).",
+                &with_model(&["result"]),
+            )?,
+            fallbacks: counter(
+                &r,
+                "modelgate_fallbacks_total",
+                "Requests answered by a deployment other than the first choice.",
+                &["policy"],
+            )?,
+            tokens: counter(
+                &r,
+                "modelgate_tokens_total",
+                "Tokens by direction (input or output), as reported by the upstream or estimated.",
+                &with_model(&["direction"]),
+            )?,
+            ttft: histogram(
+                &r,
+                "gen_ai_server_time_to_first_token_seconds",
+                "Time from request to the first streamed bytes sent to the client.",
+                MODEL_LABELS,
+                TTFT_BUCKETS,
+            )?,
+            stream_ends: counter(
+                &r,
+                "modelgate_stream_ends_total",
+                "Streams ended, by how they ended.",
+                &with_model(&["reason"]),
+            )?,
+            config_reloads: counter(
+                &r,
+                "modelgate_config_reloads_total",
+                "Configuration reloads, by result (ok, error, unchanged).",
+                &["result"],
+            )?,
+            config_info: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "modelgate_config_info",
+                        "The configuration in force (value 1), by its hash.",
+                    ),
+                    &["hash"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            deployments: gauge(
+                &r,
+                "modelgate_deployments",
+                "Deployments routable now (configured plus discovered).",
+            )?,
+            panics: {
+                let c = prometheus::IntCounter::new(
+                    "modelgate_panics_total",
+                    "Request handlers that panicked (answered 500).",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            startup: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "modelgate_startup_seconds",
+                        "Time from process start to ready.",
+                    )
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
+            registry: r,
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 << 10);
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        buf
+    }
+
+    /// Records the configuration now in force.
+    pub fn set_config(&self, hash: &str, deployments: usize) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[hash]).set(1);
+        self.deployments
+            .set(i64::try_from(deployments).unwrap_or(i64::MAX));
+    }
+
+    pub fn attempt(&self, d: &Deployment, result: &str) {
+        self.upstream_attempts
+            .with_label_values(&model_labels(d, result))
+            .inc();
+    }
+
+    pub fn usage(&self, d: &Deployment, u: &Usage) {
+        self.tokens
+            .with_label_values(&model_labels(d, "input"))
+            .inc_by(u.prompt_tokens);
+        self.tokens
+            .with_label_values(&model_labels(d, "output"))
+            .inc_by(u.completion_tokens);
+    }
+}
+
+/// Labels of a deployment's model, plus one more.
+pub fn model_labels<'a>(d: &'a Deployment, extra: &'a str) -> [&'a str; 6] {
+    // An uncatalogued model's name came from a backend, not the configuration: it stays out
+    // of labels.
+    let (deployment, model) = if d.model.uncatalogued {
+        (d.endpoint.name.as_str(), "other")
+    } else {
+        (d.name.as_str(), d.model.id.as_str())
+    };
+    [
+        deployment,
+        &d.endpoint.provider,
+        model,
+        d.model.openness.as_str(),
+        &d.model.license.id,
+        extra,
+    ]
+}
+
+/// The status class label of a status.
+pub fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,86 @@
+//! ① The admin listener: `/metrics` for Prometheus, `/healthz` (alive) and `/readyz` (ready
+//! for traffic: configuration loaded and not shutting down). No client API here.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::{Ready, ready};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use tower::Service;
+
+use super::Health;
+use crate::config::reload::State;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AdminService {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    state: Arc<State>,
+}
+
+impl AdminService {
+    pub fn new(metrics: Arc<Metrics>, health: Arc<Health>, state: Arc<State>) -> Self {
+        AdminService {
+            metrics,
+            health,
+            state,
+        }
+    }
+
+    fn respond(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+        if method != Method::GET && method != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        }
+        match path {
+            "/metrics" => {
+                let mut res = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                res
+            }
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                if self.health.is_ready() {
+                    let hash = self.state.live.load().config.hash.clone();
+                    text(StatusCode::OK, &format!("ready {hash}\n"))
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                }
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: /metrics, /healthz, /readyz\n",
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+impl<B> Service<Request<B>> for AdminService {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        ready(Ok(self.respond(req.method(), req.uri().path())))
+    }
+}

@@ -1,0 +1,77 @@
+//! ⑦ Respond: turn the served answer into the client's response, JSON or SSE, with the headers
+//! that name the decision.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
+
+use super::body::ResponseBody;
+use super::relay::Relay;
+use crate::config::Deployment;
+use crate::error::json_response;
+
+pub static X_MODEL: HeaderName = HeaderName::from_static("x-modelgate-model");
+pub static X_PROVIDER: HeaderName = HeaderName::from_static("x-modelgate-provider");
+pub static X_DEPLOYMENT: HeaderName = HeaderName::from_static("x-modelgate-deployment");
+pub static X_POLICY: HeaderName = HeaderName::from_static("x-modelgate-policy");
+pub static X_OPENNESS: HeaderName = HeaderName::from_static("x-modelgate-openness");
+pub static X_LICENSE: HeaderName = HeaderName::from_static("x-modelgate-license");
+
+/// The decision headers of a deployment, made once when the snapshot is built.
+pub fn deployment_headers(d: &Deployment) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(5);
+    for (name, value) in [
+        (&X_MODEL, d.model.id.as_str()),
+        (&X_PROVIDER, d.endpoint.provider.as_str()),
+        (&X_DEPLOYMENT, d.name.as_str()),
+        (&X_OPENNESS, d.model.openness.as_str()),
+        (&X_LICENSE, d.model.license.id.as_str()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            out.push((name.clone(), v));
+        }
+    }
+    out
+}
+
+/// A whole JSON answer.
+pub fn json(body: Bytes, d: &Deployment, policy: &HeaderValue) -> Response<ResponseBody> {
+    let mut res = json_response(StatusCode::OK, body);
+    decorate(&mut res, d, policy);
+    res
+}
+
+/// A streamed answer relayed from upstream.
+pub fn relay(relay: Relay, d: &Deployment, policy: &HeaderValue) -> Response<ResponseBody> {
+    sse(ResponseBody::Relay(Box::new(relay)), d, policy)
+}
+
+/// A stream of frames made locally.
+pub fn frames(
+    frames: std::collections::VecDeque<Bytes>,
+    d: &Deployment,
+    policy: &HeaderValue,
+) -> Response<ResponseBody> {
+    sse(ResponseBody::Frames(frames), d, policy)
+}
+
+fn sse(body: ResponseBody, d: &Deployment, policy: &HeaderValue) -> Response<ResponseBody> {
+    let mut res = Response::new(body);
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Proxies in front (nginx and the like) must not buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    decorate(&mut res, d, policy);
+    res
+}
+
+fn decorate(res: &mut Response<ResponseBody>, d: &Deployment, policy: &HeaderValue) {
+    let h = res.headers_mut();
+    for (name, value) in &d.response_headers {
+        h.insert(name.clone(), value.clone());
+    }
+    h.insert(X_POLICY.clone(), policy.clone());
+}

@@ -1,0 +1,225 @@
+//! ⑦ Server-sent events: an incremental decoder for upstream streams (any chunking, CRLF/CR/LF
+//! line ends, comments, a cap on line length) and the few encoder helpers the relay needs.
+
+use bytes::{Bytes, BytesMut};
+
+/// One decoded event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field, if the stream names its events (Anthropic does).
+    pub event: Option<Bytes>,
+    /// The `data:` lines, joined with `\n`.
+    pub data: Bytes,
+}
+
+/// The stream broke the decoder's limits.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SseError {
+    #[error("upstream sent an SSE line longer than {0} bytes")]
+    LineTooLong(usize),
+}
+
+/// Incremental SSE decoder. Feed it chunks as they arrive; it returns complete events.
+#[derive(Debug)]
+pub struct SseDecoder {
+    max_line: usize,
+    /// Bytes of a line whose end has not arrived yet.
+    partial: BytesMut,
+    /// A `\r` ended the last chunk: a `\n` starting the next one belongs to it.
+    pending_cr: bool,
+    data: BytesMut,
+    has_data: bool,
+    event: Option<Bytes>,
+}
+
+impl SseDecoder {
+    pub fn new(max_line: usize) -> SseDecoder {
+        SseDecoder {
+            max_line,
+            partial: BytesMut::new(),
+            pending_cr: false,
+            data: BytesMut::new(),
+            has_data: false,
+            event: None,
+        }
+    }
+
+    /// Decodes `chunk`, appending every event it completes to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let mut rest = chunk;
+        if self.pending_cr {
+            self.pending_cr = false;
+            if let Some(b'\n') = rest.first() {
+                rest = &rest[1..];
+            }
+        }
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (line, tail) = rest.split_at(pos);
+            let mut next = &tail[1..];
+            if tail[0] == b'\r' {
+                match next.first() {
+                    Some(b'\n') => next = &next[1..],
+                    None => self.pending_cr = true,
+                    _ => {}
+                }
+            }
+            if self.partial.is_empty() {
+                self.check_len(line.len())?;
+                self.line(line, out);
+            } else {
+                self.check_len(self.partial.len() + line.len())?;
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(line);
+                self.line(&whole, out);
+                whole.clear();
+                self.partial = whole;
+            }
+            rest = next;
+        }
+        if !rest.is_empty() {
+            self.check_len(self.partial.len() + rest.len())?;
+            self.partial.extend_from_slice(rest);
+        }
+        Ok(())
+    }
+
+    /// The upstream body ended: dispatches an event whose final blank line never came.
+    pub fn finish(&mut self, out: &mut Vec<SseEvent>) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line, out);
+        }
+        self.line(b"", out);
+    }
+
+    /// Whether bytes of an unfinished event are buffered (the stream ended mid-event).
+    pub fn has_partial_event(&self) -> bool {
+        !self.partial.is_empty() || self.has_data || self.event.is_some()
+    }
+
+    fn check_len(&self, n: usize) -> Result<(), SseError> {
+        if n > self.max_line {
+            Err(SseError::LineTooLong(self.max_line))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+        if line.is_empty() {
+            if self.has_data || self.event.is_some() {
+                out.push(SseEvent {
+                    event: self.event.take(),
+                    data: self.data.split().freeze(),
+                });
+                self.has_data = false;
+            }
+            return;
+        }
+        if line[0] == b':' {
+            return; // comment (keep-alive)
+        }
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        match name {
+            b"data" => {
+                if self.has_data {
+                    self.data.extend_from_slice(b"\n");
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
+            }
+            b"event" => self.event = Some(Bytes::copy_from_slice(value)),
+            _ => {} // id, retry and unknown fields do not matter to a relay
+        }
+    }
+}
+
+/// `data: [DONE]`, the end of an OpenAI stream.
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// Appends `data: <json>\n\n` to `out`.
+pub fn write_data(out: &mut BytesMut, json: &[u8]) {
+    out.reserve(json.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(chunks: &[&[u8]]) -> Vec<SseEvent> {
+        let mut d = SseDecoder::new(1 << 20);
+        let mut out = Vec::new();
+        for c in chunks {
+            d.feed(c, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn ev(event: Option<&str>, data: &str) -> SseEvent {
+        SseEvent {
+            event: event.map(|e| Bytes::copy_from_slice(e.as_bytes())),
+            data: Bytes::copy_from_slice(data.as_bytes()),
+        }
+    }
+
+    const STREAM: &[u8] = b": keep-alive\n\nevent: message_start\ndata: {\"a\":1}\n\ndata: x\r\ndata: y\r\n\r\ndata:no-space\r\rretry: 10\nid: 7\ndata: [DONE]\n\n";
+
+    #[test]
+    fn decodes_fields_and_line_ends() {
+        assert_eq!(
+            decode_all(&[STREAM]),
+            vec![
+                ev(Some("message_start"), "{\"a\":1}"),
+                ev(None, "x\ny"),
+                ev(None, "no-space"),
+                ev(None, "[DONE]"),
+            ]
+        );
+    }
+
+    #[test]
+    fn any_split_gives_the_same_events() {
+        let whole = decode_all(&[STREAM]);
+        for i in 0..=STREAM.len() {
+            for j in i..=STREAM.len() {
+                let got = decode_all(&[&STREAM[..i], &STREAM[i..j], &STREAM[j..]]);
+                assert_eq!(got, whole, "split at {i},{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_lines_are_refused() {
+        let mut d = SseDecoder::new(16);
+        let mut out = Vec::new();
+        assert!(d.feed(b"data: 0123456789", &mut out).is_ok());
+        assert_eq!(d.feed(b"abcdef", &mut out), Err(SseError::LineTooLong(16)));
+        let mut d = SseDecoder::new(16);
+        assert_eq!(
+            d.feed(b"data: 0123456789abcdef\n", &mut out),
+            Err(SseError::LineTooLong(16))
+        );
+    }
+
+    #[test]
+    fn an_unfinished_event_is_reported() {
+        let mut d = SseDecoder::new(1024);
+        let mut out = Vec::new();
+        d.feed(b"data: {\"x\":1}\n\ndata: {\"cut", &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        assert!(d.has_partial_event());
+    }
+}
