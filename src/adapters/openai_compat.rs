@@ -90,6 +90,9 @@ impl Adapter for OpenAiCompat {
     fn stream_translator(&self, req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator> {
         Box::new(OpenAiStream {
             strip_usage_chunk: d.endpoint.stream_usage && !req.wants_stream_usage(),
+            client_wants_usage: req.wants_stream_usage(),
+            prompt_estimate: (req.text_len() as u64).div_ceil(4),
+            head: None,
             usage: None,
             chars: 0,
             committed: false,
@@ -147,9 +150,25 @@ fn error_message(body: &[u8]) -> Option<String> {
 struct OpenAiStream {
     /// We asked for the usage chunk; the client did not, so it must not see it.
     strip_usage_chunk: bool,
+    /// The client asked for the usage chunk: if the upstream sends none (llama.cpp's server
+    /// ignores the option), the gateway sends an estimate.
+    client_wants_usage: bool,
+    prompt_estimate: u64,
+    /// `id`, `created` and `model` of the first chunk, for a chunk the gateway adds.
+    head: Option<ChunkHead>,
     usage: Option<Usage>,
     chars: usize,
     committed: bool,
+}
+
+#[derive(Deserialize)]
+struct ChunkHead {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    created: Option<u64>,
+    #[serde(default)]
+    model: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +200,9 @@ struct DeltaProbe {
 impl StreamTranslator for OpenAiStream {
     fn event(&mut self, ev: &SseEvent, out: &mut BytesMut) -> Result<Flow, StreamFault> {
         if ev.data.as_ref() == b"[DONE]" {
+            if self.client_wants_usage && self.usage.is_none() {
+                self.write_estimated_usage(out);
+            }
             return Ok(Flow::Done);
         }
         let probe: ChunkProbe = serde_json::from_slice(&ev.data).map_err(|_| StreamFault {
@@ -194,6 +216,9 @@ impl StreamTranslator for OpenAiStream {
                 body: ErrorBody::new(ErrorType::ApiError, clean_message_plain(&message))
                     .code("upstream_error"),
             });
+        }
+        if self.head.is_none() {
+            self.head = serde_json::from_slice(&ev.data).ok();
         }
         let choices = probe.choices.unwrap_or_default();
         for c in &choices {
@@ -227,6 +252,29 @@ impl StreamTranslator for OpenAiStream {
 
     fn committed(&self) -> bool {
         self.committed
+    }
+}
+
+impl OpenAiStream {
+    /// The usage chunk the upstream did not send, estimated from the text (a quarter of its
+    /// bytes per token) and marked as an estimate.
+    fn write_estimated_usage(&self, out: &mut BytesMut) {
+        let head = self.head.as_ref();
+        let completion = (self.chars as u64).div_ceil(4);
+        let chunk = serde_json::json!({
+            "id": head.and_then(|h| h.id.as_deref()).unwrap_or("chatcmpl-modelgate"),
+            "object": "chat.completion.chunk",
+            "created": head.and_then(|h| h.created).unwrap_or_else(crate::upstream::unix_now),
+            "model": head.and_then(|h| h.model.as_deref()).unwrap_or(""),
+            "choices": [],
+            "usage": {
+                "prompt_tokens": self.prompt_estimate,
+                "completion_tokens": completion,
+                "total_tokens": self.prompt_estimate + completion,
+                "modelgate_estimated": true,
+            },
+        });
+        write_data(out, &serde_json::to_vec(&chunk).unwrap_or_default());
     }
 }
 

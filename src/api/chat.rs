@@ -157,7 +157,9 @@ impl ChatRequest {
         let req = match parsed {
             Ok(req) => req,
             Err(e) => {
-                return Err(match failed_param.get() {
+                // A syntax error inside a field's value is the body's fault, not the field's.
+                let data_error = e.classify() == serde_json::error::Category::Data;
+                return Err(match failed_param.get().filter(|_| data_error) {
                     Some((param, code)) => RequestError::Invalid {
                         message: if code == "invalid_type" {
                             format!("invalid '{param}': {}", strip_position(&e))

@@ -179,6 +179,23 @@ async fn serve<A, M>(
         .max_header_list_size(32 << 10);
     let permits = Arc::new(Semaphore::new(settings.max_connections));
 
+    // The admin listener stays up through the drain, so probes see readiness fail.
+    let admin_builder = builder.clone();
+    let admin_task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = admin.accept().await else {
+                continue;
+            };
+            let conn = admin_builder
+                .serve_connection(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(admin_svc.clone()),
+                )
+                .into_owned();
+            tokio::spawn(conn);
+        }
+    });
+
     let signal = shutdown::signal(&mut shutdown);
     tokio::pin!(signal);
     loop {
@@ -202,22 +219,12 @@ async fn serve<A, M>(
                     drop(permit);
                 });
             }
-            accepted = admin.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let conn = builder.serve_connection(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(admin_svc.clone()),
-                );
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(conn);
-            }
         }
     }
 
     // Stop accepting, fail readiness, let in-flight work finish up to the drain deadline.
     health.set_ready(false);
     drop(api);
-    drop(admin);
     tracing::info!(drain_timeout = ?settings.drain_timeout, "shutting down: draining in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("drained"),
@@ -228,6 +235,7 @@ async fn serve<A, M>(
             tracing::warn!("drain deadline passed; remaining connections closed");
         }
     }
+    admin_task.abort();
 }
 
 /// Runs until SIGTERM or SIGINT and a graceful drain.

@@ -179,3 +179,20 @@ fn in_band_errors_end_the_stream() {
     let (_, last, _) = run_stream(&req, &d, "data: {not json\n\n");
     assert!(last.is_err());
 }
+
+#[test]
+fn a_usage_chunk_is_estimated_when_the_client_asked_and_the_upstream_sent_none() {
+    let d = deployment();
+    let req = request(
+        json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "12345678"}]}),
+    );
+    let upstream = "data: {\"id\":\"c9\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"abcdefgh\"}}]}\n\ndata: [DONE]\n\n";
+    let (out, last, _) = run_stream(&req, &d, upstream);
+    assert!(matches!(last, Ok(Flow::Done)));
+    let usage: Value = serde_json::from_str(out.split("data: ").last().unwrap().trim()).unwrap();
+    assert_eq!(usage["id"], "c9");
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["prompt_tokens"], 2);
+    assert_eq!(usage["usage"]["completion_tokens"], 2);
+    assert_eq!(usage["usage"]["modelgate_estimated"], true);
+}

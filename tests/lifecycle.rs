@@ -1,0 +1,302 @@
+//! End-to-end: configuration reload (file change and SIGHUP) and graceful shutdown, the latter
+//! on the real binary with real signals.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use modelgate::config::reload::Reloaded;
+use serde_json::{Value, json};
+use support::*;
+
+async fn model_ids(base: &str) -> Vec<String> {
+    let r = client()
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn wait_for<F: AsyncFnMut() -> bool>(mut f: F, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_valid_file_change_swaps_the_configuration_and_an_invalid_one_is_refused() {
+    let fake = FakeUpstream::start(Script::Ok { text: "x".into() }, None).await;
+    let a = format!(
+        "reload: {{poll_interval: 100ms}}\ndeployments:\n{}",
+        deployment("a", "qwen3-8b", &fake)
+    );
+    let gw = Gateway::start(&a).await;
+    assert_eq!(model_ids(&gw.base).await, ["qwen3-8b"]);
+    let hash_a = gw.running.state.live.load().config.hash.clone();
+
+    let b = format!(
+        "reload: {{poll_interval: 100ms}}\ndeployments:\n{}",
+        deployment("b", "llama-3.1-8b-instruct", &fake)
+    );
+    std::fs::write(&gw.config_path, &b).unwrap();
+    wait_for(
+        async || model_ids(&gw.base).await == ["llama-3.1-8b-instruct"],
+        "the new configuration",
+    )
+    .await;
+    let hash_b = gw.running.state.live.load().config.hash.clone();
+    assert_ne!(hash_a, hash_b);
+
+    // Invalid: an unknown field. The old configuration keeps serving.
+    std::fs::write(&gw.config_path, b.replace("reload:", "relaod: {}\nreload:")).unwrap();
+    wait_for(
+        async || {
+            metric(
+                &gw.metrics().await,
+                "modelgate_config_reloads_total",
+                &[("result", "error")],
+            ) >= 1.0
+        },
+        "the refusal",
+    )
+    .await;
+    assert_eq!(model_ids(&gw.base).await, ["llama-3.1-8b-instruct"]);
+    assert_eq!(gw.running.state.live.load().config.hash, hash_b);
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "modelgate_config_info", &[("hash", &hash_b)]),
+        1.0
+    );
+    let (status, _, _) = chat(
+        &gw,
+        json!({"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // A reload asked for directly says why it refused, with file, line and field.
+    match gw.running.state.reload() {
+        Reloaded::Refused { problems } => {
+            assert!(problems.contains("modelgate.yaml:1:1"), "{problems}");
+            assert!(problems.contains("relaod"), "{problems}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A semantic error is refused too (unknown model), and a missing file.
+    std::fs::write(
+        &gw.config_path,
+        b.replace("llama-3.1-8b-instruct", "no-such-model"),
+    )
+    .unwrap();
+    assert!(matches!(
+        gw.running.state.reload(),
+        Reloaded::Refused { .. }
+    ));
+    std::fs::remove_file(&gw.config_path).unwrap();
+    assert!(matches!(
+        gw.running.state.reload(),
+        Reloaded::Refused { .. }
+    ));
+    assert_eq!(gw.running.state.live.load().config.hash, hash_b);
+}
+
+/// The gateway binary, started with a configuration file, its stderr collected.
+struct Process {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    base: String,
+    admin: String,
+    config: std::path::PathBuf,
+}
+
+impl Process {
+    fn start(yaml: &str) -> Process {
+        let dir = temp_dir();
+        let config = dir.join("modelgate.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_modelgate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("CANARY", CANARY_KEY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = l2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (base, admin) = loop {
+            let text = log.lock().unwrap().clone();
+            if let Some(line) = text.lines().find(|l| l.contains("modelgate is serving")) {
+                let field = |k: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(k))
+                        .unwrap()
+                        .to_owned()
+                };
+                break (
+                    format!("http://{}", field("api=")),
+                    format!("http://{}", field("admin=")),
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Process {
+            child,
+            log,
+            base,
+            admin,
+            config,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not exit:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_binary() {
+    let fake = FakeUpstream::start(Script::Ok { text: "x".into() }, None).await;
+    let p = Process::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n{}",
+        deployment("a", "qwen3-8b", &fake)
+    ));
+    assert_eq!(model_ids(&p.base).await, ["qwen3-8b"]);
+    std::fs::write(
+        &p.config,
+        format!(
+            "reload: {{poll_interval: 0}}\ndeployments:\n{}",
+            deployment("b", "phi-4", &fake)
+        ),
+    )
+    .unwrap();
+    p.signal("-HUP");
+    wait_for(async || model_ids(&p.base).await == ["phi-4"], "the reload").await;
+    assert!(p.log.lock().unwrap().contains("configuration reloaded"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_stream_in_flight_and_exits_cleanly() {
+    let events = chunks("m", "one two three four five six seven eight", false);
+    let n = events.len();
+    let fake = FakeUpstream::start(
+        Script::Sse {
+            events,
+            delay: Duration::from_millis(200),
+            done: true,
+        },
+        None,
+    )
+    .await;
+    let mut p = Process::start(&format!(
+        "server: {{drain_timeout: 20s}}\nreload: {{poll_interval: 0}}\ndeployments:\n{}",
+        deployment("a", "qwen3-8b", &fake)
+    ));
+    let body = json!({"model": "qwen3-8b", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = client()
+        .post(format!("{}/v1/chat/completions", p.base))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+
+    p.signal("-TERM");
+    // Readiness fails while the stream drains; new connections are refused.
+    wait_for(
+        async || {
+            client()
+                .get(format!("{}/readyz", p.admin))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 503)
+        },
+        "readiness to fail",
+    )
+    .await;
+    assert!(
+        client()
+            .get(format!("{}/v1/models", p.base))
+            .send()
+            .await
+            .is_err(),
+        "still accepting"
+    );
+
+    let mut rest = first.to_vec();
+    while let Some(chunk) = stream.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    let text = String::from_utf8(rest).unwrap();
+    assert_eq!(text.matches("data: ").count(), n + 1, "{text}");
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "the stream finished: {text}"
+    );
+    let status = p.wait(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}\n{}", p.log.lock().unwrap());
+    assert!(p.log.lock().unwrap().contains("drained"));
+}

@@ -1,0 +1,466 @@
+//! Test support: a fake OpenAI-compatible upstream that checks requests as the real API does
+//! and answers in its formats with scripted timing, and helpers to start the gateway in-process
+//! or as a real process, each on its own loopback port.
+
+#![allow(dead_code, reason = "each test binary uses part of the support code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::result_large_err,
+    reason = "test code"
+)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use modelgate::config::Origin;
+use modelgate::config::load::Overrides;
+use modelgate::server::Running;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+pub const CANARY_KEY: &str = "sk-canary-7f3a9c1e5b2d4680";
+
+/// A request the fake upstream received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// How the fake answers.
+#[derive(Clone, Debug)]
+pub enum Script {
+    /// An OpenAI chat completion (or chunks when the request streams), with usage.
+    Ok { text: String },
+    /// A status and a JSON body.
+    Status {
+        status: u16,
+        body: Value,
+        retry_after: Option<String>,
+    },
+    /// SSE events (the `data:` payloads), sent with a delay before each; `done` appends
+    /// `[DONE]`; without it the body just ends (a cut stream).
+    Sse {
+        events: Vec<String>,
+        delay: Duration,
+        done: bool,
+    },
+    /// A raw body with a content type.
+    Raw { content_type: String, body: String },
+    /// Never answers.
+    Hang,
+}
+
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    script: Arc<Mutex<Script>>,
+}
+
+impl FakeUpstream {
+    /// Starts a fake that expects `Authorization: Bearer <key>` when `key` is given.
+    pub async fn start(script: Script, key: Option<&str>) -> FakeUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(script));
+        let key = key.map(str::to_owned);
+        let (s2, sc2) = (seen.clone(), script.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (seen, script, key) = (s2.clone(), sc2.clone(), key.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let (seen, script, key) = (seen.clone(), script.clone(), key.clone());
+                        async move {
+                            Ok::<_, std::convert::Infallible>(handle(req, seen, script, key).await)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FakeUpstream { addr, seen, script }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn set(&self, script: Script) {
+        *self.script.lock().unwrap() = script;
+    }
+}
+
+type FakeBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn json_response(status: u16, v: &Value) -> Response<FakeBody> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+fn openai_error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Response<FakeBody> {
+    json_response(
+        status,
+        &json!({"error": {"message": message, "type": kind, "param": null, "code": code}}),
+    )
+}
+
+/// Checks a chat request as strictly as OpenAI does.
+fn check_chat(
+    headers: &HeaderMap,
+    body: &Value,
+    key: Option<&str>,
+) -> Result<(), Response<FakeBody>> {
+    if let Some(k) = key {
+        let want = format!("Bearer {k}");
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+            return Err(openai_error(
+                401,
+                "Incorrect API key provided",
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            ));
+        }
+    }
+    if !headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+    {
+        return Err(openai_error(
+            400,
+            "content-type must be application/json",
+            "invalid_request_error",
+            None,
+        ));
+    }
+    let bad = |m: &str| Err(openai_error(400, m, "invalid_request_error", None));
+    let Some(obj) = body.as_object() else {
+        return bad("body must be an object");
+    };
+    if !obj.get("model").is_some_and(Value::is_string) {
+        return bad("you must provide a model parameter");
+    }
+    let Some(msgs) = obj.get("messages").and_then(Value::as_array) else {
+        return bad("'messages' is a required property");
+    };
+    if msgs.is_empty() {
+        return bad("'messages' must not be empty");
+    }
+    for m in msgs {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if ![
+            "system",
+            "developer",
+            "user",
+            "assistant",
+            "tool",
+            "function",
+        ]
+        .contains(&role)
+        {
+            return bad("invalid role");
+        }
+    }
+    if obj.contains_key("stream_options") && obj.get("stream") != Some(&Value::Bool(true)) {
+        return bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.");
+    }
+    Ok(())
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    script: Arc<Mutex<Script>>,
+    key: Option<String>,
+) -> Response<FakeBody> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let headers = req.headers().clone();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    if method == "GET" && path == "/v1/models" {
+        return json_response(
+            200,
+            &json!({"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "test"}]}),
+        );
+    }
+    if method != "POST" || path != "/v1/chat/completions" {
+        return openai_error(
+            404,
+            "Unknown request URL",
+            "invalid_request_error",
+            Some("unknown_url"),
+        );
+    }
+    if let Err(r) = check_chat(&headers, &body, key.as_deref()) {
+        return r;
+    }
+    let stream = body.get("stream") == Some(&Value::Bool(true));
+    let model = body["model"].as_str().unwrap_or("").to_owned();
+    let script = script.lock().unwrap().clone();
+    match script {
+        Script::Ok { text } if !stream => json_response(200, &completion(&model, &text)),
+        Script::Ok { text } => {
+            let usage = body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
+            sse(chunks(&model, &text, usage), Duration::ZERO, true)
+        }
+        Script::Status {
+            status,
+            body,
+            retry_after,
+        } => {
+            let mut r = json_response(status, &body);
+            if let Some(ra) = retry_after {
+                r.headers_mut().insert("retry-after", ra.parse().unwrap());
+            }
+            r
+        }
+        Script::Sse {
+            events,
+            delay,
+            done,
+        } => sse(events, delay, done),
+        Script::Raw { content_type, body } => {
+            let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+            r.headers_mut()
+                .insert("content-type", content_type.parse().unwrap());
+            r
+        }
+        Script::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+    }
+}
+
+pub fn completion(model: &str, text: &str) -> Value {
+    json!({
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    })
+}
+
+/// The chunks OpenAI sends for `text`, one per word, with the usage chunk when asked for.
+pub fn chunks(model: &str, text: &str, usage: bool) -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null})
+        .to_string()
+    };
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    for w in text.split_inclusive(' ') {
+        out.push(chunk(json!({"content": w}), Value::Null));
+    }
+    out.push(chunk(json!({}), json!("stop")));
+    if usage {
+        out.push(
+            json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                   "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}})
+            .to_string(),
+        );
+    }
+    out
+}
+
+fn sse(events: Vec<String>, delay: Duration, done: bool) -> Response<FakeBody> {
+    let stream = async_stream(events, delay, done);
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    r
+}
+
+fn async_stream(
+    events: Vec<String>,
+    delay: Duration,
+    done: bool,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Send {
+    let mut frames: Vec<String> = events
+        .into_iter()
+        .map(|e| format!("data: {e}\n\n"))
+        .collect();
+    if done {
+        frames.push("data: [DONE]\n\n".into());
+    }
+    futures_util::stream::unfold(frames.into_iter(), move |mut it| async move {
+        let next = it.next()?;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some((Ok(Frame::data(Bytes::from(next))), it))
+    })
+}
+
+// === The gateway ===
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh temporary directory.
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "modelgate-test-{}-{}",
+        std::process::id(),
+        DIRS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A gateway running in this process.
+pub struct Gateway {
+    pub running: Running,
+    pub config_path: PathBuf,
+    pub base: String,
+    pub admin: String,
+}
+
+impl Gateway {
+    /// Starts a gateway on loopback port 0 with `yaml` as its entry file. `CANARY` in the
+    /// environment holds the canary key.
+    pub async fn start(yaml: &str) -> Gateway {
+        let dir = temp_dir();
+        let path = dir.join("modelgate.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let env: HashMap<String, String> = [("CANARY".to_owned(), CANARY_KEY.to_owned())].into();
+        let running = modelgate::server::start_with_env(
+            Origin::File(path.clone()),
+            Overrides {
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+                admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+            },
+            Box::new(env),
+        )
+        .await
+        .unwrap();
+        Gateway {
+            base: format!("http://{}", running.api_addr),
+            admin: format!("http://{}", running.admin_addr),
+            running,
+            config_path: path,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// A plain HTTP client for tests.
+pub fn client() -> reqwest::Client {
+    #[expect(clippy::disallowed_methods, reason = "tests build their own client")]
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    c
+}
+
+/// A deployment entry of an OpenAI-compatible fake.
+pub fn deployment(name: &str, model: &str, fake: &FakeUpstream) -> String {
+    format!(
+        "  - {{name: {name}, kind: openai-compatible, model: {model}, upstream_model: up-{model}, base_url: '{}', api_key_env: CANARY}}\n",
+        fake.base_url()
+    )
+}
+
+/// Posts a chat request and returns status, headers and body.
+pub async fn chat(gw: &Gateway, body: Value) -> (StatusCode, HeaderMap, Value) {
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, v)
+}
+
+/// Reads a whole SSE response: the `data:` payloads in order.
+pub async fn sse_events(r: reqwest::Response) -> Vec<String> {
+    let text = r.text().await.unwrap();
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts an OpenAI error body and returns its `error` object.
+pub fn assert_openai_error(v: &Value) -> &Value {
+    let e = v
+        .get("error")
+        .unwrap_or_else(|| panic!("not an OpenAI error: {v}"));
+    for f in ["message", "type", "param", "code"] {
+        assert!(e.get(f).is_some(), "error has no '{f}': {v}");
+    }
+    assert!(e["message"].is_string() && e["type"].is_string(), "{v}");
+    e
+}
+
+/// The value of a metric sample, 0 when absent.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            let rest = &l[name.len()..];
+            (rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
