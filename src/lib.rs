@@ -17,6 +17,7 @@ pub mod policy;
 pub mod adapters;
 pub mod upstream;
 
+pub mod accounting;
 pub mod metrics;
 pub mod stream;
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use tokio::sync::watch;
 
+use crate::accounting::{self, tokens::PromptText};
 use crate::api::chat::{ChatRequest, RequestLimits};
 use crate::api::models::{ModelList, ModelObject};
 use crate::api::{self, Usage};
@@ -15,7 +16,7 @@ use crate::auth::{Authed, Caller};
 use crate::config::{Deployment, Route, Snapshot};
 use crate::error::{GatewayError, json_response};
 use crate::metrics::{Metrics, model_labels, status_class};
-use crate::policy::{self, PolicyError};
+use crate::policy::{self, Ask, EndpointName, Needs, PolicyError};
 use crate::server::request_id::X_REQUEST_ID;
 use crate::stream::body::ResponseBody;
 use crate::stream::relay::{Deadline, EndReason, Relay, StreamEnd};
@@ -56,12 +57,6 @@ impl From<GatewayError> for Outcome {
     }
 }
 
-/// What the request log line needs about the request.
-struct Who {
-    request_id: HeaderValue,
-    caller: Caller,
-}
-
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
 where
@@ -74,21 +69,18 @@ where
         snapshot,
         request,
     } = authed;
-    let who = Who {
-        request_id: request
-            .headers()
-            .get(&X_REQUEST_ID)
-            .cloned()
-            .unwrap_or(HeaderValue::from_static("-")),
-        caller,
-    };
-    match chat(ctx, &who, &snapshot, request, started).await {
+    let request_id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("-"));
+    match chat(ctx, &caller, &request_id, &snapshot, request, started).await {
         Ok(o) => o,
         Err((e, policy)) => {
             let status = e.status();
             tracing::info!(
-                request_id = ?who.request_id,
-                tenant = %who.caller.tenant,
+                request_id = ?request_id,
+                tenant = %caller.tenant,
                 policy = policy.as_deref().unwrap_or("-"),
                 status = status.as_u16(),
                 error = e.kind().as_str(),
@@ -104,21 +96,25 @@ where
     }
 }
 
+type Failure = (GatewayError, Option<Arc<str>>);
+
 async fn chat<B>(
     ctx: &Arc<Ctx>,
-    who: &Who,
+    caller: &Caller,
+    request_id: &HeaderValue,
     snapshot: &Snapshot,
     request: Request<B>,
     started: Instant,
-) -> Result<Outcome, (GatewayError, Option<Arc<str>>)>
+) -> Result<Outcome, Failure>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let limits = snapshot.config.limits;
     let no_policy = |e: GatewayError| (e, None);
-    api::check_json_content_type(request.headers()).map_err(|e| no_policy(e.into()))?;
-    let body = api::read_body(request.into_body(), limits.max_body_bytes)
+    let (parts, body) = request.into_parts();
+    api::check_json_content_type(&parts.headers).map_err(|e| no_policy(e.into()))?;
+    let body = api::read_body(body, limits.max_body_bytes)
         .await
         .map_err(|e| no_policy(e.into()))?;
     let req = ChatRequest::parse(
@@ -130,20 +126,44 @@ where
     )
     .map_err(|e| no_policy(e.into()))?;
     drop(body);
+    let labels = policy::labels::collect(&parts.headers, req.metadata.as_deref())
+        .map_err(|e| no_policy(e.into()))?;
 
-    let decision =
-        policy::decide(&req.model, &who.caller, snapshot).map_err(|e| no_policy(e.into()))?;
+    // ④ Decide.
+    let (decided, prompt_estimate) = {
+        let prompt = PromptText::new(&req);
+        let ask = Ask {
+            model: &req.model,
+            endpoint: EndpointName::ChatCompletions,
+            caller,
+            labels: &labels,
+            needs: Needs {
+                tools: req.uses_tools(),
+                vision: req.has_images(),
+            },
+            prompt: &prompt,
+            max_output: req.max_output_tokens(),
+        };
+        (policy::decide(&ask, snapshot), prompt.approximate())
+    };
+    let decision = match decided {
+        Ok(d) => d,
+        Err(e) => {
+            let name = ctx.metrics.refusal(&e);
+            return Err((e.into(), name));
+        }
+    };
+    ctx.metrics.decision(&decision);
     let policy = decision.policy.clone();
-    let policy_header = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("-"));
-    let with_policy = |e: GatewayError| (e, Some(policy.clone()));
 
+    // ⑤⑥ Call.
     let served = match upstream::call(&decision, &req, &limits).await {
         Ok(s) => s,
         Err(e) => {
             for a in &e.attempts {
                 ctx.metrics.attempt(&a.deployment, a.error.label());
             }
-            return Err(with_policy(e.into()));
+            return Err((e.into(), Some(policy)));
         }
     };
     for a in &served.failed {
@@ -154,53 +174,53 @@ where
     if !served.failed.is_empty() {
         ctx.metrics.fallbacks.with_label_values(&[&policy]).inc();
     }
-    let attempts = served.failed.len() + 1;
+    let record = Record {
+        request_id: request_id.clone(),
+        caller: caller.clone(),
+        policy: policy.clone(),
+        rule: decision.rule.clone(),
+        refused: decision.refused.len(),
+        deployment: d.clone(),
+        attempts: served.failed.len() + 1,
+        started,
+        prompt_estimate,
+    };
 
+    // ⑦ Respond.
     let response = match served.answer {
         Answer::Complete(done) => {
-            let usage = done.usage.unwrap_or_else(|| estimate(&req, 0));
-            ctx.metrics.usage(&d, &usage);
-            log_done(
-                who,
-                &policy,
-                &d,
-                attempts,
-                StatusCode::OK,
-                &usage,
-                started,
-                None,
-            );
-            ctx.metrics
-                .request_duration
-                .with_label_values(&["chat_completions", "false"])
-                .observe(started.elapsed().as_secs_f64());
-            respond::json(done.body, &d, &policy_header)
+            let usage = done.usage.unwrap_or_else(|| record.estimate(0));
+            let cost = record.finish(&ctx.metrics, &usage, None);
+            let mut res = respond::json(done.body, &d, &decision);
+            respond::cost(&mut res, cost);
+            res
         }
         Answer::Frames(frames, usage) => {
-            ctx.metrics.usage(&d, &usage);
-            log_done(
-                who,
-                &policy,
-                &d,
-                attempts,
-                StatusCode::OK,
-                &usage,
-                started,
-                Some(EndReason::Completed),
-            );
-            respond::frames(frames, &d, &policy_header)
+            let cost = record.finish(&ctx.metrics, &usage, Some(EndReason::Completed));
+            let mut res = respond::frames(frames, &d, &decision);
+            respond::cost(&mut res, cost);
+            res
         }
         Answer::Stream { body, translator } => {
             ctx.metrics.open_streams.inc();
-            let on_end = stream_end_recorder(
-                ctx,
-                who,
-                &policy,
-                &d,
-                attempts,
-                started,
-                prompt_estimate(&req),
-            );
+            let metrics = ctx.metrics.clone();
+            let on_end = Box::new(move |end: StreamEnd| {
+                metrics.open_streams.dec();
+                let usage = end
+                    .usage
+                    .unwrap_or_else(|| record.estimate(end.output_chars));
+                metrics
+                    .stream_ends
+                    .with_label_values(&model_labels(&record.deployment, end.reason.as_str()))
+                    .inc();
+                if let Some(t) = end.time_to_first_byte {
+                    metrics
+                        .ttft
+                        .with_label_values(&model_labels(&record.deployment, "")[..5])
+                        .observe(t.as_secs_f64());
+                }
+                record.finish(&metrics, &usage, Some(end.reason));
+            });
             let relay = Relay::new(
                 body,
                 translator,
@@ -209,109 +229,72 @@ where
                 Some(ctx.deadline()),
                 on_end,
             );
-            respond::relay(relay, &d, &policy_header)
+            respond::relay(relay, &d, &decision)
         }
     };
-    let _ = with_policy;
     Ok(Outcome {
         response,
         policy: Some(policy),
     })
 }
 
-/// What to record when a stream ends.
-fn stream_end_recorder(
-    ctx: &Arc<Ctx>,
-    who: &Who,
-    policy: &Arc<str>,
-    d: &Arc<Deployment>,
+/// One answered request, for its log line and metrics.
+struct Record {
+    request_id: HeaderValue,
+    caller: Caller,
+    policy: Arc<str>,
+    rule: Arc<str>,
+    refused: usize,
+    deployment: Arc<Deployment>,
     attempts: usize,
     started: Instant,
-    prompt_tokens: u64,
-) -> Box<dyn FnOnce(StreamEnd) + Send> {
-    let ctx = ctx.clone();
-    let d = d.clone();
-    let policy = policy.clone();
-    let request_id = who.request_id.clone();
-    let caller = who.caller.clone();
-    Box::new(move |end: StreamEnd| {
-        let m = &ctx.metrics;
-        m.open_streams.dec();
-        let usage = end.usage.unwrap_or(Usage {
-            prompt_tokens,
-            completion_tokens: (end.output_chars as u64).div_ceil(4),
+    prompt_estimate: u64,
+}
+
+impl Record {
+    /// Usage estimated from the text when the upstream reported none.
+    fn estimate(&self, output_chars: usize) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_estimate,
+            completion_tokens: (output_chars as u64).div_ceil(4),
             estimated: true,
             ..Usage::default()
-        });
-        m.usage(&d, &usage);
-        m.stream_ends
-            .with_label_values(&model_labels(&d, end.reason.as_str()))
-            .inc();
-        if let Some(t) = end.time_to_first_byte {
-            m.ttft
-                .with_label_values(&model_labels(&d, "")[..5])
-                .observe(t.as_secs_f64());
         }
+    }
+
+    /// Records tokens, cost and duration, writes the request's log line, returns the cost.
+    fn finish(&self, m: &Metrics, usage: &Usage, stream: Option<EndReason>) -> f64 {
+        let d = &self.deployment;
+        let cost = accounting::cost::of(usage, &d.price);
+        m.usage(d, usage, cost);
         m.request_duration
-            .with_label_values(&["chat_completions", "true"])
-            .observe(started.elapsed().as_secs_f64());
-        let who = Who { request_id, caller };
-        log_done(
-            &who,
-            &policy,
-            &d,
-            attempts,
-            StatusCode::OK,
-            &usage,
-            started,
-            Some(end.reason),
+            .with_label_values(&[
+                "chat_completions",
+                if stream.is_some() { "true" } else { "false" },
+            ])
+            .observe(self.started.elapsed().as_secs_f64());
+        tracing::info!(
+            request_id = ?self.request_id,
+            tenant = %self.caller.tenant,
+            key = self.caller.key_id.as_deref().unwrap_or("-"),
+            policy = %self.policy,
+            rule = %self.rule,
+            refused = self.refused,
+            deployment = %d.name,
+            model = %d.model.id,
+            provider = %d.endpoint.provider,
+            openness = d.model.openness.as_str(),
+            license = %d.model.license.id,
+            attempts = self.attempts,
+            stream = stream.map_or("-", EndReason::as_str),
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            tokens_estimated = usage.estimated,
+            cost_usd = cost,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            "request served"
         );
-    })
-}
-
-#[expect(clippy::too_many_arguments, reason = "one log line's fields")]
-fn log_done(
-    who: &Who,
-    policy: &str,
-    d: &Deployment,
-    attempts: usize,
-    status: StatusCode,
-    usage: &Usage,
-    started: Instant,
-    stream: Option<EndReason>,
-) {
-    tracing::info!(
-        request_id = ?who.request_id,
-        tenant = %who.caller.tenant,
-        key = who.caller.key_id.as_deref().unwrap_or("-"),
-        policy,
-        deployment = %d.name,
-        model = %d.model.id,
-        provider = %d.endpoint.provider,
-        openness = d.model.openness.as_str(),
-        license = %d.model.license.id,
-        attempts,
-        status = status.as_u16(),
-        stream = stream.map_or("-", EndReason::as_str),
-        prompt_tokens = usage.prompt_tokens,
-        completion_tokens = usage.completion_tokens,
-        tokens_estimated = usage.estimated,
-        duration_ms = started.elapsed().as_millis() as u64,
-        "request served"
-    );
-}
-
-/// Input tokens estimated from the text: a quarter of its bytes.
-fn prompt_estimate(req: &ChatRequest) -> u64 {
-    (req.text_len() as u64).div_ceil(4)
-}
-
-fn estimate(req: &ChatRequest, output_chars: usize) -> Usage {
-    Usage {
-        prompt_tokens: prompt_estimate(req),
-        completion_tokens: (output_chars as u64).div_ceil(4),
-        estimated: true,
-        ..Usage::default()
+        cost
     }
 }
 

@@ -25,6 +25,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("config", "DataHandlingSpec", "deployments[].data"),
     ("config", "DeploymentPriceSpec", "deployments[].price"),
     ("config", "TimeoutsSpec", "deployments[].timeouts"),
+    ("config", "PoliciesRefSpec", "policies"),
     ("config", "LimitsSpec", "limits"),
     ("config", "ServerSpec", "server"),
     ("config", "ReloadSpec", "reload"),
@@ -35,6 +36,20 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("catalog", "CapabilitiesSpec", "models[].capabilities"),
     ("catalog", "PriceSpec", "models[].price"),
     ("catalog", "SourcesSpec", "models[].sources"),
+    ("policy", "PolicyFileSpec", "policies/*.yaml (top level)"),
+    ("policy", "PolicySpec", "policies[]"),
+    ("policy", "RuleSpec", "policies[].rules[]"),
+    ("policy", "MatchSpec", "rules[].match"),
+    ("policy", "RequireSpec", "rules[].require"),
+    ("policy", "LicenseRequireSpec", "rules[].require.license"),
+    ("policy", "DataRequireSpec", "rules[].require.data"),
+    (
+        "policy",
+        "CapabilitiesRequireSpec",
+        "rules[].require.capabilities",
+    ),
+    ("policy", "MaxPriceSpec", "rules[].require.max_price"),
+    ("policy", "WeightsSpec", "rules[].weights"),
 ];
 
 struct Field {
@@ -105,6 +120,15 @@ fn enum_values(src: &str, name: &str) -> Option<Vec<String>> {
 fn describe(ty: &str, sources: &HashMap<&str, &str>) -> String {
     let mut t = ty.to_owned();
     let mut list = false;
+    if let Some(inner) = t
+        .strip_prefix("BTreeMap<String, ")
+        .and_then(|s| s.strip_suffix('>'))
+    {
+        return format!("map of {}", describe(inner, sources));
+    }
+    if t == "OneOrMany" {
+        return "string or list of strings".to_owned();
+    }
     loop {
         if let Some(inner) = t.strip_prefix("Option<").and_then(|s| s.strip_suffix('>')) {
             t = inner.to_owned();
@@ -143,8 +167,13 @@ fn generate() -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     let config = std::fs::read_to_string(format!("{root}/src/config/spec.rs")).unwrap();
     let catalog = std::fs::read_to_string(format!("{root}/src/catalog/spec.rs")).unwrap();
-    let sources: HashMap<&str, &str> =
-        [("config", config.as_str()), ("catalog", catalog.as_str())].into();
+    let policy = std::fs::read_to_string(format!("{root}/src/policy/spec.rs")).unwrap();
+    let sources: HashMap<&str, &str> = [
+        ("config", config.as_str()),
+        ("catalog", catalog.as_str()),
+        ("policy", policy.as_str()),
+    ]
+    .into();
     let mut out = String::new();
     for (file, name, place) in SECTIONS {
         let _ = writeln!(

@@ -293,6 +293,14 @@ impl ChatRequest {
         serde_json::to_vec(&body).unwrap_or_default()
     }
 
+    /// Whether any message carries an image.
+    pub fn has_images(&self) -> bool {
+        self.messages.iter().any(|m| match &m.content {
+            Some(Content::Parts(p)) => p.get().contains("\"image_url\""),
+            _ => false,
+        })
+    }
+
     /// All text of the conversation, for token estimates.
     pub fn text_len(&self) -> usize {
         self.messages

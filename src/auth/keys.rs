@@ -13,6 +13,10 @@ pub struct Caller {
     /// The non-secret id of the key used, if any.
     pub key_id: Option<Arc<str>>,
     pub tenant: Arc<str>,
+    /// The policy the key names, if any.
+    pub policy: Option<Arc<str>>,
+    /// Labels the key always carries.
+    pub labels: Arc<[(String, String)]>,
 }
 
 impl Caller {
@@ -21,6 +25,8 @@ impl Caller {
         Caller {
             key_id: None,
             tenant: Arc::from("default"),
+            policy: None,
+            labels: Arc::from(Vec::new()),
         }
     }
 }
@@ -40,22 +46,26 @@ pub struct KeyStore {
 impl KeyStore {
     /// Adds a key by its hex digest. Errors on a malformed or duplicate digest.
     pub fn insert(&mut self, id: &str, tenant: &str, sha256_hex: &str) -> Result<(), String> {
+        self.insert_caller(
+            sha256_hex,
+            Caller {
+                key_id: Some(Arc::from(id)),
+                tenant: Arc::from(tenant),
+                policy: None,
+                labels: Arc::from(Vec::new()),
+            },
+        )
+    }
+
+    /// Adds a key by its hex digest for a fully described caller.
+    pub fn insert_caller(&mut self, sha256_hex: &str, caller: Caller) -> Result<(), String> {
         let digest = parse_hex32(sha256_hex).ok_or_else(|| {
             "must be 64 hexadecimal characters (the SHA-256 of the key)".to_owned()
         })?;
         if self.by_digest.contains_key(&digest) {
             return Err("the same key is configured twice".into());
         }
-        self.by_digest.insert(
-            digest,
-            Entry {
-                digest,
-                caller: Caller {
-                    key_id: Some(Arc::from(id)),
-                    tenant: Arc::from(tenant),
-                },
-            },
-        );
+        self.by_digest.insert(digest, Entry { digest, caller });
         Ok(())
     }
 

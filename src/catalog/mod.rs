@@ -399,3 +399,27 @@ impl License {
 
 #[cfg(test)]
 mod tests;
+
+/// The shipped catalog, for tests elsewhere in the crate.
+#[cfg(test)]
+pub mod tests_support {
+    use std::sync::Arc;
+
+    use super::{Catalog, builtin, spec::CatalogFileSpec};
+    use crate::config::problem::Problems;
+
+    pub fn shipped() -> Catalog {
+        let mut problems = Problems::default();
+        let files = builtin::FILES
+            .iter()
+            .filter_map(|(name, text)| {
+                let name: Arc<str> = Arc::from(*name);
+                crate::config::yaml::parse::<CatalogFileSpec>(&name, text, &mut problems)
+                    .map(|f| (name, f))
+            })
+            .collect();
+        let cat = Catalog::build(files, &mut problems);
+        assert!(problems.is_empty(), "{problems}");
+        cat
+    }
+}

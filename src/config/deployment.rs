@@ -2,6 +2,7 @@
 //! locality, timeouts, connection pool); a [`Deployment`] is one model at one endpoint.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -67,6 +68,35 @@ pub struct Deployment {
     pub discovered_as: Option<String>,
     /// The response headers that name this deployment, made once.
     pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// What was observed of it while this snapshot was in force.
+    pub stats: DeploymentStats,
+}
+
+/// Observed behaviour of a deployment, for the `fastest` preference.
+#[derive(Debug, Default)]
+pub struct DeploymentStats {
+    /// Moving average of the time to response headers, in microseconds; 0 before any.
+    first_byte_micros: AtomicU64,
+}
+
+impl DeploymentStats {
+    /// Folds one observation into the moving average (weight 1/5).
+    pub fn observe_first_byte(&self, d: Duration) {
+        let x = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .first_byte_micros
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 { x } else { (old * 4 + x) / 5 })
+            });
+    }
+
+    /// The average time to first byte, if any was observed.
+    pub fn latency_seconds(&self) -> Option<f64> {
+        match self.first_byte_micros.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(us as f64 / 1e6),
+        }
+    }
 }
 
 impl Deployment {
@@ -86,6 +116,7 @@ impl Deployment {
             price,
             discovered_as: None,
             response_headers: Vec::new(),
+            stats: DeploymentStats::default(),
         }
         .with_headers()
     }
@@ -101,6 +132,7 @@ impl Deployment {
             price,
             discovered_as: Some(served.to_owned()),
             response_headers: Vec::new(),
+            stats: DeploymentStats::default(),
         }
         .with_headers()
     }

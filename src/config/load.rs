@@ -16,9 +16,10 @@ use super::problem::Problems;
 use super::secret::Secret;
 use super::spec::{AuthMode, ConfigSpec, DeploymentSpec, Kind, Locality};
 use super::{Config, EMBEDDED_CONFIG, Limits, Origin, ReloadSettings, ServerSettings, yaml};
-use crate::auth::keys::{KeyStore, hex};
+use crate::auth::keys::{Caller, KeyStore, hex};
 use crate::catalog::spec::CatalogFileSpec;
 use crate::catalog::{Catalog, builtin};
+use crate::policy::spec::PolicyFileSpec;
 use crate::upstream::client;
 
 /// Addresses given on the command line, which win over the file.
@@ -62,6 +63,7 @@ pub struct Loaded {
 struct Sources {
     entry: (Arc<str>, String),
     catalog: Vec<(Arc<str>, String)>,
+    policies: Vec<(Arc<str>, String)>,
     watched: Vec<PathBuf>,
 }
 
@@ -95,34 +97,67 @@ pub fn load(origin: &Origin, overrides: &Overrides, env: &dyn Env) -> Result<Loa
         return Err(problems);
     };
 
-    let mut catalog_sources = Vec::new();
-    if spec.catalog.builtin {
-        for (name, text) in builtin::FILES {
-            catalog_sources.push((
-                Arc::from(format!("<built-in>/providers/{name}")),
-                (*text).to_owned(),
-            ));
-        }
-    }
-    for p in &spec.catalog.paths {
-        let path = resolve(base_dir.as_deref(), &p.value);
-        match catalog_files(&path) {
-            Ok(list) => {
-                for f in list {
-                    let name: Arc<str> = Arc::from(f.display().to_string());
-                    match std::fs::read_to_string(&f) {
-                        Ok(t) => catalog_sources.push((name, t)),
-                        Err(e) => problems.file(&name, format!("cannot read: {e}")),
+    let read = |builtin: &[(&str, &str)],
+                dir: &str,
+                paths: &[Spanned<String>],
+                field: &str,
+                problems: &mut Problems,
+                watched: &mut Vec<PathBuf>| {
+        let mut out: Vec<(Arc<str>, String)> = builtin
+            .iter()
+            .map(|(name, text)| {
+                (
+                    Arc::from(format!("<built-in>/{dir}/{name}")),
+                    (*text).to_owned(),
+                )
+            })
+            .collect();
+        for p in paths {
+            let path = resolve(base_dir.as_deref(), &p.value);
+            match yaml_files(&path) {
+                Ok(list) => {
+                    for f in list {
+                        let name: Arc<str> = Arc::from(f.display().to_string());
+                        match std::fs::read_to_string(&f) {
+                            Ok(t) => out.push((name, t)),
+                            Err(e) => problems.file(&name, format!("cannot read: {e}")),
+                        }
                     }
                 }
+                Err(e) => problems.at(&entry_name, p.referenced, field, e),
             }
-            Err(e) => problems.at(&entry_name, p.referenced, "catalog.paths", e),
+            watched.push(path);
         }
-        watched.push(path);
-    }
+        out
+    };
+    let catalog = read(
+        if spec.catalog.builtin {
+            builtin::FILES
+        } else {
+            &[]
+        },
+        "providers",
+        &spec.catalog.paths,
+        "catalog.paths",
+        &mut problems,
+        &mut watched,
+    );
+    let policies = read(
+        if spec.policies.builtin {
+            crate::policy::builtin::FILES
+        } else {
+            &[]
+        },
+        "policies",
+        &spec.policies.paths,
+        "policies.paths",
+        &mut problems,
+        &mut watched,
+    );
     let sources = Sources {
-        entry: (entry_name, entry_text),
-        catalog: catalog_sources,
+        entry: (entry_name.clone(), entry_text),
+        catalog,
+        policies,
         watched,
     };
     build(origin, spec, sources, overrides, env, problems)
@@ -149,6 +184,41 @@ fn build(
         }
     }
     let catalog = Arc::new(Catalog::build(catalog_files, &mut problems));
+
+    // Policies.
+    let mut policies = Vec::new();
+    let mut policy_names = HashSet::new();
+    for (name, text) in &sources.policies {
+        hasher.update(name.as_bytes());
+        hasher.update(text.as_bytes());
+        if let Some(f) = yaml::parse::<PolicyFileSpec>(name, text, &mut problems) {
+            crate::policy::compile::validate(
+                name,
+                &f.policies,
+                &catalog,
+                &mut policy_names,
+                &mut problems,
+            );
+            policies.extend(f.policies.into_iter().map(|p| Arc::new(p.value)));
+        }
+    }
+    let active_policy = spec.policies.active.as_ref().map_or_else(
+        || crate::policy::DEFAULT_POLICY.to_owned(),
+        |a| a.value.clone(),
+    );
+    if !policy_names.contains(&active_policy) {
+        let loc = spec
+            .policies
+            .active
+            .as_ref()
+            .map_or(Location::UNKNOWN, |a| a.referenced);
+        problems.at(
+            &file,
+            loc,
+            "policies.active",
+            format!("no policy is named '{active_policy}'"),
+        );
+    }
 
     // Listeners and authentication.
     let listen = address(
@@ -184,7 +254,28 @@ fn build(
         if k.tenant.trim().is_empty() {
             problems.at(&file, loc, path("tenant"), "must not be empty");
         }
-        if let Err(e) = keys.insert(&k.id, &k.tenant, &k.sha256) {
+        if let Some(p) = &k.policy
+            && !policy_names.contains(p)
+        {
+            problems.at(
+                &file,
+                loc,
+                path("policy"),
+                format!("no policy is named '{p}'"),
+            );
+        }
+        let caller = Caller {
+            key_id: Some(Arc::from(k.id.as_str())),
+            tenant: Arc::from(k.tenant.as_str()),
+            policy: k.policy.as_deref().map(Arc::from),
+            labels: Arc::from(
+                k.labels
+                    .iter()
+                    .map(|(a, b)| (a.clone(), b.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        if let Err(e) = keys.insert_caller(&k.sha256, caller) {
             problems.at(&file, loc, path("sha256"), e);
         }
     }
@@ -339,6 +430,8 @@ fn build(
             catalog,
             deployments,
             discover,
+            policies,
+            active_policy,
             limits,
             reload,
         },
@@ -392,7 +485,7 @@ pub fn fingerprint(watched: &[PathBuf]) -> [u8; 32] {
     for p in watched {
         h.update(p.as_os_str().as_encoded_bytes());
         let files = if p.is_dir() {
-            catalog_files(p).unwrap_or_default()
+            yaml_files(p).unwrap_or_default()
         } else {
             vec![p.clone()]
         };
@@ -407,8 +500,8 @@ pub fn fingerprint(watched: &[PathBuf]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A catalog path: a file, or a directory whose `*.yaml` / `*.yml` files are read in name order.
-fn catalog_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+/// A catalog or policy path: a file, or a directory whose `*.yaml` / `*.yml` files are read in name order.
+fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     if path.is_dir() {
         let mut out: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?

@@ -71,6 +71,10 @@ pub struct Config {
     pub deployments: Vec<Arc<Deployment>>,
     /// Backends whose models are discovered at run time.
     pub discover: Vec<Arc<Endpoint>>,
+    /// Every loaded policy, validated.
+    pub policies: Vec<Arc<crate::policy::spec::PolicySpec>>,
+    /// The policy in force for callers whose key names none.
+    pub active_policy: String,
     pub limits: Limits,
     pub reload: ReloadSettings,
 }
@@ -84,6 +88,8 @@ pub type Discovered = HashMap<String, Vec<String>>;
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub deployments: Vec<Arc<Deployment>>,
+    /// The policies, compiled against these deployments.
+    pub policies: crate::policy::Policies,
     routes: HashMap<String, Route>,
     /// Model ids for `GET /v1/models`, in catalog order, with their deployments.
     pub listed: Vec<(Arc<crate::catalog::Model>, Vec<usize>)>,
@@ -147,9 +153,12 @@ impl Snapshot {
                 .position(|c| c.id == m.id)
                 .unwrap_or(usize::MAX)
         });
+        let policies =
+            crate::policy::Policies::compile(&config.policies, &config.active_policy, &deployments);
         Snapshot {
             config,
             deployments,
+            policies,
             routes,
             listed: by_model,
         }

@@ -2,6 +2,7 @@
 //! Every field's doc comment is its user documentation; README's configuration reference is
 //! checked against these names by a test.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -29,6 +30,9 @@ pub struct ConfigSpec {
     /// Which catalog files to load.
     #[serde(default)]
     pub catalog: CatalogRefSpec,
+    /// Which policy files to load, and which policy is in force.
+    #[serde(default)]
+    pub policies: PoliciesRefSpec,
     /// Where models are served.
     #[serde(default)]
     pub deployments: Vec<Spanned<DeploymentSpec>>,
@@ -60,6 +64,37 @@ pub struct KeySpec {
     pub tenant: String,
     /// Hex SHA-256 of the key.
     pub sha256: String,
+    /// The policy this key's requests are decided by, instead of `policies.active`.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// Labels every request with this key carries; a request cannot change them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The policy files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesRefSpec {
+    /// Load the policies shipped inside the binary (`default` and the examples). Default true.
+    #[serde(default = "yes")]
+    pub builtin: bool,
+    /// More policy files or directories of `*.yaml` files, relative to this file.
+    #[serde(default)]
+    pub paths: Vec<Spanned<String>>,
+    /// The policy in force for callers whose key names none. Default `default`.
+    #[serde(default)]
+    pub active: Option<Spanned<String>>,
+}
+
+impl Default for PoliciesRefSpec {
+    fn default() -> Self {
+        PoliciesRefSpec {
+            builtin: true,
+            paths: Vec::new(),
+            active: None,
+        }
+    }
 }
 
 /// The catalog files.

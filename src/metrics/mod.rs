@@ -9,6 +9,7 @@ use prometheus::{
 
 use crate::api::Usage;
 use crate::config::Deployment;
+use crate::policy::{Decision, PolicyError};
 
 /// OpenTelemetry's recommended buckets for GenAI durations (seconds).
 const DURATION_BUCKETS: &[f64] = &[
@@ -28,6 +29,9 @@ pub struct Metrics {
     pub upstream_attempts: IntCounterVec,
     pub fallbacks: IntCounterVec,
     pub tokens: IntCounterVec,
+    pub cost: prometheus::CounterVec,
+    pub decisions: IntCounterVec,
+    pub refusals: IntCounterVec,
     pub ttft: HistogramVec,
     pub stream_ends: IntCounterVec,
     pub config_reloads: IntCounterVec,
@@ -117,6 +121,29 @@ impl Metrics {
                 "Tokens by direction (input or output), as reported by the upstream or estimated.",
                 &with_model(&["direction"]),
             )?,
+            cost: {
+                let c = prometheus::CounterVec::new(
+                    Opts::new(
+                        "modelgate_cost_usd_total",
+                        "Cost of answers in USD, from reported (or estimated) usage and the deployment's price.",
+                    ),
+                    MODEL_LABELS,
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            decisions: counter(
+                &r,
+                "modelgate_policy_decisions_total",
+                "Policy decisions, by policy, rule and result (allowed or refused).",
+                &["policy", "rule", "result"],
+            )?,
+            refusals: counter(
+                &r,
+                "modelgate_policy_refusals_total",
+                "Deployments a rule refused for a request, by reason.",
+                &["policy", "rule", "reason"],
+            )?,
             ttft: histogram(
                 &r,
                 "gen_ai_server_time_to_first_token_seconds",
@@ -199,13 +226,60 @@ impl Metrics {
             .inc();
     }
 
-    pub fn usage(&self, d: &Deployment, u: &Usage) {
+    /// Tokens and cost of one answer.
+    pub fn usage(&self, d: &Deployment, u: &Usage, cost: f64) {
         self.tokens
             .with_label_values(&model_labels(d, "input"))
             .inc_by(u.prompt_tokens);
         self.tokens
             .with_label_values(&model_labels(d, "output"))
             .inc_by(u.completion_tokens);
+        if cost > 0.0 && cost.is_finite() {
+            self.cost
+                .with_label_values(&model_labels(d, "")[..5])
+                .inc_by(cost);
+        }
+    }
+
+    /// A request the policy allowed.
+    pub fn decision(&self, d: &Decision) {
+        self.decisions
+            .with_label_values(&[&d.policy, &d.rule, "allowed"])
+            .inc();
+        for (_, r) in &d.refused {
+            self.refusals
+                .with_label_values(&[&d.policy, &d.rule, r.kind.as_str()])
+                .inc();
+        }
+    }
+
+    /// A request the policy refused; returns the policy's name for the request metrics.
+    pub fn refusal(&self, e: &PolicyError) -> Option<std::sync::Arc<str>> {
+        match e {
+            PolicyError::UnknownModel(_) => None,
+            PolicyError::NoRule { policy } => {
+                self.decisions
+                    .with_label_values(&[policy, "none", "refused"])
+                    .inc();
+                Some(policy.clone())
+            }
+            PolicyError::Refused {
+                policy,
+                rule,
+                refused,
+                ..
+            } => {
+                self.decisions
+                    .with_label_values(&[policy, rule, "refused"])
+                    .inc();
+                for (_, r) in refused {
+                    self.refusals
+                        .with_label_values(&[policy, rule, r.kind.as_str()])
+                        .inc();
+                }
+                Some(policy.clone())
+            }
+        }
     }
 }
 

@@ -1,28 +1,81 @@
 //! ④ Decide: which deployments may serve a request, and in which order to try them. Pure and
-//! synchronous: the snapshot has everything needed.
+//! synchronous: the snapshot has everything needed, compiled when it was built.
 //!
-//! The [`Decision`] is the only way to name a deployment to the upstream layer, and only this
-//! module can make one, so no retry or fallback can reach a deployment the decision left out.
+//! The rule that decides is the first whose `match` fits. Request labels may only narrow it: the
+//! rule matched without them (from the caller and the model alone) is applied too, and only
+//! deployments both allow remain. The [`Decision`] is the only way to name a deployment to the
+//! upstream layer, and only this module can make one, so no retry or fallback can reach a
+//! deployment the decision left out.
+
+pub mod builtin;
+pub mod compile;
+pub mod labels;
+mod rank;
+pub mod spec;
 
 use std::sync::Arc;
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
+
+use compile::{CompiledPolicy, CompiledRule, Match};
+pub use compile::{Policies, Refusal, RefusalKind};
+pub use spec::EndpointName;
 
 use crate::api::{ErrorBody, ErrorType};
 use crate::auth::Caller;
+use crate::catalog::Model;
 use crate::config::{Deployment, Route, Snapshot};
 use crate::error::printable;
 
-/// The policy every request is decided by until policies are configured.
+/// The name of the shipped policy that allows everything.
 pub const DEFAULT_POLICY: &str = "default";
+
+/// What the request needs whatever the rule says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub tools: bool,
+    pub vision: bool,
+}
+
+/// The size of a request's prompt, for context and price checks.
+pub trait PromptSize {
+    /// Bytes of text: a bound on the tokens of any byte-level tokenizer.
+    fn bytes(&self) -> usize;
+    /// Estimated input tokens for `model` (computed only when a check needs it).
+    fn tokens(&self, model: &Model) -> u64;
+}
+
+/// A request, as the policy sees it.
+pub struct Ask<'a> {
+    /// The requested model: a catalog id, an alias, `auto`, a deployment or a served name.
+    pub model: &'a str,
+    pub endpoint: EndpointName,
+    pub caller: &'a Caller,
+    /// Labels the request carries (header and metadata); the caller's own come on top.
+    pub labels: &'a [(String, String)],
+    pub needs: Needs,
+    pub prompt: &'a dyn PromptSize,
+    /// The output cap the request asked for.
+    pub max_output: Option<u32>,
+}
 
 /// The outcome of deciding one request.
 #[derive(Debug)]
 pub struct Decision {
     /// The policy that decided.
     pub policy: Arc<str>,
+    pub policy_header: HeaderValue,
+    /// The rule that decided.
+    pub rule: Arc<str>,
+    /// The rule matched without the request's labels, when the labels chose another one: both
+    /// applied.
+    pub base_rule: Option<Arc<str>>,
     /// The allowed deployments, most preferred first. Private: only `decide` fills it.
     candidates: Vec<Arc<Deployment>>,
+    /// Allowed but not tried, because the rule says `fallback: false`.
+    pub held_back: usize,
+    /// Every deployment the request could have meant that was refused, and why.
+    pub refused: Vec<(Arc<Deployment>, Refusal)>,
 }
 
 impl Decision {
@@ -42,12 +95,41 @@ impl Decision {
 pub enum PolicyError {
     #[error("model '{0}' is not served here")]
     UnknownModel(String),
+    #[error("no rule of policy '{policy}' matches this request")]
+    NoRule { policy: Arc<str> },
+    #[error("{}", refused_message(.policy, .rule, .model, .refused))]
+    Refused {
+        policy: Arc<str>,
+        rule: Arc<str>,
+        model: String,
+        refused: Vec<(String, Refusal)>,
+    },
+}
+
+fn refused_message(policy: &str, rule: &str, model: &str, refused: &[(String, Refusal)]) -> String {
+    let reasons: Vec<String> = refused
+        .iter()
+        .take(10)
+        .map(|(d, r)| format!("{d}: {}", r.detail))
+        .collect();
+    let more = if refused.len() > 10 {
+        format!("; and {} more", refused.len() - 10)
+    } else {
+        String::new()
+    };
+    format!(
+        "policy '{policy}' rule '{rule}' allows none of the {} deployment(s) for model '{}': {}{more}",
+        refused.len(),
+        printable(model),
+        reasons.join("; ")
+    )
 }
 
 impl PolicyError {
     pub fn status(&self) -> StatusCode {
         match self {
             PolicyError::UnknownModel(_) => StatusCode::NOT_FOUND,
+            PolicyError::NoRule { .. } | PolicyError::Refused { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -62,37 +144,218 @@ impl PolicyError {
             )
             .param("model")
             .code("model_not_found"),
+            PolicyError::NoRule { .. } | PolicyError::Refused { .. } => {
+                ErrorBody::new(ErrorType::PermissionError, self.to_string())
+                    .param("model")
+                    .code("policy_violation")
+            }
         }
     }
 }
 
-/// Decides where a request for `model` may go.
-pub fn decide(model: &str, _caller: &Caller, snapshot: &Snapshot) -> Result<Decision, PolicyError> {
-    let mut candidates: Vec<Arc<Deployment>> = match snapshot.route(model) {
-        None => return Err(PolicyError::UnknownModel(model.to_owned())),
-        Some(Route::Deployment(i)) => snapshot.deployments.get(*i).cloned().into_iter().collect(),
-        Some(Route::Model(idx)) => idx
-            .iter()
-            .filter_map(|i| snapshot.deployments.get(*i).cloned())
-            .collect(),
-        Some(Route::Auto) => snapshot
-            .deployments
-            .iter()
-            .filter(|d| !d.model.test_only)
-            .cloned()
-            .collect(),
-    };
-    if candidates.is_empty() {
-        return Err(PolicyError::UnknownModel(model.to_owned()));
+/// The deployment indices a requested name stands for under a policy.
+fn candidates_for(policy: &CompiledPolicy, snapshot: &Snapshot, model: &str) -> Option<Vec<usize>> {
+    if let Some(idx) = policy.aliases.get(model) {
+        return Some(idx.clone());
     }
-    // Local first (no data leaves the machine, no bill), then the cheapest.
-    candidates.sort_by(|a, b| {
-        (a.endpoint.locality as u8)
-            .cmp(&(b.endpoint.locality as u8))
-            .then((a.price.input + a.price.output).total_cmp(&(b.price.input + b.price.output)))
-    });
+    match snapshot.route(model)? {
+        Route::Deployment(i) => Some(vec![*i]),
+        Route::Model(idx) => Some(idx.clone()),
+        Route::Auto => Some(
+            snapshot
+                .deployments
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| !d.model.test_only)
+                .map(|(i, _)| i)
+                .collect(),
+        ),
+    }
+}
+
+fn label_fits(m: &Match, labels: &dyn Fn(&str) -> Option<String>) -> bool {
+    m.labels
+        .iter()
+        .all(|(k, values)| labels(k).is_some_and(|v| values.contains(&v)))
+}
+
+/// Whether a rule's `match` fits; `with_request_labels` says which labels count.
+fn matches(rule: &CompiledRule, ask: &Ask, with_request_labels: bool) -> bool {
+    let m = &rule.when;
+    let c = ask.caller;
+    if !m.tenants.is_empty() && !m.tenants.iter().any(|t| **t == *c.tenant) {
+        return false;
+    }
+    if !m.keys.is_empty()
+        && !c
+            .key_id
+            .as_ref()
+            .is_some_and(|k| m.keys.iter().any(|x| **x == **k))
+    {
+        return false;
+    }
+    if !m.models.is_empty() && !m.models.iter().any(|x| x == ask.model) {
+        return false;
+    }
+    if !m.endpoints.is_empty() && !m.endpoints.contains(&ask.endpoint) {
+        return false;
+    }
+    let lookup = |k: &str| -> Option<String> {
+        // The caller's labels are fixed; the request's can only add new ones.
+        if let Some((_, v)) = c.labels.iter().find(|(ck, _)| ck == k) {
+            return Some(v.clone());
+        }
+        if with_request_labels {
+            ask.labels
+                .iter()
+                .find(|(rk, _)| rk == k)
+                .map(|(_, v)| v.clone())
+        } else {
+            None
+        }
+    };
+    label_fits(m, &lookup)
+}
+
+/// Decides where a request may go.
+pub fn decide(ask: &Ask, snapshot: &Snapshot) -> Result<Decision, PolicyError> {
+    let Some(policy) = snapshot.policies.for_caller(ask.caller.policy.as_deref()) else {
+        return Err(PolicyError::NoRule {
+            policy: Arc::from("(none)"),
+        });
+    };
+    let Some(indices) = candidates_for(policy, snapshot, ask.model) else {
+        return Err(PolicyError::UnknownModel(ask.model.to_owned()));
+    };
+    if indices.is_empty() {
+        return Err(PolicyError::UnknownModel(ask.model.to_owned()));
+    }
+    let rule = policy.rules.iter().find(|r| matches(r, ask, true));
+    let base = policy.rules.iter().find(|r| matches(r, ask, false));
+    let Some(rule) = rule else {
+        return Err(PolicyError::NoRule {
+            policy: policy.name.clone(),
+        });
+    };
+    // Labels narrow: the rule chosen without them applies as well.
+    let base = base.filter(|b| !std::ptr::eq(*b, rule));
+
+    let mut allowed = Vec::with_capacity(indices.len());
+    let mut refused = Vec::new();
+    for i in indices {
+        let Some(d) = snapshot.deployments.get(i) else {
+            continue;
+        };
+        let verdict = rule
+            .static_refusal
+            .get(i)
+            .cloned()
+            .flatten()
+            .or_else(|| base.and_then(|b| b.static_refusal.get(i).cloned().flatten()))
+            .or_else(|| dynamic_check(rule, ask, d))
+            .or_else(|| base.and_then(|b| dynamic_check(b, ask, d)));
+        match verdict {
+            Some(r) => refused.push((d.clone(), r)),
+            None => allowed.push(i),
+        }
+    }
+    if allowed.is_empty() {
+        return Err(PolicyError::Refused {
+            policy: policy.name.clone(),
+            rule: rule.name.clone(),
+            model: ask.model.to_owned(),
+            refused: refused
+                .into_iter()
+                .map(|(d, r)| (d.name.clone(), r))
+                .collect(),
+        });
+    }
+    let ranked = rank::rank(rule, ask, snapshot, allowed);
+    let mut candidates: Vec<Arc<Deployment>> = ranked
+        .into_iter()
+        .filter_map(|i| snapshot.deployments.get(i).cloned())
+        .collect();
+    let mut held_back = 0;
+    if !rule.fallback || base.is_some_and(|b| !b.fallback) {
+        held_back = candidates.len().saturating_sub(1);
+        candidates.truncate(1);
+    }
     Ok(Decision {
-        policy: Arc::from(DEFAULT_POLICY),
+        policy: policy.name.clone(),
+        policy_header: policy.header.clone(),
+        rule: rule.name.clone(),
+        base_rule: base.map(|b| b.name.clone()),
         candidates,
+        held_back,
+        refused,
     })
 }
+
+/// The checks that need the request: what it needs of the model, whether it fits the context
+/// window, and its worst-case price.
+fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refusal> {
+    let m = &d.model;
+    let caps = &m.capabilities;
+    if ask.needs.tools && !caps.tools {
+        return refusal(
+            RefusalKind::Capability,
+            format!("model {} has no tool calls and the request has tools", m.id),
+        );
+    }
+    if ask.needs.vision && !caps.vision {
+        return refusal(
+            RefusalKind::Capability,
+            format!("model {} takes no images and the request has some", m.id),
+        );
+    }
+    let window = u64::from(caps.context_window);
+    let out = u64::from(ask.max_output.unwrap_or(1));
+    // Byte-level tokenizers make at most one token per byte: small prompts fit without counting.
+    let bound = ask.prompt.bytes() as u64;
+    let mut tokens = None;
+    if bound + out > window {
+        let t = ask.prompt.tokens(m);
+        tokens = Some(t);
+        if t + out > window {
+            return refusal(
+                RefusalKind::Context,
+                format!(
+                    "about {t} prompt tokens and {out} of output do not fit a context window of {window}"
+                ),
+            );
+        }
+    }
+    if let Some(cap) = rule.per_request_cap {
+        let prompt = tokens.unwrap_or_else(|| ask.prompt.tokens(m));
+        let worst_out = ask
+            .max_output
+            .map(u64::from)
+            .or(caps.max_output_tokens.map(u64::from))
+            .unwrap_or_else(|| window.saturating_sub(prompt));
+        let cost = worst_case_cost(d, prompt, worst_out);
+        if cost > cap {
+            return refusal(
+                RefusalKind::Price,
+                format!(
+                    "this request may cost up to ${cost:.6} ({prompt} prompt tokens, {worst_out} output tokens), over the cap of ${cap}"
+                ),
+            );
+        }
+    }
+    None
+}
+
+/// The most a request may cost on `d`.
+pub fn worst_case_cost(d: &Deployment, prompt_tokens: u64, output_tokens: u64) -> f64 {
+    (prompt_tokens as f64 * d.price.input + output_tokens as f64 * d.price.output) / 1e6
+}
+
+fn refusal(kind: RefusalKind, detail: String) -> Option<Refusal> {
+    Some(Refusal {
+        kind,
+        detail: Arc::from(detail),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,7 @@ use super::body::ResponseBody;
 use super::relay::Relay;
 use crate::config::Deployment;
 use crate::error::json_response;
+use crate::policy::Decision;
 
 pub static X_MODEL: HeaderName = HeaderName::from_static("x-modelgate-model");
 pub static X_PROVIDER: HeaderName = HeaderName::from_static("x-modelgate-provider");
@@ -15,6 +16,8 @@ pub static X_DEPLOYMENT: HeaderName = HeaderName::from_static("x-modelgate-deplo
 pub static X_POLICY: HeaderName = HeaderName::from_static("x-modelgate-policy");
 pub static X_OPENNESS: HeaderName = HeaderName::from_static("x-modelgate-openness");
 pub static X_LICENSE: HeaderName = HeaderName::from_static("x-modelgate-license");
+pub static X_RULE: HeaderName = HeaderName::from_static("x-modelgate-rule");
+pub static X_COST: HeaderName = HeaderName::from_static("x-modelgate-cost-usd");
 
 /// The decision headers of a deployment, made once when the snapshot is built.
 pub fn deployment_headers(d: &Deployment) -> Vec<(HeaderName, HeaderValue)> {
@@ -34,27 +37,27 @@ pub fn deployment_headers(d: &Deployment) -> Vec<(HeaderName, HeaderValue)> {
 }
 
 /// A whole JSON answer.
-pub fn json(body: Bytes, d: &Deployment, policy: &HeaderValue) -> Response<ResponseBody> {
+pub fn json(body: Bytes, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
     let mut res = json_response(StatusCode::OK, body);
-    decorate(&mut res, d, policy);
+    decorate(&mut res, d, decision);
     res
 }
 
 /// A streamed answer relayed from upstream.
-pub fn relay(relay: Relay, d: &Deployment, policy: &HeaderValue) -> Response<ResponseBody> {
-    sse(ResponseBody::Relay(Box::new(relay)), d, policy)
+pub fn relay(relay: Relay, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
+    sse(ResponseBody::Relay(Box::new(relay)), d, decision)
 }
 
 /// A stream of frames made locally.
 pub fn frames(
     frames: std::collections::VecDeque<Bytes>,
     d: &Deployment,
-    policy: &HeaderValue,
+    decision: &Decision,
 ) -> Response<ResponseBody> {
-    sse(ResponseBody::Frames(frames), d, policy)
+    sse(ResponseBody::Frames(frames), d, decision)
 }
 
-fn sse(body: ResponseBody, d: &Deployment, policy: &HeaderValue) -> Response<ResponseBody> {
+fn sse(body: ResponseBody, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
     let mut res = Response::new(body);
     let h = res.headers_mut();
     h.insert(
@@ -64,14 +67,24 @@ fn sse(body: ResponseBody, d: &Deployment, policy: &HeaderValue) -> Response<Res
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies in front (nginx and the like) must not buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    decorate(&mut res, d, policy);
+    decorate(&mut res, d, decision);
     res
 }
 
-fn decorate(res: &mut Response<ResponseBody>, d: &Deployment, policy: &HeaderValue) {
+fn decorate(res: &mut Response<ResponseBody>, d: &Deployment, decision: &Decision) {
     let h = res.headers_mut();
     for (name, value) in &d.response_headers {
         h.insert(name.clone(), value.clone());
     }
-    h.insert(X_POLICY.clone(), policy.clone());
+    h.insert(X_POLICY.clone(), decision.policy_header.clone());
+    if let Ok(v) = HeaderValue::from_str(&decision.rule) {
+        h.insert(X_RULE.clone(), v);
+    }
+}
+
+/// Adds what the answer cost, in USD.
+pub fn cost(res: &mut Response<ResponseBody>, usd: f64) {
+    if let Ok(v) = HeaderValue::from_str(&crate::accounting::cost::header(usd)) {
+        res.headers_mut().insert(X_COST.clone(), v);
+    }
 }

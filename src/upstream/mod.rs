@@ -220,9 +220,20 @@ pub async fn call(
     req: &ChatRequest,
     limits: &Limits,
 ) -> Result<Served, UpstreamError> {
+    fallback(decision, |d| attempt(d, req, limits)).await
+}
+
+/// The fallback loop: one attempt per allowed deployment, in the decision's order, until one
+/// answers or a failure says the request itself is at fault. It can only reach deployments
+/// through the decision.
+pub async fn fallback<F, Fut>(decision: &Decision, mut attempt: F) -> Result<Served, UpstreamError>
+where
+    F: FnMut(Arc<Deployment>) -> Fut,
+    Fut: std::future::Future<Output = Result<Answer, AttemptError>>,
+{
     let mut failed = Vec::new();
     for d in decision.candidates() {
-        match attempt(d, req, limits).await {
+        match attempt(d.clone()).await {
             Ok(answer) => {
                 return Ok(Served {
                     deployment: d.clone(),
@@ -254,10 +265,11 @@ pub fn unix_now() -> u64 {
 }
 
 async fn attempt(
-    d: &Deployment,
+    d: Arc<Deployment>,
     req: &ChatRequest,
     limits: &Limits,
 ) -> Result<Answer, AttemptError> {
+    let d = d.as_ref();
     let kind = d.kind();
     let Some(adapter) = kind.adapter() else {
         return match kind {
@@ -276,11 +288,13 @@ async fn attempt(
     for (name, value) in up.headers {
         builder = builder.header(name, value);
     }
+    let sent = std::time::Instant::now();
     let response = match tokio::time::timeout(ep.timeouts.first_byte, builder.send()).await {
         Err(_) => return Err(AttemptError::Timeout(Phase::FirstByte)),
         Ok(Err(e)) => return Err(send_error(&e)),
         Ok(Ok(r)) => r,
     };
+    d.stats.observe_first_byte(sent.elapsed());
     let status = response.status();
     if !status.is_success() {
         let retry_after = response

@@ -1,0 +1,98 @@
+//! Prompt tokens, estimated before the call. OpenAI's own models are counted with their
+//! tokenizer (o200k_base, through tiktoken-rs); other models by a documented approximation:
+//! a quarter of the text's bytes, plus 4 tokens per message for the chat template. Counting is
+//! lazy: a decision that never needs a count (a small prompt, no price cap) never tokenizes.
+
+use std::cell::OnceCell;
+
+use crate::api::chat::{ChatRequest, Content};
+use crate::catalog::Model;
+use crate::policy::PromptSize;
+
+/// Tokens a chat template adds per message (OpenAI's published rule of thumb).
+const PER_MESSAGE: u64 = 4;
+
+/// Whether `model` is counted with OpenAI's o200k_base tokenizer.
+pub fn uses_o200k(model: &Model) -> bool {
+    model.developer == "OpenAI" && !model.id.starts_with("gpt2")
+}
+
+/// A request's prompt, measured lazily.
+pub struct PromptText<'a> {
+    req: &'a ChatRequest,
+    bytes: usize,
+    o200k: OnceCell<u64>,
+}
+
+impl<'a> PromptText<'a> {
+    pub fn new(req: &'a ChatRequest) -> Self {
+        PromptText {
+            req,
+            bytes: req.text_len(),
+            o200k: OnceCell::new(),
+        }
+    }
+
+    fn messages(&self) -> u64 {
+        self.req.messages.len() as u64
+    }
+
+    /// The approximation used for models without a known tokenizer.
+    pub fn approximate(&self) -> u64 {
+        (self.bytes as u64).div_ceil(4) + PER_MESSAGE * self.messages()
+    }
+
+    fn count_o200k(&self) -> u64 {
+        let bpe = tiktoken_rs::o200k_base_singleton();
+        let mut n = PER_MESSAGE * self.messages() + 3;
+        for m in &self.req.messages {
+            match &m.content {
+                Some(Content::Text(t)) => n += bpe.encode_ordinary(t).len() as u64,
+                // Parts (images, audio) are priced by their own rules; count their raw text.
+                Some(Content::Parts(p)) => n += bpe.encode_ordinary(p.get()).len() as u64,
+                None => {}
+            }
+            if let Some(t) = &m.tool_calls {
+                n += bpe.encode_ordinary(t.get()).len() as u64;
+            }
+        }
+        n
+    }
+}
+
+impl PromptSize for PromptText<'_> {
+    fn bytes(&self) -> usize {
+        self.bytes + (PER_MESSAGE * self.messages()) as usize
+    }
+
+    fn tokens(&self, model: &Model) -> u64 {
+        if uses_o200k(model) {
+            *self.o200k.get_or_init(|| self.count_o200k())
+        } else {
+            self.approximate()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::chat::RequestLimits;
+
+    #[test]
+    fn openai_models_are_counted_others_approximated() {
+        let req = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"Hello, how are you today?"}]}"#,
+            RequestLimits::default(),
+        )
+        .unwrap();
+        let p = PromptText::new(&req);
+        let cat = crate::catalog::tests_support::shipped();
+        let gpt = cat.get("gpt-4o").unwrap();
+        let llama = cat.get("llama-3.1-8b-instruct").unwrap();
+        // "Hello, how are you today?" is 7 tokens in o200k_base; + 4 per message + 3 priming.
+        assert_eq!(p.tokens(gpt), 14);
+        assert_eq!(p.tokens(llama), 7 + 4);
+        assert!(p.bytes() as u64 >= p.tokens(gpt));
+    }
+}

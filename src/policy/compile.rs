@@ -1,0 +1,532 @@
+//! ④ Policies compiled against a snapshot's deployments when it is built: every requirement that
+//! does not depend on the request is evaluated once per (rule, deployment), so deciding a request
+//! is lookups plus the few checks that need the request itself.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use http::HeaderValue;
+use serde_saphyr::Spanned;
+
+use super::spec::{EndpointName, PolicySpec, Preference, RequireSpec, RuleSpec, WeightsSpec};
+use crate::catalog::Catalog;
+use crate::config::Deployment;
+use crate::config::problem::Problems;
+
+/// Why a deployment may not serve a request: a closed kind (a metric label) and the detail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub detail: Arc<str>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RefusalKind {
+    Openness,
+    License,
+    Locality,
+    Data,
+    Region,
+    Capability,
+    Model,
+    Deployment,
+    Price,
+    Context,
+}
+
+impl RefusalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::Openness => "openness",
+            RefusalKind::License => "license",
+            RefusalKind::Locality => "locality",
+            RefusalKind::Data => "data_handling",
+            RefusalKind::Region => "region",
+            RefusalKind::Capability => "capability",
+            RefusalKind::Model => "model",
+            RefusalKind::Deployment => "deployment",
+            RefusalKind::Price => "price",
+            RefusalKind::Context => "context_window",
+        }
+    }
+}
+
+fn refuse(kind: RefusalKind, detail: String) -> Option<Refusal> {
+    Some(Refusal {
+        kind,
+        detail: Arc::from(detail),
+    })
+}
+
+/// A rule's conditions on the request.
+#[derive(Debug, Default)]
+pub struct Match {
+    pub tenants: Vec<String>,
+    pub keys: Vec<String>,
+    pub labels: Vec<(String, Vec<String>)>,
+    pub models: Vec<String>,
+    pub endpoints: Vec<EndpointName>,
+}
+
+/// A rule, ready to decide.
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub name: Arc<str>,
+    pub when: Match,
+    /// By deployment index: why the request-independent requirements refuse it.
+    pub static_refusal: Vec<Option<Refusal>>,
+    /// Caps checked against each request's estimate.
+    pub per_request_cap: Option<f64>,
+    pub prefer: Vec<Preference>,
+    /// By deployment index: its position in `order`, if listed.
+    pub order: Vec<Option<usize>>,
+    pub weights: Option<WeightsSpec>,
+    pub fallback: bool,
+}
+
+/// A policy, ready to decide.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    pub name: Arc<str>,
+    pub header: HeaderValue,
+    /// Alias name → the deployment indices of its models.
+    pub aliases: HashMap<String, Vec<usize>>,
+    pub rules: Vec<CompiledRule>,
+}
+
+/// Every policy of a snapshot.
+#[derive(Debug, Default)]
+pub struct Policies {
+    pub list: Vec<CompiledPolicy>,
+    by_name: HashMap<String, usize>,
+    active: usize,
+}
+
+impl Policies {
+    /// Compiles `specs` against `deployments`. Names were validated at load.
+    pub fn compile(
+        specs: &[Arc<PolicySpec>],
+        active: &str,
+        deployments: &[Arc<Deployment>],
+    ) -> Policies {
+        let mut p = Policies::default();
+        for spec in specs {
+            let compiled = CompiledPolicy::compile(spec, deployments);
+            p.by_name.insert(spec.name.clone(), p.list.len());
+            p.list.push(compiled);
+        }
+        p.active = p.by_name.get(active).copied().unwrap_or(0);
+        p
+    }
+
+    /// The policy a caller gets: its key's, else the active one.
+    pub fn for_caller(&self, named: Option<&str>) -> Option<&CompiledPolicy> {
+        let i = named
+            .and_then(|n| self.by_name.get(n))
+            .copied()
+            .unwrap_or(self.active);
+        self.list.get(i)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&CompiledPolicy> {
+        self.by_name.get(name).and_then(|i| self.list.get(*i))
+    }
+}
+
+impl CompiledPolicy {
+    fn compile(spec: &PolicySpec, deployments: &[Arc<Deployment>]) -> CompiledPolicy {
+        let aliases = spec
+            .aliases
+            .iter()
+            .map(|(name, models)| {
+                let idx = deployments
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| models.contains(&d.model.id))
+                    .map(|(i, _)| i)
+                    .collect();
+                (name.clone(), idx)
+            })
+            .collect();
+        CompiledPolicy {
+            name: Arc::from(spec.name.as_str()),
+            header: HeaderValue::from_str(&spec.name).unwrap_or(HeaderValue::from_static("-")),
+            aliases,
+            rules: spec
+                .rules
+                .iter()
+                .map(|r| CompiledRule::compile(&r.value, deployments))
+                .collect(),
+        }
+    }
+}
+
+impl CompiledRule {
+    fn compile(r: &RuleSpec, deployments: &[Arc<Deployment>]) -> CompiledRule {
+        let m = &r.when;
+        CompiledRule {
+            name: Arc::from(r.name.as_str()),
+            when: Match {
+                tenants: m.tenants.clone(),
+                keys: m.keys.clone(),
+                labels: m
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.values()))
+                    .collect(),
+                models: m.models.clone(),
+                endpoints: m.endpoints.clone(),
+            },
+            static_refusal: deployments
+                .iter()
+                .map(|d| static_check(&r.require, d))
+                .collect(),
+            per_request_cap: r.require.max_price.per_request,
+            prefer: if r.prefer.is_empty() && r.weights.is_none() {
+                vec![Preference::Local, Preference::Cheapest]
+            } else {
+                r.prefer.clone()
+            },
+            order: deployments
+                .iter()
+                .map(|d| {
+                    r.order
+                        .iter()
+                        .position(|o| *o == d.name || *o == d.model.id)
+                })
+                .collect(),
+            weights: r.weights.clone(),
+            fallback: r.fallback,
+        }
+    }
+}
+
+fn list<T: std::fmt::Debug>(v: &[T]) -> String {
+    let items: Vec<String> = v.iter().map(|x| format!("{x:?}").to_lowercase()).collect();
+    items.join(", ")
+}
+
+/// The first request-independent requirement `d` fails.
+pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
+    use RefusalKind as K;
+    let m = &d.model;
+    let l = &m.license;
+    let ep = &d.endpoint;
+    if !req.openness.is_empty() && !req.openness.contains(&m.openness) {
+        let allowed: Vec<&str> = req.openness.iter().map(|o| o.as_str()).collect();
+        return refuse(
+            K::Openness,
+            format!(
+                "openness {} is not one of {}",
+                m.openness.as_str(),
+                allowed.join(", ")
+            ),
+        );
+    }
+    let lr = &req.license;
+    if !lr.ids.is_empty() && !lr.ids.contains(&l.id) {
+        return refuse(
+            K::License,
+            format!("license {} is not one of {}", l.id, lr.ids.join(", ")),
+        );
+    }
+    if lr.deny.contains(&l.id) {
+        return refuse(K::License, format!("license {} is denied", l.id));
+    }
+    if !lr.kinds.is_empty() && !lr.kinds.contains(&l.kind) {
+        return refuse(
+            K::License,
+            format!("license kind {:?} is not allowed", l.kind).to_lowercase(),
+        );
+    }
+    if let Some(want) = lr.osi_approved
+        && l.osi_approved != want
+    {
+        return refuse(
+            K::License,
+            format!(
+                "license {} is {}OSI-approved",
+                l.id,
+                if l.osi_approved { "" } else { "not " }
+            ),
+        );
+    }
+    if let Some(want) = lr.open_per_mof
+        && l.open_per_mof != want
+    {
+        return refuse(
+            K::License,
+            format!(
+                "license {} is {}open by the MOF's rule",
+                l.id,
+                if l.open_per_mof { "" } else { "not " }
+            ),
+        );
+    }
+    if !lr.commercial_use.is_empty() && !lr.commercial_use.contains(&l.commercial_use) {
+        return refuse(
+            K::License,
+            format!(
+                "license {} grants commercial use '{}', not {}",
+                l.id,
+                l.commercial_use.as_str(),
+                lr.commercial_use
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        );
+    }
+    if lr.use_restrictions == Some(false) && l.use_restrictions {
+        return refuse(K::License, format!("license {} restricts uses", l.id));
+    }
+    if lr.attribution_required == Some(false) && l.attribution_required {
+        return refuse(K::License, format!("license {} requires attribution", l.id));
+    }
+    if !lr.output_use.is_empty() && !lr.output_use.contains(&l.output_use_restricted) {
+        return refuse(
+            K::License,
+            format!(
+                "license {} restricts outputs ({:?})",
+                l.id, l.output_use_restricted
+            )
+            .to_lowercase(),
+        );
+    }
+    if lr.hosted_service_is_distribution == Some(false) && l.hosted_service_is_distribution {
+        return refuse(
+            K::License,
+            format!("license {} counts a hosted service as distribution", l.id),
+        );
+    }
+    if let (Some(users), Some(cap)) = (lr.monthly_active_users, l.mau_limit)
+        && users >= cap
+    {
+        return refuse(K::License, format!("license {} caps users at {cap}", l.id));
+    }
+    if let Some(region) = &lr.operator_region
+        && l.territorial_exclusions
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(region))
+    {
+        return refuse(K::License, format!("license {} excludes {region}", l.id));
+    }
+    if lr.verified == Some(true) && !l.verified {
+        return refuse(
+            K::License,
+            format!("license {} facts are not verified", l.id),
+        );
+    }
+    if !req.locality.is_empty() && !req.locality.contains(&ep.locality) {
+        return refuse(
+            K::Locality,
+            format!(
+                "locality {} is not one of {}",
+                ep.locality.as_str(),
+                list(&req.locality)
+            ),
+        );
+    }
+    if req.data.retains_prompts == Some(false) && ep.data.retains_prompts {
+        return refuse(K::Data, "the provider retains prompts".into());
+    }
+    if req.data.trains_on_prompts == Some(false) && ep.data.trains_on_prompts {
+        return refuse(K::Data, "the provider trains on prompts".into());
+    }
+    if !req.regions.is_empty() && !ep.region.as_ref().is_some_and(|r| req.regions.contains(r)) {
+        return refuse(
+            K::Region,
+            format!(
+                "region {} is not one of {}",
+                ep.region.as_deref().unwrap_or("(unknown)"),
+                req.regions.join(", ")
+            ),
+        );
+    }
+    let caps = &req.capabilities;
+    let mc = &m.capabilities;
+    for (needed, has, what) in [
+        (caps.tools, mc.tools, "tool calls"),
+        (caps.vision, mc.vision, "image input"),
+        (caps.json_mode, mc.json_mode, "JSON mode"),
+    ] {
+        if needed && !has {
+            return refuse(K::Capability, format!("model {} has no {what}", m.id));
+        }
+    }
+    if let Some(min) = caps.min_context_window
+        && mc.context_window < min
+    {
+        return refuse(
+            K::Capability,
+            format!("context window {} is under {min}", mc.context_window),
+        );
+    }
+    if !req.models.is_empty() && !req.models.contains(&m.id) {
+        return refuse(
+            K::Model,
+            format!("model {} is not one of the allowed models", m.id),
+        );
+    }
+    if req.deny_models.contains(&m.id) {
+        return refuse(K::Model, format!("model {} is denied", m.id));
+    }
+    if !req.deployments.is_empty() && !req.deployments.contains(&d.name) {
+        return refuse(
+            K::Deployment,
+            format!(
+                "deployment {} is not one of the allowed deployments",
+                d.name
+            ),
+        );
+    }
+    let p = &req.max_price;
+    if let Some(cap) = p.input_per_million
+        && d.price.input > cap
+    {
+        return refuse(
+            K::Price,
+            format!(
+                "input costs {} per million tokens, over {cap}",
+                d.price.input
+            ),
+        );
+    }
+    if let Some(cap) = p.output_per_million
+        && d.price.output > cap
+    {
+        return refuse(
+            K::Price,
+            format!(
+                "output costs {} per million tokens, over {cap}",
+                d.price.output
+            ),
+        );
+    }
+    None
+}
+
+/// Checks policies against the catalog, collecting every problem.
+pub fn validate(
+    file: &Arc<str>,
+    policies: &[Spanned<PolicySpec>],
+    catalog: &Catalog,
+    seen: &mut HashSet<String>,
+    problems: &mut Problems,
+) {
+    for (pi, p) in policies.iter().enumerate() {
+        let loc = p.referenced;
+        let p = &p.value;
+        let at = |f: &str| format!("policies[{pi}].{f}");
+        if p.name.is_empty() || !seen.insert(p.name.clone()) {
+            problems.at(
+                file,
+                loc,
+                at("name"),
+                format!("policy names must be non-empty and unique ('{}')", p.name),
+            );
+        }
+        for (alias, models) in &p.aliases {
+            if alias == crate::config::AUTO || catalog.get(alias).is_some() {
+                problems.at(
+                    file,
+                    loc,
+                    at(&format!("aliases.{alias}")),
+                    "an alias must not be 'auto' or a catalog model id",
+                );
+            }
+            for m in models {
+                if catalog.get(m).is_none() {
+                    problems.at(
+                        file,
+                        loc,
+                        at(&format!("aliases.{alias}")),
+                        format!("unknown model '{m}'"),
+                    );
+                }
+            }
+        }
+        if p.rules.is_empty() {
+            problems.at(file, loc, at("rules"), "a policy needs at least one rule");
+        }
+        let mut rule_names = HashSet::new();
+        for (ri, r) in p.rules.iter().enumerate() {
+            let rloc = r.referenced;
+            let r = &r.value;
+            let at = |f: &str| format!("policies[{pi}].rules[{ri}].{f}");
+            if r.name.is_empty() || !rule_names.insert(r.name.clone()) {
+                problems.at(
+                    file,
+                    rloc,
+                    at("name"),
+                    format!(
+                        "rule names must be non-empty and unique in a policy ('{}')",
+                        r.name
+                    ),
+                );
+            }
+            let req = &r.require;
+            for m in req.models.iter().chain(&req.deny_models) {
+                if catalog.get(m).is_none() {
+                    problems.at(
+                        file,
+                        rloc,
+                        at("require.models"),
+                        format!("unknown model '{m}'"),
+                    );
+                }
+            }
+            for id in req.license.ids.iter().chain(&req.license.deny) {
+                if catalog.license(id).is_none() {
+                    problems.at(
+                        file,
+                        rloc,
+                        at("require.license"),
+                        format!("unknown license '{id}'"),
+                    );
+                }
+            }
+            let prices = [
+                req.max_price.input_per_million,
+                req.max_price.output_per_million,
+                req.max_price.per_request,
+            ];
+            if prices.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
+                problems.at(
+                    file,
+                    rloc,
+                    at("require.max_price"),
+                    "prices must be finite and not negative",
+                );
+            }
+            if let Some(w) = &r.weights {
+                let all = [w.cost, w.latency, w.openness, w.locality];
+                if all.iter().any(|v| !v.is_finite() || *v < 0.0) || all.iter().all(|v| *v == 0.0) {
+                    problems.at(
+                        file,
+                        rloc,
+                        at("weights"),
+                        "weights must be finite, not negative, and not all 0",
+                    );
+                }
+                if !r.prefer.is_empty() {
+                    problems.at(
+                        file,
+                        rloc,
+                        at("weights"),
+                        "give either 'prefer' or 'weights', not both",
+                    );
+                }
+            }
+            if r.when.labels.keys().any(String::is_empty) {
+                problems.at(
+                    file,
+                    rloc,
+                    at("match.labels"),
+                    "label names must not be empty",
+                );
+            }
+        }
+    }
+}

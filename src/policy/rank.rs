@@ -1,0 +1,128 @@
+//! ④ Ranking the allowed deployments by the rule's preferences.
+
+use std::cmp::Ordering;
+
+use super::compile::CompiledRule;
+use super::spec::Preference;
+use super::{Ask, Snapshot};
+use crate::catalog::Openness;
+use crate::config::Deployment;
+use crate::config::spec::Locality;
+
+/// Output tokens assumed when the request sets no cap, to compare costs.
+const ASSUMED_OUTPUT_TOKENS: u64 = 256;
+
+struct Facts {
+    index: usize,
+    order: Option<usize>,
+    local: u8,
+    cost: f64,
+    latency: f64,
+    openness: u8,
+}
+
+fn locality_rank(l: Locality) -> u8 {
+    match l {
+        Locality::Local => 0,
+        Locality::Cluster => 1,
+        Locality::Remote => 2,
+    }
+}
+
+fn openness_rank(d: &Deployment) -> u8 {
+    let class = match d.model.openness {
+        Openness::OpenSource => 0,
+        Openness::OpenWeight => 2,
+        Openness::Closed => 4,
+    };
+    class + u8::from(!d.model.license.osi_approved)
+}
+
+/// Estimated cost of this request on `d`, for comparison: prompt tokens approximated from its
+/// bytes, output at the request's cap (or 256 tokens).
+fn comparable_cost(d: &Deployment, ask: &Ask) -> f64 {
+    let prompt = (ask.prompt.bytes() as u64).div_ceil(4);
+    let out = ask.max_output.map_or(ASSUMED_OUTPUT_TOKENS, u64::from);
+    super::worst_case_cost(d, prompt, out)
+}
+
+fn compare(p: Preference, a: &Facts, b: &Facts) -> Ordering {
+    match p {
+        Preference::Local => a.local.cmp(&b.local),
+        Preference::Cheapest => a.cost.total_cmp(&b.cost),
+        Preference::Fastest => a.latency.total_cmp(&b.latency),
+        Preference::MostOpen => a.openness.cmp(&b.openness),
+    }
+}
+
+/// Sorts allowed deployment indices, most preferred first: explicitly ordered ones first, then
+/// by the criteria (or the weighted ranks), then in configuration order.
+pub fn rank(
+    rule: &CompiledRule,
+    ask: &Ask,
+    snapshot: &Snapshot,
+    allowed: Vec<usize>,
+) -> Vec<usize> {
+    if allowed.len() < 2 {
+        return allowed;
+    }
+    let mut facts: Vec<Facts> = allowed
+        .into_iter()
+        .filter_map(|i| {
+            let d = snapshot.deployments.get(i)?;
+            Some(Facts {
+                index: i,
+                order: rule.order.get(i).copied().flatten(),
+                local: locality_rank(d.endpoint.locality),
+                cost: comparable_cost(d, ask),
+                latency: d.stats.latency_seconds().unwrap_or(f64::INFINITY),
+                openness: openness_rank(d),
+            })
+        })
+        .collect();
+    let by_order = |a: &Facts, b: &Facts| match (a.order, b.order) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    };
+    if let Some(w) = &rule.weights {
+        let n = facts.len();
+        let mut score = vec![0.0f64; n];
+        for (p, weight) in [
+            (Preference::Cheapest, w.cost),
+            (Preference::Fastest, w.latency),
+            (Preference::MostOpen, w.openness),
+            (Preference::Local, w.locality),
+        ] {
+            if weight == 0.0 {
+                continue;
+            }
+            // Rank under this criterion; equal values share a rank.
+            let mut idx: Vec<usize> = (0..n).collect();
+            idx.sort_by(|&a, &b| compare(p, &facts[a], &facts[b]));
+            let mut r = 0usize;
+            for k in 0..n {
+                if k > 0 && compare(p, &facts[idx[k - 1]], &facts[idx[k]]) != Ordering::Equal {
+                    r = k;
+                }
+                score[idx[k]] += weight * r as f64;
+            }
+        }
+        let mut keyed: Vec<(f64, Facts)> = score.into_iter().zip(facts).collect();
+        keyed.sort_by(|(sa, a), (sb, b)| {
+            by_order(a, b)
+                .then(sa.total_cmp(sb))
+                .then(a.index.cmp(&b.index))
+        });
+        return keyed.into_iter().map(|(_, f)| f.index).collect();
+    }
+    facts.sort_by(|a, b| {
+        let mut o = by_order(a, b);
+        for p in &rule.prefer {
+            o = o.then_with(|| compare(*p, a, b));
+        }
+        o.then(a.index.cmp(&b.index))
+    });
+    facts.into_iter().map(|f| f.index).collect()
+}
