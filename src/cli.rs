@@ -44,6 +44,36 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Show how a request would be decided, without calling anything: the policy and rule,
+    /// the allowed deployments in order, and why each other one was refused.
+    Explain {
+        /// The entry file; without it the built-in configuration is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// A chat completion request body (JSON).
+        request: PathBuf,
+        /// A request label, `k=v` (repeatable), as `x-modelgate-labels` would carry it.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// The caller's tenant (when no --key is given).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The caller's key, by its id in the configuration.
+        #[arg(long)]
+        key: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the model catalog: class, license, commercial use and price of every model.
+    Catalog {
+        /// The entry file; without it the built-in configuration is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print JSON (every fact, with its source) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Client keys.
     Key {
         #[command(subcommand)]
@@ -62,4 +92,207 @@ pub enum KeyCommand {
         #[arg(long)]
         id: Option<String>,
     },
+}
+
+// === The commands that print ===
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::accounting::tokens::PromptText;
+use crate::api::chat::{ChatRequest, RequestLimits};
+use crate::auth::Caller;
+use crate::config::load::{self, Overrides, ProcessEnv};
+use crate::config::{Discovered, Origin, Snapshot};
+use crate::policy::{self, Ask, EndpointName, Needs, PromptSize};
+
+fn load_snapshot(config: Option<PathBuf>) -> Result<Snapshot, String> {
+    let origin = config.map_or(Origin::Embedded, Origin::File);
+    let loaded = load::load(&origin, &Overrides::default(), &ProcessEnv)
+        .map_err(|p| format!("the configuration is invalid:\n{p}"))?;
+    Ok(Snapshot::build(
+        Arc::new(loaded.config),
+        &Discovered::default(),
+    ))
+}
+
+/// `modelgate catalog`: the catalog as a table, or as JSON with every fact and its source.
+pub fn catalog(config: Option<PathBuf>, as_json: bool) -> Result<String, String> {
+    let snapshot = load_snapshot(config)?;
+    let cat = &snapshot.config.catalog;
+    if as_json {
+        return serde_json::to_string_pretty(
+            &json!({"models": cat.models, "licenses": cat.licenses}),
+        )
+        .map_err(|e| e.to_string());
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<36} {:<12} {:<24} {:<4} {:<12} {:>9} {:>9}",
+        "MODEL", "CLASS", "LICENSE", "OSI", "COMMERCIAL", "IN $/M", "OUT $/M"
+    );
+    for m in &cat.models {
+        let (i, o) = m
+            .price
+            .as_ref()
+            .map_or(("-".to_owned(), "-".to_owned()), |p| {
+                (format!("{:.3}", p.input), format!("{:.3}", p.output))
+            });
+        let _ = writeln!(
+            out,
+            "{:<36} {:<12} {:<24} {:<4} {:<12} {:>9} {:>9}",
+            m.id,
+            m.openness.as_str(),
+            m.license.id,
+            if m.license.osi_approved { "yes" } else { "no" },
+            m.license.commercial_use.as_str(),
+            i,
+            o
+        );
+    }
+    Ok(out)
+}
+
+/// `modelgate explain`: the decision for a request, and whether anything was allowed.
+pub fn explain(
+    config: Option<PathBuf>,
+    request: &std::path::Path,
+    labels: &[String],
+    tenant: Option<String>,
+    key: Option<String>,
+    as_json: bool,
+) -> Result<(String, bool), String> {
+    let snapshot = load_snapshot(config)?;
+    let body =
+        std::fs::read(request).map_err(|e| format!("cannot read {}: {e}", request.display()))?;
+    let req = ChatRequest::parse(&body, RequestLimits::default())
+        .map_err(|e| format!("invalid request: {e}"))?;
+    let caller = match (key, tenant) {
+        (Some(k), _) => snapshot
+            .config
+            .keys
+            .by_id(&k)
+            .cloned()
+            .ok_or_else(|| format!("no key has the id '{k}'"))?,
+        (None, Some(t)) => Caller {
+            tenant: Arc::from(t.as_str()),
+            ..Caller::anonymous()
+        },
+        (None, None) => Caller::anonymous(),
+    };
+    let mut request_labels = Vec::new();
+    for l in labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| format!("write labels as k=v, not '{l}'"))?;
+        request_labels.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    for (k, v) in req.metadata.iter().flatten() {
+        if !request_labels.iter().any(|(rk, _)| rk == k) {
+            request_labels.push((k.clone(), v.clone()));
+        }
+    }
+    let prompt = PromptText::new(&req);
+    let ask = Ask {
+        model: &req.model,
+        endpoint: EndpointName::ChatCompletions,
+        caller: &caller,
+        labels: &request_labels,
+        needs: Needs {
+            tools: req.uses_tools(),
+            vision: req.has_images(),
+        },
+        prompt: &prompt,
+        max_output: req.max_output_tokens(),
+    };
+    let decision = policy::decide(&ask, &snapshot);
+    let worst = |d: &crate::config::Deployment| {
+        let out = req
+            .max_output_tokens()
+            .or(d.model.capabilities.max_output_tokens)
+            .unwrap_or(d.model.capabilities.context_window);
+        policy::worst_case_cost(d, prompt.tokens(&d.model), u64::from(out))
+    };
+    match decision {
+        Err(e) => {
+            let text = if as_json {
+                serde_json::to_string_pretty(&json!({"allowed": [], "error": e.body()}))
+                    .map_err(|e| e.to_string())?
+            } else {
+                format!("refused ({}): {e}\n", e.status().as_u16())
+            };
+            Ok((text, false))
+        }
+        Ok(d) => {
+            if as_json {
+                let allowed: Vec<_> = d
+                    .candidates()
+                    .iter()
+                    .map(|c| json!({
+                        "deployment": c.name, "model": c.model.id, "provider": c.endpoint.provider,
+                        "openness": c.model.openness.as_str(), "license": c.model.license.id,
+                        "locality": c.endpoint.locality.as_str(), "price": {"input": c.price.input, "output": c.price.output},
+                        "worst_case_cost_usd": worst(c),
+                    }))
+                    .collect();
+                let refused: Vec<_> = d
+                    .refused
+                    .iter()
+                    .map(|(c, r)| json!({"deployment": c.name, "reason": r.kind.as_str(), "detail": &*r.detail}))
+                    .collect();
+                let v = json!({
+                    "policy": &*d.policy, "rule": &*d.rule, "base_rule": d.base_rule.as_deref(),
+                    "allowed": allowed, "held_back": d.held_back, "refused": refused,
+                });
+                return Ok((
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?,
+                    true,
+                ));
+            }
+            let mut out = String::new();
+            let _ = write!(out, "policy {} rule {}", d.policy, d.rule);
+            if let Some(b) = &d.base_rule {
+                let _ = write!(out, " (and rule {b}, which the caller's own labels select)");
+            }
+            let _ = writeln!(out, "\nallowed, in the order they would be tried:");
+            for (i, c) in d.candidates().iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "  {}. {} — model {} ({}, {}), {}, ${}/{} per M tokens, worst case ${:.6}",
+                    i + 1,
+                    c.name,
+                    c.model.id,
+                    c.model.openness.as_str(),
+                    c.model.license.id,
+                    c.endpoint.locality.as_str(),
+                    c.price.input,
+                    c.price.output,
+                    worst(c)
+                );
+            }
+            if d.held_back > 0 {
+                let _ = writeln!(
+                    out,
+                    "  ({} more allowed, not tried: the rule says fallback: false)",
+                    d.held_back
+                );
+            }
+            if !d.refused.is_empty() {
+                let _ = writeln!(out, "refused:");
+                for (c, r) in &d.refused {
+                    let _ = writeln!(out, "  {} — {}: {}", c.name, r.kind.as_str(), r.detail);
+                }
+            }
+            if !snapshot.config.discover.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "(backends with `discover` were not asked what they serve)"
+                );
+            }
+            Ok((out, true))
+        }
+    }
 }

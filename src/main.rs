@@ -67,6 +67,37 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Explain {
+            config,
+            request,
+            labels,
+            tenant,
+            key,
+            json,
+        } => {
+            telemetry::init(LogFormat::Text, "warn");
+            match modelgate::cli::explain(config, &request, &labels, tenant, key, json) {
+                Ok((text, allowed)) => {
+                    out(text.trim_end());
+                    if allowed {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Catalog { config, json } => {
+            telemetry::init(LogFormat::Text, "warn");
+            match modelgate::cli::catalog(config, json) {
+                Ok(text) => {
+                    out(text.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Key {
             command: KeyCommand::New { tenant, id },
         } => match keys::generate() {

@@ -154,6 +154,27 @@ where
         }
     };
     ctx.metrics.decision(&decision);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let refused: Vec<String> = decision
+            .refused
+            .iter()
+            .map(|(d, r)| format!("{}: {}", d.name, r.detail))
+            .collect();
+        let allowed: Vec<&str> = decision
+            .candidates()
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        tracing::debug!(
+            request_id = ?request_id,
+            policy = %decision.policy,
+            rule = %decision.rule,
+            base_rule = decision.base_rule.as_deref().unwrap_or("-"),
+            allowed = ?allowed,
+            refused = ?refused,
+            "decision"
+        );
+    }
     let policy = decision.policy.clone();
 
     // ⑤⑥ Call.
@@ -298,19 +319,19 @@ impl Record {
     }
 }
 
-/// `GET /v1/models`: the models this caller may use.
+/// `GET /v1/models`: the models this caller may use, with the deployments its policy allows.
 pub fn list_models(authed: &Authed<impl Sized>) -> Outcome {
     let snapshot = &authed.snapshot;
     let created = upstream::unix_now();
     let data = snapshot
         .listed
         .iter()
-        .map(|(m, idx)| {
-            let deps: Vec<&Deployment> = idx
-                .iter()
-                .filter_map(|i| snapshot.deployments.get(*i).map(AsRef::as_ref))
+        .filter_map(|(m, idx)| {
+            let deps: Vec<&Deployment> = policy::listable(snapshot, &authed.caller, &m.id, idx)
+                .into_iter()
+                .filter_map(|i| snapshot.deployments.get(i).map(AsRef::as_ref))
                 .collect();
-            ModelObject::new(&m.id, m, &deps, created)
+            (!deps.is_empty()).then(|| ModelObject::new(&m.id, m, &deps, created))
         })
         .collect();
     let body = serde_json::to_vec(&ModelList {
@@ -324,31 +345,29 @@ pub fn list_models(authed: &Authed<impl Sized>) -> Outcome {
     }
 }
 
-/// `GET /v1/models/{id}`.
+/// `GET /v1/models/{id}`: one model, if this caller may use it.
 pub fn get_model(authed: &Authed<impl Sized>, id: &str) -> Outcome {
     let snapshot = &authed.snapshot;
     let created = upstream::unix_now();
-    let found = match snapshot.route(id) {
-        Some(Route::Model(idx)) => {
-            let deps: Vec<&Deployment> = idx
-                .iter()
-                .filter_map(|i| snapshot.deployments.get(*i).map(AsRef::as_ref))
-                .collect();
-            deps.first()
-                .map(|d| serde_json::to_vec(&ModelObject::new(id, &d.model, &deps, created)))
-        }
-        Some(Route::Deployment(i)) => snapshot
-            .deployments
-            .get(*i)
-            .map(|d| serde_json::to_vec(&ModelObject::new(id, &d.model, &[d.as_ref()], created))),
-        Some(Route::Auto) | None => None,
+    let indices: Vec<usize> = match snapshot.route(id) {
+        Some(Route::Model(idx)) => idx.clone(),
+        Some(Route::Deployment(i)) => vec![*i],
+        Some(Route::Auto) | None => Vec::new(),
     };
-    match found {
-        Some(Ok(body)) => Outcome {
-            response: json_response(StatusCode::OK, Bytes::from(body)),
-            policy: None,
-        },
-        _ => GatewayError::from(PolicyError::UnknownModel(id.to_owned())).into(),
+    let deps: Vec<&Deployment> = policy::listable(snapshot, &authed.caller, id, &indices)
+        .into_iter()
+        .filter_map(|i| snapshot.deployments.get(i).map(AsRef::as_ref))
+        .collect();
+    match deps.first() {
+        Some(d) => {
+            let body = serde_json::to_vec(&ModelObject::new(id, &d.model, &deps, created))
+                .unwrap_or_default();
+            Outcome {
+                response: json_response(StatusCode::OK, Bytes::from(body)),
+                policy: None,
+            }
+        }
+        None => GatewayError::from(PolicyError::UnknownModel(id.to_owned())).into(),
     }
 }
 

@@ -341,9 +341,9 @@ async fn upstream_errors_map_to_the_right_status() {
             Script::Status {
                 status: 503,
                 body: json!("plain"),
-                retry_after: None,
+                retry_after: Some("3".into()),
             },
-            502,
+            503,
             "HTTP 503",
         ),
         (
@@ -395,6 +395,9 @@ async fn upstream_errors_map_to_the_right_status() {
         if want == 429 {
             assert_eq!(headers["retry-after"], "7");
             assert_eq!(e["type"], "rate_limit_error");
+        }
+        if want == 503 {
+            assert_eq!(headers["retry-after"], "3");
         }
     }
 }
@@ -450,14 +453,14 @@ async fn a_failing_deployment_falls_back_to_the_next() {
 }
 
 #[tokio::test]
-async fn an_unreachable_upstream_is_a_502() {
+async fn an_unreachable_upstream_is_a_503() {
     let fake = FakeUpstream::start(Script::Ok { text: "x".into() }, None).await;
     let dead = format!("http://127.0.0.1:{}/v1", free_port().await);
     let yaml = config(&[("local", "qwen3-8b", &fake)]).replace(&fake.base_url(), &dead);
     let gw = Gateway::start(&yaml).await;
     let (status, _, v) = chat(&gw, hello("qwen3-8b")).await;
-    assert_eq!(status, 502);
-    assert_eq!(assert_openai_error(&v)["code"], "upstream_error");
+    assert_eq!(status, 503);
+    assert_eq!(assert_openai_error(&v)["code"], "no_eligible_backend");
     assert!(
         v["error"]["message"]
             .as_str()

@@ -69,6 +69,14 @@ impl KeyStore {
         Ok(())
     }
 
+    /// The caller of the key with this (non-secret) id, for `modelgate explain`.
+    pub fn by_id(&self, id: &str) -> Option<&Caller> {
+        self.by_digest
+            .values()
+            .map(|e| &e.caller)
+            .find(|c| c.key_id.as_deref() == Some(id))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
     }

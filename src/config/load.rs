@@ -163,6 +163,52 @@ pub fn load(origin: &Origin, overrides: &Overrides, env: &dyn Env) -> Result<Loa
     build(origin, spec, sources, overrides, env, problems)
 }
 
+/// Loads a configuration given as texts: the entry file's, and catalog and policy files in
+/// place of its `paths` (the built-in files are added as the entry says). For tests, fuzzing
+/// and tools that hold configurations in memory.
+pub fn load_texts(
+    entry: &str,
+    catalog: &[(&str, &str)],
+    policies: &[(&str, &str)],
+    env: &dyn Env,
+) -> Result<Loaded, Problems> {
+    let mut problems = Problems::default();
+    let name: Arc<str> = Arc::from("modelgate.yaml");
+    let Some(spec) = yaml::parse::<ConfigSpec>(&name, entry, &mut problems) else {
+        return Err(problems);
+    };
+    let texts = |builtin: bool,
+                 files: &'static [(&'static str, &'static str)],
+                 dir: &str,
+                 extra: &[(&str, &str)]| {
+        let shipped = if builtin { files } else { &[] };
+        shipped
+            .iter()
+            .map(|(n, t)| (Arc::from(format!("<built-in>/{dir}/{n}")), (*t).to_owned()))
+            .chain(extra.iter().map(|(n, t)| (Arc::from(*n), (*t).to_owned())))
+            .collect::<Vec<(Arc<str>, String)>>()
+    };
+    let sources = Sources {
+        entry: (name, entry.to_owned()),
+        catalog: texts(spec.catalog.builtin, builtin::FILES, "providers", catalog),
+        policies: texts(
+            spec.policies.builtin,
+            crate::policy::builtin::FILES,
+            "policies",
+            policies,
+        ),
+        watched: Vec::new(),
+    };
+    build(
+        &Origin::Embedded,
+        spec,
+        sources,
+        &Overrides::default(),
+        env,
+        problems,
+    )
+}
+
 fn build(
     origin: &Origin,
     spec: ConfigSpec,
@@ -722,13 +768,7 @@ impl DeploymentCx<'_> {
                 } else {
                     Locality::Remote
                 });
-        let client = match client::build(&timeouts) {
-            Ok(c) => c,
-            Err(e) => {
-                self.problem(problems, "timeouts", e);
-                return Built::Skip;
-            }
-        };
+        let client = client::build(&timeouts);
         Built::Ok(Arc::new(Endpoint {
             name: d.name.clone(),
             kind: d.kind,

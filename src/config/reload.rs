@@ -192,7 +192,10 @@ async fn list_models(ep: Arc<Endpoint>) -> Vec<String> {
     struct Item {
         id: String,
     }
-    let mut req = ep.client.0.get(format!("{}/models", ep.base_url));
+    let Ok(client) = ep.client.get() else {
+        return Vec::new();
+    };
+    let mut req = client.get(format!("{}/models", ep.base_url));
     if let Some((name, value)) = &ep.auth_header {
         req = req.header(name.clone(), value.clone());
     }

@@ -291,6 +291,46 @@ pub fn decide(ask: &Ask, snapshot: &Snapshot) -> Result<Decision, PolicyError> {
     })
 }
 
+/// The deployments (of `indices`, those of model `model`) a caller may use at all: those its
+/// rule for a request of that model, without request labels, does not refuse outright. This is
+/// what `GET /v1/models` lists.
+pub fn listable(
+    snapshot: &Snapshot,
+    caller: &Caller,
+    model: &str,
+    indices: &[usize],
+) -> Vec<usize> {
+    struct NoPrompt;
+    impl PromptSize for NoPrompt {
+        fn bytes(&self) -> usize {
+            0
+        }
+        fn tokens(&self, _: &Model) -> u64 {
+            0
+        }
+    }
+    let Some(policy) = snapshot.policies.for_caller(caller.policy.as_deref()) else {
+        return Vec::new();
+    };
+    let ask = Ask {
+        model,
+        endpoint: EndpointName::ChatCompletions,
+        caller,
+        labels: &[],
+        needs: Needs::default(),
+        prompt: &NoPrompt,
+        max_output: None,
+    };
+    let Some(rule) = policy.rules.iter().find(|r| matches(r, &ask, false)) else {
+        return Vec::new();
+    };
+    indices
+        .iter()
+        .copied()
+        .filter(|i| rule.static_refusal.get(*i).is_some_and(Option::is_none))
+        .collect()
+}
+
 /// The checks that need the request: what it needs of the model, whether it fits the context
 /// window, and its worst-case price.
 fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refusal> {
@@ -357,5 +397,7 @@ fn refusal(kind: RefusalKind, detail: String) -> Option<Refusal> {
     })
 }
 
+#[cfg(test)]
+mod property;
 #[cfg(test)]
 mod tests;

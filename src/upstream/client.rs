@@ -1,31 +1,69 @@
-//! ⑥ The HTTP client for upstreams: the only place one is built. One per endpoint, so each
-//! upstream has its own connection pool and connect timeout. Redirects are never followed and
-//! no proxy is taken from the environment: a request goes exactly where the configuration says.
+//! ⑥ The HTTP client for upstreams: the only place one is built. Endpoints with the same
+//! connect timeout share one client, and so one connection pool (reqwest keeps idle connections
+//! per host). Clients are built on first use, so loading a configuration stays cheap. Redirects
+//! are never followed and no proxy is taken from the environment: a request goes exactly where
+//! the configuration says.
 
-use std::sync::Once;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Once, OnceLock, PoisonError};
 use std::time::Duration;
 
 use crate::config::Timeouts;
 
-/// A pooled client for one endpoint.
+type Slot = Arc<OnceLock<Result<reqwest::Client, String>>>;
+
+/// The (lazily built) client of an endpoint.
 #[derive(Clone, Debug)]
-pub struct UpstreamClient(pub(crate) reqwest::Client);
+pub struct UpstreamClient {
+    connect: Duration,
+    slot: Slot,
+}
 
 static CRYPTO: Once = Once::new();
+static SHARED: OnceLock<Mutex<HashMap<Duration, Slot>>> = OnceLock::new();
 
-/// Builds the client for an endpoint.
-pub fn build(timeouts: &Timeouts) -> Result<UpstreamClient, String> {
+/// The client for an endpoint with these timeouts.
+pub fn build(timeouts: &Timeouts) -> UpstreamClient {
+    let shared = SHARED.get_or_init(Mutex::default);
+    let slot = shared
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(timeouts.connect)
+        .or_default()
+        .clone();
+    UpstreamClient {
+        connect: timeouts.connect,
+        slot,
+    }
+}
+
+impl UpstreamClient {
+    /// The client, built on first use.
+    pub fn get(&self) -> Result<&reqwest::Client, &str> {
+        self.slot
+            .get_or_init(|| make(self.connect))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+/// Installs the TLS crypto provider (ring) for every rustls user in the process, once.
+pub fn install_crypto() {
     CRYPTO.call_once(|| {
         // Fails only when another provider is installed already, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+fn make(connect: Duration) -> Result<reqwest::Client, String> {
+    install_crypto();
     #[expect(
         clippy::disallowed_methods,
         reason = "this is the one place clients are built"
     )]
     let builder = reqwest::Client::builder();
     builder
-        .connect_timeout(timeouts.connect)
+        .connect_timeout(connect)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .tcp_nodelay(true)
@@ -33,6 +71,5 @@ pub fn build(timeouts: &Timeouts) -> Result<UpstreamClient, String> {
         .pool_max_idle_per_host(256)
         .user_agent(concat!("modelgate/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map(UpstreamClient)
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }

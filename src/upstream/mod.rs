@@ -181,9 +181,20 @@ impl UpstreamError {
             StatusCode::TOO_MANY_REQUESTS
         } else if self.all(|e| matches!(e, AttemptError::Timeout(_))) {
             StatusCode::GATEWAY_TIMEOUT
+        } else if self.all_unavailable() {
+            StatusCode::SERVICE_UNAVAILABLE
         } else {
             StatusCode::BAD_GATEWAY
         }
+    }
+
+    /// Every allowed deployment was down: not reachable, or saying it is unavailable.
+    fn all_unavailable(&self) -> bool {
+        self.all(|e| match e {
+            AttemptError::Connect => true,
+            AttemptError::Status { fault, .. } => fault.status == StatusCode::SERVICE_UNAVAILABLE,
+            _ => false,
+        })
     }
 
     pub fn body(&self) -> ErrorBody {
@@ -194,6 +205,8 @@ impl UpstreamError {
             (ErrorType::RateLimitError, "upstream_rate_limited")
         } else if self.all(|e| matches!(e, AttemptError::Timeout(_))) {
             (ErrorType::ApiError, "upstream_timeout")
+        } else if self.all_unavailable() {
+            (ErrorType::ServerError, "no_eligible_backend")
         } else if self.all(|e| matches!(e, AttemptError::Invalid(_))) {
             (ErrorType::ApiError, "upstream_invalid_response")
         } else {
@@ -202,9 +215,10 @@ impl UpstreamError {
         ErrorBody::new(kind, self.to_string()).code(code)
     }
 
-    /// `Retry-After` of the last rate-limited attempt, when every attempt was rate limited.
+    /// `Retry-After` of the last attempt that gave one, when every attempt was rate limited or
+    /// unavailable.
     pub fn retry_after(&self) -> Option<HeaderValue> {
-        if !self.all_rate_limited() {
+        if !self.all_rate_limited() && !self.all_unavailable() {
             return None;
         }
         self.attempts.iter().rev().find_map(|a| match &a.error {
@@ -284,7 +298,11 @@ async fn attempt(
         .build_request(req, d)
         .map_err(|e| AttemptError::Unsupported(e.to_string()))?;
     let ep = &d.endpoint;
-    let mut builder = ep.client.0.post(up.url.as_str()).body(up.body);
+    let client = ep
+        .client
+        .get()
+        .map_err(|e| AttemptError::Unsupported(e.to_owned()))?;
+    let mut builder = client.post(up.url.as_str()).body(up.body);
     for (name, value) in up.headers {
         builder = builder.header(name, value);
     }

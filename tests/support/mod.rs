@@ -400,6 +400,7 @@ impl Gateway {
 
 /// A plain HTTP client for tests.
 pub fn client() -> reqwest::Client {
+    modelgate::upstream::client::install_crypto();
     #[expect(clippy::disallowed_methods, reason = "tests build their own client")]
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
     c

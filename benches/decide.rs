@@ -1,0 +1,140 @@
+//! Micro-benchmark of `policy::decide` on a large configuration: 200 deployments and a policy of
+//! 50 rules (49 that do not match the request, then the one that decides). Prints criterion's
+//! estimate and, from a separate timed loop, the median and 99th percentile of one decision.
+//!
+//! `cargo bench --bench decide`
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    reason = "benchmark code"
+)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use modelgate::auth::Caller;
+use modelgate::catalog::Model;
+use modelgate::config::load::load_texts;
+use modelgate::config::{Discovered, Snapshot};
+use modelgate::policy::{Ask, EndpointName, Needs, PromptSize, decide};
+
+/// Open-weight and closed models of the shipped catalog, spread over 200 deployments.
+const MODELS: &[&str] = &[
+    "llama-3.1-8b-instruct",
+    "qwen2.5-7b-instruct",
+    "mistral-7b-instruct-v0.3",
+    "gemma-3-27b-it",
+    "smollm2-135m-instruct",
+    "olmo-2-1124-7b-instruct",
+    "phi-4",
+    "deepseek-r1",
+    "gpt-oss-20b",
+    "granite-4.0-h-small",
+    "gpt-4o",
+    "gpt-4.1-mini",
+    "claude-sonnet-4-5",
+    "gemini-2.5-flash",
+];
+
+fn snapshot() -> Snapshot {
+    let mut cfg = String::from("policies: {active: big}\ndeployments:\n");
+    for i in 0..200 {
+        let model = MODELS[i % MODELS.len()];
+        let (kind, extra) = match model {
+            "gpt-4o" | "gpt-4.1-mini" => ("openai", "api_key_env: KEY, "),
+            "claude-sonnet-4-5" => ("anthropic", "api_key_env: KEY, "),
+            "gemini-2.5-flash" => ("gemini", "api_key_env: KEY, "),
+            _ => ("openai-compatible", ""),
+        };
+        let url = if kind == "openai-compatible" {
+            format!("base_url: 'http://10.0.{}.{}:8000/v1', ", i / 200, i % 200)
+        } else {
+            String::new()
+        };
+        let locality = ["local", "cluster", "remote"][i % 3];
+        cfg += &format!(
+            "  - {{name: d{i}, kind: {kind}, model: {model}, {url}{extra}locality: {locality}, region: {}}}\n",
+            ["eu", "us"][i % 2]
+        );
+    }
+    let mut policy = String::from("policies:\n  - name: big\n    rules:\n");
+    for r in 0..49 {
+        policy += &format!(
+            "      - {{name: r{r}, match: {{tenants: [team-{r}], labels: {{project: p{r}}}}}, require: {{openness: [open-weight, open-source], locality: [local], license: {{osi_approved: true}}}}}}\n"
+        );
+    }
+    policy += "      - {name: default, require: {license: {commercial_use: [allowed, conditional]}, max_price: {input_per_million: 5, per_request: 0.5}, regions: [eu, us]}, prefer: [local, cheapest, most_open]}\n";
+    let env: HashMap<String, String> = [("KEY".to_owned(), "k".to_owned())].into();
+    let loaded =
+        load_texts(&cfg, &[], &[("big.yaml", &policy)], &env).unwrap_or_else(|p| panic!("{p}"));
+    Snapshot::build(Arc::new(loaded.config), &Discovered::default())
+}
+
+struct Prompt;
+
+impl PromptSize for Prompt {
+    fn bytes(&self) -> usize {
+        2_000
+    }
+    fn tokens(&self, _: &Model) -> u64 {
+        500
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let s = snapshot();
+    assert_eq!(s.deployments.len(), 200);
+    let caller = Caller::anonymous();
+    let labels = vec![("data".to_owned(), "internal".to_owned())];
+    let ask = |model: &'static str| Ask {
+        model,
+        endpoint: EndpointName::ChatCompletions,
+        caller: &caller,
+        labels: &labels,
+        needs: Needs::default(),
+        prompt: &Prompt,
+        max_output: Some(512),
+    };
+    for (name, model) in [
+        (
+            "decide: one model (15 deployments)",
+            "llama-3.1-8b-instruct",
+        ),
+        ("decide: auto (200 deployments)", "auto"),
+    ] {
+        let a = ask(model);
+        let d = decide(&a, &s).unwrap();
+        assert!(!d.candidates().is_empty());
+        c.bench_function(name, |b| {
+            b.iter(|| black_box(decide(black_box(&a), &s).unwrap()))
+        });
+
+        // Percentiles of single decisions, timed one by one.
+        let mut times: Vec<u128> = (0..20_000)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(decide(black_box(&a), &s).unwrap());
+                t.elapsed().as_nanos()
+            })
+            .collect();
+        times.sort_unstable();
+        let pct = |p: f64| {
+            times[((times.len() as f64 * p) as usize).min(times.len() - 1)] as f64 / 1000.0
+        };
+        println!(
+            "{name}: median {:.2} µs, p99 {:.2} µs over {} decisions",
+            pct(0.5),
+            pct(0.99),
+            times.len()
+        );
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
