@@ -519,3 +519,32 @@ async fn models_are_listed_with_openness_license_and_price() {
         "model_not_found"
     );
 }
+
+#[tokio::test]
+async fn http2_without_tls_is_served() {
+    let fake = FakeUpstream::start(
+        Script::Ok {
+            text: "over h2".into(),
+        },
+        None,
+    )
+    .await;
+    let gw = Gateway::start(&config(&[("local", "qwen3-8b", &fake)])).await;
+    modelgate::upstream::client::install_crypto();
+    #[expect(clippy::disallowed_methods, reason = "a test client speaking h2c")]
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = h2
+        .post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(hello("qwen3-8b").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("over h2"));
+}

@@ -117,12 +117,25 @@ pub fn rank(
         });
         return keyed.into_iter().map(|(_, f)| f.index).collect();
     }
-    facts.sort_by(|a, b| {
-        let mut o = by_order(a, b);
-        for p in &rule.prefer {
-            o = o.then_with(|| compare(*p, a, b));
-        }
-        o.then(a.index.cmp(&b.index))
-    });
-    facts.into_iter().map(|f| f.index).collect()
+    // One integer key per deployment, compared as a whole: listed position, each criterion in
+    // turn (non-negative floats order like their bits), then configuration order.
+    let mut keyed: Vec<([u64; 6], usize)> = facts
+        .iter()
+        .map(|f| {
+            let mut key = [u64::MAX; 6];
+            key[0] = f.order.map_or(u64::MAX, |o| o as u64);
+            for (slot, p) in key[1..5].iter_mut().zip(&rule.prefer) {
+                *slot = match p {
+                    Preference::Local => u64::from(f.local),
+                    Preference::Cheapest => f.cost.max(0.0).to_bits(),
+                    Preference::Fastest => f.latency.max(0.0).to_bits(),
+                    Preference::MostOpen => u64::from(f.openness),
+                };
+            }
+            key[5] = f.index as u64;
+            (key, f.index)
+        })
+        .collect();
+    keyed.sort_unstable_by_key(|(k, _)| *k);
+    keyed.into_iter().map(|(_, i)| i).collect()
 }
