@@ -66,7 +66,7 @@ pub fn rank(
     if allowed.len() < 2 {
         return allowed;
     }
-    let mut facts: Vec<Facts> = allowed
+    let facts: Vec<Facts> = allowed
         .into_iter()
         .filter_map(|i| {
             let d = snapshot.deployments.get(i)?;
