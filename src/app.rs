@@ -80,6 +80,7 @@ pub struct Routes {
 }
 
 const CHAT: &str = "/v1/chat/completions";
+const MESSAGES: &str = "/v1/messages";
 const MODELS: &str = "/v1/models";
 
 impl<B> Service<Authed<B>> for Routes
@@ -109,6 +110,12 @@ where
                     )
                 } else {
                     ("chat_completions", method_not_allowed("POST"))
+                }
+            } else if path == MESSAGES {
+                if method == Method::POST {
+                    ("messages", pipeline::messages(&ctx, authed).await)
+                } else {
+                    ("messages", method_not_allowed("POST"))
                 }
             } else if path == MODELS || path == "/v1/models/" {
                 if method == Method::GET {

@@ -129,7 +129,19 @@ impl GatewayError {
 
     /// The response: status, OpenAI error body, and the headers the status calls for.
     pub fn into_response(self) -> Response<ResponseBody> {
-        let mut res = json_response(self.status(), self.body().to_json());
+        self.into_response_for(crate::api::Front::OpenAi)
+    }
+
+    /// The response in the error format of the client's API.
+    pub fn into_response_for(self, front: crate::api::Front) -> Response<ResponseBody> {
+        let status = self.status();
+        let body = match front {
+            crate::api::Front::OpenAi => self.body().to_json(),
+            crate::api::Front::Anthropic => {
+                crate::api::anthropic_out::error_json(&self.body(), status.as_u16())
+            }
+        };
+        let mut res = json_response(status, body);
         let h = res.headers_mut();
         match &self {
             GatewayError::MethodNotAllowed { allow } => {

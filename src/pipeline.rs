@@ -11,12 +11,12 @@ use tokio::sync::watch;
 use crate::accounting::{self, tokens::PromptText};
 use crate::api::chat::{ChatRequest, RequestLimits};
 use crate::api::models::{ModelList, ModelObject};
-use crate::api::{self, Usage};
+use crate::api::{self, Front, Usage};
 use crate::auth::{Authed, Caller};
 use crate::config::{Deployment, Route, Snapshot};
 use crate::error::{GatewayError, json_response};
 use crate::metrics::{Metrics, model_labels, status_class};
-use crate::policy::{self, Ask, EndpointName, Needs, PolicyError};
+use crate::policy::{self, Ask, Needs, PolicyError};
 use crate::server::request_id::X_REQUEST_ID;
 use crate::stream::body::ResponseBody;
 use crate::stream::relay::{Deadline, EndReason, Relay, StreamEnd};
@@ -57,8 +57,25 @@ impl From<GatewayError> for Outcome {
     }
 }
 
-/// `POST /v1/chat/completions`.
+/// `POST /v1/chat/completions`: OpenAI's format in and out.
 pub async fn chat_completions<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve(ctx, Front::OpenAi, authed).await
+}
+
+/// `POST /v1/messages`: Anthropic's format in and out, any dialect behind.
+pub async fn messages<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve(ctx, Front::Anthropic, authed).await
+}
+
+async fn serve<B>(ctx: &Arc<Ctx>, front: Front, authed: Authed<B>) -> Outcome
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -74,7 +91,17 @@ where
         .get(&X_REQUEST_ID)
         .cloned()
         .unwrap_or(HeaderValue::from_static("-"));
-    match chat(ctx, &caller, &request_id, &snapshot, request, started).await {
+    match chat(
+        ctx,
+        front,
+        &caller,
+        &request_id,
+        &snapshot,
+        request,
+        started,
+    )
+    .await
+    {
         Ok(o) => o,
         Err((e, policy)) => {
             let status = e.status();
@@ -89,7 +116,7 @@ where
                 "request failed"
             );
             Outcome {
-                response: e.into_response(),
+                response: e.into_response_for(front),
                 policy,
             }
         }
@@ -100,6 +127,7 @@ type Failure = (GatewayError, Option<Arc<str>>);
 
 async fn chat<B>(
     ctx: &Arc<Ctx>,
+    front: Front,
     caller: &Caller,
     request_id: &HeaderValue,
     snapshot: &Snapshot,
@@ -117,13 +145,14 @@ where
     let body = api::read_body(body, limits.max_body_bytes)
         .await
         .map_err(|e| no_policy(e.into()))?;
-    let req = ChatRequest::parse(
-        &body,
-        RequestLimits {
-            max_messages: limits.max_messages,
-            max_depth: limits.max_json_depth,
-        },
-    )
+    let request_limits = RequestLimits {
+        max_messages: limits.max_messages,
+        max_depth: limits.max_json_depth,
+    };
+    let req = match front {
+        Front::OpenAi => ChatRequest::parse(&body, request_limits),
+        Front::Anthropic => api::messages::parse(&body, request_limits),
+    }
     .map_err(|e| no_policy(e.into()))?;
     drop(body);
     let labels = policy::labels::collect(&parts.headers, req.metadata.as_deref())
@@ -134,7 +163,7 @@ where
         let prompt = PromptText::new(&req);
         let ask = Ask {
             model: &req.model,
-            endpoint: EndpointName::ChatCompletions,
+            endpoint: front.endpoint(),
             caller,
             labels: &labels,
             needs: Needs {
@@ -206,19 +235,24 @@ where
         started,
         prompt_estimate,
     };
+    let encoder = || front.encoder(req.wants_stream_usage(), prompt_estimate);
 
     // ⑦ Respond.
     let response = match served.answer {
         Answer::Complete(done) => {
             let usage = done.usage.unwrap_or_else(|| record.estimate(0));
+            let body = front
+                .whole(done.body)
+                .map_err(|e| (GatewayError::Internal(e.to_string()), Some(policy.clone())))?;
             let cost = record.finish(&ctx.metrics, &usage, None);
-            let mut res = respond::json(done.body, &d, &decision);
+            let mut res = respond::json(body, &d, &decision);
             respond::cost(&mut res, cost);
             res
         }
-        Answer::Frames(frames, usage) => {
-            let cost = record.finish(&ctx.metrics, &usage, Some(EndReason::Completed));
-            let mut res = respond::frames(frames, &d, &decision);
+        Answer::Local(c) => {
+            let cost = record.finish(&ctx.metrics, &c.usage, Some(EndReason::Completed));
+            let mut res =
+                respond::frames(respond::local_stream(&c, encoder().as_mut()), &d, &decision);
             respond::cost(&mut res, cost);
             res
         }
@@ -245,6 +279,7 @@ where
             let relay = Relay::new(
                 body,
                 translator,
+                encoder(),
                 limits.max_sse_line_bytes,
                 d.endpoint.timeouts.idle,
                 Some(ctx.deadline()),

@@ -1,6 +1,7 @@
 //! ⑤ Translate: one adapter per wire dialect, not per vendor. Adapters are pure and synchronous
 //! (no I/O), so each is tested with plain `#[test]`s; `upstream` does the calling.
 
+pub mod answer;
 pub mod echo;
 pub mod openai_compat;
 pub mod sanitize;
@@ -12,6 +13,7 @@ use crate::api::chat::ChatRequest;
 use crate::api::{ErrorBody, Usage};
 use crate::config::Deployment;
 use crate::config::spec::Kind;
+use crate::stream::encode::Encoder;
 use crate::stream::sse::SseEvent;
 
 /// An HTTP request to an upstream, built from the parsed request, never from client bytes.
@@ -21,11 +23,19 @@ pub struct UpstreamRequest {
     pub body: Bytes,
 }
 
-/// A whole (non-streaming) answer, in OpenAI's format.
+/// A whole (non-streaming) answer.
 #[derive(Debug)]
 pub struct Completed {
-    pub body: Bytes,
+    pub body: AnswerBody,
     pub usage: Option<Usage>,
+}
+
+/// A whole answer as the upstream gave it (OpenAI's format, relayed as it is to OpenAI
+/// clients), or translated into the gateway's own picture.
+#[derive(Debug)]
+pub enum AnswerBody {
+    OpenAi(Bytes),
+    Parsed(answer::Completion),
 }
 
 /// What the upstream said was wrong, in OpenAI's shape, with nothing secret left in it.
@@ -82,15 +92,30 @@ pub struct StreamFault {
     pub body: ErrorBody,
 }
 
-/// Translates one upstream stream, event by event, into OpenAI chunks.
+/// Translates one upstream stream, event by event, into pieces of the answer for the client's
+/// encoder.
 pub trait StreamTranslator: Send {
-    /// Appends the client's SSE bytes for `ev` to `out`.
-    fn event(&mut self, ev: &SseEvent, out: &mut BytesMut) -> Result<Flow, StreamFault>;
+    /// Hands what `ev` says to `enc`, which writes the client's bytes to `out`.
+    fn event(
+        &mut self,
+        ev: &SseEvent,
+        enc: &mut dyn Encoder,
+        out: &mut BytesMut,
+    ) -> Result<Flow, StreamFault>;
 
     /// The upstream body ended. Dialects without an end marker (Gemini) decide here whether
     /// the answer was complete; the default says it was not.
-    fn end_of_stream(&mut self, _out: &mut BytesMut) -> Result<Flow, StreamFault> {
+    fn end_of_stream(
+        &mut self,
+        _enc: &mut dyn Encoder,
+        _out: &mut BytesMut,
+    ) -> Result<Flow, StreamFault> {
         Ok(Flow::More)
+    }
+
+    /// Whether a usage chunk went to the client as the upstream sent it.
+    fn usage_relayed(&self) -> bool {
+        false
     }
 
     /// Usage the upstream reported, if any yet.

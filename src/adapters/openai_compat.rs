@@ -11,15 +11,17 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
+use super::answer::{Completion, FinishReason, Piece, ToolCall};
 use super::sanitize::clean_message;
 use super::{
-    Adapter, AdapterError, Completed, Flow, StreamFault, StreamTranslator, UpstreamFault,
-    UpstreamRequest,
+    Adapter, AdapterError, AnswerBody, Completed, Flow, StreamFault, StreamTranslator,
+    UpstreamFault, UpstreamRequest,
 };
 use crate::api::chat::ChatRequest;
 use crate::api::{ErrorBody, ErrorType, Usage, WireUsage};
 use crate::config::Deployment;
-use crate::stream::sse::{SseEvent, write_data};
+use crate::stream::encode::Encoder;
+use crate::stream::sse::SseEvent;
 
 pub struct OpenAiCompat;
 
@@ -73,7 +75,7 @@ impl Adapter for OpenAiCompat {
         }
         Ok(Completed {
             usage: probe.usage.map(Usage::from),
-            body,
+            body: AnswerBody::OpenAi(body),
         })
     }
 
@@ -90,12 +92,11 @@ impl Adapter for OpenAiCompat {
     fn stream_translator(&self, req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator> {
         Box::new(OpenAiStream {
             strip_usage_chunk: d.endpoint.stream_usage && !req.wants_stream_usage(),
-            client_wants_usage: req.wants_stream_usage(),
-            prompt_estimate: (req.text_len() as u64).div_ceil(4),
-            head: None,
             usage: None,
+            usage_relayed: false,
             chars: 0,
             committed: false,
+            started: false,
         })
     }
 }
@@ -150,25 +151,12 @@ fn error_message(body: &[u8]) -> Option<String> {
 struct OpenAiStream {
     /// We asked for the usage chunk; the client did not, so it must not see it.
     strip_usage_chunk: bool,
-    /// The client asked for the usage chunk: if the upstream sends none (llama.cpp's server
-    /// ignores the option), the gateway sends an estimate.
-    client_wants_usage: bool,
-    prompt_estimate: u64,
-    /// `id`, `created` and `model` of the first chunk, for a chunk the gateway adds.
-    head: Option<ChunkHead>,
     usage: Option<Usage>,
+    usage_relayed: bool,
     chars: usize,
     committed: bool,
-}
-
-#[derive(Deserialize)]
-struct ChunkHead {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    created: Option<u64>,
-    #[serde(default)]
-    model: Option<String>,
+    /// For clients of another format: the answer has begun.
+    started: bool,
 }
 
 #[derive(Deserialize)]
@@ -197,18 +185,112 @@ struct DeltaProbe {
     tool_calls: Option<IgnoredAny>,
 }
 
-impl StreamTranslator for OpenAiStream {
-    fn event(&mut self, ev: &SseEvent, out: &mut BytesMut) -> Result<Flow, StreamFault> {
-        if ev.data.as_ref() == b"[DONE]" {
-            if self.client_wants_usage && self.usage.is_none() {
-                self.write_estimated_usage(out);
+/// A chunk read whole, for clients of another format.
+#[derive(Deserialize)]
+struct FullChunk {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<FullChoice>,
+}
+
+#[derive(Deserialize)]
+struct FullChoice {
+    #[serde(default)]
+    delta: FullDelta,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct FullDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<FullToolCall>,
+}
+
+#[derive(Deserialize)]
+struct FullToolCall {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FullFunction>,
+}
+
+#[derive(Deserialize)]
+struct FullFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+fn invalid_chunk() -> StreamFault {
+    StreamFault {
+        body: ErrorBody::new(ErrorType::ApiError, "upstream sent an invalid stream chunk")
+            .code("upstream_invalid_response"),
+    }
+}
+
+impl OpenAiStream {
+    /// The chunk as pieces, for an encoder that cannot take OpenAI chunks as they are.
+    fn pieces(
+        &mut self,
+        data: &[u8],
+        enc: &mut dyn Encoder,
+        out: &mut BytesMut,
+    ) -> Result<(), StreamFault> {
+        let chunk: FullChunk = serde_json::from_slice(data).map_err(|_| invalid_chunk())?;
+        if !self.started {
+            self.started = true;
+            enc.piece(
+                Piece::Start {
+                    id: chunk.id.as_deref().unwrap_or("modelgate"),
+                    model: chunk.model.as_deref().unwrap_or(""),
+                },
+                out,
+            );
+        }
+        for c in &chunk.choices {
+            if let Some(t) = c.delta.content.as_deref().filter(|t| !t.is_empty()) {
+                enc.piece(Piece::Text(t), out);
             }
+            for tc in &c.delta.tool_calls {
+                let f = tc.function.as_ref();
+                enc.piece(
+                    Piece::ToolCall {
+                        index: tc.index,
+                        id: tc.id.as_deref(),
+                        name: f.and_then(|f| f.name.as_deref()),
+                        arguments: f.and_then(|f| f.arguments.as_deref()).unwrap_or(""),
+                    },
+                    out,
+                );
+            }
+            if let Some(r) = &c.finish_reason {
+                enc.piece(Piece::Finish(FinishReason::from_openai(r)), out);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StreamTranslator for OpenAiStream {
+    fn event(
+        &mut self,
+        ev: &SseEvent,
+        enc: &mut dyn Encoder,
+        out: &mut BytesMut,
+    ) -> Result<Flow, StreamFault> {
+        if ev.data.as_ref() == b"[DONE]" {
             return Ok(Flow::Done);
         }
-        let probe: ChunkProbe = serde_json::from_slice(&ev.data).map_err(|_| StreamFault {
-            body: ErrorBody::new(ErrorType::ApiError, "upstream sent an invalid stream chunk")
-                .code("upstream_invalid_response"),
-        })?;
+        let probe: ChunkProbe = serde_json::from_slice(&ev.data).map_err(|_| invalid_chunk())?;
         if let Some(err) = probe.error {
             let message = error_message(format!("{{\"error\":{}}}", err.get()).as_bytes())
                 .unwrap_or_else(|| "upstream reported an error".into());
@@ -216,9 +298,6 @@ impl StreamTranslator for OpenAiStream {
                 body: ErrorBody::new(ErrorType::ApiError, clean_message_plain(&message))
                     .code("upstream_error"),
             });
-        }
-        if self.head.is_none() {
-            self.head = serde_json::from_slice(&ev.data).ok();
         }
         let choices = probe.choices.unwrap_or_default();
         for c in &choices {
@@ -231,15 +310,27 @@ impl StreamTranslator for OpenAiStream {
                 }
             }
         }
+        let usage_only = choices.is_empty();
         if let Some(u) = probe.usage {
             self.usage = Some(u.into());
-            if self.strip_usage_chunk && choices.is_empty() {
+            if usage_only && (self.strip_usage_chunk || !enc.passthrough()) {
                 return Ok(Flow::More);
             }
             self.committed = true;
+            if usage_only {
+                self.usage_relayed = true;
+            }
         }
-        write_data(out, &ev.data);
+        if enc.passthrough() {
+            enc.raw(&ev.data, out);
+        } else {
+            self.pieces(&ev.data, enc, out)?;
+        }
         Ok(Flow::More)
+    }
+
+    fn usage_relayed(&self) -> bool {
+        self.usage_relayed
     }
 
     fn usage(&self) -> Option<Usage> {
@@ -255,29 +346,6 @@ impl StreamTranslator for OpenAiStream {
     }
 }
 
-impl OpenAiStream {
-    /// The usage chunk the upstream did not send, estimated from the text (a quarter of its
-    /// bytes per token) and marked as an estimate.
-    fn write_estimated_usage(&self, out: &mut BytesMut) {
-        let head = self.head.as_ref();
-        let completion = (self.chars as u64).div_ceil(4);
-        let chunk = serde_json::json!({
-            "id": head.and_then(|h| h.id.as_deref()).unwrap_or("chatcmpl-modelgate"),
-            "object": "chat.completion.chunk",
-            "created": head.and_then(|h| h.created).unwrap_or_else(crate::upstream::unix_now),
-            "model": head.and_then(|h| h.model.as_deref()).unwrap_or(""),
-            "choices": [],
-            "usage": {
-                "prompt_tokens": self.prompt_estimate,
-                "completion_tokens": completion,
-                "total_tokens": self.prompt_estimate + completion,
-                "modelgate_estimated": true,
-            },
-        });
-        write_data(out, &serde_json::to_vec(&chunk).unwrap_or_default());
-    }
-}
-
 /// Length of a raw JSON string value without its quotes (0 for `null`).
 fn content_len(raw: &RawValue) -> usize {
     let s = raw.get();
@@ -290,6 +358,72 @@ fn content_len(raw: &RawValue) -> usize {
 
 fn clean_message_plain(m: &str) -> String {
     super::sanitize::clean(m, None)
+}
+
+/// A whole OpenAI answer read into the gateway's picture, for clients of another format.
+pub fn parse_completion(body: &[u8]) -> Result<Completion, AdapterError> {
+    #[derive(Deserialize)]
+    struct Whole {
+        #[serde(default)]
+        id: String,
+        #[serde(default)]
+        created: Option<u64>,
+        #[serde(default)]
+        model: String,
+        choices: Vec<WholeChoice>,
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    }
+    #[derive(Deserialize)]
+    struct WholeChoice {
+        message: WholeMessage,
+        #[serde(default)]
+        finish_reason: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct WholeMessage {
+        #[serde(default)]
+        content: Option<String>,
+        #[serde(default)]
+        tool_calls: Vec<WholeToolCall>,
+    }
+    #[derive(Deserialize)]
+    struct WholeToolCall {
+        #[serde(default)]
+        id: String,
+        function: WholeFunction,
+    }
+    #[derive(Deserialize)]
+    struct WholeFunction {
+        name: String,
+        #[serde(default)]
+        arguments: String,
+    }
+    let w: Whole =
+        serde_json::from_slice(body).map_err(|e| AdapterError::InvalidResponse(e.to_string()))?;
+    let choice = w
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| AdapterError::InvalidResponse("no choices".into()))?;
+    Ok(Completion {
+        id: w.id,
+        model: w.model,
+        created: w.created.unwrap_or_else(crate::upstream::unix_now),
+        text: choice.message.content,
+        tool_calls: choice
+            .message
+            .tool_calls
+            .into_iter()
+            .map(|t| ToolCall {
+                id: t.id,
+                name: t.function.name,
+                arguments: t.function.arguments,
+            })
+            .collect(),
+        finish: FinishReason::from_openai(choice.finish_reason.as_deref().unwrap_or("stop")),
+        usage: w.usage.map(Usage::from).unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! ③ Our OpenAI-compatible wire contract: request parsing, response shapes and errors. Owned
 //! types; no SDK crate's.
 
+pub mod anthropic_out;
 pub mod chat;
 pub mod error;
+pub mod messages;
 pub mod models;
+pub mod openai_out;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -106,5 +109,51 @@ pub fn check_json_content_type(headers: &http::HeaderMap) -> Result<(), RequestE
         Err(RequestError::ContentType(
             ct.chars().take(64).collect::<String>(),
         ))
+    }
+}
+
+/// The API format a client speaks: it shapes how its request is read and its answer written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Front {
+    /// `/v1/chat/completions`.
+    OpenAi,
+    /// `/v1/messages`.
+    Anthropic,
+}
+
+impl Front {
+    pub fn endpoint(self) -> crate::policy::EndpointName {
+        match self {
+            Front::OpenAi => crate::policy::EndpointName::ChatCompletions,
+            Front::Anthropic => crate::policy::EndpointName::Messages,
+        }
+    }
+
+    /// The stream encoder for this format.
+    pub fn encoder(
+        self,
+        wants_usage: bool,
+        prompt_estimate: u64,
+    ) -> Box<dyn crate::stream::encode::Encoder> {
+        match self {
+            Front::OpenAi => Box::new(openai_out::OpenAiEncoder::new(wants_usage, prompt_estimate)),
+            Front::Anthropic => Box::new(anthropic_out::AnthropicEncoder::new(prompt_estimate)),
+        }
+    }
+
+    /// A whole answer in this format.
+    pub fn whole(
+        self,
+        body: crate::adapters::AnswerBody,
+    ) -> Result<Bytes, crate::adapters::AdapterError> {
+        use crate::adapters::AnswerBody;
+        Ok(match (self, body) {
+            (Front::OpenAi, AnswerBody::OpenAi(b)) => b,
+            (Front::OpenAi, AnswerBody::Parsed(c)) => openai_out::completion_json(&c),
+            (Front::Anthropic, AnswerBody::OpenAi(b)) => {
+                anthropic_out::message_json(&crate::adapters::openai_compat::parse_completion(&b)?)
+            }
+            (Front::Anthropic, AnswerBody::Parsed(c)) => anthropic_out::message_json(&c),
+        })
     }
 }

@@ -597,7 +597,10 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
         async move {
             match failure {
                 Some(kind) => Err(fault(kind)),
-                None => Ok(Answer::Frames(Default::default(), Usage::default())),
+                None => Ok(Answer::Complete(crate::adapters::Completed {
+                    body: crate::adapters::AnswerBody::OpenAi(bytes::Bytes::new()),
+                    usage: Some(Usage::default()),
+                })),
             }
         }
     }));

@@ -17,7 +17,8 @@ use futures_util::Stream;
 use http_body::Frame;
 use tokio::time::Sleep;
 
-use super::sse::{DONE, SseDecoder, SseEvent, write_data};
+use super::encode::{Encoder, End};
+use super::sse::{SseDecoder, SseEvent};
 use crate::adapters::{Flow, StreamTranslator};
 use crate::api::{ErrorBody, ErrorType, Usage};
 
@@ -80,6 +81,7 @@ pub struct Relay {
     upstream: ByteStream,
     decoder: SseDecoder,
     translator: Box<dyn StreamTranslator>,
+    encoder: Box<dyn Encoder>,
     events: Vec<SseEvent>,
     out: BytesMut,
     idle: Duration,
@@ -97,6 +99,7 @@ impl Relay {
     pub fn new(
         upstream: ByteStream,
         translator: Box<dyn StreamTranslator>,
+        encoder: Box<dyn Encoder>,
         max_line: usize,
         idle: Duration,
         deadline: Option<Deadline>,
@@ -106,6 +109,7 @@ impl Relay {
             upstream,
             decoder: SseDecoder::new(max_line),
             translator,
+            encoder,
             events: Vec::new(),
             out: BytesMut::new(),
             idle,
@@ -126,9 +130,14 @@ impl Relay {
     /// Ends the stream: `[DONE]` when complete, else an error event.
     fn finish(&mut self, reason: EndReason, error: Option<ErrorBody>) -> Bytes {
         if let Some(body) = error {
-            write_data(&mut self.out, &body.to_json());
+            self.encoder.error(&body, &mut self.out);
         } else if reason == EndReason::Completed {
-            self.out.extend_from_slice(DONE);
+            let end = End {
+                usage: self.translator.usage(),
+                usage_relayed: self.translator.usage_relayed(),
+                output_chars: self.translator.output_chars(),
+            };
+            self.encoder.done(end, &mut self.out);
         }
         self.finished = true;
         self.report(reason);
@@ -154,7 +163,10 @@ impl Relay {
             if end.is_some() {
                 continue;
             }
-            match self.translator.event(&ev, &mut self.out) {
+            match self
+                .translator
+                .event(&ev, self.encoder.as_mut(), &mut self.out)
+            {
                 Ok(Flow::More) => {}
                 Ok(Flow::Done) => end = Some((EndReason::Completed, None)),
                 Err(fault) => end = Some((EndReason::InbandError, Some(fault.body))),
@@ -218,7 +230,10 @@ impl Relay {
                         let b = this.finish(reason, err);
                         return Poll::Ready(Some(Ok(Frame::data(b))));
                     }
-                    match this.translator.end_of_stream(&mut this.out) {
+                    match this
+                        .translator
+                        .end_of_stream(this.encoder.as_mut(), &mut this.out)
+                    {
                         Ok(Flow::Done) => {
                             let b = this.finish(EndReason::Completed, None);
                             return Poll::Ready(Some(Ok(Frame::data(b))));

@@ -1,14 +1,16 @@
 //! ⑦ Respond: turn the served answer into the client's response, JSON or SSE, with the headers
 //! that name the decision.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use super::body::ResponseBody;
 use super::relay::Relay;
+use crate::adapters::answer::{Completion, Piece};
 use crate::config::Deployment;
 use crate::error::json_response;
 use crate::policy::Decision;
+use crate::stream::encode::{Encoder, End};
 
 pub static X_MODEL: HeaderName = HeaderName::from_static("x-modelgate-model");
 pub static X_PROVIDER: HeaderName = HeaderName::from_static("x-modelgate-provider");
@@ -46,6 +48,48 @@ pub fn json(body: Bytes, d: &Deployment, decision: &Decision) -> Response<Respon
 /// A streamed answer relayed from upstream.
 pub fn relay(relay: Relay, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
     sse(ResponseBody::Relay(Box::new(relay)), d, decision)
+}
+
+/// A whole answer made locally, streamed word by word in the client's format.
+pub fn local_stream(c: &Completion, enc: &mut dyn Encoder) -> std::collections::VecDeque<Bytes> {
+    let mut frames = std::collections::VecDeque::new();
+    let mut out = BytesMut::new();
+    enc.piece(
+        Piece::Start {
+            id: &c.id,
+            model: &c.model,
+        },
+        &mut out,
+    );
+    frames.push_back(out.split().freeze());
+    if let Some(text) = &c.text {
+        for word in text.split_inclusive(' ') {
+            enc.piece(Piece::Text(word), &mut out);
+            frames.push_back(out.split().freeze());
+        }
+    }
+    for (i, t) in c.tool_calls.iter().enumerate() {
+        enc.piece(
+            Piece::ToolCall {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                id: Some(&t.id),
+                name: Some(&t.name),
+                arguments: &t.arguments,
+            },
+            &mut out,
+        );
+    }
+    enc.piece(Piece::Finish(c.finish), &mut out);
+    enc.done(
+        End {
+            usage: Some(c.usage),
+            usage_relayed: false,
+            output_chars: c.text.as_ref().map_or(0, String::len),
+        },
+        &mut out,
+    );
+    frames.push_back(out.split().freeze());
+    frames
 }
 
 /// A stream of frames made locally.

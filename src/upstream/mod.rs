@@ -31,8 +31,8 @@ pub enum Answer {
         body: ByteStream,
         translator: Box<dyn StreamTranslator>,
     },
-    /// A stream made locally (the echo model), with its usage.
-    Frames(std::collections::VecDeque<Bytes>, crate::api::Usage),
+    /// A whole answer made locally (the echo model), for a client that asked for a stream.
+    Local(crate::adapters::answer::Completion),
 }
 
 /// The deployment that answered, and what the failed attempts before it met.
@@ -356,16 +356,14 @@ async fn attempt(
 
 fn echo(d: &Deployment, req: &ChatRequest) -> Answer {
     let id = format!("chatcmpl-{}", crate::server::request_id::fresh());
+    let c = adapters::echo::complete(req, &d.upstream_model, &id, unix_now());
     if req.stream {
-        let (frames, usage) = adapters::echo::stream(req, &d.upstream_model, &id, unix_now());
-        Answer::Frames(frames, usage)
+        Answer::Local(c)
     } else {
-        Answer::Complete(adapters::echo::complete(
-            req,
-            &d.upstream_model,
-            &id,
-            unix_now(),
-        ))
+        Answer::Complete(Completed {
+            usage: Some(c.usage),
+            body: adapters::AnswerBody::Parsed(c),
+        })
     }
 }
 

@@ -60,7 +60,10 @@ fn whole_answers_pass_through_with_their_usage() {
     let done = OpenAiCompat
         .parse_response(Bytes::from_static(body), &req, &d)
         .unwrap();
-    assert_eq!(&done.body[..], &body[..]);
+    let AnswerBody::OpenAi(relayed) = &done.body else {
+        panic!("not relayed as it was")
+    };
+    assert_eq!(&relayed[..], &body[..]);
     let u = done.usage.unwrap();
     assert_eq!(
         (
@@ -118,17 +121,39 @@ fn run_stream(
     d: &Deployment,
     upstream: &str,
 ) -> (String, Result<Flow, StreamFault>, Box<dyn StreamTranslator>) {
+    run_stream_as(req, d, upstream, crate::api::Front::OpenAi)
+}
+
+/// Feeds an upstream stream through the translator and the client's encoder, as the relay does.
+fn run_stream_as(
+    req: &ChatRequest,
+    d: &Deployment,
+    upstream: &str,
+    front: crate::api::Front,
+) -> (String, Result<Flow, StreamFault>, Box<dyn StreamTranslator>) {
     let mut t = OpenAiCompat.stream_translator(req, d);
+    let mut enc = front.encoder(
+        req.wants_stream_usage(),
+        (req.text_len() as u64).div_ceil(4),
+    );
     let mut dec = SseDecoder::new(1 << 20);
     let mut events = Vec::new();
     dec.feed(upstream.as_bytes(), &mut events).unwrap();
     let mut out = BytesMut::new();
     let mut last = Ok(Flow::More);
     for e in &events {
-        last = t.event(e, &mut out);
+        last = t.event(e, enc.as_mut(), &mut out);
         if !matches!(last, Ok(Flow::More)) {
             break;
         }
+    }
+    if matches!(last, Ok(Flow::Done)) {
+        let end = crate::stream::encode::End {
+            usage: t.usage(),
+            usage_relayed: t.usage_relayed(),
+            output_chars: t.output_chars(),
+        };
+        enc.done(end, &mut out);
     }
     (String::from_utf8(out.to_vec()).unwrap(), last, t)
 }
@@ -149,7 +174,8 @@ fn streams_relay_chunks_and_hide_the_usage_chunk_nobody_asked_for() {
     );
     let (out, last, t) = run_stream(&req, &d, STREAM);
     assert!(matches!(last, Ok(Flow::Done)));
-    assert_eq!(out.matches("data: ").count(), 3, "{out}");
+    assert_eq!(out.matches("data: ").count(), 4, "{out}");
+    assert!(out.ends_with("data: [DONE]\n\n"));
     assert!(!out.contains("\"prompt_tokens\""), "{out}");
     assert!(out.contains("Hello"));
     assert_eq!(t.usage().unwrap().completion_tokens, 58);
@@ -160,7 +186,8 @@ fn streams_relay_chunks_and_hide_the_usage_chunk_nobody_asked_for() {
         json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}),
     );
     let (out, _, _) = run_stream(&req, &d, STREAM);
-    assert_eq!(out.matches("data: ").count(), 4, "{out}");
+    assert_eq!(out.matches("data: ").count(), 5, "{out}");
+    assert_eq!(out.matches("\"prompt_tokens\"").count(), 1, "{out}");
     assert!(out.contains("\"prompt_tokens\":24"));
 }
 
@@ -189,7 +216,8 @@ fn a_usage_chunk_is_estimated_when_the_client_asked_and_the_upstream_sent_none()
     let upstream = "data: {\"id\":\"c9\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"abcdefgh\"}}]}\n\ndata: [DONE]\n\n";
     let (out, last, _) = run_stream(&req, &d, upstream);
     assert!(matches!(last, Ok(Flow::Done)));
-    let usage: Value = serde_json::from_str(out.split("data: ").last().unwrap().trim()).unwrap();
+    let events: Vec<&str> = out.split("data: ").collect();
+    let usage: Value = serde_json::from_str(events[events.len() - 2].trim()).unwrap();
     assert_eq!(usage["id"], "c9");
     assert_eq!(usage["choices"], json!([]));
     assert_eq!(usage["usage"]["prompt_tokens"], 2);

@@ -1,0 +1,80 @@
+//! ⑤ The gateway's own picture of an answer, between an upstream dialect and the client's
+//! format: a whole [`Completion`], or a stream of [`Piece`]s. Upstream adapters produce it;
+//! the client-side encoders (OpenAI chunks, Anthropic events) consume it.
+
+use serde::Serialize;
+
+use crate::api::Usage;
+
+/// Why the model stopped, in OpenAI's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::ContentFilter => "content_filter",
+        }
+    }
+
+    /// OpenAI's `finish_reason` string, read leniently.
+    pub fn from_openai(s: &str) -> FinishReason {
+        match s {
+            "length" => FinishReason::Length,
+            "tool_calls" | "function_call" => FinishReason::ToolCalls,
+            "content_filter" => FinishReason::ContentFilter,
+            _ => FinishReason::Stop,
+        }
+    }
+}
+
+/// A tool call of a whole answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as a JSON string, as OpenAI carries them.
+    pub arguments: String,
+}
+
+/// A whole answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+    pub text: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish: FinishReason,
+    pub usage: Usage,
+}
+
+/// One step of a streamed answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Piece<'a> {
+    /// The answer begins.
+    Start { id: &'a str, model: &'a str },
+    /// More text.
+    Text(&'a str),
+    /// A tool call begins (`id` and `name` set) or its arguments continue. `index` counts tool
+    /// calls only, from 0.
+    ToolCall {
+        index: u32,
+        id: Option<&'a str>,
+        name: Option<&'a str>,
+        arguments: &'a str,
+    },
+    /// The model stopped.
+    Finish(FinishReason),
+    /// Token counts so far (the last one wins).
+    Usage(Usage),
+}

@@ -1,0 +1,252 @@
+//! ③ Answers in Anthropic's format, for `/v1/messages`: a whole `message`, the encoder of its
+//! event stream, and its error body.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::{Value, json};
+
+use super::{ErrorBody, ErrorType, Usage};
+use crate::adapters::answer::{Completion, FinishReason, Piece};
+use crate::stream::encode::{Encoder, End};
+
+/// Anthropic's `stop_reason` for an OpenAI finish reason.
+pub fn stop_reason(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "end_turn",
+        FinishReason::Length => "max_tokens",
+        FinishReason::ToolCalls => "tool_use",
+        FinishReason::ContentFilter => "refusal",
+    }
+}
+
+/// Anthropic's `usage`: `input_tokens` excludes tokens read from or written to the cache.
+fn usage_json(u: &Usage) -> Value {
+    let input = u
+        .prompt_tokens
+        .saturating_sub(u.cached_tokens)
+        .saturating_sub(u.cache_write_tokens);
+    json!({
+        "input_tokens": input,
+        "output_tokens": u.completion_tokens,
+        "cache_read_input_tokens": u.cached_tokens,
+        "cache_creation_input_tokens": u.cache_write_tokens,
+    })
+}
+
+fn message_id(id: &str) -> String {
+    if id.starts_with("msg_") {
+        id.to_owned()
+    } else {
+        format!("msg_{}", id.trim_start_matches("chatcmpl-"))
+    }
+}
+
+/// A tool call's arguments as an object (invalid or empty JSON becomes `{}`).
+fn input_object(arguments: &str) -> Value {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => json!({}),
+    }
+}
+
+/// A whole answer as Anthropic's `message`.
+pub fn message_json(c: &Completion) -> Bytes {
+    let mut content = Vec::new();
+    if let Some(t) = c.text.as_deref().filter(|t| !t.is_empty()) {
+        content.push(json!({"type": "text", "text": t}));
+    }
+    for t in &c.tool_calls {
+        content.push(json!({"type": "tool_use", "id": t.id, "name": t.name, "input": input_object(&t.arguments)}));
+    }
+    let m = json!({
+        "id": message_id(&c.id),
+        "type": "message",
+        "role": "assistant",
+        "model": c.model,
+        "content": content,
+        "stop_reason": stop_reason(c.finish),
+        "stop_sequence": null,
+        "usage": usage_json(&c.usage),
+    });
+    Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
+}
+
+/// Anthropic's error `type` for an OpenAI one.
+fn error_type(kind: ErrorType) -> &'static str {
+    match kind {
+        ErrorType::InvalidRequestError => "invalid_request_error",
+        ErrorType::AuthenticationError => "authentication_error",
+        ErrorType::PermissionError => "permission_error",
+        ErrorType::NotFoundError => "not_found_error",
+        ErrorType::RateLimitError => "rate_limit_error",
+        ErrorType::ApiError | ErrorType::ServerError => "api_error",
+    }
+}
+
+/// `{"type":"error","error":{"type","message"}}`. Not-found errors keep their type whatever
+/// OpenAI called them.
+pub fn error_json(e: &ErrorBody, status: u16) -> Bytes {
+    let kind = match status {
+        404 => "not_found_error",
+        413 => "request_too_large",
+        503 => "overloaded_error",
+        _ => error_type(e.kind),
+    };
+    let v = json!({"type": "error", "error": {"type": kind, "message": e.message}});
+    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+}
+
+fn event(out: &mut BytesMut, name: &str, data: &Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(&serde_json::to_vec(data).unwrap_or_default());
+    out.extend_from_slice(b"\n\n");
+}
+
+// === impl AnthropicEncoder ===
+
+/// Writes the Messages API's event stream: `message_start`, content blocks (text, tool use),
+/// `message_delta` with the stop reason and usage, `message_stop`.
+pub struct AnthropicEncoder {
+    started: bool,
+    /// The open content block: its index, and the tool call it carries, if any.
+    open: Option<(u32, Option<u32>)>,
+    next_block: u32,
+    /// Block index of each tool call seen, by tool-call index.
+    tool_blocks: Vec<(u32, u32)>,
+    finish: Option<FinishReason>,
+    prompt_estimate: u64,
+}
+
+impl AnthropicEncoder {
+    pub fn new(prompt_estimate: u64) -> Self {
+        AnthropicEncoder {
+            started: false,
+            open: None,
+            next_block: 0,
+            tool_blocks: Vec::new(),
+            finish: None,
+            prompt_estimate,
+        }
+    }
+
+    fn start(&mut self, id: &str, model: &str, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        event(
+            out,
+            "message_start",
+            &json!({"type": "message_start", "message": {
+                "id": message_id(id), "type": "message", "role": "assistant", "model": model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": self.prompt_estimate, "output_tokens": 0}}}),
+        );
+    }
+
+    fn close(&mut self, out: &mut BytesMut) {
+        if let Some((index, _)) = self.open.take() {
+            event(
+                out,
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            );
+        }
+    }
+
+    fn open_block(&mut self, block: Value, tool: Option<u32>, out: &mut BytesMut) -> u32 {
+        self.close(out);
+        let index = self.next_block;
+        self.next_block += 1;
+        event(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+        );
+        self.open = Some((index, tool));
+        index
+    }
+}
+
+impl Encoder for AnthropicEncoder {
+    fn piece(&mut self, p: Piece<'_>, out: &mut BytesMut) {
+        match p {
+            Piece::Start { id, model } => self.start(id, model, out),
+            Piece::Text(t) => {
+                self.start("modelgate", "", out);
+                let index = match self.open {
+                    Some((i, None)) => i,
+                    _ => self.open_block(json!({"type": "text", "text": ""}), None, out),
+                };
+                event(
+                    out,
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}}),
+                );
+            }
+            Piece::ToolCall {
+                index: tool,
+                id,
+                name,
+                arguments,
+            } => {
+                self.start("modelgate", "", out);
+                let known = self
+                    .tool_blocks
+                    .iter()
+                    .find(|(t, _)| *t == tool)
+                    .map(|(_, b)| *b);
+                let block = match (known, name) {
+                    (Some(b), _) => b,
+                    (None, name) => {
+                        let b = self.open_block(
+                            json!({"type": "tool_use", "id": id.unwrap_or(""), "name": name.unwrap_or(""), "input": {}}),
+                            Some(tool),
+                            out,
+                        );
+                        self.tool_blocks.push((tool, b));
+                        b
+                    }
+                };
+                if !arguments.is_empty() {
+                    event(
+                        out,
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": block,
+                                "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                    );
+                }
+            }
+            Piece::Finish(r) => self.finish = Some(r),
+            Piece::Usage(_) => {}
+        }
+    }
+
+    fn done(&mut self, end: End, out: &mut BytesMut) {
+        self.start("modelgate", "", out);
+        self.close(out);
+        let usage = end.usage.unwrap_or(Usage {
+            prompt_tokens: self.prompt_estimate,
+            completion_tokens: (end.output_chars as u64).div_ceil(4),
+            estimated: true,
+            ..Usage::default()
+        });
+        let stop = self.finish.unwrap_or(FinishReason::Stop);
+        event(
+            out,
+            "message_delta",
+            &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(stop), "stop_sequence": null},
+                    "usage": usage_json(&usage)}),
+        );
+        event(out, "message_stop", &json!({"type": "message_stop"}));
+    }
+
+    fn error(&mut self, e: &ErrorBody, out: &mut BytesMut) {
+        event(
+            out,
+            "error",
+            &json!({"type": "error", "error": {"type": error_type(e.kind), "message": e.message}}),
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! ③ Answers in OpenAI's format: a whole `chat.completion`, and the encoder of
+//! `chat.completion.chunk` streams.
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+
+use super::{ErrorBody, Usage};
+use crate::adapters::answer::{Completion, FinishReason, Piece};
+use crate::stream::encode::{Encoder, End};
+use crate::stream::sse::{DONE, write_data};
+
+#[derive(Serialize)]
+struct WireUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<CompletionDetails>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    modelgate_estimated: bool,
+}
+
+#[derive(Serialize)]
+struct PromptDetails {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct CompletionDetails {
+    reasoning_tokens: u64,
+}
+
+impl From<&Usage> for WireUsage {
+    fn from(u: &Usage) -> Self {
+        WireUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.prompt_tokens + u.completion_tokens,
+            prompt_tokens_details: (u.cached_tokens > 0).then_some(PromptDetails {
+                cached_tokens: u.cached_tokens,
+            }),
+            completion_tokens_details: (u.reasoning_tokens > 0).then_some(CompletionDetails {
+                reasoning_tokens: u.reasoning_tokens,
+            }),
+            modelgate_estimated: u.estimated,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WholeAnswer<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [WholeChoice<'a>; 1],
+    usage: WireUsage,
+}
+
+#[derive(Serialize)]
+struct WholeChoice<'a> {
+    index: u32,
+    message: AnswerMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct AnswerMessage<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: Option<()>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tool_calls: Vec<WireToolCall<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// A whole answer as OpenAI's `chat.completion`.
+pub fn completion_json(c: &Completion) -> Bytes {
+    let answer = WholeAnswer {
+        id: &c.id,
+        object: "chat.completion",
+        created: c.created,
+        model: &c.model,
+        choices: [WholeChoice {
+            index: 0,
+            message: AnswerMessage {
+                role: "assistant",
+                content: c.text.as_deref(),
+                refusal: None,
+                tool_calls: c
+                    .tool_calls
+                    .iter()
+                    .map(|t| WireToolCall {
+                        id: &t.id,
+                        kind: "function",
+                        function: WireFunction {
+                            name: &t.name,
+                            arguments: &t.arguments,
+                        },
+                    })
+                    .collect(),
+            },
+            logprobs: None,
+            finish_reason: c.finish.as_str(),
+        }],
+        usage: (&c.usage).into(),
+    };
+    Bytes::from(serde_json::to_vec(&answer).unwrap_or_default())
+}
+
+// === impl OpenAiEncoder ===
+
+/// Writes `chat.completion.chunk` events.
+pub struct OpenAiEncoder {
+    id: String,
+    model: String,
+    created: u64,
+    started: bool,
+    wants_usage: bool,
+    prompt_estimate: u64,
+}
+
+impl OpenAiEncoder {
+    pub fn new(wants_usage: bool, prompt_estimate: u64) -> Self {
+        OpenAiEncoder {
+            id: String::new(),
+            model: String::new(),
+            created: crate::upstream::unix_now(),
+            started: false,
+            wants_usage,
+            prompt_estimate,
+        }
+    }
+
+    fn chunk(&self, out: &mut BytesMut, delta: Delta<'_>, finish: Option<FinishReason>) {
+        let c = Chunk {
+            id: &self.id,
+            created: self.created,
+            model: &self.model,
+            choice: Some((delta, finish)),
+            usage: None,
+        };
+        write_data(out, &serde_json::to_vec(&c).unwrap_or_default());
+    }
+}
+
+struct Chunk<'a> {
+    id: &'a str,
+    created: u64,
+    model: &'a str,
+    choice: Option<(Delta<'a>, Option<FinishReason>)>,
+    usage: Option<WireUsage>,
+}
+
+impl Serialize for Chunk<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Choice<'b> {
+            index: u32,
+            delta: &'b Delta<'b>,
+            logprobs: Option<()>,
+            finish_reason: Option<&'static str>,
+        }
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", self.id)?;
+        m.serialize_entry("object", "chat.completion.chunk")?;
+        m.serialize_entry("created", &self.created)?;
+        m.serialize_entry("model", self.model)?;
+        match &self.choice {
+            Some((delta, finish)) => m.serialize_entry(
+                "choices",
+                &[Choice {
+                    index: 0,
+                    delta,
+                    logprobs: None,
+                    finish_reason: finish.map(FinishReason::as_str),
+                }],
+            )?,
+            None => m.serialize_entry("choices", &[(); 0])?,
+        }
+        if let Some(u) = &self.usage {
+            m.serialize_entry("usage", u)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize, Default)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct ToolCallDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDelta<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+/// The `id`, `created` and `model` of a relayed chunk.
+#[derive(serde::Deserialize)]
+struct Head {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    created: Option<u64>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+impl Encoder for OpenAiEncoder {
+    fn passthrough(&self) -> bool {
+        true
+    }
+
+    fn raw(&mut self, data: &[u8], out: &mut BytesMut) {
+        if !self.started {
+            // Kept for a chunk the gateway may add at the end.
+            if let Ok(h) = serde_json::from_slice::<Head>(data) {
+                self.id = h.id.unwrap_or_default();
+                self.model = h.model.unwrap_or_default();
+                self.created = h.created.unwrap_or(self.created);
+            }
+            self.started = true;
+        }
+        write_data(out, data);
+    }
+
+    fn piece(&mut self, p: Piece<'_>, out: &mut BytesMut) {
+        match p {
+            Piece::Start { id, model } => {
+                self.id = if id.starts_with("chatcmpl") {
+                    id.to_owned()
+                } else {
+                    format!("chatcmpl-{id}")
+                };
+                self.model = model.to_owned();
+                self.started = true;
+                self.chunk(
+                    out,
+                    Delta {
+                        role: Some("assistant"),
+                        content: Some(""),
+                        ..Delta::default()
+                    },
+                    None,
+                );
+            }
+            Piece::Text(t) => self.chunk(
+                out,
+                Delta {
+                    content: Some(t),
+                    ..Delta::default()
+                },
+                None,
+            ),
+            Piece::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            } => self.chunk(
+                out,
+                Delta {
+                    tool_calls: Some([ToolCallDelta {
+                        index,
+                        id,
+                        kind: id.map(|_| "function"),
+                        function: FunctionDelta { name, arguments },
+                    }]),
+                    ..Delta::default()
+                },
+                None,
+            ),
+            Piece::Finish(r) => self.chunk(out, Delta::default(), Some(r)),
+            Piece::Usage(_) => {}
+        }
+    }
+
+    fn done(&mut self, end: End, out: &mut BytesMut) {
+        if self.wants_usage && !end.usage_relayed {
+            let usage = end.usage.unwrap_or(Usage {
+                prompt_tokens: self.prompt_estimate,
+                completion_tokens: (end.output_chars as u64).div_ceil(4),
+                estimated: true,
+                ..Usage::default()
+            });
+            let c = Chunk {
+                id: if self.id.is_empty() {
+                    "chatcmpl-modelgate"
+                } else {
+                    &self.id
+                },
+                created: self.created,
+                model: &self.model,
+                choice: None,
+                usage: Some((&usage).into()),
+            };
+            write_data(out, &serde_json::to_vec(&c).unwrap_or_default());
+        }
+        out.extend_from_slice(DONE);
+    }
+
+    fn error(&mut self, e: &ErrorBody, out: &mut BytesMut) {
+        write_data(out, &e.to_json());
+    }
+}
