@@ -2,7 +2,9 @@
 //! (no I/O), so each is tested with plain `#[test]`s; `upstream` does the calling.
 
 pub mod answer;
+pub mod anthropic;
 pub mod echo;
+pub mod media;
 pub mod openai_compat;
 pub mod sanitize;
 
@@ -134,7 +136,60 @@ impl Kind {
     pub fn adapter(self) -> Option<&'static dyn Adapter> {
         match self {
             Kind::Openai | Kind::OpenaiCompatible => Some(&openai_compat::OpenAiCompat),
-            Kind::Echo | Kind::Anthropic | Kind::Gemini => None,
+            Kind::Anthropic => Some(&anthropic::Anthropic),
+            Kind::Echo | Kind::Gemini => None,
         }
     }
+}
+
+/// Runs an upstream stream, cut into `chunks`, through a dialect's translator and a client's
+/// encoder, as the relay does; returns what the client would read.
+#[cfg(test)]
+pub fn run_stream(
+    adapter: &dyn Adapter,
+    req: &ChatRequest,
+    d: &Deployment,
+    front: crate::api::Front,
+    chunks: &[&[u8]],
+) -> (String, Result<Flow, StreamFault>) {
+    let mut t = adapter.stream_translator(req, d);
+    let mut enc = front.encoder(
+        req.wants_stream_usage(),
+        (req.text_len() as u64).div_ceil(4),
+    );
+    let mut dec = crate::stream::sse::SseDecoder::new(1 << 20);
+    let mut out = BytesMut::new();
+    let mut last = Ok(Flow::More);
+    let mut events = Vec::new();
+    'outer: for c in chunks {
+        dec.feed(c, &mut events).map_err(|_| ()).ok();
+        for e in events.drain(..) {
+            last = t.event(&e, enc.as_mut(), &mut out);
+            if !matches!(last, Ok(Flow::More)) {
+                break 'outer;
+            }
+        }
+    }
+    if matches!(last, Ok(Flow::More)) {
+        dec.finish(&mut events);
+        for e in events.drain(..) {
+            last = t.event(&e, enc.as_mut(), &mut out);
+        }
+        if matches!(last, Ok(Flow::More)) {
+            last = t.end_of_stream(enc.as_mut(), &mut out);
+        }
+    }
+    match &last {
+        Ok(Flow::Done) => {
+            let end = crate::stream::encode::End {
+                usage: t.usage(),
+                usage_relayed: t.usage_relayed(),
+                output_chars: t.output_chars(),
+            };
+            enc.done(end, &mut out);
+        }
+        Err(f) => enc.error(&f.body, &mut out),
+        Ok(Flow::More) => {}
+    }
+    (String::from_utf8_lossy(&out).into_owned(), last)
 }

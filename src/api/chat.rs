@@ -338,7 +338,153 @@ impl ChatRequest {
     }
 }
 
+/// One part of an array `content`, for dialects that translate parts.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Part {
+    Text {
+        text: String,
+    },
+    ImageUrl {
+        image_url: ImageUrl,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImageUrl {
+    pub url: String,
+}
+
+/// A tool call of an assistant message, as OpenAI carries it.
+#[derive(Debug, Deserialize)]
+pub struct ToolCallIn {
+    #[serde(default)]
+    pub id: String,
+    pub function: FunctionIn,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionIn {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// A tool definition, as OpenAI carries it.
+#[derive(Debug, Deserialize)]
+pub struct ToolIn {
+    pub function: ToolFunction,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolFunction {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<serde_json::Value>,
+}
+
+/// `tool_choice`, read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Named(String),
+}
+
+impl ChatRequest {
+    /// The tools, read for dialects that translate them.
+    pub fn tool_list(&self) -> Result<Vec<ToolIn>, RequestError> {
+        match &self.tools {
+            None => Ok(Vec::new()),
+            Some(t) => serde_json::from_str(t.get())
+                .map_err(|e| RequestError::invalid("tools", e.to_string())),
+        }
+    }
+
+    /// `tool_choice`, read for dialects that translate it.
+    pub fn tool_choice(&self) -> Result<Option<ToolChoice>, RequestError> {
+        let Some(raw) = &self.tool_choice else {
+            return Ok(None);
+        };
+        let v: serde_json::Value = serde_json::from_str(raw.get())
+            .map_err(|e| RequestError::invalid("tool_choice", e.to_string()))?;
+        Ok(Some(match &v {
+            serde_json::Value::String(s) if s == "auto" => ToolChoice::Auto,
+            serde_json::Value::String(s) if s == "none" => ToolChoice::None,
+            serde_json::Value::String(s) if s == "required" => ToolChoice::Required,
+            _ => match v
+                .pointer("/function/name")
+                .and_then(serde_json::Value::as_str)
+            {
+                Some(name) => ToolChoice::Named(name.to_owned()),
+                None => return Err(RequestError::invalid("tool_choice", "unknown tool_choice")),
+            },
+        }))
+    }
+
+    /// The stop sequences, as a list.
+    pub fn stop_list(&self) -> Vec<String> {
+        let Some(raw) = &self.stop else {
+            return Vec::new();
+        };
+        serde_json::from_str::<Vec<String>>(raw.get())
+            .or_else(|_| serde_json::from_str::<String>(raw.get()).map(|s| vec![s]))
+            .unwrap_or_default()
+    }
+
+    /// A passed-through field, if the client sent it.
+    pub fn extra(&self, name: &str) -> Option<&RawValue> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
 impl Message {
+    /// The content as text (text parts joined), if it has any.
+    pub fn text(&self) -> Option<String> {
+        match &self.content {
+            None => None,
+            Some(Content::Text(t)) => Some(t.clone()),
+            Some(Content::Parts(_)) => Some(
+                self.parts()
+                    .ok()?
+                    .into_iter()
+                    .filter_map(|p| match p {
+                        Part::Text { text } => Some(text),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+        }
+    }
+
+    /// The content's parts (a string content is one text part).
+    pub fn parts(&self) -> Result<Vec<Part>, RequestError> {
+        match &self.content {
+            None => Ok(Vec::new()),
+            Some(Content::Text(t)) => Ok(vec![Part::Text { text: t.clone() }]),
+            Some(Content::Parts(p)) => serde_json::from_str(p.get())
+                .map_err(|e| RequestError::invalid("messages", e.to_string())),
+        }
+    }
+
+    /// The assistant's tool calls.
+    pub fn tool_call_list(&self) -> Result<Vec<ToolCallIn>, RequestError> {
+        match &self.tool_calls {
+            None => Ok(Vec::new()),
+            Some(t) => serde_json::from_str(t.get())
+                .map_err(|e| RequestError::invalid("messages", e.to_string())),
+        }
+    }
+
     fn validate(&self, i: usize) -> Result<(), RequestError> {
         let param = || format!("messages[{i}]");
         match (&self.content, self.role) {

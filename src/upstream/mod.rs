@@ -179,6 +179,8 @@ impl UpstreamError {
         }
         if self.all_rate_limited() {
             StatusCode::TOO_MANY_REQUESTS
+        } else if self.all(|e| matches!(e, AttemptError::Unsupported(_))) {
+            StatusCode::BAD_REQUEST
         } else if self.all(|e| matches!(e, AttemptError::Timeout(_))) {
             StatusCode::GATEWAY_TIMEOUT
         } else if self.all_unavailable() {
@@ -203,6 +205,8 @@ impl UpstreamError {
         }
         let (kind, code) = if self.all_rate_limited() {
             (ErrorType::RateLimitError, "upstream_rate_limited")
+        } else if self.all(|e| matches!(e, AttemptError::Unsupported(_))) {
+            (ErrorType::InvalidRequestError, "unsupported_parameter")
         } else if self.all(|e| matches!(e, AttemptError::Timeout(_))) {
             (ErrorType::ApiError, "upstream_timeout")
         } else if self.all_unavailable() {

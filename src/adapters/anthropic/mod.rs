@@ -1,0 +1,72 @@
+//! ⑤ Anthropic's Messages API: OpenAI requests out as Messages requests, Messages answers and
+//! event streams back as the gateway's answers.
+
+mod request;
+mod response;
+mod stream;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode, header};
+
+use super::{
+    Adapter, AdapterError, AnswerBody, Completed, StreamTranslator, UpstreamFault, UpstreamRequest,
+};
+use crate::api::chat::ChatRequest;
+use crate::config::Deployment;
+
+/// The API version the translation is written for.
+pub const VERSION: &str = "2023-06-01";
+
+pub struct Anthropic;
+
+impl Adapter for Anthropic {
+    fn build_request(
+        &self,
+        req: &ChatRequest,
+        d: &Deployment,
+    ) -> Result<UpstreamRequest, AdapterError> {
+        let body = request::build(req, d)?;
+        let mut headers = vec![
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                HeaderName::from_static("anthropic-version"),
+                HeaderValue::from_static(VERSION),
+            ),
+        ];
+        if let Some((name, value)) = &d.endpoint.auth_header {
+            headers.push((name.clone(), value.clone()));
+        }
+        Ok(UpstreamRequest {
+            url: format!("{}/messages", d.endpoint.base_url),
+            headers,
+            body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        })
+    }
+
+    fn parse_response(
+        &self,
+        body: Bytes,
+        _req: &ChatRequest,
+        _d: &Deployment,
+    ) -> Result<Completed, AdapterError> {
+        let c = response::parse(&body)?;
+        Ok(Completed {
+            usage: Some(c.usage),
+            body: AnswerBody::Parsed(c),
+        })
+    }
+
+    fn parse_error(&self, status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault {
+        response::error(status, body, d)
+    }
+
+    fn stream_translator(&self, _req: &ChatRequest, _d: &Deployment) -> Box<dyn StreamTranslator> {
+        Box::new(stream::AnthropicStream::default())
+    }
+}
+
+#[cfg(test)]
+mod tests;
