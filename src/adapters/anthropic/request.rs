@@ -200,10 +200,10 @@ pub fn build(req: &ChatRequest, d: &Deployment) -> Result<Value, AdapterError> {
         }
         out.insert("tool_choice".into(), choice);
     }
-    if let Some(user) = req.extra("user") {
-        if let Ok(user) = serde_json::from_str::<String>(user.get()) {
-            out.insert("metadata".into(), json!({"user_id": user}));
-        }
+    if let Some(user) = req.extra("user")
+        && let Ok(user) = serde_json::from_str::<String>(user.get())
+    {
+        out.insert("metadata".into(), json!({"user_id": user}));
     }
     if req.stream {
         out.insert("stream".into(), json!(true));
