@@ -4,6 +4,7 @@
 pub mod answer;
 pub mod anthropic;
 pub mod echo;
+pub mod gemini;
 pub mod media;
 pub mod openai_compat;
 pub mod sanitize;
@@ -137,7 +138,8 @@ impl Kind {
         match self {
             Kind::Openai | Kind::OpenaiCompatible => Some(&openai_compat::OpenAiCompat),
             Kind::Anthropic => Some(&anthropic::Anthropic),
-            Kind::Echo | Kind::Gemini => None,
+            Kind::Gemini => Some(&gemini::Gemini),
+            Kind::Echo => None,
         }
     }
 }

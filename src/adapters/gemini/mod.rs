@@ -1,0 +1,71 @@
+//! ⑤ Google's Gemini API (`generateContent`, `streamGenerateContent?alt=sse`): OpenAI requests
+//! out as Gemini requests, Gemini answers and streams back as the gateway's answers.
+
+mod request;
+mod response;
+mod stream;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+
+use super::{
+    Adapter, AdapterError, AnswerBody, Completed, StreamTranslator, UpstreamFault, UpstreamRequest,
+};
+use crate::api::chat::ChatRequest;
+use crate::config::Deployment;
+
+pub struct Gemini;
+
+impl Adapter for Gemini {
+    fn build_request(
+        &self,
+        req: &ChatRequest,
+        d: &Deployment,
+    ) -> Result<UpstreamRequest, AdapterError> {
+        let body = request::build(req)?;
+        let mut headers = vec![(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        if let Some((name, value)) = &d.endpoint.auth_header {
+            headers.push((name.clone(), value.clone()));
+        }
+        let method = if req.stream {
+            "streamGenerateContent?alt=sse"
+        } else {
+            "generateContent"
+        };
+        Ok(UpstreamRequest {
+            url: format!(
+                "{}/models/{}:{method}",
+                d.endpoint.base_url, d.upstream_model
+            ),
+            headers,
+            body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        })
+    }
+
+    fn parse_response(
+        &self,
+        body: Bytes,
+        _req: &ChatRequest,
+        d: &Deployment,
+    ) -> Result<Completed, AdapterError> {
+        let c = response::parse(&body, &d.upstream_model)?;
+        Ok(Completed {
+            usage: Some(c.usage),
+            body: AnswerBody::Parsed(c),
+        })
+    }
+
+    fn parse_error(&self, status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault {
+        response::error(status, body, d)
+    }
+
+    fn stream_translator(&self, _req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator> {
+        Box::new(stream::GeminiStream::new(&d.upstream_model))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! Gemini answers and errors → the gateway's. Gemini says `STOP` even when it calls a function:
+//! that is `tool_calls`. Safety and recitation stops are `content_filter`; a malformed or
+//! unexpected tool call is an error, never a silent `stop`. Usage counts thoughts as output.
+
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::adapters::answer::{Completion, FinishReason, ToolCall};
+use crate::adapters::sanitize::clean_message;
+use crate::adapters::{AdapterError, UpstreamFault};
+use crate::api::{ErrorBody, Usage};
+use crate::config::Deployment;
+
+/// One `GenerateContentResponse` (a whole answer, or one event of a stream).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
+    #[serde(default)]
+    pub usage_metadata: Option<UsageMetadata>,
+    #[serde(default)]
+    pub model_version: Option<String>,
+    #[serde(default)]
+    pub response_id: Option<String>,
+    #[serde(default)]
+    pub prompt_feedback: Option<PromptFeedback>,
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    #[serde(default)]
+    pub content: Option<CandidateContent>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct CandidateContent {
+    #[serde(default)]
+    pub parts: Vec<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptFeedback {
+    #[serde(default)]
+    pub block_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageMetadata {
+    #[serde(default)]
+    pub prompt_token_count: u64,
+    #[serde(default)]
+    pub candidates_token_count: u64,
+    #[serde(default)]
+    pub thoughts_token_count: u64,
+    #[serde(default)]
+    pub cached_content_token_count: u64,
+}
+
+impl UsageMetadata {
+    pub fn to_usage(self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_token_count,
+            completion_tokens: self.candidates_token_count + self.thoughts_token_count,
+            cached_tokens: self.cached_content_token_count,
+            cache_write_tokens: 0,
+            reasoning_tokens: self.thoughts_token_count,
+            estimated: false,
+        }
+    }
+}
+
+/// What a `finishReason` means.
+pub enum Stop {
+    Reason(FinishReason),
+    /// A stop that is an error (a malformed or unexpected tool call).
+    Error(String),
+}
+
+pub fn finish(reason: &str) -> Stop {
+    match reason {
+        "STOP" => Stop::Reason(FinishReason::Stop),
+        "MAX_TOKENS" => Stop::Reason(FinishReason::Length),
+        "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" | "TOO_MANY_TOOL_CALLS" => Stop::Error(
+            format!("Gemini could not produce a valid tool call ({reason})"),
+        ),
+        // SAFETY, RECITATION, BLOCKLIST, PROHIBITED_CONTENT, SPII, LANGUAGE, IMAGE_*, OTHER, …
+        _ => Stop::Reason(FinishReason::ContentFilter),
+    }
+}
+
+/// The text and function-call parts of a candidate (thoughts left out).
+pub fn split_parts(parts: &[Value]) -> (String, Vec<(String, String)>) {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for p in parts {
+        if p.get("thought").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        if let Some(t) = p.get("text").and_then(Value::as_str) {
+            text.push_str(t);
+        }
+        if let Some(fc) = p.get("functionCall") {
+            let name = fc
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let args = fc
+                .get("args")
+                .map_or_else(|| "{}".to_owned(), Value::to_string);
+            calls.push((name, args));
+        }
+    }
+    (text, calls)
+}
+
+/// An id for a function call Gemini gave none.
+pub fn call_id(response_id: &str, n: usize) -> String {
+    format!(
+        "call_{}_{n}",
+        response_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(24)
+            .collect::<String>()
+    )
+}
+
+/// A whole answer.
+pub fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
+    let r: Response = serde_json::from_slice(body)
+        .map_err(|e| AdapterError::InvalidResponse(format!("not a Gemini answer: {e}")))?;
+    if r.error.is_some() {
+        return Err(AdapterError::InvalidResponse(
+            "an error in a successful answer".into(),
+        ));
+    }
+    let rid = r
+        .response_id
+        .clone()
+        .unwrap_or_else(crate::server::request_id::fresh);
+    let usage = r.usage_metadata.unwrap_or_default().to_usage();
+    let Some(c) = r.candidates.into_iter().next() else {
+        // A blocked prompt: no candidates, a block reason.
+        if r.prompt_feedback.and_then(|f| f.block_reason).is_some() {
+            return Ok(Completion {
+                id: format!("chatcmpl-{rid}"),
+                model: r.model_version.unwrap_or_else(|| model.to_owned()),
+                created: crate::upstream::unix_now(),
+                text: None,
+                tool_calls: Vec::new(),
+                finish: FinishReason::ContentFilter,
+                usage,
+            });
+        }
+        return Err(AdapterError::InvalidResponse("no candidates".into()));
+    };
+    let (text, calls) = split_parts(&c.content.map(|c| c.parts).unwrap_or_default());
+    let mut reason = match finish(c.finish_reason.as_deref().unwrap_or("STOP")) {
+        Stop::Reason(r) => r,
+        Stop::Error(e) => return Err(AdapterError::InvalidResponse(e)),
+    };
+    if !calls.is_empty() && reason == FinishReason::Stop {
+        reason = FinishReason::ToolCalls;
+    }
+    Ok(Completion {
+        id: format!("chatcmpl-{rid}"),
+        model: r.model_version.unwrap_or_else(|| model.to_owned()),
+        created: crate::upstream::unix_now(),
+        text: (!text.is_empty()).then_some(text),
+        tool_calls: calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, arguments))| ToolCall {
+                id: call_id(&rid, i),
+                name,
+                arguments,
+            })
+            .collect(),
+        finish: reason,
+        usage,
+    })
+}
+
+/// A Gemini error: `{"error":{"code","message","status"}}`, sometimes inside an array.
+pub fn error(status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = match &v {
+        Value::Array(a) => a.first().and_then(|x| x.get("error")),
+        _ => v.get("error"),
+    };
+    let message = e
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(|m| clean_message(m, d))
+        .unwrap_or_else(|| format!("upstream answered HTTP {}", status.as_u16()));
+    UpstreamFault {
+        status,
+        body: ErrorBody::new(crate::adapters::openai_compat::error_type(status), message),
+    }
+}
