@@ -31,11 +31,14 @@ use tokio::net::TcpListener;
 
 pub const CANARY_KEY: &str = "sk-canary-7f3a9c1e5b2d4680";
 
+mod dialects;
+
 /// A request the fake upstream received.
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub method: String,
     pub path: String,
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Value,
 }
@@ -114,9 +117,9 @@ impl FakeUpstream {
     }
 }
 
-type FakeBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+pub(crate) type FakeBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
-fn json_response(status: u16, v: &Value) -> Response<FakeBody> {
+pub(crate) fn json_response(status: u16, v: &Value) -> Response<FakeBody> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
     r.headers_mut()
@@ -202,6 +205,7 @@ async fn handle(
 ) -> Response<FakeBody> {
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
     let headers = req.headers().clone();
     let bytes = req
         .into_body()
@@ -213,6 +217,7 @@ async fn handle(
     seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: path.clone(),
+        query: query.clone(),
         headers: headers.clone(),
         body: body.clone(),
     });
@@ -220,6 +225,20 @@ async fn handle(
         return json_response(
             200,
             &json!({"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "test"}]}),
+        );
+    }
+    let current = script.lock().unwrap().clone();
+    if method == "POST" && path == "/v1/messages" {
+        return dialects::anthropic(&headers, &body, &current, key.as_deref());
+    }
+    if method == "POST" && path.starts_with("/v1beta/models/") {
+        return dialects::gemini(
+            &path,
+            query.as_deref(),
+            &headers,
+            &body,
+            &current,
+            key.as_deref(),
         );
     }
     if method != "POST" || path != "/v1/chat/completions" {
@@ -237,6 +256,17 @@ async fn handle(
     let model = body["model"].as_str().unwrap_or("").to_owned();
     let script = script.lock().unwrap().clone();
     match script {
+        Script::Ok { .. } if dialects::wants_tool_call(&body) && !stream => {
+            json_response(200, &tool_call_completion(&model, &body))
+        }
+        Script::Ok { .. } if dialects::wants_tool_call(&body) => {
+            let usage = body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
+            sse(
+                tool_call_chunks(&model, &body, usage),
+                Duration::from_millis(2),
+                true,
+            )
+        }
         Script::Ok { text } if !stream => json_response(200, &completion(&model, &text)),
         Script::Ok { text } => {
             let usage = body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
@@ -269,6 +299,55 @@ async fn handle(
             unreachable!()
         }
     }
+}
+
+/// A completion that calls the request's first tool with `{"city":"Paris"}`.
+fn tool_call_completion(model: &str, body: &Value) -> Value {
+    let name = body
+        .pointer("/tools/0/function/name")
+        .and_then(Value::as_str)
+        .unwrap_or("f");
+    json!({
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": null,
+            "tool_calls": [{"id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}]},
+            "logprobs": null, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}
+    })
+}
+
+/// The chunks OpenAI streams for a call of the request's first tool.
+fn tool_call_chunks(model: &str, body: &Value, usage: bool) -> Vec<String> {
+    let name = body
+        .pointer("/tools/0/function/name")
+        .and_then(Value::as_str)
+        .unwrap_or("f");
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null})
+        .to_string()
+    };
+    let mut out = vec![
+        chunk(json!({"role": "assistant", "content": null}), Value::Null),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+            Value::Null,
+        ),
+        chunk(json!({}), json!("tool_calls")),
+    ];
+    if usage {
+        out.push(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+            "choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}}).to_string());
+    }
+    out
 }
 
 pub fn completion(model: &str, text: &str) -> Value {
@@ -304,7 +383,7 @@ pub fn chunks(model: &str, text: &str, usage: bool) -> Vec<String> {
     out
 }
 
-fn sse(events: Vec<String>, delay: Duration, done: bool) -> Response<FakeBody> {
+pub(crate) fn sse(events: Vec<String>, delay: Duration, done: bool) -> Response<FakeBody> {
     let stream = async_stream(events, delay, done);
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     r.headers_mut()
@@ -317,9 +396,16 @@ fn async_stream(
     delay: Duration,
     done: bool,
 ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Send {
+    // Events given whole (`event: …\ndata: …`, as Anthropic names them) go as they are.
     let mut frames: Vec<String> = events
         .into_iter()
-        .map(|e| format!("data: {e}\n\n"))
+        .map(|e| {
+            if e.starts_with("event:") {
+                format!("{e}\n\n")
+            } else {
+                format!("data: {e}\n\n")
+            }
+        })
         .collect();
     if done {
         frames.push("data: [DONE]\n\n".into());

@@ -1,0 +1,74 @@
+//! The official `openai` and `anthropic` Python SDKs as clients of the gateway, routed to each
+//! upstream dialect (strict fakes run here, in Rust). Runs `tests/python/test_dialects.py` with
+//! the Python named by `MODELGATE_PYTHON` (`.ci/run` sets it to a virtualenv with both SDKs);
+//! without it the test says so and passes, unless `MODELGATE_REQUIRE_PYTHON=1`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "test code"
+)]
+
+mod support;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_against_every_dialect() {
+    let Ok(python) = std::env::var("MODELGATE_PYTHON") else {
+        assert!(
+            std::env::var("MODELGATE_REQUIRE_PYTHON").as_deref() != Ok("1"),
+            "MODELGATE_PYTHON is not set"
+        );
+        eprintln!("skipped: set MODELGATE_PYTHON to a Python with the openai and anthropic SDKs");
+        return;
+    };
+    let fake = FakeUpstream::start(
+        Script::Ok {
+            text: "Hello from the fake".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let a = fake.addr;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}
+deployments:
+  - {{name: oa, kind: openai-compatible, model: llama-3.1-8b-instruct, base_url: 'http://{a}/v1', api_key_env: CANARY}}
+  - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{a}/v1', api_key_env: CANARY, locality: remote}}
+  - {{name: ge, kind: gemini, model: gemini-2.5-flash, base_url: 'http://{a}/v1beta', api_key_env: CANARY, locality: remote}}
+"
+    ))
+    .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/test_dialects.py");
+    let out = tokio::process::Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script])
+        .env("MODELGATE_URL", &gw.base)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pytest failed:\n{text}");
+    assert!(
+        text.contains("passed") && !text.contains("skipped"),
+        "{text}"
+    );
+    // The SDK requests reached all three dialects, each in its own format.
+    let seen = fake.seen();
+    for path in ["/v1/chat/completions", "/v1/messages"] {
+        assert!(
+            seen.iter().any(|s| s.path == path),
+            "nothing reached {path}"
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|s| s.path.starts_with("/v1beta/models/gemini-2.5-flash:"))
+    );
+}
