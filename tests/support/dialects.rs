@@ -101,9 +101,10 @@ fn check_anthropic(
     if !obj.get("model").is_some_and(Value::is_string) {
         return bad("model: Field required");
     }
-    if !obj
+    if obj
         .get("max_tokens")
-        .is_some_and(|v| v.as_u64().is_some_and(|n| n >= 1))
+        .and_then(Value::as_u64)
+        .is_none_or(|n| n == 0)
     {
         return bad("max_tokens: Field required");
     }
