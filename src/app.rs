@@ -81,6 +81,8 @@ pub struct Routes {
 
 const CHAT: &str = "/v1/chat/completions";
 const MESSAGES: &str = "/v1/messages";
+const COUNT_TOKENS: &str = "/v1/messages/count_tokens";
+const EMBEDDINGS: &str = "/v1/embeddings";
 const MODELS: &str = "/v1/models";
 
 impl<B> Service<Authed<B>> for Routes
@@ -116,6 +118,18 @@ where
                     ("messages", pipeline::messages(&ctx, authed).await)
                 } else {
                     ("messages", method_not_allowed("POST"))
+                }
+            } else if path == COUNT_TOKENS {
+                if method == Method::POST {
+                    ("count_tokens", pipeline::count_tokens(&ctx, authed).await)
+                } else {
+                    ("count_tokens", method_not_allowed("POST"))
+                }
+            } else if path == EMBEDDINGS {
+                if method == Method::POST {
+                    ("embeddings", pipeline::embeddings(&ctx, authed).await)
+                } else {
+                    ("embeddings", method_not_allowed("POST"))
                 }
             } else if path == MODELS || path == "/v1/models/" {
                 if method == Method::GET {

@@ -106,7 +106,7 @@ impl GatewayError {
             GatewayError::NotFound(path) => ErrorBody::new(
                 ErrorType::InvalidRequestError,
                 format!(
-                    "unknown path {}: modelgate serves /v1/chat/completions and /v1/models",
+                    "unknown path {}: modelgate serves /v1/chat/completions, /v1/messages, /v1/embeddings and /v1/models",
                     printable(path)
                 ),
             )

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::accounting::{self, tokens::PromptText};
 use crate::api::chat::{ChatRequest, RequestLimits};
+use crate::api::embeddings::EmbeddingsRequest;
 use crate::api::models::{ModelList, ModelObject};
 use crate::api::{self, Front, Usage};
 use crate::auth::{Authed, Caller};
@@ -291,6 +292,198 @@ where
     Ok(Outcome {
         response,
         policy: Some(policy),
+    })
+}
+
+/// A prompt measured by its bytes only (embeddings, token counts).
+struct ByteSize(usize);
+
+impl policy::PromptSize for ByteSize {
+    fn bytes(&self) -> usize {
+        self.0
+    }
+    fn tokens(&self, _: &crate::catalog::Model) -> u64 {
+        (self.0 as u64).div_ceil(4)
+    }
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let started = Instant::now();
+    let Authed {
+        caller,
+        snapshot,
+        request,
+    } = authed;
+    let request_id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("-"));
+    let limits = snapshot.config.limits;
+    let result: Result<Outcome, Failure> = async {
+        let (parts, body) = request.into_parts();
+        api::check_json_content_type(&parts.headers).map_err(|e| (e.into(), None))?;
+        let body = api::read_body(body, limits.max_body_bytes)
+            .await
+            .map_err(|e| (e.into(), None))?;
+        let req =
+            EmbeddingsRequest::parse(&body, limits.max_json_depth).map_err(|e| (e.into(), None))?;
+        let labels = policy::labels::collect(&parts.headers, None).map_err(|e| (e.into(), None))?;
+        let size = ByteSize(req.text_len());
+        let decided = policy::decide(
+            &Ask {
+                model: &req.model,
+                endpoint: policy::EndpointName::Embeddings,
+                caller: &caller,
+                labels: &labels,
+                needs: Needs::default(),
+                prompt: &size,
+                max_output: None,
+            },
+            &snapshot,
+        );
+        let decision = decided.map_err(|e| {
+            let name = ctx.metrics.refusal(&e);
+            (GatewayError::from(e), name)
+        })?;
+        ctx.metrics.decision(&decision);
+        let policy = decision.policy.clone();
+        let served = match upstream::embed(&decision, &req, &limits).await {
+            Ok(s) => s,
+            Err(e) => {
+                for a in &e.attempts {
+                    ctx.metrics.attempt(&a.deployment, a.error.label());
+                }
+                return Err((e.into(), Some(policy)));
+            }
+        };
+        for a in &served.failed {
+            ctx.metrics.attempt(&a.deployment, a.error.label());
+        }
+        let d = served.deployment.clone();
+        ctx.metrics.attempt(&d, "ok");
+        let record = Record {
+            request_id: request_id.clone(),
+            caller: caller.clone(),
+            policy: policy.clone(),
+            rule: decision.rule.clone(),
+            refused: decision.refused.len(),
+            deployment: d.clone(),
+            attempts: served.failed.len() + 1,
+            started,
+            prompt_estimate: (req.text_len() as u64).div_ceil(4),
+        };
+        let usage = served.answer.usage.unwrap_or_else(|| record.estimate(0));
+        let cost = record.finish(&ctx.metrics, &usage, None);
+        let body = api::embeddings::to_json(&served.answer, req.encoding, &usage);
+        let mut res = respond::json(body, &d, &decision);
+        respond::cost(&mut res, cost);
+        Ok(Outcome {
+            response: res,
+            policy: Some(policy),
+        })
+    }
+    .await;
+    result.unwrap_or_else(|(e, policy)| Outcome {
+        response: e.into_response(),
+        policy,
+    })
+}
+
+/// `POST /v1/messages/count_tokens`: asked of the deployment when it is Anthropic's, else
+/// estimated (the answer then says `x-modelgate-estimated: true`).
+pub async fn count_tokens<B>(_ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Authed {
+        caller,
+        snapshot,
+        request,
+    } = authed;
+    let limits = snapshot.config.limits;
+    let result: Result<Outcome, GatewayError> = async {
+        let (parts, body) = request.into_parts();
+        let body = api::read_body(body, limits.max_body_bytes).await?;
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| api::RequestError::Json(e.to_string()))?;
+        if value.get("max_tokens").is_none()
+            && let Some(o) = value.as_object_mut()
+        {
+            o.insert("max_tokens".into(), serde_json::json!(1));
+        }
+        let req = api::messages::parse(
+            &serde_json::to_vec(&value).unwrap_or_default(),
+            RequestLimits {
+                max_messages: limits.max_messages,
+                max_depth: limits.max_json_depth,
+            },
+        )?;
+        let labels = policy::labels::collect(&parts.headers, None)?;
+        // Decided (and estimated) before any await: the prompt's lazy count stays here.
+        let (decision, estimate) = {
+            let prompt = PromptText::new(&req);
+            let ask = Ask {
+                model: &req.model,
+                endpoint: policy::EndpointName::Messages,
+                caller: &caller,
+                labels: &labels,
+                needs: Needs::default(),
+                prompt: &prompt,
+                max_output: None,
+            };
+            let decision = policy::decide(&ask, &snapshot)?;
+            let estimate = decision
+                .candidates()
+                .first()
+                .filter(|d| d.kind() != crate::config::spec::Kind::Anthropic)
+                .map(|d| policy::PromptSize::tokens(&prompt, &d.model));
+            (decision, estimate)
+        };
+        let Some(d) = decision.candidates().first() else {
+            return Err(GatewayError::Internal("no candidate".into()));
+        };
+        let (body, estimated) = if let Some(n) = estimate {
+            (
+                Bytes::from(
+                    serde_json::to_vec(&serde_json::json!({"input_tokens": n})).unwrap_or_default(),
+                ),
+                true,
+            )
+        } else {
+            match upstream::count_tokens(d, &value).await {
+                Ok(b) => (b, false),
+                Err(e) => {
+                    return Err(upstream::UpstreamError {
+                        attempts: vec![upstream::Attempt {
+                            deployment: d.clone(),
+                            error: e,
+                        }],
+                    }
+                    .into());
+                }
+            }
+        };
+        let mut res = respond::json(body, d, &decision);
+        if estimated {
+            res.headers_mut()
+                .insert("x-modelgate-estimated", HeaderValue::from_static("true"));
+        }
+        Ok(Outcome {
+            response: res,
+            policy: Some(decision.policy.clone()),
+        })
+    }
+    .await;
+    result.unwrap_or_else(|e| Outcome {
+        response: e.into_response_for(Front::Anthropic),
+        policy: None,
     })
 }
 

@@ -29,6 +29,8 @@ deployments:
   - {{name: oa, kind: openai-compatible, model: llama-3.1-8b-instruct, base_url: 'http://{a}/v1', api_key_env: CANARY}}
   - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{a}/v1', api_key_env: CANARY, locality: remote}}
   - {{name: ge, kind: gemini, model: gemini-2.5-flash, base_url: 'http://{a}/v1beta', api_key_env: CANARY, locality: remote}}
+  - {{name: emb-oa, kind: openai, model: text-embedding-3-small, base_url: 'http://{a}/v1', api_key_env: CANARY}}
+  - {{name: emb-ge, kind: gemini, model: gemini-embedding-001, base_url: 'http://{a}/v1beta', api_key_env: CANARY}}
 "
     );
     (Gateway::start(&yaml).await, fake)
@@ -384,4 +386,111 @@ async fn upstream_errors_of_each_dialect_map_to_the_openai_status() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("temperature between 0 and 1"));
     assert_eq!(fake.seen().len(), before);
+}
+
+#[tokio::test]
+async fn embeddings_from_openai_compatible_and_gemini_in_float_and_base64() {
+    let (gw, fake) = gateway().await;
+    for model in ["text-embedding-3-small", "gemini-embedding-001"] {
+        let (status, h, text) = post(
+            &gw,
+            "/v1/embeddings",
+            &json!({"model": model, "input": ["hello", "abc"]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{model}: {text}");
+        assert_eq!(h["x-modelgate-model"], model);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["object"], "list");
+        assert_eq!(
+            v["data"][0]["embedding"],
+            json!([5.0, 104.0, 0.5, -0.25]),
+            "{model}"
+        );
+        assert_eq!(v["data"][1]["index"], 1);
+        assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+        // base64: little-endian float32, as the OpenAI SDK asks by default.
+        let (status, _, text) = post(
+            &gw,
+            "/v1/embeddings",
+            &json!({"model": model, "input": "abc", "encoding_format": "base64"}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v["data"][0]["embedding"],
+            modelgate::api::embeddings::base64_f32(&[3.0, 97.0, 0.5, -0.25])
+        );
+    }
+    let seen = fake.seen();
+    let oa = seen.iter().find(|s| s.path == "/v1/embeddings").unwrap();
+    assert_eq!(oa.body["encoding_format"], "float");
+    let ge = seen
+        .iter()
+        .find(|s| s.path.ends_with(":batchEmbedContents"))
+        .unwrap();
+    assert_eq!(
+        ge.body["requests"][1]["model"],
+        "models/gemini-embedding-001"
+    );
+    // An embedding model cannot chat, nor a chat model embed.
+    let (status, _, text) = post(
+        &gw,
+        "/v1/chat/completions",
+        &json!({"model": "text-embedding-3-small", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("is an embedding model"));
+    let (status, _, text) = post(
+        &gw,
+        "/v1/embeddings",
+        &json!({"model": "claude-sonnet-4-5", "input": "x"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    let (status, _, text) = post(
+        &gw,
+        "/v1/embeddings",
+        &json!({"model": "auto", "input": "x"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, _, text) = post(
+        &gw,
+        "/v1/embeddings",
+        &json!({"model": "text-embedding-3-small"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+}
+
+#[tokio::test]
+async fn count_tokens_is_asked_of_anthropic_and_estimated_elsewhere() {
+    let (gw, fake) = gateway().await;
+    let body = json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Hello there"}], "system": "Be brief."});
+    let (status, h, text) = post(&gw, "/v1/messages/count_tokens", &body).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"input_tokens": 42})
+    );
+    assert!(h.get("x-modelgate-estimated").is_none());
+    let seen = fake.seen();
+    let sent = seen
+        .iter()
+        .find(|s| s.path == "/v1/messages/count_tokens")
+        .unwrap();
+    assert_eq!(sent.body["model"], "claude-sonnet-4-5");
+    assert!(sent.body.get("max_tokens").is_none());
+    let (status, h, text) = post(&gw, "/v1/messages/count_tokens", &json!({"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "Hello there"}]})).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(h["x-modelgate-estimated"], "true");
+    assert!(
+        serde_json::from_str::<Value>(&text).unwrap()["input_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }

@@ -39,6 +39,8 @@ deployments:
   - {{name: oa, kind: openai-compatible, model: llama-3.1-8b-instruct, base_url: 'http://{a}/v1', api_key_env: CANARY}}
   - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{a}/v1', api_key_env: CANARY, locality: remote}}
   - {{name: ge, kind: gemini, model: gemini-2.5-flash, base_url: 'http://{a}/v1beta', api_key_env: CANARY, locality: remote}}
+  - {{name: emb-oa, kind: openai, model: text-embedding-3-small, base_url: 'http://{a}/v1', api_key_env: CANARY}}
+  - {{name: emb-ge, kind: gemini, model: gemini-embedding-001, base_url: 'http://{a}/v1beta', api_key_env: CANARY}}
 "
     ))
     .await;

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::api::chat::ChatRequest;
+use crate::api::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::api::{ErrorBody, Usage};
 use crate::config::Deployment;
 use crate::config::spec::Kind;
@@ -79,6 +80,24 @@ pub trait Adapter: Send + Sync {
 
     /// A translator for one streamed answer.
     fn stream_translator(&self, req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator>;
+
+    /// The upstream request for embeddings, for dialects that have them.
+    fn build_embeddings(
+        &self,
+        _req: &EmbeddingsRequest,
+        _d: &Deployment,
+    ) -> Result<UpstreamRequest, AdapterError> {
+        Err(AdapterError::Unsupported(
+            "this provider has no embeddings API".into(),
+        ))
+    }
+
+    /// An embeddings answer.
+    fn parse_embeddings(&self, _body: &[u8], _d: &Deployment) -> Result<Embeddings, AdapterError> {
+        Err(AdapterError::Unsupported(
+            "this provider has no embeddings API".into(),
+        ))
+    }
 }
 
 /// Whether a stream goes on after an event.

@@ -18,6 +18,7 @@ use super::{
     UpstreamFault, UpstreamRequest,
 };
 use crate::api::chat::ChatRequest;
+use crate::api::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::api::{ErrorBody, ErrorType, Usage, WireUsage};
 use crate::config::Deployment;
 use crate::stream::encode::Encoder;
@@ -87,6 +88,76 @@ impl Adapter for OpenAiCompat {
             status,
             body: ErrorBody::new(error_type(status), message),
         }
+    }
+
+    fn build_embeddings(
+        &self,
+        req: &EmbeddingsRequest,
+        d: &Deployment,
+    ) -> Result<UpstreamRequest, AdapterError> {
+        let ep = &d.endpoint;
+        let mut body = serde_json::Map::new();
+        body.insert("model".into(), serde_json::json!(d.upstream_model));
+        body.insert("input".into(), req.input_json());
+        // Floats from every backend; the gateway writes base64 itself when the client asks.
+        body.insert("encoding_format".into(), serde_json::json!("float"));
+        if let Some(n) = req.dimensions {
+            body.insert("dimensions".into(), serde_json::json!(n));
+        }
+        for (k, v) in &req.extra {
+            body.insert(
+                k.clone(),
+                serde_json::from_str(v.get()).unwrap_or(serde_json::Value::Null),
+            );
+        }
+        let mut headers = vec![(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        if let Some((name, value)) = &ep.auth_header {
+            headers.push((name.clone(), value.clone()));
+        }
+        Ok(UpstreamRequest {
+            url: format!("{}/embeddings", ep.base_url),
+            headers,
+            body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        })
+    }
+
+    fn parse_embeddings(&self, body: &[u8], d: &Deployment) -> Result<Embeddings, AdapterError> {
+        #[derive(Deserialize)]
+        struct List {
+            data: Vec<Item>,
+            #[serde(default)]
+            model: Option<String>,
+            #[serde(default)]
+            usage: Option<WireUsage>,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            #[serde(default)]
+            index: usize,
+            embedding: serde_json::Value,
+        }
+        let list: List = serde_json::from_slice(body)
+            .map_err(|e| AdapterError::InvalidResponse(format!("not an embeddings answer: {e}")))?;
+        let mut items = list.data;
+        items.sort_by_key(|i| i.index);
+        let vectors = items
+            .into_iter()
+            .map(|i| match i.embedding {
+                serde_json::Value::String(b64) => decode_f32(&b64),
+                v => serde_json::from_value::<Vec<f32>>(v).ok(),
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                AdapterError::InvalidResponse("an embedding is neither floats nor base64".into())
+            })?;
+        Ok(Embeddings {
+            model: list.model.unwrap_or_else(|| d.upstream_model.clone()),
+            vectors,
+            usage: list.usage.map(Usage::from),
+        })
     }
 
     fn stream_translator(&self, req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator> {
@@ -344,6 +415,41 @@ impl StreamTranslator for OpenAiStream {
     fn committed(&self) -> bool {
         self.committed
     }
+}
+
+/// Base64 little-endian float32s back into floats.
+fn decode_f32(b64: &str) -> Option<Vec<f32>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        }))
+    }
+    let clean: Vec<u8> = b64.bytes().filter(|c| *c != b'=').collect();
+    let mut bytes = Vec::with_capacity(clean.len() * 3 / 4);
+    for c in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, ch) in c.iter().enumerate() {
+            n |= val(*ch)? << (18 - 6 * i);
+        }
+        let take = c.len().saturating_sub(1);
+        for i in 0..take {
+            bytes.push(((n >> (16 - 8 * i)) & 0xff) as u8);
+        }
+    }
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
 }
 
 /// Length of a raw JSON string value without its quotes (0 for `null`).

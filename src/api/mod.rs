@@ -3,6 +3,7 @@
 
 pub mod anthropic_out;
 pub mod chat;
+pub mod embeddings;
 pub mod error;
 pub mod messages;
 pub mod models;

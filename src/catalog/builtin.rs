@@ -17,6 +17,10 @@ pub const FILES: &[(&str, &str)] = &[
         "eleutherai.yaml",
         include_str!("../../providers/eleutherai.yaml"),
     ),
+    (
+        "embeddings.yaml",
+        include_str!("../../providers/embeddings.yaml"),
+    ),
     ("google.yaml", include_str!("../../providers/google.yaml")),
     (
         "huggingface.yaml",

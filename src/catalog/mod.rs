@@ -13,7 +13,7 @@ use serde_saphyr::Spanned;
 use crate::config::problem::Problems;
 pub use spec::{
     ArtifactsSpec, CapabilitiesSpec, CommercialUse, LicenseKind, MofClass, Openness, OutputUse,
-    PriceSpec, SourcesSpec, TrainingCode, TrainingData,
+    PriceSpec, SourcesSpec, Task, TrainingCode, TrainingData,
 };
 use spec::{CatalogFileSpec, LicenseSpec, ModelSpec};
 
@@ -69,6 +69,8 @@ pub struct Model {
     pub served_as: Vec<String>,
     pub sources: SourcesSpec,
     pub test_only: bool,
+    /// Chat or embedding.
+    pub task: Task,
     /// Not in the catalog: discovered on a local backend, license unknown.
     pub uncatalogued: bool,
 }
@@ -252,6 +254,7 @@ impl Catalog {
                 }),
                 sources: m.sources,
                 test_only: m.test_only,
+                task: m.task,
                 uncatalogued: false,
             };
             cat.insert(Arc::new(model));
@@ -335,6 +338,11 @@ impl Catalog {
                 mof: None,
             },
             test_only: false,
+            task: if served.to_ascii_lowercase().contains("embed") {
+                Task::Embedding
+            } else {
+                Task::Chat
+            },
             uncatalogued: true,
         }
     }

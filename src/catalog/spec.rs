@@ -139,6 +139,20 @@ pub struct ModelSpec {
     /// A test model, not a language model (the built-in `echo`).
     #[serde(default)]
     pub test_only: bool,
+    /// What the model does: `chat` (default) or `embedding`.
+    #[serde(default)]
+    pub task: Task,
+}
+
+/// What a model is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Chat completions (and Anthropic messages).
+    #[default]
+    Chat,
+    /// Embeddings.
+    Embedding,
 }
 
 /// The released artifacts of a model.

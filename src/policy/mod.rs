@@ -23,7 +23,7 @@ pub use spec::EndpointName;
 
 use crate::api::{ErrorBody, ErrorType};
 use crate::auth::Caller;
-use crate::catalog::Model;
+use crate::catalog::{Model, Task};
 use crate::config::{Deployment, Route, Snapshot};
 use crate::error::printable;
 
@@ -153,8 +153,21 @@ impl PolicyError {
     }
 }
 
+/// The kind of model an endpoint needs.
+fn task_of(endpoint: EndpointName) -> Task {
+    match endpoint {
+        EndpointName::Embeddings => Task::Embedding,
+        EndpointName::ChatCompletions | EndpointName::Messages => Task::Chat,
+    }
+}
+
 /// The deployment indices a requested name stands for under a policy.
-fn candidates_for(policy: &CompiledPolicy, snapshot: &Snapshot, model: &str) -> Option<Vec<usize>> {
+fn candidates_for(
+    policy: &CompiledPolicy,
+    snapshot: &Snapshot,
+    model: &str,
+    task: Task,
+) -> Option<Vec<usize>> {
     if let Some(idx) = policy.aliases.get(model) {
         return Some(idx.clone());
     }
@@ -166,7 +179,7 @@ fn candidates_for(policy: &CompiledPolicy, snapshot: &Snapshot, model: &str) -> 
                 .deployments
                 .iter()
                 .enumerate()
-                .filter(|(_, d)| !d.model.test_only)
+                .filter(|(_, d)| !d.model.test_only && d.model.task == task)
                 .map(|(i, _)| i)
                 .collect(),
         ),
@@ -224,7 +237,7 @@ pub fn decide(ask: &Ask, snapshot: &Snapshot) -> Result<Decision, PolicyError> {
             policy: Arc::from("(none)"),
         });
     };
-    let Some(indices) = candidates_for(policy, snapshot, ask.model) else {
+    let Some(indices) = candidates_for(policy, snapshot, ask.model, task_of(ask.endpoint)) else {
         return Err(PolicyError::UnknownModel(ask.model.to_owned()));
     };
     if indices.is_empty() {
@@ -336,6 +349,15 @@ pub fn listable(
 fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refusal> {
     let m = &d.model;
     let caps = &m.capabilities;
+    let task = task_of(ask.endpoint);
+    if m.task != task {
+        let what = if m.task == Task::Embedding {
+            "an embedding model"
+        } else {
+            "not an embedding model"
+        };
+        return refusal(RefusalKind::Capability, format!("model {} is {what}", m.id));
+    }
     if ask.needs.tools && !caps.tools {
         return refusal(
             RefusalKind::Capability,

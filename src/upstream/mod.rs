@@ -14,6 +14,7 @@ use http::{HeaderValue, StatusCode};
 
 use crate::adapters::{self, AdapterError, Completed, StreamTranslator, UpstreamFault};
 use crate::api::chat::ChatRequest;
+use crate::api::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::api::{ErrorBody, ErrorType};
 use crate::config::{Deployment, Limits};
 use crate::policy::Decision;
@@ -36,9 +37,9 @@ pub enum Answer {
 }
 
 /// The deployment that answered, and what the failed attempts before it met.
-pub struct Served {
+pub struct Served<T = Answer> {
     pub deployment: Arc<Deployment>,
-    pub answer: Answer,
+    pub answer: T,
     pub failed: Vec<Attempt>,
 }
 
@@ -244,10 +245,13 @@ pub async fn call(
 /// The fallback loop: one attempt per allowed deployment, in the decision's order, until one
 /// answers or a failure says the request itself is at fault. It can only reach deployments
 /// through the decision.
-pub async fn fallback<F, Fut>(decision: &Decision, mut attempt: F) -> Result<Served, UpstreamError>
+pub async fn fallback<T, F, Fut>(
+    decision: &Decision,
+    mut attempt: F,
+) -> Result<Served<T>, UpstreamError>
 where
     F: FnMut(Arc<Deployment>) -> Fut,
-    Fut: std::future::Future<Output = Result<Answer, AttemptError>>,
+    Fut: std::future::Future<Output = Result<T, AttemptError>>,
 {
     let mut failed = Vec::new();
     for d in decision.candidates() {
@@ -290,17 +294,52 @@ async fn attempt(
     let d = d.as_ref();
     let kind = d.kind();
     let Some(adapter) = kind.adapter() else {
-        return match kind {
-            crate::config::spec::Kind::Echo => Ok(echo(d, req)),
-            other => Err(AttemptError::Unsupported(format!(
-                "the {} dialect is not available in this build",
-                other.as_str()
-            ))),
-        };
+        return Ok(echo(d, req));
     };
-    let up = adapter
-        .build_request(req, d)
-        .map_err(|e| AttemptError::Unsupported(e.to_string()))?;
+    let up = adapter.build_request(req, d).map_err(adapter_error)?;
+    let response = send(adapter, d, up).await?;
+    if req.stream {
+        let is_sse = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            return Err(AttemptError::Invalid(
+                "a stream was asked for but the answer is not text/event-stream".into(),
+            ));
+        }
+        return Ok(Answer::Stream {
+            body: Box::pin(response.bytes_stream()),
+            translator: adapter.stream_translator(req, d),
+        });
+    }
+    let body = read_capped(
+        response,
+        limits.max_response_bytes,
+        d.endpoint.timeouts.total,
+    )
+    .await?;
+    adapter
+        .parse_response(body, req, d)
+        .map(Answer::Complete)
+        .map_err(adapter_error)
+}
+
+fn adapter_error(e: AdapterError) -> AttemptError {
+    match e {
+        AdapterError::InvalidResponse(m) => AttemptError::Invalid(m),
+        AdapterError::Unsupported(m) => AttemptError::Unsupported(m),
+    }
+}
+
+/// Sends an upstream request within the first-byte timeout; a non-2xx answer is read (capped)
+/// and becomes the attempt's error.
+async fn send(
+    adapter: &dyn adapters::Adapter,
+    d: &Deployment,
+    up: adapters::UpstreamRequest,
+) -> Result<reqwest::Response, AttemptError> {
     let ep = &d.endpoint;
     let client = ep
         .client
@@ -318,44 +357,80 @@ async fn attempt(
     };
     d.stats.observe_first_byte(sent.elapsed());
     let status = response.status();
-    if !status.is_success() {
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .filter(|v| v.len() <= 64)
-            .cloned();
-        let body = read_capped(response, MAX_ERROR_BODY as u64, ep.timeouts.total)
-            .await
-            .unwrap_or_default();
-        return Err(AttemptError::Status {
-            fault: adapter.parse_error(status, &body, d),
-            retry_after,
-        });
+    if status.is_success() {
+        return Ok(response);
     }
-    if req.stream {
-        let is_sse = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !is_sse {
-            return Err(AttemptError::Invalid(
-                "a stream was asked for but the answer is not text/event-stream".into(),
-            ));
-        }
-        return Ok(Answer::Stream {
-            body: Box::pin(response.bytes_stream()),
-            translator: adapter.stream_translator(req, d),
-        });
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .filter(|v| v.len() <= 64)
+        .cloned();
+    let body = read_capped(response, MAX_ERROR_BODY as u64, ep.timeouts.total)
+        .await
+        .unwrap_or_default();
+    Err(AttemptError::Status {
+        fault: adapter.parse_error(status, &body, d),
+        retry_after,
+    })
+}
+
+/// Embeddings: the decision's deployments in order, as for chat.
+pub async fn embed(
+    decision: &Decision,
+    req: &EmbeddingsRequest,
+    limits: &Limits,
+) -> Result<Served<Embeddings>, UpstreamError> {
+    fallback(decision, |d| async move {
+        let adapter = d
+            .kind()
+            .adapter()
+            .ok_or_else(|| AttemptError::Unsupported("the echo model has no embeddings".into()))?;
+        let up = adapter.build_embeddings(req, &d).map_err(adapter_error)?;
+        let response = send(adapter, &d, up).await?;
+        let body = read_capped(
+            response,
+            limits.max_response_bytes,
+            d.endpoint.timeouts.total,
+        )
+        .await?;
+        adapter.parse_embeddings(&body, &d).map_err(adapter_error)
+    })
+    .await
+}
+
+/// Anthropic's `count_tokens` on an Anthropic deployment: the client's body with the
+/// deployment's model name.
+pub async fn count_tokens(d: &Deployment, body: &serde_json::Value) -> Result<Bytes, AttemptError> {
+    let adapter = d
+        .kind()
+        .adapter()
+        .ok_or_else(|| AttemptError::Unsupported("no token counting here".into()))?;
+    let mut body = body.clone();
+    body["model"] = serde_json::Value::String(d.upstream_model.clone());
+    if let Some(o) = body.as_object_mut() {
+        o.remove("stream");
+        o.remove("max_tokens");
     }
-    let body = read_capped(response, limits.max_response_bytes, ep.timeouts.total).await?;
-    adapter
-        .parse_response(body, req, d)
-        .map(Answer::Complete)
-        .map_err(|e| match e {
-            AdapterError::InvalidResponse(m) => AttemptError::Invalid(m),
-            AdapterError::Unsupported(m) => AttemptError::Unsupported(m),
-        })
+    let mut headers = vec![
+        (
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (
+            http::HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(adapters::anthropic::VERSION),
+        ),
+    ];
+    if let Some((name, value)) = &d.endpoint.auth_header {
+        headers.push((name.clone(), value.clone()));
+    }
+    let up = adapters::UpstreamRequest {
+        url: format!("{}/messages/count_tokens", d.endpoint.base_url),
+        headers,
+        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+    };
+    let response = send(adapter, d, up).await?;
+    read_capped(response, MAX_ERROR_BODY as u64, d.endpoint.timeouts.total).await
 }
 
 fn echo(d: &Deployment, req: &ChatRequest) -> Answer {

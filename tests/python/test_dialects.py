@@ -149,3 +149,19 @@ def test_anthropic_tools(model, stream):
 def test_anthropic_errors():
     with pytest.raises(anthropic.NotFoundError):
         an().messages.create(model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+
+
+@pytest.mark.parametrize("model", ["text-embedding-3-small", "gemini-embedding-001"])
+def test_openai_embeddings(model):
+    # The SDK asks for base64 by default and decodes it.
+    r = oa().embeddings.create(model=model, input=["hello", "abc"])
+    assert [d.embedding for d in r.data] == [[5.0, 104.0, 0.5, -0.25], [3.0, 97.0, 0.5, -0.25]]
+    assert r.usage.prompt_tokens > 0
+    r = oa().embeddings.create(model=model, input="abc", encoding_format="float")
+    assert r.data[0].embedding == [3.0, 97.0, 0.5, -0.25]
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "llama-3.1-8b-instruct"])
+def test_anthropic_count_tokens(model):
+    r = an().messages.count_tokens(model=model, messages=[{"role": "user", "content": "Hello there"}])
+    assert r.input_tokens > 0

@@ -308,6 +308,87 @@ pub fn anthropic(
     sse(ev, Duration::from_millis(2), false)
 }
 
+/// The fake `POST /v1/messages/count_tokens`.
+pub fn anthropic_count_tokens(
+    headers: &HeaderMap,
+    body: &Value,
+    key: Option<&str>,
+) -> Response<FakeBody> {
+    if let Some(k) = key
+        && headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(k)
+    {
+        return anthropic_error(401, "authentication_error", "invalid x-api-key");
+    }
+    for k in body.as_object().into_iter().flat_map(|o| o.keys()) {
+        if ![
+            "model",
+            "messages",
+            "system",
+            "tools",
+            "tool_choice",
+            "thinking",
+        ]
+        .contains(&k.as_str())
+        {
+            return anthropic_error(
+                400,
+                "invalid_request_error",
+                &format!("{k}: Extra inputs are not permitted"),
+            );
+        }
+    }
+    json_response(200, &json!({"input_tokens": 42}))
+}
+
+/// A vector for a text: its length and first byte, so tests can tell inputs apart.
+fn vector_of(text: &str) -> Vec<f32> {
+    vec![
+        text.len() as f32,
+        f32::from(text.bytes().next().unwrap_or(0)),
+        0.5,
+        -0.25,
+    ]
+}
+
+/// The fake `POST /v1/embeddings` (OpenAI's format).
+pub fn openai_embeddings(
+    headers: &HeaderMap,
+    body: &Value,
+    key: Option<&str>,
+) -> Response<FakeBody> {
+    if let Some(k) = key
+        && headers.get("authorization").and_then(|v| v.to_str().ok())
+            != Some(&format!("Bearer {k}"))
+    {
+        return json_response(
+            401,
+            &json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
+        );
+    }
+    let texts: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+            .collect(),
+        _ => {
+            return json_response(
+                400,
+                &json!({"error": {"message": "'input' is required", "type": "invalid_request_error", "param": "input", "code": null}}),
+            );
+        }
+    };
+    let data: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": vector_of(t)}))
+        .collect();
+    json_response(
+        200,
+        &json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 5, "total_tokens": 5}}),
+    )
+}
+
 // === Gemini ===
 
 fn gemini_error(status: u16, code: &str, message: &str) -> Response<FakeBody> {
@@ -436,6 +517,21 @@ pub fn gemini(
     let Some((model, method)) = path.trim_start_matches("/v1beta/models/").split_once(':') else {
         return gemini_error(404, "NOT_FOUND", "method not found");
     };
+    if method == "batchEmbedContents" {
+        if let Some(k) = key
+            && headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(k)
+        {
+            return gemini_error(400, "INVALID_ARGUMENT", "API key not valid.");
+        }
+        let Some(reqs) = body.get("requests").and_then(Value::as_array) else {
+            return gemini_error(400, "INVALID_ARGUMENT", "requests is required");
+        };
+        let embeddings: Vec<Value> = reqs
+            .iter()
+            .map(|r| json!({"values": vector_of(r.pointer("/content/parts/0/text").and_then(Value::as_str).unwrap_or(""))}))
+            .collect();
+        return json_response(200, &json!({"embeddings": embeddings}));
+    }
     let stream = match method {
         "generateContent" => false,
         "streamGenerateContent" if query == Some("alt=sse") => true,

@@ -228,6 +228,12 @@ async fn handle(
         );
     }
     let current = script.lock().unwrap().clone();
+    if method == "POST" && path == "/v1/embeddings" {
+        return dialects::openai_embeddings(&headers, &body, key.as_deref());
+    }
+    if method == "POST" && path == "/v1/messages/count_tokens" {
+        return dialects::anthropic_count_tokens(&headers, &body, key.as_deref());
+    }
     if method == "POST" && path == "/v1/messages" {
         return dialects::anthropic(&headers, &body, &current, key.as_deref());
     }

@@ -12,6 +12,7 @@ use super::{
     Adapter, AdapterError, AnswerBody, Completed, StreamTranslator, UpstreamFault, UpstreamRequest,
 };
 use crate::api::chat::ChatRequest;
+use crate::api::embeddings::{Embeddings, EmbeddingsRequest, Input};
 use crate::config::Deployment;
 
 pub struct Gemini;
@@ -60,6 +61,66 @@ impl Adapter for Gemini {
 
     fn parse_error(&self, status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault {
         response::error(status, body, d)
+    }
+
+    fn build_embeddings(
+        &self,
+        req: &EmbeddingsRequest,
+        d: &Deployment,
+    ) -> Result<UpstreamRequest, AdapterError> {
+        let Input::Texts(texts) = &req.input else {
+            return Err(AdapterError::Unsupported(
+                "Gemini embeds text, not token ids".into(),
+            ));
+        };
+        let model = format!("models/{}", d.upstream_model);
+        let requests: Vec<serde_json::Value> = texts
+            .iter()
+            .map(|t| {
+                let mut r =
+                    serde_json::json!({"model": model, "content": {"parts": [{"text": t}]}});
+                if let Some(n) = req.dimensions {
+                    r["outputDimensionality"] = serde_json::json!(n);
+                }
+                r
+            })
+            .collect();
+        let mut headers = vec![(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        if let Some((name, value)) = &d.endpoint.auth_header {
+            headers.push((name.clone(), value.clone()));
+        }
+        Ok(UpstreamRequest {
+            url: format!(
+                "{}/models/{}:batchEmbedContents",
+                d.endpoint.base_url, d.upstream_model
+            ),
+            headers,
+            body: Bytes::from(
+                serde_json::to_vec(&serde_json::json!({"requests": requests})).unwrap_or_default(),
+            ),
+        })
+    }
+
+    fn parse_embeddings(&self, body: &[u8], d: &Deployment) -> Result<Embeddings, AdapterError> {
+        #[derive(serde::Deserialize)]
+        struct Batch {
+            embeddings: Vec<Values>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Values {
+            values: Vec<f32>,
+        }
+        let b: Batch = serde_json::from_slice(body).map_err(|e| {
+            AdapterError::InvalidResponse(format!("not a batchEmbedContents answer: {e}"))
+        })?;
+        Ok(Embeddings {
+            model: d.upstream_model.clone(),
+            vectors: b.embeddings.into_iter().map(|v| v.values).collect(),
+            usage: None,
+        })
     }
 
     fn stream_translator(&self, _req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator> {
