@@ -20,13 +20,15 @@ use crate::metrics::{Metrics, model_labels, status_class};
 use crate::policy::{self, Ask, Needs, PolicyError};
 use crate::server::request_id::X_REQUEST_ID;
 use crate::stream::body::ResponseBody;
-use crate::stream::relay::{Deadline, EndReason, Relay, StreamEnd};
+use crate::stream::relay::{Deadline, EndReason, StreamEnd};
 use crate::stream::respond;
-use crate::upstream::{self, Answer};
+use crate::upstream::{self, Answer, Plan, StreamSetup};
 
-/// What every request shares: metrics and the drain signal.
+/// What every request shares: metrics, the live configuration, and the drain signal.
 pub struct Ctx {
     pub metrics: Arc<Metrics>,
+    /// The newest snapshot, for attempts that start after a reload.
+    pub live: crate::config::reload::Live,
     /// Turns true when the drain deadline of a shutdown has passed.
     pub drain_deadline: watch::Receiver<bool>,
 }
@@ -208,18 +210,29 @@ where
     let policy = decision.policy.clone();
 
     // ⑤⑥ Call.
-    let served = match upstream::call(&decision, &req, &limits).await {
+    let recheck = Recheck::new(ctx, snapshot, &req, front.endpoint(), caller, &labels);
+    let plan = Plan {
+        deadline: tokio::time::Instant::now() + deadline_of(&decision),
+        allowed: &|d: &Deployment| recheck.allows(d),
+    };
+    let encoder = || front.encoder(req.wants_stream_usage(), prompt_estimate);
+    let drain = || ctx.deadline();
+    let setup = StreamSetup {
+        encoder: &encoder,
+        drain: &drain,
+    };
+    let mut cancelled = Cancelled::new(ctx, &policy);
+    let called = upstream::call(&decision, &plan, &req, &limits, &setup).await;
+    cancelled.disarm();
+    let served = match called {
         Ok(s) => s,
         Err(e) => {
-            for a in &e.attempts {
-                ctx.metrics.attempt(&a.deployment, a.error.label());
-            }
+            ctx.metrics.failed_call(&e);
             return Err((e.into(), Some(policy)));
         }
     };
-    for a in &served.failed {
-        ctx.metrics.attempt(&a.deployment, a.error.label());
-    }
+    ctx.metrics
+        .served(&served.failed, &served.skipped, &served.retries);
     let d = served.deployment.clone();
     ctx.metrics.attempt(&d, "ok");
     if !served.failed.is_empty() {
@@ -236,7 +249,6 @@ where
         started,
         prompt_estimate,
     };
-    let encoder = || front.encoder(req.wants_stream_usage(), prompt_estimate);
 
     // ⑦ Respond.
     let response = match served.answer {
@@ -257,11 +269,19 @@ where
             respond::cost(&mut res, cost);
             res
         }
-        Answer::Stream { body, translator } => {
+        Answer::Stream(mut relay) => {
+            // The first content is ready: the time to first token, as the client sees it.
+            ctx.metrics
+                .ttft
+                .with_label_values(&model_labels(&d, "")[..5])
+                .observe(started.elapsed().as_secs_f64());
             ctx.metrics.open_streams.inc();
             let metrics = ctx.metrics.clone();
-            let on_end = Box::new(move |end: StreamEnd| {
+            relay.on_end(Box::new(move |end: StreamEnd| {
                 metrics.open_streams.dec();
+                if end.reason == EndReason::ClientGone {
+                    metrics.cancelled.with_label_values(&["stream"]).inc();
+                }
                 let usage = end
                     .usage
                     .unwrap_or_else(|| record.estimate(end.output_chars));
@@ -269,30 +289,128 @@ where
                     .stream_ends
                     .with_label_values(&model_labels(&record.deployment, end.reason.as_str()))
                     .inc();
-                if let Some(t) = end.time_to_first_byte {
-                    metrics
-                        .ttft
-                        .with_label_values(&model_labels(&record.deployment, "")[..5])
-                        .observe(t.as_secs_f64());
-                }
                 record.finish(&metrics, &usage, Some(end.reason));
-            });
-            let relay = Relay::new(
-                body,
-                translator,
-                encoder(),
-                limits.max_sse_line_bytes,
-                d.endpoint.timeouts.idle,
-                Some(ctx.deadline()),
-                on_end,
-            );
-            respond::relay(relay, &d, &decision)
+            }));
+            respond::relay(*relay, &d, &decision)
         }
     };
     Ok(Outcome {
         response,
         policy: Some(policy),
     })
+}
+
+/// How long a request may take to be answered (to its first content, for streams): the first
+/// choice's `timeouts.total`. Retries and fallbacks cannot extend it.
+fn deadline_of(decision: &policy::Decision) -> std::time::Duration {
+    decision
+        .candidates()
+        .first()
+        .map_or(std::time::Duration::from_secs(600), |d| {
+            d.endpoint.timeouts.total
+        })
+}
+
+/// Counts a request whose client went away while the upstream was being called: dropping the
+/// call closes the upstream connection; this records that it happened.
+struct Cancelled {
+    metrics: Option<Arc<Metrics>>,
+    policy: Arc<str>,
+}
+
+impl Cancelled {
+    fn new(ctx: &Ctx, policy: &Arc<str>) -> Cancelled {
+        Cancelled {
+            metrics: Some(ctx.metrics.clone()),
+            policy: policy.clone(),
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.metrics = None;
+    }
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some(m) = self.metrics.take() {
+            m.cancelled.with_label_values(&["request"]).inc();
+            tracing::info!(policy = %self.policy, "client went away; upstream request cancelled");
+        }
+    }
+}
+
+/// Whether an attempt may still go to a deployment: a reload since the decision may have
+/// narrowed the policy, and attempts that start after it follow the new one.
+struct Recheck<'a> {
+    live: crate::config::reload::Live,
+    config: Arc<crate::config::Config>,
+    model: &'a str,
+    endpoint: policy::EndpointName,
+    caller: &'a Caller,
+    labels: &'a [(String, String)],
+    needs: Needs,
+    bytes: usize,
+    max_output: Option<u32>,
+    /// The names the newest configuration allows, by its hash.
+    cache: std::sync::Mutex<Option<(String, Vec<String>)>>,
+}
+
+impl<'a> Recheck<'a> {
+    fn new(
+        ctx: &Ctx,
+        snapshot: &Snapshot,
+        req: &'a ChatRequest,
+        endpoint: policy::EndpointName,
+        caller: &'a Caller,
+        labels: &'a [(String, String)],
+    ) -> Recheck<'a> {
+        Recheck {
+            live: ctx.live.clone(),
+            config: snapshot.config.clone(),
+            model: &req.model,
+            endpoint,
+            caller,
+            labels,
+            needs: Needs {
+                tools: req.uses_tools(),
+                vision: req.has_images(),
+            },
+            bytes: req.text_len(),
+            max_output: req.max_output_tokens(),
+            cache: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn allows(&self, d: &Deployment) -> bool {
+        let now = self.live.load();
+        if Arc::ptr_eq(&now.config, &self.config) {
+            return true;
+        }
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.as_ref().is_none_or(|(h, _)| *h != now.config.hash) {
+            let size = ByteSize(self.bytes);
+            let ask = Ask {
+                model: self.model,
+                endpoint: self.endpoint,
+                caller: self.caller,
+                labels: self.labels,
+                needs: self.needs,
+                prompt: &size,
+                max_output: self.max_output,
+            };
+            let names = policy::decide(&ask, &now)
+                .map(|dec| dec.candidates().iter().map(|c| c.name.clone()).collect())
+                .unwrap_or_default();
+            *cache = Some((now.config.hash.clone(), names));
+        }
+        cache
+            .as_ref()
+            .is_some_and(|(_, names)| names.contains(&d.name))
+    }
 }
 
 /// A prompt measured by its bytes only (embeddings, token counts).
@@ -353,18 +471,16 @@ where
         })?;
         ctx.metrics.decision(&decision);
         let policy = decision.policy.clone();
-        let served = match upstream::embed(&decision, &req, &limits).await {
+        let plan = Plan::until(tokio::time::Instant::now() + deadline_of(&decision));
+        let served = match upstream::embed(&decision, &plan, &req, &limits).await {
             Ok(s) => s,
             Err(e) => {
-                for a in &e.attempts {
-                    ctx.metrics.attempt(&a.deployment, a.error.label());
-                }
+                ctx.metrics.failed_call(&e);
                 return Err((e.into(), Some(policy)));
             }
         };
-        for a in &served.failed {
-            ctx.metrics.attempt(&a.deployment, a.error.label());
-        }
+        ctx.metrics
+            .served(&served.failed, &served.skipped, &served.retries);
         let d = served.deployment.clone();
         ctx.metrics.attempt(&d, "ok");
         let record = Record {
@@ -465,6 +581,8 @@ where
                             deployment: d.clone(),
                             error: e,
                         }],
+                        skipped: Vec::new(),
+                        retries: Vec::new(),
                     }
                     .into());
                 }

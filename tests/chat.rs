@@ -429,16 +429,21 @@ async fn a_failing_deployment_falls_back_to_the_next() {
     let (status, headers, v) = chat(&gw, hello("qwen3-8b")).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(headers["x-modelgate-deployment"], "second");
-    assert_eq!(broken.seen().len(), 1);
+    // Tried, retried once (the default), then the next deployment.
+    assert_eq!(broken.seen().len(), 2);
     let m = gw.metrics().await;
     assert_eq!(metric(&m, "modelgate_fallbacks_total", &[]), 1.0);
+    assert_eq!(
+        metric(&m, "modelgate_retries_total", &[("deployment", "first")]),
+        1.0
+    );
     assert_eq!(
         metric(
             &m,
             "modelgate_upstream_attempts_total",
             &[("deployment", "first"), ("result", "server_error")]
         ),
-        1.0
+        2.0
     );
 
     // A request the upstream refuses as malformed is not retried elsewhere.

@@ -25,6 +25,8 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("config", "DataHandlingSpec", "deployments[].data"),
     ("config", "DeploymentPriceSpec", "deployments[].price"),
     ("config", "TimeoutsSpec", "deployments[].timeouts"),
+    ("config", "RetriesSpec", "deployments[].retries"),
+    ("config", "BreakerSpec", "deployments[].breaker"),
     ("config", "PoliciesRefSpec", "policies"),
     ("config", "LimitsSpec", "limits"),
     ("config", "ServerSpec", "server"),
@@ -95,8 +97,17 @@ fn enum_values(src: &str, name: &str) -> Option<Vec<String>> {
     let body = &src[start..];
     let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
     let mut out = Vec::new();
+    let mut renamed = None;
     for line in body.lines().map(str::trim) {
+        if let Some(r) = line.strip_prefix("#[serde(rename = \"") {
+            renamed = r.split('"').next().map(str::to_owned);
+            continue;
+        }
         if line.starts_with("//") || line.starts_with("#[") || line.is_empty() {
+            continue;
+        }
+        if let Some(r) = renamed.take() {
+            out.push(r);
             continue;
         }
         let v = line.trim_end_matches(',');

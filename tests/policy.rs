@@ -161,7 +161,8 @@ async fn research_requests_only_reach_open_source_models() {
     });
     let (status, _, _) = ask(&gw, msg("auto"), Some("purpose=research")).await;
     assert_eq!(status, 503);
-    assert_eq!(open.seen().len(), 4);
+    // Tried and retried; no other deployment may take it.
+    assert_eq!(open.seen().len(), 5);
     assert!(local.seen().is_empty() && closed.seen().is_empty());
 }
 

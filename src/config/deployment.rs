@@ -2,22 +2,26 @@
 //! locality, timeouts, connection pool); a [`Deployment`] is one model at one endpoint.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
 
 use super::spec::{DataHandlingSpec, Kind, Locality};
 use crate::catalog::{Model, Price};
+use crate::upstream::breaker::BreakerConfig;
 use crate::upstream::client::UpstreamClient;
+use crate::upstream::health::{Health, HealthBook};
+use crate::upstream::retry::RetryPolicy;
 
 /// Per-phase timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
     pub first_byte: Duration,
+    pub first_token: Duration,
     pub idle: Duration,
     pub total: Duration,
+    pub stream_total: Duration,
 }
 
 impl Default for Timeouts {
@@ -25,8 +29,10 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(5),
             first_byte: Duration::from_secs(120),
+            first_token: Duration::from_secs(120),
             idle: Duration::from_secs(120),
             total: Duration::from_secs(600),
+            stream_total: Duration::from_secs(1800),
         }
     }
 }
@@ -50,12 +56,15 @@ pub struct Endpoint {
     pub price_override: Option<(f64, f64)>,
     pub stream_usage: bool,
     pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
+    /// Outlier ejection; `None` when turned off.
+    pub breaker: Option<BreakerConfig>,
     /// The connection pool for this endpoint.
     pub client: UpstreamClient,
 }
 
 /// One model at one endpoint.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Deployment {
     pub name: String,
     pub model: Arc<Model>,
@@ -68,35 +77,8 @@ pub struct Deployment {
     pub discovered_as: Option<String>,
     /// The response headers that name this deployment, made once.
     pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
-    /// What was observed of it while this snapshot was in force.
-    pub stats: DeploymentStats,
-}
-
-/// Observed behaviour of a deployment, for the `fastest` preference.
-#[derive(Debug, Default)]
-pub struct DeploymentStats {
-    /// Moving average of the time to response headers, in microseconds; 0 before any.
-    first_byte_micros: AtomicU64,
-}
-
-impl DeploymentStats {
-    /// Folds one observation into the moving average (weight 1/5).
-    pub fn observe_first_byte(&self, d: Duration) {
-        let x = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
-        let _ = self
-            .first_byte_micros
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(if old == 0 { x } else { (old * 4 + x) / 5 })
-            });
-    }
-
-    /// The average time to first byte, if any was observed.
-    pub fn latency_seconds(&self) -> Option<f64> {
-        match self.first_byte_micros.load(Ordering::Relaxed) {
-            0 => None,
-            us => Some(us as f64 / 1e6),
-        }
-    }
+    /// Ejection state, retry budget and observed latency, kept across reloads by name.
+    pub health: Arc<Health>,
 }
 
 impl Deployment {
@@ -108,6 +90,7 @@ impl Deployment {
         upstream_model: String,
     ) -> Deployment {
         let price = effective_price(&endpoint, &model);
+        let (breaker, retry) = (endpoint_breaker(&endpoint), endpoint.retry.clone());
         Deployment {
             name,
             model,
@@ -116,7 +99,7 @@ impl Deployment {
             price,
             discovered_as: None,
             response_headers: Vec::new(),
-            stats: DeploymentStats::default(),
+            health: Arc::new(Health::new(breaker, &retry)),
         }
         .with_headers()
     }
@@ -124,6 +107,7 @@ impl Deployment {
     /// A deployment for a model a backend listed.
     pub fn discovered(endpoint: Arc<Endpoint>, model: Arc<Model>, served: &str) -> Deployment {
         let price = effective_price(&endpoint, &model);
+        let (breaker, retry) = (endpoint_breaker(&endpoint), endpoint.retry.clone());
         Deployment {
             name: format!("{}/{}", endpoint.name, served),
             model,
@@ -132,9 +116,16 @@ impl Deployment {
             price,
             discovered_as: Some(served.to_owned()),
             response_headers: Vec::new(),
-            stats: DeploymentStats::default(),
+            health: Arc::new(Health::new(breaker, &retry)),
         }
         .with_headers()
+    }
+
+    /// The same deployment with the health the book keeps for its name.
+    pub fn with_health(&self, book: &HealthBook) -> Deployment {
+        let mut d = self.clone();
+        d.health = book.get(&d.name, &endpoint_breaker(&d.endpoint), &d.endpoint.retry);
+        d
     }
 
     fn with_headers(mut self) -> Deployment {
@@ -145,6 +136,16 @@ impl Deployment {
     pub fn kind(&self) -> Kind {
         self.endpoint.kind
     }
+}
+
+/// The breaker settings of an endpoint (an endpoint without ejection gets one that never
+/// trips).
+fn endpoint_breaker(ep: &Endpoint) -> BreakerConfig {
+    ep.breaker.unwrap_or(BreakerConfig {
+        consecutive_failures: u32::MAX,
+        failure_rate: 2.0,
+        ..BreakerConfig::default()
+    })
 }
 
 /// The deployment's own price, else the list price for remote deployments, else nothing

@@ -20,7 +20,9 @@ use crate::auth::keys::{Caller, KeyStore, hex};
 use crate::catalog::spec::CatalogFileSpec;
 use crate::catalog::{Catalog, builtin};
 use crate::policy::spec::PolicyFileSpec;
+use crate::upstream::breaker::BreakerConfig;
 use crate::upstream::client;
+use crate::upstream::retry::RetryPolicy;
 
 /// Addresses given on the command line, which win over the file.
 #[derive(Clone, Debug, Default)]
@@ -744,19 +746,59 @@ impl DeploymentCx<'_> {
         let timeouts = Timeouts {
             connect: t.connect.map_or(defaults.connect, |d| d.0),
             first_byte: t.first_byte.map_or(defaults.first_byte, |d| d.0),
+            first_token: t.first_token.map_or(defaults.first_token, |d| d.0),
             idle: t.idle.map_or(defaults.idle, |d| d.0),
             total: t.total.map_or(defaults.total, |d| d.0),
+            stream_total: t.stream_total.map_or(defaults.stream_total, |d| d.0),
         };
         if [
             timeouts.connect,
             timeouts.first_byte,
+            timeouts.first_token,
             timeouts.idle,
             timeouts.total,
+            timeouts.stream_total,
         ]
         .iter()
         .any(Duration::is_zero)
         {
             self.problem(problems, "timeouts", "timeouts must be more than 0");
+        }
+        let rd = RetryPolicy::default();
+        let r = &d.retries;
+        let retry = RetryPolicy {
+            attempts: r.attempts.unwrap_or(rd.attempts),
+            on: r.on.clone().unwrap_or(rd.on),
+            base: r.backoff.map_or(rd.base, |d| d.0),
+            max: r.max_backoff.map_or(rd.max, |d| d.0),
+            max_retry_after: r.max_retry_after.map_or(rd.max_retry_after, |d| d.0),
+            budget_ratio: r.budget_ratio.unwrap_or(rd.budget_ratio),
+            budget_min_per_second: r.budget_min_per_second.unwrap_or(rd.budget_min_per_second),
+        };
+        if !(0.0..=10.0).contains(&retry.budget_ratio) || retry.attempts > 10 {
+            self.problem(
+                problems,
+                "retries",
+                "attempts are at most 10 and budget_ratio between 0 and 10",
+            );
+        }
+        let bd = BreakerConfig::default();
+        let b = &d.breaker;
+        let breaker = (b.consecutive_failures != Some(0)).then(|| BreakerConfig {
+            consecutive_failures: b.consecutive_failures.unwrap_or(bd.consecutive_failures),
+            failure_rate: b.failure_rate.unwrap_or(bd.failure_rate),
+            base_ejection: b.base_ejection.map_or(bd.base_ejection, |d| d.0),
+            max_ejection: b.max_ejection.map_or(bd.max_ejection, |d| d.0),
+            ..bd
+        });
+        if breaker
+            .is_some_and(|b| !(0.0..=1.0).contains(&b.failure_rate) || b.base_ejection.is_zero())
+        {
+            self.problem(
+                problems,
+                "breaker",
+                "failure_rate is between 0 and 1 and base_ejection more than 0",
+            );
         }
         if problems.len() > before {
             return Built::Skip;
@@ -785,6 +827,8 @@ impl DeploymentCx<'_> {
             price_override,
             stream_usage: d.stream_usage.unwrap_or(true),
             timeouts,
+            retry,
+            breaker,
             client,
         }))
     }

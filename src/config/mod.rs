@@ -112,6 +112,19 @@ pub const AUTO: &str = "auto";
 impl Snapshot {
     /// Expands discovered backends into deployments and builds the route table.
     pub fn build(config: Arc<Config>, discovered: &Discovered) -> Snapshot {
+        Snapshot::build_with(
+            config,
+            discovered,
+            &crate::upstream::health::HealthBook::default(),
+        )
+    }
+
+    /// [`Snapshot::build`], keeping what `book` knows of each deployment.
+    pub fn build_with(
+        config: Arc<Config>,
+        discovered: &Discovered,
+        book: &crate::upstream::health::HealthBook,
+    ) -> Snapshot {
         let mut deployments: Vec<Arc<Deployment>> = config.deployments.clone();
         for ep in &config.discover {
             let Some(names) = discovered.get(&ep.name) else {
@@ -126,6 +139,12 @@ impl Snapshot {
             }
         }
 
+        let deployments: Vec<Arc<Deployment>> = deployments
+            .iter()
+            .map(|d| Arc::new(d.with_health(book)))
+            .collect();
+        let names: Vec<&str> = deployments.iter().map(|d| d.name.as_str()).collect();
+        book.retain(&names);
         let mut routes: HashMap<String, Route> = HashMap::new();
         let mut by_model: Vec<(Arc<crate::catalog::Model>, Vec<usize>)> = Vec::new();
         for (i, d) in deployments.iter().enumerate() {

@@ -22,6 +22,8 @@ const MAX_DISCOVERED: usize = 200;
 /// The reloadable state of a running gateway.
 pub struct State {
     pub live: Live,
+    /// What is known of each deployment, kept across snapshots.
+    pub health: crate::upstream::health::HealthBook,
     origin: Origin,
     overrides: Overrides,
     env: Box<dyn Env + Send + Sync>,
@@ -56,11 +58,13 @@ impl State {
         metrics: Arc<Metrics>,
     ) -> Arc<State> {
         let config = Arc::new(loaded.config);
-        let snapshot = Snapshot::build(config.clone(), &Discovered::default());
+        let health = crate::upstream::health::HealthBook::default();
+        let snapshot = Snapshot::build_with(config.clone(), &Discovered::default(), &health);
         metrics.set_config(&config.hash, snapshot.deployments.len());
         let fingerprint = load::fingerprint(&loaded.watched);
         Arc::new(State {
             live: Arc::new(ArcSwap::from_pointee(snapshot)),
+            health,
             origin,
             overrides,
             env,
@@ -143,7 +147,7 @@ impl State {
     }
 
     fn publish(&self, inner: &Inner) {
-        let snapshot = Snapshot::build(inner.config.clone(), &inner.discovered);
+        let snapshot = Snapshot::build_with(inner.config.clone(), &inner.discovered, &self.health);
         self.metrics
             .set_config(&inner.config.hash, snapshot.deployments.len());
         self.live.store(Arc::new(snapshot));

@@ -231,6 +231,77 @@ pub struct DeploymentSpec {
     /// Per-phase timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsSpec,
+    /// Retries of this deployment before the next allowed one is tried.
+    #[serde(default)]
+    pub retries: RetriesSpec,
+    /// Outlier ejection of this deployment.
+    #[serde(default)]
+    pub breaker: BreakerSpec,
+}
+
+/// Failures that may be retried on the same deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// Connection refused, or reset before any byte of the answer.
+    Connect,
+    /// No answer within the first-byte or first-token timeout.
+    Timeout,
+    /// HTTP 408.
+    #[serde(rename = "408")]
+    RequestTimeout,
+    /// HTTP 429.
+    #[serde(rename = "429")]
+    RateLimited,
+    /// HTTP 500 to 599, and a stream that failed before its first content.
+    #[serde(rename = "5xx")]
+    ServerError,
+}
+
+/// Retries of one deployment.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesSpec {
+    /// Retries after the first try. Default 1; 0 moves straight to the next deployment.
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// Failures retried. Default all of them.
+    #[serde(default)]
+    pub on: Option<Vec<RetryOn>>,
+    /// First backoff ceiling (waits are random up to it, doubling each retry). Default 100ms.
+    #[serde(default)]
+    pub backoff: Option<Dur>,
+    /// Largest backoff ceiling. Default 2s.
+    #[serde(default)]
+    pub max_backoff: Option<Dur>,
+    /// Longest `Retry-After` waited for; a longer one moves on to the next deployment.
+    /// Default 10s.
+    #[serde(default)]
+    pub max_retry_after: Option<Dur>,
+    /// Retries may add at most this fraction of the deployment's recent requests. Default 0.2.
+    #[serde(default)]
+    pub budget_ratio: Option<f64>,
+    /// ...plus this many retries per second. Default 3.
+    #[serde(default)]
+    pub budget_min_per_second: Option<u32>,
+}
+
+/// Outlier ejection of one deployment.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    /// Consecutive failures that eject the deployment. Default 5; 0 turns ejection off.
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// Failure rate (0 to 1) over the last 20 attempts (at least 10) that ejects it. Default 0.5.
+    #[serde(default)]
+    pub failure_rate: Option<f64>,
+    /// First ejection; each further one doubles it. Default 1s.
+    #[serde(default)]
+    pub base_ejection: Option<Dur>,
+    /// Longest ejection. Default 30s.
+    #[serde(default)]
+    pub max_ejection: Option<Dur>,
 }
 
 /// What the provider does with prompts.
@@ -265,12 +336,20 @@ pub struct TimeoutsSpec {
     /// From sending the request to the response headers. Default 120s.
     #[serde(default)]
     pub first_byte: Option<Dur>,
+    /// From the response headers of a stream to its first content (text, a tool call): until
+    /// then the request can still go elsewhere. Default 120s.
+    #[serde(default)]
+    pub first_token: Option<Dur>,
     /// Longest silence between two chunks of a stream. Default 120s.
     #[serde(default)]
     pub idle: Option<Dur>,
-    /// Whole non-streaming request. Default 600s. Never applied to streams.
+    /// Whole non-streaming request, retries and fallbacks included. Default 600s. Never applied
+    /// to a stream once it has begun.
     #[serde(default)]
     pub total: Option<Dur>,
+    /// Backstop for a stream that never ends. Default 30m.
+    #[serde(default)]
+    pub stream_total: Option<Dur>,
 }
 
 /// Limits on requests.

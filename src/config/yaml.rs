@@ -26,7 +26,8 @@ pub fn parse<T: DeserializeOwned>(
     let mut path = String::new();
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
         serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
-            path = e.path().to_string();
+            // `Spanned` fields deserialize through a `value` key the user never wrote.
+            path = e.path().to_string().replace(".value", "");
             e.into_inner()
         })
     });

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub open_streams: IntGauge,
     pub upstream_attempts: IntCounterVec,
     pub fallbacks: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub cancelled: IntCounterVec,
+    pub circuit: IntGaugeVec,
     pub tokens: IntCounterVec,
     pub cost: prometheus::CounterVec,
     pub decisions: IntCounterVec,
@@ -109,6 +112,29 @@ impl Metrics {
                 "Attempts to call a deployment, by result (ok or the failure kind).",
                 &with_model(&["result"]),
             )?,
+            retries: counter(
+                &r,
+                "modelgate_retries_total",
+                "Retries of a deployment after a failed attempt.",
+                MODEL_LABELS,
+            )?,
+            cancelled: counter(
+                &r,
+                "modelgate_upstream_cancelled_total",
+                "Upstream calls cancelled because the client went away, by phase (request or stream).",
+                &["phase"],
+            )?,
+            circuit: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "modelgate_circuit_state",
+                        "Outlier ejection state per deployment: 0 closed, 1 half-open (probing), 2 open (ejected).",
+                    ),
+                    &["deployment"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             fallbacks: counter(
                 &r,
                 "modelgate_fallbacks_total",
@@ -212,6 +238,18 @@ impl Metrics {
         buf
     }
 
+    /// Sets the ejection state of each deployment, at scrape time: the breakers keep their state
+    /// without touching metrics on the request path, and removed deployments disappear.
+    pub fn set_circuits(&self, deployments: &[std::sync::Arc<crate::config::Deployment>]) {
+        let now = tokio::time::Instant::now();
+        self.circuit.reset();
+        for d in deployments.iter().filter(|d| d.endpoint.breaker.is_some()) {
+            self.circuit
+                .with_label_values(&[d.name.as_str()])
+                .set(d.health.breaker.state(now).value());
+        }
+    }
+
     /// Records the configuration now in force.
     pub fn set_config(&self, hash: &str, deployments: usize) {
         self.config_info.reset();
@@ -239,6 +277,37 @@ impl Metrics {
                 .with_label_values(&model_labels(d, "")[..5])
                 .inc_by(cost);
         }
+    }
+
+    /// What the attempts of a served request met.
+    pub fn served(
+        &self,
+        failed: &[crate::upstream::Attempt],
+        skipped: &[crate::upstream::Skip],
+        retries: &[std::sync::Arc<Deployment>],
+    ) {
+        for a in failed {
+            self.attempt(&a.deployment, a.error.label());
+        }
+        for s in skipped {
+            self.attempt(
+                &s.deployment,
+                match s.reason {
+                    crate::upstream::SkipReason::Ejected(_) => "ejected",
+                    crate::upstream::SkipReason::Reloaded => "disallowed_by_reload",
+                },
+            );
+        }
+        for d in retries {
+            self.retries
+                .with_label_values(&model_labels(d, "")[..5])
+                .inc();
+        }
+    }
+
+    /// What the attempts of a failed request met.
+    pub fn failed_call(&self, e: &crate::upstream::UpstreamError) {
+        self.served(&e.attempts, &e.skipped, &e.retries);
     }
 
     /// A request the policy allowed.

@@ -88,6 +88,20 @@ impl Decision {
     pub fn allows(&self, d: &Deployment) -> bool {
         self.candidates.iter().any(|c| std::ptr::eq(c.as_ref(), d))
     }
+
+    /// A decision that allows exactly `candidates`, for tests of the layers after `decide`.
+    #[cfg(test)]
+    pub(crate) fn allowing(candidates: Vec<Arc<Deployment>>) -> Decision {
+        Decision {
+            policy: Arc::from("test"),
+            policy_header: HeaderValue::from_static("test"),
+            rule: Arc::from("test"),
+            base_rule: None,
+            candidates,
+            held_back: 0,
+            refused: Vec::new(),
+        }
+    }
 }
 
 /// Why no deployment may serve a request.

@@ -12,10 +12,10 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::adapters::UpstreamFault;
-use crate::api::{ErrorBody, ErrorType, Usage};
+use crate::api::{ErrorBody, ErrorType};
 use crate::config::load::load_texts;
 use crate::config::{Discovered, Snapshot};
-use crate::upstream::{self, Answer, AttemptError};
+use crate::upstream::{self, AttemptError};
 
 const OPENNESS: [&str; 3] = ["closed", "open-weight", "open-source"];
 const COMMERCIAL: [&str; 4] = ["allowed", "conditional", "prohibited", "unknown"];
@@ -197,7 +197,7 @@ fn world() -> impl Strategy<Value = World> {
             proptest::collection::vec(deployment, n_deps),
             proptest::collection::vec(rule, 1..5),
             request,
-            proptest::collection::vec(proptest::option::weighted(0.6, 0..3u8), n_deps),
+            proptest::collection::vec(proptest::option::weighted(0.6, 0..5u8), n_deps),
         )
             .prop_map(|(licenses, models, deployments, rules, request, failures)| World { licenses, models, deployments, rules, request, failures })
     })
@@ -476,20 +476,22 @@ impl PromptSize for Bytes {
     }
 }
 
+/// The failure a scripted deployment answers every attempt with: 0 connect error, 1 HTTP 500,
+/// 2 HTTP 400, 3 HTTP 429 with `Retry-After: 1`. Kind 4 is a deployment a reload has disallowed
+/// by the time its attempt would start (it must never be called).
 fn fault(kind: u8) -> AttemptError {
+    let status = |status, retry_after: Option<&'static str>| AttemptError::Status {
+        fault: UpstreamFault {
+            status,
+            body: ErrorBody::new(ErrorType::ApiError, "scripted"),
+        },
+        retry_after: retry_after.map(http::HeaderValue::from_static),
+    };
     match kind {
         0 => AttemptError::Connect,
-        k => AttemptError::Status {
-            fault: UpstreamFault {
-                status: if k == 1 {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::BAD_REQUEST
-                },
-                body: ErrorBody::new(ErrorType::ApiError, "scripted"),
-            },
-            retry_after: None,
-        },
+        1 => status(StatusCode::INTERNAL_SERVER_ERROR, None),
+        3 => status(StatusCode::TOO_MANY_REQUESTS, Some("1")),
+        _ => status(StatusCode::BAD_REQUEST, None),
     }
 }
 
@@ -586,21 +588,22 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
         allowed = set.clone();
     }
 
-    // The upstream layer, with the failure schedule: every attempt inside the allowed set.
+    // The upstream layer, with the failure schedule (retries, Retry-After waits, reload
+    // re-checks): every attempt inside the allowed set.
+    let failure = |name: &str| name[1..].parse::<usize>().ok().and_then(|i| w.failures[i]);
     let attempted = Mutex::new(Vec::new());
-    let served = rt.block_on(upstream::fallback(&decision, |d| {
+    let still_allowed = |d: &crate::config::Deployment| failure(&d.name) != Some(4);
+    let plan = upstream::fallback::Plan {
+        deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(600),
+        allowed: &still_allowed,
+    };
+    let served = rt.block_on(upstream::fallback::run(&decision, &plan, |d| {
         attempted.lock().unwrap().push(d.name.clone());
-        let failure = d.name[1..]
-            .parse::<usize>()
-            .ok()
-            .and_then(|i| w.failures[i]);
+        let failure = failure(&d.name);
         async move {
             match failure {
                 Some(kind) => Err(fault(kind)),
-                None => Ok(Answer::Complete(crate::adapters::Completed {
-                    body: crate::adapters::AnswerBody::OpenAi(bytes::Bytes::new()),
-                    usage: Some(Usage::default()),
-                })),
+                None => Ok(()),
             }
         }
     }));
@@ -609,23 +612,41 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
     for a in &attempted {
         prop_assert!(allowed.contains(a), "attempt to {a} outside {allowed:?}");
         prop_assert!(decision.allows(snapshot.deployments.iter().find(|d| &d.name == a).unwrap()));
+        prop_assert!(
+            failure(a) != Some(4),
+            "attempt to {a}, which a reload disallowed"
+        );
     }
-    let distinct: BTreeSet<&String> = attempted.iter().collect();
-    prop_assert_eq!(
-        distinct.len(),
-        attempted.len(),
-        "a deployment was tried twice"
-    );
+    // Retries stay on one deployment: a deployment's attempts are consecutive and bounded.
+    let mut runs: Vec<(&String, u32)> = Vec::new();
+    for a in &attempted {
+        match runs.last_mut() {
+            Some((last, n)) if *last == a => *n += 1,
+            _ => runs.push((a, 1)),
+        }
+    }
+    let distinct: BTreeSet<&String> = runs.iter().map(|(a, _)| *a).collect();
+    prop_assert_eq!(distinct.len(), runs.len(), "a deployment was returned to");
+    for (a, n) in &runs {
+        let d = snapshot.deployments.iter().find(|d| &d.name == *a).unwrap();
+        prop_assert!(*n <= 1 + d.endpoint.retry.attempts, "{a} tried {n} times");
+    }
     match served {
         Ok(s) => prop_assert_eq!(attempted.last(), Some(&s.deployment.name)),
-        Err(e) => prop_assert_eq!(e.attempts.len(), attempted.len()),
+        Err(e) => {
+            prop_assert_eq!(e.attempts.len(), attempted.len());
+            prop_assert_eq!(e.retries.len() + runs.len(), attempted.len());
+        }
     }
     Ok(())
 }
 
 #[test]
 fn every_attempt_stays_inside_the_allowed_set() {
+    // Paused time: backoff and Retry-After waits pass instantly.
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
         .build()
         .unwrap();
     let cases: u32 = std::env::var("MODELGATE_PROPTEST_CASES")

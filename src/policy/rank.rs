@@ -75,7 +75,7 @@ pub fn rank(
                 order: rule.order.get(i).copied().flatten(),
                 local: locality_rank(d.endpoint.locality),
                 cost: comparable_cost(d, ask),
-                latency: d.stats.latency_seconds().unwrap_or(f64::INFINITY),
+                latency: d.health.latency_seconds().unwrap_or(f64::INFINITY),
                 openness: openness_rank(d),
             })
         })

@@ -37,6 +37,8 @@ impl AdminService {
         }
         match path {
             "/metrics" => {
+                self.metrics
+                    .set_circuits(&self.state.live.load().deployments);
                 let mut res = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,

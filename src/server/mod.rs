@@ -102,6 +102,7 @@ pub async fn start_with_env(
     let health = Arc::new(Health::default());
     let ctx = Arc::new(Ctx {
         metrics: metrics.clone(),
+        live: state.live.clone(),
         drain_deadline: deadline_rx,
     });
     let api_svc = crate::app::api_service::<Incoming>(state.live.clone(), ctx);

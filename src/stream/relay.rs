@@ -2,11 +2,14 @@
 //! translate each event, and write what the client should see. Nothing is buffered beyond the
 //! chunk at hand, so a client that stops reading slows the upstream read through TCP.
 //!
-//! A stream that ends without its terminator, stalls past the idle timeout, sends an in-band
-//! error or breaks the decoder's limits ends with an OpenAI error event and no `[DONE]`, so the
-//! client can tell the answer is incomplete. Dropping the relay (the client left) drops the
-//! upstream response, which closes the upstream connection.
+//! Before the first content (the commit point) the stream is `prime`d by the upstream layer: a
+//! failure there is an attempt's failure, and the request can go to the next deployment. After
+//! it, a stream that ends without its terminator, stalls past the idle timeout, sends an in-band
+//! error or breaks the decoder's limits ends with an error event and no clean end, so the client
+//! can tell the answer is incomplete. Dropping the relay (the client left) drops the upstream
+//! response, which closes the upstream connection.
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -28,7 +31,7 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> +
 /// How a stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndReason {
-    /// The upstream finished and the client got `[DONE]`.
+    /// The upstream finished and the client got the format's clean end.
     Completed,
     /// The upstream closed the stream before its end.
     UpstreamCut,
@@ -40,6 +43,8 @@ pub enum EndReason {
     InvalidUpstream,
     /// No chunk for longer than the idle timeout.
     IdleTimeout,
+    /// The stream ran past its backstop duration.
+    TooLong,
     /// The gateway's drain deadline passed.
     Shutdown,
     /// The client went away before the end.
@@ -55,6 +60,7 @@ impl EndReason {
             EndReason::InbandError => "inband_error",
             EndReason::InvalidUpstream => "invalid_upstream",
             EndReason::IdleTimeout => "idle_timeout",
+            EndReason::TooLong => "too_long",
             EndReason::Shutdown => "shutdown",
             EndReason::ClientGone => "client_gone",
         }
@@ -67,7 +73,6 @@ pub struct StreamEnd {
     pub reason: EndReason,
     pub usage: Option<Usage>,
     pub output_chars: usize,
-    pub time_to_first_byte: Option<Duration>,
     pub duration: Duration,
 }
 
@@ -76,6 +81,25 @@ pub type OnEnd = Box<dyn FnOnce(StreamEnd) + Send>;
 
 /// A future that completes when the gateway's drain deadline has passed.
 pub type Deadline = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How priming went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Primed {
+    /// The first content (or a complete, empty answer) is ready to send.
+    Ready,
+    /// No first content within the first-token timeout.
+    TimedOut,
+    /// The stream failed before its first content.
+    Failed(String),
+}
+
+/// One step of reading the upstream.
+enum Step {
+    /// Bytes for the client may be in `out`.
+    Progress,
+    /// The stream is over.
+    End(EndReason, Option<ErrorBody>),
+}
 
 pub struct Relay {
     upstream: ByteStream,
@@ -86,13 +110,16 @@ pub struct Relay {
     out: BytesMut,
     idle: Duration,
     idle_timer: Pin<Box<Sleep>>,
+    backstop: Pin<Box<Sleep>>,
     deadline: Option<Deadline>,
     started: Instant,
-    first_byte: Option<Duration>,
-    /// Frames made before the relay started (a pre-read first chunk), sent first.
+    /// Bytes for the client made before the relay was handed to the response.
     pending: Option<Bytes>,
     finished: bool,
+    end: Option<(EndReason, Option<ErrorBody>)>,
     on_end: Option<OnEnd>,
+    /// Held for as long as the stream lasts (a concurrency permit).
+    held: Option<Box<dyn Any + Send>>,
 }
 
 impl Relay {
@@ -102,8 +129,8 @@ impl Relay {
         encoder: Box<dyn Encoder>,
         max_line: usize,
         idle: Duration,
+        backstop: Duration,
         deadline: Option<Deadline>,
-        on_end: OnEnd,
     ) -> Relay {
         Relay {
             upstream,
@@ -114,23 +141,70 @@ impl Relay {
             out: BytesMut::new(),
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
+            backstop: Box::pin(tokio::time::sleep(backstop)),
             deadline,
             started: Instant::now(),
-            first_byte: None,
             pending: None,
             finished: false,
-            on_end: Some(on_end),
+            end: None,
+            on_end: None,
+            held: None,
         }
+    }
+
+    /// What to call when the stream ends.
+    pub fn on_end(&mut self, f: OnEnd) {
+        self.on_end = Some(f);
+    }
+
+    /// Keeps `v` until the stream ends.
+    pub fn hold(&mut self, v: Box<dyn Any + Send>) {
+        self.held = Some(v);
     }
 
     pub fn is_finished(&self) -> bool {
         self.finished && self.pending.is_none()
     }
 
-    /// Ends the stream: `[DONE]` when complete, else an error event.
-    fn finish(&mut self, reason: EndReason, error: Option<ErrorBody>) -> Bytes {
-        if let Some(body) = error {
-            self.encoder.error(&body, &mut self.out);
+    /// Reads the upstream until its first content (or its complete end) is ready for the
+    /// client, within `timeout`. Failures before that point are the attempt's.
+    pub async fn prime(&mut self, timeout: Duration) -> Primed {
+        let limit = tokio::time::sleep(timeout);
+        tokio::pin!(limit);
+        loop {
+            if self.translator.committed() {
+                self.pending = Some(self.out.split().freeze());
+                return Primed::Ready;
+            }
+            let step = std::future::poll_fn(|cx| {
+                if limit.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                self.poll_step(cx).map(Some)
+            })
+            .await;
+            match step {
+                None => return Primed::TimedOut,
+                Some(Step::Progress) => {}
+                Some(Step::End(EndReason::Completed, _)) => {
+                    // A complete answer without content: nothing to fall back from.
+                    self.close(EndReason::Completed, None);
+                    self.pending = Some(self.out.split().freeze());
+                    return Primed::Ready;
+                }
+                Some(Step::End(reason, err)) => {
+                    let why = err.map_or_else(|| reason.as_str().to_owned(), |e| e.message);
+                    self.finished = true;
+                    return Primed::Failed(why);
+                }
+            }
+        }
+    }
+
+    /// Writes the end of the stream into `out`: the format's clean end, or an error event.
+    fn close(&mut self, reason: EndReason, error: Option<ErrorBody>) {
+        if let Some(body) = &error {
+            self.encoder.error(body, &mut self.out);
         } else if reason == EndReason::Completed {
             let end = End {
                 usage: self.translator.usage(),
@@ -140,8 +214,7 @@ impl Relay {
             self.encoder.done(end, &mut self.out);
         }
         self.finished = true;
-        self.report(reason);
-        self.out.split().freeze()
+        self.end = Some((reason, error));
     }
 
     fn report(&mut self, reason: EndReason) {
@@ -150,10 +223,10 @@ impl Relay {
                 reason,
                 usage: self.translator.usage(),
                 output_chars: self.translator.output_chars(),
-                time_to_first_byte: self.first_byte,
                 duration: self.started.elapsed(),
             });
         }
+        self.held = None;
     }
 
     /// Translates the events decoded so far. `Some` when the stream is over.
@@ -175,43 +248,25 @@ impl Relay {
         end
     }
 
-    pub fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
-        let this = &mut *self;
-        if let Some(b) = this.pending.take() {
-            return Poll::Ready(Some(Ok(Frame::data(b))));
-        }
-        if this.finished {
-            return Poll::Ready(None);
-        }
+    /// Reads and translates what the upstream has; `Pending` when it has nothing yet.
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         loop {
-            match this.upstream.as_mut().poll_next(cx) {
+            match self.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    if this.first_byte.is_none() {
-                        this.first_byte = Some(this.started.elapsed());
-                    }
-                    if let Err(e) = this.decoder.feed(&chunk, &mut this.events) {
+                    self.idle_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + self.idle);
+                    if let Err(e) = self.decoder.feed(&chunk, &mut self.events) {
                         let body = ErrorBody::new(ErrorType::ApiError, e.to_string())
                             .code("upstream_invalid_response");
-                        let b = this.finish(EndReason::InvalidUpstream, Some(body));
-                        return Poll::Ready(Some(Ok(Frame::data(b))));
+                        return Poll::Ready(Step::End(EndReason::InvalidUpstream, Some(body)));
                     }
-                    if let Some((reason, err)) = this.translate() {
-                        let b = this.finish(reason, err);
-                        return Poll::Ready(Some(Ok(Frame::data(b))));
+                    if let Some((reason, err)) = self.translate() {
+                        return Poll::Ready(Step::End(reason, err));
                     }
-                    if !this.out.is_empty() {
-                        this.idle_timer
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + this.idle);
-                        return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
+                    if !self.out.is_empty() {
+                        return Poll::Ready(Step::Progress);
                     }
-                    // A chunk with no complete event yet (or only comments): still alive.
-                    this.idle_timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + this.idle);
                 }
                 Poll::Ready(Some(Err(_))) => {
                     let body = ErrorBody::new(
@@ -219,43 +274,34 @@ impl Relay {
                         "the upstream connection failed in the middle of the stream",
                     )
                     .code("upstream_stream_error");
-                    let b = this.finish(EndReason::UpstreamError, Some(body));
-                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                    return Poll::Ready(Step::End(EndReason::UpstreamError, Some(body)));
                 }
                 Poll::Ready(None) => {
                     // Some servers end the body right after the last event without a blank
-                    // line; a trailing `[DONE]` still counts.
-                    this.decoder.finish(&mut this.events);
-                    if let Some((reason, err)) = this.translate() {
-                        let b = this.finish(reason, err);
-                        return Poll::Ready(Some(Ok(Frame::data(b))));
+                    // line; a trailing end marker still counts.
+                    self.decoder.finish(&mut self.events);
+                    if let Some((reason, err)) = self.translate() {
+                        return Poll::Ready(Step::End(reason, err));
                     }
-                    match this
-                        .translator
-                        .end_of_stream(this.encoder.as_mut(), &mut this.out)
-                    {
-                        Ok(Flow::Done) => {
-                            let b = this.finish(EndReason::Completed, None);
-                            return Poll::Ready(Some(Ok(Frame::data(b))));
-                        }
-                        Err(fault) => {
-                            let b = this.finish(EndReason::InbandError, Some(fault.body));
-                            return Poll::Ready(Some(Ok(Frame::data(b))));
-                        }
-                        Ok(Flow::More) => {}
-                    }
-                    let body = ErrorBody::new(
-                        ErrorType::ApiError,
-                        "the upstream closed the stream before the answer was complete",
-                    )
-                    .code("upstream_stream_cut");
-                    let b = this.finish(EndReason::UpstreamCut, Some(body));
-                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                    return Poll::Ready(match self.translator.end_of_stream(self.encoder.as_mut(), &mut self.out) {
+                        Ok(Flow::Done) => Step::End(EndReason::Completed, None),
+                        Err(fault) => Step::End(EndReason::InbandError, Some(fault.body)),
+                        Ok(Flow::More) => Step::End(
+                            EndReason::UpstreamCut,
+                            Some(
+                                ErrorBody::new(
+                                    ErrorType::ApiError,
+                                    "the upstream closed the stream before the answer was complete",
+                                )
+                                .code("upstream_stream_cut"),
+                            ),
+                        ),
+                    });
                 }
                 Poll::Pending => break,
             }
         }
-        if let Some(d) = this.deadline.as_mut()
+        if let Some(d) = self.deadline.as_mut()
             && d.as_mut().poll(cx).is_ready()
         {
             let body = ErrorBody::new(
@@ -263,28 +309,61 @@ impl Relay {
                 "the gateway shut down before the answer was complete",
             )
             .code("server_shutting_down");
-            let b = this.finish(EndReason::Shutdown, Some(body));
-            return Poll::Ready(Some(Ok(Frame::data(b))));
+            return Poll::Ready(Step::End(EndReason::Shutdown, Some(body)));
         }
-        if this.idle_timer.as_mut().poll(cx).is_ready() {
+        if self.backstop.as_mut().poll(cx).is_ready() {
+            let body = ErrorBody::new(
+                ErrorType::ApiError,
+                "the stream ran past the longest time allowed",
+            )
+            .code("stream_too_long");
+            return Poll::Ready(Step::End(EndReason::TooLong, Some(body)));
+        }
+        if self.idle_timer.as_mut().poll(cx).is_ready() {
             let body = ErrorBody::new(
                 ErrorType::ApiError,
                 format!(
                     "the upstream sent nothing for {} s; the stream was ended",
-                    this.idle.as_secs()
+                    self.idle.as_secs()
                 ),
             )
             .code("upstream_idle_timeout");
-            let b = this.finish(EndReason::IdleTimeout, Some(body));
-            return Poll::Ready(Some(Ok(Frame::data(b))));
+            return Poll::Ready(Step::End(EndReason::IdleTimeout, Some(body)));
         }
         Poll::Pending
+    }
+
+    pub fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        let this = &mut *self;
+        if let Some(b) = this.pending.take().filter(|b| !b.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        if this.finished {
+            if let Some(reason) = this.end.as_ref().map(|(r, _)| *r) {
+                this.report(reason);
+            }
+            return Poll::Ready(None);
+        }
+        match this.poll_step(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Step::Progress) => {
+                Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))))
+            }
+            Poll::Ready(Step::End(reason, err)) => {
+                this.close(reason, err);
+                this.report(reason);
+                Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))))
+            }
+        }
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        // Still open when dropped: the client went away.
-        self.report(EndReason::ClientGone);
+        let reason = self.end.as_ref().map_or(EndReason::ClientGone, |(r, _)| *r);
+        self.report(reason);
     }
 }

@@ -1,0 +1,310 @@
+//! ⑥ What attempts meet, and what the client is told when none succeeded: 502, or 504 when
+//! every attempt timed out, 429 when every one was rate limited, 503 when no allowed deployment
+//! was up (or eligible), 400 when none could take the request, or the upstream's own 4xx when it
+//! refused the request itself.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, StatusCode};
+
+use super::retry::RetryOn;
+use crate::adapters::UpstreamFault;
+use crate::api::{ErrorBody, ErrorType};
+use crate::config::Deployment;
+
+/// The phase a timeout hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Connect,
+    FirstByte,
+    FirstToken,
+    /// The request's deadline (retries and fallbacks included).
+    Total,
+}
+
+/// What one attempt met.
+#[derive(Debug)]
+pub enum AttemptError {
+    Connect,
+    Timeout(Phase),
+    /// The connection failed (reset) before the answer began.
+    Io(String),
+    Status {
+        fault: UpstreamFault,
+        retry_after: Option<HeaderValue>,
+    },
+    Invalid(String),
+    /// A stream failed before its first content reached the client.
+    Stream(String),
+    TooLarge(u64),
+    Unsupported(String),
+}
+
+impl AttemptError {
+    /// Whether another deployment should be tried after this.
+    pub fn falls_back(&self) -> bool {
+        match self {
+            AttemptError::Status { fault, .. } => {
+                let s = fault.status;
+                s == StatusCode::REQUEST_TIMEOUT
+                    || s == StatusCode::TOO_MANY_REQUESTS
+                    || s == StatusCode::UNAUTHORIZED
+                    || s == StatusCode::FORBIDDEN
+                    || s.is_server_error()
+                    || s.is_redirection()
+            }
+            AttemptError::Timeout(Phase::Total) => false,
+            _ => true,
+        }
+    }
+
+    /// Which retry setting covers this failure, if a retry of the same deployment can help.
+    pub fn retry_on(&self) -> Option<RetryOn> {
+        match self {
+            AttemptError::Connect | AttemptError::Io(_) => Some(RetryOn::Connect),
+            AttemptError::Timeout(Phase::Total) => None,
+            AttemptError::Timeout(_) => Some(RetryOn::Timeout),
+            AttemptError::Status { fault, .. } => match fault.status.as_u16() {
+                408 => Some(RetryOn::RequestTimeout),
+                429 => Some(RetryOn::RateLimited),
+                500..=599 => Some(RetryOn::ServerError),
+                _ => None,
+            },
+            AttemptError::Stream(_) => Some(RetryOn::ServerError),
+            AttemptError::Invalid(_) | AttemptError::TooLarge(_) | AttemptError::Unsupported(_) => {
+                None
+            }
+        }
+    }
+
+    /// Whether the failure is the deployment's (it counts towards its ejection); `None` when it
+    /// says nothing about the deployment's health.
+    pub fn is_deployment_failure(&self) -> Option<bool> {
+        match self {
+            AttemptError::Unsupported(_) => None,
+            AttemptError::Status { fault, .. } => {
+                let s = fault.status;
+                Some(s.is_server_error() || s.is_redirection())
+            }
+            _ => Some(true),
+        }
+    }
+
+    /// The upstream's `Retry-After`, if it sent one.
+    pub fn retry_after(&self, now_unix: u64) -> Option<Duration> {
+        match self {
+            AttemptError::Status {
+                retry_after: Some(v),
+                ..
+            } => super::retry::retry_after(v, now_unix),
+            _ => None,
+        }
+    }
+
+    /// A closed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AttemptError::Connect => "connect_error",
+            AttemptError::Timeout(_) => "timeout",
+            AttemptError::Io(_) => "io_error",
+            AttemptError::Status { fault, .. } if fault.status == StatusCode::TOO_MANY_REQUESTS => {
+                "rate_limited"
+            }
+            AttemptError::Status { fault, .. } if fault.status.is_client_error() => "client_error",
+            AttemptError::Status { .. } => "server_error",
+            AttemptError::Invalid(_) => "invalid_response",
+            AttemptError::Stream(_) => "stream_error",
+            AttemptError::TooLarge(_) => "too_large",
+            AttemptError::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+impl fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptError::Connect => f.write_str("could not connect"),
+            AttemptError::Timeout(Phase::Connect) => f.write_str("connect timed out"),
+            AttemptError::Timeout(Phase::FirstByte) => f.write_str("no response in time"),
+            AttemptError::Timeout(Phase::FirstToken) => f.write_str("no first token in time"),
+            AttemptError::Timeout(Phase::Total) => f.write_str("the request's time ran out"),
+            AttemptError::Io(e) => write!(f, "connection error ({e})"),
+            AttemptError::Status { fault, .. } if matches!(fault.status.as_u16(), 401 | 403) => {
+                write!(
+                    f,
+                    "HTTP {}: the upstream refused the gateway's credentials",
+                    fault.status.as_u16()
+                )
+            }
+            AttemptError::Status { fault, .. } => {
+                write!(f, "HTTP {}: {}", fault.status.as_u16(), fault.body.message)
+            }
+            AttemptError::Invalid(e) => write!(f, "invalid answer ({e})"),
+            AttemptError::Stream(e) => {
+                write!(f, "the stream failed before its first content ({e})")
+            }
+            AttemptError::TooLarge(n) => write!(f, "answer larger than {n} bytes"),
+            AttemptError::Unsupported(e) => write!(f, "not supported: {e}"),
+        }
+    }
+}
+
+/// One failed attempt.
+#[derive(Debug)]
+pub struct Attempt {
+    pub deployment: Arc<Deployment>,
+    pub error: AttemptError,
+}
+
+/// Why an allowed deployment was not tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Ejected for failing; eligible again after this long.
+    Ejected(Duration),
+    /// A reload since the decision no longer allows it.
+    Reloaded,
+}
+
+/// An allowed deployment that was not tried.
+#[derive(Debug)]
+pub struct Skip {
+    pub deployment: Arc<Deployment>,
+    pub reason: SkipReason,
+}
+
+/// No attempt succeeded.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", summary(.attempts, .skipped))]
+pub struct UpstreamError {
+    pub attempts: Vec<Attempt>,
+    pub skipped: Vec<Skip>,
+    /// The deployment of each retry made (same deployment again).
+    pub retries: Vec<Arc<Deployment>>,
+}
+
+fn summary(attempts: &[Attempt], skipped: &[Skip]) -> String {
+    let mut parts: Vec<String> = attempts
+        .iter()
+        .map(|a| format!("deployment '{}': {}", a.deployment.name, a.error))
+        .collect();
+    for s in skipped {
+        parts.push(match s.reason {
+            SkipReason::Ejected(wait) => format!(
+                "deployment '{}': ejected after failures, eligible again in {} s",
+                s.deployment.name,
+                wait.as_secs().max(1)
+            ),
+            SkipReason::Reloaded => format!(
+                "deployment '{}': no longer allowed after a reload",
+                s.deployment.name
+            ),
+        });
+    }
+    if attempts.is_empty() {
+        return format!("no allowed deployment is available: {}", parts.join("; "));
+    }
+    format!(
+        "{} upstream attempt{} failed: {}",
+        attempts.len(),
+        if attempts.len() == 1 { "" } else { "s" },
+        parts.join("; ")
+    )
+}
+
+impl UpstreamError {
+    /// A request the upstream refused as malformed, passed on as it is.
+    fn client_fault(&self) -> Option<&UpstreamFault> {
+        match self.attempts.last().map(|a| &a.error) {
+            Some(AttemptError::Status { fault, .. })
+                if fault.status.is_client_error()
+                    && !matches!(fault.status.as_u16(), 401 | 403 | 408 | 429) =>
+            {
+                Some(fault)
+            }
+            _ => None,
+        }
+    }
+
+    fn all(&self, f: impl Fn(&AttemptError) -> bool) -> bool {
+        !self.attempts.is_empty() && self.attempts.iter().all(|a| f(&a.error))
+    }
+
+    fn all_rate_limited(&self) -> bool {
+        self.all(|e| matches!(e, AttemptError::Status { fault, .. } if fault.status == StatusCode::TOO_MANY_REQUESTS))
+    }
+
+    /// Every allowed deployment was down: not tried (ejected), not reachable, or saying it is
+    /// unavailable.
+    fn all_unavailable(&self) -> bool {
+        (self.attempts.is_empty() && !self.skipped.is_empty())
+            || self.all(|e| match e {
+                AttemptError::Connect => true,
+                AttemptError::Status { fault, .. } => {
+                    fault.status == StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => false,
+            })
+    }
+
+    pub fn status(&self) -> StatusCode {
+        if let Some(f) = self.client_fault() {
+            return f.status;
+        }
+        if self.all_rate_limited() {
+            StatusCode::TOO_MANY_REQUESTS
+        } else if self.all(|e| matches!(e, AttemptError::Unsupported(_))) {
+            StatusCode::BAD_REQUEST
+        } else if self.all(|e| matches!(e, AttemptError::Timeout(_))) {
+            StatusCode::GATEWAY_TIMEOUT
+        } else if self.all_unavailable() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_GATEWAY
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        if let Some(f) = self.client_fault() {
+            return f.body.clone();
+        }
+        let (kind, code) = if self.all_rate_limited() {
+            (ErrorType::RateLimitError, "upstream_rate_limited")
+        } else if self.all(|e| matches!(e, AttemptError::Unsupported(_))) {
+            (ErrorType::InvalidRequestError, "unsupported_parameter")
+        } else if self.all(|e| matches!(e, AttemptError::Timeout(_))) {
+            (ErrorType::ApiError, "upstream_timeout")
+        } else if self.all_unavailable() {
+            (ErrorType::ServerError, "no_eligible_backend")
+        } else if self.all(|e| matches!(e, AttemptError::Invalid(_))) {
+            (ErrorType::ApiError, "upstream_invalid_response")
+        } else {
+            (ErrorType::ApiError, "upstream_error")
+        };
+        ErrorBody::new(kind, self.to_string()).code(code)
+    }
+
+    /// When to come back: the upstream's `Retry-After` when every attempt was rate limited or
+    /// unavailable, or the time until an ejected deployment is eligible again.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        if !self.all_rate_limited() && !self.all_unavailable() {
+            return None;
+        }
+        let from_upstream = self.attempts.iter().rev().find_map(|a| match &a.error {
+            AttemptError::Status { retry_after, .. } => retry_after.clone(),
+            _ => None,
+        });
+        from_upstream.or_else(|| {
+            let wait = self
+                .skipped
+                .iter()
+                .filter_map(|s| match s.reason {
+                    SkipReason::Ejected(w) => Some(w),
+                    SkipReason::Reloaded => None,
+                })
+                .min()?;
+            HeaderValue::from_str(&wait.as_secs().max(1).to_string()).ok()
+        })
+    }
+}

@@ -1,0 +1,166 @@
+//! ⑥ The attempt loop of one request: the decision's deployments in order; each may be retried
+//! (backoff with jitter or `Retry-After`, within its retry budget and the request's deadline)
+//! before the next is tried; ejected deployments are skipped; a deployment that a reload has
+//! since disallowed is not tried. It can reach deployments only through the decision.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::breaker::{Admit, CircuitState};
+use super::error::{Attempt, AttemptError, Phase, Skip, SkipReason, UpstreamError};
+use crate::config::Deployment;
+use crate::policy::Decision;
+
+/// How the attempts of one request are bounded.
+pub struct Plan<'a> {
+    /// No attempt or wait goes past this.
+    pub deadline: Instant,
+    /// Whether a deployment is still allowed when its attempt starts.
+    pub allowed: &'a (dyn Fn(&Deployment) -> bool + Sync),
+}
+
+impl Plan<'_> {
+    /// A plan with a deadline and no re-check.
+    pub fn until(deadline: Instant) -> Plan<'static> {
+        Plan {
+            deadline,
+            allowed: &|_| true,
+        }
+    }
+}
+
+/// The deployment that answered, and what came before.
+pub struct Served<T> {
+    pub deployment: Arc<Deployment>,
+    pub answer: T,
+    /// Failed attempts before the answer.
+    pub failed: Vec<Attempt>,
+    /// Allowed deployments not tried.
+    pub skipped: Vec<Skip>,
+    /// The deployment of each retry made.
+    pub retries: Vec<Arc<Deployment>>,
+}
+
+fn record(d: &Deployment, error: Option<&AttemptError>) {
+    if d.endpoint.breaker.is_none() {
+        return;
+    }
+    let ok = match error {
+        None => true,
+        Some(e) => match e.is_deployment_failure() {
+            None => return,
+            Some(failed) => !failed,
+        },
+    };
+    d.health.breaker.record(ok, Instant::now());
+}
+
+fn now_unix() -> u64 {
+    super::unix_now()
+}
+
+/// Runs the attempts.
+pub async fn run<T, F, Fut>(
+    decision: &Decision,
+    plan: &Plan<'_>,
+    mut attempt: F,
+) -> Result<Served<T>, UpstreamError>
+where
+    F: FnMut(Arc<Deployment>) -> Fut,
+    Fut: Future<Output = Result<T, AttemptError>>,
+{
+    let mut failed = Vec::new();
+    let mut skipped = Vec::new();
+    let mut retries = Vec::new();
+    'candidates: for d in decision.candidates() {
+        if !(plan.allowed)(d) {
+            skipped.push(Skip {
+                deployment: d.clone(),
+                reason: SkipReason::Reloaded,
+            });
+            continue;
+        }
+        if d.endpoint.breaker.is_some()
+            && let Admit::No(wait) = d.health.breaker.admit(Instant::now())
+        {
+            skipped.push(Skip {
+                deployment: d.clone(),
+                reason: SkipReason::Ejected(wait),
+            });
+            continue;
+        }
+        d.health.budget.request(Instant::now());
+        let policy = &d.endpoint.retry;
+        let mut tries = 0u32;
+        loop {
+            if Instant::now() >= plan.deadline {
+                failed.push(Attempt {
+                    deployment: d.clone(),
+                    error: AttemptError::Timeout(Phase::Total),
+                });
+                break 'candidates;
+            }
+            let result = match tokio::time::timeout_at(plan.deadline, attempt(d.clone())).await {
+                Ok(r) => r,
+                Err(_) => Err(AttemptError::Timeout(Phase::Total)),
+            };
+            let error = match result {
+                Ok(answer) => {
+                    record(d, None);
+                    return Ok(Served {
+                        deployment: d.clone(),
+                        answer,
+                        failed,
+                        skipped,
+                        retries,
+                    });
+                }
+                Err(e) => e,
+            };
+            record(d, Some(&error));
+            tracing::warn!(deployment = %d.name, error = %error, retry = tries, "upstream attempt failed");
+            let falls_back = error.falls_back();
+            let wait = match error.retry_on() {
+                Some(on) if policy.retries(on) && tries < policy.attempts => {
+                    match error.retry_after(now_unix()) {
+                        Some(ra) if ra <= policy.max_retry_after => Some(ra),
+                        // Asked to wait longer than we would: the next deployment instead.
+                        Some(_) => None,
+                        None => Some(policy.backoff(tries)),
+                    }
+                }
+                _ => None,
+            };
+            failed.push(Attempt {
+                deployment: d.clone(),
+                error,
+            });
+            if let Some(wait) = wait {
+                let at = Instant::now() + wait;
+                // A deployment this failure ejected is not retried.
+                let admitted = d.endpoint.breaker.is_none()
+                    || d.health.breaker.state(Instant::now()) == CircuitState::Closed;
+                if at < plan.deadline && admitted && d.health.budget.try_retry(Instant::now()) {
+                    tokio::time::sleep_until(at).await;
+                    tries += 1;
+                    retries.push(d.clone());
+                    continue;
+                }
+            }
+            if !falls_back {
+                break 'candidates;
+            }
+            break;
+        }
+    }
+    Err(UpstreamError {
+        attempts: failed,
+        skipped,
+        retries,
+    })
+}
+
+#[cfg(test)]
+mod tests;
