@@ -101,6 +101,19 @@ where
     fn call(&mut self, authed: Authed<B>) -> Self::Future {
         let ctx = self.ctx.clone();
         Box::pin(async move {
+            // Shed rather than queue: a queue in front of model calls only adds latency to
+            // requests that will time out anyway. Listing models costs nothing and is not shed.
+            let permit = if authed.request.method() == Method::POST {
+                match ctx.admission.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        ctx.metrics.shed.inc();
+                        return Ok(GatewayError::Overloaded.into_response());
+                    }
+                }
+            } else {
+                None
+            };
             ctx.metrics.in_flight.inc();
             let path = authed.request.uri().path();
             let method = authed.request.method().clone();
@@ -149,7 +162,11 @@ where
             };
             pipeline::record(&ctx.metrics, endpoint, &outcome);
             ctx.metrics.in_flight.dec();
-            Ok(outcome.response)
+            let mut response = outcome.response;
+            if let (Some(p), ResponseBody::Relay(relay)) = (permit, response.body_mut()) {
+                relay.hold(Box::new(p));
+            }
+            Ok(response)
         })
     }
 }

@@ -27,6 +27,8 @@ pub enum GatewayError {
     MethodNotAllowed { allow: &'static str },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("too many requests in flight")]
+    Overloaded,
     #[error("internal error")]
     Internal(String),
 }
@@ -40,6 +42,7 @@ pub enum ErrorKind {
     NotFound,
     Upstream,
     ShuttingDown,
+    Overloaded,
     Internal,
 }
 
@@ -52,6 +55,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Upstream => "upstream",
             ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Overloaded => "overloaded",
             ErrorKind::Internal => "internal",
         }
     }
@@ -66,7 +70,9 @@ impl GatewayError {
             GatewayError::Upstream(e) => e.status(),
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ShuttingDown | GatewayError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,6 +93,7 @@ impl GatewayError {
             }
             GatewayError::Upstream(_) => ErrorKind::Upstream,
             GatewayError::ShuttingDown => ErrorKind::ShuttingDown,
+            GatewayError::Overloaded => ErrorKind::Overloaded,
             GatewayError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -121,6 +128,11 @@ impl GatewayError {
                 "the gateway is shutting down; retry",
             )
             .code("server_shutting_down"),
+            GatewayError::Overloaded => ErrorBody::new(
+                ErrorType::ServerError,
+                "the gateway is at its limit of requests in flight; retry shortly",
+            )
+            .code("overloaded"),
             GatewayError::Internal(_) => {
                 ErrorBody::new(ErrorType::ServerError, "internal error").code("internal_error")
             }
@@ -155,6 +167,9 @@ impl GatewayError {
             GatewayError::ShuttingDown => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            GatewayError::Overloaded => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

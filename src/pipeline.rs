@@ -31,6 +31,9 @@ pub struct Ctx {
     pub live: crate::config::reload::Live,
     /// Turns true when the drain deadline of a shutdown has passed.
     pub drain_deadline: watch::Receiver<bool>,
+    /// One permit per request in flight (`server.max_concurrent_requests`); a stream holds its
+    /// permit until it ends.
+    pub admission: Arc<tokio::sync::Semaphore>,
 }
 
 impl Ctx {
@@ -235,7 +238,11 @@ where
         .served(&served.failed, &served.skipped, &served.retries);
     let d = served.deployment.clone();
     ctx.metrics.attempt(&d, "ok");
-    if !served.failed.is_empty() {
+    if !decision
+        .candidates()
+        .first()
+        .is_some_and(|first| Arc::ptr_eq(first, &d))
+    {
         ctx.metrics.fallbacks.with_label_values(&[&policy]).inc();
     }
     let record = Record {
@@ -281,6 +288,11 @@ where
                 metrics.open_streams.dec();
                 if end.reason == EndReason::ClientGone {
                     metrics.cancelled.with_label_values(&["stream"]).inc();
+                }
+                // A stream that broke after its commit point still tells on its deployment.
+                let d = &record.deployment;
+                if end.reason.is_upstream_fault() && d.endpoint.breaker.is_some() {
+                    d.health.breaker.record(false, tokio::time::Instant::now());
                 }
                 let usage = end
                     .usage

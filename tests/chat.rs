@@ -297,8 +297,6 @@ async fn an_in_band_error_ends_the_stream_with_an_error_event() {
 
 #[tokio::test]
 async fn upstream_errors_map_to_the_right_status() {
-    let fake = FakeUpstream::start(Script::Ok { text: "x".into() }, None).await;
-    let gw = Gateway::start(&config(&[("local", "qwen3-8b", &fake)])).await;
     let err = |m: &str| json!({"error": {"message": m, "type": "invalid_request_error", "param": null, "code": null}});
     let cases: Vec<(Script, u16, &str)> = vec![
         (
@@ -382,7 +380,9 @@ async fn upstream_errors_map_to_the_right_status() {
         ),
     ];
     for (script, want, text) in cases {
-        fake.set(script);
+        // A gateway each: a Retry-After cools the deployment down for the next request.
+        let fake = FakeUpstream::start(script, None).await;
+        let gw = Gateway::start(&config(&[("local", "qwen3-8b", &fake)])).await;
         let (status, headers, v) = chat(&gw, hello("qwen3-8b")).await;
         assert_eq!(status.as_u16(), want, "{v}");
         let e = assert_openai_error(&v);

@@ -82,6 +82,12 @@ pub fn load(origin: &Origin, overrides: &Overrides, env: &dyn Env) -> Result<Loa
         Origin::File(path) => {
             let name: Arc<str> = Arc::from(path.display().to_string());
             match std::fs::read_to_string(path) {
+                // An empty file is far more often a write in progress (or a mistake) than
+                // a wish for the defaults.
+                Ok(t) if t.trim().is_empty() => {
+                    problems.file(&name, "the file is empty".to_owned());
+                    return Err(problems);
+                }
                 Ok(t) => (
                     name,
                     t,
@@ -430,14 +436,16 @@ fn build(
         drain_timeout: dur(&spec.server.drain_timeout, 30),
         header_read_timeout: dur(&spec.server.header_read_timeout, 10),
         max_connections: spec.server.max_connections.unwrap_or(10_000).max(1),
+        max_concurrent_requests: spec.server.max_concurrent_requests.unwrap_or(1024).max(1),
+        write_stall_timeout: dur(&spec.server.write_stall_timeout, 30),
     };
-    if server.header_read_timeout.is_zero() {
-        problems.at(
-            &file,
-            Location::UNKNOWN,
-            "server.header_read_timeout",
-            "must be more than 0",
-        );
+    for (field, d) in [
+        ("server.header_read_timeout", server.header_read_timeout),
+        ("server.write_stall_timeout", server.write_stall_timeout),
+    ] {
+        if d.is_zero() {
+            problems.at(&file, Location::UNKNOWN, field, "must be more than 0");
+        }
     }
     let limits = Limits {
         max_body_bytes: spec.limits.max_body_bytes,

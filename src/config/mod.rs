@@ -47,6 +47,8 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    pub max_concurrent_requests: usize,
+    pub write_stall_timeout: Duration,
 }
 
 /// Reload settings.

@@ -137,13 +137,17 @@ impl State {
         }
     }
 
-    /// Whether the watched files changed since the last load.
-    fn files_changed(&self) -> bool {
+    /// The watched files' fingerprint, when it differs from the last load's.
+    fn files_changed(&self) -> Option<[u8; 32]> {
         let (watched, last) = {
             let inner = self.inner();
             (inner.watched.clone(), inner.fingerprint)
         };
-        !watched.is_empty() && load::fingerprint(&watched) != last
+        if watched.is_empty() {
+            return None;
+        }
+        let now = load::fingerprint(&watched);
+        (now != last).then_some(now)
     }
 
     fn publish(&self, inner: &Inner) {
@@ -227,6 +231,9 @@ async fn list_models(ep: Arc<Endpoint>) -> Vec<String> {
 }
 
 /// Reloads on SIGHUP and whenever the watched files change, until the process ends.
+/// How long changed files must stay unchanged before they are loaded.
+const SETTLE: Duration = Duration::from_millis(100);
+
 pub async fn watch(state: Arc<State>) {
     let poll = state.config().reload.poll_interval;
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -258,8 +265,13 @@ pub async fn watch(state: Arc<State>) {
                 state.reload();
             }
             () = ticked => {
-                if state.files_changed() {
-                    state.reload();
+                // A writer that writes in place may be half done: load only files that
+                // stayed the same for a moment (write-then-rename needs no such wait).
+                if let Some(seen) = state.files_changed() {
+                    tokio::time::sleep(SETTLE.min(poll)).await;
+                    if state.files_changed() == Some(seen) {
+                        state.reload();
+                    }
                 }
             }
         }

@@ -414,6 +414,14 @@ pub struct ServerSpec {
     /// Most connections open at once on the API listener. Default 10,000.
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// Most requests served at once; more are refused with 503 and `Retry-After` rather than
+    /// queued. Default 1,024. Read at start.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<usize>,
+    /// A client that reads nothing of its response for this long is disconnected (and the
+    /// upstream request behind it cancelled). Default 30s.
+    #[serde(default)]
+    pub write_stall_timeout: Option<Dur>,
 }
 
 /// Reload settings.

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     pub deployments: IntGauge,
     pub panics: prometheus::IntCounter,
+    pub shed: prometheus::IntCounter,
     pub startup: Histogram,
 }
 
@@ -205,6 +206,14 @@ impl Metrics {
                 "modelgate_deployments",
                 "Deployments routable now (configured plus discovered).",
             )?,
+            shed: {
+                let c = prometheus::IntCounter::new(
+                    "modelgate_shed_total",
+                    "Requests refused with 503 because server.max_concurrent_requests were in flight.",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             panics: {
                 let c = prometheus::IntCounter::new(
                     "modelgate_panics_total",
@@ -294,6 +303,7 @@ impl Metrics {
                 &s.deployment,
                 match s.reason {
                     crate::upstream::SkipReason::Ejected(_) => "ejected",
+                    crate::upstream::SkipReason::CoolingDown(_) => "cooling_down",
                     crate::upstream::SkipReason::Reloaded => "disallowed_by_reload",
                 },
             );

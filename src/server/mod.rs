@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod request_id;
 pub mod shutdown;
+mod stall;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -104,6 +105,7 @@ pub async fn start_with_env(
         metrics: metrics.clone(),
         live: state.live.clone(),
         drain_deadline: deadline_rx,
+        admission: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
     });
     let api_svc = crate::app::api_service::<Incoming>(state.live.clone(), ctx);
     let admin_svc = admin::AdminService::new(metrics.clone(), health.clone(), state.clone());
@@ -211,7 +213,7 @@ async fn serve<A, M>(
                 };
                 let _ = stream.set_nodelay(true);
                 let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
+                    stall::StallGuard::new(TokioIo::new(stream), settings.write_stall_timeout),
                     TowerToHyperService::new(api_svc.clone()),
                 );
                 let conn = graceful.watch(conn.into_owned());

@@ -52,6 +52,18 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Whether the upstream is to blame (it counts towards the deployment's ejection).
+    pub fn is_upstream_fault(self) -> bool {
+        matches!(
+            self,
+            EndReason::UpstreamCut
+                | EndReason::UpstreamError
+                | EndReason::InbandError
+                | EndReason::InvalidUpstream
+                | EndReason::IdleTimeout
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::Completed => "completed",

@@ -163,6 +163,8 @@ pub struct Attempt {
 pub enum SkipReason {
     /// Ejected for failing; eligible again after this long.
     Ejected(Duration),
+    /// It asked (`Retry-After`) not to be called for this long yet.
+    CoolingDown(Duration),
     /// A reload since the decision no longer allows it.
     Reloaded,
 }
@@ -193,6 +195,11 @@ fn summary(attempts: &[Attempt], skipped: &[Skip]) -> String {
         parts.push(match s.reason {
             SkipReason::Ejected(wait) => format!(
                 "deployment '{}': ejected after failures, eligible again in {} s",
+                s.deployment.name,
+                wait.as_secs().max(1)
+            ),
+            SkipReason::CoolingDown(wait) => format!(
+                "deployment '{}': asked for a pause (Retry-After), {} s left",
                 s.deployment.name,
                 wait.as_secs().max(1)
             ),
@@ -231,8 +238,12 @@ impl UpstreamError {
         !self.attempts.is_empty() && self.attempts.iter().all(|a| f(&a.error))
     }
 
+    /// Every attempt was rate limited, and every deployment not tried was cooling down after
+    /// its own rate limit.
     fn all_rate_limited(&self) -> bool {
-        self.all(|e| matches!(e, AttemptError::Status { fault, .. } if fault.status == StatusCode::TOO_MANY_REQUESTS))
+        (!self.attempts.is_empty() || !self.skipped.is_empty())
+            && self.attempts.iter().all(|a| matches!(&a.error, AttemptError::Status { fault, .. } if fault.status == StatusCode::TOO_MANY_REQUESTS))
+            && self.skipped.iter().all(|s| matches!(s.reason, SkipReason::CoolingDown(_)))
     }
 
     /// Every allowed deployment was down: not tried (ejected), not reachable, or saying it is
@@ -300,7 +311,7 @@ impl UpstreamError {
                 .skipped
                 .iter()
                 .filter_map(|s| match s.reason {
-                    SkipReason::Ejected(w) => Some(w),
+                    SkipReason::Ejected(w) | SkipReason::CoolingDown(w) => Some(w),
                     SkipReason::Reloaded => None,
                 })
                 .min()?;

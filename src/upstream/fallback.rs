@@ -1,7 +1,9 @@
 //! ⑥ The attempt loop of one request: the decision's deployments in order; each may be retried
-//! (backoff with jitter or `Retry-After`, within its retry budget and the request's deadline)
-//! before the next is tried; ejected deployments are skipped; a deployment that a reload has
-//! since disallowed is not tried. It can reach deployments only through the decision.
+//! (backoff with jitter, within its retry budget and the request's deadline) before the next is
+//! tried. A deployment that answers `Retry-After` cools down for that long: the next deployment
+//! is tried at once, and only the last one is waited for. Ejected and cooling deployments are
+//! skipped; a deployment that a reload has since disallowed is not tried. It can reach
+//! deployments only through the decision.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,6 +59,9 @@ fn record(d: &Deployment, error: Option<&AttemptError>) {
     d.health.breaker.record(ok, Instant::now());
 }
 
+/// The longest a deployment's `Retry-After` keeps requests away.
+const MAX_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(300);
+
 fn now_unix() -> u64 {
     super::unix_now()
 }
@@ -74,7 +79,9 @@ where
     let mut failed = Vec::new();
     let mut skipped = Vec::new();
     let mut retries = Vec::new();
-    'candidates: for d in decision.candidates() {
+    let candidates = decision.candidates();
+    'candidates: for (i, d) in candidates.iter().enumerate() {
+        let last = i + 1 == candidates.len();
         if !(plan.allowed)(d) {
             skipped.push(Skip {
                 deployment: d.clone(),
@@ -88,6 +95,13 @@ where
             skipped.push(Skip {
                 deployment: d.clone(),
                 reason: SkipReason::Ejected(wait),
+            });
+            continue;
+        }
+        if let Some(wait) = d.health.cooling(Instant::now()) {
+            skipped.push(Skip {
+                deployment: d.clone(),
+                reason: SkipReason::CoolingDown(wait),
             });
             continue;
         }
@@ -122,15 +136,17 @@ where
             record(d, Some(&error));
             tracing::warn!(deployment = %d.name, error = %error, retry = tries, "upstream attempt failed");
             let falls_back = error.falls_back();
+            let retry_after = error.retry_after(now_unix());
+            if let Some(ra) = retry_after {
+                d.health.cool_down(Instant::now() + ra.min(MAX_COOLDOWN));
+            }
             let wait = match error.retry_on() {
-                Some(on) if policy.retries(on) && tries < policy.attempts => {
-                    match error.retry_after(now_unix()) {
-                        Some(ra) if ra <= policy.max_retry_after => Some(ra),
-                        // Asked to wait longer than we would: the next deployment instead.
-                        Some(_) => None,
-                        None => Some(policy.backoff(tries)),
-                    }
-                }
+                Some(on) if policy.retries(on) && tries < policy.attempts => match retry_after {
+                    // Waited for only when no other deployment can take the request.
+                    Some(ra) if last && ra <= policy.max_retry_after => Some(ra),
+                    Some(_) => None,
+                    None => Some(policy.backoff(tries)),
+                },
                 _ => None,
             };
             failed.push(Attempt {

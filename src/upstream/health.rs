@@ -1,11 +1,13 @@
 //! ⑥ What the gateway has learned about each deployment: its outlier ejection state, its retry
-//! budget and its observed time to first byte. Kept by deployment name across reloads, so a
+//! budget, the cooldown its own `Retry-After` asked for, and its observed time to first byte. Kept by deployment name across reloads, so a
 //! new configuration does not forget a failing provider.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerConfig};
 use super::retry::{RetryBudget, RetryPolicy};
@@ -18,6 +20,8 @@ pub struct Health {
     budget_config: (u64, u32),
     /// Moving average of the time to response headers, in microseconds; 0 before any.
     first_byte_micros: AtomicU64,
+    /// Until when the deployment asked not to be called (a 429 or 503 with `Retry-After`).
+    cooldown: Mutex<Option<Instant>>,
 }
 
 impl Health {
@@ -28,7 +32,22 @@ impl Health {
             breaker_config: breaker,
             budget_config: (retry.budget_ratio.to_bits(), retry.budget_min_per_second),
             first_byte_micros: AtomicU64::new(0),
+            cooldown: Mutex::new(None),
         }
+    }
+
+    /// Keeps requests away until `until` (a later cooldown extends an earlier one).
+    pub fn cool_down(&self, until: Instant) {
+        let mut c = self.cooldown.lock().unwrap_or_else(PoisonError::into_inner);
+        if c.is_none_or(|t| t < until) {
+            *c = Some(until);
+        }
+    }
+
+    /// How long the deployment still asked to be left alone, if at all.
+    pub fn cooling(&self, now: Instant) -> Option<Duration> {
+        let c = *self.cooldown.lock().unwrap_or_else(PoisonError::into_inner);
+        c.filter(|t| *t > now).map(|t| t - now)
     }
 
     fn same_config(&self, breaker: &BreakerConfig, retry: &RetryPolicy) -> bool {

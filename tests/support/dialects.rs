@@ -238,9 +238,7 @@ pub fn anthropic(
         Script::Ok { text } => text.clone(),
         Script::Status { status, body, .. } => return json_response(*status, body),
         Script::Sse { events, delay, .. } => return sse(events.clone(), *delay, false),
-        Script::Raw { .. } | Script::Hang => {
-            return anthropic_error(500, "api_error", "unscripted");
-        }
+        _ => return anthropic_error(500, "api_error", "unscripted"),
     };
     let tool = wants_tool_call(body).then(|| first_tool(body, "/tools/0/name"));
     if !stream {
@@ -544,7 +542,7 @@ pub fn gemini(
         Script::Ok { text } => text.clone(),
         Script::Status { status, body, .. } => return json_response(*status, body),
         Script::Sse { events, delay, .. } => return sse(events.clone(), *delay, false),
-        Script::Raw { .. } | Script::Hang => return gemini_error(500, "INTERNAL", "unscripted"),
+        _ => return gemini_error(500, "INTERNAL", "unscripted"),
     };
     let tool =
         wants_tool_call(body).then(|| first_tool(body, "/tools/0/functionDeclarations/0/name"));

@@ -32,6 +32,11 @@ use tokio::net::TcpListener;
 pub const CANARY_KEY: &str = "sk-canary-7f3a9c1e5b2d4680";
 
 mod dialects;
+pub mod faults;
+
+pub use faults::{Connection, End};
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request the fake upstream received.
 #[derive(Clone, Debug)]
@@ -41,10 +46,11 @@ pub struct Seen {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Value,
+    pub at: std::time::Instant,
 }
 
 /// How the fake answers.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Script {
     /// An OpenAI chat completion (or chunks when the request streams), with usage.
     Ok { text: String },
@@ -65,12 +71,53 @@ pub enum Script {
     Raw { content_type: String, body: String },
     /// Never answers.
     Hang,
+    /// Resets the connection after reading the request, before any response byte.
+    ResetBeforeHeaders,
+    /// A chat stream of `chunks` content chunks (`w0 w1 …`), the first after `first`, the
+    /// others every `every`, then `end` (see `faults::stream`).
+    Stream {
+        first: Duration,
+        every: Duration,
+        chunks: usize,
+        end: End,
+    },
+    /// A chat stream that never ends: a chunk every `every`, its content padded with `pad`
+    /// spaces.
+    NeverEnd { every: Duration, pad: usize },
+    /// A redirect to `location`.
+    Redirect(String),
+    /// The completion without its `choices`.
+    MissingFields,
+    /// One script per request, in order; the last one repeats.
+    Sequence(Vec<Script>),
+}
+
+impl Script {
+    /// A 2xx stream of `n` chunks that ends cleanly.
+    pub fn chunks(n: usize) -> Script {
+        Script::Stream {
+            first: Duration::ZERO,
+            every: Duration::ZERO,
+            chunks: n,
+            end: End::Done,
+        }
+    }
+
+    /// A status with an OpenAI error body and, optionally, `Retry-After`.
+    pub fn status(status: u16, retry_after: Option<&str>) -> Script {
+        Script::Status {
+            status,
+            body: json!({"error": {"message": format!("scripted {status}"), "type": "server_error", "param": null, "code": null}}),
+            retry_after: retry_after.map(str::to_owned),
+        }
+    }
 }
 
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     script: Arc<Mutex<Script>>,
+    connections: faults::Connections,
 }
 
 impl FakeUpstream {
@@ -80,28 +127,54 @@ impl FakeUpstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(script));
+        let connections = faults::Connections::default();
         let key = key.map(str::to_owned);
-        let (s2, sc2) = (seen.clone(), script.clone());
+        let (s2, sc2, c2) = (seen.clone(), script.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let (seen, script, key) = (s2.clone(), sc2.clone(), key.clone());
+                let conn = faults::Conn::new(stream, c2.clone());
+                let reset = conn.reset.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        let (seen, script, key) = (seen.clone(), script.clone(), key.clone());
-                        async move {
-                            Ok::<_, std::convert::Infallible>(handle(req, seen, script, key).await)
-                        }
+                        let (seen, script, key, reset) =
+                            (seen.clone(), script.clone(), key.clone(), reset.clone());
+                        async move { handle(req, seen, script, key, reset).await }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection(TokioIo::new(conn), svc)
                         .await;
                 });
             }
         });
-        FakeUpstream { addr, seen, script }
+        FakeUpstream {
+            addr,
+            seen,
+            script,
+            connections,
+        }
+    }
+
+    /// Every connection accepted so far.
+    pub fn connections(&self) -> Vec<Connection> {
+        self.connections.lock().unwrap().clone()
+    }
+
+    /// Waits (up to `within`) until every connection is closed; true if they all were.
+    pub async fn all_closed(&self, within: Duration) -> bool {
+        let until = std::time::Instant::now() + within;
+        loop {
+            if self.connections().iter().all(|c| c.closed.is_some()) {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -117,10 +190,15 @@ impl FakeUpstream {
     }
 }
 
-pub(crate) type FakeBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+pub(crate) type FakeBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A whole body.
+pub(crate) fn full(b: impl Into<Bytes>) -> FakeBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
 
 pub(crate) fn json_response(status: u16, v: &Value) -> Response<FakeBody> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+    let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
     r.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
@@ -202,7 +280,8 @@ async fn handle(
     seen: Arc<Mutex<Vec<Seen>>>,
     script: Arc<Mutex<Script>>,
     key: Option<String>,
-) -> Response<FakeBody> {
+    reset: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Response<FakeBody>, std::io::Error> {
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
@@ -220,32 +299,62 @@ async fn handle(
         query: query.clone(),
         headers: headers.clone(),
         body: body.clone(),
+        at: std::time::Instant::now(),
     });
     if method == "GET" && path == "/v1/models" {
-        return json_response(
+        return Ok(json_response(
             200,
             &json!({"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "test"}]}),
-        );
+        ));
     }
-    let current = script.lock().unwrap().clone();
+    // A sequence gives each request its own script; the last one repeats.
+    let current = {
+        let mut s = script.lock().unwrap();
+        match &mut *s {
+            Script::Sequence(v) if v.len() > 1 => v.remove(0),
+            Script::Sequence(v) => v[0].clone(),
+            other => other.clone(),
+        }
+    };
+    if current == Script::ResetBeforeHeaders {
+        reset.store(true, Ordering::Relaxed);
+        return Err(std::io::Error::other("reset before headers"));
+    }
+    Ok(respond(
+        &method,
+        &path,
+        query.as_deref(),
+        &headers,
+        &body,
+        current,
+        key,
+        reset,
+    )
+    .await)
+}
+
+#[expect(clippy::too_many_arguments, reason = "the parts of one fake request")]
+async fn respond(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &Value,
+    current: Script,
+    key: Option<String>,
+    reset: Arc<std::sync::atomic::AtomicBool>,
+) -> Response<FakeBody> {
     if method == "POST" && path == "/v1/embeddings" {
-        return dialects::openai_embeddings(&headers, &body, key.as_deref());
+        return dialects::openai_embeddings(headers, body, key.as_deref());
     }
     if method == "POST" && path == "/v1/messages/count_tokens" {
-        return dialects::anthropic_count_tokens(&headers, &body, key.as_deref());
+        return dialects::anthropic_count_tokens(headers, body, key.as_deref());
     }
     if method == "POST" && path == "/v1/messages" {
-        return dialects::anthropic(&headers, &body, &current, key.as_deref());
+        return dialects::anthropic(headers, body, &current, key.as_deref());
     }
     if method == "POST" && path.starts_with("/v1beta/models/") {
-        return dialects::gemini(
-            &path,
-            query.as_deref(),
-            &headers,
-            &body,
-            &current,
-            key.as_deref(),
-        );
+        return dialects::gemini(path, query, headers, body, &current, key.as_deref());
     }
     if method != "POST" || path != "/v1/chat/completions" {
         return openai_error(
@@ -255,20 +364,19 @@ async fn handle(
             Some("unknown_url"),
         );
     }
-    if let Err(r) = check_chat(&headers, &body, key.as_deref()) {
+    if let Err(r) = check_chat(headers, body, key.as_deref()) {
         return r;
     }
     let stream = body.get("stream") == Some(&Value::Bool(true));
     let model = body["model"].as_str().unwrap_or("").to_owned();
-    let script = script.lock().unwrap().clone();
-    match script {
-        Script::Ok { .. } if dialects::wants_tool_call(&body) && !stream => {
-            json_response(200, &tool_call_completion(&model, &body))
+    match current {
+        Script::Ok { .. } if dialects::wants_tool_call(body) && !stream => {
+            json_response(200, &tool_call_completion(&model, body))
         }
-        Script::Ok { .. } if dialects::wants_tool_call(&body) => {
+        Script::Ok { .. } if dialects::wants_tool_call(body) => {
             let usage = body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
             sse(
-                tool_call_chunks(&model, &body, usage),
+                tool_call_chunks(&model, body, usage),
                 Duration::from_millis(2),
                 true,
             )
@@ -295,7 +403,7 @@ async fn handle(
             done,
         } => sse(events, delay, done),
         Script::Raw { content_type, body } => {
-            let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+            let mut r = Response::new(full(body));
             r.headers_mut()
                 .insert("content-type", content_type.parse().unwrap());
             r
@@ -304,6 +412,24 @@ async fn handle(
             std::future::pending::<()>().await;
             unreachable!()
         }
+        Script::Stream {
+            first,
+            every,
+            chunks,
+            end,
+        } => faults::stream(&model, first, every, chunks, end, false, reset),
+        Script::NeverEnd { every, pad } => {
+            faults::stream(&model, every, every, pad, End::Done, true, reset)
+        }
+        Script::Redirect(location) => {
+            let mut r = json_response(307, &json!({}));
+            r.headers_mut()
+                .insert("location", location.parse().unwrap());
+            r
+        }
+        Script::MissingFields => json_response(200, &faults::missing_fields(&model)),
+        // Resolved before: never a whole sequence or a reset here.
+        Script::Sequence(_) | Script::ResetBeforeHeaders => unreachable!(),
     }
 }
 
@@ -401,7 +527,7 @@ fn async_stream(
     events: Vec<String>,
     delay: Duration,
     done: bool,
-) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Send {
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send {
     // Events given whole (`event: …\ndata: …`, as Anthropic names them) go as they are.
     let mut frames: Vec<String> = events
         .into_iter()

@@ -115,10 +115,36 @@ async fn a_retry_can_succeed_on_the_same_deployment() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn retry_after_is_honoured_when_short_and_skipped_when_long() {
+async fn retry_after_moves_on_at_once_and_cools_the_deployment_down() {
     let fleet = fleet("", "", "");
     let (served, log) = script(
         &fleet,
+        &plan_secs(60),
+        HashMap::from([("a", vec![status(429, Some("3"))])]),
+    )
+    .await;
+    assert_eq!(served.unwrap().deployment.name, "b");
+    assert_eq!(names(&log), ["a", "b"]);
+    assert_eq!(log[1].1, Duration::ZERO);
+    // Cooling down: the next request does not call it before the 3 s are over.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let (served, log) = script(&fleet, &plan_secs(60), HashMap::new()).await;
+    let served = served.unwrap();
+    assert_eq!(names(&log), ["b"]);
+    assert!(
+        matches!(served.skipped[0].reason, SkipReason::CoolingDown(w) if w == Duration::from_secs(1))
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let (_, log) = script(&fleet, &plan_secs(60), HashMap::new()).await;
+    assert_eq!(names(&log), ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_deployment_is_waited_for_when_its_retry_after_is_short() {
+    let fleet = fleet("", "", "");
+    let only_a = &fleet[..1];
+    let (served, log) = script(
+        only_a,
         &plan_secs(60),
         HashMap::from([("a", vec![status(429, Some("3"))])]),
     )
@@ -127,16 +153,24 @@ async fn retry_after_is_honoured_when_short_and_skipped_when_long() {
     assert_eq!(names(&log), ["a", "a"]);
     assert_eq!(log[1].1, Duration::from_secs(3));
 
-    // Longer than max_retry_after (10s): straight to the next deployment.
-    let (served, log) = script(
-        &fleet,
+    // Longer than max_retry_after (10s): 429 with the upstream's Retry-After.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let (e, log) = script(
+        only_a,
         &plan_secs(60),
         HashMap::from([("a", vec![status(429, Some("120"))])]),
     )
     .await;
-    assert_eq!(served.unwrap().deployment.name, "b");
-    assert_eq!(names(&log), ["a", "b"]);
-    assert_eq!(log[1].1, Duration::ZERO);
+    let e = e.err().unwrap();
+    assert_eq!(names(&log), ["a"]);
+    assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(e.retry_after().unwrap(), "120");
+    // While it cools down, requests are answered 429 without calling it.
+    let (e, log) = script(only_a, &plan_secs(60), HashMap::new()).await;
+    let e = e.err().unwrap();
+    assert!(log.is_empty());
+    assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(e.retry_after().unwrap(), "120");
 }
 
 #[tokio::test(start_paused = true)]
@@ -235,30 +269,25 @@ async fn an_ejected_deployment_is_skipped_until_its_probe() {
 #[tokio::test(start_paused = true)]
 async fn the_deadline_bounds_retries_and_fallbacks() {
     let fleet = fleet(
-        ", retries: {attempts: 5, backoff: 2s, max_backoff: 2s}",
+        ", retries: {attempts: 5, backoff: 2s, max_backoff: 2s}, breaker: {consecutive_failures: 0}",
         "",
         "",
     );
-    let slow = || {
-        // Each attempt of `a` would wait for ever; the deadline cuts it.
-        HashMap::from([(
-            "a",
-            vec![
-                status(503, Some("4")),
-                status(503, Some("4")),
-                status(503, Some("4")),
-            ],
-        )])
-    };
-    let (served, log) = script(&fleet, &plan_secs(9), slow()).await;
-    // Retries at 0, 4, 8; the fourth wait would pass the deadline, so b at 8s.
-    assert_eq!(names(&log), ["a", "a", "a", "b"]);
-    assert_eq!(served.unwrap().deployment.name, "b");
-
-    let (served, log) = script(&fleet, &plan_secs(3), slow()).await;
-    // The retry after 4s would end past the deadline: b instead, at once.
-    assert_eq!(names(&log), ["a", "b"]);
-    assert!(served.is_ok());
+    let only_a = &fleet[..1];
+    let failing = || HashMap::from([("a", (0..6).map(|_| status(503, None)).collect())]);
+    // Backoff waits are under 2 s each; no attempt starts after the deadline.
+    let (served, log) = script(only_a, &plan_secs(5), failing()).await;
+    assert!(served.is_err());
+    assert!(log.len() >= 3, "{log:?}");
+    assert!(
+        log.iter().all(|(_, at)| *at < Duration::from_secs(5)),
+        "{log:?}"
+    );
+    // A Retry-After that ends past the deadline is not waited for.
+    let short = HashMap::from([("a", vec![status(503, Some("4")), status(503, Some("4"))])]);
+    let (e, log) = script(only_a, &plan_secs(1), short).await;
+    assert_eq!(names(&log), ["a"]);
+    assert_eq!(e.err().unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test(start_paused = true)]
