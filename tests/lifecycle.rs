@@ -44,7 +44,7 @@ async fn wait_for<F: AsyncFnMut() -> bool>(mut f: F, what: &str) {
 }
 
 #[tokio::test]
-async fn a_valid_file_change_swaps_the_configuration_and_an_invalid_one_is_refused() {
+async fn c01_a_valid_file_change_swaps_the_configuration_and_an_invalid_one_is_refused() {
     let fake = FakeUpstream::start(Script::Ok { text: "x".into() }, None).await;
     let a = format!(
         "reload: {{poll_interval: 100ms}}\ndeployments:\n{}",
@@ -112,12 +112,22 @@ async fn a_valid_file_change_swaps_the_configuration_and_an_invalid_one_is_refus
         gw.running.state.reload(),
         Reloaded::Refused { .. }
     ));
+    // A syntax error, with its line.
+    std::fs::write(&gw.config_path, b.replace("deployments:", "deployments: [")).unwrap();
+    match gw.running.state.reload() {
+        Reloaded::Refused { problems } => {
+            assert!(problems.contains("modelgate.yaml:"), "{problems}")
+        }
+        other => panic!("{other:?}"),
+    }
     std::fs::remove_file(&gw.config_path).unwrap();
     assert!(matches!(
         gw.running.state.reload(),
         Reloaded::Refused { .. }
     ));
     assert_eq!(gw.running.state.live.load().config.hash, hash_b);
+    let m = gw.metrics().await;
+    assert!(metric(&m, "modelgate_config_reloads_total", &[("result", "error")]) >= 4.0);
 }
 
 /// The gateway binary, started with a configuration file, its stderr collected.
@@ -236,7 +246,7 @@ async fn sighup_reloads_the_binary() {
 }
 
 #[tokio::test]
-async fn sigterm_drains_a_stream_in_flight_and_exits_cleanly() {
+async fn s01_sigterm_drains_the_streams_in_flight_and_exits_cleanly() {
     let events = chunks("m", "one two three four five six seven eight", false);
     let n = events.len();
     let fake = FakeUpstream::start(
@@ -253,16 +263,20 @@ async fn sigterm_drains_a_stream_in_flight_and_exits_cleanly() {
         deployment("a", "qwen3-8b", &fake)
     ));
     let body = json!({"model": "qwen3-8b", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-    let r = client()
-        .post(format!("{}/v1/chat/completions", p.base))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut stream = r.bytes_stream();
-    let first = stream.next().await.unwrap().unwrap();
-    assert!(first.starts_with(b"data: "));
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", p.base))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut stream = r.bytes_stream();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(first.starts_with(b"data: "));
+        streams.push((first, stream));
+    }
 
     p.signal("-TERM");
     // Readiness fails while the stream drains; new connections are refused.
@@ -286,16 +300,19 @@ async fn sigterm_drains_a_stream_in_flight_and_exits_cleanly() {
         "still accepting"
     );
 
-    let mut rest = first.to_vec();
-    while let Some(chunk) = stream.next().await {
-        rest.extend_from_slice(&chunk.unwrap());
+    // Every stream in flight finishes whole.
+    for (first, mut stream) in streams {
+        let mut rest = first.to_vec();
+        while let Some(chunk) = stream.next().await {
+            rest.extend_from_slice(&chunk.unwrap());
+        }
+        let text = String::from_utf8(rest).unwrap();
+        assert_eq!(text.matches("data: ").count(), n + 1, "{text}");
+        assert!(
+            text.ends_with("data: [DONE]\n\n"),
+            "the stream finished: {text}"
+        );
     }
-    let text = String::from_utf8(rest).unwrap();
-    assert_eq!(text.matches("data: ").count(), n + 1, "{text}");
-    assert!(
-        text.ends_with("data: [DONE]\n\n"),
-        "the stream finished: {text}"
-    );
     let status = p.wait(Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", p.log.lock().unwrap());
     assert!(p.log.lock().unwrap().contains("drained"));
