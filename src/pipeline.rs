@@ -112,6 +112,7 @@ where
         Err((e, policy)) => {
             let status = e.status();
             tracing::info!(
+                endpoint = front.endpoint().as_str(),
                 request_id = ?request_id,
                 tenant = %caller.tenant,
                 policy = policy.as_deref().unwrap_or("-"),
@@ -246,6 +247,7 @@ where
         ctx.metrics.fallbacks.with_label_values(&[&policy]).inc();
     }
     let record = Record {
+        endpoint: front.endpoint(),
         request_id: request_id.clone(),
         caller: caller.clone(),
         policy: policy.clone(),
@@ -496,6 +498,7 @@ where
         let d = served.deployment.clone();
         ctx.metrics.attempt(&d, "ok");
         let record = Record {
+            endpoint: policy::EndpointName::Embeddings,
             request_id: request_id.clone(),
             caller: caller.clone(),
             policy: policy.clone(),
@@ -517,9 +520,22 @@ where
         })
     }
     .await;
-    result.unwrap_or_else(|(e, policy)| Outcome {
-        response: e.into_response(),
-        policy,
+    result.unwrap_or_else(|(e, policy)| {
+        tracing::info!(
+            endpoint = "embeddings",
+            request_id = ?request_id,
+            tenant = %caller.tenant,
+            policy = policy.as_deref().unwrap_or("-"),
+            status = e.status().as_u16(),
+            error = e.kind().as_str(),
+            message = %e,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "request failed"
+        );
+        Outcome {
+            response: e.into_response(),
+            policy,
+        }
     })
 }
 
@@ -619,6 +635,7 @@ where
 
 /// One answered request, for its log line and metrics.
 struct Record {
+    endpoint: policy::EndpointName,
     request_id: HeaderValue,
     caller: Caller,
     policy: Arc<str>,
@@ -645,14 +662,17 @@ impl Record {
     fn finish(&self, m: &Metrics, usage: &Usage, stream: Option<EndReason>) -> f64 {
         let d = &self.deployment;
         let cost = accounting::cost::of(usage, &d.price);
-        m.usage(d, usage, cost);
+        let took = self.started.elapsed();
+        m.usage(d, self.endpoint.operation(), usage, cost, took);
         m.request_duration
             .with_label_values(&[
-                "chat_completions",
+                self.endpoint.as_str(),
                 if stream.is_some() { "true" } else { "false" },
             ])
-            .observe(self.started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
         tracing::info!(
+            endpoint = self.endpoint.as_str(),
+            status = 200,
             request_id = ?self.request_id,
             tenant = %self.caller.tenant,
             key = self.caller.key_id.as_deref().unwrap_or("-"),
@@ -670,7 +690,7 @@ impl Record {
             completion_tokens = usage.completion_tokens,
             tokens_estimated = usage.estimated,
             cost_usd = cost,
-            duration_ms = self.started.elapsed().as_millis() as u64,
+            duration_ms = took.as_millis() as u64,
             "request served"
         );
         cost

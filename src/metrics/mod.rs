@@ -7,6 +7,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use std::time::Duration;
+
 use crate::api::Usage;
 use crate::config::Deployment;
 use crate::policy::{Decision, PolicyError};
@@ -36,6 +38,8 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     pub refusals: IntCounterVec,
     pub ttft: HistogramVec,
+    pub genai_tokens: HistogramVec,
+    pub genai_duration: HistogramVec,
     pub stream_ends: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_info: IntGaugeVec,
@@ -46,6 +50,23 @@ pub struct Metrics {
 }
 
 const MODEL_LABELS: &[&str] = &["deployment", "provider", "model", "openness", "license"];
+
+/// OpenTelemetry GenAI attributes as Prometheus labels, plus openness and license.
+const GENAI_LABELS: [&str; 5] = [
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "openness",
+    "license",
+];
+const GENAI_LABELS_TOKENS: [&str; 6] = [
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "gen_ai_token_type",
+    "openness",
+    "license",
+];
 
 fn counter(
     r: &Registry,
@@ -178,6 +199,26 @@ impl Metrics {
                 MODEL_LABELS,
                 TTFT_BUCKETS,
             )?,
+            genai_tokens: histogram(
+                &r,
+                "gen_ai_client_token_usage",
+                "Tokens per answered request (OpenTelemetry GenAI gen_ai.client.token.usage), by token type.",
+                &GENAI_LABELS_TOKENS,
+                &[
+                    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0,
+                    1048576.0, 4194304.0,
+                ],
+            )?,
+            genai_duration: histogram(
+                &r,
+                "gen_ai_server_request_duration_seconds",
+                "Time from request to the end of the answer (OpenTelemetry GenAI gen_ai.server.request.duration).",
+                &GENAI_LABELS,
+                &[
+                    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                    40.96, 81.92,
+                ],
+            )?,
             stream_ends: counter(
                 &r,
                 "modelgate_stream_ends_total",
@@ -274,18 +315,28 @@ impl Metrics {
     }
 
     /// Tokens and cost of one answer.
-    pub fn usage(&self, d: &Deployment, u: &Usage, cost: f64) {
+    /// Tokens, cost (0 included, so every class shows) and duration of one answered request.
+    pub fn usage(&self, d: &Deployment, operation: &str, u: &Usage, cost: f64, took: Duration) {
         self.tokens
             .with_label_values(&model_labels(d, "input"))
             .inc_by(u.prompt_tokens);
         self.tokens
             .with_label_values(&model_labels(d, "output"))
             .inc_by(u.completion_tokens);
-        if cost > 0.0 && cost.is_finite() {
+        if cost >= 0.0 && cost.is_finite() {
             self.cost
                 .with_label_values(&model_labels(d, "")[..5])
                 .inc_by(cost);
         }
+        let [_, provider, model, openness, license, _] = model_labels(d, "");
+        for (kind, n) in [("input", u.prompt_tokens), ("output", u.completion_tokens)] {
+            self.genai_tokens
+                .with_label_values(&[operation, provider, model, kind, openness, license])
+                .observe(n as f64);
+        }
+        self.genai_duration
+            .with_label_values(&[operation, provider, model, openness, license])
+            .observe(took.as_secs_f64());
     }
 
     /// What the attempts of a served request met.

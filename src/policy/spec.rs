@@ -116,6 +116,24 @@ pub enum EndpointName {
     Embeddings,
 }
 
+impl EndpointName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointName::ChatCompletions => "chat_completions",
+            EndpointName::Messages => "messages",
+            EndpointName::Embeddings => "embeddings",
+        }
+    }
+
+    /// The OpenTelemetry GenAI operation name.
+    pub fn operation(self) -> &'static str {
+        match self {
+            EndpointName::ChatCompletions | EndpointName::Messages => "chat",
+            EndpointName::Embeddings => "embeddings",
+        }
+    }
+}
+
 /// Hard requirements. An empty list or an absent field requires nothing.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
