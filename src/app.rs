@@ -84,6 +84,7 @@ const MESSAGES: &str = "/v1/messages";
 const COUNT_TOKENS: &str = "/v1/messages/count_tokens";
 const EMBEDDINGS: &str = "/v1/embeddings";
 const MODELS: &str = "/v1/models";
+const USAGE: &str = "/v1/usage";
 
 impl<B> Service<Authed<B>> for Routes
 where
@@ -143,6 +144,14 @@ where
                     ("embeddings", pipeline::embeddings(&ctx, authed).await)
                 } else {
                     ("embeddings", method_not_allowed("POST"))
+                }
+            } else if path == USAGE {
+                if method == Method::GET {
+                    let limiter = authed.snapshot.limiter.clone();
+                    let tenant = authed.caller.tenant.clone();
+                    ("usage", pipeline::usage(limiter, tenant).await)
+                } else {
+                    ("usage", method_not_allowed("GET"))
                 }
             } else if path == MODELS || path == "/v1/models/" {
                 if method == Method::GET {

@@ -29,6 +29,8 @@ pub enum GatewayError {
     ShuttingDown,
     #[error("too many requests in flight")]
     Overloaded,
+    #[error(transparent)]
+    Limit(#[from] crate::limits::LimitError),
     #[error("internal error")]
     Internal(String),
 }
@@ -43,6 +45,7 @@ pub enum ErrorKind {
     Upstream,
     ShuttingDown,
     Overloaded,
+    Limited,
     Internal,
 }
 
@@ -56,6 +59,7 @@ impl ErrorKind {
             ErrorKind::Upstream => "upstream",
             ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Limited => "limited",
             ErrorKind::Internal => "internal",
         }
     }
@@ -73,6 +77,7 @@ impl GatewayError {
             GatewayError::ShuttingDown | GatewayError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            GatewayError::Limit(e) => e.status(),
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,6 +99,7 @@ impl GatewayError {
             GatewayError::Upstream(_) => ErrorKind::Upstream,
             GatewayError::ShuttingDown => ErrorKind::ShuttingDown,
             GatewayError::Overloaded => ErrorKind::Overloaded,
+            GatewayError::Limit(_) => ErrorKind::Limited,
             GatewayError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -133,6 +139,7 @@ impl GatewayError {
                 "the gateway is at its limit of requests in flight; retry shortly",
             )
             .code("overloaded"),
+            GatewayError::Limit(e) => e.body(),
             GatewayError::Internal(_) => {
                 ErrorBody::new(ErrorType::ServerError, "internal error").code("internal_error")
             }
@@ -171,6 +178,7 @@ impl GatewayError {
             GatewayError::Overloaded => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            GatewayError::Limit(e) => e.headers(h),
             _ => {}
         }
         res

@@ -3,7 +3,7 @@
 //!
 //! The modules are listed in the order a request meets them:
 //! `server` accepts it, `auth` names the caller, `api` parses it, `policy` decides where it may
-//! go, `upstream` calls the chosen deployment through an `adapters` dialect, `stream` relays the
+//! go, `limits` counts it against its caller's rates and budgets, `upstream` calls the chosen deployment through an `adapters` dialect, `stream` relays the
 //! answer back, and `metrics` records what happened. `config` and `catalog` build the snapshot
 //! every request reads.
 
@@ -12,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod server;
 
+pub mod limits;
 pub mod policy;
 
 pub mod adapters;

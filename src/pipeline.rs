@@ -213,11 +213,26 @@ where
     }
     let policy = decision.policy.clone();
 
+    // ④ Count it against the caller's rates and budgets.
+    let max_output = req.max_output_tokens();
+    let tokens = prompt_estimate + u64::from(max_output.unwrap_or(0));
+    let ticket = admit(
+        ctx,
+        snapshot,
+        caller,
+        &decision,
+        prompt_estimate,
+        max_output,
+    )
+    .await
+    .map_err(|e| (e, Some(policy.clone())))?;
+
     // ⑤⑥ Call.
     let recheck = Recheck::new(ctx, snapshot, &req, front.endpoint(), caller, &labels);
     let plan = Plan {
         deadline: tokio::time::Instant::now() + deadline_of(&decision),
         allowed: &|d: &Deployment| recheck.allows(d),
+        gate: Some((&snapshot.limiter, tokens)),
     };
     let encoder = || front.encoder(req.wants_stream_usage(), prompt_estimate);
     let drain = || ctx.deadline();
@@ -248,6 +263,8 @@ where
     }
     let record = Record {
         endpoint: front.endpoint(),
+        ticket,
+        limiter: snapshot.limiter.clone(),
         request_id: request_id.clone(),
         caller: caller.clone(),
         policy: policy.clone(),
@@ -497,8 +514,14 @@ where
             .served(&served.failed, &served.skipped, &served.retries);
         let d = served.deployment.clone();
         ctx.metrics.attempt(&d, "ok");
+        let tokens = (req.text_len() as u64).div_ceil(4);
+        let ticket = admit(ctx, &snapshot, &caller, &decision, tokens, Some(0))
+            .await
+            .map_err(|e| (e, Some(policy.clone())))?;
         let record = Record {
             endpoint: policy::EndpointName::Embeddings,
+            ticket,
+            limiter: snapshot.limiter.clone(),
             request_id: request_id.clone(),
             caller: caller.clone(),
             policy: policy.clone(),
@@ -636,6 +659,9 @@ where
 /// One answered request, for its log line and metrics.
 struct Record {
     endpoint: policy::EndpointName,
+    /// The caller's claim on its limits, settled when the answer is done.
+    ticket: Option<crate::limits::Ticket>,
+    limiter: Arc<crate::limits::Limiter>,
     request_id: HeaderValue,
     caller: Caller,
     policy: Arc<str>,
@@ -663,6 +689,17 @@ impl Record {
         let d = &self.deployment;
         let cost = accounting::cost::of(usage, &d.price);
         let took = self.started.elapsed();
+        self.limiter.finish(
+            self.ticket.as_ref(),
+            crate::limits::UsageEntry {
+                tenant: self.caller.tenant.clone(),
+                model: Arc::from(model_labels(d, "")[2]),
+                openness: d.model.openness.as_str(),
+                input_tokens: usage.prompt_tokens,
+                output_tokens: usage.completion_tokens,
+                cost_micros: crate::limits::micros(cost),
+            },
+        );
         m.usage(d, self.endpoint.operation(), usage, cost, took);
         m.request_duration
             .with_label_values(&[
@@ -694,6 +731,21 @@ impl Record {
             "request served"
         );
         cost
+    }
+}
+
+/// `GET /v1/usage`: the caller's tenant's usage of the current day and month.
+pub async fn usage(limiter: Arc<crate::limits::Limiter>, tenant: Arc<str>) -> Outcome {
+    let outcome = match limiter.usage(Some(&tenant)).await {
+        Ok(report) => Ok(report.to_json()),
+        Err(e) => Err(GatewayError::from(e)),
+    };
+    match outcome {
+        Ok(body) => Outcome {
+            response: crate::error::json_response(http::StatusCode::OK, body),
+            policy: None,
+        },
+        Err(e) => e.into(),
     }
 }
 
@@ -759,4 +811,63 @@ pub fn record(metrics: &Metrics, endpoint: &str, outcome: &Outcome) {
             outcome.policy.as_deref().unwrap_or("none"),
         ])
         .inc();
+}
+
+/// Counts a request against its caller's limits, reserving its worst-case cost on the most
+/// expensive deployment it may reach.
+async fn admit(
+    ctx: &Ctx,
+    snapshot: &Snapshot,
+    caller: &Caller,
+    decision: &policy::Decision,
+    prompt_tokens: u64,
+    max_output: Option<u32>,
+) -> Result<Option<crate::limits::Ticket>, GatewayError> {
+    if caller.limits.is_empty() {
+        return Ok(None);
+    }
+    let reserve = decision
+        .candidates()
+        .iter()
+        .map(|d| {
+            let out = policy::worst_output(d, prompt_tokens, max_output);
+            policy::worst_case_cost(d, prompt_tokens, out)
+        })
+        .fold(0.0, f64::max);
+    let charge = crate::limits::Charge {
+        tokens: prompt_tokens + u64::from(max_output.unwrap_or(0)),
+        reserve_micros: crate::limits::micros(reserve),
+    };
+    match snapshot.limiter.admit(&caller.limits, charge).await {
+        Ok(Some((ticket, levels))) => {
+            for (scope, day, month) in levels {
+                for (window, used, cap) in [
+                    ("day", day, scope.limits.usd_micros_per_day),
+                    ("month", month, scope.limits.usd_micros_per_month),
+                ] {
+                    if let Some(cap) = cap {
+                        ctx.metrics
+                            .budget_used
+                            .with_label_values(&[scope.kind.as_str(), &scope.name, window])
+                            .set(if cap == 0 {
+                                1.0
+                            } else {
+                                used as f64 / cap as f64
+                            });
+                    }
+                }
+            }
+            Ok(Some(ticket))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => {
+            if let crate::limits::LimitError::Refused(r) = &e {
+                ctx.metrics
+                    .limit_rejections
+                    .with_label_values(&[r.kind.as_str(), r.limit.as_str()])
+                    .inc();
+            }
+            Err(e.into())
+        }
+    }
 }

@@ -20,6 +20,8 @@ const END: &str = "<!-- config-reference:end -->";
 const SECTIONS: &[(&str, &str, &str)] = &[
     ("config", "ConfigSpec", "modelgate.yaml (top level)"),
     ("config", "KeySpec", "keys[]"),
+    ("config", "TenantSpec", "tenants[]"),
+    ("config", "LimitSetSpec", "keys[].limits, tenants[].limits"),
     ("config", "CatalogRefSpec", "catalog"),
     ("config", "DeploymentSpec", "deployments[]"),
     ("config", "DataHandlingSpec", "deployments[].data"),
@@ -27,6 +29,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("config", "TimeoutsSpec", "deployments[].timeouts"),
     ("config", "RetriesSpec", "deployments[].retries"),
     ("config", "BreakerSpec", "deployments[].breaker"),
+    ("config", "DeploymentLimitsSpec", "deployments[].limits"),
     ("config", "PoliciesRefSpec", "policies"),
     ("config", "LimitsSpec", "limits"),
     ("config", "ServerSpec", "server"),

@@ -10,14 +10,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use modelgate::config::reload::Reloaded;
 use serde_json::{Value, json};
+use support::process::Process;
 use support::*;
 
 async fn model_ids(base: &str) -> Vec<String> {
@@ -128,100 +126,6 @@ async fn c01_a_valid_file_change_swaps_the_configuration_and_an_invalid_one_is_r
     assert_eq!(gw.running.state.live.load().config.hash, hash_b);
     let m = gw.metrics().await;
     assert!(metric(&m, "modelgate_config_reloads_total", &[("result", "error")]) >= 4.0);
-}
-
-/// The gateway binary, started with a configuration file, its stderr collected.
-struct Process {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    base: String,
-    admin: String,
-    config: std::path::PathBuf,
-}
-
-impl Process {
-    fn start(yaml: &str) -> Process {
-        let dir = temp_dir();
-        let config = dir.join("modelgate.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_modelgate"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .env("CANARY", CANARY_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let l2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = l2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let (base, admin) = loop {
-            let text = log.lock().unwrap().clone();
-            if let Some(line) = text.lines().find(|l| l.contains("modelgate is serving")) {
-                let field = |k: &str| {
-                    line.split_whitespace()
-                        .find_map(|w| w.strip_prefix(k))
-                        .unwrap()
-                        .to_owned()
-                };
-                break (
-                    format!("http://{}", field("api=")),
-                    format!("http://{}", field("admin=")),
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the gateway did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Process {
-            child,
-            log,
-            base,
-            admin,
-            config,
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "did not exit:\n{}",
-                self.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
 }
 
 #[tokio::test]

@@ -56,7 +56,7 @@ async fn fleet() -> (Gateway, Vec<FakeUpstream>) {
     let broken = FakeUpstream::start(Script::status(503, None), Some(CANARY_KEY)).await;
     let backup = FakeUpstream::start(ok("backup"), Some(CANARY_KEY)).await;
     let yaml = format!(
-        "reload: {{poll_interval: 0}}\npolicies: {{active: company}}\ndeployments:\n{}{}{}{}  - {{name: closed-gpt-4o, kind: openai, model: gpt-4o, base_url: '{}', api_key_env: CANARY, locality: remote, data: {{retains_prompts: true}}}}\n",
+        "reload: {{poll_interval: 0}}\npolicies: {{active: company}}\ntenants:\n  - {{name: default, limits: {{usd_per_day: 100, tokens_per_minute: 50000}}}}\ndeployments:\n{}{}{}{}  - {{name: closed-gpt-4o, kind: openai, model: gpt-4o, base_url: '{}', api_key_env: CANARY, locality: remote, data: {{retains_prompts: true}}}}\n",
         deployment("local-llama", "llama-3.1-8b-instruct", &llama),
         deployment("local-smol", "smollm2-135m-instruct", &smol),
         deployment("qwen-broken", "qwen3-8b", &broken),
@@ -102,6 +102,14 @@ async fn traffic(gw: &Gateway) {
         ask(gw, "gpt-4o", false, Some("data=confidential")).await,
         403
     );
+    // Over the tenant's tokens per minute whatever the minute: 60,000 tokens asked for.
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .body(json!({"model": "gpt-4o", "max_tokens": 60000, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
     gw.running.state.reload();
 }
 
@@ -276,7 +284,7 @@ async fn a_real_prometheus_sees_requests_and_cost_by_openness_class() {
 
     let requests = prom.by("status_class", "modelgate_requests_total", 2).await;
     assert_eq!(requests["2xx"], 7.0, "{requests:?}");
-    assert_eq!(requests["4xx"], 1.0, "{requests:?}");
+    assert_eq!(requests["4xx"], 2.0, "{requests:?}");
     let refusals = prom
         .by("reason", "modelgate_policy_refusals_total", 1)
         .await;

@@ -15,8 +15,10 @@ pub struct Caller {
     pub tenant: Arc<str>,
     /// The policy the key names, if any.
     pub policy: Option<Arc<str>>,
-    /// Labels the key always carries.
+    /// Labels the key always carries (its tenant's included).
     pub labels: Arc<[(String, String)]>,
+    /// The key's and the tenant's limits, where they have any.
+    pub limits: Arc<[crate::limits::Scope]>,
 }
 
 impl Caller {
@@ -27,6 +29,7 @@ impl Caller {
             tenant: Arc::from("default"),
             policy: None,
             labels: Arc::from(Vec::new()),
+            limits: Arc::from(Vec::new()),
         }
     }
 }
@@ -53,6 +56,7 @@ impl KeyStore {
                 tenant: Arc::from(tenant),
                 policy: None,
                 labels: Arc::from(Vec::new()),
+                limits: Arc::from(Vec::new()),
             },
         )
     }

@@ -39,7 +39,7 @@ pub struct Authed<B> {
 pub fn authenticate(headers: &HeaderMap, snapshot: &Snapshot) -> Result<Caller, AuthError> {
     let cfg = &snapshot.config;
     if !cfg.auth_required {
-        return Ok(Caller::anonymous());
+        return Ok(cfg.anonymous.clone());
     }
     let presented = presented_key(headers)?;
     cfg.keys

@@ -59,6 +59,8 @@ pub struct Endpoint {
     pub retry: RetryPolicy,
     /// Outlier ejection; `None` when turned off.
     pub breaker: Option<BreakerConfig>,
+    /// Requests and tokens per minute it may be sent, as a limit scope named after it.
+    pub limits: Option<crate::limits::Scope>,
     /// The connection pool for this endpoint.
     pub client: UpstreamClient,
 }

@@ -1,7 +1,7 @@
 //! Loading: read the entry file and the catalog, parse them, and validate everything into a
 //! [`Config`], collecting every problem (file, line, field) before refusing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use super::{Config, EMBEDDED_CONFIG, Limits, Origin, ReloadSettings, ServerSetti
 use crate::auth::keys::{Caller, KeyStore, hex};
 use crate::catalog::spec::CatalogFileSpec;
 use crate::catalog::{Catalog, builtin};
+use crate::limits::LimitSet;
 use crate::policy::spec::PolicyFileSpec;
 use crate::upstream::breaker::BreakerConfig;
 use crate::upstream::client;
@@ -291,6 +292,58 @@ fn build(
         overrides.admin_listen,
         &mut problems,
     );
+    let mut tenants: HashMap<&str, &super::spec::TenantSpec> = HashMap::new();
+    for (i, t) in spec.tenants.iter().enumerate() {
+        let loc = t.referenced;
+        let t = &t.value;
+        let path = |f: &str| format!("tenants[{i}].{f}");
+        if t.name.trim().is_empty() || tenants.insert(t.name.as_str(), t).is_some() {
+            problems.at(
+                &file,
+                loc,
+                path("name"),
+                "tenant names must be non-empty and unique",
+            );
+        }
+        for p in &t.policies {
+            if !policy_names.contains(p) {
+                problems.at(
+                    &file,
+                    loc,
+                    path("policies"),
+                    format!("no policy is named '{p}'"),
+                );
+            }
+        }
+        if let Some(l) = &t.limits {
+            check_limit_set(l, &file, loc, &path("limits"), &mut problems);
+        }
+    }
+    let caller_of = |key: Option<(&str, Option<&super::spec::LimitSetSpec>)>,
+                     tenant: &str,
+                     policy: Option<&str>,
+                     labels: &BTreeMap<String, String>| {
+        let t = tenants.get(tenant);
+        let mut all: BTreeMap<String, String> = t.map(|t| t.labels.clone()).unwrap_or_default();
+        all.extend(labels.iter().map(|(a, b)| (a.clone(), b.clone())));
+        let none = LimitSet::default();
+        let tenant_limits = t
+            .and_then(|t| t.limits.as_ref())
+            .map_or(none, LimitSet::from_spec);
+        let key_limits = key.map(|(id, l)| (id, l.map_or(none, LimitSet::from_spec)));
+        Caller {
+            key_id: key.map(|(id, _)| Arc::from(id)),
+            tenant: Arc::from(tenant),
+            policy: policy
+                .or_else(|| t.and_then(|t| t.policies.first()).map(String::as_str))
+                .map(Arc::from),
+            labels: Arc::from(all.into_iter().collect::<Vec<_>>()),
+            limits: Arc::from(crate::limits::caller_scopes(
+                key_limits.as_ref().map(|(id, l)| (*id, l)),
+                (tenant, &tenant_limits),
+            )),
+        }
+    };
     let mut keys = KeyStore::default();
     let mut key_ids = HashSet::new();
     for (i, k) in spec.keys.iter().enumerate() {
@@ -318,17 +371,30 @@ fn build(
                 format!("no policy is named '{p}'"),
             );
         }
-        let caller = Caller {
-            key_id: Some(Arc::from(k.id.as_str())),
-            tenant: Arc::from(k.tenant.as_str()),
-            policy: k.policy.as_deref().map(Arc::from),
-            labels: Arc::from(
-                k.labels
-                    .iter()
-                    .map(|(a, b)| (a.clone(), b.clone()))
-                    .collect::<Vec<_>>(),
-            ),
-        };
+        if let (Some(p), Some(t)) = (&k.policy, tenants.get(k.tenant.as_str()))
+            && !t.policies.is_empty()
+            && !t.policies.contains(p)
+        {
+            problems.at(
+                &file,
+                loc,
+                path("policy"),
+                format!(
+                    "tenant '{}' may not use policy '{p}' (its policies: {})",
+                    k.tenant,
+                    t.policies.join(", ")
+                ),
+            );
+        }
+        if let Some(l) = &k.limits {
+            check_limit_set(l, &file, loc, &path("limits"), &mut problems);
+        }
+        let caller = caller_of(
+            Some((k.id.as_str(), k.limits.as_ref())),
+            &k.tenant,
+            k.policy.as_deref(),
+            &k.labels,
+        );
         if let Err(e) = keys.insert_caller(&k.sha256, caller) {
             problems.at(&file, loc, path("sha256"), e);
         }
@@ -447,6 +513,24 @@ fn build(
             problems.at(&file, Location::UNKNOWN, field, "must be more than 0");
         }
     }
+    let anonymous = caller_of(None, "default", None, &BTreeMap::new());
+    let limit_store = match &spec.limits.store {
+        None => "memory".to_owned(),
+        Some(s) if s.value == "memory" => "memory".to_owned(),
+        Some(s) => {
+            if !s.value.starts_with("redis://") {
+                problems.at(
+                    &file,
+                    s.referenced,
+                    "limits.store",
+                    "must be 'memory' or a redis:// URL",
+                );
+            } else if let Err(e) = crate::limits::redis_store::RedisStore::new(&s.value) {
+                problems.at(&file, s.referenced, "limits.store", e);
+            }
+            s.value.clone()
+        }
+    };
     let limits = Limits {
         max_body_bytes: spec.limits.max_body_bytes,
         max_messages: spec.limits.max_messages,
@@ -489,6 +573,9 @@ fn build(
             policies,
             active_policy,
             limits,
+            limit_store,
+            on_store_error: spec.limits.on_store_error,
+            anonymous,
             reload,
         },
         watched: sources.watched,
@@ -837,6 +924,16 @@ impl DeploymentCx<'_> {
             timeouts,
             retry,
             breaker,
+            limits: d
+                .limits
+                .as_ref()
+                .map(LimitSet::for_deployment)
+                .filter(|l| !l.is_empty())
+                .map(|limits| crate::limits::Scope {
+                    kind: crate::limits::ScopeKind::Deployment,
+                    name: Arc::from(d.name.as_str()),
+                    limits,
+                }),
             client,
         }))
     }
@@ -881,3 +978,26 @@ fn is_loopback_url(u: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Refuses limits that cannot mean what they say.
+fn check_limit_set(
+    l: &super::spec::LimitSetSpec,
+    file: &Arc<str>,
+    loc: Location,
+    path: &str,
+    problems: &mut Problems,
+) {
+    for (name, v) in [
+        ("usd_per_day", l.usd_per_day),
+        ("usd_per_month", l.usd_per_month),
+    ] {
+        if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+            problems.at(
+                file,
+                loc,
+                format!("{path}.{name}"),
+                "must be a number of dollars, 0 or more",
+            );
+        }
+    }
+}

@@ -78,6 +78,11 @@ pub struct Config {
     /// The policy in force for callers whose key names none.
     pub active_policy: String,
     pub limits: Limits,
+    /// Where limit counters are kept: `memory`, or a Redis URL.
+    pub limit_store: String,
+    pub on_store_error: spec::StoreErrorMode,
+    /// The caller of a gateway without keys (the `default` tenant, with its limits).
+    pub anonymous: crate::auth::keys::Caller,
     pub reload: ReloadSettings,
 }
 
@@ -95,6 +100,8 @@ pub struct Snapshot {
     routes: HashMap<String, Route>,
     /// Model ids for `GET /v1/models`, in catalog order, with their deployments.
     pub listed: Vec<(Arc<crate::catalog::Model>, Vec<usize>)>,
+    /// Rate limits and budgets: kept across reloads while the store stays the same.
+    pub limiter: Arc<crate::limits::Limiter>,
 }
 
 /// What a requested name stands for.
@@ -114,10 +121,12 @@ pub const AUTO: &str = "auto";
 impl Snapshot {
     /// Expands discovered backends into deployments and builds the route table.
     pub fn build(config: Arc<Config>, discovered: &Discovered) -> Snapshot {
+        let limiter = Arc::new(crate::limits::Limiter::for_config(&config));
         Snapshot::build_with(
             config,
             discovered,
             &crate::upstream::health::HealthBook::default(),
+            limiter,
         )
     }
 
@@ -126,6 +135,7 @@ impl Snapshot {
         config: Arc<Config>,
         discovered: &Discovered,
         book: &crate::upstream::health::HealthBook,
+        limiter: Arc<crate::limits::Limiter>,
     ) -> Snapshot {
         let mut deployments: Vec<Arc<Deployment>> = config.deployments.clone();
         for ep in &config.discover {
@@ -182,6 +192,7 @@ impl Snapshot {
             policies,
             routes,
             listed: by_model,
+            limiter,
         }
     }
 

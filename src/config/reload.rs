@@ -28,6 +28,9 @@ pub struct State {
     overrides: Overrides,
     env: Box<dyn Env + Send + Sync>,
     metrics: Arc<Metrics>,
+    /// The limiter in force; replaced only when `limits.store` changes, so counters survive
+    /// reloads.
+    limiter: Mutex<Arc<crate::limits::Limiter>>,
     inner: Mutex<Inner>,
 }
 
@@ -59,7 +62,14 @@ impl State {
     ) -> Arc<State> {
         let config = Arc::new(loaded.config);
         let health = crate::upstream::health::HealthBook::default();
-        let snapshot = Snapshot::build_with(config.clone(), &Discovered::default(), &health);
+        let limiter = Arc::new(crate::limits::Limiter::for_config(&config));
+        limiter.set_metrics(&metrics);
+        let snapshot = Snapshot::build_with(
+            config.clone(),
+            &Discovered::default(),
+            &health,
+            limiter.clone(),
+        );
         metrics.set_config(&config.hash, snapshot.deployments.len());
         let fingerprint = load::fingerprint(&loaded.watched);
         Arc::new(State {
@@ -69,6 +79,7 @@ impl State {
             overrides,
             env,
             metrics,
+            limiter: Mutex::new(limiter),
             inner: Mutex::new(Inner {
                 config,
                 watched: loaded.watched,
@@ -151,7 +162,22 @@ impl State {
     }
 
     fn publish(&self, inner: &Inner) {
-        let snapshot = Snapshot::build_with(inner.config.clone(), &inner.discovered, &self.health);
+        let limiter = {
+            let mut l = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+            let c = &inner.config;
+            if l.describes() != c.limit_store || l.on_error != c.on_store_error {
+                let fresh = Arc::new(crate::limits::Limiter::for_config(c));
+                fresh.set_metrics(&self.metrics);
+                *l = fresh;
+            }
+            l.clone()
+        };
+        let snapshot = Snapshot::build_with(
+            inner.config.clone(),
+            &inner.discovered,
+            &self.health,
+            limiter,
+        );
         self.metrics
             .set_config(&inner.config.hash, snapshot.deployments.len());
         self.live.store(Arc::new(snapshot));

@@ -27,6 +27,10 @@ pub struct ConfigSpec {
     /// Client keys, stored as SHA-256 hashes (`modelgate key new` makes one).
     #[serde(default)]
     pub keys: Vec<Spanned<KeySpec>>,
+    /// Tenants: the policies their keys may use, labels they always carry, and their limits.
+    /// A tenant named by a key but not listed here has no limits of its own.
+    #[serde(default)]
+    pub tenants: Vec<Spanned<TenantSpec>>,
     /// Which catalog files to load.
     #[serde(default)]
     pub catalog: CatalogRefSpec,
@@ -70,6 +74,48 @@ pub struct KeySpec {
     /// Labels every request with this key carries; a request cannot change them.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Limits of this key alone (on top of its tenant's).
+    #[serde(default)]
+    pub limits: Option<LimitSetSpec>,
+}
+
+/// One tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    /// The name keys give as their `tenant`.
+    pub name: String,
+    /// Policies the tenant's keys may name; the first decides for keys that name none. Empty:
+    /// any policy, and `policies.active` by default.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Labels every request of the tenant carries (a key's own labels come on top).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Limits shared by all the tenant's keys.
+    #[serde(default)]
+    pub limits: Option<LimitSetSpec>,
+}
+
+/// Caps on requests, tokens and spend. Minutes are calendar minutes, days and months calendar
+/// days and months, all in UTC.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSetSpec {
+    /// Requests per minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute: the prompt (estimated) and `max_tokens` count when the request is
+    /// admitted, as OpenAI counts them; the actual output is added when it is known.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// Spend per day, in US dollars. Each request reserves its worst-case cost before the call
+    /// and is charged its actual cost after it.
+    #[serde(default)]
+    pub usd_per_day: Option<f64>,
+    /// Spend per month, in US dollars, reserved and charged as per day.
+    #[serde(default)]
+    pub usd_per_month: Option<f64>,
 }
 
 /// The policy files.
@@ -237,6 +283,22 @@ pub struct DeploymentSpec {
     /// Outlier ejection of this deployment.
     #[serde(default)]
     pub breaker: BreakerSpec,
+    /// Requests and tokens per minute this deployment may take from this gateway (from every
+    /// gateway, with a shared `limits.store`); over them, the next allowed deployment is tried.
+    #[serde(default)]
+    pub limits: Option<DeploymentLimitsSpec>,
+}
+
+/// Caps on what one deployment is sent.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentLimitsSpec {
+    /// Requests per minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute (the prompt, estimated, and `max_tokens`).
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
 }
 
 /// Failures that may be retried on the same deployment.
@@ -371,6 +433,23 @@ pub struct LimitsSpec {
     /// Longest SSE line from an upstream, in bytes. Default 1 MiB.
     #[serde(default = "default_max_sse_line")]
     pub max_sse_line_bytes: usize,
+    /// Where rate-limit and budget counters are kept: `memory` (default; this process only) or
+    /// `redis://host:port[/db]`, shared by every gateway using the same Redis.
+    #[serde(default)]
+    pub store: Option<Spanned<String>>,
+    /// What happens when the store cannot be reached: `closed` (default) refuses requests that
+    /// have limits with 503 `limit_store_unavailable`; `open` lets them through uncounted.
+    #[serde(default)]
+    pub on_store_error: StoreErrorMode,
+}
+
+/// Behaviour when the limit store is unreachable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreErrorMode {
+    #[default]
+    Closed,
+    Open,
 }
 
 impl Default for LimitsSpec {
@@ -381,6 +460,8 @@ impl Default for LimitsSpec {
             max_json_depth: default_max_depth(),
             max_response_bytes: default_max_response(),
             max_sse_line_bytes: default_max_sse_line(),
+            store: None,
+            on_store_error: StoreErrorMode::Closed,
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct Metrics {
     pub deployments: IntGauge,
     pub panics: prometheus::IntCounter,
     pub shed: prometheus::IntCounter,
+    pub limit_rejections: IntCounterVec,
+    pub limit_store_errors: IntCounterVec,
+    pub budget_used: prometheus::GaugeVec,
     pub startup: Histogram,
 }
 
@@ -108,7 +111,7 @@ impl Metrics {
             v.extend_from_slice(extra);
             v
         };
-        Ok(Metrics {
+        let m = Metrics {
             requests: counter(
                 &r,
                 "modelgate_requests_total",
@@ -247,6 +250,29 @@ impl Metrics {
                 "modelgate_deployments",
                 "Deployments routable now (configured plus discovered).",
             )?,
+            limit_rejections: counter(
+                &r,
+                "modelgate_limit_rejections_total",
+                "Requests refused with 429 by a rate limit or budget, by scope kind (key, tenant, deployment) and limit.",
+                &["scope_kind", "limit"],
+            )?,
+            limit_store_errors: counter(
+                &r,
+                "modelgate_limit_store_errors_total",
+                "Failures to reach the limit store, by operation (admit, settle, usage).",
+                &["operation"],
+            )?,
+            budget_used: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "modelgate_budget_used_ratio",
+                        "Share of a spend budget used or reserved (0 to 1), by scope and window (day, month), as of the scope's last admitted request.",
+                    ),
+                    &["scope_kind", "scope", "window"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             shed: {
                 let c = prometheus::IntCounter::new(
                     "modelgate_shed_total",
@@ -275,7 +301,12 @@ impl Metrics {
                 h
             },
             registry: r,
-        })
+        };
+        // Zero from the start, so dashboards and alerts see the series before any failure.
+        for op in ["admit", "settle", "usage"] {
+            m.limit_store_errors.with_label_values(&[op]);
+        }
+        Ok(m)
     }
 
     /// The text exposition of every metric.
@@ -355,6 +386,7 @@ impl Metrics {
                 match s.reason {
                     crate::upstream::SkipReason::Ejected(_) => "ejected",
                     crate::upstream::SkipReason::CoolingDown(_) => "cooling_down",
+                    crate::upstream::SkipReason::Limited(_) => "rate_limited_here",
                     crate::upstream::SkipReason::Reloaded => "disallowed_by_reload",
                 },
             );

@@ -403,11 +403,7 @@ fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refus
     }
     if let Some(cap) = rule.per_request_cap {
         let prompt = tokens.unwrap_or_else(|| ask.prompt.tokens(m));
-        let worst_out = ask
-            .max_output
-            .map(u64::from)
-            .or(caps.max_output_tokens.map(u64::from))
-            .unwrap_or_else(|| window.saturating_sub(prompt));
+        let worst_out = worst_output(d, prompt, ask.max_output);
         let cost = worst_case_cost(d, prompt, worst_out);
         if cost > cap {
             return refusal(
@@ -419,6 +415,16 @@ fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refus
         }
     }
     None
+}
+
+/// The longest answer a request may get on `d`: its `max_tokens`, else the model's longest
+/// answer, else what is left of the context window.
+pub fn worst_output(d: &Deployment, prompt_tokens: u64, max_output: Option<u32>) -> u64 {
+    let caps = &d.model.capabilities;
+    max_output
+        .map(u64::from)
+        .or(caps.max_output_tokens.map(u64::from))
+        .unwrap_or_else(|| u64::from(caps.context_window).saturating_sub(prompt_tokens))
 }
 
 /// The most a request may cost on `d`.

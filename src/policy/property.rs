@@ -596,6 +596,7 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
     let plan = upstream::fallback::Plan {
         deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(600),
         allowed: &still_allowed,
+        gate: None,
     };
     let served = rt.block_on(upstream::fallback::run(&decision, &plan, |d| {
         attempted.lock().unwrap().push(d.name.clone());

@@ -1,12 +1,13 @@
-//! ① The admin listener: `/metrics` for Prometheus, `/healthz` (alive) and `/readyz` (ready
-//! for traffic: configuration loaded and not shutting down). No client API here.
+//! ① The admin listener: `/metrics` for Prometheus, `/healthz` (alive), `/readyz` (ready
+//! for traffic: configuration loaded and not shutting down) and `/v1/usage` (every tenant's
+//! usage, or one's with `?tenant=`). No client API here.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::future::{Ready, ready};
+use futures_util::future::ready;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use tower::Service;
@@ -76,13 +77,37 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 impl<B> Service<Request<B>> for AdminService {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+    >;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        ready(Ok(self.respond(req.method(), req.uri().path())))
+        if req.uri().path() == "/v1/usage" && req.method() == Method::GET {
+            let limiter = self.state.live.load().limiter.clone();
+            let tenant = req.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("tenant="))
+                    .map(str::to_owned)
+            });
+            return Box::pin(async move {
+                let res = match limiter.usage(tenant.as_deref()).await {
+                    Ok(report) => {
+                        let mut res = Response::new(Full::new(report.to_json()));
+                        res.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                        res
+                    }
+                    Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
+                };
+                Ok(res)
+            });
+        }
+        Box::pin(ready(Ok(self.respond(req.method(), req.uri().path()))))
     }
 }

@@ -165,6 +165,8 @@ pub enum SkipReason {
     Ejected(Duration),
     /// It asked (`Retry-After`) not to be called for this long yet.
     CoolingDown(Duration),
+    /// Over its own requests or tokens per minute until this long from now.
+    Limited(Duration),
     /// A reload since the decision no longer allows it.
     Reloaded,
 }
@@ -200,6 +202,11 @@ fn summary(attempts: &[Attempt], skipped: &[Skip]) -> String {
             ),
             SkipReason::CoolingDown(wait) => format!(
                 "deployment '{}': asked for a pause (Retry-After), {} s left",
+                s.deployment.name,
+                wait.as_secs().max(1)
+            ),
+            SkipReason::Limited(wait) => format!(
+                "deployment '{}': over its rate limit, {} s left in the minute",
                 s.deployment.name,
                 wait.as_secs().max(1)
             ),
@@ -243,7 +250,12 @@ impl UpstreamError {
     fn all_rate_limited(&self) -> bool {
         (!self.attempts.is_empty() || !self.skipped.is_empty())
             && self.attempts.iter().all(|a| matches!(&a.error, AttemptError::Status { fault, .. } if fault.status == StatusCode::TOO_MANY_REQUESTS))
-            && self.skipped.iter().all(|s| matches!(s.reason, SkipReason::CoolingDown(_)))
+            && self.skipped.iter().all(|s| {
+                matches!(
+                    s.reason,
+                    SkipReason::CoolingDown(_) | SkipReason::Limited(_)
+                )
+            })
     }
 
     /// Every allowed deployment was down: not tried (ejected), not reachable, or saying it is
@@ -311,7 +323,9 @@ impl UpstreamError {
                 .skipped
                 .iter()
                 .filter_map(|s| match s.reason {
-                    SkipReason::Ejected(w) | SkipReason::CoolingDown(w) => Some(w),
+                    SkipReason::Ejected(w)
+                    | SkipReason::CoolingDown(w)
+                    | SkipReason::Limited(w) => Some(w),
                     SkipReason::Reloaded => None,
                 })
                 .min()?;

@@ -21,14 +21,17 @@ pub struct Plan<'a> {
     pub deadline: Instant,
     /// Whether a deployment is still allowed when its attempt starts.
     pub allowed: &'a (dyn Fn(&Deployment) -> bool + Sync),
+    /// Deployments' own rate limits, and the tokens the request counts for.
+    pub gate: Option<(&'a crate::limits::Limiter, u64)>,
 }
 
 impl Plan<'_> {
-    /// A plan with a deadline and no re-check.
+    /// A plan with a deadline, no re-check and no deployment limits.
     pub fn until(deadline: Instant) -> Plan<'static> {
         Plan {
             deadline,
             allowed: &|_| true,
+            gate: None,
         }
     }
 }
@@ -102,6 +105,19 @@ where
             skipped.push(Skip {
                 deployment: d.clone(),
                 reason: SkipReason::CoolingDown(wait),
+            });
+            continue;
+        }
+        if let (Some((limiter, tokens)), Some(scope)) = (&plan.gate, &d.endpoint.limits)
+            && let Err(e) = limiter.count(scope, *tokens).await
+        {
+            let wait = match e {
+                crate::limits::LimitError::Refused(r) => r.retry_after,
+                crate::limits::LimitError::Unavailable => std::time::Duration::from_secs(1),
+            };
+            skipped.push(Skip {
+                deployment: d.clone(),
+                reason: SkipReason::Limited(wait),
             });
             continue;
         }

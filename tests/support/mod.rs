@@ -33,6 +33,7 @@ pub const CANARY_KEY: &str = "sk-canary-7f3a9c1e5b2d4680";
 
 mod dialects;
 pub mod faults;
+pub mod process;
 
 pub use faults::{Connection, End};
 

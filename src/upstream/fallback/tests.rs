@@ -315,6 +315,7 @@ async fn a_deployment_a_reload_disallowed_is_not_tried() {
     let plan = Plan {
         deadline: Instant::now() + Duration::from_secs(60),
         allowed: &not_a,
+        gate: None,
     };
     let (served, log) = script(&fleet, &plan, HashMap::new()).await;
     let served = served.unwrap();

@@ -1,0 +1,336 @@
+//! ④ Counters in Redis, shared by every gateway that names the same store. Each admission and
+//! each settlement is one Lua script, so it is atomic across the fleet; every key carries a TTL
+//! a little past its window, and reservations expire on their own if a gateway dies before it
+//! settles them.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::usage::{Period, UsageEntry, UsageReport};
+use super::{Charge, Levels, Limit, Refused, Scope, Windows};
+
+/// How long a call to Redis may take before the store counts as unreachable.
+const TIMEOUT: Duration = Duration::from_millis(500);
+/// A reservation no gateway settled expires after this long.
+const RESERVATION_TTL_MS: u64 = 3_600_000;
+const MINUTE_TTL_MS: u64 = 120_000;
+const DAY_TTL_MS: u64 = 2 * 86_400_000;
+const MONTH_TTL_MS: u64 = 32 * 86_400_000;
+
+/// Checks every scope, then counts in every scope, or returns the first scope and cap over.
+/// KEYS: per scope, its requests and tokens of this minute, its spend of this day and month,
+/// its reservations (a sorted set of `id:micros` scored by expiry).
+/// ARGV: scopes, now (ms), ticket id, tokens, reserve (micros), then per scope its four caps
+/// (-1 for none). Returns {-1, day, month, …} (levels of the scopes with spend caps), or
+/// {scope index, cap index}.
+const ADMIT: &str = r"
+local n = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local id = ARGV[3]
+local tokens = tonumber(ARGV[4])
+local reserve = tonumber(ARGV[5])
+local function num(k) return tonumber(redis.call('GET', k) or '0') end
+local function reserved(k)
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+  local sum = 0
+  for _, m in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+    sum = sum + tonumber(string.match(m, ':(%d+)$'))
+  end
+  return sum
+end
+local spent = {}
+for i = 0, n - 1 do
+  local k, a = i * 5, 6 + i * 4
+  local rpm, tpm, dcap, mcap = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  if rpm >= 0 and num(KEYS[k + 1]) + 1 > rpm then return {i, 0} end
+  if tpm >= 0 and num(KEYS[k + 2]) + tokens > tpm then return {i, 1} end
+  if dcap >= 0 or mcap >= 0 then
+    local r = reserved(KEYS[k + 5])
+    local d, m = num(KEYS[k + 3]) + r, num(KEYS[k + 4]) + r
+    if dcap >= 0 and d + reserve > dcap then return {i, 2} end
+    if mcap >= 0 and m + reserve > mcap then return {i, 3} end
+    spent[i] = {d + reserve, m + reserve}
+  end
+end
+local out = {-1}
+for i = 0, n - 1 do
+  local k, a = i * 5, 6 + i * 4
+  redis.call('INCR', KEYS[k + 1])
+  redis.call('PEXPIRE', KEYS[k + 1], ARGV[6 + n * 4])
+  redis.call('INCRBY', KEYS[k + 2], tokens)
+  redis.call('PEXPIRE', KEYS[k + 2], ARGV[6 + n * 4])
+  if spent[i] then
+    redis.call('ZADD', KEYS[k + 5], now + tonumber(ARGV[7 + n * 4]), id .. ':' .. reserve)
+    redis.call('PEXPIRE', KEYS[k + 5], ARGV[7 + n * 4])
+    table.insert(out, spent[i][1])
+    table.insert(out, spent[i][2])
+  end
+end
+return out
+";
+
+/// Settles a ticket (if any) and records usage.
+/// KEYS: per settled scope its spend of this day and month, its reservations, its tokens of
+/// this minute; then the tenant's usage of this day and month, and the set of tenants.
+/// ARGV: scopes, ticket id, cost (micros), extra tokens, usage field, input tokens, output
+/// tokens, tenant, then the TTLs of a day, a month and a minute.
+const FINISH: &str = r"
+local n = tonumber(ARGV[1])
+local cost = tonumber(ARGV[3])
+local extra = tonumber(ARGV[4])
+for i = 0, n - 1 do
+  local k = i * 4
+  redis.call('ZREM', KEYS[k + 3], ARGV[2])
+  if cost > 0 then
+    redis.call('INCRBY', KEYS[k + 1], cost)
+    redis.call('PEXPIRE', KEYS[k + 1], ARGV[9])
+    redis.call('INCRBY', KEYS[k + 2], cost)
+    redis.call('PEXPIRE', KEYS[k + 2], ARGV[10])
+  end
+  if extra > 0 then
+    redis.call('INCRBY', KEYS[k + 4], extra)
+    redis.call('PEXPIRE', KEYS[k + 4], ARGV[11])
+  end
+end
+local u = n * 4
+local f = ARGV[5]
+for j, ttl in ipairs({ARGV[9], ARGV[10]}) do
+  local key = KEYS[u + j]
+  redis.call('HINCRBY', key, f .. '|requests', 1)
+  redis.call('HINCRBY', key, f .. '|input_tokens', ARGV[6])
+  redis.call('HINCRBY', key, f .. '|output_tokens', ARGV[7])
+  redis.call('HINCRBY', key, f .. '|usd_micros', cost)
+  redis.call('PEXPIRE', key, ttl)
+end
+redis.call('SADD', KEYS[u + 3], ARGV[8])
+redis.call('PEXPIRE', KEYS[u + 3], ARGV[10])
+return 1
+";
+
+pub struct RedisStore {
+    url: String,
+    client: redis::Client,
+    conn: OnceLock<ConnectionManager>,
+    admit: redis::Script,
+    finish: redis::Script,
+}
+
+fn scope_key(s: &Scope) -> String {
+    format!("modelgate:{}:{}", s.kind.as_str(), s.name)
+}
+
+fn cap(c: Option<u64>) -> i64 {
+    c.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+impl RedisStore {
+    /// A store for `url` (`redis://host:port[/db]`); connects on first use.
+    pub fn new(url: &str) -> Result<RedisStore, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
+        Ok(RedisStore {
+            url: url.to_owned(),
+            client,
+            conn: OnceLock::new(),
+            admit: redis::Script::new(ADMIT),
+            finish: redis::Script::new(FINISH),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn conn(&self) -> Result<ConnectionManager, redis::RedisError> {
+        if let Some(c) = self.conn.get() {
+            return Ok(c.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let c = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        Ok(self.conn.get_or_init(|| c).clone())
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, String> {
+        let mut conn = self.conn().map_err(|e| e.to_string())?;
+        match tokio::time::timeout(TIMEOUT * 2, inv.invoke_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("redis: {:?}", e.kind())),
+            Err(_) => Err("redis: timed out".into()),
+        }
+    }
+
+    pub async fn admit(
+        &self,
+        scopes: &[Scope],
+        charge: Charge,
+        w: &Windows,
+        id: &str,
+    ) -> Result<Result<Levels, Refused>, String> {
+        let mut inv = self.admit.prepare_invoke();
+        for s in scopes {
+            let k = scope_key(s);
+            inv.key(format!("{k}:rpm:{}", w.minute))
+                .key(format!("{k}:tpm:{}", w.minute))
+                .key(format!("{k}:usd:d:{}", w.day))
+                .key(format!("{k}:usd:m:{}", w.month))
+                .key(format!("{k}:reserved"));
+        }
+        inv.arg(scopes.len())
+            .arg(w.now_ms)
+            .arg(id)
+            .arg(charge.tokens)
+            .arg(charge.reserve_micros);
+        for s in scopes {
+            let l = &s.limits;
+            inv.arg(cap(l.requests_per_minute))
+                .arg(cap(l.tokens_per_minute))
+                .arg(cap(l.usd_micros_per_day))
+                .arg(cap(l.usd_micros_per_month));
+        }
+        inv.arg(MINUTE_TTL_MS).arg(RESERVATION_TTL_MS);
+        let out: Vec<i64> = self.run(&inv).await?;
+        match out.as_slice() {
+            [-1, levels @ ..] => {
+                let spend: Vec<&Scope> = scopes.iter().filter(|s| s.limits.has_spend()).collect();
+                Ok(Ok(spend
+                    .into_iter()
+                    .zip(levels.chunks(2))
+                    .map(|(s, l)| {
+                        let v = |i: usize| l.get(i).map_or(0, |x| u64::try_from(*x).unwrap_or(0));
+                        (s.clone(), v(0), v(1))
+                    })
+                    .collect()))
+            }
+            [i, which] => {
+                let s = usize::try_from(*i)
+                    .ok()
+                    .and_then(|i| scopes.get(i))
+                    .ok_or("redis: a scope out of range")?;
+                let limit = match which {
+                    0 => Limit::RequestsPerMinute,
+                    1 => Limit::TokensPerMinute,
+                    2 => Limit::UsdPerDay,
+                    _ => Limit::UsdPerMonth,
+                };
+                Ok(Err(Refused {
+                    kind: s.kind,
+                    name: s.name.clone(),
+                    limit,
+                    cap: limit.cap(&s.limits).unwrap_or(0),
+                    retry_after: limit.reset(w),
+                }))
+            }
+            _ => Err("redis: an unexpected answer from the admission script".into()),
+        }
+    }
+
+    pub async fn finish(
+        &self,
+        settle: Option<&(String, Vec<Scope>, Charge)>,
+        e: &UsageEntry,
+        w: &Windows,
+    ) -> Result<(), String> {
+        let mut inv = self.finish.prepare_invoke();
+        let (id, scopes, charged) = match settle {
+            Some((id, scopes, charge)) => (id.as_str(), scopes.as_slice(), charge.tokens),
+            None => ("", &[][..], 0),
+        };
+        for s in scopes {
+            let k = scope_key(s);
+            inv.key(format!("{k}:usd:d:{}", w.day))
+                .key(format!("{k}:usd:m:{}", w.month))
+                .key(format!("{k}:reserved"))
+                .key(format!("{k}:tpm:{}", w.minute));
+        }
+        inv.key(format!("modelgate:usage:{}:d:{}", e.tenant, w.day))
+            .key(format!("modelgate:usage:{}:m:{}", e.tenant, w.month))
+            .key("modelgate:usage:tenants");
+        let reserved_member = settle.map(|(id, _, c)| format!("{id}:{}", c.reserve_micros));
+        inv.arg(scopes.len())
+            .arg(reserved_member.as_deref().unwrap_or(id))
+            .arg(e.cost_micros)
+            .arg((e.input_tokens + e.output_tokens).saturating_sub(charged))
+            .arg(e.field())
+            .arg(e.input_tokens)
+            .arg(e.output_tokens)
+            .arg(&*e.tenant)
+            .arg(DAY_TTL_MS)
+            .arg(MONTH_TTL_MS)
+            .arg(MINUTE_TTL_MS);
+        let _: i64 = self.run(&inv).await?;
+        Ok(())
+    }
+
+    /// Drops a reservation whose request ended without an answer.
+    pub async fn release(&self, id: &str, scopes: &[Scope], charge: Charge) -> Result<(), String> {
+        let mut conn = self.conn().map_err(|e| e.to_string())?;
+        let mut pipe = redis::pipe();
+        for s in scopes {
+            pipe.cmd("ZREM")
+                .arg(format!("{}:reserved", scope_key(s)))
+                .arg(format!("{id}:{}", charge.reserve_micros))
+                .ignore();
+        }
+        match tokio::time::timeout(TIMEOUT * 2, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("redis: {:?}", e.kind())),
+            Err(_) => Err("redis: timed out".into()),
+        }
+    }
+
+    pub async fn usage(&self, tenant: Option<&str>, w: &Windows) -> Result<UsageReport, String> {
+        let mut conn = self.conn().map_err(|e| e.to_string())?;
+        let tenants: Vec<String> = match tenant {
+            Some(t) => vec![t.to_owned()],
+            None => {
+                let mut cmd = redis::cmd("SMEMBERS");
+                cmd.arg("modelgate:usage:tenants");
+                tokio::time::timeout(TIMEOUT * 2, cmd.query_async(&mut conn))
+                    .await
+                    .map_err(|_| "redis: timed out".to_owned())?
+                    .map_err(|e| format!("redis: {:?}", e.kind()))?
+            }
+        };
+        let mut report = UsageReport {
+            day: w.day.clone(),
+            month: w.month.clone(),
+            ..UsageReport::default()
+        };
+        for t in tenants {
+            let mut periods: [Period; 2] = [Period::new(), Period::new()];
+            for (i, key) in [
+                format!("modelgate:usage:{t}:d:{}", w.day),
+                format!("modelgate:usage:{t}:m:{}", w.month),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(key);
+                let fields: Vec<(String, u64)> =
+                    tokio::time::timeout(TIMEOUT * 2, cmd.query_async(&mut conn))
+                        .await
+                        .map_err(|_| "redis: timed out".to_owned())?
+                        .map_err(|e| format!("redis: {:?}", e.kind()))?;
+                for (field, v) in fields {
+                    if let Some((mo, metric)) = field.rsplit_once('|') {
+                        periods[i].entry(mo.to_owned()).or_default().set(metric, v);
+                    }
+                }
+            }
+            let [d, m] = periods;
+            if !d.is_empty() || !m.is_empty() {
+                report.tenants.insert(t, (d, m));
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,99 @@
+//! ④ The calendar windows limits count in, all UTC: the minute, the day and the month, and how
+//! long until each starts again.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Windows {
+    /// Minutes since the epoch.
+    pub minute: u64,
+    /// `2026-11-27`.
+    pub day: String,
+    /// `2026-11`.
+    pub month: String,
+    pub to_next_minute: Duration,
+    pub to_next_day: Duration,
+    pub to_next_month: Duration,
+    /// Milliseconds since the epoch.
+    pub now_ms: u64,
+}
+
+/// (year, month 1–12, day 1–31) of a day number since the epoch (Howard Hinnant's algorithm).
+fn civil(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+fn days_in_month(y: u64, m: u64) -> u64 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400) => 29,
+        _ => 28,
+    }
+}
+
+impl Windows {
+    pub fn now() -> Windows {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Windows::at_ms(ms)
+    }
+
+    pub fn at_ms(ms: u64) -> Windows {
+        let secs = ms / 1000;
+        let days = secs / 86_400;
+        let (y, m, d) = civil(days);
+        let into_day = ms - days * 86_400_000;
+        let to_next_day = 86_400_000 - into_day;
+        let to_next_month = (days_in_month(y, m) - d) * 86_400_000 + to_next_day;
+        Windows {
+            minute: secs / 60,
+            day: format!("{y:04}-{m:02}-{d:02}"),
+            month: format!("{y:04}-{m:02}"),
+            to_next_minute: Duration::from_millis(60_000 - ms % 60_000),
+            to_next_day: Duration::from_millis(to_next_day),
+            to_next_month: Duration::from_millis(to_next_month),
+            now_ms: ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_windows_in_utc() {
+        // 2026-11-27T23:59:30.500Z
+        let w = Windows::at_ms(1_795_823_970_500);
+        assert_eq!(w.day, "2026-11-27");
+        assert_eq!(w.month, "2026-11");
+        assert_eq!(w.to_next_minute, Duration::from_millis(29_500));
+        assert_eq!(w.to_next_day, Duration::from_millis(29_500));
+        assert_eq!(
+            w.to_next_month,
+            Duration::from_millis(3 * 86_400_000 + 29_500)
+        );
+        // A leap day and the end of a year.
+        let w = Windows::at_ms(1_709_164_800_000); // 2024-02-29T00:00:00Z
+        assert_eq!(
+            (w.day.as_str(), w.month.as_str()),
+            ("2024-02-29", "2024-02")
+        );
+        assert_eq!(w.to_next_month, Duration::from_millis(86_400_000));
+        let w = Windows::at_ms(1_798_761_599_000); // 2026-12-31T23:59:59Z
+        assert_eq!(w.day, "2026-12-31");
+        assert_eq!(w.to_next_month, Duration::from_secs(1));
+        assert_eq!(Windows::at_ms(1_798_761_600_000).day, "2027-01-01");
+    }
+}

@@ -1,0 +1,423 @@
+//! Rate limits and budgets end to end: in one gateway (in-memory counters), and across two
+//! gateway processes sharing a real `redis-server` (Debian's package; `.ci/run` installs it and
+//! sets `MODELGATE_REQUIRE_REDIS=1`, and without it the Redis tests say so and skip), with
+//! Redis stopped and restarted in the middle.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "test code"
+)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::process::Process;
+use support::*;
+
+/// A fake whose streams start after `first`, so concurrent requests are all in flight at once.
+async fn slow_fake(first: Duration) -> FakeUpstream {
+    FakeUpstream::start(
+        Script::Stream {
+            first,
+            every: Duration::ZERO,
+            chunks: 2,
+            end: End::Done,
+        },
+        Some(CANARY_KEY),
+    )
+    .await
+}
+
+/// One key per tenant: `key-a` of tenant `a`, `key-b` of tenant `b`, with their limits.
+fn keys_yaml(a_limits: &str, b_limits: &str) -> String {
+    format!(
+        "keys:\n  - {{id: key-a, tenant: a, sha256: {}}}\n  - {{id: key-b, tenant: b, sha256: {}}}\ntenants:\n  - {{name: a, limits: {a_limits}}}\n  - {{name: b, limits: {b_limits}}}\n",
+        modelgate::auth::keys::hash_hex("sk-client-a"),
+        modelgate::auth::keys::hash_hex("sk-client-b"),
+    )
+}
+
+/// A deployment priced at $5 per million tokens both ways.
+fn priced(fake: &FakeUpstream) -> String {
+    deployment("local", "qwen3-8b", fake).replace("}\n", ", price: {input: 5, output: 5}}\n")
+}
+
+/// A streaming request whose worst case is about $0.10: 20,000 output tokens at $5 per million.
+fn costly() -> String {
+    json!({"model": "qwen3-8b", "stream": true, "max_tokens": 20000, "messages": [{"role": "user", "content": "hi"}]})
+        .to_string()
+}
+
+async fn post(base: &str, key: &str, body: String) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_requests_against_a_budget_that_admits_fifty() {
+    let fake = slow_fake(Duration::from_millis(1500)).await;
+    // Each request reserves about $0.1001; $5.05 holds 50 of them and not 51.
+    let yaml = format!(
+        "reload: {{poll_interval: 0}}\n{}deployments:\n{}",
+        keys_yaml("{usd_per_day: 5.05}", "{}"),
+        priced(&fake)
+    );
+    let gw = Gateway::start(&yaml).await;
+    let results: Vec<(u16, reqwest::header::HeaderMap, String)> =
+        futures_util::future::join_all((0..200).map(|_| post(&gw.base, "sk-client-a", costly())))
+            .await;
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let refused: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert_eq!(
+        ok,
+        50,
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert_eq!(refused.len(), 150);
+    assert_eq!(
+        fake.seen().len(),
+        50,
+        "exactly the admitted requests reach the upstream"
+    );
+    let (_, h, body) = refused[0];
+    let e: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(assert_openai_error(&e)["code"], "budget_exceeded");
+    assert!(h.contains_key("retry-after"));
+    assert!(h.contains_key("x-ratelimit-limit-usd-micros"));
+    // Settled at their actual cost (a few tokens each), the budget has room again.
+    let (status, _, _) = post(&gw.base, "sk-client-a", costly()).await;
+    assert_eq!(status, 200);
+    // Tenant b has no limits.
+    let (status, _, _) = post(&gw.base, "sk-client-b", costly()).await;
+    assert_eq!(status, 200);
+
+    // Usage: the caller sees its own tenant; the admin listener sees every tenant.
+    let r = client()
+        .get(gw.url("/v1/usage"))
+        .bearer_auth("sk-client-a")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(v["tenants"][0]["tenant"], "a");
+    assert_eq!(v["tenants"][0]["day"]["requests"], 51);
+    assert_eq!(
+        v["tenants"][0]["day"]["by_openness"]["open-weight"]["requests"],
+        51
+    );
+    let r = client()
+        .get(format!("{}/v1/usage", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["tenants"].as_array().unwrap().len(), 2);
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "modelgate_limit_rejections_total",
+            &[("scope_kind", "tenant"), ("limit", "usd_per_day")]
+        ),
+        150.0
+    );
+}
+
+#[tokio::test]
+async fn requests_per_minute_of_a_key_and_deployment_limits_fall_back() {
+    let a = FakeUpstream::start(Script::Ok { text: "a".into() }, Some(CANARY_KEY)).await;
+    let b = FakeUpstream::start(Script::Ok { text: "b".into() }, Some(CANARY_KEY)).await;
+    wait_for_minute_room().await;
+    let yaml = format!(
+        "reload: {{poll_interval: 0}}\nkeys:\n  - {{id: key-c, tenant: c, sha256: {}, limits: {{requests_per_minute: 5}}}}\ndeployments:\n{}{}",
+        modelgate::auth::keys::hash_hex("sk-client-c"),
+        deployment("first", "qwen3-8b", &a).replace("}\n", ", limits: {requests_per_minute: 3}}\n"),
+        deployment("second", "qwen3-8b", &b).replace("}\n", ", price: {input: 1, output: 1}}\n"),
+    );
+    let gw = Gateway::start(&yaml).await;
+    let body = || {
+        json!({"model": "qwen3-8b", "messages": [{"role": "user", "content": "hi"}]}).to_string()
+    };
+    let mut served_by = Vec::new();
+    for _ in 0..5 {
+        let (status, h, _) = post(&gw.base, "sk-client-c", body()).await;
+        assert_eq!(status, 200);
+        served_by.push(h["x-modelgate-deployment"].to_str().unwrap().to_owned());
+    }
+    // The first deployment takes 3 a minute; the others go to the next allowed one.
+    assert_eq!(served_by, ["first", "first", "first", "second", "second"]);
+    let (status, h, body) = post(&gw.base, "sk-client-c", body()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(h["x-ratelimit-limit-requests"], "5");
+    assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+    let e: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(assert_openai_error(&e)["code"], "rate_limit_exceeded");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("key 'key-c'")
+    );
+}
+
+/// Waits, if need be, until at least 15 s are left in the calendar minute, so a test's
+/// per-minute counts are not split by the minute turning.
+async fn wait_for_minute_room() {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if secs >= 45 {
+        tokio::time::sleep(Duration::from_secs(61 - secs)).await;
+    }
+}
+
+/// A `redis-server` of our own on a free loopback port, without persistence.
+struct Redis {
+    binary: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn find() -> Option<PathBuf> {
+        let found = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("redis-server"))
+                .find(|p| p.is_file())
+        });
+        if found.is_none() {
+            assert!(
+                std::env::var("MODELGATE_REQUIRE_REDIS").is_err(),
+                "redis-server is required (MODELGATE_REQUIRE_REDIS is set) but not on PATH"
+            );
+            eprintln!("skipped: redis-server is not installed (Debian package `redis-server`)");
+        }
+        found
+    }
+
+    fn start(binary: PathBuf) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis {
+            binary,
+            port,
+            child: None,
+        };
+        r.up();
+        r
+    }
+
+    fn up(&mut self) {
+        let child = Command::new(&self.binary)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_enforce_one_rate_limit_and_one_budget() {
+    let Some(binary) = Redis::find() else {
+        return;
+    };
+    let mut redis = Redis::start(binary);
+    let fake = slow_fake(Duration::from_millis(800)).await;
+    let yaml = |mode: &str| {
+        format!(
+            "reload: {{poll_interval: 0}}\nlimits: {{store: '{}', on_store_error: {mode}}}\n{}deployments:\n{}",
+            redis.url(),
+            keys_yaml("{requests_per_minute: 40}", "{usd_per_day: 0.35}"),
+            priced(&fake)
+        )
+    };
+    let one = Process::start(&yaml("closed"));
+    let two = Process::start(&yaml("open"));
+    wait_for_minute_room().await;
+
+    // One rate limit for both: 60 requests, 30 through each gateway, 40 admitted in all.
+    let small = || {
+        json!({"model": "qwen3-8b", "stream": true, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).to_string()
+    };
+    let calls = (0..60).map(|i| {
+        let base = if i % 2 == 0 { &one.base } else { &two.base };
+        post(base, "sk-client-a", small())
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        40,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 20);
+    assert_eq!(fake.seen().len(), 40);
+
+    // One budget for both: $0.35 a day, requests that may cost $0.10 each. Twenty at once
+    // through both gateways: three fit beside each other.
+    let calls = (0..20).map(|i| {
+        let base = if i % 2 == 0 { &one.base } else { &two.base };
+        post(base, "sk-client-b", costly())
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(fake.seen().len(), 43);
+    // Spent: what the three actually cost, far under the budget plus what was reserved.
+    let usage = |base: String| async move {
+        let r = client()
+            .get(format!("{base}/v1/usage?tenant=b"))
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()
+    };
+    let mut spent = 0.0;
+    for _ in 0..50 {
+        let v = usage(one.admin.clone()).await;
+        if v["tenants"][0]["day"]["requests"] == 3 {
+            spent = v["tenants"][0]["day"]["usd"].as_f64().unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(spent > 0.0 && spent <= 0.35, "spent {spent}");
+    // Both gateways read the same usage.
+    assert_eq!(
+        usage(two.admin.clone()).await["tenants"][0]["day"]["requests"],
+        3
+    );
+
+    // Redis stops: the fail-closed gateway refuses requests with limits, the fail-open one
+    // lets them through.
+    redis.down();
+    let (status, _, body) = post(&one.base, "sk-client-b", small()).await;
+    assert_eq!(status, 503, "{body}");
+    let e: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(assert_openai_error(&e)["code"], "limit_store_unavailable");
+    let (status, _, _) = post(&two.base, "sk-client-b", small()).await;
+    assert_eq!(status, 200);
+    let m = client()
+        .get(format!("{}/metrics", one.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(
+            &m,
+            "modelgate_limit_store_errors_total",
+            &[("operation", "admit")]
+        ) >= 1.0
+    );
+
+    // Redis comes back (empty): both gateways count again.
+    redis.up();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _, _) = post(&one.base, "sk-client-b", small()).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after Redis restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_removed_from_the_file_stops_working_at_the_reload() {
+    let fake = FakeUpstream::start(Script::Ok { text: "ok".into() }, Some(CANARY_KEY)).await;
+    let yaml = format!(
+        "reload: {{poll_interval: 0}}\n{}deployments:\n{}",
+        keys_yaml("{}", "{}"),
+        deployment("local", "qwen3-8b", &fake)
+    );
+    let gw = Gateway::start(&yaml).await;
+    let body = || {
+        json!({"model": "qwen3-8b", "messages": [{"role": "user", "content": "hi"}]}).to_string()
+    };
+    assert_eq!(post(&gw.base, "sk-client-a", body()).await.0, 200);
+    // Rotation: key-a gets a new secret; the old one is refused, the new one works.
+    let rotated = yaml.replace(
+        &modelgate::auth::keys::hash_hex("sk-client-a"),
+        &modelgate::auth::keys::hash_hex("sk-client-a2"),
+    );
+    std::fs::write(&gw.config_path, rotated).unwrap();
+    assert!(matches!(
+        gw.running.state.reload(),
+        modelgate::config::reload::Reloaded::Changed { .. }
+    ));
+    assert_eq!(post(&gw.base, "sk-client-a", body()).await.0, 401);
+    assert_eq!(post(&gw.base, "sk-client-a2", body()).await.0, 200);
+    assert_eq!(post(&gw.base, "sk-client-b", body()).await.0, 200);
+}
