@@ -146,7 +146,20 @@ where
                     ("embeddings", method_not_allowed("POST"))
                 }
             } else if path == USAGE {
-                if method == Method::GET {
+                let asked = authed
+                    .request
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("tenant=")));
+                if asked.is_some_and(|t| t != &*authed.caller.tenant) {
+                    (
+                        "usage",
+                        GatewayError::Forbidden(
+                            "a key may read its own tenant's usage only; every tenant's is on the admin listener",
+                        )
+                        .into(),
+                    )
+                } else if method == Method::GET {
                     let limiter = authed.snapshot.limiter.clone();
                     let tenant = authed.caller.tenant.clone();
                     ("usage", pipeline::usage(limiter, tenant).await)

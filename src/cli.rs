@@ -204,6 +204,7 @@ pub fn explain(
         needs: Needs {
             tools: req.uses_tools(),
             vision: req.has_images(),
+            choices: req.n,
         },
         prompt: &prompt,
         max_output: req.max_output_tokens(),

@@ -29,6 +29,8 @@ pub enum GatewayError {
     ShuttingDown,
     #[error("too many requests in flight")]
     Overloaded,
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error(transparent)]
     Limit(#[from] crate::limits::LimitError),
     #[error("internal error")]
@@ -78,6 +80,7 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             GatewayError::Limit(e) => e.status(),
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,6 +103,7 @@ impl GatewayError {
             GatewayError::ShuttingDown => ErrorKind::ShuttingDown,
             GatewayError::Overloaded => ErrorKind::Overloaded,
             GatewayError::Limit(_) => ErrorKind::Limited,
+            GatewayError::Forbidden(_) => ErrorKind::Auth,
             GatewayError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -111,6 +115,7 @@ impl GatewayError {
                 let code = match e {
                     AuthError::Missing => "missing_api_key",
                     AuthError::Malformed | AuthError::Invalid => "invalid_api_key",
+                    AuthError::Expired => "expired_api_key",
                 };
                 ErrorBody::new(ErrorType::AuthenticationError, e.to_string()).code(code)
             }
@@ -140,6 +145,9 @@ impl GatewayError {
             )
             .code("overloaded"),
             GatewayError::Limit(e) => e.body(),
+            GatewayError::Forbidden(m) => {
+                ErrorBody::new(ErrorType::PermissionError, *m).code("forbidden")
+            }
             GatewayError::Internal(_) => {
                 ErrorBody::new(ErrorType::ServerError, "internal error").code("internal_error")
             }

@@ -27,5 +27,7 @@ pub mod config;
 
 pub mod cli;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod pipeline;
 pub mod telemetry;

@@ -149,7 +149,7 @@ where
     let no_policy = |e: GatewayError| (e, None);
     let (parts, body) = request.into_parts();
     api::check_json_content_type(&parts.headers).map_err(|e| no_policy(e.into()))?;
-    let body = api::read_body(body, limits.max_body_bytes)
+    let body = api::read_body(body, limits.max_body_bytes, limits.body_read_timeout)
         .await
         .map_err(|e| no_policy(e.into()))?;
     let request_limits = RequestLimits {
@@ -176,6 +176,7 @@ where
             needs: Needs {
                 tools: req.uses_tools(),
                 vision: req.has_images(),
+                choices: req.n,
             },
             prompt: &prompt,
             max_output: req.max_output_tokens(),
@@ -215,7 +216,8 @@ where
 
     // ④ Count it against the caller's rates and budgets.
     let max_output = req.max_output_tokens();
-    let tokens = prompt_estimate + u64::from(max_output.unwrap_or(0));
+    let tokens =
+        prompt_estimate + u64::from(max_output.unwrap_or(0)) * u64::from(req.n.unwrap_or(1));
     let ticket = admit(
         ctx,
         snapshot,
@@ -223,6 +225,7 @@ where
         &decision,
         prompt_estimate,
         max_output,
+        req.n,
     )
     .await
     .map_err(|e| (e, Some(policy.clone())))?;
@@ -406,6 +409,7 @@ impl<'a> Recheck<'a> {
             needs: Needs {
                 tools: req.uses_tools(),
                 vision: req.has_images(),
+                choices: req.n,
             },
             bytes: req.text_len(),
             max_output: req.max_output_tokens(),
@@ -477,7 +481,7 @@ where
     let result: Result<Outcome, Failure> = async {
         let (parts, body) = request.into_parts();
         api::check_json_content_type(&parts.headers).map_err(|e| (e.into(), None))?;
-        let body = api::read_body(body, limits.max_body_bytes)
+        let body = api::read_body(body, limits.max_body_bytes, limits.body_read_timeout)
             .await
             .map_err(|e| (e.into(), None))?;
         let req =
@@ -515,7 +519,7 @@ where
         let d = served.deployment.clone();
         ctx.metrics.attempt(&d, "ok");
         let tokens = (req.text_len() as u64).div_ceil(4);
-        let ticket = admit(ctx, &snapshot, &caller, &decision, tokens, Some(0))
+        let ticket = admit(ctx, &snapshot, &caller, &decision, tokens, Some(0), None)
             .await
             .map_err(|e| (e, Some(policy.clone())))?;
         let record = Record {
@@ -577,7 +581,7 @@ where
     let limits = snapshot.config.limits;
     let result: Result<Outcome, GatewayError> = async {
         let (parts, body) = request.into_parts();
-        let body = api::read_body(body, limits.max_body_bytes).await?;
+        let body = api::read_body(body, limits.max_body_bytes, limits.body_read_timeout).await?;
         let mut value: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| api::RequestError::Json(e.to_string()))?;
         if value.get("max_tokens").is_none()
@@ -822,7 +826,9 @@ async fn admit(
     decision: &policy::Decision,
     prompt_tokens: u64,
     max_output: Option<u32>,
+    choices: Option<u32>,
 ) -> Result<Option<crate::limits::Ticket>, GatewayError> {
+    let choices = u64::from(choices.unwrap_or(1));
     if caller.limits.is_empty() {
         return Ok(None);
     }
@@ -830,12 +836,12 @@ async fn admit(
         .candidates()
         .iter()
         .map(|d| {
-            let out = policy::worst_output(d, prompt_tokens, max_output);
+            let out = policy::worst_output(d, prompt_tokens, max_output) * choices;
             policy::worst_case_cost(d, prompt_tokens, out)
         })
         .fold(0.0, f64::max);
     let charge = crate::limits::Charge {
-        tokens: prompt_tokens + u64::from(max_output.unwrap_or(0)),
+        tokens: prompt_tokens + u64::from(max_output.unwrap_or(0)) * choices,
         reserve_micros: crate::limits::micros(reserve),
     };
     match snapshot.limiter.admit(&caller.limits, charge).await {

@@ -84,6 +84,10 @@ pub enum RequestError {
     ContentType(String),
     #[error("could not read the request body: {0}")]
     Body(String),
+    #[error("the request body did not arrive within {0} s")]
+    Timeout(u64),
+    #[error("unsupported content encoding {0:?}: send the body uncompressed")]
+    ContentEncoding(String),
 }
 
 impl RequestError {
@@ -114,7 +118,10 @@ impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            RequestError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::ContentType(_) | RequestError::ContentEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            RequestError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -133,6 +140,8 @@ impl RequestError {
             RequestError::TooLarge { .. } => b.code("request_too_large"),
             RequestError::ContentType(_) => b.code("unsupported_media_type"),
             RequestError::Body(_) => b.code("invalid_body"),
+            RequestError::Timeout(_) => b.code("request_timeout"),
+            RequestError::ContentEncoding(_) => b.code("unsupported_content_encoding"),
         }
     }
 }

@@ -9,6 +9,8 @@ pub mod messages;
 pub mod models;
 pub mod openai_out;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
@@ -78,13 +80,17 @@ impl From<WireUsage> for Usage {
 
 /// Reads a request body up to `limit` bytes. The `Content-Length` check already happened in
 /// the body-limit layer; this catches chunked bodies that grow past it.
-pub async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, RequestError>
+pub async fn read_body<B>(body: B, limit: u64, within: Duration) -> Result<Bytes, RequestError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match limited.collect().await {
+    // A body trickled in a byte at a time (R.U.D.Y.) would hold the request open for ever.
+    let Ok(collected) = tokio::time::timeout(within, limited.collect()).await else {
+        return Err(RequestError::Timeout(within.as_secs()));
+    };
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(RequestError::TooLarge { limit })
@@ -93,8 +99,15 @@ where
     }
 }
 
-/// Checks that a body is declared as JSON (or not declared at all, as curl without `-H` does).
+/// Checks that a body is declared as JSON (or not declared at all, as curl without `-H` does),
+/// and is not compressed (a compressed body is refused rather than inflated: no bombs).
 pub fn check_json_content_type(headers: &http::HeaderMap) -> Result<(), RequestError> {
+    if let Some(ce) = headers.get(http::header::CONTENT_ENCODING) {
+        let ce = ce.to_str().unwrap_or("?").trim();
+        if !ce.eq_ignore_ascii_case("identity") {
+            return Err(RequestError::ContentEncoding(ce.chars().take(32).collect()));
+        }
+    }
     let Some(ct) = headers.get(http::header::CONTENT_TYPE) else {
         return Ok(());
     };

@@ -19,6 +19,8 @@ pub struct Caller {
     pub labels: Arc<[(String, String)]>,
     /// The key's and the tenant's limits, where they have any.
     pub limits: Arc<[crate::limits::Scope]>,
+    /// When the key stops working (seconds since the epoch).
+    pub expires: Option<u64>,
 }
 
 impl Caller {
@@ -30,6 +32,7 @@ impl Caller {
             policy: None,
             labels: Arc::from(Vec::new()),
             limits: Arc::from(Vec::new()),
+            expires: None,
         }
     }
 }
@@ -57,6 +60,7 @@ impl KeyStore {
                 policy: None,
                 labels: Arc::from(Vec::new()),
                 limits: Arc::from(Vec::new()),
+                expires: None,
             },
         )
     }

@@ -26,6 +26,8 @@ pub enum AuthError {
     Malformed,
     #[error("invalid API key")]
     Invalid,
+    #[error("this API key has expired")]
+    Expired,
 }
 
 /// A request whose caller is known, with the configuration snapshot it is served under.
@@ -42,10 +44,13 @@ pub fn authenticate(headers: &HeaderMap, snapshot: &Snapshot) -> Result<Caller, 
         return Ok(cfg.anonymous.clone());
     }
     let presented = presented_key(headers)?;
-    cfg.keys
-        .authenticate(presented)
-        .cloned()
-        .ok_or(AuthError::Invalid)
+    let caller = cfg.keys.authenticate(presented).ok_or(AuthError::Invalid)?;
+    if let Some(at) = caller.expires
+        && crate::upstream::unix_now() >= at
+    {
+        return Err(AuthError::Expired);
+    }
+    Ok(caller.clone())
 }
 
 /// The key in `Authorization: Bearer …` (or `x-api-key`, as Anthropic's clients send it).

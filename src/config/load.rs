@@ -342,6 +342,7 @@ fn build(
                 key_limits.as_ref().map(|(id, l)| (*id, l)),
                 (tenant, &tenant_limits),
             )),
+            expires: None,
         }
     };
     let mut keys = KeyStore::default();
@@ -389,12 +390,23 @@ fn build(
         if let Some(l) = &k.limits {
             check_limit_set(l, &file, loc, &path("limits"), &mut problems);
         }
-        let caller = caller_of(
+        let mut caller = caller_of(
             Some((k.id.as_str(), k.limits.as_ref())),
             &k.tenant,
             k.policy.as_deref(),
             &k.labels,
         );
+        if let Some(e) = &k.expires {
+            caller.expires = crate::limits::window::day_start(e);
+            if caller.expires.is_none() {
+                problems.at(
+                    &file,
+                    loc,
+                    path("expires"),
+                    "must be a date such as 2027-01-31",
+                );
+            }
+        }
         if let Err(e) = keys.insert_caller(&k.sha256, caller) {
             problems.at(&file, loc, path("sha256"), e);
         }
@@ -537,6 +549,7 @@ fn build(
         max_json_depth: spec.limits.max_json_depth,
         max_response_bytes: spec.limits.max_response_bytes,
         max_sse_line_bytes: spec.limits.max_sse_line_bytes,
+        body_read_timeout: dur(&spec.limits.body_read_timeout, 30).max(Duration::from_millis(100)),
     };
     if limits.max_body_bytes == 0
         || limits.max_messages == 0

@@ -37,6 +37,7 @@ pub struct Limits {
     pub max_json_depth: usize,
     pub max_response_bytes: u64,
     pub max_sse_line_bytes: usize,
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// Listener settings, read at start.

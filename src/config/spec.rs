@@ -77,6 +77,9 @@ pub struct KeySpec {
     /// Limits of this key alone (on top of its tenant's).
     #[serde(default)]
     pub limits: Option<LimitSetSpec>,
+    /// The UTC day (`2027-01-31`) from which the key no longer works.
+    #[serde(default)]
+    pub expires: Option<String>,
 }
 
 /// One tenant.
@@ -433,6 +436,9 @@ pub struct LimitsSpec {
     /// Longest SSE line from an upstream, in bytes. Default 1 MiB.
     #[serde(default = "default_max_sse_line")]
     pub max_sse_line_bytes: usize,
+    /// Time a client has to send its whole request body (408 after it). Default 30s.
+    #[serde(default)]
+    pub body_read_timeout: Option<Dur>,
     /// Where rate-limit and budget counters are kept: `memory` (default; this process only) or
     /// `redis://host:port[/db]`, shared by every gateway using the same Redis.
     #[serde(default)]
@@ -460,6 +466,7 @@ impl Default for LimitsSpec {
             max_json_depth: default_max_depth(),
             max_response_bytes: default_max_response(),
             max_sse_line_bytes: default_max_sse_line(),
+            body_read_timeout: None,
             store: None,
             on_store_error: StoreErrorMode::Closed,
         }

@@ -35,6 +35,8 @@ pub const DEFAULT_POLICY: &str = "default";
 pub struct Needs {
     pub tools: bool,
     pub vision: bool,
+    /// Answers asked for (`n`); `None` is one. Each may be as long as the longest answer.
+    pub choices: Option<u32>,
 }
 
 /// The size of a request's prompt, for context and price checks.
@@ -403,7 +405,8 @@ fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refus
     }
     if let Some(cap) = rule.per_request_cap {
         let prompt = tokens.unwrap_or_else(|| ask.prompt.tokens(m));
-        let worst_out = worst_output(d, prompt, ask.max_output);
+        let worst_out =
+            worst_output(d, prompt, ask.max_output) * u64::from(ask.needs.choices.unwrap_or(1));
         let cost = worst_case_cost(d, prompt, worst_out);
         if cost > cap {
             return refusal(

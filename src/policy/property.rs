@@ -538,6 +538,7 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
         needs: Needs {
             tools: w.request.tools,
             vision: w.request.vision,
+            choices: None,
         },
         prompt: &prompt,
         max_output: w.request.max_output,

@@ -20,6 +20,11 @@ pub struct Process {
 
 impl Process {
     pub fn start(yaml: &str) -> Process {
+        Process::start_with(yaml, &[])
+    }
+
+    /// [`Process::start`] with more environment variables (`RUST_LOG`, keys).
+    pub fn start_with(yaml: &str, env: &[(&str, &str)]) -> Process {
         let dir = temp_dir();
         let config = dir.join("modelgate.yaml");
         std::fs::write(&config, yaml).unwrap();
@@ -28,6 +33,7 @@ impl Process {
             .arg(&config)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .env("CANARY", CANARY_KEY)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
