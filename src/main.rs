@@ -10,7 +10,13 @@ use modelgate::config::load::{self, Overrides, ProcessEnv};
 use modelgate::telemetry::{self, LogFormat};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let code = run(Cli::parse());
+    // Log lines are written by a thread of their own: let it finish before exiting.
+    telemetry::flush();
+    code
+}
+
+fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve {
             config,

@@ -1,8 +1,132 @@
 //! Logs: one structured line per request and per configuration change, as text or JSON. Filter
 //! with `--log-level` or `RUST_LOG`. Secrets and prompt text are never logged: headers are
 //! marked sensitive before the trace layer sees them, and request bodies are not logged at all.
+//!
+//! Lines are written by a thread of their own, in batches: a request never waits on a write to
+//! stderr (a pipe whose reader may be slow), and a busy gateway makes one write every few
+//! milliseconds, not one per line, and wakes no thread per line. When the writer falls behind
+//! by more than [`BACKLOG`] bytes, lines are dropped and counted
+//! (`modelgate_log_lines_dropped_total`) rather than stalling the request path.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Bytes of log lines waiting for the writer, at most.
+const BACKLOG: usize = 8 << 20;
+/// How often the writer wakes to write what is pending.
+const PERIOD: Duration = Duration::from_millis(20);
+
+/// Lines formatted and not yet written.
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+static WRITER: OnceLock<()> = OnceLock::new();
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static FLUSHING: AtomicBool = AtomicBool::new(false);
+
+/// Log lines dropped because the writer could not keep up.
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Writes what is pending: before exiting.
+pub fn flush() {
+    // The writer thread may be in the middle of a write: let it finish first.
+    for _ in 0..500 {
+        if !FLUSHING.load(Ordering::Acquire) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    write_pending(&mut Vec::new());
+}
+
+/// Swaps the pending lines out (holding the lock only for the swap) and writes them.
+fn write_pending(spare: &mut Vec<u8>) {
+    // One writer at a time, so lines keep their order.
+    if FLUSHING.swap(true, Ordering::Acquire) {
+        return;
+    }
+    spare.clear();
+    std::mem::swap(
+        &mut *PENDING.lock().unwrap_or_else(PoisonError::into_inner),
+        spare,
+    );
+    if !spare.is_empty() {
+        let _ = std::io::stderr().lock().write_all(spare);
+    }
+    FLUSHING.store(false, Ordering::Release);
+}
+
+/// One event's bytes, appended to the pending lines when the formatter is done with them.
+pub struct Line(Vec<u8>);
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        if WRITER.get().is_none() {
+            // No writer thread (it could not start): write it here.
+            let _ = std::io::stderr().write_all(&self.0);
+            return;
+        }
+        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.len() + self.0.len() > BACKLOG {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        } else {
+            pending.extend_from_slice(&self.0);
+        }
+    }
+}
+
+/// Hands the formatter a [`Line`] per event.
+pub struct Queued;
+
+impl<'a> MakeWriter<'a> for Queued {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line(Vec::with_capacity(512))
+    }
+}
+
+/// Starts the writer thread, once.
+fn start_writer() {
+    if WRITER.get().is_some() {
+        return;
+    }
+    let started = std::thread::Builder::new()
+        .name("modelgate-log".into())
+        .spawn(|| {
+            let mut spare = Vec::new();
+            loop {
+                std::thread::sleep(PERIOD);
+                write_pending(&mut spare);
+                // Keep a burst's buffer from staying allocated for good.
+                if spare.capacity() > 1 << 20 {
+                    spare = Vec::new();
+                }
+            }
+        });
+    if started.is_ok() {
+        let _ = WRITER.set(());
+    }
+}
 
 /// The log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -18,9 +142,10 @@ pub fn init(format: LogFormat, level: &str) {
             "{level},hyper=warn,reqwest=warn,h2=warn,rustls=warn"
         ))
     });
+    start_writer();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(Queued)
         .with_target(false);
     let result = match format {
         LogFormat::Json => builder

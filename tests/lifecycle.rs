@@ -146,7 +146,12 @@ async fn sighup_reloads_the_binary() {
     .unwrap();
     p.signal("-HUP");
     wait_for(async || model_ids(&p.base).await == ["phi-4"], "the reload").await;
-    assert!(p.log.lock().unwrap().contains("configuration reloaded"));
+    // Log lines are written in batches, a few milliseconds later.
+    wait_for(
+        async || p.log.lock().unwrap().contains("configuration reloaded"),
+        "the reload's log line",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -100,6 +100,52 @@ pub async fn open_loop(
     Arc::try_unwrap(out).ok().unwrap().into_inner().unwrap()
 }
 
+/// `concurrency` workers sending back to back for `duration`: the closed-loop maximum, in
+/// requests per second (successful ones), and the errors.
+pub async fn closed_loop(
+    client: &reqwest::Client,
+    url: &str,
+    body: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> (f64, usize) {
+    let start = Instant::now();
+    let end = start + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, body) = (client.clone(), url.to_owned(), body.to_owned());
+            tokio::spawn(async move {
+                let (mut ok, mut err) = (0usize, 0usize);
+                while Instant::now() < end {
+                    let r = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    let good = match r {
+                        Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if good {
+                        ok += 1;
+                    } else {
+                        err += 1;
+                    }
+                }
+                (ok, err)
+            })
+        })
+        .collect();
+    let (mut ok, mut err) = (0, 0);
+    for t in tasks {
+        let (o, e) = t.await.unwrap_or((0, 1));
+        ok += o;
+        err += e;
+    }
+    (ok as f64 / start.elapsed().as_secs_f64(), err)
+}
+
 /// What one stream showed the client.
 pub struct StreamSeen {
     pub ok: bool,
@@ -192,6 +238,40 @@ pub async fn streams(
         })
         .collect();
     let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        if let Ok(s) = t.await {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Streams started at `rate` per second for `duration`, each due at its own instant; the time
+/// to first token counts from when the stream was due.
+pub async fn streams_open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    body: &str,
+    rate: u32,
+    duration: Duration,
+    chunks: usize,
+) -> Vec<StreamSeen> {
+    let n = (f64::from(rate) * duration.as_secs_f64()) as u64;
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let due = start + period.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let (client, url, body) = (client.clone(), url.to_owned(), body.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let late = due.elapsed();
+            let mut s = one_stream(&client, &url, &body, chunks).await;
+            s.ttft += late;
+            s
+        }));
+    }
+    let mut out = Vec::with_capacity(n as usize);
     for t in tasks {
         if let Ok(s) = t.await {
             out.push(s);

@@ -10,7 +10,14 @@
 //! - r3: soak, 200 requests/s mixed (half streaming), 5 % of upstream calls failing, 10 minutes;
 //!   resident memory sampled every 5 s, its slope after warm-up reported.
 //!
-//! `--quick` shortens every scenario (CI runs it to keep the harness working).
+//! - p1: the overhead of modelgate and of the floor (a bare hyper forwarder, `floor.rs`) over
+//!   the direct path, non-streaming, at 500, 2,000 and 5,000 requests/s offered; CPU per request
+//!   of each proxy process; the closed-loop maximum.
+//! - p2: streams: time to first token, gaps between chunks, memory per open stream at two N.
+//!
+//! `--quick` shortens every scenario (a check that the harness works); `--rates` and
+//! `--secs` change p1's rates and p1/p2's measuring time. `MODELGATE_BENCH_WRAP` prefixes the
+//! gateway's command line (for example `valgrind --tool=callgrind`) to profile it under load.
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its report")]
 #![expect(
@@ -20,6 +27,7 @@
     reason = "benchmark code"
 )]
 
+mod floor;
 mod load_gen;
 mod mock;
 mod sut;
@@ -28,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use load_gen::{chat_body, client, open_loop, percentile, streams};
 use mock::MockConfig;
-use sut::Gateway;
+use sut::Proxy;
 
 const MODEL: &str = "llama-3.1-8b-instruct";
 
@@ -36,7 +44,7 @@ const MODEL: &str = "llama-3.1-8b-instruct";
 /// on the mock, metrics and the per-request log line on.
 fn config(upstream: &str) -> String {
     let mut y = String::from(
-        "auth: none\nreload: {poll_interval: 0}\npolicies: {active: company}\ndeployments:\n",
+        "auth: none\nreload: {poll_interval: 0}\npolicies: {active: company}\nserver: {max_concurrent_requests: 4096}\ndeployments:\n",
     );
     for (m, model) in [
         "llama-3.1-8b-instruct",
@@ -65,6 +73,9 @@ struct Args {
     scenarios: Vec<String>,
     quick: bool,
     soak: Duration,
+    /// P1's offered rates, and the seconds P1 and P2 measure each for.
+    rates: Vec<u32>,
+    secs: Option<f64>,
 }
 
 fn args() -> Args {
@@ -72,6 +83,8 @@ fn args() -> Args {
         scenarios: Vec::new(),
         quick: false,
         soak: Duration::from_secs(600),
+        rates: vec![500, 2000, 5000],
+        secs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -86,12 +99,24 @@ fn args() -> Args {
                     .expect("--soak-secs N");
                 a.soak = Duration::from_secs(s.clamp(10, 3600));
             }
-            s if s.starts_with('r') => a.scenarios.push(s.to_owned()),
+            "--rates" => {
+                a.rates = it
+                    .next()
+                    .expect("--rates R1,R2,…")
+                    .split(',')
+                    .map(|r| r.parse::<u32>().expect("--rates R1,R2,…").clamp(1, 20_000))
+                    .collect();
+            }
+            "--secs" => {
+                let s: f64 = it.next().and_then(|v| v.parse().ok()).expect("--secs N");
+                a.secs = Some(s.clamp(0.5, 600.0));
+            }
+            s if s.starts_with('r') || s.starts_with('p') => a.scenarios.push(s.to_owned()),
             other => panic!("unknown argument {other}"),
         }
     }
     if a.scenarios.is_empty() {
-        a.scenarios = vec!["r1".into(), "r2".into(), "r3".into()];
+        a.scenarios = ["p1", "p2", "r1", "r2", "r3"].map(String::from).to_vec();
     }
     if a.quick {
         a.soak = a.soak.min(Duration::from_secs(30));
@@ -100,6 +125,11 @@ fn args() -> Args {
 }
 
 fn main() {
+    // Started again as the floor (see floor.rs).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--floor") {
+        floor::serve(argv[2].parse().expect("--floor ADDR"));
+    }
     let args = args();
     sut::pin_self("1");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -113,6 +143,8 @@ fn main() {
             "r1" => rt.block_on(r1(&args)),
             "r2" => rt.block_on(r2(&args)),
             "r3" => rt.block_on(r3(&args)),
+            "p1" => rt.block_on(p1(&args)),
+            "p2" => rt.block_on(p2(&args)),
             other => panic!("no scenario {other}"),
         };
         if !ok {
@@ -137,7 +169,7 @@ async fn r1(args: &Args) -> bool {
         fail_every: 0,
     })
     .await;
-    let gw = Gateway::start(&config(&mock.addr.to_string()), "0");
+    let gw = Proxy::gateway(&config(&mock.addr.to_string()), "0");
     let c = client();
     let body = chat_body(MODEL, false);
     let direct_url = format!("http://{}/v1/chat/completions", mock.addr);
@@ -193,7 +225,7 @@ async fn r2(args: &Args) -> bool {
         fail_every: 0,
     })
     .await;
-    let gw = Gateway::start(&config(&mock.addr.to_string()), "0");
+    let gw = Proxy::gateway(&config(&mock.addr.to_string()), "0");
     let c = client();
     let body = chat_body(MODEL, true);
     let direct_url = format!("http://{}/v1/chat/completions", mock.addr);
@@ -268,7 +300,7 @@ async fn r3(args: &Args) -> bool {
         fail_every: 20,
     })
     .await;
-    let gw = Gateway::start(&config(&mock.addr.to_string()), "0");
+    let gw = Proxy::gateway(&config(&mock.addr.to_string()), "0");
     let pid = gw.pid();
     let c = client();
     let url = format!("{}/v1/chat/completions", gw.base);
@@ -399,6 +431,330 @@ async fn r3(args: &Args) -> bool {
     if !args.quick && fds_after > fds_before + 10 {
         println!("FAIL: file descriptors went from {fds_before} to {fds_after}");
         ok = false;
+    }
+    ok
+}
+
+/// `a / b`, printed with two decimals, or `-` when `b` is zero.
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+/// The three paths of the overhead scenarios: straight to the mock, through the floor, through
+/// the gateway. Both proxies run on core 0, one at a time in turn.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Direct,
+    Floor,
+    Gateway,
+}
+
+impl Path {
+    const ALL: [Path; 3] = [Path::Direct, Path::Floor, Path::Gateway];
+    fn name(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Floor => "floor",
+            Path::Gateway => "modelgate",
+        }
+    }
+}
+
+/// The proxy process of `path` (none for the direct path) in front of `mock`.
+fn proxy(path: Path, mock: std::net::SocketAddr) -> Option<Proxy> {
+    match path {
+        Path::Direct => None,
+        Path::Floor => Some(Proxy::floor(mock, "0")),
+        Path::Gateway => Some(Proxy::gateway(&config(&mock.to_string()), "0")),
+    }
+}
+
+/// P1: the non-streaming overhead over the direct path and relative to the floor, at 500, 2,000
+/// and 5,000 requests/s offered (open loop, zero-delay mock), the CPU time per request of the
+/// proxy process, and the closed-loop maximum on its one core.
+async fn p1(args: &Args) -> bool {
+    let secs = args.secs.unwrap_or(if args.quick { 1.0 } else { 10.0 });
+    let rates = args.rates.clone();
+    let mock = mock::start(MockConfig {
+        delay: Duration::ZERO,
+        chunks: 0,
+        chunk_gap: Duration::ZERO,
+        fail_every: 0,
+    })
+    .await;
+    let c = client();
+    let body = chat_body(MODEL, false);
+    let mut ok = true;
+
+    // Per path: per rate (p50, p90, p99, errors, requests, cpu µs/request); closed-loop max.
+    struct Seen {
+        rates: Vec<(Duration, Duration, Duration, usize, usize, f64)>,
+        max: f64,
+        max_errors: usize,
+        started_ms: u128,
+        idle_kib: u64,
+    }
+    let mut seen: Vec<Seen> = Vec::new();
+    for path in Path::ALL {
+        let p = proxy(path, mock.addr);
+        let base = p
+            .as_ref()
+            .map_or_else(|| format!("http://{}", mock.addr), |p| p.base.clone());
+        let idle_kib = p.as_ref().map_or(0, |p| sut::rss_kib(p.pid()));
+        let url = format!("{base}/v1/chat/completions");
+        let mut s = Seen {
+            rates: Vec::new(),
+            max: 0.0,
+            max_errors: 0,
+            started_ms: p.as_ref().map_or(0, |p| p.started_in.as_millis()),
+            idle_kib,
+        };
+        for &rate in &rates {
+            open_loop(&c, &url, &body, rate, Duration::from_secs_f64(secs / 5.0)).await;
+            let cpu0 = p.as_ref().map(|p| sut::cpu_time(p.pid()));
+            let o = open_loop(&c, &url, &body, rate, Duration::from_secs_f64(secs)).await;
+            let n = o.latencies.len() + o.errors;
+            let cpu = match (&p, cpu0) {
+                (Some(p), Some(c0)) => {
+                    (sut::cpu_time(p.pid()) - c0).as_secs_f64() * 1e6 / n.max(1) as f64
+                }
+                _ => 0.0,
+            };
+            s.rates.push((
+                o.percentile(0.5),
+                o.percentile(0.9),
+                o.percentile(0.99),
+                o.errors,
+                n,
+                cpu,
+            ));
+        }
+        let (max, max_errors) =
+            load_gen::closed_loop(&c, &url, &body, 32, Duration::from_secs_f64(secs / 2.0)).await;
+        s.max = max;
+        s.max_errors = max_errors;
+        seen.push(s);
+    }
+
+    println!("\n## P1: non-streaming, zero-delay mock, open loop, each proxy on one core\n");
+    println!(
+        "| offered req/s | path | requests | errors | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms | added p50 ÷ floor's | added p99 ÷ floor's | CPU µs/req | CPU ÷ floor's |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for (i, rate) in rates.iter().enumerate() {
+        let d = seen[0].rates[i];
+        let f = seen[1].rates[i];
+        let f_add = (us(f.0.saturating_sub(d.0)), us(f.2.saturating_sub(d.2)));
+        for (pi, path) in Path::ALL.iter().enumerate() {
+            let r = seen[pi].rates[i];
+            let add = (us(r.0.saturating_sub(d.0)), us(r.2.saturating_sub(d.2)));
+            let (a50, a99, x50, x99, cpu, xcpu) = if *path == Path::Direct {
+                Default::default()
+            } else {
+                (
+                    format!("{:.3}", add.0 / 1e3),
+                    format!("{:.3}", add.1 / 1e3),
+                    ratio(add.0, f_add.0),
+                    ratio(add.1, f_add.1),
+                    format!("{:.0}", r.5),
+                    ratio(r.5, f.5),
+                )
+            };
+            println!(
+                "| {rate} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {a50} | {a99} | {x50} | {x99} | {cpu} | {xcpu} |",
+                path.name(),
+                r.4,
+                r.3,
+                us(r.0) / 1e3,
+                us(r.1) / 1e3,
+                us(r.2) / 1e3,
+            );
+            if r.3 > 0 {
+                println!("FAIL: {} errors through {}", r.3, path.name());
+                ok = false;
+            }
+        }
+    }
+    println!("\n| path | closed-loop max req/s (32 connections) | ÷ floor's | errors |");
+    println!("|---|---|---|---|");
+    for (pi, path) in Path::ALL.iter().enumerate() {
+        println!(
+            "| {} | {:.0} | {} | {} |",
+            path.name(),
+            seen[pi].max,
+            if *path == Path::Direct {
+                "-".into()
+            } else {
+                ratio(seen[pi].max, seen[1].max)
+            },
+            seen[pi].max_errors
+        );
+    }
+    println!(
+        "\nstart-up to ready: floor {} ms, modelgate {} ms; idle RSS before any request: floor {:.1} MiB, modelgate {:.1} MiB",
+        seen[1].started_ms,
+        seen[2].started_ms,
+        seen[1].idle_kib as f64 / 1024.0,
+        seen[2].idle_kib as f64 / 1024.0
+    );
+    ok
+}
+
+/// P2: streams. Time to first token and the gap between chunks with streams starting at a
+/// steady 50 per second (zero-delay first chunk, then 20 chunks 10 ms apart); then memory per
+/// open stream with 500 and 2,000 streams open at once, each in a fresh proxy process.
+async fn p2(args: &Args) -> bool {
+    let secs = args.secs.unwrap_or(if args.quick { 1.0 } else { 10.0 });
+    let chunks = 20;
+    let mock = mock::start(MockConfig {
+        delay: Duration::ZERO,
+        chunks,
+        chunk_gap: Duration::from_millis(10),
+        fail_every: 0,
+    })
+    .await;
+    let c = client();
+    let body = chat_body(MODEL, true);
+    let mut ok = true;
+    let mut rows = Vec::new();
+    for path in Path::ALL {
+        let p = proxy(path, mock.addr);
+        let base = p
+            .as_ref()
+            .map_or_else(|| format!("http://{}", mock.addr), |p| p.base.clone());
+        let url = format!("{base}/v1/chat/completions");
+        load_gen::streams_open_loop(&c, &url, &body, 50, Duration::from_secs(1), chunks).await;
+        let s =
+            load_gen::streams_open_loop(&c, &url, &body, 50, Duration::from_secs_f64(secs), chunks)
+                .await;
+        let bad = s.iter().filter(|x| !x.ok).count();
+        let mut ttft: Vec<Duration> = s.iter().map(|x| x.ttft).collect();
+        let mut gaps: Vec<Duration> = s.iter().flat_map(|x| x.gaps.iter().copied()).collect();
+        rows.push((
+            s.len(),
+            bad,
+            percentile(&mut ttft, 0.5),
+            percentile(&mut ttft, 0.99),
+            percentile(&mut gaps, 0.5),
+            percentile(&mut gaps, 0.99),
+        ));
+        if bad > 0 {
+            println!(
+                "FAIL: {bad} streams truncated or corrupted through {}",
+                path.name()
+            );
+            ok = false;
+        }
+    }
+
+    // Memory: long streams (60 chunks 50 ms apart) started at 4,000/s so all are open at once.
+    let long = 60;
+    let mock_long = mock::start(MockConfig {
+        delay: Duration::ZERO,
+        chunks: long,
+        chunk_gap: Duration::from_millis(50),
+        fail_every: 0,
+    })
+    .await;
+    let sizes: [usize; 2] = if args.quick { [50, 200] } else { [500, 2000] };
+    let mut mem = Vec::new();
+    for path in [Path::Floor, Path::Gateway] {
+        for &n in &sizes {
+            let p = proxy(path, mock_long.addr).unwrap();
+            let url = format!("{}/v1/chat/completions", p.base);
+            streams(&c, &url, &body, 4, long).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let idle = sut::rss_kib(p.pid());
+            let pid = p.pid();
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let sampler = {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let mut peak = 0;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        peak = peak.max(sut::rss_kib(pid));
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    peak
+                })
+            };
+            let s = load_gen::streams_open_loop(
+                &c,
+                &url,
+                &body,
+                4000,
+                Duration::from_secs_f64(n as f64 / 4000.0),
+                long,
+            )
+            .await;
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let peak = sampler.await.unwrap();
+            let bad = s.iter().filter(|x| !x.ok).count() + n.saturating_sub(s.len());
+            if bad > 0 {
+                println!(
+                    "FAIL: {bad} of {n} long streams truncated or corrupted through {}",
+                    path.name()
+                );
+                ok = false;
+            }
+            mem.push((path, n, idle, peak));
+        }
+    }
+
+    println!(
+        "\n## P2: streams starting at 50/s, first chunk at once then {chunks} chunks 10 ms apart\n"
+    );
+    println!(
+        "| path | streams | truncated or corrupted | TTFT p50 ms | TTFT p99 ms | added TTFT p50 ms | ÷ floor's | inter-chunk p50 ms | inter-chunk p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let floor_add = us(rows[1].2.saturating_sub(rows[0].2));
+    for (i, path) in Path::ALL.iter().enumerate() {
+        let r = rows[i];
+        let add = us(r.2.saturating_sub(rows[0].2));
+        let (a, x) = if *path == Path::Direct {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (format!("{:.3}", add / 1e3), ratio(add, floor_add))
+        };
+        println!(
+            "| {} | {} | {} | {:.3} | {:.3} | {a} | {x} | {} | {} |",
+            path.name(),
+            r.0,
+            r.1,
+            us(r.2) / 1e3,
+            us(r.3) / 1e3,
+            ms(r.4),
+            ms(r.5)
+        );
+    }
+    println!(
+        "\n| path | open streams | idle RSS MiB | peak RSS MiB | KiB per open stream | ÷ floor's |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let per =
+        |(_, n, idle, peak): (Path, usize, u64, u64)| peak.saturating_sub(idle) as f64 / n as f64;
+    for (i, m) in mem.iter().enumerate() {
+        let floor = mem[i % sizes.len()];
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {} |",
+            m.0.name(),
+            m.1,
+            m.2 as f64 / 1024.0,
+            m.3 as f64 / 1024.0,
+            per(*m),
+            if m.0 == Path::Floor {
+                "-".into()
+            } else {
+                ratio(per(*m), per(floor))
+            }
+        );
     }
     ok
 }

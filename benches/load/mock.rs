@@ -108,7 +108,9 @@ async fn handle(
         );
     }
     if !r.stream {
-        tokio::time::sleep(cfg.delay).await;
+        if !cfg.delay.is_zero() {
+            tokio::time::sleep(cfg.delay).await;
+        }
         return json(
             StatusCode::OK,
             serde_json::json!({
@@ -127,7 +129,10 @@ async fn handle(
             if i > chunks {
                 return None;
             }
-            tokio::time::sleep(if i == 0 { cfg.delay } else { cfg.chunk_gap }).await;
+            let pause = if i == 0 { cfg.delay } else { cfg.chunk_gap };
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
             let data = if i < chunks {
                 let delta = if i == 0 {
                     serde_json::json!({"role": "assistant", "content": word(i)})

@@ -1,12 +1,13 @@
-//! The system under test: the gateway binary, started as its own process (pinned to one core
-//! when `taskset` is there), with its CPU time, resident memory and open files read from /proc.
+//! The systems under test, each its own process pinned to one core when `taskset` is there: the
+//! gateway binary, and the floor (this benchmark binary started again as a bare forwarder).
+//! Their CPU time, resident memory and open files are read from /proc.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub struct Gateway {
+pub struct Proxy {
     child: Child,
     pub base: String,
     pub started_in: Duration,
@@ -31,22 +32,74 @@ pub fn pin_self(cpus: &str) {
     }
 }
 
-impl Gateway {
-    pub fn start(yaml: &str, cpus: &str) -> Gateway {
+/// `program args…`, under `taskset -c cpus` when it can.
+fn pinned(program: &str, cpus: &str) -> Command {
+    if taskset() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", cpus, program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Waits for the first line of `out` that contains `marker`, reading (and dropping) the rest
+/// so the pipe never fills.
+fn wait_for_line(out: impl std::io::Read + Send + 'static, marker: &'static str) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if !sent && line.contains(marker) {
+                let _ = tx.send(line.clone());
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the system under test did not start")
+}
+
+impl Proxy {
+    /// The bare forwarder to `upstream`.
+    pub fn floor(upstream: std::net::SocketAddr, cpus: &str) -> Proxy {
+        let exe = std::env::current_exe().unwrap();
+        let started = Instant::now();
+        let mut child = pinned(exe.to_str().unwrap(), cpus)
+            .args(["--floor", &upstream.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let line = wait_for_line(child.stdout.take().unwrap(), "floor listening");
+        let started_in = started.elapsed();
+        let addr = line.rsplit(' ').next().unwrap().to_owned();
+        Proxy {
+            child,
+            base: format!("http://{addr}"),
+            started_in,
+        }
+    }
+
+    /// The gateway with the configuration `yaml`.
+    pub fn gateway(yaml: &str, cpus: &str) -> Proxy {
         let dir: PathBuf =
             std::env::temp_dir().join(format!("modelgate-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("modelgate.yaml");
         std::fs::write(&config, yaml).unwrap();
-        let bin = env!("CARGO_BIN_EXE_modelgate");
-        let mut cmd = if taskset() {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpus, bin]);
-            c
-        } else {
-            Command::new(bin)
-        };
         let started = Instant::now();
+        let bin = env!("CARGO_BIN_EXE_modelgate");
+        let wrap = std::env::var("MODELGATE_BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(first) => {
+                let mut c = pinned(first, cpus);
+                c.args(words).arg(bin);
+                c
+            }
+            None => pinned(bin, cpus),
+        };
         let mut child = cmd
             .args(["serve", "--config"])
             .arg(&config)
@@ -56,28 +109,15 @@ impl Gateway {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && line.contains("modelgate is serving") {
-                    let _ = tx.send(line.clone());
-                    sent = true;
-                }
-                // The rest (one line per request) is read and dropped so the pipe never fills.
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the gateway did not start");
+        // The rest of its output (one line per request) is read and dropped.
+        let line = wait_for_line(child.stderr.take().unwrap(), "modelgate is serving");
         let started_in = started.elapsed();
         let api = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("api="))
             .unwrap()
             .to_owned();
-        Gateway {
+        Proxy {
             child,
             base: format!("http://{api}"),
             started_in,
@@ -89,8 +129,19 @@ impl Gateway {
     }
 }
 
-impl Drop for Gateway {
+impl Drop for Proxy {
+    /// SIGTERM first, so a profiler wrapped around the gateway writes its report.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

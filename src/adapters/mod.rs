@@ -22,7 +22,7 @@ use crate::stream::sse::SseEvent;
 
 /// An HTTP request to an upstream, built from the parsed request, never from client bytes.
 pub struct UpstreamRequest {
-    pub url: String,
+    pub url: reqwest::Url,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
 }
@@ -58,8 +58,18 @@ pub enum AdapterError {
     Unsupported(String),
 }
 
+/// An upstream URL made from configured parts (never from a client's).
+pub fn upstream_url(url: &str) -> Result<reqwest::Url, AdapterError> {
+    reqwest::Url::parse(url)
+        .map_err(|e| AdapterError::Unsupported(format!("the upstream URL is invalid: {e}")))
+}
+
 /// A dialect.
 pub trait Adapter: Send + Sync {
+    /// The path, after the endpoint's base URL, that chat requests for `upstream_model` go to.
+    /// Made into a URL once per deployment, when the configuration loads.
+    fn chat_path(&self, upstream_model: &str, stream: bool) -> String;
+
     /// The upstream request for `req` on deployment `d`.
     fn build_request(
         &self,

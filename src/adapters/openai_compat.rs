@@ -37,6 +37,10 @@ struct AnswerProbe {
 }
 
 impl Adapter for OpenAiCompat {
+    fn chat_path(&self, _upstream_model: &str, _stream: bool) -> String {
+        "/chat/completions".into()
+    }
+
     fn build_request(
         &self,
         req: &ChatRequest,
@@ -52,7 +56,7 @@ impl Adapter for OpenAiCompat {
             headers.push((name.clone(), value.clone()));
         }
         Ok(UpstreamRequest {
-            url: format!("{}/chat/completions", ep.base_url),
+            url: d.chat_url(req.stream)?,
             headers,
             body: Bytes::from(req.to_openai_body(&d.upstream_model, ep.stream_usage)),
         })
@@ -118,7 +122,7 @@ impl Adapter for OpenAiCompat {
             headers.push((name.clone(), value.clone()));
         }
         Ok(UpstreamRequest {
-            url: format!("{}/embeddings", ep.base_url),
+            url: super::upstream_url(&format!("{}/embeddings", ep.base_url))?,
             headers,
             body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         })

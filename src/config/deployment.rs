@@ -81,6 +81,9 @@ pub struct Deployment {
     pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
     /// Ejection state, retry budget and observed latency, kept across reloads by name.
     pub health: Arc<Health>,
+    /// Where chat requests go, whole and streamed, parsed once (none for `echo`, or when the
+    /// base URL does not parse).
+    chat_urls: Option<Arc<[reqwest::Url; 2]>>,
 }
 
 impl Deployment {
@@ -102,8 +105,9 @@ impl Deployment {
             discovered_as: None,
             response_headers: Vec::new(),
             health: Arc::new(Health::new(breaker, &retry)),
+            chat_urls: None,
         }
-        .with_headers()
+        .prepared()
     }
 
     /// A deployment for a model a backend listed.
@@ -119,8 +123,9 @@ impl Deployment {
             discovered_as: Some(served.to_owned()),
             response_headers: Vec::new(),
             health: Arc::new(Health::new(breaker, &retry)),
+            chat_urls: None,
         }
-        .with_headers()
+        .prepared()
     }
 
     /// The same deployment with the health the book keeps for its name.
@@ -130,9 +135,27 @@ impl Deployment {
         d
     }
 
-    fn with_headers(mut self) -> Deployment {
+    /// What every request to it would otherwise compute again: its response headers and URLs.
+    fn prepared(mut self) -> Deployment {
         self.response_headers = crate::stream::respond::deployment_headers(&self);
+        self.chat_urls = self.kind().adapter().and_then(|a| {
+            let url = |stream| {
+                let path = a.chat_path(&self.upstream_model, stream);
+                reqwest::Url::parse(&format!("{}{path}", self.endpoint.base_url)).ok()
+            };
+            Some(Arc::new([url(false)?, url(true)?]))
+        });
         self
+    }
+
+    /// The URL a chat request goes to.
+    pub fn chat_url(&self, stream: bool) -> Result<reqwest::Url, crate::adapters::AdapterError> {
+        match &self.chat_urls {
+            Some(urls) => Ok(urls[usize::from(stream)].clone()),
+            None => Err(crate::adapters::AdapterError::Unsupported(
+                "the deployment's base URL is not a valid URL".into(),
+            )),
+        }
     }
 
     pub fn kind(&self) -> Kind {

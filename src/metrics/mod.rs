@@ -46,6 +46,8 @@ pub struct Metrics {
     pub deployments: IntGauge,
     pub panics: prometheus::IntCounter,
     pub shed: prometheus::IntCounter,
+    /// Copied from the log writer at scrape time.
+    log_dropped: prometheus::IntCounter,
     pub limit_rejections: IntCounterVec,
     pub limit_store_errors: IntCounterVec,
     pub budget_used: prometheus::GaugeVec,
@@ -273,6 +275,14 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
+            log_dropped: {
+                let c = prometheus::IntCounter::new(
+                    "modelgate_log_lines_dropped_total",
+                    "Log lines dropped because the log writer could not keep up with them.",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             shed: {
                 let c = prometheus::IntCounter::new(
                     "modelgate_shed_total",
@@ -322,6 +332,9 @@ impl Metrics {
     /// Sets the ejection state of each deployment, at scrape time: the breakers keep their state
     /// without touching metrics on the request path, and removed deployments disappear.
     pub fn set_circuits(&self, deployments: &[std::sync::Arc<crate::config::Deployment>]) {
+        let dropped = crate::telemetry::dropped_lines();
+        self.log_dropped
+            .inc_by(dropped.saturating_sub(self.log_dropped.get()));
         let now = tokio::time::Instant::now();
         self.circuit.reset();
         for d in deployments.iter().filter(|d| d.endpoint.breaker.is_some()) {

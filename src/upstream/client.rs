@@ -65,6 +65,9 @@ fn make(connect: Duration) -> Result<reqwest::Client, String> {
     builder
         .connect_timeout(connect)
         .redirect(reqwest::redirect::Policy::none())
+        // Retries are the attempt loop's, counted against the retry budget and the policy.
+        // reqwest's own (replaying protocol refusals) would also copy every request to be able to.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .no_proxy()
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))

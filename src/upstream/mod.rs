@@ -129,7 +129,7 @@ async fn send(
         .client
         .get()
         .map_err(|e| AttemptError::Unsupported(e.to_owned()))?;
-    let mut builder = client.post(up.url.as_str()).body(up.body);
+    let mut builder = client.post(up.url).body(up.body);
     for (name, value) in up.headers {
         builder = builder.header(name, value);
     }
@@ -210,7 +210,8 @@ pub async fn count_tokens(d: &Deployment, body: &serde_json::Value) -> Result<By
         headers.push((name.clone(), value.clone()));
     }
     let up = adapters::UpstreamRequest {
-        url: format!("{}/messages/count_tokens", d.endpoint.base_url),
+        url: adapters::upstream_url(&format!("{}/messages/count_tokens", d.endpoint.base_url))
+            .map_err(adapter_error)?,
         headers,
         body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
     };

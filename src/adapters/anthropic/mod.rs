@@ -20,6 +20,10 @@ pub const VERSION: &str = "2023-06-01";
 pub struct Anthropic;
 
 impl Adapter for Anthropic {
+    fn chat_path(&self, _upstream_model: &str, _stream: bool) -> String {
+        "/messages".into()
+    }
+
     fn build_request(
         &self,
         req: &ChatRequest,
@@ -40,7 +44,7 @@ impl Adapter for Anthropic {
             headers.push((name.clone(), value.clone()));
         }
         Ok(UpstreamRequest {
-            url: format!("{}/messages", d.endpoint.base_url),
+            url: d.chat_url(req.stream)?,
             headers,
             body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         })

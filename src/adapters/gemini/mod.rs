@@ -18,6 +18,14 @@ use crate::config::Deployment;
 pub struct Gemini;
 
 impl Adapter for Gemini {
+    fn chat_path(&self, upstream_model: &str, stream: bool) -> String {
+        if stream {
+            format!("/models/{upstream_model}:streamGenerateContent?alt=sse")
+        } else {
+            format!("/models/{upstream_model}:generateContent")
+        }
+    }
+
     fn build_request(
         &self,
         req: &ChatRequest,
@@ -31,16 +39,8 @@ impl Adapter for Gemini {
         if let Some((name, value)) = &d.endpoint.auth_header {
             headers.push((name.clone(), value.clone()));
         }
-        let method = if req.stream {
-            "streamGenerateContent?alt=sse"
-        } else {
-            "generateContent"
-        };
         Ok(UpstreamRequest {
-            url: format!(
-                "{}/models/{}:{method}",
-                d.endpoint.base_url, d.upstream_model
-            ),
+            url: d.chat_url(req.stream)?,
             headers,
             body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         })
@@ -93,10 +93,10 @@ impl Adapter for Gemini {
             headers.push((name.clone(), value.clone()));
         }
         Ok(UpstreamRequest {
-            url: format!(
+            url: super::upstream_url(&format!(
                 "{}/models/{}:batchEmbedContents",
                 d.endpoint.base_url, d.upstream_model
-            ),
+            ))?,
             headers,
             body: Bytes::from(
                 serde_json::to_vec(&serde_json::json!({"requests": requests})).unwrap_or_default(),

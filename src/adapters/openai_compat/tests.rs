@@ -37,7 +37,10 @@ fn builds_the_upstream_request_from_the_parsed_one() {
         json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "seed": 7}),
     );
     let up = OpenAiCompat.build_request(&req, &d).unwrap();
-    assert_eq!(up.url, "https://api.openai.com/v1/chat/completions");
+    assert_eq!(
+        up.url.as_str(),
+        "https://api.openai.com/v1/chat/completions"
+    );
     let auth = up
         .headers
         .iter()
