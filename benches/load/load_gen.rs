@@ -49,14 +49,52 @@ pub fn chat_body(model: &str, stream: bool) -> String {
     .to_string()
 }
 
+/// The client of the whole-answer scenarios: hyper's own pooled client, lighter than reqwest,
+/// so that the load generator (which shares its core with the mock) stays out of the way at
+/// the highest rates.
+pub type Fast = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+pub fn fast() -> Fast {
+    let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
+    conn.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(4096)
+        .build(conn)
+}
+
+/// One POST of `body`, its answer read whole: the status, and whether it was a 200 read to
+/// the end within a minute.
+async fn post(client: &Fast, uri: &http::Uri, body: &bytes::Bytes) -> (Option<u16>, bool) {
+    use http_body_util::BodyExt;
+    let req = http::Request::post(uri.clone())
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(body.clone()))
+        .unwrap();
+    let call = async {
+        let r = client.request(req).await.ok()?;
+        let status = r.status().as_u16();
+        let read = r.into_body().collect().await.is_ok();
+        Some((status, read && status == 200))
+    };
+    match tokio::time::timeout(Duration::from_secs(60), call).await {
+        Ok(Some((status, ok))) => (Some(status), ok),
+        _ => (None, false),
+    }
+}
+
 /// `rate` requests per second for `duration`, each due at its own instant.
 pub async fn open_loop(
-    client: &reqwest::Client,
+    client: &Fast,
     url: &str,
     body: &str,
     rate: u32,
     duration: Duration,
 ) -> Outcome {
+    let uri: http::Uri = url.parse().unwrap();
+    let body = bytes::Bytes::copy_from_slice(body.as_bytes());
     let n = (f64::from(rate) * duration.as_secs_f64()) as u64;
     let period = Duration::from_secs_f64(1.0 / f64::from(rate));
     let out = Arc::new(Mutex::new(Outcome::default()));
@@ -65,23 +103,9 @@ pub async fn open_loop(
     for i in 0..n {
         let due = start + period.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
-        let (client, url, body, out) =
-            (client.clone(), url.to_owned(), body.to_owned(), out.clone());
+        let (client, uri, body, out) = (client.clone(), uri.clone(), body.clone(), out.clone());
         tasks.push(tokio::spawn(async move {
-            let r = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await;
-            let result = match r {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let ok = r.bytes().await.is_ok() && status == 200;
-                    (Some(status), ok)
-                }
-                Err(_) => (None, false),
-            };
+            let result = post(&client, &uri, &body).await;
             let took = due.elapsed();
             let mut o = out.lock().unwrap();
             if let Some(s) = result.0 {
@@ -103,31 +127,23 @@ pub async fn open_loop(
 /// `concurrency` workers sending back to back for `duration`: the closed-loop maximum, in
 /// requests per second (successful ones), and the errors.
 pub async fn closed_loop(
-    client: &reqwest::Client,
+    client: &Fast,
     url: &str,
     body: &str,
     concurrency: usize,
     duration: Duration,
 ) -> (f64, usize) {
+    let uri: http::Uri = url.parse().unwrap();
+    let body = bytes::Bytes::copy_from_slice(body.as_bytes());
     let start = Instant::now();
     let end = start + duration;
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, url, body) = (client.clone(), url.to_owned(), body.to_owned());
+            let (client, uri, body) = (client.clone(), uri.clone(), body.clone());
             tokio::spawn(async move {
                 let (mut ok, mut err) = (0usize, 0usize);
                 while Instant::now() < end {
-                    let r = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await;
-                    let good = match r {
-                        Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
-                        Err(_) => false,
-                    };
-                    if good {
+                    if post(&client, &uri, &body).await.1 {
                         ok += 1;
                     } else {
                         err += 1;

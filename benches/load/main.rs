@@ -170,7 +170,7 @@ async fn r1(args: &Args) -> bool {
     })
     .await;
     let gw = Proxy::gateway(&config(&mock.addr.to_string()), "0");
-    let c = client();
+    let c = load_gen::fast();
     let body = chat_body(MODEL, false);
     let direct_url = format!("http://{}/v1/chat/completions", mock.addr);
     let gw_url = format!("{}/v1/chat/completions", gw.base);
@@ -475,9 +475,12 @@ fn proxy(path: Path, mock: std::net::SocketAddr) -> Option<Proxy> {
 
 /// P1: the non-streaming overhead over the direct path and relative to the floor, at 500, 2,000
 /// and 5,000 requests/s offered (open loop, zero-delay mock), the CPU time per request of the
-/// proxy process, and the closed-loop maximum on its one core.
+/// proxy process, and the closed-loop maximum on its one core. The three paths take turns, in
+/// rounds, and each figure is the median of its rounds: these machines are shared, and noise
+/// that comes and goes then falls on every path alike.
 async fn p1(args: &Args) -> bool {
-    let secs = args.secs.unwrap_or(if args.quick { 1.0 } else { 10.0 });
+    let secs = args.secs.unwrap_or(if args.quick { 1.0 } else { 5.0 });
+    let rounds = if args.quick { 1 } else { 3 };
     let rates = args.rates.clone();
     let mock = mock::start(MockConfig {
         delay: Duration::ZERO,
@@ -486,121 +489,137 @@ async fn p1(args: &Args) -> bool {
         fail_every: 0,
     })
     .await;
-    let c = client();
+    let c = load_gen::fast();
     let body = chat_body(MODEL, false);
     let mut ok = true;
+    let proxies: Vec<Option<Proxy>> = Path::ALL.iter().map(|p| proxy(*p, mock.addr)).collect();
+    let idle_kib: Vec<u64> = proxies
+        .iter()
+        .map(|p| p.as_ref().map_or(0, |p| sut::rss_kib(p.pid())))
+        .collect();
+    let urls: Vec<String> = proxies
+        .iter()
+        .map(|p| {
+            let base = p
+                .as_ref()
+                .map_or_else(|| format!("http://{}", mock.addr), |p| p.base.clone());
+            format!("{base}/v1/chat/completions")
+        })
+        .collect();
 
-    // Per path: per rate (p50, p90, p99, errors, requests, cpu µs/request); closed-loop max.
-    struct Seen {
-        rates: Vec<(Duration, Duration, Duration, usize, usize, f64)>,
-        max: f64,
-        max_errors: usize,
-        started_ms: u128,
-        idle_kib: u64,
-    }
-    let mut seen: Vec<Seen> = Vec::new();
-    for path in Path::ALL {
-        let p = proxy(path, mock.addr);
-        let base = p
-            .as_ref()
-            .map_or_else(|| format!("http://{}", mock.addr), |p| p.base.clone());
-        let idle_kib = p.as_ref().map_or(0, |p| sut::rss_kib(p.pid()));
-        let url = format!("{base}/v1/chat/completions");
-        let mut s = Seen {
-            rates: Vec::new(),
-            max: 0.0,
-            max_errors: 0,
-            started_ms: p.as_ref().map_or(0, |p| p.started_in.as_millis()),
-            idle_kib,
-        };
-        for &rate in &rates {
-            open_loop(&c, &url, &body, rate, Duration::from_secs_f64(secs / 5.0)).await;
-            let cpu0 = p.as_ref().map(|p| sut::cpu_time(p.pid()));
-            let o = open_loop(&c, &url, &body, rate, Duration::from_secs_f64(secs)).await;
-            let n = o.latencies.len() + o.errors;
-            let cpu = match (&p, cpu0) {
-                (Some(p), Some(c0)) => {
-                    (sut::cpu_time(p.pid()) - c0).as_secs_f64() * 1e6 / n.max(1) as f64
-                }
-                _ => 0.0,
-            };
-            s.rates.push((
-                o.percentile(0.5),
-                o.percentile(0.9),
-                o.percentile(0.99),
-                o.errors,
-                n,
-                cpu,
-            ));
+    /// One round on one path: p50, p90, p99 (µs), errors, requests, CPU µs per request.
+    type Round = (f64, f64, f64, usize, usize, f64);
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    // seen[rate][path] = rounds
+    let mut seen: Vec<Vec<Vec<Round>>> = vec![vec![Vec::new(); 3]; rates.len()];
+    for (ri, &rate) in rates.iter().enumerate() {
+        for url in &urls {
+            open_loop(&c, url, &body, rate, Duration::from_secs(1)).await;
         }
-        let (max, max_errors) =
-            load_gen::closed_loop(&c, &url, &body, 32, Duration::from_secs_f64(secs / 2.0)).await;
-        s.max = max;
-        s.max_errors = max_errors;
-        seen.push(s);
+        for _ in 0..rounds {
+            for (pi, url) in urls.iter().enumerate() {
+                let p = proxies[pi].as_ref();
+                let cpu0 = p.map(|p| sut::cpu_time(p.pid()));
+                let o = open_loop(&c, url, &body, rate, Duration::from_secs_f64(secs)).await;
+                let n = o.latencies.len() + o.errors;
+                let cpu = match (p, cpu0) {
+                    (Some(p), Some(c0)) => us(sut::cpu_time(p.pid()) - c0) / n.max(1) as f64,
+                    _ => 0.0,
+                };
+                seen[ri][pi].push((
+                    us(o.percentile(0.5)),
+                    us(o.percentile(0.9)),
+                    us(o.percentile(0.99)),
+                    o.errors,
+                    n,
+                    cpu,
+                ));
+            }
+        }
     }
+    let mut max: Vec<Vec<(f64, usize)>> = vec![Vec::new(); 3];
+    for _ in 0..rounds {
+        for (pi, url) in urls.iter().enumerate() {
+            max[pi].push(
+                load_gen::closed_loop(&c, url, &body, 32, Duration::from_secs_f64(secs / 2.0))
+                    .await,
+            );
+        }
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
 
-    println!("\n## P1: non-streaming, zero-delay mock, open loop, each proxy on one core\n");
+    println!(
+        "\n## P1: non-streaming, zero-delay mock, open loop, each proxy on one core (median of {rounds} rounds of {secs} s)\n"
+    );
     println!(
         "| offered req/s | path | requests | errors | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms | added p50 ÷ floor's | added p99 ÷ floor's | CPU µs/req | CPU ÷ floor's |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    for (i, rate) in rates.iter().enumerate() {
-        let d = seen[0].rates[i];
-        let f = seen[1].rates[i];
-        let f_add = (us(f.0.saturating_sub(d.0)), us(f.2.saturating_sub(d.2)));
+    for (ri, rate) in rates.iter().enumerate() {
+        let m = |pi: usize, f: fn(&Round) -> f64| med(seen[ri][pi].iter().map(f).collect());
+        let direct = (m(0, |r| r.0), m(0, |r| r.2));
+        let floor_add = (m(1, |r| r.0) - direct.0, m(1, |r| r.2) - direct.1);
         for (pi, path) in Path::ALL.iter().enumerate() {
-            let r = seen[pi].rates[i];
-            let add = (us(r.0.saturating_sub(d.0)), us(r.2.saturating_sub(d.2)));
-            let (a50, a99, x50, x99, cpu, xcpu) = if *path == Path::Direct {
-                Default::default()
+            let (p50, p90, p99, cpu) = (
+                m(pi, |r| r.0),
+                m(pi, |r| r.1),
+                m(pi, |r| r.2),
+                m(pi, |r| r.5),
+            );
+            let errors: usize = seen[ri][pi].iter().map(|r| r.3).sum();
+            let n: usize = seen[ri][pi].iter().map(|r| r.4).sum();
+            let cells = if *path == Path::Direct {
+                String::from(" |  |  |  |  |  ")
             } else {
-                (
-                    format!("{:.3}", add.0 / 1e3),
-                    format!("{:.3}", add.1 / 1e3),
-                    ratio(add.0, f_add.0),
-                    ratio(add.1, f_add.1),
-                    format!("{:.0}", r.5),
-                    ratio(r.5, f.5),
+                let add = (p50 - direct.0, p99 - direct.1);
+                format!(
+                    " {:.3} | {:.3} | {} | {} | {cpu:.0} | {} ",
+                    add.0 / 1e3,
+                    add.1 / 1e3,
+                    ratio(add.0.max(0.0), floor_add.0.max(0.0)),
+                    ratio(add.1.max(0.0), floor_add.1.max(0.0)),
+                    ratio(cpu, m(1, |r| r.5))
                 )
             };
             println!(
-                "| {rate} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {a50} | {a99} | {x50} | {x99} | {cpu} | {xcpu} |",
+                "| {rate} | {} | {n} | {errors} | {:.3} | {:.3} | {:.3} |{cells}|",
                 path.name(),
-                r.4,
-                r.3,
-                us(r.0) / 1e3,
-                us(r.1) / 1e3,
-                us(r.2) / 1e3,
+                p50 / 1e3,
+                p90 / 1e3,
+                p99 / 1e3,
             );
-            if r.3 > 0 {
-                println!("FAIL: {} errors through {}", r.3, path.name());
+            if errors > 0 {
+                println!("FAIL: {errors} errors through {}", path.name());
                 ok = false;
             }
         }
     }
     println!("\n| path | closed-loop max req/s (32 connections) | ÷ floor's | errors |");
     println!("|---|---|---|---|");
+    let floor_max = med(max[1].iter().map(|m| m.0).collect());
     for (pi, path) in Path::ALL.iter().enumerate() {
+        let m = med(max[pi].iter().map(|m| m.0).collect());
         println!(
-            "| {} | {:.0} | {} | {} |",
+            "| {} | {m:.0} | {} | {} |",
             path.name(),
-            seen[pi].max,
             if *path == Path::Direct {
                 "-".into()
             } else {
-                ratio(seen[pi].max, seen[1].max)
+                ratio(m, floor_max)
             },
-            seen[pi].max_errors
+            max[pi].iter().map(|m| m.1).sum::<usize>()
         );
     }
+    let started = |pi: usize| proxies[pi].as_ref().map_or(0, |p| p.started_in.as_millis());
     println!(
         "\nstart-up to ready: floor {} ms, modelgate {} ms; idle RSS before any request: floor {:.1} MiB, modelgate {:.1} MiB",
-        seen[1].started_ms,
-        seen[2].started_ms,
-        seen[1].idle_kib as f64 / 1024.0,
-        seen[2].idle_kib as f64 / 1024.0
+        started(1),
+        started(2),
+        idle_kib[1] as f64 / 1024.0,
+        idle_kib[2] as f64 / 1024.0
     );
     ok
 }
@@ -609,7 +628,7 @@ async fn p1(args: &Args) -> bool {
 /// steady 50 per second (zero-delay first chunk, then 20 chunks 10 ms apart); then memory per
 /// open stream with 500 and 2,000 streams open at once, each in a fresh proxy process.
 async fn p2(args: &Args) -> bool {
-    let secs = args.secs.unwrap_or(if args.quick { 1.0 } else { 10.0 });
+    let secs = args.secs.unwrap_or(if args.quick { 1.0 } else { 15.0 });
     let chunks = 20;
     let mock = mock::start(MockConfig {
         delay: Duration::ZERO,
@@ -621,17 +640,40 @@ async fn p2(args: &Args) -> bool {
     let c = client();
     let body = chat_body(MODEL, true);
     let mut ok = true;
+    // The paths take turns, in rounds (see P1), and each path's streams are pooled.
+    let rounds = if args.quick { 1 } else { 3 };
+    let proxies: Vec<Option<Proxy>> = Path::ALL.iter().map(|p| proxy(*p, mock.addr)).collect();
+    let urls: Vec<String> = proxies
+        .iter()
+        .map(|p| {
+            let base = p
+                .as_ref()
+                .map_or_else(|| format!("http://{}", mock.addr), |p| p.base.clone());
+            format!("{base}/v1/chat/completions")
+        })
+        .collect();
+    for url in &urls {
+        load_gen::streams_open_loop(&c, url, &body, 50, Duration::from_secs(1), chunks).await;
+    }
+    let mut pooled: Vec<Vec<load_gen::StreamSeen>> = (0..3).map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (pi, url) in urls.iter().enumerate() {
+            pooled[pi].extend(
+                load_gen::streams_open_loop(
+                    &c,
+                    url,
+                    &body,
+                    50,
+                    Duration::from_secs_f64(secs / rounds as f64),
+                    chunks,
+                )
+                .await,
+            );
+        }
+    }
+    drop(proxies);
     let mut rows = Vec::new();
-    for path in Path::ALL {
-        let p = proxy(path, mock.addr);
-        let base = p
-            .as_ref()
-            .map_or_else(|| format!("http://{}", mock.addr), |p| p.base.clone());
-        let url = format!("{base}/v1/chat/completions");
-        load_gen::streams_open_loop(&c, &url, &body, 50, Duration::from_secs(1), chunks).await;
-        let s =
-            load_gen::streams_open_loop(&c, &url, &body, 50, Duration::from_secs_f64(secs), chunks)
-                .await;
+    for (path, s) in Path::ALL.iter().zip(&pooled) {
         let bad = s.iter().filter(|x| !x.ok).count();
         let mut ttft: Vec<Duration> = s.iter().map(|x| x.ttft).collect();
         let mut gaps: Vec<Duration> = s.iter().flat_map(|x| x.gaps.iter().copied()).collect();

@@ -111,14 +111,15 @@ async fn handle(
         if !cfg.delay.is_zero() {
             tokio::time::sleep(cfg.delay).await;
         }
+        // Written with format! rather than a JSON value: the mock shares its core with the load
+        // generator and must stay cheap. The model name was parsed from JSON, so it is safe to
+        // put back through serde_json's string escaping.
+        let model = serde_json::to_string(&r.model).unwrap_or_default();
         return json(
             StatusCode::OK,
-            serde_json::json!({
-                "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000, "model": r.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock upstream.", "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
-            })
-            .to_string(),
+            format!(
+                r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":"Hello from the mock upstream.","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}}}"#
+            ),
         );
     }
     let model = r.model;
