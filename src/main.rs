@@ -131,6 +131,8 @@ fn out(s: &str) {
 
 #[expect(clippy::print_stderr, reason = "command errors")]
 fn err(s: &str) {
+    // After the log lines that led to it.
+    telemetry::flush();
     eprintln!("{s}");
 }
 

@@ -9,7 +9,7 @@
 //! (`modelgate_log_lines_dropped_total`) rather than stalling the request path.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -23,33 +23,43 @@ const PERIOD: Duration = Duration::from_millis(20);
 
 /// Lines formatted and not yet written.
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Held while a batch is taken and written, so batches reach stderr in order and a flush at
+/// exit waits for a write in progress.
+static WRITE: Mutex<()> = Mutex::new(());
 static WRITER: OnceLock<()> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
-static FLUSHING: AtomicBool = AtomicBool::new(false);
 
 /// Log lines dropped because the writer could not keep up.
 pub fn dropped_lines() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
-/// Writes what is pending: before exiting.
+/// Writes every line logged so far, waiting (a bounded time, in case stderr is stuck) for a
+/// write in progress: before exiting, after the start-up line, before a panic's message.
 pub fn flush() {
-    // The writer thread may be in the middle of a write: let it finish first.
-    for _ in 0..500 {
-        if !FLUSHING.load(Ordering::Acquire) {
-            break;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match WRITE.try_lock() {
+            Ok(_guard) => {
+                write_batch(&mut Vec::new());
+                return;
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                let _guard = p.into_inner();
+                write_batch(&mut Vec::new());
+                return;
+            }
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return,
         }
-        std::thread::sleep(Duration::from_millis(1));
     }
-    write_pending(&mut Vec::new());
 }
 
-/// Swaps the pending lines out (holding the lock only for the swap) and writes them.
-fn write_pending(spare: &mut Vec<u8>) {
-    // One writer at a time, so lines keep their order.
-    if FLUSHING.swap(true, Ordering::Acquire) {
-        return;
-    }
+/// Takes the pending lines (holding their lock only for the swap) and writes them. The caller
+/// holds [`WRITE`].
+fn write_batch(spare: &mut Vec<u8>) {
     spare.clear();
     std::mem::swap(
         &mut *PENDING.lock().unwrap_or_else(PoisonError::into_inner),
@@ -58,7 +68,6 @@ fn write_pending(spare: &mut Vec<u8>) {
     if !spare.is_empty() {
         let _ = std::io::stderr().lock().write_all(spare);
     }
-    FLUSHING.store(false, Ordering::Release);
 }
 
 /// One event's bytes, appended to the pending lines when the formatter is done with them.
@@ -116,7 +125,8 @@ fn start_writer() {
             let mut spare = Vec::new();
             loop {
                 std::thread::sleep(PERIOD);
-                write_pending(&mut spare);
+                let _guard = WRITE.lock().unwrap_or_else(PoisonError::into_inner);
+                write_batch(&mut spare);
                 // Keep a burst's buffer from staying allocated for good.
                 if spare.capacity() > 1 << 20 {
                     spare = Vec::new();
@@ -125,6 +135,12 @@ fn start_writer() {
         });
     if started.is_ok() {
         let _ = WRITER.set(());
+        // A panic's message goes straight to stderr: the lines before it go first.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            flush();
+            previous(info);
+        }));
     }
 }
 

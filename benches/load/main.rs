@@ -131,6 +131,11 @@ fn main() {
         floor::serve(argv[2].parse().expect("--floor ADDR"));
     }
     let args = args();
+    if !sut::pinning() {
+        println!(
+            "warning: taskset is missing: nothing is pinned, and the proxies' figures are not comparable"
+        );
+    }
     sut::pin_self("1");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -182,7 +187,7 @@ async fn r1(args: &Args) -> bool {
     let cpu0 = sut::cpu_time(gw.pid());
     let wall = Instant::now();
     let through = open_loop(&c, &gw_url, &body, rate, Duration::from_secs(secs)).await;
-    let cpu = sut::cpu_time(gw.pid()) - cpu0;
+    let cpu = sut::cpu_time(gw.pid()).saturating_sub(cpu0);
     let wall = wall.elapsed();
     let n = through.latencies.len() + through.errors;
 
@@ -435,6 +440,14 @@ async fn r3(args: &Args) -> bool {
     ok
 }
 
+/// The paths' indexes and URLs, starting at `round`'s.
+fn rotated(urls: &[String], round: usize) -> impl Iterator<Item = (usize, &String)> {
+    (0..urls.len()).map(move |k| {
+        let i = (k + round) % urls.len();
+        (i, &urls[i])
+    })
+}
+
 /// `a / b`, printed with two decimals, or `-` when `b` is zero.
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
@@ -516,14 +529,17 @@ async fn p1(args: &Args) -> bool {
         for url in &urls {
             open_loop(&c, url, &body, rate, Duration::from_secs(1)).await;
         }
-        for _ in 0..rounds {
-            for (pi, url) in urls.iter().enumerate() {
+        for round in 0..rounds {
+            // Each round starts with another path, so no path always follows the same one.
+            for (pi, url) in rotated(&urls, round) {
                 let p = proxies[pi].as_ref();
                 let cpu0 = p.map(|p| sut::cpu_time(p.pid()));
                 let o = open_loop(&c, url, &body, rate, Duration::from_secs_f64(secs)).await;
                 let n = o.latencies.len() + o.errors;
                 let cpu = match (p, cpu0) {
-                    (Some(p), Some(c0)) => us(sut::cpu_time(p.pid()) - c0) / n.max(1) as f64,
+                    (Some(p), Some(c0)) => {
+                        us(sut::cpu_time(p.pid()).saturating_sub(c0)) / n.max(1) as f64
+                    }
                     _ => 0.0,
                 };
                 seen[ri][pi].push((
@@ -538,8 +554,8 @@ async fn p1(args: &Args) -> bool {
         }
     }
     let mut max: Vec<Vec<(f64, usize)>> = vec![Vec::new(); 3];
-    for _ in 0..rounds {
-        for (pi, url) in urls.iter().enumerate() {
+    for round in 0..rounds {
+        for (pi, url) in rotated(&urls, round) {
             max[pi].push(
                 load_gen::closed_loop(&c, url, &body, 32, Duration::from_secs_f64(secs / 2.0))
                     .await,
@@ -656,8 +672,8 @@ async fn p2(args: &Args) -> bool {
         load_gen::streams_open_loop(&c, url, &body, 50, Duration::from_secs(1), chunks).await;
     }
     let mut pooled: Vec<Vec<load_gen::StreamSeen>> = (0..3).map(|_| Vec::new()).collect();
-    for _ in 0..rounds {
-        for (pi, url) in urls.iter().enumerate() {
+    for round in 0..rounds {
+        for (pi, url) in rotated(&urls, round) {
             pooled[pi].extend(
                 load_gen::streams_open_loop(
                     &c,
@@ -675,8 +691,9 @@ async fn p2(args: &Args) -> bool {
     let mut rows = Vec::new();
     for (path, s) in Path::ALL.iter().zip(&pooled) {
         let bad = s.iter().filter(|x| !x.ok).count();
-        let mut ttft: Vec<Duration> = s.iter().map(|x| x.ttft).collect();
-        let mut gaps: Vec<Duration> = s.iter().flat_map(|x| x.gaps.iter().copied()).collect();
+        let good = || s.iter().filter(|x| x.ok);
+        let mut ttft: Vec<Duration> = good().map(|x| x.ttft).collect();
+        let mut gaps: Vec<Duration> = good().flat_map(|x| x.gaps.iter().copied()).collect();
         rows.push((
             s.len(),
             bad,

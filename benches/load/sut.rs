@@ -22,6 +22,11 @@ fn taskset() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether processes can be pinned to cores here.
+pub fn pinning() -> bool {
+    taskset()
+}
+
 /// Pins this process (and the threads it starts later) to `cpus`, when it can.
 pub fn pin_self(cpus: &str) {
     if taskset() {
@@ -159,19 +164,18 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// User plus system CPU time of `pid`.
+/// CPU time of `pid`, every thread of it, in nanoseconds (the scheduler's own accounting,
+/// finer than the 10 ms ticks of `/proc/PID/stat`).
 pub fn cpu_time(pid: u32) -> Duration {
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which may hold spaces), then utime and stime.
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
 }
 
 /// Open file descriptors of `pid`.

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub shed: prometheus::IntCounter,
     /// Copied from the log writer at scrape time.
     log_dropped: prometheus::IntCounter,
+    /// The writer's count when it was last copied.
+    log_dropped_copied: std::sync::atomic::AtomicU64,
     pub limit_rejections: IntCounterVec,
     pub limit_store_errors: IntCounterVec,
     pub budget_used: prometheus::GaugeVec,
@@ -283,6 +285,7 @@ impl Metrics {
                 r.register(Box::new(c.clone()))?;
                 c
             },
+            log_dropped_copied: std::sync::atomic::AtomicU64::new(0),
             shed: {
                 let c = prometheus::IntCounter::new(
                     "modelgate_shed_total",
@@ -332,9 +335,12 @@ impl Metrics {
     /// Sets the ejection state of each deployment, at scrape time: the breakers keep their state
     /// without touching metrics on the request path, and removed deployments disappear.
     pub fn set_circuits(&self, deployments: &[std::sync::Arc<crate::config::Deployment>]) {
+        // Concurrent scrapes: `fetch_max` hands each increment to exactly one of them.
         let dropped = crate::telemetry::dropped_lines();
-        self.log_dropped
-            .inc_by(dropped.saturating_sub(self.log_dropped.get()));
+        let copied = self
+            .log_dropped_copied
+            .fetch_max(dropped, std::sync::atomic::Ordering::Relaxed);
+        self.log_dropped.inc_by(dropped.saturating_sub(copied));
         let now = tokio::time::Instant::now();
         self.circuit.reset();
         for d in deployments.iter().filter(|d| d.endpoint.breaker.is_some()) {

@@ -119,6 +119,8 @@ pub async fn start_with_env(
         deployments = state.live.load().deployments.len(),
         "modelgate is serving"
     );
+    // Whoever waits for this line (a supervisor, a test) sees it now, not a batch later.
+    crate::telemetry::flush();
 
     let done = tokio::spawn(serve(
         api,

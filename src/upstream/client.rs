@@ -66,7 +66,8 @@ fn make(connect: Duration) -> Result<reqwest::Client, String> {
         .connect_timeout(connect)
         .redirect(reqwest::redirect::Policy::none())
         // Retries are the attempt loop's, counted against the retry budget and the policy.
-        // reqwest's own (replaying protocol refusals) would also copy every request to be able to.
+        // reqwest's own (replaying HTTP/2 refusals) would also copy every request to be able
+        // to; a refused stream now reaches the loop as an I/O error and is retried there.
         .retry(reqwest::retry::never().max_retries_per_request(0))
         .no_proxy()
         .tcp_nodelay(true)
