@@ -440,6 +440,19 @@ async fn r3(args: &Args) -> bool {
     ok
 }
 
+/// The chat URL of each path: its proxy's, or the mock's for the direct path.
+fn chat_urls(proxies: &[Option<Proxy>], mock: std::net::SocketAddr) -> Vec<String> {
+    proxies
+        .iter()
+        .map(|p| {
+            let base = p
+                .as_ref()
+                .map_or_else(|| format!("http://{mock}"), |p| p.base.clone());
+            format!("{base}/v1/chat/completions")
+        })
+        .collect()
+}
+
 /// The paths' indexes and URLs, starting at `round`'s.
 fn rotated(urls: &[String], round: usize) -> impl Iterator<Item = (usize, &String)> {
     (0..urls.len()).map(move |k| {
@@ -510,15 +523,7 @@ async fn p1(args: &Args) -> bool {
         .iter()
         .map(|p| p.as_ref().map_or(0, |p| sut::rss_kib(p.pid())))
         .collect();
-    let urls: Vec<String> = proxies
-        .iter()
-        .map(|p| {
-            let base = p
-                .as_ref()
-                .map_or_else(|| format!("http://{}", mock.addr), |p| p.base.clone());
-            format!("{base}/v1/chat/completions")
-        })
-        .collect();
+    let urls = chat_urls(&proxies, mock.addr);
 
     /// One round on one path: p50, p90, p99 (µs), errors, requests, CPU µs per request.
     type Round = (f64, f64, f64, usize, usize, f64);
@@ -659,15 +664,7 @@ async fn p2(args: &Args) -> bool {
     // The paths take turns, in rounds (see P1), and each path's streams are pooled.
     let rounds = if args.quick { 1 } else { 3 };
     let proxies: Vec<Option<Proxy>> = Path::ALL.iter().map(|p| proxy(*p, mock.addr)).collect();
-    let urls: Vec<String> = proxies
-        .iter()
-        .map(|p| {
-            let base = p
-                .as_ref()
-                .map_or_else(|| format!("http://{}", mock.addr), |p| p.base.clone());
-            format!("{base}/v1/chat/completions")
-        })
-        .collect();
+    let urls = chat_urls(&proxies, mock.addr);
     for url in &urls {
         load_gen::streams_open_loop(&c, url, &body, 50, Duration::from_secs(1), chunks).await;
     }

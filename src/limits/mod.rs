@@ -342,14 +342,18 @@ impl Limiter {
                 levels,
             ))),
             Ok(Err(refused)) => Err(LimitError::Refused(refused)),
-            Err(e) => {
-                self.failed("admit");
-                tracing::warn!(error = %e, "the limit store failed");
-                match self.on_error {
-                    StoreErrorMode::Closed => Err(LimitError::Unavailable),
-                    StoreErrorMode::Open => Ok(None),
-                }
-            }
+            Err(e) => self.admit_failed(&e, None),
+        }
+    }
+
+    /// An admission the store could not answer: counted, logged, and refused or let through
+    /// (as `open`) by `limits.on_store_error`.
+    fn admit_failed<T>(&self, e: &impl std::fmt::Display, open: T) -> Result<T, LimitError> {
+        self.failed("admit");
+        tracing::warn!(error = %e, "the limit store failed");
+        match self.on_error {
+            StoreErrorMode::Closed => Err(LimitError::Unavailable),
+            StoreErrorMode::Open => Ok(open),
         }
     }
 
@@ -369,14 +373,7 @@ impl Limiter {
         match result {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(refused)) => Err(LimitError::Refused(refused)),
-            Err(e) => {
-                self.failed("admit");
-                tracing::warn!(error = %e, "the limit store failed");
-                match self.on_error {
-                    StoreErrorMode::Closed => Err(LimitError::Unavailable),
-                    StoreErrorMode::Open => Ok(()),
-                }
-            }
+            Err(e) => self.admit_failed(&e, ()),
         }
     }
 
