@@ -11,14 +11,13 @@ use http::{Method, Request, Response, header};
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::api::RequestError;
 use crate::auth::{AuthLayer, Authed};
 use crate::config::reload::Live;
 use crate::error::{GatewayError, panic_response};
 use crate::pipeline::{self, Ctx, Outcome};
-use crate::server::request_id::{RequestIdLayer, X_REQUEST_ID};
+use crate::server::request_id::RequestIdLayer;
 use crate::stream::body::ResponseBody;
 
 /// The body of every API response, after the panic guard has boxed it.
@@ -55,17 +54,8 @@ where
         }))
         // Before anything can log a header.
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive_headers()))
+        // The request id, and (at debug level) the span every line of the request is in.
         .layer(RequestIdLayer)
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<B>| {
-                tracing::debug_span!(
-                    "request",
-                    method = %req.method(),
-                    path = %crate::error::printable(req.uri().path()),
-                    request_id = ?req.headers().get(&X_REQUEST_ID),
-                )
-            }),
-        )
         .layer(BodyLimitLayer { live: live.clone() })
         .layer(AuthLayer::new(live))
         .service(Routes { ctx })

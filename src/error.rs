@@ -197,6 +197,9 @@ impl GatewayError {
 pub fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
     let mut res = Response::new(ResponseBody::full(body));
     *res.status_mut() = status;
+    // Room for the headers an answer gets (deployment, policy, cost, request id) without
+    // the map growing twice on the way.
+    *res.headers_mut() = http::HeaderMap::with_capacity(16);
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -113,12 +113,12 @@ where
             let status = e.status();
             tracing::info!(
                 endpoint = front.endpoint().as_str(),
-                request_id = ?request_id,
+                request_id = request_id.to_str().unwrap_or("-"),
                 tenant = %caller.tenant,
                 policy = policy.as_deref().unwrap_or("-"),
                 status = status.as_u16(),
                 error = e.kind().as_str(),
-                message = %e,
+                detail = e.to_string().as_str(),
                 duration_ms = started.elapsed().as_millis() as u64,
                 "request failed"
             );
@@ -203,7 +203,7 @@ where
             .map(|d| d.name.as_str())
             .collect();
         tracing::debug!(
-            request_id = ?request_id,
+            request_id = request_id.to_str().unwrap_or("-"),
             policy = %decision.policy,
             rule = %decision.rule,
             base_rule = decision.base_rule.as_deref().unwrap_or("-"),
@@ -301,8 +301,8 @@ where
         Answer::Stream(mut relay) => {
             // The first content is ready: the time to first token, as the client sees it.
             ctx.metrics
+                .series(&d, "chat")
                 .ttft
-                .with_label_values(&model_labels(&d, "")[..5])
                 .observe(started.elapsed().as_secs_f64());
             ctx.metrics.open_streams.inc();
             let metrics = ctx.metrics.clone();
@@ -550,12 +550,12 @@ where
     result.unwrap_or_else(|(e, policy)| {
         tracing::info!(
             endpoint = "embeddings",
-            request_id = ?request_id,
+            request_id = request_id.to_str().unwrap_or("-"),
             tenant = %caller.tenant,
             policy = policy.as_deref().unwrap_or("-"),
             status = e.status().as_u16(),
             error = e.kind().as_str(),
-            message = %e,
+            detail = e.to_string().as_str(),
             duration_ms = started.elapsed().as_millis() as u64,
             "request failed"
         );
@@ -714,7 +714,7 @@ impl Record {
         tracing::info!(
             endpoint = self.endpoint.as_str(),
             status = 200,
-            request_id = ?self.request_id,
+            request_id = self.request_id.to_str().unwrap_or("-"),
             tenant = %self.caller.tenant,
             key = self.caller.key_id.as_deref().unwrap_or("-"),
             policy = %self.policy,

@@ -1,7 +1,7 @@
 //! Deployments: a model served somewhere. The [`Endpoint`] is the place (dialect, URL, key,
 //! locality, timeouts, connection pool); a [`Deployment`] is one model at one endpoint.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -84,6 +84,8 @@ pub struct Deployment {
     /// Where chat requests go, whole and streamed, parsed once (none for `echo`, or when the
     /// base URL does not parse).
     chat_urls: Option<Arc<[reqwest::Url; 2]>>,
+    /// Its metric series, resolved on first use (per operation: chat, embeddings).
+    pub series: [OnceLock<crate::metrics::Series>; 2],
 }
 
 impl Deployment {
@@ -106,6 +108,7 @@ impl Deployment {
             response_headers: Vec::new(),
             health: Arc::new(Health::new(breaker, &retry)),
             chat_urls: None,
+            series: Default::default(),
         }
         .prepared()
     }
@@ -124,6 +127,7 @@ impl Deployment {
             response_headers: Vec::new(),
             health: Arc::new(Health::new(breaker, &retry)),
             chat_urls: None,
+            series: Default::default(),
         }
         .prepared()
     }

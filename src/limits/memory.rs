@@ -41,13 +41,17 @@ impl Counters {
     }
 }
 
+/// Tenant, model, openness class.
+type UsageKey = (Arc<str>, Arc<str>, &'static str);
+
 #[derive(Default)]
 struct Inner {
     counters: HashMap<(ScopeKind, Arc<str>), Counters>,
-    /// (tenant, period, `model|openness`) → totals; periods other than today and this month are
-    /// dropped when the day changes.
-    usage: HashMap<(Arc<str>, String, String), Totals>,
+    /// (tenant, model, openness) → totals of the day and of the month [`Self::usage_day`] and
+    /// [`Self::usage_month`]: keys of shared strings, so recording a request allocates nothing.
+    usage: HashMap<UsageKey, (Totals, Totals)>,
     usage_day: String,
+    usage_month: String,
 }
 
 #[derive(Default)]
@@ -129,19 +133,25 @@ impl MemoryStore {
                 c.tokens += (e.input_tokens + e.output_tokens).saturating_sub(charge.tokens);
             }
         }
+        if inner.usage_month != w.month {
+            inner.usage_month.clone_from(&w.month);
+            for (_, month) in inner.usage.values_mut() {
+                *month = Totals::default();
+            }
+        }
         if inner.usage_day != w.day {
             inner.usage_day.clone_from(&w.day);
-            inner
-                .usage
-                .retain(|(_, period, _), _| *period == w.day || *period == w.month);
+            inner.usage.retain(|_, (day, month)| {
+                *day = Totals::default();
+                *month != Totals::default()
+            });
         }
-        for period in [&w.day, &w.month] {
-            inner
-                .usage
-                .entry((e.tenant.clone(), period.clone(), e.field()))
-                .or_default()
-                .add(e);
-        }
+        let (day, month) = inner
+            .usage
+            .entry((e.tenant.clone(), e.model.clone(), e.openness))
+            .or_default();
+        day.add(e);
+        month.add(e);
     }
 
     pub fn release(&self, id: &str, scopes: &[Scope], _charge: Charge) {
@@ -160,21 +170,81 @@ impl MemoryStore {
             month: w.month.clone(),
             ..UsageReport::default()
         };
-        for ((t, period, field), totals) in &inner.usage {
+        // Totals of a day or month that has passed since the last request are not reported.
+        let day_current = inner.usage_day == w.day;
+        let month_current = inner.usage_month == w.month;
+        for ((t, model, openness), (day, month)) in &inner.usage {
             if tenant.is_some_and(|want| want != &**t) {
                 continue;
             }
-            let (day, month): &mut (Period, Period) =
+            let (days, months): &mut (Period, Period) =
                 report.tenants.entry(t.to_string()).or_default();
-            let p = if *period == w.day {
-                day
-            } else if *period == w.month {
-                month
-            } else {
-                continue;
-            };
-            p.insert(field.clone(), *totals);
+            let field = format!("{model}|{openness}");
+            if day_current && *day != Totals::default() {
+                days.insert(field.clone(), *day);
+            }
+            if month_current && *month != Totals::default() {
+                months.insert(field, *month);
+            }
         }
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(tenant: &str, model: &str) -> UsageEntry {
+        UsageEntry {
+            tenant: Arc::from(tenant),
+            model: Arc::from(model),
+            openness: "open-weight",
+            input_tokens: 10,
+            output_tokens: 5,
+            cost_micros: 7,
+        }
+    }
+
+    fn requests(r: &UsageReport, tenant: &str) -> (u64, u64) {
+        r.tenants.get(tenant).map_or((0, 0), |(day, month)| {
+            (
+                day.values().map(|t| t.requests).sum(),
+                month.values().map(|t| t.requests).sum(),
+            )
+        })
+    }
+
+    #[test]
+    fn usage_rolls_over_by_day_and_month() {
+        let store = MemoryStore::default();
+        // 2026-11-27 and 2026-11-28 at noon, 2026-12-01 at noon (UTC).
+        let (d27, d28, dec1) = (
+            Windows::at_ms(1_795_780_800_000),
+            Windows::at_ms(1_795_867_200_000),
+            Windows::at_ms(1_796_126_400_000),
+        );
+        store.finish(None, &entry("a", "m"), &d27);
+        store.finish(None, &entry("a", "m"), &d27);
+        store.finish(None, &entry("b", "m"), &d27);
+        assert_eq!(requests(&store.usage(None, &d27), "a"), (2, 2));
+        let only_a = store.usage(Some("a"), &d27);
+        assert!(!only_a.tenants.contains_key("b"));
+        let t = only_a.tenants["a"].0["m|open-weight"];
+        assert_eq!(
+            (t.input_tokens, t.output_tokens, t.usd_micros),
+            (20, 10, 14)
+        );
+
+        // Read on the next day before any request there: the day is empty, the month is not.
+        assert_eq!(requests(&store.usage(None, &d28), "a"), (0, 2));
+        store.finish(None, &entry("a", "m"), &d28);
+        assert_eq!(requests(&store.usage(None, &d28), "a"), (1, 3));
+        assert_eq!(requests(&store.usage(None, &d28), "b"), (0, 1));
+
+        store.finish(None, &entry("a", "m"), &dec1);
+        assert_eq!(requests(&store.usage(None, &dec1), "a"), (1, 1));
+        assert_eq!(requests(&store.usage(None, &dec1), "b"), (0, 0));
+        assert_eq!(store.lock().usage.len(), 1, "last month's entries are gone");
     }
 }

@@ -19,7 +19,7 @@ pub struct Windows {
 }
 
 /// (year, month 1–12, day 1–31) of a day number since the epoch (Howard Hinnant's algorithm).
-fn civil(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;

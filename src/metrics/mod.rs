@@ -7,6 +7,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::api::Usage;
@@ -23,6 +24,8 @@ const TTFT_BUCKETS: &[f64] = &[
 ];
 
 pub struct Metrics {
+    /// Tells this registry's cached series from another's (tests run several gateways).
+    id: usize,
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
@@ -115,7 +118,9 @@ impl Metrics {
             v.extend_from_slice(extra);
             v
         };
+        static IDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let m = Metrics {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             requests: counter(
                 &r,
                 "modelgate_requests_total",
@@ -359,34 +364,61 @@ impl Metrics {
     }
 
     pub fn attempt(&self, d: &Deployment, result: &str) {
+        if result == "ok" {
+            return self.series(d, "chat").attempts_ok.inc();
+        }
         self.upstream_attempts
             .with_label_values(&model_labels(d, result))
             .inc();
     }
 
-    /// Tokens and cost of one answer.
-    /// Tokens, cost (0 included, so every class shows) and duration of one answered request.
-    pub fn usage(&self, d: &Deployment, operation: &str, u: &Usage, cost: f64, took: Duration) {
-        self.tokens
-            .with_label_values(&model_labels(d, "input"))
-            .inc_by(u.prompt_tokens);
-        self.tokens
-            .with_label_values(&model_labels(d, "output"))
-            .inc_by(u.completion_tokens);
-        if cost >= 0.0 && cost.is_finite() {
-            self.cost
-                .with_label_values(&model_labels(d, "")[..5])
-                .inc_by(cost);
+    /// A deployment's series for an operation, resolved once per deployment (labels hashed
+    /// and looked up at the first request, not at every one).
+    pub fn series<'a>(&self, d: &'a Deployment, operation: &str) -> Cow<'a, Series> {
+        let slot = &d.series[usize::from(operation == "embeddings")];
+        let s = slot.get_or_init(|| self.resolve(d, operation));
+        if s.owner == self.id {
+            Cow::Borrowed(s)
+        } else {
+            Cow::Owned(self.resolve(d, operation))
         }
-        let [_, provider, model, openness, license, _] = model_labels(d, "");
-        for (kind, n) in [("input", u.prompt_tokens), ("output", u.completion_tokens)] {
+    }
+
+    fn resolve(&self, d: &Deployment, operation: &str) -> Series {
+        let labels = model_labels(d, "");
+        let [_, provider, model, openness, license, _] = labels;
+        let genai_tokens = |kind| {
             self.genai_tokens
                 .with_label_values(&[operation, provider, model, kind, openness, license])
-                .observe(n as f64);
+        };
+        Series {
+            owner: self.id,
+            attempts_ok: self
+                .upstream_attempts
+                .with_label_values(&model_labels(d, "ok")),
+            tokens_in: self.tokens.with_label_values(&model_labels(d, "input")),
+            tokens_out: self.tokens.with_label_values(&model_labels(d, "output")),
+            cost: self.cost.with_label_values(&labels[..5]),
+            genai_tokens_in: genai_tokens("input"),
+            genai_tokens_out: genai_tokens("output"),
+            genai_duration: self
+                .genai_duration
+                .with_label_values(&[operation, provider, model, openness, license]),
+            ttft: self.ttft.with_label_values(&labels[..5]),
         }
-        self.genai_duration
-            .with_label_values(&[operation, provider, model, openness, license])
-            .observe(took.as_secs_f64());
+    }
+
+    /// Tokens, cost (0 included, so every class shows) and duration of one answered request.
+    pub fn usage(&self, d: &Deployment, operation: &str, u: &Usage, cost: f64, took: Duration) {
+        let s = self.series(d, operation);
+        s.tokens_in.inc_by(u.prompt_tokens);
+        s.tokens_out.inc_by(u.completion_tokens);
+        if cost >= 0.0 && cost.is_finite() {
+            s.cost.inc_by(cost);
+        }
+        s.genai_tokens_in.observe(u.prompt_tokens as f64);
+        s.genai_tokens_out.observe(u.completion_tokens as f64);
+        s.genai_duration.observe(took.as_secs_f64());
     }
 
     /// What the attempts of a served request met.
@@ -462,6 +494,20 @@ impl Metrics {
             }
         }
     }
+}
+
+/// The series a served request touches, for one deployment and operation.
+#[derive(Clone, Debug)]
+pub struct Series {
+    owner: usize,
+    pub attempts_ok: prometheus::IntCounter,
+    pub tokens_in: prometheus::IntCounter,
+    pub tokens_out: prometheus::IntCounter,
+    pub cost: prometheus::Counter,
+    pub genai_tokens_in: Histogram,
+    pub genai_tokens_out: Histogram,
+    pub genai_duration: Histogram,
+    pub ttft: Histogram,
 }
 
 /// Labels of a deployment's model, plus one more.

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use futures_util::future::{BoxFuture, FutureExt};
 use http::{HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -80,6 +81,13 @@ where
                 v
             }
         };
+        // A span costs nothing unless debug lines are on: its fields are not even formatted.
+        let span = tracing::debug_span!(
+            "request",
+            method = %req.method(),
+            path = %crate::error::printable(req.uri().path()),
+            request_id = id.to_str().unwrap_or("-"),
+        );
         self.inner
             .call(req)
             .map(move |res| {
@@ -88,6 +96,7 @@ where
                     r
                 })
             })
+            .instrument(span)
             .boxed()
     }
 }

@@ -103,6 +103,7 @@ pub fn frames(
 
 fn sse(body: ResponseBody, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
     let mut res = Response::new(body);
+    *res.headers_mut() = http::HeaderMap::with_capacity(16);
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -8,6 +8,8 @@
 //! by more than [`BACKLOG`] bytes, lines are dropped and counted
 //! (`modelgate_log_lines_dropped_total`) rather than stalling the request path.
 
+mod line;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -159,19 +161,14 @@ pub fn init(format: LogFormat, level: &str) {
         ))
     });
     start_writer();
-    let builder = tracing_subscriber::fmt()
+    let result = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Queued)
-        .with_target(false);
-    let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-    };
+        .fmt_fields(line::Fields)
+        .event_format(line::Lines {
+            json: format == LogFormat::Json,
+        })
+        .try_init();
     // A subscriber is already installed (tests): keep it.
     let _ = result;
 }
