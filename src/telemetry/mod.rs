@@ -1,6 +1,6 @@
 //! Logs: one structured line per request and per configuration change, as text or JSON. Filter
 //! with `--log-level` or `RUST_LOG`. Secrets and prompt text are never logged: headers are
-//! marked sensitive before the trace layer sees them, and request bodies are not logged at all.
+//! marked sensitive before anything can log them, and request bodies are not logged at all.
 //!
 //! Lines are written by a thread of their own, in batches: a request never waits on a write to
 //! stderr (a pipe whose reader may be slow), and a busy gateway makes one write every few
