@@ -17,7 +17,7 @@ use crate::auth::{AuthLayer, Authed};
 use crate::config::reload::Live;
 use crate::error::{GatewayError, panic_response};
 use crate::pipeline::{self, Ctx, Outcome};
-use crate::server::request_id::RequestIdLayer;
+use crate::server::request_id::{RequestIdLayer, X_REQUEST_ID};
 use crate::stream::body::ResponseBody;
 
 /// The body of every API response, after the panic guard has boxed it.
@@ -99,6 +99,17 @@ where
                     Ok(p) => Some(p),
                     Err(_) => {
                         ctx.metrics.shed.inc();
+                        tracing::warn!(
+                            request_id = authed
+                                .request
+                                .headers()
+                                .get(&X_REQUEST_ID)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("-"),
+                            path = %crate::error::printable(authed.request.uri().path()),
+                            status = 503,
+                            "request shed: server.max_concurrent_requests are in flight"
+                        );
                         return Ok(GatewayError::Overloaded.into_response());
                     }
                 }

@@ -256,7 +256,7 @@ where
     ctx.metrics
         .served(&served.failed, &served.skipped, &served.retries);
     let d = served.deployment.clone();
-    ctx.metrics.attempt(&d, "ok");
+    ctx.metrics.answered(&d, front.endpoint().operation());
     if !decision
         .candidates()
         .first()
@@ -301,12 +301,15 @@ where
         Answer::Stream(mut relay) => {
             // The first content is ready: the time to first token, as the client sees it.
             ctx.metrics
-                .series(&d, "chat")
                 .ttft
+                .with_label_values(&model_labels(&d, "")[..5])
                 .observe(started.elapsed().as_secs_f64());
             ctx.metrics.open_streams.inc();
             let metrics = ctx.metrics.clone();
+            // The stream ends after the request's future: its line goes in the request's span.
+            let span = tracing::Span::current();
             relay.on_end(Box::new(move |end: StreamEnd| {
+                let _in_request = span.enter();
                 metrics.open_streams.dec();
                 if end.reason == EndReason::ClientGone {
                     metrics.cancelled.with_label_values(&["stream"]).inc();
@@ -517,7 +520,7 @@ where
         ctx.metrics
             .served(&served.failed, &served.skipped, &served.retries);
         let d = served.deployment.clone();
-        ctx.metrics.attempt(&d, "ok");
+        ctx.metrics.answered(&d, "embeddings");
         let tokens = (req.text_len() as u64).div_ceil(4);
         let ticket = admit(ctx, &snapshot, &caller, &decision, tokens, Some(0), None)
             .await

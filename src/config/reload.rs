@@ -112,7 +112,9 @@ impl State {
                     event = "config_reload",
                     result = "error",
                     problems = problems.len(),
-                    "configuration refused; the previous one stays in force:\n{problems}"
+                    "configuration refused; the previous one stays in force: {}",
+                    // One line per event: the problems joined, not one per line.
+                    problems.to_string().lines().collect::<Vec<_>>().join("; ")
                 );
                 Reloaded::Refused {
                     problems: problems.to_string(),

@@ -133,25 +133,33 @@ impl MemoryStore {
                 c.tokens += (e.input_tokens + e.output_tokens).saturating_sub(charge.tokens);
             }
         }
-        if inner.usage_month != w.month {
+        // Periods only move forward: a request that took its clock reading before a newer one
+        // got here first counts in the periods that are still current (ISO dates compare as
+        // text).
+        if inner.usage_month < w.month {
             inner.usage_month.clone_from(&w.month);
             for (_, month) in inner.usage.values_mut() {
                 *month = Totals::default();
             }
         }
-        if inner.usage_day != w.day {
+        if inner.usage_day < w.day {
             inner.usage_day.clone_from(&w.day);
             inner.usage.retain(|_, (day, month)| {
                 *day = Totals::default();
                 *month != Totals::default()
             });
         }
+        let (this_day, this_month) = (inner.usage_day == w.day, inner.usage_month == w.month);
         let (day, month) = inner
             .usage
             .entry((e.tenant.clone(), e.model.clone(), e.openness))
             .or_default();
-        day.add(e);
-        month.add(e);
+        if this_day {
+            day.add(e);
+        }
+        if this_month {
+            month.add(e);
+        }
     }
 
     pub fn release(&self, id: &str, scopes: &[Scope], _charge: Charge) {
@@ -246,5 +254,10 @@ mod tests {
         assert_eq!(requests(&store.usage(None, &dec1), "a"), (1, 1));
         assert_eq!(requests(&store.usage(None, &dec1), "b"), (0, 0));
         assert_eq!(store.lock().usage.len(), 1, "last month's entries are gone");
+
+        // A request that read the clock before the month turned, recorded after: it counts in
+        // no period that is still current, and does not turn the clock back.
+        store.finish(None, &entry("a", "m"), &d28);
+        assert_eq!(requests(&store.usage(None, &dec1), "a"), (1, 1));
     }
 }

@@ -364,9 +364,6 @@ impl Metrics {
     }
 
     pub fn attempt(&self, d: &Deployment, result: &str) {
-        if result == "ok" {
-            return self.series(d, "chat").attempts_ok.inc();
-        }
         self.upstream_attempts
             .with_label_values(&model_labels(d, result))
             .inc();
@@ -375,13 +372,22 @@ impl Metrics {
     /// A deployment's series for an operation, resolved once per deployment (labels hashed
     /// and looked up at the first request, not at every one).
     pub fn series<'a>(&self, d: &'a Deployment, operation: &str) -> Cow<'a, Series> {
-        let slot = &d.series[usize::from(operation == "embeddings")];
+        let slot = match operation {
+            "chat" => &d.series[0],
+            "embeddings" => &d.series[1],
+            _ => return Cow::Owned(self.resolve(d, operation)),
+        };
         let s = slot.get_or_init(|| self.resolve(d, operation));
         if s.owner == self.id {
             Cow::Borrowed(s)
         } else {
             Cow::Owned(self.resolve(d, operation))
         }
+    }
+
+    /// The attempt that answered a request.
+    pub fn answered(&self, d: &Deployment, operation: &str) {
+        self.series(d, operation).attempts_ok.inc();
     }
 
     fn resolve(&self, d: &Deployment, operation: &str) -> Series {
@@ -404,7 +410,6 @@ impl Metrics {
             genai_duration: self
                 .genai_duration
                 .with_label_values(&[operation, provider, model, openness, license]),
-            ttft: self.ttft.with_label_values(&labels[..5]),
         }
     }
 
@@ -496,7 +501,8 @@ impl Metrics {
     }
 }
 
-/// The series a served request touches, for one deployment and operation.
+/// The series every answered request of one deployment and operation touches (a series is
+/// created by its first lookup, so only those: the rest stay absent until used).
 #[derive(Clone, Debug)]
 pub struct Series {
     owner: usize,
@@ -507,7 +513,6 @@ pub struct Series {
     pub genai_tokens_in: Histogram,
     pub genai_tokens_out: Histogram,
     pub genai_duration: Histogram,
-    pub ttft: Histogram,
 }
 
 /// Labels of a deployment's model, plus one more.

@@ -212,7 +212,9 @@ impl Visit for TextVisitor<'_> {
                 return write!(Sanitized(&mut v.w), "{value:?}");
             }
             v.name(field)?;
-            write!(v.w, "{value:?}")
+            // `%` values are their `Display`, unquoted: a value that came from outside (an
+            // upstream's error text) must not break the line either.
+            write!(Sanitized(&mut v.w), "{value:?}")
         });
     }
 }
@@ -245,18 +247,13 @@ fn quoted(w: &mut impl Write, s: &str) -> fmt::Result {
     }
 }
 
-/// Writes messages with the characters that drive terminals (ESC, BEL, BS, FF, DEL and the C1
-/// controls) escaped, as tracing-subscriber does: a logged text cannot repaint the terminal.
+/// Writes text with control characters escaped (all but tab: line breaks, ESC and the other C0
+/// and C1 controls, DEL): a logged text can neither break its line nor drive the terminal.
 struct Sanitized<'a, W: Write>(&'a mut W);
 
 impl<W: Write> Write for Sanitized<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let risky = |c: char| {
-            matches!(
-                c,
-                '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
-            )
-        };
+        let risky = |c: char| c.is_control() && c != '\t';
         if !s.contains(risky) {
             return self.0.write_str(s);
         }
@@ -404,10 +401,12 @@ mod tests {
     }
 
     #[test]
-    fn terminal_escapes_are_escaped() {
+    fn control_characters_are_escaped() {
         let mut out = String::new();
-        Sanitized(&mut out).write_str("a\x1b[31mb\u{9b}c").unwrap();
-        assert_eq!(out, "a\\x1b[31mb\\x9bc");
+        Sanitized(&mut out)
+            .write_str("a\x1b[31mb\u{9b}c\nd\re\tf")
+            .unwrap();
+        assert_eq!(out, "a\\x1b[31mb\\x9bc\\x0ad\\x0de\tf");
     }
 
     #[test]
