@@ -943,3 +943,43 @@ async fn s02_streams_longer_than_the_drain_deadline_end_with_an_error_event() {
         "upstream left open"
     );
 }
+
+#[tokio::test]
+async fn c04_upstream_connections_are_kept_after_streams_and_bursts() {
+    // A stream's upstream connection goes back to the pool when it ends (its body is read to
+    // the end after `[DONE]`, not dropped with the chunked terminator unread), and a burst of
+    // streams finds the connections of the one before it idle: the second burst opens none.
+    const N: usize = 280;
+    let up = fake(Script::Stream {
+        first: Duration::from_millis(300),
+        every: Duration::ZERO,
+        chunks: 1,
+        end: End::Done,
+    })
+    .await;
+    let gw = Gateway::start(&one(&up, "")).await;
+    let mut opened = Vec::new();
+    for burst in 0..2 {
+        let statuses: Vec<u16> = futures_util::future::join_all((0..N).map(|_| stream(&gw)))
+            .await
+            .into_iter()
+            .map(|(s, _, _)| s)
+            .collect();
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "burst {burst}: {statuses:?}"
+        );
+        opened.push(up.connections().len());
+    }
+    let closed = up
+        .connections()
+        .iter()
+        .filter(|c| c.closed.is_some())
+        .count();
+    assert_eq!(closed, 0, "upstream connections closed after their streams");
+    assert!(
+        opened[1] - opened[0] <= 3,
+        "the second burst opened {} new connections",
+        opened[1] - opened[0]
+    );
+}

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use http_body::Frame;
 use tokio::time::Sleep;
 
@@ -218,6 +218,7 @@ impl Relay {
         if let Some(body) = &error {
             self.encoder.error(body, &mut self.out);
         } else if reason == EndReason::Completed {
+            self.drain_upstream();
             let end = End {
                 usage: self.translator.usage(),
                 usage_relayed: self.translator.usage_relayed(),
@@ -227,6 +228,31 @@ impl Relay {
         }
         self.finished = true;
         self.end = Some((reason, error));
+    }
+
+    /// After the end marker, the upstream's body usually still has its last bytes in flight
+    /// (the chunked encoding's terminator). Dropping it unread would close a connection that
+    /// could be reused, and the next stream would pay a new connection (for an API, a TLS
+    /// handshake). A task reads what is left, a little and briefly, so it can go back to the
+    /// pool; anything more and the connection closes as before.
+    fn drain_upstream(&mut self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut rest =
+            std::mem::replace(&mut self.upstream, Box::pin(futures_util::stream::empty()));
+        rt.spawn(async move {
+            let read = async {
+                let mut left: usize = 64 << 10;
+                while let Some(Ok(chunk)) = rest.next().await {
+                    left = match left.checked_sub(chunk.len()) {
+                        Some(n) => n,
+                        None => return,
+                    };
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), read).await;
+        });
     }
 
     fn report(&mut self, reason: EndReason) {

@@ -71,8 +71,11 @@ fn make(connect: Duration) -> Result<reqwest::Client, String> {
         .retry(reqwest::retry::never().max_retries_per_request(0))
         .no_proxy()
         .tcp_nodelay(true)
+        // No cap on idle connections per host (reqwest's and hyper's default): concurrency is
+        // capped by `server.max_concurrent_requests`, and idle ones close after 90 s. A cap
+        // below the concurrency closes connections after every burst and opens them again on
+        // the next one, which costs the most exactly when the gateway is busiest.
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
         .user_agent(concat!("modelgate/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
