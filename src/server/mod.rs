@@ -83,6 +83,7 @@ pub async fn start_with_env(
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let state = State::new(loaded, origin, overrides, env, metrics.clone());
     let settings = state.config().server.clone();
+    crate::upstream::client::set_idle_per_host(settings.max_concurrent_requests);
 
     let api = TcpListener::bind(settings.listen)
         .await

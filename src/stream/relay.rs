@@ -128,6 +128,8 @@ pub struct Relay {
     /// Bytes for the client made before the relay was handed to the response.
     pending: Option<Bytes>,
     finished: bool,
+    /// The upstream's body has ended (nothing left to drain).
+    upstream_ended: bool,
     end: Option<(EndReason, Option<ErrorBody>)>,
     on_end: Option<OnEnd>,
     /// Held for as long as the stream lasts (a concurrency permit).
@@ -158,6 +160,7 @@ impl Relay {
             started: Instant::now(),
             pending: None,
             finished: false,
+            upstream_ended: false,
             end: None,
             on_end: None,
             held: None,
@@ -236,12 +239,20 @@ impl Relay {
     /// handshake). A task reads what is left, a little and briefly, so it can go back to the
     /// pool; anything more and the connection closes as before.
     fn drain_upstream(&mut self) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        /// Drains at once, at most: an upstream that holds its body open after the end marker
+        /// must not pile up sockets past the streams' own concurrency limit.
+        static DRAINS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
+        if self.upstream_ended {
+            return;
+        }
+        let (Ok(rt), Ok(permit)) = (tokio::runtime::Handle::try_current(), DRAINS.try_acquire())
+        else {
             return;
         };
         let mut rest =
             std::mem::replace(&mut self.upstream, Box::pin(futures_util::stream::empty()));
         rt.spawn(async move {
+            let _permit = permit;
             let read = async {
                 let mut left: usize = 64 << 10;
                 while let Some(Ok(chunk)) = rest.next().await {
@@ -251,7 +262,7 @@ impl Relay {
                     };
                 }
             };
-            let _ = tokio::time::timeout(Duration::from_secs(1), read).await;
+            let _ = tokio::time::timeout(Duration::from_millis(250), read).await;
         });
     }
 
@@ -315,6 +326,7 @@ impl Relay {
                     return Poll::Ready(Step::End(EndReason::UpstreamError, Some(body)));
                 }
                 Poll::Ready(None) => {
+                    self.upstream_ended = true;
                     // Some servers end the body right after the last event without a blank
                     // line; a trailing end marker still counts.
                     self.decoder.finish(&mut self.events);

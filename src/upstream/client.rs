@@ -5,6 +5,7 @@
 //! the configuration says.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -20,6 +21,13 @@ pub struct UpstreamClient {
 }
 
 static CRYPTO: Once = Once::new();
+/// Idle connections kept per upstream host: `server.max_concurrent_requests` at start-up.
+static IDLE_PER_HOST: AtomicUsize = AtomicUsize::new(1024);
+
+/// Sets how many idle connections clients built from now on keep per host.
+pub fn set_idle_per_host(n: usize) {
+    IDLE_PER_HOST.store(n.max(1), Ordering::Relaxed);
+}
 static SHARED: OnceLock<Mutex<HashMap<Duration, Slot>>> = OnceLock::new();
 
 /// The client for an endpoint with these timeouts.
@@ -71,11 +79,11 @@ fn make(connect: Duration) -> Result<reqwest::Client, String> {
         .retry(reqwest::retry::never().max_retries_per_request(0))
         .no_proxy()
         .tcp_nodelay(true)
-        // No cap on idle connections per host (reqwest's and hyper's default): concurrency is
-        // capped by `server.max_concurrent_requests`, and idle ones close after 90 s. A cap
-        // below the concurrency closes connections after every burst and opens them again on
-        // the next one, which costs the most exactly when the gateway is busiest.
+        // As many idle connections per host as requests may be in flight: a cap below the
+        // concurrency closes connections after every burst and opens them again on the next,
+        // which costs the most exactly when the gateway is busiest. Idle ones close after 90 s.
         .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(IDLE_PER_HOST.load(Ordering::Relaxed))
         .user_agent(concat!("modelgate/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
