@@ -700,7 +700,7 @@ impl Record {
             self.ticket.as_ref(),
             crate::limits::UsageEntry {
                 tenant: self.caller.tenant.clone(),
-                model: Arc::from(model_labels(d, "")[2]),
+                model: d.usage_model.clone(),
                 openness: d.model.openness.as_str(),
                 input_tokens: usage.prompt_tokens,
                 output_tokens: usage.completion_tokens,

@@ -86,6 +86,8 @@ pub struct Deployment {
     chat_urls: Option<Arc<[reqwest::Url; 2]>>,
     /// Its metric series, resolved on first use (per operation: chat, embeddings).
     pub series: [OnceLock<crate::metrics::Series>; 2],
+    /// The model its usage is recorded under (its metrics' `model` label).
+    pub usage_model: Arc<str>,
 }
 
 impl Deployment {
@@ -109,6 +111,7 @@ impl Deployment {
             health: Arc::new(Health::new(breaker, &retry)),
             chat_urls: None,
             series: Default::default(),
+            usage_model: Arc::from(""),
         }
         .prepared()
     }
@@ -128,6 +131,7 @@ impl Deployment {
             health: Arc::new(Health::new(breaker, &retry)),
             chat_urls: None,
             series: Default::default(),
+            usage_model: Arc::from(""),
         }
         .prepared()
     }
@@ -139,7 +143,8 @@ impl Deployment {
         d
     }
 
-    /// What every request to it would otherwise compute again: its response headers and URLs.
+    /// What every request to it would otherwise compute again: its response headers, URLs and
+    /// usage label.
     fn prepared(mut self) -> Deployment {
         self.response_headers = crate::stream::respond::deployment_headers(&self);
         self.chat_urls = self.kind().adapter().and_then(|a| {
@@ -149,6 +154,7 @@ impl Deployment {
             };
             Some(Arc::new([url(false)?, url(true)?]))
         });
+        self.usage_model = Arc::from(crate::metrics::model_labels(&self, "")[2]);
         self
     }
 

@@ -503,7 +503,7 @@ pub struct ServerSpec {
     #[serde(default)]
     pub max_connections: Option<usize>,
     /// Most requests served at once; more are refused with 503 and `Retry-After` rather than
-    /// queued. Default 1,024. Read at start.
+    /// queued. Also the idle connections kept per upstream host. Default 1,024. Read at start.
     #[serde(default)]
     pub max_concurrent_requests: Option<usize>,
     /// A client that reads nothing of its response for this long is disconnected (and the
