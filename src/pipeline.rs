@@ -114,7 +114,7 @@ where
             tracing::info!(
                 endpoint = front.endpoint().as_str(),
                 request_id = request_id.to_str().unwrap_or("-"),
-                tenant = %caller.tenant,
+                tenant = &*caller.tenant,
                 policy = policy.as_deref().unwrap_or("-"),
                 status = status.as_u16(),
                 error = e.kind().as_str(),
@@ -372,7 +372,10 @@ impl Drop for Cancelled {
     fn drop(&mut self) {
         if let Some(m) = self.metrics.take() {
             m.cancelled.with_label_values(&["request"]).inc();
-            tracing::info!(policy = %self.policy, "client went away; upstream request cancelled");
+            tracing::info!(
+                policy = &*self.policy,
+                "client went away; upstream request cancelled"
+            );
         }
     }
 }
@@ -554,7 +557,7 @@ where
         tracing::info!(
             endpoint = "embeddings",
             request_id = request_id.to_str().unwrap_or("-"),
-            tenant = %caller.tenant,
+            tenant = &*caller.tenant,
             policy = policy.as_deref().unwrap_or("-"),
             status = e.status().as_u16(),
             error = e.kind().as_str(),
@@ -718,16 +721,16 @@ impl Record {
             endpoint = self.endpoint.as_str(),
             status = 200,
             request_id = self.request_id.to_str().unwrap_or("-"),
-            tenant = %self.caller.tenant,
+            tenant = &*self.caller.tenant,
             key = self.caller.key_id.as_deref().unwrap_or("-"),
-            policy = %self.policy,
-            rule = %self.rule,
+            policy = &*self.policy,
+            rule = &*self.rule,
             refused = self.refused,
-            deployment = %d.name,
-            model = %d.model.id,
-            provider = %d.endpoint.provider,
+            deployment = d.name.as_str(),
+            model = d.model.id.as_str(),
+            provider = d.endpoint.provider.as_str(),
             openness = d.model.openness.as_str(),
-            license = %d.model.license.id,
+            license = d.model.license.id.as_str(),
             attempts = self.attempts,
             stream = stream.map_or("-", EndReason::as_str),
             prompt_tokens = usage.prompt_tokens,

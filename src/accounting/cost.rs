@@ -16,9 +16,25 @@ pub fn of(usage: &Usage, price: &Price) -> f64 {
     (input + output) / 1e6
 }
 
-/// A cost as a header value: dollars with 8 decimals, no exponent.
-pub fn header(cost: f64) -> String {
-    format!("{cost:.8}")
+/// A cost as a header value: dollars with 8 decimals, no exponent (what `{:.8}` writes).
+pub fn header(cost: f64) -> http::HeaderValue {
+    // Written from whole hundred-millionths: `format!` with a precision cost as much as the
+    // rest of writing the answer's headers. Below 10,000 dollars the product is within 2^-13 of
+    // the exact one, so rounding it agrees with `{:.8}` except near a tie, which (with anything
+    // larger, negative or not finite) is left to `format!`.
+    let scaled = cost * 1e8;
+    let near_tie = (scaled - scaled.trunc() - 0.5).abs() < 1e-3;
+    if !(0.0..1e12).contains(&scaled) || near_tie {
+        let text = format!("{cost:.8}");
+        return http::HeaderValue::from_str(&text).unwrap_or(http::HeaderValue::from_static("0"));
+    }
+    let n = scaled.round() as u64;
+    let mut buf = *b"0000.00000000";
+    crate::limits::window::digits(&mut buf[..4], n / 100_000_000);
+    crate::limits::window::digits(&mut buf[5..], n % 100_000_000);
+    // No leading zeros before the units.
+    let start = buf[..3].iter().take_while(|&&b| b == b'0').count();
+    http::HeaderValue::from_bytes(&buf[start..]).unwrap_or(http::HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -54,5 +70,32 @@ mod tests {
             ..Price::default()
         };
         assert!((of(&usage, &plain) - (1_000_000.0 + 200_000.0) / 1e6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cost_headers_read_as_format_writes_them() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut samples = vec![
+            0.0,
+            1e-8,
+            5e-9,
+            0.5,
+            0.000_097_5,
+            1.0,
+            9_999.999_999_99,
+            12_345.6,
+        ];
+        for _ in 0..20_000 {
+            // xorshift: costs over many magnitudes, from token counts times prices.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let tokens = (x % 2_000_000) as f64;
+            let price = ((x >> 21) % 100_000) as f64 / 1000.0;
+            samples.push(tokens * price / 1e6);
+        }
+        for c in samples {
+            assert_eq!(header(c).to_str().unwrap(), format!("{c:.8}"), "{c:e}");
+        }
     }
 }

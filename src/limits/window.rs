@@ -32,6 +32,14 @@ pub(crate) fn civil(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
+/// Writes `n` into `out` as decimal digits, zero-padded on the left.
+pub(crate) fn digits(out: &mut [u8], mut n: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
 /// Seconds since the epoch at the start of a UTC day written `2027-01-31`.
 pub fn day_start(date: &str) -> Option<u64> {
     let mut it = date.trim().splitn(3, '-');
@@ -74,10 +82,16 @@ impl Windows {
         let into_day = ms - days * 86_400_000;
         let to_next_day = 86_400_000 - into_day;
         let to_next_month = (days_in_month(y, m) - d) * 86_400_000 + to_next_day;
+        // Built digit by digit: `format!` was most of a request's limit bookkeeping.
+        let mut date = *b"0000-00-00";
+        digits(&mut date[0..4], y.min(9999));
+        digits(&mut date[5..7], m);
+        digits(&mut date[8..10], d);
+        let day = String::from_utf8_lossy(&date).into_owned();
         Windows {
             minute: secs / 60,
-            day: format!("{y:04}-{m:02}-{d:02}"),
-            month: format!("{y:04}-{m:02}"),
+            month: day[..7].to_owned(),
+            day,
             to_next_minute: Duration::from_millis(60_000 - ms % 60_000),
             to_next_day: Duration::from_millis(to_next_day),
             to_next_month: Duration::from_millis(to_next_month),

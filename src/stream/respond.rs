@@ -129,7 +129,6 @@ fn decorate(res: &mut Response<ResponseBody>, d: &Deployment, decision: &Decisio
 
 /// Adds what the answer cost, in USD.
 pub fn cost(res: &mut Response<ResponseBody>, usd: f64) {
-    if let Ok(v) = HeaderValue::from_str(&crate::accounting::cost::header(usd)) {
-        res.headers_mut().insert(X_COST.clone(), v);
-    }
+    res.headers_mut()
+        .insert(X_COST.clone(), crate::accounting::cost::header(usd));
 }

@@ -4,8 +4,9 @@
 //! text lines (and flat JSON objects) directly.
 //!
 //! Text: `2026-11-27T08:19:16.123456Z  INFO span{fields}: message name=value ...`, string
-//! values quoted as Rust's `Debug` does (so a value cannot break a line), messages with terminal
-//! escape characters escaped. JSON: `{"timestamp":..,"level":..,"message":..,"name":value,..}`.
+//! values bare when they are plain words and otherwise quoted as Rust's `Debug` does (so a value
+//! cannot break a line), messages with control characters escaped. JSON:
+//! `{"timestamp":..,"level":..,"message":..,"name":value,..}`.
 
 use std::cell::Cell;
 use std::fmt::{self, Write};
@@ -17,6 +18,8 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::limits::window::{civil as civil_date, digits};
 
 /// The event format: text or JSON.
 pub struct Lines {
@@ -119,17 +122,9 @@ fn timestamp(w: &mut impl Write) -> fmt::Result {
     w.write_str(std::str::from_utf8(&micros).unwrap_or(".000000Z"))
 }
 
-/// Writes `n` into `out` as decimal digits, zero-padded on the left.
-fn digits(out: &mut [u8], mut n: u64) {
-    for b in out.iter_mut().rev() {
-        *b = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-}
-
 /// `YYYY-MM-DDTHH:MM:SS` of seconds since the epoch.
 fn civil(secs: u64) -> [u8; 19] {
-    let (year, month, day) = crate::limits::window::civil(secs / 86_400);
+    let (year, month, day) = civil_date(secs / 86_400);
     let rem = secs % 86_400;
     let mut out = *b"0000-00-00T00:00:00";
     digits(&mut out[0..4], year.min(9999));
@@ -183,7 +178,7 @@ impl Visit for TextVisitor<'_> {
                 return Sanitized(&mut v.w).write_str(value);
             }
             v.name(field)?;
-            quoted(&mut v.w, value)
+            bare_or_quoted(&mut v.w, value)
         });
     }
 
@@ -231,6 +226,17 @@ fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
         }
     }
     std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+/// A value as logfmt writes it: bare when it is a plain word (letters, digits and `-_.:/@+`),
+/// quoted otherwise, so that a line splits on spaces and `=` whatever the values hold.
+fn bare_or_quoted(w: &mut impl Write, s: &str) -> fmt::Result {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.:/@+".contains(&b);
+    if !s.is_empty() && s.bytes().all(plain) {
+        w.write_str(s)
+    } else {
+        quoted(w, s)
+    }
 }
 
 /// A string as `{:?}` writes it: quoted, with quotes, backslashes and control characters
@@ -397,6 +403,23 @@ mod tests {
             json_string(&mut out, s).unwrap();
             let back: String = serde_json::from_str(&out).unwrap();
             assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn plain_words_are_bare() {
+        for (s, out) in [
+            ("gpt-4o", "gpt-4o"),
+            ("Apache-2.0", "Apache-2.0"),
+            ("http://h:1/v1", "http://h:1/v1"),
+            ("", "\"\""),
+            ("two words", "\"two words\""),
+            ("a=b", "\"a=b\""),
+            ("q\"", "\"q\\\"\""),
+        ] {
+            let mut got = String::new();
+            bare_or_quoted(&mut got, s).unwrap();
+            assert_eq!(got, out);
         }
     }
 
