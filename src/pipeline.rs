@@ -204,8 +204,8 @@ where
             .collect();
         tracing::debug!(
             request_id = request_id.to_str().unwrap_or("-"),
-            policy = %decision.policy,
-            rule = %decision.rule,
+            policy = &*decision.policy,
+            rule = &*decision.rule,
             base_rule = decision.base_rule.as_deref().unwrap_or("-"),
             allowed = ?allowed,
             refused = ?refused,

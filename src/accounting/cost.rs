@@ -24,15 +24,16 @@ pub fn header(cost: f64) -> http::HeaderValue {
     // larger, negative or not finite) is left to `format!`.
     let scaled = cost * 1e8;
     let near_tie = (scaled - scaled.trunc() - 0.5).abs() < 1e-3;
-    if !(0.0..1e12).contains(&scaled) || near_tie {
+    let n = scaled.round();
+    if !(0.0..1e12).contains(&n) || near_tie || cost.is_sign_negative() {
         let text = format!("{cost:.8}");
         return http::HeaderValue::from_str(&text).unwrap_or(http::HeaderValue::from_static("0"));
     }
-    let n = scaled.round() as u64;
+    let n = n as u64;
     let mut buf = *b"0000.00000000";
     crate::limits::window::digits(&mut buf[..4], n / 100_000_000);
     crate::limits::window::digits(&mut buf[5..], n % 100_000_000);
-    // No leading zeros before the units.
+    // `{:.8}` pads nothing on the left: the buffer's leading zeros go, the units digit stays.
     let start = buf[..3].iter().take_while(|&&b| b == b'0').count();
     http::HeaderValue::from_bytes(&buf[start..]).unwrap_or(http::HeaderValue::from_static("0"))
 }
@@ -83,7 +84,13 @@ mod tests {
             0.000_097_5,
             1.0,
             9_999.999_999_99,
+            9_999.999_999_996,
             12_345.6,
+            -0.0,
+            1e-9,
+            -1.5,
+            f64::NAN,
+            f64::INFINITY,
         ];
         for _ in 0..20_000 {
             // xorshift: costs over many magnitudes, from token counts times prices.

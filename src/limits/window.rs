@@ -87,10 +87,14 @@ impl Windows {
         digits(&mut date[0..4], y.min(9999));
         digits(&mut date[5..7], m);
         digits(&mut date[8..10], d);
-        let day = String::from_utf8_lossy(&date).into_owned();
+        let day = if y > 9999 {
+            format!("{y}-{m:02}-{d:02}")
+        } else {
+            String::from_utf8_lossy(&date).into_owned()
+        };
         Windows {
             minute: secs / 60,
-            month: day[..7].to_owned(),
+            month: day[..day.len() - 3].to_owned(),
             day,
             to_next_minute: Duration::from_millis(60_000 - ms % 60_000),
             to_next_day: Duration::from_millis(to_next_day),

@@ -207,9 +207,18 @@ impl Visit for TextVisitor<'_> {
                 return write!(Sanitized(&mut v.w), "{value:?}");
             }
             v.name(field)?;
-            // `%` values are their `Display`, unquoted: a value that came from outside (an
-            // upstream's error text) must not break the line either.
-            write!(Sanitized(&mut v.w), "{value:?}")
+            // `%` and `?` values (an upstream's error text, say) are quoted like strings when
+            // they are more than a plain word. Not on the request line's path: its values are
+            // strings and numbers.
+            let text = format!("{value:?}");
+            bare_or_quoted(&mut v.w, &text)
+        });
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(|v| {
+            v.name(field)?;
+            write!(v.w, "{value:?}")
         });
     }
 }
@@ -229,7 +238,8 @@ fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
 }
 
 /// A value as logfmt writes it: bare when it is a plain word (letters, digits and `-_.:/@+`),
-/// quoted otherwise, so that a line splits on spaces and `=` whatever the values hold.
+/// quoted otherwise (with Rust's escapes, `\n` and `\u{1b}`), so that a line splits on spaces
+/// and `=` whatever the values hold.
 fn bare_or_quoted(w: &mut impl Write, s: &str) -> fmt::Result {
     let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.:/@+".contains(&b);
     if !s.is_empty() && s.bytes().all(plain) {
