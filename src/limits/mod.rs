@@ -321,11 +321,12 @@ impl Limiter {
             return Ok(None);
         }
         let w = Windows::now();
-        let id = format!(
-            "{:016x}-{}",
-            self.instance,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        );
+        // `{instance:016x}-{n:016x}`, without `format!`'s machinery on every request.
+        let mut id = String::with_capacity(33);
+        crate::server::request_id::push_hex(&mut id, self.instance);
+        id.push('-');
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        crate::server::request_id::push_hex(&mut id, n);
         let result = match &self.store {
             Store::Memory(m) => Ok(m.admit(scopes, charge, &w, &id)),
             Store::Redis(r) => r.admit(scopes, charge, &w, &id).await,

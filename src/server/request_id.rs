@@ -25,7 +25,21 @@ pub fn fresh() -> String {
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let a = splitmix(seed ^ n);
-    format!("{a:016x}{:016x}", splitmix(a ^ seed.rotate_left(32)))
+    let mut id = String::with_capacity(32);
+    push_hex(&mut id, a);
+    push_hex(&mut id, splitmix(a ^ seed.rotate_left(32)));
+    id
+}
+
+/// Appends `n` as 16 lowercase hex digits: what `{n:016x}` writes, without `format!`'s
+/// machinery on every request.
+pub fn push_hex(out: &mut String, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.extend(
+        (0..16)
+            .rev()
+            .map(|i| char::from(DIGITS[(n >> (i * 4)) as usize & 0xf])),
+    );
 }
 
 fn splitmix(mut z: u64) -> u64 {
@@ -104,6 +118,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_format_hex() {
+        for n in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let mut s = String::new();
+            push_hex(&mut s, n);
+            assert_eq!(s, format!("{n:016x}"));
+        }
+    }
 
     #[test]
     fn ids_are_unique_and_clean() {
