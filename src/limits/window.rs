@@ -83,13 +83,13 @@ impl Windows {
         let to_next_day = 86_400_000 - into_day;
         let to_next_month = (days_in_month(y, m) - d) * 86_400_000 + to_next_day;
         // Built digit by digit: `format!` was most of a request's limit bookkeeping.
-        let mut date = *b"0000-00-00";
-        digits(&mut date[0..4], y.min(9999));
-        digits(&mut date[5..7], m);
-        digits(&mut date[8..10], d);
         let day = if y > 9999 {
             format!("{y}-{m:02}-{d:02}")
         } else {
+            let mut date = *b"0000-00-00";
+            digits(&mut date[0..4], y);
+            digits(&mut date[5..7], m);
+            digits(&mut date[8..10], d);
             String::from_utf8_lossy(&date).into_owned()
         };
         Windows {
