@@ -6,6 +6,7 @@ Needs MODELGATE_GGUF (path of the GGUF file) and llama-cpp-python[server] in thi
 provides both. Without them the tests are skipped, unless MODELGATE_REQUIRE_LLAMA=1 (as in CI).
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -20,6 +21,47 @@ from conftest import KEY, free_port, start_gateway
 GGUF = os.environ.get("MODELGATE_GGUF")
 
 
+class LlamaServer:
+    """llama.cpp's server in a child process, its output in a log file beside the model."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.log_path = os.path.join(os.path.dirname(GGUF), "llama-server.log")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", GGUF,
+             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", "--seed", "7"],
+            stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT,
+        )
+
+    def died(self):
+        """Why the server is gone (exit status and its last lines), or None while it runs."""
+        code = self.proc.poll()
+        if code is None:
+            return None
+        how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        with open(self.log_path, errors="replace") as f:
+            tail = "".join(f.readlines()[-20:])
+        return f"llama.cpp's server {how}; its last lines:\n{tail}"
+
+    @contextlib.contextmanager
+    def alive(self):
+        """Turns a failure while the server is dead into one that says so."""
+        try:
+            yield
+        except Exception as e:
+            why = self.died()
+            if why:
+                raise AssertionError(why) from e
+            raise
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 @pytest.fixture(scope="module")
 def llama_server():
     try:
@@ -31,32 +73,29 @@ def llama_server():
         if os.environ.get("MODELGATE_REQUIRE_LLAMA") == "1":
             pytest.fail("MODELGATE_GGUF or llama-cpp-python is missing")
         pytest.skip("set MODELGATE_GGUF and install llama-cpp-python[server]")
-    port = free_port()
-    log = open(os.path.join(os.path.dirname(GGUF), "llama-server.log"), "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", GGUF,
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--seed", "7"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    server = LlamaServer()
     deadline = time.time() + 120
     while True:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/models", timeout=1)
             break
         except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("llama.cpp server did not start")
+            why = server.died()
+            if why:
+                raise RuntimeError(why)
+            if time.time() > deadline:
+                server.stop()
+                raise RuntimeError("llama.cpp's server did not answer in 120 s")
             time.sleep(0.3)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
 def gateway(llama_server):
     gw = start_gateway(
         "  - {name: llama.cpp, kind: openai-compatible, provider: llama.cpp, "
-        f"base_url: 'http://127.0.0.1:{llama_server}/v1', discover: true}}\n"
+        f"base_url: 'http://127.0.0.1:{llama_server.port}/v1', discover: true}}\n"
     )
     yield gw
     gw.stop()
@@ -66,44 +105,47 @@ def client(gw):
     return openai.OpenAI(base_url=f"{gw.base}/v1", api_key=KEY, max_retries=0, timeout=120)
 
 
-def test_the_served_model_is_discovered_and_classified(gateway):
-    models = client(gateway).models.list()
-    smol = [m for m in models.data if m.id == "smollm2-135m-instruct"]
-    assert smol, [m.id for m in models.data]
-    assert smol[0].model_extra["openness"] == "open-source"
-    assert smol[0].model_extra["deployments"][0]["locality"] == "local"
+def test_the_served_model_is_discovered_and_classified(gateway, llama_server):
+    with llama_server.alive():
+        models = client(gateway).models.list()
+        smol = [m for m in models.data if m.id == "smollm2-135m-instruct"]
+        assert smol, [m.id for m in models.data]
+        assert smol[0].model_extra["openness"] == "open-source"
+        assert smol[0].model_extra["deployments"][0]["locality"] == "local"
 
 
-def test_a_real_completion_with_usage(gateway):
-    r = client(gateway).chat.completions.with_raw_response.create(
-        model="smollm2-135m-instruct",
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=24,
-        temperature=0,
-    )
-    assert r.headers["x-modelgate-provider"] == "llama.cpp"
-    assert r.headers["x-modelgate-openness"] == "open-source"
-    c = r.parse()
-    assert c.choices[0].message.content.strip()
-    assert c.usage.prompt_tokens > 0 and c.usage.completion_tokens > 0
+def test_a_real_completion_with_usage(gateway, llama_server):
+    with llama_server.alive():
+        r = client(gateway).chat.completions.with_raw_response.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=24,
+            temperature=0,
+        )
+        assert r.headers["x-modelgate-provider"] == "llama.cpp"
+        assert r.headers["x-modelgate-openness"] == "open-source"
+        c = r.parse()
+        assert c.choices[0].message.content.strip()
+        assert c.usage.prompt_tokens > 0 and c.usage.completion_tokens > 0
 
 
-def test_a_real_stream(gateway):
-    stream = client(gateway).chat.completions.create(
-        model="smollm2-135m-instruct",
-        messages=[{"role": "user", "content": "Count from one to five."}],
-        max_tokens=24,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
+def test_a_real_stream(gateway, llama_server):
     pieces, usage = [], None
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            pieces.append(chunk.choices[0].delta.content)
-        if chunk.usage:
-            usage = chunk.usage
-    assert len(pieces) > 1, "streamed in several chunks"
-    assert "".join(pieces).strip()
-    # llama.cpp's server sends no usage in streams; the gateway's estimate stands in.
-    assert usage is not None and usage.completion_tokens > 0
+    with llama_server.alive():
+        stream = client(gateway).chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": "Count from one to five."}],
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+            if chunk.usage:
+                usage = chunk.usage
+        assert len(pieces) > 1, "streamed in several chunks"
+        assert "".join(pieces).strip()
+        # llama.cpp's server sends no usage in streams; the gateway's estimate stands in.
+        assert usage is not None and usage.completion_tokens > 0
