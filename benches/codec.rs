@@ -256,7 +256,7 @@ fn count_events(s: &[u8]) -> usize {
     let mut dec = SseDecoder::new(1 << 20);
     let mut out = Vec::new();
     dec.feed(s, &mut out).unwrap();
-    dec.finish(&mut out);
+    dec.finish(&mut out).unwrap();
     out.len()
 }
 

@@ -17,7 +17,8 @@ use crate::auth::{AuthLayer, Authed};
 use crate::config::reload::Live;
 use crate::error::{GatewayError, panic_response};
 use crate::pipeline::{self, Ctx, Outcome};
-use crate::server::request_id::{RequestIdLayer, X_REQUEST_ID};
+use crate::server::boundary::{BoundaryLayer, Exit};
+use crate::server::request_id::RequestIdLayer;
 use crate::stream::body::ResponseBody;
 
 /// The body of every API response, after the panic guard has boxed it.
@@ -56,6 +57,8 @@ where
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive_headers()))
         // The request id, and (at debug level) the span every line of the request is in.
         .layer(RequestIdLayer)
+        // Counts, logs and takes off the in-flight gauge every request, however it ends.
+        .layer(BoundaryLayer::new(ctx.metrics.clone()))
         .layer(BodyLimitLayer { live: live.clone() })
         .layer(AuthLayer::new(live))
         .service(Routes { ctx })
@@ -92,6 +95,7 @@ where
     fn call(&mut self, authed: Authed<B>) -> Self::Future {
         let ctx = self.ctx.clone();
         Box::pin(async move {
+            let endpoint = endpoint_of(authed.request.uri().path());
             // Shed rather than queue: a queue in front of model calls only adds latency to
             // requests that will time out anyway. Listing models costs nothing and is not shed.
             let permit = if authed.request.method() == Method::POST {
@@ -99,99 +103,103 @@ where
                     Ok(p) => Some(p),
                     Err(_) => {
                         ctx.metrics.shed.inc();
-                        tracing::warn!(
-                            request_id = authed
-                                .request
-                                .headers()
-                                .get(&X_REQUEST_ID)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("-"),
-                            path = %crate::error::printable(authed.request.uri().path()),
-                            status = 503,
-                            "request shed: server.max_concurrent_requests are in flight"
-                        );
-                        return Ok(GatewayError::Overloaded.into_response());
+                        let mut res = GatewayError::Overloaded.into_response();
+                        res.extensions_mut().insert(Exit {
+                            endpoint,
+                            policy: None,
+                            logged: false,
+                        });
+                        return Ok(res);
                     }
                 }
             } else {
                 None
             };
-            ctx.metrics.in_flight.inc();
-            let path = authed.request.uri().path();
             let method = authed.request.method().clone();
-            let (endpoint, outcome) = if path == CHAT {
-                if method == Method::POST {
-                    (
-                        "chat_completions",
-                        pipeline::chat_completions(&ctx, authed).await,
-                    )
-                } else {
-                    ("chat_completions", method_not_allowed("POST"))
+            let (allowed, allow) = match endpoint {
+                "chat_completions" | "messages" | "count_tokens" | "embeddings" => {
+                    (Method::POST, "POST")
                 }
-            } else if path == MESSAGES {
-                if method == Method::POST {
-                    ("messages", pipeline::messages(&ctx, authed).await)
-                } else {
-                    ("messages", method_not_allowed("POST"))
-                }
-            } else if path == COUNT_TOKENS {
-                if method == Method::POST {
-                    ("count_tokens", pipeline::count_tokens(&ctx, authed).await)
-                } else {
-                    ("count_tokens", method_not_allowed("POST"))
-                }
-            } else if path == EMBEDDINGS {
-                if method == Method::POST {
-                    ("embeddings", pipeline::embeddings(&ctx, authed).await)
-                } else {
-                    ("embeddings", method_not_allowed("POST"))
-                }
-            } else if path == USAGE {
-                let asked = authed
-                    .request
-                    .uri()
-                    .query()
-                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("tenant=")));
-                if asked.is_some_and(|t| t != &*authed.caller.tenant) {
-                    (
-                        "usage",
-                        GatewayError::Forbidden(
-                            "a key may read its own tenant's usage only; every tenant's is on the admin listener",
-                        )
-                        .into(),
-                    )
-                } else if method == Method::GET {
-                    let limiter = authed.snapshot.limiter.clone();
-                    let tenant = authed.caller.tenant.clone();
-                    ("usage", pipeline::usage(limiter, tenant).await)
-                } else {
-                    ("usage", method_not_allowed("GET"))
-                }
-            } else if path == MODELS || path == "/v1/models/" {
-                if method == Method::GET {
-                    ("models", pipeline::list_models(&authed))
-                } else {
-                    ("models", method_not_allowed("GET"))
-                }
-            } else if let Some(id) = path.strip_prefix("/v1/models/") {
-                if method == Method::GET {
-                    let id = percent_decode(id);
-                    ("model", pipeline::get_model(&authed, &id))
-                } else {
-                    ("model", method_not_allowed("GET"))
-                }
-            } else {
-                ("unknown", GatewayError::NotFound(path.to_owned()).into())
+                _ => (Method::GET, "GET"),
             };
-            pipeline::record(&ctx.metrics, endpoint, &outcome);
-            ctx.metrics.in_flight.dec();
+            let outcome = if endpoint == "unknown" {
+                GatewayError::NotFound(authed.request.uri().path().to_owned()).into()
+            } else if method != allowed {
+                method_not_allowed(allow)
+            } else {
+                match endpoint {
+                    "chat_completions" => pipeline::chat_completions(&ctx, authed).await,
+                    "messages" => pipeline::messages(&ctx, authed).await,
+                    "count_tokens" => pipeline::count_tokens(&ctx, authed).await,
+                    "embeddings" => pipeline::embeddings(&ctx, authed).await,
+                    "usage" => match usage_scope(&authed) {
+                        Ok((limiter, tenant)) => pipeline::usage(limiter, tenant).await,
+                        Err(refused) => refused,
+                    },
+                    "models" => pipeline::list_models(&authed),
+                    _ => {
+                        let id = percent_decode(
+                            authed
+                                .request
+                                .uri()
+                                .path()
+                                .strip_prefix("/v1/models/")
+                                .unwrap_or_default(),
+                        );
+                        pipeline::get_model(&authed, &id)
+                    }
+                }
+            };
+            // The pipeline writes the line of every chat, message and embeddings request it
+            // ran (answered or failed); the boundary writes the others'.
+            let logged = method == allowed
+                && matches!(endpoint, "chat_completions" | "messages" | "embeddings");
             let mut response = outcome.response;
+            response.extensions_mut().insert(Exit {
+                endpoint,
+                policy: outcome.policy,
+                logged,
+            });
             if let (Some(p), ResponseBody::Relay(relay)) = (permit, response.body_mut()) {
                 relay.hold(Box::new(p));
             }
             Ok(response)
         })
     }
+}
+
+/// The endpoint label of a path: the route it takes, `unknown` for none.
+pub fn endpoint_of(path: &str) -> &'static str {
+    match path {
+        CHAT => "chat_completions",
+        MESSAGES => "messages",
+        COUNT_TOKENS => "count_tokens",
+        EMBEDDINGS => "embeddings",
+        USAGE => "usage",
+        MODELS | "/v1/models/" => "models",
+        p if p.starts_with("/v1/models/") => "model",
+        _ => "unknown",
+    }
+}
+
+/// `GET /v1/usage`: a key reads its own tenant's usage; every tenant's is on the admin listener.
+#[expect(clippy::result_large_err, reason = "the refusal is the answer itself")]
+fn usage_scope<B>(authed: &Authed<B>) -> Result<(Arc<crate::limits::Limiter>, Arc<str>), Outcome> {
+    let asked = authed
+        .request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("tenant=")));
+    if asked.is_some_and(|t| t != &*authed.caller.tenant) {
+        return Err(GatewayError::Forbidden(
+            "a key may read its own tenant's usage only; every tenant's is on the admin listener",
+        )
+        .into());
+    }
+    Ok((
+        authed.snapshot.limiter.clone(),
+        authed.caller.tenant.clone(),
+    ))
 }
 
 fn method_not_allowed(allow: &'static str) -> Outcome {

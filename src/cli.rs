@@ -210,12 +210,9 @@ pub fn explain(
         max_output: req.max_output_tokens(),
     };
     let decision = policy::decide(&ask, &snapshot);
+    // What the policy's price cap and the budget reservation use, not a formula of its own.
     let worst = |d: &crate::config::Deployment| {
-        let out = req
-            .max_output_tokens()
-            .or(d.model.capabilities.max_output_tokens)
-            .unwrap_or(d.model.capabilities.context_window);
-        policy::worst_case_cost(d, prompt.tokens(&d.model), u64::from(out))
+        policy::request_worst_case(d, prompt.tokens(&d.model), req.max_output_tokens(), req.n).0
     };
     match decision {
         Err(e) => {

@@ -29,6 +29,8 @@ pub enum GatewayError {
     ShuttingDown,
     #[error("too many requests in flight")]
     Overloaded,
+    #[error("request loop: the request came back to the gateway it passed through")]
+    Loop,
     #[error("{0}")]
     Forbidden(&'static str),
     #[error(transparent)]
@@ -80,6 +82,7 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             GatewayError::Limit(e) => e.status(),
+            GatewayError::Loop => StatusCode::LOOP_DETECTED,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -102,6 +105,7 @@ impl GatewayError {
             GatewayError::Upstream(_) => ErrorKind::Upstream,
             GatewayError::ShuttingDown => ErrorKind::ShuttingDown,
             GatewayError::Overloaded => ErrorKind::Overloaded,
+            GatewayError::Loop => ErrorKind::BadRequest,
             GatewayError::Limit(_) => ErrorKind::Limited,
             GatewayError::Forbidden(_) => ErrorKind::Auth,
             GatewayError::Internal(_) => ErrorKind::Internal,
@@ -145,6 +149,11 @@ impl GatewayError {
             )
             .code("overloaded"),
             GatewayError::Limit(e) => e.body(),
+            GatewayError::Loop => ErrorBody::new(
+                ErrorType::InvalidRequestError,
+                "request loop detected: this request has already passed through this gateway (is a deployment's base_url the gateway itself?)",
+            )
+            .code("loop_detected"),
             GatewayError::Forbidden(m) => {
                 ErrorBody::new(ErrorType::PermissionError, *m).code("forbidden")
             }

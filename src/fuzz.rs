@@ -86,7 +86,37 @@ pub fn sse(data: &[u8]) {
         }
         events.clear();
     }
-    dec.finish(&mut events);
+    let _ = dec.finish(&mut events);
+}
+
+/// Upstream text the gateway passes on: an error message cleaned with a key's masks (the
+/// first byte says how long the key is), and the same bytes read as a `Retry-After` value.
+/// An alphanumeric key of 8 or more characters never survives the cleaning, wherever it sits.
+pub fn upstream_text(data: &[u8]) {
+    use crate::config::secret::{Masks, Secret};
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
+    let n = usize::from(n % 48).min(rest.len());
+    let key = String::from_utf8_lossy(&rest[..n]).into_owned();
+    let message = String::from_utf8_lossy(&rest[n..]).into_owned();
+    let masks = Masks::of(&[&Secret::new(key.clone())]);
+    for text in [
+        message.clone(),
+        format!("{message}{key}"),
+        format!("{}{key}", "x".repeat(495)),
+    ] {
+        let out = crate::adapters::sanitize::clean(&text, &masks);
+        if key.len() >= 8
+            && key.bytes().all(|b| b.is_ascii_alphanumeric())
+            && !"redacted".contains(&*key)
+        {
+            assert!(!out.contains(&*key), "the key survived: {out}");
+        }
+    }
+    if let Ok(v) = http::HeaderValue::from_bytes(rest) {
+        let _ = crate::upstream::retry::retry_after(&v, 1_800_000_000);
+    }
 }
 
 /// An upstream answer, whole and as a stream, in the dialect the first byte chooses
@@ -130,7 +160,9 @@ fn stream(adapter: &dyn Adapter, req: &ChatRequest, d: &Deployment, front: Front
     if dec.feed(body, &mut events).is_err() {
         return;
     }
-    dec.finish(&mut events);
+    if dec.finish(&mut events).is_err() {
+        return;
+    }
     for e in &events {
         match t.event(e, enc.as_mut(), &mut out) {
             Ok(crate::adapters::Flow::More) => {}

@@ -29,5 +29,6 @@ pub mod cli;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod hop;
 pub mod pipeline;
 pub mod telemetry;

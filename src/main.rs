@@ -56,10 +56,17 @@ fn run(cli: Cli) -> ExitCode {
                         loaded.config.catalog.models.len(),
                         loaded.config.hash
                     ));
-                    for d in loaded.disabled {
+                    for d in &loaded.disabled {
                         out(&format!(
                             "note: deployment '{d}' is left out: its key is not set"
                         ));
+                    }
+                    let snapshot = modelgate::config::Snapshot::build(
+                        std::sync::Arc::new(loaded.config),
+                        &modelgate::config::Discovered::default(),
+                    );
+                    for w in modelgate::policy::label_only_policies(&snapshot) {
+                        out(&format!("warning: {w}"));
                     }
                     ExitCode::SUCCESS
                 }

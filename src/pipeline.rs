@@ -16,7 +16,7 @@ use crate::api::{self, Front, Usage};
 use crate::auth::{Authed, Caller};
 use crate::config::{Deployment, Route, Snapshot};
 use crate::error::{GatewayError, json_response};
-use crate::metrics::{Metrics, model_labels, status_class};
+use crate::metrics::{Metrics, model_labels};
 use crate::policy::{self, Ask, Needs, PolicyError};
 use crate::server::request_id::X_REQUEST_ID;
 use crate::stream::body::ResponseBody;
@@ -231,7 +231,23 @@ where
     .map_err(|e| (e, Some(policy.clone())))?;
 
     // ⑤⑥ Call.
-    let recheck = Recheck::new(ctx, snapshot, &req, front.endpoint(), caller, &labels);
+    let recheck = Recheck::new(
+        ctx,
+        snapshot,
+        caller,
+        Asked {
+            model: &req.model,
+            endpoint: front.endpoint(),
+            labels: &labels,
+            needs: Needs {
+                tools: req.uses_tools(),
+                vision: req.has_images(),
+                choices: req.n,
+            },
+            bytes: req.text_len(),
+            max_output: req.max_output_tokens(),
+        },
+    );
     let plan = Plan {
         deadline: tokio::time::Instant::now() + deadline_of(&decision),
         allowed: &|d: &Deployment| recheck.allows(d),
@@ -243,7 +259,7 @@ where
         encoder: &encoder,
         drain: &drain,
     };
-    let mut cancelled = Cancelled::new(ctx, &policy);
+    let mut cancelled = Cancelled::new(ctx);
     let called = upstream::call(&decision, &plan, &req, &limits, &setup).await;
     cancelled.disarm();
     let served = match called {
@@ -352,14 +368,12 @@ fn deadline_of(decision: &policy::Decision) -> std::time::Duration {
 /// call closes the upstream connection; this records that it happened.
 struct Cancelled {
     metrics: Option<Arc<Metrics>>,
-    policy: Arc<str>,
 }
 
 impl Cancelled {
-    fn new(ctx: &Ctx, policy: &Arc<str>) -> Cancelled {
+    fn new(ctx: &Ctx) -> Cancelled {
         Cancelled {
             metrics: Some(ctx.metrics.clone()),
-            policy: policy.clone(),
         }
     }
 
@@ -371,17 +385,16 @@ impl Cancelled {
 impl Drop for Cancelled {
     fn drop(&mut self) {
         if let Some(m) = self.metrics.take() {
+            // The request's line is the boundary's, which sees the same drop.
             m.cancelled.with_label_values(&["request"]).inc();
-            tracing::info!(
-                policy = &*self.policy,
-                "client went away; upstream request cancelled"
-            );
         }
     }
 }
 
 /// Whether an attempt may still go to a deployment: a reload since the decision may have
-/// narrowed the policy, and attempts that start after it follow the new one.
+/// narrowed the policy, or changed or revoked the caller's key, and every attempt that starts
+/// after it (retries included) follows the new configuration, with the caller found again in
+/// it; a caller it no longer has may not go anywhere.
 struct Recheck<'a> {
     live: crate::config::reload::Live,
     config: Arc<crate::config::Config>,
@@ -396,29 +409,28 @@ struct Recheck<'a> {
     cache: std::sync::Mutex<Option<(String, Vec<String>)>>,
 }
 
+/// What a request asks for, as a re-check needs it.
+struct Asked<'a> {
+    model: &'a str,
+    endpoint: policy::EndpointName,
+    labels: &'a [(String, String)],
+    needs: Needs,
+    bytes: usize,
+    max_output: Option<u32>,
+}
+
 impl<'a> Recheck<'a> {
-    fn new(
-        ctx: &Ctx,
-        snapshot: &Snapshot,
-        req: &'a ChatRequest,
-        endpoint: policy::EndpointName,
-        caller: &'a Caller,
-        labels: &'a [(String, String)],
-    ) -> Recheck<'a> {
+    fn new(ctx: &Ctx, snapshot: &Snapshot, caller: &'a Caller, asked: Asked<'a>) -> Recheck<'a> {
         Recheck {
             live: ctx.live.clone(),
             config: snapshot.config.clone(),
-            model: &req.model,
-            endpoint,
+            model: asked.model,
+            endpoint: asked.endpoint,
             caller,
-            labels,
-            needs: Needs {
-                tools: req.uses_tools(),
-                vision: req.has_images(),
-                choices: req.n,
-            },
-            bytes: req.text_len(),
-            max_output: req.max_output_tokens(),
+            labels: asked.labels,
+            needs: asked.needs,
+            bytes: asked.bytes,
+            max_output: asked.max_output,
             cache: std::sync::Mutex::new(None),
         }
     }
@@ -433,19 +445,24 @@ impl<'a> Recheck<'a> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.as_ref().is_none_or(|(h, _)| *h != now.config.hash) {
-            let size = ByteSize(self.bytes);
-            let ask = Ask {
-                model: self.model,
-                endpoint: self.endpoint,
-                caller: self.caller,
-                labels: self.labels,
-                needs: self.needs,
-                prompt: &size,
-                max_output: self.max_output,
+            let names = match crate::auth::again(self.caller, &now) {
+                Some(caller) => {
+                    let size = ByteSize(self.bytes);
+                    let ask = Ask {
+                        model: self.model,
+                        endpoint: self.endpoint,
+                        caller: &caller,
+                        labels: self.labels,
+                        needs: self.needs,
+                        prompt: &size,
+                        max_output: self.max_output,
+                    };
+                    policy::decide(&ask, &now)
+                        .map(|dec| dec.candidates().iter().map(|c| c.name.clone()).collect())
+                        .unwrap_or_default()
+                }
+                None => Vec::new(),
             };
-            let names = policy::decide(&ask, &now)
-                .map(|dec| dec.candidates().iter().map(|c| c.name.clone()).collect())
-                .unwrap_or_default();
             *cache = Some((now.config.hash.clone(), names));
         }
         cache
@@ -512,7 +529,29 @@ where
         })?;
         ctx.metrics.decision(&decision);
         let policy = decision.policy.clone();
-        let plan = Plan::until(tokio::time::Instant::now() + deadline_of(&decision));
+        // Decide, admit, call, settle: a caller over its limits costs no upstream call.
+        let tokens = (req.text_len() as u64).div_ceil(4);
+        let ticket = admit(ctx, &snapshot, &caller, &decision, tokens, Some(0), None)
+            .await
+            .map_err(|e| (e, Some(policy.clone())))?;
+        let recheck = Recheck::new(
+            ctx,
+            &snapshot,
+            &caller,
+            Asked {
+                model: &req.model,
+                endpoint: policy::EndpointName::Embeddings,
+                labels: &labels,
+                needs: Needs::default(),
+                bytes: req.text_len(),
+                max_output: None,
+            },
+        );
+        let plan = Plan {
+            deadline: tokio::time::Instant::now() + deadline_of(&decision),
+            allowed: &|d: &Deployment| recheck.allows(d),
+            gate: Some((&snapshot.limiter, tokens)),
+        };
         let served = match upstream::embed(&decision, &plan, &req, &limits).await {
             Ok(s) => s,
             Err(e) => {
@@ -524,10 +563,6 @@ where
             .served(&served.failed, &served.skipped, &served.retries);
         let d = served.deployment.clone();
         ctx.metrics.answered(&d, "embeddings");
-        let tokens = (req.text_len() as u64).div_ceil(4);
-        let ticket = admit(ctx, &snapshot, &caller, &decision, tokens, Some(0), None)
-            .await
-            .map_err(|e| (e, Some(policy.clone())))?;
         let record = Record {
             endpoint: policy::EndpointName::Embeddings,
             ticket,
@@ -640,7 +675,7 @@ where
                     return Err(upstream::UpstreamError {
                         attempts: vec![upstream::Attempt {
                             deployment: d.clone(),
-                            error: e,
+                            error: e.cleaned(&d.endpoint.masks),
                         }],
                         skipped: Vec::new(),
                         retries: Vec::new(),
@@ -811,18 +846,6 @@ pub fn get_model(authed: &Authed<impl Sized>, id: &str) -> Outcome {
     }
 }
 
-/// Records a request's outcome in the request metrics.
-pub fn record(metrics: &Metrics, endpoint: &str, outcome: &Outcome) {
-    metrics
-        .requests
-        .with_label_values(&[
-            endpoint,
-            status_class(outcome.response.status()),
-            outcome.policy.as_deref().unwrap_or("none"),
-        ])
-        .inc();
-}
-
 /// Counts a request against its caller's limits, reserving its worst-case cost on the most
 /// expensive deployment it may reach.
 async fn admit(
@@ -834,18 +857,15 @@ async fn admit(
     max_output: Option<u32>,
     choices: Option<u32>,
 ) -> Result<Option<crate::limits::Ticket>, GatewayError> {
-    let choices = u64::from(choices.unwrap_or(1));
     if caller.limits.is_empty() {
         return Ok(None);
     }
     let reserve = decision
         .candidates()
         .iter()
-        .map(|d| {
-            let out = policy::worst_output(d, prompt_tokens, max_output) * choices;
-            policy::worst_case_cost(d, prompt_tokens, out)
-        })
+        .map(|d| policy::request_worst_case(d, prompt_tokens, max_output, choices).0)
         .fold(0.0, f64::max);
+    let choices = u64::from(choices.unwrap_or(1));
     let charge = crate::limits::Charge {
         tokens: prompt_tokens + u64::from(max_output.unwrap_or(0)) * choices,
         reserve_micros: crate::limits::micros(reserve),

@@ -161,3 +161,49 @@ fn key_new_prints_a_key_and_its_hash() {
     assert_eq!(modelgate::auth::keys::hash_hex(key), hash);
     assert!(out.contains(&format!("tenant: team-a, sha256: {hash}")));
 }
+
+#[test]
+fn explain_shows_the_worst_case_the_policy_enforces() {
+    // A cap of $0.01 per request: 3 choices of at most 4,000 tokens at $1 per M output tokens
+    // cost at most $0.012 (plus the prompt) and are refused; 2 choices ($0.008) are allowed, and
+    // explain's worst case is the very number the cap compared.
+    let dir = support::temp_dir();
+    std::fs::write(
+        dir.join("p.yaml"),
+        "policies:\n  - name: capped\n    rules:\n      - {name: cap, require: {max_price: {per_request: 0.01}}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("modelgate.yaml"),
+        "policies: {active: capped, paths: [p.yaml]}\ndeployments:\n  - {name: cloud, kind: openai-compatible, base_url: 'https://api.example.com/v1', model: llama-3.3-70b-instruct, price: {input: 1, output: 1}}\n",
+    )
+    .unwrap();
+    let explain = |n: u32| {
+        std::fs::write(
+            dir.join("req.json"),
+            format!(
+                r#"{{"model":"llama-3.3-70b-instruct","n":{n},"max_tokens":4000,"messages":[{{"role":"user","content":"hi"}}]}}"#
+            ),
+        )
+        .unwrap();
+        let (ok, out, _) = run(
+            &[
+                "explain",
+                "--config",
+                "modelgate.yaml",
+                "req.json",
+                "--json",
+            ],
+            &dir,
+        );
+        (ok, serde_json::from_str::<Value>(&out).unwrap())
+    };
+    let (ok, v) = explain(2);
+    assert!(ok, "{v}");
+    let worst = v["allowed"][0]["worst_case_cost_usd"].as_f64().unwrap();
+    assert!((0.008..0.0081).contains(&worst), "{v}");
+    let (ok, v) = explain(3);
+    assert!(!ok, "{v}");
+    let detail = v["error"]["message"].as_str().unwrap();
+    assert!(detail.contains("12000 output tokens"), "{v}");
+}

@@ -72,18 +72,24 @@ fn fields(src: &str, name: &str) -> Vec<Field> {
     let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
     let mut out = Vec::new();
     let mut doc = Vec::new();
+    // The YAML name when serde renames the field (`#[serde(default, rename = "match")]`).
+    let mut renamed: Option<String> = None;
     for line in body.lines().map(str::trim) {
         if let Some(d) = line.strip_prefix("///") {
             doc.push(d.trim().to_owned());
         } else if let Some(rest) = line.strip_prefix("pub ") {
             let (n, ty) = rest.split_once(':').unwrap();
             out.push(Field {
-                name: n.trim().to_owned(),
+                name: renamed.take().unwrap_or_else(|| n.trim().to_owned()),
                 ty: ty.trim().trim_end_matches(',').to_owned(),
                 doc: doc.join(" "),
             });
             doc.clear();
-        } else if !line.starts_with("#[") && !line.is_empty() {
+        } else if line.starts_with("#[") {
+            if let Some(r) = line.split("rename = \"").nth(1) {
+                renamed = r.split('"').next().map(str::to_owned);
+            }
+        } else if !line.is_empty() {
             doc.clear();
         }
     }
@@ -236,5 +242,83 @@ fn every_field_is_documented() {
         for f in fields(&src, name) {
             assert!(!f.doc.is_empty(), "{name}.{} has no doc comment", f.name);
         }
+    }
+}
+
+/// What the loader accepts, asked of serde itself: an unknown field makes a
+/// `deny_unknown_fields` type list every field it takes.
+fn accepted<T: serde::de::DeserializeOwned>() -> Result<Vec<String>, String> {
+    let err = match serde_json::from_str::<T>(r#"{"__not_a_field__": 0}"#) {
+        Ok(_) => return Err("accepts an unknown field (no deny_unknown_fields)".into()),
+        Err(e) => e.to_string(),
+    };
+    let Some(list) = err
+        .split("expected one of ")
+        .nth(1)
+        .or_else(|| err.split("expected ").nth(1))
+    else {
+        return Err(format!("no list of fields in: {err}"));
+    };
+    let list = list.split(" at line").next().unwrap_or(list);
+    Ok(list
+        .split(", ")
+        .flat_map(|f| f.split(" or "))
+        .map(|f| f.trim().trim_matches('`').to_owned())
+        .filter(|f| !f.is_empty())
+        .collect())
+}
+
+#[test]
+fn documented_fields_are_the_fields_the_loader_accepts() {
+    use modelgate::catalog::spec as c;
+    use modelgate::config::spec as g;
+    use modelgate::policy::spec as p;
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (file, name, place) in SECTIONS {
+        let taken = match *name {
+            "ConfigSpec" => accepted::<g::ConfigSpec>(),
+            "KeySpec" => accepted::<g::KeySpec>(),
+            "TenantSpec" => accepted::<g::TenantSpec>(),
+            "LimitSetSpec" => accepted::<g::LimitSetSpec>(),
+            "CatalogRefSpec" => accepted::<g::CatalogRefSpec>(),
+            "DeploymentSpec" => accepted::<g::DeploymentSpec>(),
+            "DataHandlingSpec" => accepted::<g::DataHandlingSpec>(),
+            "DeploymentPriceSpec" => accepted::<g::DeploymentPriceSpec>(),
+            "TimeoutsSpec" => accepted::<g::TimeoutsSpec>(),
+            "RetriesSpec" => accepted::<g::RetriesSpec>(),
+            "BreakerSpec" => accepted::<g::BreakerSpec>(),
+            "DeploymentLimitsSpec" => accepted::<g::DeploymentLimitsSpec>(),
+            "PoliciesRefSpec" => accepted::<g::PoliciesRefSpec>(),
+            "LimitsSpec" => accepted::<g::LimitsSpec>(),
+            "ServerSpec" => accepted::<g::ServerSpec>(),
+            "ReloadSpec" => accepted::<g::ReloadSpec>(),
+            "CatalogFileSpec" => accepted::<c::CatalogFileSpec>(),
+            "LicenseSpec" => accepted::<c::LicenseSpec>(),
+            "ModelSpec" => accepted::<c::ModelSpec>(),
+            "ArtifactsSpec" => accepted::<c::ArtifactsSpec>(),
+            "CapabilitiesSpec" => accepted::<c::CapabilitiesSpec>(),
+            "PriceSpec" => accepted::<c::PriceSpec>(),
+            "SourcesSpec" => accepted::<c::SourcesSpec>(),
+            "PolicyFileSpec" => accepted::<p::PolicyFileSpec>(),
+            "PolicySpec" => accepted::<p::PolicySpec>(),
+            "RuleSpec" => accepted::<p::RuleSpec>(),
+            "MatchSpec" => accepted::<p::MatchSpec>(),
+            "RequireSpec" => accepted::<p::RequireSpec>(),
+            "LicenseRequireSpec" => accepted::<p::LicenseRequireSpec>(),
+            "DataRequireSpec" => accepted::<p::DataRequireSpec>(),
+            "CapabilitiesRequireSpec" => accepted::<p::CapabilitiesRequireSpec>(),
+            "MaxPriceSpec" => accepted::<p::MaxPriceSpec>(),
+            "WeightsSpec" => accepted::<p::WeightsSpec>(),
+            other => panic!("no probe for {other}"),
+        };
+        let mut taken = taken.unwrap_or_else(|e| panic!("{place}: {e}"));
+        let src = std::fs::read_to_string(format!("{root}/src/{file}/spec.rs")).unwrap();
+        let mut documented: Vec<String> = fields(&src, name).into_iter().map(|f| f.name).collect();
+        taken.sort();
+        documented.sort();
+        assert_eq!(
+            documented, taken,
+            "{place}: README's fields against the loader's"
+        );
     }
 }

@@ -48,3 +48,8 @@ fn config_corpus() {
 fn policy_corpus() {
     replay("policy", modelgate::fuzz::policy);
 }
+
+#[test]
+fn upstream_text_corpus() {
+    replay("upstream_text", modelgate::fuzz::upstream_text);
+}

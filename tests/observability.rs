@@ -293,6 +293,56 @@ async fn a_real_prometheus_sees_requests_and_cost_by_openness_class() {
     assert_eq!(fallbacks["company"], 1.0);
 }
 
+#[tokio::test]
+async fn on_a_fresh_gateway_every_named_series_exists_and_the_first_refused_reload_alerts() {
+    let (gw, _fakes) = fleet().await;
+    // Nothing served: every metric the dashboard and the alert rules name is there already.
+    let text = gw.metrics().await;
+    let exported: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for (whence, e) in &expressions() {
+        for n in regex_lite_names(e) {
+            assert!(
+                exported.contains(n.as_str()),
+                "{whence} uses {n}, which a gateway that has served nothing does not export"
+            );
+        }
+    }
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+    let prom = Prometheus::start(&prometheus, &gw.running.admin_addr.to_string());
+    let alert = r#"increase(modelgate_config_reloads_total{result="error"}[10m])"#;
+    // Prometheus has the series at 0 before anything went wrong.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while prom.query(alert).await.is_empty() {
+        assert!(Instant::now() < deadline, "Prometheus never saw the series");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(prom.query(alert).await[0].1, 0.0);
+    // One refused reload: the alert's expression is above 0 within two scrapes (1 s apart).
+    let good = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(&gw.config_path, format!("nonsense: [\n{good}")).unwrap();
+    assert!(matches!(
+        gw.running.state.reload(),
+        modelgate::config::reload::Reloaded::Refused { .. }
+    ));
+    let refused_at = Instant::now();
+    loop {
+        if prom.query(&format!("{alert} > 0")).await.len() == 1 {
+            break;
+        }
+        assert!(
+            refused_at.elapsed() < Duration::from_millis(2500),
+            "the alert's expression did not fire within two scrapes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Every PromQL expression of the dashboard and the alert rules, with Grafana's variables
 /// replaced by what they stand for.
 fn expressions() -> Vec<(String, String)> {

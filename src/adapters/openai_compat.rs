@@ -88,9 +88,14 @@ impl Adapter for OpenAiCompat {
         let message = error_message(body)
             .map(|m| clean_message(&m, d))
             .unwrap_or_else(|| format!("upstream answered HTTP {}", status.as_u16()));
+        let mut body_out = ErrorBody::new(error_type(status), message);
+        // Clients act on these (`context_length_exceeded` makes them trim their context).
+        let (code, param) = error_code_param(body);
+        body_out.code = code.map(|c| clean_message(&c, d));
+        body_out.param = param.map(|p| clean_message(&p, d));
         UpstreamFault {
             status,
-            body: ErrorBody::new(error_type(status), message),
+            body: body_out,
         }
     }
 
@@ -219,6 +224,34 @@ fn error_message(body: &[u8]) -> Option<String> {
         (_, _, Some(d)) => Some(d.to_string()),
         _ => None,
     }
+}
+
+/// `error.code` and `error.param` of an OpenAI-shaped error body, as strings (some servers
+/// send the code as a number). Short values only: they are identifiers, not text.
+fn error_code_param(body: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(Deserialize)]
+    struct Inner {
+        #[serde(default)]
+        code: Option<serde_json::Value>,
+        #[serde(default)]
+        param: Option<serde_json::Value>,
+    }
+    #[derive(Deserialize)]
+    struct Shape {
+        error: Inner,
+    }
+    let Ok(shape) = serde_json::from_slice::<Shape>(body) else {
+        return (None, None);
+    };
+    let text = |v: Option<serde_json::Value>| {
+        let s = match v? {
+            serde_json::Value::String(s) => s,
+            n @ serde_json::Value::Number(_) => n.to_string(),
+            _ => return None,
+        };
+        (!s.is_empty() && s.len() <= 128).then_some(s)
+    };
+    (text(shape.error.code), text(shape.error.param))
 }
 
 // === impl OpenAiStream ===
@@ -370,8 +403,8 @@ impl StreamTranslator for OpenAiStream {
             let message = error_message(format!("{{\"error\":{}}}", err.get()).as_bytes())
                 .unwrap_or_else(|| "upstream reported an error".into());
             return Err(StreamFault {
-                body: ErrorBody::new(ErrorType::ApiError, clean_message_plain(&message))
-                    .code("upstream_error"),
+                // Raw: the relay cleans every stream error with the deployment's masks.
+                body: ErrorBody::new(ErrorType::ApiError, message).code("upstream_error"),
             });
         }
         let choices = probe.choices.unwrap_or_default();
@@ -464,10 +497,6 @@ fn content_len(raw: &RawValue) -> usize {
     } else {
         0
     }
-}
-
-fn clean_message_plain(m: &str) -> String {
-    super::sanitize::clean(m, None)
 }
 
 /// A whole OpenAI answer read into the gateway's picture, for clients of another format.

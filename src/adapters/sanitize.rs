@@ -2,43 +2,41 @@
 //! tokens, the deployment's own key, control characters, and anything past a short length.
 
 use crate::config::Deployment;
+use crate::config::secret::Masks;
 
 /// Longest upstream message passed on, in characters.
 const MAX_CHARS: usize = 500;
 
-/// Cleans an upstream error message for the client, also masking the deployment's own key.
+/// What a secret is replaced by.
+const REDACTED: &str = "[redacted]";
+
+/// Cleans an upstream error message for the client and the log, masking the deployment's own
+/// key in every encoding. Every path that passes on upstream text goes through here.
 pub fn clean_message(message: &str, d: &Deployment) -> String {
-    let key = d
-        .endpoint
-        .auth_header
-        .as_ref()
-        .and_then(|(_, v)| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v));
-    clean(message, key)
+    clean(message, &d.endpoint.masks)
 }
 
-/// Cleans text: the exact `secret` if given, then every token that looks like a key.
-pub fn clean(message: &str, secret: Option<&str>) -> String {
-    let mut s: String = message
-        .chars()
-        .take(MAX_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if let Some(k) = secret.filter(|k| k.len() >= 4) {
-        s = s.replace(k, "[redacted]");
-    }
-    let mut out = String::with_capacity(s.len());
-    for (i, word) in s.split(' ').enumerate() {
+/// Cleans text: first the exact secrets in all their forms, over the whole text (a cut first
+/// could leave half a key that no longer matches), then control characters and every token
+/// that looks like a key, and only then the cut.
+pub fn clean(message: &str, secrets: &Masks) -> String {
+    let masked = secrets.mask(message, REDACTED);
+    let mut out = String::with_capacity(masked.len().min(MAX_CHARS * 4));
+    let plain = masked.replace(|c: char| c.is_control(), " ");
+    for (i, word) in plain.split(' ').enumerate() {
         if i > 0 {
             out.push(' ');
         }
         if looks_like_key(word) {
-            out.push_str("[redacted]");
+            out.push_str(REDACTED);
         } else {
             out.push_str(word);
         }
     }
-    out
+    match out.char_indices().nth(MAX_CHARS) {
+        Some((at, _)) => out[..at].to_owned(),
+        None => out,
+    }
 }
 
 /// A token that could be a credential: a known key prefix, or a long run of letters and digits
@@ -63,26 +61,58 @@ fn looks_like_key(word: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::secret::Secret;
 
     #[test]
     fn keys_are_masked() {
         let m =
             "Incorrect API key provided: sk-canary-1234abcd. You can find your key at https://x";
-        let c = clean(m, None);
+        let none = Masks::default();
+        let c = clean(m, &none);
         assert!(!c.contains("canary"), "{c}");
         assert!(c.contains("Incorrect API key provided"));
         let c = clean(
             "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0 bad",
-            None,
+            &none,
         );
         assert!(!c.contains("eyJ"), "{c}");
-        let c = clean("my secret is plainwordsecret", Some("plainwordsecret"));
+        let secret = Masks::of(&[&Secret::new("plainwordsecret".into())]);
+        let c = clean("my secret is plainwordsecret", &secret);
         assert!(!c.contains("plainwordsecret"), "{c}");
-        let c = clean("line\nbreak\u{0}nul", None);
+        let c = clean("line\nbreak\u{0}nul", &none);
         assert!(!c.contains('\n') && !c.contains('\0'));
-        assert_eq!(clean(&"x".repeat(2000), None).len(), MAX_CHARS);
+        assert_eq!(clean(&"x".repeat(2000), &none).len(), MAX_CHARS);
         // Ordinary words, model names and numbers stay.
-        let c = clean("model llama-3.1-8b-instruct context 8192 exceeded", None);
+        let c = clean("model llama-3.1-8b-instruct context 8192 exceeded", &none);
         assert_eq!(c, "model llama-3.1-8b-instruct context 8192 exceeded");
+    }
+}
+
+#[cfg(test)]
+mod straddle {
+    use super::*;
+    use crate::config::secret::Secret;
+
+    /// A key that the cut would split is masked whole: masking comes before the cut.
+    #[test]
+    fn a_key_across_the_cut_is_masked_whole() {
+        let key = "plainsecretwordsonlyletters";
+        let masks = Masks::of(&[&Secret::new(key.into())]);
+        for at in MAX_CHARS - key.len()..MAX_CHARS + 2 {
+            for form in [
+                key.to_owned(),
+                format!("Bearer%20{key}"),
+                format!("?key={key}"),
+            ] {
+                let msg = format!(
+                    "{}{form} trailing",
+                    "a ".repeat(at / 2) + &"b".repeat(at % 2)
+                );
+                let c = clean(&msg, &masks);
+                for n in 4..=key.len() {
+                    assert!(!c.contains(&key[..n]), "{n} chars at {at}: {c}");
+                }
+            }
+        }
     }
 }

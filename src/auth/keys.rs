@@ -21,6 +21,19 @@ pub struct Caller {
     pub limits: Arc<[crate::limits::Scope]>,
     /// When the key stops working (seconds since the epoch).
     pub expires: Option<u64>,
+    /// The digest of the key presented, so that a request can find its caller again in a
+    /// newer configuration (a reload may have changed or revoked the key).
+    pub digest: Option<KeyDigest>,
+}
+
+/// A key's SHA-256, never printed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyDigest([u8; 32]);
+
+impl std::fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyDigest(..)")
+    }
 }
 
 impl Caller {
@@ -33,6 +46,7 @@ impl Caller {
             labels: Arc::from(Vec::new()),
             limits: Arc::from(Vec::new()),
             expires: None,
+            digest: None,
         }
     }
 }
@@ -61,18 +75,20 @@ impl KeyStore {
                 labels: Arc::from(Vec::new()),
                 limits: Arc::from(Vec::new()),
                 expires: None,
+                digest: None,
             },
         )
     }
 
     /// Adds a key by its hex digest for a fully described caller.
-    pub fn insert_caller(&mut self, sha256_hex: &str, caller: Caller) -> Result<(), String> {
+    pub fn insert_caller(&mut self, sha256_hex: &str, mut caller: Caller) -> Result<(), String> {
         let digest = parse_hex32(sha256_hex).ok_or_else(|| {
             "must be 64 hexadecimal characters (the SHA-256 of the key)".to_owned()
         })?;
         if self.by_digest.contains_key(&digest) {
             return Err("the same key is configured twice".into());
         }
+        caller.digest = Some(KeyDigest(digest));
         self.by_digest.insert(digest, Entry { digest, caller });
         Ok(())
     }
@@ -89,8 +105,20 @@ impl KeyStore {
         self.by_digest.is_empty()
     }
 
+    /// Every key's caller, in no particular order.
+    pub fn callers(&self) -> impl Iterator<Item = &Caller> {
+        self.by_digest.values().map(|e| &e.caller)
+    }
+
     pub fn len(&self) -> usize {
         self.by_digest.len()
+    }
+
+    /// The caller of the same key as `caller` in these keys, if it is still here.
+    pub fn again(&self, caller: &Caller) -> Option<&Caller> {
+        let digest = caller.digest?.0;
+        let entry = self.by_digest.get(&digest)?;
+        bool::from(entry.digest.ct_eq(&digest)).then_some(&entry.caller)
     }
 
     /// The caller a presented key belongs to.

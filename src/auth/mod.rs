@@ -53,6 +53,24 @@ pub fn authenticate(headers: &HeaderMap, snapshot: &Snapshot) -> Result<Caller, 
     Ok(caller.clone())
 }
 
+/// The caller of a request that began under an older snapshot, as `snapshot` sees it: the
+/// same key's caller now (its policy, labels and tenant as reloaded), or `None` when the key
+/// was revoked or expired, or the gateway now asks for keys that the request did not bring.
+pub fn again(caller: &Caller, snapshot: &Snapshot) -> Option<Caller> {
+    let cfg = &snapshot.config;
+    if !cfg.auth_required {
+        return Some(cfg.anonymous.clone());
+    }
+    let now = cfg.keys.again(caller)?;
+    if now
+        .expires
+        .is_some_and(|at| crate::upstream::unix_now() >= at)
+    {
+        return None;
+    }
+    Some(now.clone())
+}
+
 /// The key in `Authorization: Bearer …` (or `x-api-key`, as Anthropic's clients send it).
 fn presented_key(headers: &HeaderMap) -> Result<&[u8], AuthError> {
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {

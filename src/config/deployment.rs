@@ -48,6 +48,8 @@ pub struct Endpoint {
     pub base_url: String,
     /// The header that carries the key (`authorization: Bearer …`), marked sensitive.
     pub auth_header: Option<(http::HeaderName, HeaderValue)>,
+    /// The key in every form an upstream could echo it in, masked in any text passed on.
+    pub masks: super::secret::Masks,
     pub locality: Locality,
     pub data: DataHandlingSpec,
     pub region: Option<String>,

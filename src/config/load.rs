@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::deployment::{Deployment, Endpoint, Timeouts};
 use super::problem::Problems;
-use super::secret::Secret;
+use super::secret::{Masks, Secret};
 use super::spec::{AuthMode, ConfigSpec, DeploymentSpec, Kind, Locality};
 use super::{Config, EMBEDDED_CONFIG, Limits, Origin, ReloadSettings, ServerSettings, yaml};
 use crate::auth::keys::{Caller, KeyStore, hex};
@@ -343,6 +343,7 @@ fn build(
                 (tenant, &tenant_limits),
             )),
             expires: None,
+            digest: None,
         }
     };
     let mut keys = KeyStore::default();
@@ -467,6 +468,19 @@ fn build(
                 cx.loc,
                 cx.path("name"),
                 format!("duplicate deployment name '{}'", d.name),
+            );
+            continue;
+        }
+        if let Some(base) = d.base_url.as_deref()
+            && points_at([listen, admin_listen], base)
+        {
+            cx.problem(
+                &mut problems,
+                "base_url",
+                format!(
+                    "{} is this gateway's own address: every request to it would come back to the gateway",
+                    crate::error::printable(base)
+                ),
             );
             continue;
         }
@@ -816,6 +830,9 @@ impl DeploymentCx<'_> {
                 None
             }
         };
+        let masks = key
+            .as_ref()
+            .map_or_else(Default::default, |k| Masks::of(&[k]));
         let auth_header = key.and_then(|k| {
             let (name, value) = match d.kind {
                 Kind::Anthropic => (HeaderName::from_static("x-api-key"), k.expose().to_owned()),
@@ -928,6 +945,7 @@ impl DeploymentCx<'_> {
                 .unwrap_or_else(|| d.kind.as_str().to_owned()),
             base_url,
             auth_header,
+            masks,
             locality,
             data: d.data,
             region: d.region.clone(),
@@ -975,6 +993,27 @@ impl DeploymentCx<'_> {
             }
         }
     }
+}
+
+/// Whether a base URL names one of the gateway's own listeners: the same port on the same
+/// address, on a loopback address or name, or on any address when a listener takes them all.
+fn points_at(listeners: [SocketAddr; 2], u: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(u) else {
+        return false;
+    };
+    let Some(port) = url.port_or_known_default() else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
+    let ip = host.parse::<IpAddr>().ok();
+    let local = host.eq_ignore_ascii_case("localhost") || ip.is_some_and(|ip| ip.is_loopback());
+    listeners.iter().any(|l| {
+        l.port() == port
+            && l.port() != 0
+            && (ip == Some(l.ip())
+                || (local && (l.ip().is_loopback() || l.ip().is_unspecified()))
+                || (l.ip().is_unspecified() && ip.is_some_and(|ip| ip.is_unspecified())))
+    })
 }
 
 fn is_loopback_url(u: &str) -> bool {

@@ -169,11 +169,27 @@ impl Snapshot {
         for (m, idx) in &by_model {
             routes.insert(m.id.clone(), Route::Model(idx.clone()));
         }
+        // A model is also reachable under the name its backend uses (`upstream_model`, or the
+        // name a backend listed), unless that name is a catalog id or stands for deployments
+        // of different models.
+        let mut served: HashMap<&str, (Option<&str>, Vec<usize>)> = HashMap::new();
         for (i, d) in deployments.iter().enumerate() {
-            // A discovered model is also reachable under the name its backend uses.
-            if d.discovered_as.is_some() && !routes.contains_key(&d.upstream_model) {
-                routes.insert(d.upstream_model.clone(), Route::Model(vec![i]));
+            let e = served
+                .entry(d.upstream_model.as_str())
+                .or_insert((Some(d.model.id.as_str()), Vec::new()));
+            if e.0 != Some(d.model.id.as_str()) {
+                e.0 = None;
             }
+            e.1.push(i);
+        }
+        let mut served: Vec<_> = served.into_iter().collect();
+        served.sort_by_key(|(_, (_, idx))| idx[0]);
+        for (name, (model, idx)) in served {
+            if model.is_some() && !routes.contains_key(name) {
+                routes.insert(name.to_owned(), Route::Model(idx));
+            }
+        }
+        for (i, d) in deployments.iter().enumerate() {
             routes.entry(d.name.clone()).or_insert(Route::Deployment(i));
         }
         routes.insert(AUTO.to_owned(), Route::Auto);

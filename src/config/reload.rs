@@ -19,6 +19,9 @@ pub type Live = Arc<ArcSwap<Snapshot>>;
 /// Most models taken from one discovered backend.
 const MAX_DISCOVERED: usize = 200;
 
+/// The largest `/models` answer read from a backend.
+const MAX_DISCOVERY_BYTES: usize = 4 << 20;
+
 /// The reloadable state of a running gateway.
 pub struct State {
     pub live: Live,
@@ -70,7 +73,7 @@ impl State {
             &health,
             limiter.clone(),
         );
-        metrics.set_config(&config.hash, snapshot.deployments.len());
+        metrics.set_config(&snapshot);
         let fingerprint = load::fingerprint(&loaded.watched);
         Arc::new(State {
             live: Arc::new(ArcSwap::from_pointee(snapshot)),
@@ -180,8 +183,7 @@ impl State {
             &self.health,
             limiter,
         );
-        self.metrics
-            .set_config(&inner.config.hash, snapshot.deployments.len());
+        self.metrics.set_config(&snapshot);
         self.live.store(Arc::new(snapshot));
     }
 
@@ -231,7 +233,9 @@ async fn list_models(ep: Arc<Endpoint>) -> Vec<String> {
     let Ok(client) = ep.client.get() else {
         return Vec::new();
     };
-    let mut req = client.get(format!("{}/models", ep.base_url));
+    let mut req = client
+        .get(format!("{}/models", ep.base_url))
+        .header(crate::hop::HOPS.clone(), crate::hop::outgoing());
     if let Some((name, value)) = &ep.auth_header {
         req = req.header(name.clone(), value.clone());
     }
@@ -240,7 +244,21 @@ async fn list_models(ep: Arc<Endpoint>) -> Vec<String> {
         if !res.status().is_success() {
             return None;
         }
-        let body = res.bytes().await.ok()?;
+        // Read to a bound: a backend's list is a few KiB; a huge one is refused, not held.
+        let mut res = res;
+        if res
+            .content_length()
+            .is_some_and(|n| n > MAX_DISCOVERY_BYTES as u64)
+        {
+            return None;
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.ok()? {
+            if body.len() + chunk.len() > MAX_DISCOVERY_BYTES {
+                return None;
+            }
+            body.extend_from_slice(&chunk);
+        }
         serde_json::from_slice::<List>(&body).ok()
     };
     let Ok(Some(list)) = tokio::time::timeout(Duration::from_secs(2), fetch).await else {

@@ -373,12 +373,13 @@ pub struct BreakerSpec {
 #[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataHandlingSpec {
-    /// Prompts are kept after the answer (for abuse monitoring, for instance).
+    /// Prompts are kept after the answer (for abuse monitoring, for instance). Undeclared is
+    /// unknown: a rule that requires `false` refuses it, except on a `local` deployment.
     #[serde(default)]
-    pub retains_prompts: bool,
-    /// Prompts are used to train models.
+    pub retains_prompts: Option<bool>,
+    /// Prompts are used to train models. Undeclared is unknown, as above.
     #[serde(default)]
-    pub trains_on_prompts: bool,
+    pub trains_on_prompts: Option<bool>,
 }
 
 /// A deployment's own price.
@@ -433,7 +434,8 @@ pub struct LimitsSpec {
     /// Largest upstream response body in bytes (non-streaming). Default 16 MiB.
     #[serde(default = "default_max_response")]
     pub max_response_bytes: u64,
-    /// Longest SSE line from an upstream, in bytes. Default 1 MiB.
+    /// Longest SSE line from an upstream, and largest SSE event (its data lines together), in
+    /// bytes; over it the attempt fails. Default 1 MiB.
     #[serde(default = "default_max_sse_line")]
     pub max_sse_line_bytes: usize,
     /// Time a client has to send its whole request body (408 after it). Default 30s.

@@ -35,6 +35,19 @@ pub enum RefusalKind {
 }
 
 impl RefusalKind {
+    pub const ALL: [RefusalKind; 10] = [
+        RefusalKind::Openness,
+        RefusalKind::License,
+        RefusalKind::Locality,
+        RefusalKind::Data,
+        RefusalKind::Region,
+        RefusalKind::Capability,
+        RefusalKind::Model,
+        RefusalKind::Deployment,
+        RefusalKind::Price,
+        RefusalKind::Context,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalKind::Openness => "openness",
@@ -328,11 +341,37 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
             ),
         );
     }
-    if req.data.retains_prompts == Some(false) && ep.data.retains_prompts {
-        return refuse(K::Data, "the provider retains prompts".into());
-    }
-    if req.data.trains_on_prompts == Some(false) && ep.data.trains_on_prompts {
-        return refuse(K::Data, "the provider trains on prompts".into());
+    // Undeclared is unknown, and a requirement refuses unknown; a local deployment runs where
+    // the configuration says, so it keeps nothing unless declared to.
+    let local = ep.locality == crate::config::spec::Locality::Local;
+    for (required, declared, what) in [
+        (
+            req.data.retains_prompts,
+            ep.data.retains_prompts,
+            "retains_prompts",
+        ),
+        (
+            req.data.trains_on_prompts,
+            ep.data.trains_on_prompts,
+            "trains_on_prompts",
+        ),
+    ] {
+        let Some(required) = required else {
+            continue;
+        };
+        let known = declared.or((local && !required).then_some(false));
+        match known {
+            Some(v) if v == required => {}
+            Some(v) => {
+                return refuse(K::Data, format!("the deployment declares {what}: {v}"));
+            }
+            None => {
+                return refuse(
+                    K::Data,
+                    format!("the deployment does not declare data.{what} (unknown is refused)"),
+                );
+            }
+        }
     }
     if !req.regions.is_empty() && !ep.region.as_ref().is_some_and(|r| req.regions.contains(r)) {
         return refuse(

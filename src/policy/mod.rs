@@ -259,15 +259,16 @@ pub fn decide(ask: &Ask, snapshot: &Snapshot) -> Result<Decision, PolicyError> {
     if indices.is_empty() {
         return Err(PolicyError::UnknownModel(ask.model.to_owned()));
     }
-    let rule = policy.rules.iter().find(|r| matches(r, ask, true));
+    // Request labels only narrow: the rule found without them must exist and applies as well,
+    // so a label can never reach what the caller could not reach without it.
     let base = policy.rules.iter().find(|r| matches(r, ask, false));
-    let Some(rule) = rule else {
+    let rule = policy.rules.iter().find(|r| matches(r, ask, true));
+    let (Some(base), Some(rule)) = (base, rule) else {
         return Err(PolicyError::NoRule {
             policy: policy.name.clone(),
         });
     };
-    // Labels narrow: the rule chosen without them applies as well.
-    let base = base.filter(|b| !std::ptr::eq(*b, rule));
+    let base = Some(base).filter(|b| !std::ptr::eq(*b, rule));
 
     let mut allowed = Vec::with_capacity(indices.len());
     let mut refused = Vec::new();
@@ -318,6 +319,45 @@ pub fn decide(ask: &Ask, snapshot: &Snapshot) -> Result<Decision, PolicyError> {
         held_back,
         refused,
     })
+}
+
+/// Policies no request can be decided by without request labels: every rule asks for a label
+/// that no key or tenant carries, so a request is refused whatever labels it sends (they only
+/// narrow). For `modelgate check`, as warnings.
+pub fn label_only_policies(snapshot: &Snapshot) -> Vec<String> {
+    let cfg = &snapshot.config;
+    let callers: Vec<&Caller> = cfg
+        .keys
+        .callers()
+        .chain(std::iter::once(&cfg.anonymous))
+        .collect();
+    let carried = |k: &str, values: &[String]| {
+        callers
+            .iter()
+            .any(|c| c.labels.iter().any(|(ck, v)| ck == k && values.contains(v)))
+    };
+    let mut out = Vec::new();
+    for p in &snapshot.policies.list {
+        let needs: Vec<String> = p
+            .rules
+            .iter()
+            .filter_map(|r| {
+                r.when
+                    .labels
+                    .iter()
+                    .find(|(k, values)| !carried(k, values))
+                    .map(|(k, _)| format!("'{}' needs label '{k}'", r.name))
+            })
+            .collect();
+        if !p.rules.is_empty() && needs.len() == p.rules.len() {
+            out.push(format!(
+                "policy '{}': every rule matches only on labels no key or tenant carries ({}); request labels only narrow, so its requests are refused whatever labels they send",
+                p.name,
+                needs.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 /// The deployments (of `indices`, those of model `model`) a caller may use at all: those its
@@ -405,9 +445,7 @@ fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refus
     }
     if let Some(cap) = rule.per_request_cap {
         let prompt = tokens.unwrap_or_else(|| ask.prompt.tokens(m));
-        let worst_out =
-            worst_output(d, prompt, ask.max_output) * u64::from(ask.needs.choices.unwrap_or(1));
-        let cost = worst_case_cost(d, prompt, worst_out);
+        let (cost, worst_out) = request_worst_case(d, prompt, ask.max_output, ask.needs.choices);
         if cost > cap {
             return refusal(
                 RefusalKind::Price,
@@ -430,7 +468,20 @@ pub fn worst_output(d: &Deployment, prompt_tokens: u64, max_output: Option<u32>)
         .unwrap_or_else(|| u64::from(caps.context_window).saturating_sub(prompt_tokens))
 }
 
-/// The most a request may cost on `d`.
+/// The most a request may cost on `d`, and the output tokens that assumes: every choice (`n`)
+/// as long as it may be. What the price cap enforces, what a budget reserves and what
+/// `modelgate explain` shows, from this one function.
+pub fn request_worst_case(
+    d: &Deployment,
+    prompt_tokens: u64,
+    max_output: Option<u32>,
+    choices: Option<u32>,
+) -> (f64, u64) {
+    let out = worst_output(d, prompt_tokens, max_output) * u64::from(choices.unwrap_or(1));
+    (worst_case_cost(d, prompt_tokens, out), out)
+}
+
+/// The cost of these tokens on `d`.
 pub fn worst_case_cost(d: &Deployment, prompt_tokens: u64, output_tokens: u64) -> f64 {
     (prompt_tokens as f64 * d.price.input + output_tokens as f64 * d.price.output) / 1e6
 }

@@ -99,6 +99,9 @@ struct World {
     request: RequestFacts,
     /// By deployment: how its attempt fails, if it does (0 connect, 1 HTTP 500, 2 HTTP 400).
     failures: Vec<Option<u8>>,
+    /// A reload after this many attempts (during a retry's wait or before a fallback) that
+    /// narrows what the request may reach to these deployments (a changed key or policy).
+    reload: Option<(usize, Vec<usize>)>,
 }
 
 fn subset(n: usize) -> impl Strategy<Value = Vec<usize>> {
@@ -198,8 +201,9 @@ fn world() -> impl Strategy<Value = World> {
             proptest::collection::vec(rule, 1..5),
             request,
             proptest::collection::vec(proptest::option::weighted(0.6, 0..5u8), n_deps),
+            proptest::option::weighted(0.3, (1..4usize, subset(n_deps))),
         )
-            .prop_map(|(licenses, models, deployments, rules, request, failures)| World { licenses, models, deployments, rules, request, failures })
+            .prop_map(|(licenses, models, deployments, rules, request, failures, reload)| World { licenses, models, deployments, rules, request, failures, reload })
     })
 }
 
@@ -401,13 +405,17 @@ fn reference(w: &World) -> Expected {
                 Some(l) => with_labels && req.label == Some(l),
             }
     };
+    // Request labels only narrow: with no rule for the request without them, nothing is
+    // allowed whatever they say.
+    let Some(base_i) = w.rules.iter().position(|r| fits(r, false)) else {
+        return Expected::NoRule;
+    };
     let Some(rule_i) = w.rules.iter().position(|r| fits(r, true)) else {
         return Expected::NoRule;
     };
-    let base_i = w.rules.iter().position(|r| fits(r, false));
     let mut applied = vec![&w.rules[rule_i]];
-    if let Some(b) = base_i.filter(|b| *b != rule_i) {
-        applied.push(&w.rules[b]);
+    if base_i != rule_i {
+        applied.push(&w.rules[base_i]);
     }
     let allows = |r: &Rule, di: usize| -> bool {
         let d = &w.deployments[di];
@@ -593,7 +601,17 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
     // re-checks): every attempt inside the allowed set.
     let failure = |name: &str| name[1..].parse::<usize>().ok().and_then(|i| w.failures[i]);
     let attempted = Mutex::new(Vec::new());
-    let still_allowed = |d: &crate::config::Deployment| failure(&d.name) != Some(4);
+    let index = |name: &str| name[1..].parse::<usize>().ok();
+    // Asked before every attempt: after the reload, only what it left.
+    let still_allowed = |d: &crate::config::Deployment| {
+        let made = attempted.lock().unwrap().len();
+        match &w.reload {
+            Some((after, keep)) if made >= *after => {
+                index(&d.name).is_some_and(|i| keep.contains(&i)) && failure(&d.name) != Some(4)
+            }
+            _ => failure(&d.name) != Some(4),
+        }
+    };
     let plan = upstream::fallback::Plan {
         deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(600),
         allowed: &still_allowed,
@@ -611,6 +629,14 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
     }));
     let attempted = attempted.into_inner().unwrap();
     count(if attempted.len() > 1 { 4 } else { 3 });
+    if let Some((after, keep)) = &w.reload {
+        for a in attempted.iter().skip(*after) {
+            prop_assert!(
+                index(a).is_some_and(|i| keep.contains(&i)),
+                "attempt to {a} after a reload that left only {keep:?}: {attempted:?}"
+            );
+        }
+    }
     for a in &attempted {
         prop_assert!(allowed.contains(a), "attempt to {a} outside {allowed:?}");
         prop_assert!(decision.allows(snapshot.deployments.iter().find(|d| &d.name == a).unwrap()));

@@ -482,3 +482,83 @@ fn invalid_policies_are_refused_with_their_place() {
     }
     assert!(text.contains("p.yaml:5:"), "{text}");
 }
+
+/// A snapshot with `policy_yaml` as policy `p` beside `FLEET`-like deployments.
+fn with_policy_file(tag: &str, deployments: &str, policy_yaml: &str) -> Snapshot {
+    let dir = std::env::temp_dir().join(format!("modelgate-policy-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("p.yaml"), policy_yaml).unwrap();
+    let yaml = format!("policies: {{active: p, paths: [p.yaml]}}\n{deployments}");
+    std::fs::write(dir.join("modelgate.yaml"), &yaml).unwrap();
+    let env: HashMap<String, String> = [("KEY".to_owned(), "k".to_owned())].into();
+    let loaded = load(
+        &Origin::File(dir.join("modelgate.yaml")),
+        &Overrides::default(),
+        &env,
+    )
+    .unwrap_or_else(|p| panic!("{p}"));
+    Snapshot::build(Arc::new(loaded.config), &Discovered::default())
+}
+
+#[test]
+fn request_labels_cannot_reach_a_rule_when_none_matches_without_them() {
+    let s = with_policy_file(
+        "label-only",
+        FLEET,
+        "policies:\n  - name: p\n    rules:\n      - {name: research-only, match: {labels: {purpose: research}}}\n",
+    );
+    for case in [
+        Case::new("auto"),
+        Case::new("auto").label("purpose", "research"),
+    ] {
+        match case.decide(&s) {
+            Err(PolicyError::NoRule { policy }) => assert_eq!(&*policy, "p"),
+            other => panic!("{:?}", other.map(|d| names(&d).join(","))),
+        }
+    }
+    // A key's own label still selects the rule: the caller cannot change it.
+    let mut c = Case::new("auto");
+    c.caller.labels = Arc::from(vec![("purpose".to_owned(), "research".to_owned())]);
+    assert_eq!(&*c.decide(&s).unwrap().rule, "research-only");
+    // `modelgate check` warns about such a policy, and not about the shipped ones.
+    let warnings = label_only_policies(&s);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("'research-only' needs label 'purpose'"));
+    assert!(label_only_policies(&snapshot(&with_policy("default"))).is_empty());
+}
+
+#[test]
+fn undeclared_data_handling_is_unknown_and_a_requirement_refuses_it() {
+    let s = with_policy_file(
+        "data-unknown",
+        "deployments:
+  - {name: remote-undeclared, kind: openai-compatible, base_url: 'https://api.example.com/v1', model: llama-3.1-8b-instruct}
+  - {name: remote-declared, kind: openai-compatible, base_url: 'https://api.example.org/v1', model: llama-3.1-8b-instruct, data: {retains_prompts: false, trains_on_prompts: false}}
+  - {name: remote-retains, kind: openai-compatible, base_url: 'https://api.example.net/v1', model: llama-3.1-8b-instruct, data: {retains_prompts: true}}
+  - {name: local-undeclared, kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1', model: llama-3.1-8b-instruct}
+  - {name: local-trains, kind: openai-compatible, base_url: 'http://127.0.0.1:10/v1', model: llama-3.1-8b-instruct, data: {trains_on_prompts: true}}
+",
+        "policies:\n  - name: p\n    rules:\n      - {name: private, require: {data: {retains_prompts: false, trains_on_prompts: false}}}\n",
+    );
+    let d = Case::new("llama-3.1-8b-instruct").decide(&s).unwrap();
+    let mut allowed = names(&d);
+    allowed.sort_unstable();
+    assert_eq!(allowed, ["local-undeclared", "remote-declared"]);
+    let why: HashMap<&str, String> = d
+        .refused
+        .iter()
+        .map(|(d, r)| (d.name.as_str(), r.detail.to_string()))
+        .collect();
+    assert!(
+        why["remote-undeclared"].contains("does not declare"),
+        "{why:?}"
+    );
+    assert!(
+        why["remote-retains"].contains("retains_prompts: true"),
+        "{why:?}"
+    );
+    assert!(
+        why["local-trains"].contains("trains_on_prompts: true"),
+        "{why:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! shut down gracefully.
 
 pub mod admin;
+pub mod boundary;
 pub mod request_id;
 pub mod shutdown;
 mod stall;

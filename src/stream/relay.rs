@@ -22,8 +22,10 @@ use tokio::time::Sleep;
 
 use super::encode::{Encoder, End};
 use super::sse::{SseDecoder, SseEvent};
+use crate::adapters::sanitize::clean;
 use crate::adapters::{Flow, StreamTranslator};
 use crate::api::{ErrorBody, ErrorType, Usage};
+use crate::config::secret::Masks;
 
 /// The upstream body as a stream of chunks.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
@@ -63,6 +65,18 @@ impl EndReason {
                 | EndReason::IdleTimeout
         )
     }
+
+    pub const ALL: [EndReason; 9] = [
+        EndReason::Completed,
+        EndReason::UpstreamCut,
+        EndReason::UpstreamError,
+        EndReason::InbandError,
+        EndReason::InvalidUpstream,
+        EndReason::IdleTimeout,
+        EndReason::TooLong,
+        EndReason::Shutdown,
+        EndReason::ClientGone,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -113,6 +127,15 @@ enum Step {
     End(EndReason, Option<ErrorBody>),
 }
 
+/// How much and how long a relay reads: the longest SSE line (and event), the longest pause
+/// between chunks, and the longest stream.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub max_line: usize,
+    pub idle: Duration,
+    pub backstop: Duration,
+}
+
 pub struct Relay {
     upstream: ByteStream,
     decoder: SseDecoder,
@@ -134,6 +157,8 @@ pub struct Relay {
     on_end: Option<OnEnd>,
     /// Held for as long as the stream lasts (a concurrency permit).
     held: Option<Box<dyn Any + Send>>,
+    /// The deployment's key in every form, masked in any error text passed on.
+    masks: Masks,
 }
 
 impl Relay {
@@ -141,21 +166,20 @@ impl Relay {
         upstream: ByteStream,
         translator: Box<dyn StreamTranslator>,
         encoder: Box<dyn Encoder>,
-        max_line: usize,
-        idle: Duration,
-        backstop: Duration,
+        bounds: Bounds,
         deadline: Option<Deadline>,
+        masks: Masks,
     ) -> Relay {
         Relay {
             upstream,
-            decoder: SseDecoder::new(max_line),
+            decoder: SseDecoder::new(bounds.max_line),
             translator,
             encoder,
             events: Vec::new(),
             out: BytesMut::new(),
-            idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
-            backstop: Box::pin(tokio::time::sleep(backstop)),
+            idle: bounds.idle,
+            idle_timer: Box::pin(tokio::time::sleep(bounds.idle)),
+            backstop: Box::pin(tokio::time::sleep(bounds.backstop)),
             deadline,
             started: Instant::now(),
             pending: None,
@@ -164,6 +188,7 @@ impl Relay {
             end: None,
             on_end: None,
             held: None,
+            masks,
         }
     }
 
@@ -291,7 +316,13 @@ impl Relay {
             {
                 Ok(Flow::More) => {}
                 Ok(Flow::Done) => end = Some((EndReason::Completed, None)),
-                Err(fault) => end = Some((EndReason::InbandError, Some(fault.body))),
+                Err(fault) => {
+                    // The one place an upstream's in-band error text passes through, whatever
+                    // the dialect: its message is cleaned here, whole, before anything cuts it.
+                    let mut body = fault.body;
+                    body.message = clean(&body.message, &self.masks);
+                    end = Some((EndReason::InbandError, Some(body)));
+                }
             }
         }
         end
@@ -329,13 +360,21 @@ impl Relay {
                     self.upstream_ended = true;
                     // Some servers end the body right after the last event without a blank
                     // line; a trailing end marker still counts.
-                    self.decoder.finish(&mut self.events);
+                    if let Err(e) = self.decoder.finish(&mut self.events) {
+                        let body = ErrorBody::new(ErrorType::ApiError, e.to_string())
+                            .code("upstream_invalid_response");
+                        return Poll::Ready(Step::End(EndReason::InvalidUpstream, Some(body)));
+                    }
                     if let Some((reason, err)) = self.translate() {
                         return Poll::Ready(Step::End(reason, err));
                     }
                     return Poll::Ready(match self.translator.end_of_stream(self.encoder.as_mut(), &mut self.out) {
                         Ok(Flow::Done) => Step::End(EndReason::Completed, None),
-                        Err(fault) => Step::End(EndReason::InbandError, Some(fault.body)),
+                        Err(fault) => {
+                            let mut body = fault.body;
+                            body.message = clean(&body.message, &self.masks);
+                            Step::End(EndReason::InbandError, Some(body))
+                        }
                         Ok(Flow::More) => Step::End(
                             EndReason::UpstreamCut,
                             Some(

@@ -17,9 +17,14 @@ pub struct SseEvent {
 pub enum SseError {
     #[error("upstream sent an SSE line longer than {0} bytes")]
     LineTooLong(usize),
+    /// The event's `data:` lines together: an upstream that never ends its event must not
+    /// grow the gateway without bound.
+    #[error("upstream sent an SSE event larger than {0} bytes")]
+    EventTooLarge(usize),
 }
 
-/// Incremental SSE decoder. Feed it chunks as they arrive; it returns complete events.
+/// Incremental SSE decoder. Feed it chunks as they arrive; it returns complete events. A line,
+/// and an event's data, are each bounded by `max_line` bytes.
 #[derive(Debug)]
 pub struct SseDecoder {
     max_line: usize,
@@ -68,14 +73,15 @@ impl SseDecoder {
             }
             if self.partial.is_empty() {
                 self.check_len(line.len())?;
-                self.line(line, out);
+                self.line(line, out)?;
             } else {
                 self.check_len(self.partial.len() + line.len())?;
                 let mut whole = std::mem::take(&mut self.partial);
                 whole.extend_from_slice(line);
-                self.line(&whole, out);
+                let done = self.line(&whole, out);
                 whole.clear();
                 self.partial = whole;
+                done?;
             }
             rest = next;
         }
@@ -87,12 +93,12 @@ impl SseDecoder {
     }
 
     /// The upstream body ended: dispatches an event whose final blank line never came.
-    pub fn finish(&mut self, out: &mut Vec<SseEvent>) {
+    pub fn finish(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
-            self.line(&line, out);
+            self.line(&line, out)?;
         }
-        self.line(b"", out);
+        self.line(b"", out)
     }
 
     /// Whether bytes of an unfinished event are buffered (the stream ended mid-event).
@@ -108,7 +114,7 @@ impl SseDecoder {
         }
     }
 
-    fn line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+    fn line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
         if line.is_empty() {
             if self.has_data || self.event.is_some() {
                 out.push(SseEvent {
@@ -117,10 +123,10 @@ impl SseDecoder {
                 });
                 self.has_data = false;
             }
-            return;
+            return Ok(());
         }
         if line[0] == b':' {
-            return; // comment (keep-alive)
+            return Ok(()); // comment (keep-alive)
         }
         let (name, value) = match line.iter().position(|&b| b == b':') {
             Some(i) => {
@@ -131,6 +137,9 @@ impl SseDecoder {
         };
         match name {
             b"data" => {
+                if self.data.len() + value.len() + 1 > self.max_line {
+                    return Err(SseError::EventTooLarge(self.max_line));
+                }
                 if self.has_data {
                     self.data.extend_from_slice(b"\n");
                 }
@@ -140,6 +149,7 @@ impl SseDecoder {
             b"event" => self.event = Some(Bytes::copy_from_slice(value)),
             _ => {} // id, retry and unknown fields do not matter to a relay
         }
+        Ok(())
     }
 }
 
@@ -211,6 +221,30 @@ mod tests {
             d.feed(b"data: 0123456789abcdef\n", &mut out),
             Err(SseError::LineTooLong(16))
         );
+    }
+
+    #[test]
+    fn an_endless_event_is_refused_at_the_bound() {
+        // Short lines, never a blank one: the event, not the line, must hit the bound.
+        let mut d = SseDecoder::new(4096);
+        let mut out = Vec::new();
+        let line = [b"data: ".as_slice(), &[b'x'; 1000], b"\n"].concat();
+        let mut fed = 0;
+        let err = loop {
+            match d.feed(&line, &mut out) {
+                Ok(()) => fed += 1,
+                Err(e) => break e,
+            }
+            assert!(fed < 10, "still accepted after {fed} lines");
+        };
+        assert_eq!(err, SseError::EventTooLarge(4096));
+        assert!(out.is_empty());
+        // The same at the end of the body, when the last lines never became an event.
+        let mut d = SseDecoder::new(1500);
+        d.feed(b"data: 0123456789\n", &mut out).unwrap();
+        d.feed(&[b"data: ".as_slice(), &[b'x'; 1490]].concat(), &mut out)
+            .unwrap();
+        assert_eq!(d.finish(&mut out), Err(SseError::EventTooLarge(1500)));
     }
 
     #[test]

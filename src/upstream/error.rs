@@ -11,8 +11,10 @@ use http::{HeaderValue, StatusCode};
 
 use super::retry::RetryOn;
 use crate::adapters::UpstreamFault;
+use crate::adapters::sanitize::clean;
 use crate::api::{ErrorBody, ErrorType};
 use crate::config::Deployment;
+use crate::config::secret::Masks;
 
 /// The phase a timeout hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +71,9 @@ impl AttemptError {
             AttemptError::Status { fault, .. } => match fault.status.as_u16() {
                 408 => Some(RetryOn::RequestTimeout),
                 429 => Some(RetryOn::RateLimited),
+                // 508: the deployment leads back to a gateway already on the request's path;
+                // calling it again would only go round again.
+                508 => None,
                 500..=599 => Some(RetryOn::ServerError),
                 _ => None,
             },
@@ -92,6 +97,30 @@ impl AttemptError {
         }
     }
 
+    /// The same error with every text that could carry upstream words cleaned: the
+    /// deployment's key masked in every form, key-like tokens removed, then cut. Every
+    /// attempt's error passes through here before it is logged or told to the client.
+    #[must_use]
+    pub fn cleaned(self, masks: &Masks) -> AttemptError {
+        let c = |m: String| clean(&m, masks);
+        match self {
+            AttemptError::Io(m) => AttemptError::Io(c(m)),
+            AttemptError::Invalid(m) => AttemptError::Invalid(c(m)),
+            AttemptError::Stream(m) => AttemptError::Stream(c(m)),
+            AttemptError::Unsupported(m) => AttemptError::Unsupported(c(m)),
+            AttemptError::Status {
+                mut fault,
+                retry_after,
+            } => {
+                fault.body.message = c(fault.body.message);
+                fault.body.param = fault.body.param.map(c);
+                fault.body.code = fault.body.code.map(c);
+                AttemptError::Status { fault, retry_after }
+            }
+            e @ (AttemptError::Connect | AttemptError::Timeout(_) | AttemptError::TooLarge(_)) => e,
+        }
+    }
+
     /// The upstream's `Retry-After`, if it sent one.
     pub fn retry_after(&self, now_unix: u64) -> Option<Duration> {
         match self {
@@ -102,6 +131,22 @@ impl AttemptError {
             _ => None,
         }
     }
+
+    /// Every label `label` gives (and `ok`), for metrics that must exist before the first
+    /// event.
+    pub const LABELS: &[&str] = &[
+        "ok",
+        "connect_error",
+        "timeout",
+        "io_error",
+        "rate_limited",
+        "client_error",
+        "server_error",
+        "invalid_response",
+        "stream_error",
+        "too_large",
+        "unsupported",
+    ];
 
     /// A closed label for metrics.
     pub fn label(&self) -> &'static str {
@@ -169,6 +214,26 @@ pub enum SkipReason {
     Limited(Duration),
     /// A reload since the decision no longer allows it.
     Reloaded,
+}
+
+impl SkipReason {
+    /// Every label `label` gives, for metrics that must exist before the first event.
+    pub const LABELS: &[&str] = &[
+        "ejected",
+        "cooling_down",
+        "rate_limited_here",
+        "disallowed_by_reload",
+    ];
+
+    /// A closed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SkipReason::Ejected(_) => "ejected",
+            SkipReason::CoolingDown(_) => "cooling_down",
+            SkipReason::Limited(_) => "rate_limited_here",
+            SkipReason::Reloaded => "disallowed_by_reload",
+        }
+    }
 }
 
 /// An allowed deployment that was not tried.
@@ -308,19 +373,22 @@ impl UpstreamError {
         ErrorBody::new(kind, self.to_string()).code(code)
     }
 
-    /// When to come back: the upstream's `Retry-After` when every attempt was rate limited or
-    /// unavailable, or the time until an ejected deployment is eligible again.
+    /// When to come back, in whole seconds: the upstream's `Retry-After` (validated and clamped
+    /// as the gateway itself uses it, never relayed as sent) when every attempt was rate
+    /// limited or unavailable, or the time until a skipped deployment is eligible again.
     pub fn retry_after(&self) -> Option<HeaderValue> {
         if !self.all_rate_limited() && !self.all_unavailable() {
             return None;
         }
-        let from_upstream = self.attempts.iter().rev().find_map(|a| match &a.error {
-            AttemptError::Status { retry_after, .. } => retry_after.clone(),
-            _ => None,
-        });
-        from_upstream.or_else(|| {
-            let wait = self
-                .skipped
+        let now = super::unix_now();
+        let from_upstream = self
+            .attempts
+            .iter()
+            .rev()
+            .find_map(|a| a.error.retry_after(now))
+            .map(|w| w.min(super::retry::MAX_COOLDOWN));
+        let wait = from_upstream.or_else(|| {
+            self.skipped
                 .iter()
                 .filter_map(|s| match s.reason {
                     SkipReason::Ejected(w)
@@ -328,8 +396,9 @@ impl UpstreamError {
                     | SkipReason::Limited(w) => Some(w),
                     SkipReason::Reloaded => None,
                 })
-                .min()?;
-            HeaderValue::from_str(&wait.as_secs().max(1).to_string()).ok()
-        })
+                .min()
+        })?;
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Some(HeaderValue::from(secs.max(1)))
     }
 }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::breaker::{Admit, CircuitState};
 use super::error::{Attempt, AttemptError, Phase, Skip, SkipReason, UpstreamError};
+use super::retry::MAX_COOLDOWN;
 use crate::config::Deployment;
 use crate::policy::Decision;
 
@@ -61,9 +62,6 @@ fn record(d: &Deployment, error: Option<&AttemptError>) {
     };
     d.health.breaker.record(ok, Instant::now());
 }
-
-/// The longest a deployment's `Retry-After` keeps requests away.
-const MAX_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn now_unix() -> u64 {
     super::unix_now()
@@ -147,7 +145,7 @@ where
                         retries,
                     });
                 }
-                Err(e) => e,
+                Err(e) => e.cleaned(&d.endpoint.masks),
             };
             record(d, Some(&error));
             tracing::warn!(deployment = %d.name, error = %error, retry = tries, "upstream attempt failed");
@@ -176,6 +174,15 @@ where
                     || d.health.breaker.state(Instant::now()) == CircuitState::Closed;
                 if at < plan.deadline && admitted && d.health.budget.try_retry(Instant::now()) {
                     tokio::time::sleep_until(at).await;
+                    // Every attempt is checked, retries too: a reload during the wait may
+                    // have taken this deployment away from the request.
+                    if !(plan.allowed)(d) {
+                        skipped.push(Skip {
+                            deployment: d.clone(),
+                            reason: SkipReason::Reloaded,
+                        });
+                        break;
+                    }
                     tries += 1;
                     retries.push(d.clone());
                     continue;

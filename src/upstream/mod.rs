@@ -23,7 +23,7 @@ use crate::api::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::config::{Deployment, Limits};
 use crate::policy::Decision;
 use crate::stream::encode::Encoder;
-use crate::stream::relay::{Deadline, Primed, Relay};
+use crate::stream::relay::{Bounds, Deadline, Primed, Relay};
 pub use error::{Attempt, AttemptError, Phase, Skip, SkipReason, UpstreamError};
 pub use fallback::{Plan, Served};
 
@@ -92,10 +92,13 @@ async fn attempt(
             Box::pin(response.bytes_stream()),
             adapter.stream_translator(req, d),
             (setup.encoder)(),
-            limits.max_sse_line_bytes,
-            t.idle,
-            t.stream_total,
+            Bounds {
+                max_line: limits.max_sse_line_bytes,
+                idle: t.idle,
+                backstop: t.stream_total,
+            },
             Some((setup.drain)()),
+            d.endpoint.masks.clone(),
         );
         return match relay.prime(t.first_token).await {
             Primed::Ready => Ok(Answer::Stream(Box::new(relay))),
@@ -129,7 +132,10 @@ async fn send(
         .client
         .get()
         .map_err(|e| AttemptError::Unsupported(e.to_owned()))?;
-    let mut builder = client.post(up.url).body(up.body);
+    let mut builder = client
+        .post(up.url)
+        .body(up.body)
+        .header(crate::hop::HOPS.clone(), crate::hop::outgoing());
     for (name, value) in up.headers {
         builder = builder.header(name, value);
     }

@@ -74,6 +74,10 @@ impl RetryPolicy {
     }
 }
 
+/// The longest a deployment's `Retry-After` keeps requests away, and the most the gateway
+/// tells a client to wait.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(300);
+
 /// `Retry-After` as a duration: seconds, or an HTTP date (relative to `now_unix`).
 pub fn retry_after(v: &HeaderValue, now_unix: u64) -> Option<Duration> {
     let s = v.to_str().ok()?.trim();
@@ -110,6 +114,12 @@ fn httpdate_to_unix(s: &str) -> Option<u64> {
     let [h, m, sec] = t.as_slice() else {
         return None;
     };
+    // Out-of-range fields from a hostile upstream are refused, not computed with (the
+    // arithmetic below would overflow).
+    if !(1..=31).contains(&day) || !(1970..=9999).contains(&year) || *h > 23 || *m > 59 || *sec > 60
+    {
+        return None;
+    }
     // Days from the civil date (Howard Hinnant's algorithm).
     let (y, mo) = if month <= 2 {
         (year - 1, month + 9)
@@ -223,6 +233,14 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(retry_after(&v("soon"), 0), None);
+        for hostile in [
+            "Sun, 00 Mar 1994 08:49:37 GMT",
+            "Sun, 06 Jan 0 08:49:37 GMT",
+            "Sun, 99999999999 Nov 99999999999 08:49:37 GMT",
+            "Sun, 06 Nov 1994 99999999999:49:37 GMT",
+        ] {
+            assert_eq!(retry_after(&v(hostile), 0), None, "{hostile}");
+        }
         assert_eq!(retry_after(&v("-3"), 0), None);
     }
 

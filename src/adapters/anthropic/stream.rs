@@ -147,7 +147,8 @@ impl StreamTranslator for AnthropicStream {
                 let err = e.error.unwrap_or(Value::Null);
                 let message = err.get("message").and_then(Value::as_str).map_or_else(
                     || "upstream reported an error".to_owned(),
-                    |m| crate::adapters::sanitize::clean(m, None),
+                    // Raw: the relay cleans every stream error with the deployment's masks.
+                    str::to_owned,
                 );
                 let code = err
                     .get("type")

@@ -60,10 +60,8 @@ impl StreamTranslator for GeminiStream {
                 .get("message")
                 .and_then(|m| m.as_str())
                 .unwrap_or("upstream reported an error");
-            return Err(fault(
-                crate::adapters::sanitize::clean(m, None),
-                "upstream_error",
-            ));
+            // Raw: the relay cleans every stream error with the deployment's masks.
+            return Err(fault(m.to_owned(), "upstream_error"));
         }
         if self.id.is_none() {
             let id = r

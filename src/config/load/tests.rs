@@ -226,3 +226,32 @@ fn fingerprint_sees_changes() {
     std::fs::write(&path, "listen: 127.0.0.1:2\n").unwrap();
     assert_ne!(a, fingerprint(std::slice::from_ref(&path)));
 }
+
+#[test]
+fn a_deployment_pointing_at_the_gateway_itself_is_refused() {
+    for base in [
+        "http://127.0.0.1:8400/v1",
+        "http://localhost:8400/v1",
+        "http://[::1]:8400/v1",
+        "http://127.0.0.1:8401",
+    ] {
+        let text = format!(
+            "deployments:\n  - {{name: self, kind: openai-compatible, base_url: '{base}', model: llama-3.1-8b-instruct}}\n"
+        );
+        let p = load_text(&text, &[])
+            .err()
+            .unwrap_or_else(|| panic!("{base} loaded"));
+        let p = p.to_string();
+        assert!(p.contains("deployments[0].base_url"), "{p}");
+        assert!(p.contains("own address"), "{p}");
+    }
+    // Another port on this machine is another server.
+    let text = "deployments:\n  - {name: other, kind: openai-compatible, base_url: 'http://127.0.0.1:8000/v1', model: llama-3.1-8b-instruct}\n";
+    load_text(text, &[]).unwrap();
+    let listen: SocketAddr = "0.0.0.0:9000".parse().unwrap();
+    let admin: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+    assert!(points_at([listen, admin], "http://localhost:9000"));
+    assert!(points_at([listen, admin], "http://0.0.0.0:9000"));
+    assert!(!points_at([listen, admin], "http://api.example:9000"));
+    assert!(!points_at([listen, admin], "https://127.0.0.1/v1"));
+}

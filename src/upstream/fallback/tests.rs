@@ -322,3 +322,70 @@ async fn a_deployment_a_reload_disallowed_is_not_tried() {
     assert_eq!(names(&log), ["b"]);
     assert!(matches!(served.skipped[0].reason, SkipReason::Reloaded));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_client_is_told_a_validated_clamped_retry_after() {
+    for (sent, told) in [
+        ("999999", Some("300")),
+        ("0.2", Some("1")),
+        ("-1", None),
+        ("soon", None),
+        ("1e999", None),
+    ] {
+        // Fresh deployments each time: a cool-down from the last case must not answer.
+        let fleet = fleet("", "", "");
+        let (e, _) = script(
+            &fleet[..1],
+            &plan_secs(60),
+            HashMap::from([("a", (0..4).map(|_| status(429, Some(sent))).collect())]),
+        )
+        .await;
+        let e = e.err().unwrap();
+        assert_eq!(
+            e.retry_after().as_ref().map(|v| v.to_str().unwrap()),
+            told,
+            "{sent}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_a_narrowing_reload_is_not_made() {
+    let fleet = fleet(", retries: {attempts: 3, on: [5xx]}", "", "");
+    // The reload lands during the first backoff: from then on only `b` is allowed.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let allowed =
+        |d: &Deployment| calls.load(std::sync::atomic::Ordering::SeqCst) == 0 || d.name == "b";
+    let plan = Plan {
+        deadline: Instant::now() + Duration::from_secs(60),
+        allowed: &allowed,
+        gate: None,
+    };
+    let decision = Decision::allowing(fleet[..2].to_vec());
+    let log = Mutex::new(Vec::new());
+    let served = run(&decision, &plan, |d| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        log.lock().unwrap().push(d.name.clone());
+        let fail = d.name == "a";
+        async move { if fail { Err(status(500, None)) } else { Ok(()) } }
+    })
+    .await;
+    let served = served.unwrap_or_else(|_| panic!("b answers"));
+    assert_eq!(*log.lock().unwrap(), ["a", "b"]);
+    assert!(matches!(served.skipped[0].reason, SkipReason::Reloaded));
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_errors_are_cleaned_of_key_like_text() {
+    let fleet = fleet("", "", "");
+    let leaky =
+        AttemptError::Invalid("invalid type: string \"sk-live-0123456789abcdefXYZ\"".into());
+    let (e, _) = script(
+        &fleet[..1],
+        &plan_secs(60),
+        HashMap::from([("a", vec![leaky])]),
+    )
+    .await;
+    let text = e.err().unwrap().to_string();
+    assert!(!text.contains("0123456789abcdef"), "{text}");
+}
