@@ -405,8 +405,8 @@ struct Recheck<'a> {
     needs: Needs,
     bytes: usize,
     max_output: Option<u32>,
-    /// The names the newest configuration allows, by its hash.
-    cache: std::sync::Mutex<Option<(String, Vec<String>)>>,
+    /// The deployments the newest configuration allows, by its hash.
+    cache: std::sync::Mutex<Option<(String, Vec<Arc<Deployment>>)>>,
 }
 
 /// What a request asks for, as a re-check needs it.
@@ -437,6 +437,14 @@ impl<'a> Recheck<'a> {
 
     fn allows(&self, d: &Deployment) -> bool {
         let now = self.live.load();
+        // A key that expired while the request waited (a retry's backoff) goes no further.
+        if self
+            .caller
+            .expires
+            .is_some_and(|at| upstream::unix_now() >= at)
+        {
+            return false;
+        }
         if Arc::ptr_eq(&now.config, &self.config) {
             return true;
         }
@@ -458,16 +466,18 @@ impl<'a> Recheck<'a> {
                         max_output: self.max_output,
                     };
                     policy::decide(&ask, &now)
-                        .map(|dec| dec.candidates().iter().map(|c| c.name.clone()).collect())
+                        .map(|dec| dec.candidates().to_vec())
                         .unwrap_or_default()
                 }
                 None => Vec::new(),
             };
             *cache = Some((now.config.hash.clone(), names));
         }
+        // Allowed by name is not enough: the deployment the attempt would use is the old
+        // snapshot's, so it must still be the same place (address, key, facts) as the new one.
         cache
             .as_ref()
-            .is_some_and(|(_, names)| names.contains(&d.name))
+            .is_some_and(|(_, allowed)| allowed.iter().any(|n| n.name == d.name && n.same_place(d)))
     }
 }
 

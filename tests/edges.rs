@@ -296,8 +296,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 /// A server that answers a chat stream with one event that never ends (`data:` lines of
-/// 1,000 bytes, no blank line) and `/models` with a list that never ends, up to `cap` bytes
-/// each, and counts what it managed to send.
+/// 1,000 bytes, no blank line, up to `cap` bytes) and `/models` with a valid list just over
+/// 4 MiB, and counts the stream bytes it managed to send.
 async fn endless_upstream(
     cap: usize,
 ) -> (
@@ -324,23 +324,22 @@ async fn endless_upstream(
                     }
                     head.extend_from_slice(&buf[..n]);
                 }
-                let models = head.starts_with(b"GET");
-                let (ctype, opening, line) = if models {
-                    (
-                        "application/json",
-                        "{\"data\":[".to_owned(),
-                        "{\"id\":\"m\"},".repeat(90),
-                    )
-                } else {
-                    (
-                        "text/event-stream",
-                        String::new(),
-                        format!("data: {}\n", "x".repeat(994)),
-                    )
-                };
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\nconnection: close\r\n\r\n{opening}"
-                );
+                if head.starts_with(b"GET") {
+                    // A valid list just over the 4 MiB bound, sent at once: only the bound
+                    // keeps it out.
+                    let mut list = String::from("{\"data\":[{\"id\":\"m\"}");
+                    while list.len() < (4 << 20) + 4096 {
+                        list.push_str(",{\"id\":\"m\"}");
+                    }
+                    list.push_str("]}");
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{list}"
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                    return;
+                }
+                let line = format!("data: {}\n", "x".repeat(994));
+                let reply = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
                 if sock.write_all(reply.as_bytes()).await.is_err() {
                     return;
                 }
@@ -397,7 +396,7 @@ async fn memory_stays_bounded_by_configuration_for_every_upstream_byte() {
         .unwrap();
     assert!(
         !models.contains("\"m\""),
-        "an endless list was not taken: {models}"
+        "a list over the bound was not taken: {models}"
     );
     p.signal("-TERM");
     p.wait(Duration::from_secs(10));
@@ -479,7 +478,7 @@ async fn until(f: impl Fn() -> bool) {
 async fn a_reload_that_narrows_a_key_stops_its_pending_retries_and_fallbacks() {
     const KEY: &str = "mg-edges-key-0123456789";
     let policies = "policies:\n  - name: wide\n    rules:\n      - {name: a-and-b, require: {deployments: [a, b]}, prefer: [cheapest]}\n  - name: narrow\n    rules:\n      - {name: only-c, require: {deployments: [c]}}\n";
-    // `retry`: a answers 500 and asks for 2 s, and is the only candidate: the retry waits.
+    // `retry`: a answers 500 and asks for 5 s, and is the only candidate: the retry waits.
     // `fallback`: a hangs past its first-byte timeout, then b would be next.
     for (case, narrowing) in [
         ("retry", "policy"),
@@ -488,7 +487,7 @@ async fn a_reload_that_narrows_a_key_stops_its_pending_retries_and_fallbacks() {
         ("fallback", "revoked"),
     ] {
         let a_script = match case {
-            "retry" => Script::status(500, Some("2")),
+            "retry" => Script::status(500, Some("5")),
             _ => Script::Hang,
         };
         let a = FakeUpstream::start(a_script, Some(CANARY_KEY)).await;
@@ -512,7 +511,7 @@ async fn a_reload_that_narrows_a_key_stops_its_pending_retries_and_fallbacks() {
                 dir.join("p.yaml").display(),
                 deployment("a", "qwen3-8b", &a).replace(
                     "}\n",
-                    ", price: {input: 0.1, output: 0.1}, retries: {attempts: 3, on: [5xx]}, timeouts: {first_byte: 1s}, breaker: {consecutive_failures: 0}}\n"
+                    ", price: {input: 0.1, output: 0.1}, retries: {attempts: 3, on: [5xx]}, timeouts: {first_byte: 5s}, breaker: {consecutive_failures: 0}}\n"
                 ),
                 deployment("b", "qwen3-8b", &b).replace("}\n", ", price: {input: 9, output: 9}}\n"),
                 deployment("c", "qwen3-8b", &cfake),
@@ -654,15 +653,24 @@ async fn every_request_is_counted_logged_and_released_once_however_it_ends() {
         assert!(r.is_err(), "the client gave up");
         expected += 1;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let m = c
-        .get(format!("{}/metrics", p.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The gateway notices the departures as it reads the closed connections: wait for it.
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = c
+            .get(format!("{}/metrics", p.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metric(&m, "modelgate_in_flight_requests", &[]) == 0.0
+            && metric(&m, "modelgate_requests_total", &[]) >= f64::from(expected)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(metric(&m, "modelgate_in_flight_requests", &[]), 0.0, "{m}");
     assert_eq!(
         metric(&m, "modelgate_requests_total", &[]),
@@ -775,11 +783,13 @@ async fn embeddings_are_admitted_before_they_are_sent() {
             .unwrap();
         statuses.push(r.status().as_u16());
     }
-    assert_eq!(statuses, [200, 429, 429]);
+    // Minute windows are calendar minutes: a run across a minute's end may admit two.
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(statuses.contains(&429), "{statuses:?}");
     assert_eq!(
         fake.seen().len(),
-        1,
-        "a refused caller cost an upstream call"
+        admitted,
+        "a refused caller cost an upstream call: {statuses:?}"
     );
 }
 
@@ -800,4 +810,60 @@ async fn a_model_answers_to_the_name_its_backend_uses() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(headers["x-modelgate-deployment"], "local");
     assert_eq!(fake.seen()[0].body["model"], "up-qwen3-8b");
+}
+
+#[tokio::test]
+async fn request_labels_only_narrow_and_undeclared_data_is_unknown_over_http() {
+    let local = FakeUpstream::start(Script::Ok { text: "l".into() }, Some(CANARY_KEY)).await;
+    let remote = FakeUpstream::start(Script::Ok { text: "r".into() }, Some(CANARY_KEY)).await;
+    let dir = temp_dir();
+    std::fs::write(
+        dir.join("p.yaml"),
+        "policies:\n  - name: research\n    rules:\n      - {name: research-only, match: {labels: {purpose: research}}}\n  - name: private\n    rules:\n      - {name: no-retention, require: {data: {retains_prompts: false}}}\n",
+    )
+    .unwrap();
+    let yaml = |active: &str| {
+        format!(
+            "reload: {{poll_interval: 0}}\npolicies: {{active: {active}, paths: ['{}']}}\ndeployments:\n{}{}",
+            dir.join("p.yaml").display(),
+            deployment("local", "qwen3-8b", &local),
+            deployment("remote", "qwen3-8b", &remote).replace("}\n", ", locality: remote}\n"),
+        )
+    };
+    let gw = Gateway::start(&yaml("research")).await;
+    let body = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
+    for labels in [None, Some("purpose=research")] {
+        let mut rb = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(l) = labels {
+            rb = rb.header("x-modelgate-labels", l);
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), 403, "labels {labels:?}");
+    }
+    assert!(local.seen().is_empty() && remote.seen().is_empty());
+    // A remote deployment that declares nothing about prompts is not taken for one that
+    // keeps none; the local one, which runs where the configuration says, is.
+    let gw = Gateway::start(&yaml("private")).await;
+    for _ in 0..3 {
+        let (status, headers, v) = chat(&gw, body.clone()).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(headers["x-modelgate-deployment"], "local");
+    }
+    assert!(remote.seen().is_empty());
+    let (status, _, v) = chat(
+        &gw,
+        json!({"model": "remote", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not declare"),
+        "{v}"
+    );
 }

@@ -772,3 +772,44 @@ fn h2_is_at_a_version_with_the_rapid_reset_and_continuation_fixes() {
     }
     assert!(found);
 }
+
+#[tokio::test]
+async fn hop_headers_that_say_loop_are_refused_before_anything_else() {
+    let fake = FakeUpstream::start(Script::Ok { text: "ok".into() }, Some(CANARY_KEY)).await;
+    let gw = Gateway::start(&config(&fake, "")).await;
+    let me = modelgate::hop::instance_id().to_owned();
+    let many: Vec<String> = (0..16).map(|i| format!("gw{i}")).collect();
+    for hops in [
+        me.clone(),
+        format!("other, {me}"),
+        format!("a,b,{me},c"),
+        many.join(","),
+    ] {
+        // Even without a body or a key: a loop is answered first, and never reaches upstream.
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-modelgate-hops", hops.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 508, "{hops}");
+        let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(v["error"]["code"], "loop_detected", "{hops}");
+    }
+    assert!(fake.seen().is_empty());
+    // Other gateways' ids pass, and this gateway adds its own for the upstream.
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-modelgate-hops", "edge-gateway")
+        .header("content-type", "application/json")
+        .body(BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent = fake.seen().pop().unwrap();
+    assert_eq!(
+        sent.headers["x-modelgate-hops"],
+        format!("edge-gateway,{me}").as_str()
+    );
+}

@@ -148,3 +148,96 @@ async fn no_canary_appears_in_logs_metrics_or_responses() {
         }
     }
 }
+
+/// A key the key-like-token heuristic does not catch: only exact masking keeps it in.
+const PLAIN_KEY: &str = "plainsecret+only/letters=zq";
+
+#[tokio::test]
+async fn a_plain_key_in_every_encoding_stays_in_on_the_other_error_paths() {
+    // Embeddings, token counts, and a 502 that sums up several attempts (retry and fallback).
+    let forms = [
+        PLAIN_KEY.to_owned(),
+        "plainsecret%2Bonly%2Fletters%3Dzq".to_owned(),
+        "plainsecret%2bonly%2fletters%3dzq".to_owned(),
+        "cGxhaW5zZWNyZXQrb25seS9sZXR0ZXJzPXpx".to_owned(),
+        format!("authorization=Bearer%20{PLAIN_KEY}"),
+    ]
+    .join(" ");
+    let status = |code: u16| Script::Status {
+        status: code,
+        body: json!({"error": {"message": format!("upstream saw {forms}"), "type": "invalid_request_error", "param": null, "code": null}}),
+        retry_after: None,
+    };
+    let openai = FakeUpstream::start(status(400), Some(PLAIN_KEY)).await;
+    let anthropic = FakeUpstream::start(
+        Script::Status {
+            status: 400,
+            body: json!({"type": "error", "error": {"type": "invalid_request_error", "message": format!("count failed for {forms}")}}),
+            retry_after: None,
+        },
+        Some(PLAIN_KEY),
+    )
+    .await;
+    let failing = FakeUpstream::start(status(500), Some(PLAIN_KEY)).await;
+    let also_failing = FakeUpstream::start(status(503), Some(PLAIN_KEY)).await;
+    let yaml = format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  \
+         - {{name: emb, kind: openai-compatible, model: text-embedding-3-small, base_url: '{}', api_key_env: PLAIN}}\n  \
+         - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{}/v1', api_key_env: PLAIN, locality: remote}}\n  \
+         - {{name: f1, kind: openai-compatible, model: qwen3-8b, base_url: '{}', api_key_env: PLAIN, retries: {{attempts: 1, backoff: 1ms}}}}\n  \
+         - {{name: f2, kind: openai-compatible, model: qwen3-8b, base_url: '{}', api_key_env: PLAIN}}\n",
+        openai.base_url(),
+        anthropic.addr,
+        failing.base_url(),
+        also_failing.base_url(),
+    );
+    let mut p = Process::start_with(&yaml, &[("PLAIN", PLAIN_KEY), ("RUST_LOG", "trace")]);
+    let c = client();
+    let mut seen = String::new();
+    for (path, body) in [
+        (
+            "/v1/embeddings",
+            json!({"model": "text-embedding-3-small", "input": "hi"}),
+        ),
+        (
+            "/v1/messages/count_tokens",
+            json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "qwen3-8b", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ] {
+        let r = c
+            .post(format!("{}{path}", p.base))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(!r.status().is_success(), "{path}");
+        record(&mut seen, r).await;
+    }
+    assert!(failing.seen().len() >= 2 && !also_failing.seen().is_empty());
+    assert!(seen.contains("[redacted]"), "{seen}");
+    let metrics = c
+        .get(format!("{}/metrics", p.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    p.signal("-TERM");
+    p.wait(Duration::from_secs(10));
+    let log = p.log.lock().unwrap().clone();
+    for (what, text) in [
+        ("what clients got", &seen),
+        ("the log", &log),
+        ("/metrics", &metrics),
+    ] {
+        for leak in ["plainsec", "cGxhaW5zZWNy", "only/letters"] {
+            assert!(!text.contains(leak), "{what} leaks '{leak}':\n{text}");
+        }
+    }
+}

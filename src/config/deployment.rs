@@ -93,6 +93,22 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// Whether `other` (of another snapshot) is the same model at the same place with the same
+    /// facts: what a policy decided about one holds for the other.
+    pub fn same_place(&self, other: &Deployment) -> bool {
+        let (a, b) = (&self.endpoint, &other.endpoint);
+        self.model.id == other.model.id
+            && self.upstream_model == other.upstream_model
+            && (Arc::ptr_eq(a, b)
+                || (a.kind == b.kind
+                    && a.base_url == b.base_url
+                    && a.auth_header == b.auth_header
+                    && a.locality == b.locality
+                    && a.data == b.data
+                    && a.region == b.region
+                    && a.provider == b.provider))
+    }
+
     /// A deployment with a configured model.
     pub fn configured(
         name: String,

@@ -182,15 +182,16 @@ impl Snapshot {
             }
             e.1.push(i);
         }
+        // Deployment names first: a backend's name for a model never hides a deployment.
+        for (i, d) in deployments.iter().enumerate() {
+            routes.entry(d.name.clone()).or_insert(Route::Deployment(i));
+        }
         let mut served: Vec<_> = served.into_iter().collect();
         served.sort_by_key(|(_, (_, idx))| idx[0]);
         for (name, (model, idx)) in served {
             if model.is_some() && !routes.contains_key(name) {
                 routes.insert(name.to_owned(), Route::Model(idx));
             }
-        }
-        for (i, d) in deployments.iter().enumerate() {
-            routes.entry(d.name.clone()).or_insert(Route::Deployment(i));
         }
         routes.insert(AUTO.to_owned(), Route::Auto);
         by_model.sort_by_key(|(m, _)| {

@@ -269,6 +269,8 @@ async fn list_models(ep: Arc<Endpoint>) -> Vec<String> {
         .into_iter()
         .map(|i| i.id)
         .filter(|id| !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control))
+        // A name that carries the backend's key would reach logs, labels and answers.
+        .filter(|id| ep.masks.is_empty() || ep.masks.mask(id, "") == *id)
         .take(MAX_DISCOVERED)
         .collect();
     names.sort();

@@ -370,7 +370,7 @@ pub struct BreakerSpec {
 }
 
 /// What the provider does with prompts.
-#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataHandlingSpec {
     /// Prompts are kept after the answer (for abuse monitoring, for instance). Undeclared is

@@ -375,18 +375,21 @@ impl Metrics {
         for phase in ["request", "stream"] {
             self.cancelled.with_label_values(&[phase]);
         }
-        for endpoint in [
-            "chat_completions",
-            "messages",
-            "count_tokens",
-            "embeddings",
-            "models",
-            "model",
-            "usage",
-            "unknown",
-        ] {
-            for class in ["2xx", "4xx", "5xx"] {
+        let decided = ["chat_completions", "messages", "count_tokens", "embeddings"];
+        let classes = ["2xx", "4xx", "5xx", "cancelled"];
+        for endpoint in decided
+            .iter()
+            .chain(&["models", "model", "usage", "unknown"])
+        {
+            for class in classes {
                 self.requests.with_label_values(&[endpoint, class, "none"]);
+            }
+        }
+        for p in &snapshot.policies.list {
+            for endpoint in decided {
+                for class in classes {
+                    self.requests.with_label_values(&[endpoint, class, &p.name]);
+                }
             }
         }
         for endpoint in ["chat_completions", "messages", "embeddings"] {

@@ -119,6 +119,14 @@ where
             });
             continue;
         }
+        // The limit store may have taken a while: a reload may have landed meanwhile.
+        if plan.gate.is_some() && d.endpoint.limits.is_some() && !(plan.allowed)(d) {
+            skipped.push(Skip {
+                deployment: d.clone(),
+                reason: SkipReason::Reloaded,
+            });
+            continue;
+        }
         d.health.budget.request(Instant::now());
         let policy = &d.endpoint.retry;
         let mut tries = 0u32;

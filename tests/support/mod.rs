@@ -345,6 +345,13 @@ async fn respond(
     key: Option<String>,
     reset: Arc<std::sync::atomic::AtomicBool>,
 ) -> Response<FakeBody> {
+    // A scripted status answers these too (error paths of embeddings and token counts).
+    if method == "POST"
+        && (path == "/v1/embeddings" || path == "/v1/messages/count_tokens")
+        && let Script::Status { status, body, .. } = &current
+    {
+        return json_response(*status, body);
+    }
     if method == "POST" && path == "/v1/embeddings" {
         return dialects::openai_embeddings(headers, body, key.as_deref());
     }
