@@ -17,6 +17,7 @@ use crate::auth::{Authed, Caller};
 use crate::config::{Deployment, Route, Snapshot};
 use crate::error::{GatewayError, json_response};
 use crate::metrics::{Metrics, model_labels};
+use crate::policy::recheck::{Asked, ByteSize, Recheck};
 use crate::policy::{self, Ask, Needs, PolicyError};
 use crate::server::request_id::X_REQUEST_ID;
 use crate::stream::body::ResponseBody;
@@ -232,7 +233,7 @@ where
 
     // ⑤⑥ Call.
     let recheck = Recheck::new(
-        ctx,
+        ctx.live.clone(),
         snapshot,
         caller,
         Asked {
@@ -391,108 +392,6 @@ impl Drop for Cancelled {
     }
 }
 
-/// Whether an attempt may still go to a deployment: a reload since the decision may have
-/// narrowed the policy, or changed or revoked the caller's key, and every attempt that starts
-/// after it (retries included) follows the new configuration, with the caller found again in
-/// it; a caller it no longer has may not go anywhere.
-struct Recheck<'a> {
-    live: crate::config::reload::Live,
-    config: Arc<crate::config::Config>,
-    model: &'a str,
-    endpoint: policy::EndpointName,
-    caller: &'a Caller,
-    labels: &'a [(String, String)],
-    needs: Needs,
-    bytes: usize,
-    max_output: Option<u32>,
-    /// The deployments the newest configuration allows, by its hash.
-    cache: std::sync::Mutex<Option<(String, Vec<Arc<Deployment>>)>>,
-}
-
-/// What a request asks for, as a re-check needs it.
-struct Asked<'a> {
-    model: &'a str,
-    endpoint: policy::EndpointName,
-    labels: &'a [(String, String)],
-    needs: Needs,
-    bytes: usize,
-    max_output: Option<u32>,
-}
-
-impl<'a> Recheck<'a> {
-    fn new(ctx: &Ctx, snapshot: &Snapshot, caller: &'a Caller, asked: Asked<'a>) -> Recheck<'a> {
-        Recheck {
-            live: ctx.live.clone(),
-            config: snapshot.config.clone(),
-            model: asked.model,
-            endpoint: asked.endpoint,
-            caller,
-            labels: asked.labels,
-            needs: asked.needs,
-            bytes: asked.bytes,
-            max_output: asked.max_output,
-            cache: std::sync::Mutex::new(None),
-        }
-    }
-
-    fn allows(&self, d: &Deployment) -> bool {
-        let now = self.live.load();
-        // A key that expired while the request waited (a retry's backoff) goes no further.
-        if self
-            .caller
-            .expires
-            .is_some_and(|at| upstream::unix_now() >= at)
-        {
-            return false;
-        }
-        if Arc::ptr_eq(&now.config, &self.config) {
-            return true;
-        }
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.as_ref().is_none_or(|(h, _)| *h != now.config.hash) {
-            let names = match crate::auth::again(self.caller, &now) {
-                Some(caller) => {
-                    let size = ByteSize(self.bytes);
-                    let ask = Ask {
-                        model: self.model,
-                        endpoint: self.endpoint,
-                        caller: &caller,
-                        labels: self.labels,
-                        needs: self.needs,
-                        prompt: &size,
-                        max_output: self.max_output,
-                    };
-                    policy::decide(&ask, &now)
-                        .map(|dec| dec.candidates().to_vec())
-                        .unwrap_or_default()
-                }
-                None => Vec::new(),
-            };
-            *cache = Some((now.config.hash.clone(), names));
-        }
-        // Allowed by name is not enough: the deployment the attempt would use is the old
-        // snapshot's, so it must still be the same place (address, key, facts) as the new one.
-        cache
-            .as_ref()
-            .is_some_and(|(_, allowed)| allowed.iter().any(|n| n.name == d.name && n.same_place(d)))
-    }
-}
-
-/// A prompt measured by its bytes only (embeddings, token counts).
-struct ByteSize(usize);
-
-impl policy::PromptSize for ByteSize {
-    fn bytes(&self) -> usize {
-        self.0
-    }
-    fn tokens(&self, _: &crate::catalog::Model) -> u64 {
-        (self.0 as u64).div_ceil(4)
-    }
-}
-
 /// `POST /v1/embeddings`.
 pub async fn embeddings<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
 where
@@ -545,7 +444,7 @@ where
             .await
             .map_err(|e| (e, Some(policy.clone())))?;
         let recheck = Recheck::new(
-            ctx,
+            ctx.live.clone(),
             &snapshot,
             &caller,
             Asked {

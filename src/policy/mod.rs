@@ -11,6 +11,7 @@ pub mod builtin;
 pub mod compile;
 pub mod labels;
 mod rank;
+pub mod recheck;
 pub mod spec;
 
 use std::sync::Arc;

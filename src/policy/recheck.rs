@@ -1,0 +1,119 @@
+//! ④ The decision again, before each attempt that starts after a reload (retries included):
+//! the caller found again in the new configuration, the request decided again, and the attempt
+//! allowed only to a deployment the new decision allows at the same place.
+
+use std::sync::Arc;
+
+use super::{Ask, EndpointName, Needs, PromptSize, decide};
+use crate::auth::Caller;
+use crate::config::reload::Live;
+use crate::config::{Deployment, Snapshot};
+
+/// Whether an attempt may still go to a deployment: a reload since the decision may have
+/// narrowed the policy, or changed or revoked the caller's key, and every attempt that starts
+/// after it (retries included) follows the new configuration, with the caller found again in
+/// it; a caller it no longer has may not go anywhere.
+pub struct Recheck<'a> {
+    live: Live,
+    config: Arc<crate::config::Config>,
+    model: &'a str,
+    endpoint: EndpointName,
+    caller: &'a Caller,
+    labels: &'a [(String, String)],
+    needs: Needs,
+    bytes: usize,
+    max_output: Option<u32>,
+    /// The deployments the newest configuration allows, by its hash.
+    cache: std::sync::Mutex<Option<(String, Vec<Arc<Deployment>>)>>,
+}
+
+/// What a request asks for, as a re-check needs it.
+pub struct Asked<'a> {
+    pub model: &'a str,
+    pub endpoint: EndpointName,
+    pub labels: &'a [(String, String)],
+    pub needs: Needs,
+    pub bytes: usize,
+    pub max_output: Option<u32>,
+}
+
+impl<'a> Recheck<'a> {
+    /// A re-check of a request decided under `snapshot`, against whatever `live` holds when
+    /// an attempt starts.
+    pub fn new(
+        live: Live,
+        snapshot: &Snapshot,
+        caller: &'a Caller,
+        asked: Asked<'a>,
+    ) -> Recheck<'a> {
+        Recheck {
+            live,
+            config: snapshot.config.clone(),
+            model: asked.model,
+            endpoint: asked.endpoint,
+            caller,
+            labels: asked.labels,
+            needs: asked.needs,
+            bytes: asked.bytes,
+            max_output: asked.max_output,
+            cache: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn allows(&self, d: &Deployment) -> bool {
+        let now = self.live.load();
+        // A key that expired while the request waited (a retry's backoff) goes no further.
+        if self
+            .caller
+            .expires
+            .is_some_and(|at| crate::upstream::unix_now() >= at)
+        {
+            return false;
+        }
+        if Arc::ptr_eq(&now.config, &self.config) {
+            return true;
+        }
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.as_ref().is_none_or(|(h, _)| *h != now.config.hash) {
+            let names = match crate::auth::again(self.caller, &now) {
+                Some(caller) => {
+                    let size = ByteSize(self.bytes);
+                    let ask = Ask {
+                        model: self.model,
+                        endpoint: self.endpoint,
+                        caller: &caller,
+                        labels: self.labels,
+                        needs: self.needs,
+                        prompt: &size,
+                        max_output: self.max_output,
+                    };
+                    decide(&ask, &now)
+                        .map(|dec| dec.candidates().to_vec())
+                        .unwrap_or_default()
+                }
+                None => Vec::new(),
+            };
+            *cache = Some((now.config.hash.clone(), names));
+        }
+        // Allowed by name is not enough: the deployment the attempt would use is the old
+        // snapshot's, so it must still be the same place (address, key, facts) as the new one.
+        cache
+            .as_ref()
+            .is_some_and(|(_, allowed)| allowed.iter().any(|n| n.name == d.name && n.same_place(d)))
+    }
+}
+
+/// A prompt measured by its bytes only (embeddings, token counts).
+pub struct ByteSize(pub usize);
+
+impl PromptSize for ByteSize {
+    fn bytes(&self) -> usize {
+        self.0
+    }
+    fn tokens(&self, _: &crate::catalog::Model) -> u64 {
+        (self.0 as u64).div_ceil(4)
+    }
+}
