@@ -215,21 +215,37 @@ where
     }
     let policy = decision.policy.clone();
 
-    // ④ Count it against the caller's rates and budgets.
+    // ④ Count it against the caller's rates and budgets, reserving what it can cost at most.
     let max_output = req.max_output_tokens();
     let tokens =
         prompt_estimate + u64::from(max_output.unwrap_or(0)) * u64::from(req.n.unwrap_or(1));
-    let ticket = admit(
-        ctx,
-        snapshot,
-        caller,
-        &decision,
-        prompt_estimate,
-        max_output,
-        req.n,
-    )
-    .await
-    .map_err(|e| (e, Some(policy.clone())))?;
+    let charge = (!caller.limits.is_empty()).then(|| {
+        let prompt = PromptText::new(&req);
+        let reserve = reservation(
+            &decision,
+            |d| prompt.upper_bound(&d.model),
+            max_output,
+            req.n,
+        );
+        let stream = if req.stream {
+            decision
+                .candidates()
+                .iter()
+                .map(|d| d.endpoint.timeouts.stream_total)
+                .max()
+                .unwrap_or_default()
+        } else {
+            std::time::Duration::ZERO
+        };
+        crate::limits::Charge {
+            tokens,
+            reserve_micros: reserve,
+            lifetime: deadline_of(&decision) + stream + crate::limits::RESERVATION_MARGIN,
+        }
+    });
+    let ticket = admit(ctx, snapshot, caller, charge)
+        .await
+        .map_err(|e| (e, Some(policy.clone())))?;
 
     // ⑤⑥ Call.
     let recheck = Recheck::new(
@@ -440,7 +456,14 @@ where
         let policy = decision.policy.clone();
         // Decide, admit, call, settle: a caller over its limits costs no upstream call.
         let tokens = (req.text_len() as u64).div_ceil(4);
-        let ticket = admit(ctx, &snapshot, &caller, &decision, tokens, Some(0), None)
+        // A token per byte at most, whatever the model's tokenizer.
+        let bound = req.text_len() as u64 + 64;
+        let charge = crate::limits::Charge {
+            tokens,
+            reserve_micros: reservation(&decision, |_| bound, Some(0), None),
+            lifetime: deadline_of(&decision) + crate::limits::RESERVATION_MARGIN,
+        };
+        let ticket = admit(ctx, &snapshot, &caller, Some(charge))
             .await
             .map_err(|e| (e, Some(policy.clone())))?;
         let recheck = Recheck::new(
@@ -755,29 +778,31 @@ pub fn get_model(authed: &Authed<impl Sized>, id: &str) -> Outcome {
     }
 }
 
-/// Counts a request against its caller's limits, reserving its worst-case cost on the most
-/// expensive deployment it may reach.
+/// The most a request can cost, in micros: its worst case on the most expensive deployment it
+/// may reach, with the prompt at `prompt_bound` tokens (an upper bound, never an estimate).
+fn reservation(
+    decision: &policy::Decision,
+    prompt_bound: impl Fn(&Deployment) -> u64,
+    max_output: Option<u32>,
+    choices: Option<u32>,
+) -> u64 {
+    let worst = decision
+        .candidates()
+        .iter()
+        .map(|d| policy::request_worst_case(d, prompt_bound(d), max_output, choices).0)
+        .fold(0.0, f64::max);
+    crate::limits::micros(worst)
+}
+
+/// Counts a request against its caller's limits with its `charge` (none without limits).
 async fn admit(
     ctx: &Ctx,
     snapshot: &Snapshot,
     caller: &Caller,
-    decision: &policy::Decision,
-    prompt_tokens: u64,
-    max_output: Option<u32>,
-    choices: Option<u32>,
+    charge: Option<crate::limits::Charge>,
 ) -> Result<Option<crate::limits::Ticket>, GatewayError> {
-    if caller.limits.is_empty() {
+    let Some(charge) = charge.filter(|_| !caller.limits.is_empty()) else {
         return Ok(None);
-    }
-    let reserve = decision
-        .candidates()
-        .iter()
-        .map(|d| policy::request_worst_case(d, prompt_tokens, max_output, choices).0)
-        .fold(0.0, f64::max);
-    let choices = u64::from(choices.unwrap_or(1));
-    let charge = crate::limits::Charge {
-        tokens: prompt_tokens + u64::from(max_output.unwrap_or(0)) * choices,
-        reserve_micros: crate::limits::micros(reserve),
     };
     match snapshot.limiter.admit(&caller.limits, charge).await {
         Ok(Some((ticket, levels))) => {

@@ -421,3 +421,154 @@ async fn a_key_removed_from_the_file_stops_working_at_the_reload() {
     assert_eq!(post(&gw.base, "sk-client-a2", body()).await.0, 200);
     assert_eq!(post(&gw.base, "sk-client-b", body()).await.0, 200);
 }
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test]
+async fn an_admission_that_reaches_a_stalled_redis_late_reserves_nothing() {
+    use modelgate::limits::{Charge, LimitError, LimitSet, Limiter, ScopeKind, Store};
+    let Some(binary) = Redis::find() else {
+        return;
+    };
+    let redis = Redis::start(binary);
+    let pid = redis.child.as_ref().unwrap().id();
+    let limiter = |mode| {
+        std::sync::Arc::new(Limiter::new(
+            Store::Redis(modelgate::limits::redis_store::RedisStore::new(&redis.url()).unwrap()),
+            mode,
+        ))
+    };
+    let budget = LimitSet {
+        usd_micros_per_day: Some(1_000_000),
+        ..LimitSet::default()
+    };
+    let scopes = modelgate::limits::caller_scopes(None, ("stalled", &budget));
+    assert_eq!(scopes[0].kind, ScopeKind::Tenant);
+    let charge = Charge {
+        tokens: 1,
+        reserve_micros: 900_000,
+        lifetime: Duration::from_secs(60),
+    };
+    for mode in [
+        modelgate::config::spec::StoreErrorMode::Closed,
+        modelgate::config::spec::StoreErrorMode::Open,
+    ] {
+        let one = limiter(mode);
+        // Connected and warm, then Redis stalls while an admission is on its way.
+        drop(
+            one.admit(
+                &scopes,
+                Charge {
+                    reserve_micros: 1,
+                    ..charge
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        signal(pid, "-STOP");
+        let started = Instant::now();
+        let late = one.admit(&scopes, charge).await;
+        assert!(started.elapsed() < Duration::from_secs(3));
+        match mode {
+            modelgate::config::spec::StoreErrorMode::Closed => {
+                assert!(matches!(late, Err(LimitError::Unavailable)))
+            }
+            modelgate::config::spec::StoreErrorMode::Open => {
+                assert!(matches!(late, Ok(None)), "let through uncounted")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        signal(pid, "-CONT");
+        // Redis ran the queued script when it woke, after the gateway's deadline: it did
+        // nothing, so the budget is whole for everyone at once.
+        let other = limiter(mode);
+        let mut admitted = None;
+        for _ in 0..50 {
+            if let Ok(Some(t)) = other.admit(&scopes, charge).await {
+                admitted = Some(t);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (ticket, levels) = admitted.expect("the late admission left a reservation behind");
+        assert_eq!(
+            levels[0].1, 900_000,
+            "only this reservation holds the budget"
+        );
+        drop(ticket);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_gateways_reservations_lapse_with_its_lease_and_retry_after_says_so() {
+    let Some(binary) = Redis::find() else {
+        return;
+    };
+    let redis = Redis::start(binary);
+    let hang = FakeUpstream::start(Script::Hang, Some(CANARY_KEY)).await;
+    let yaml = format!(
+        "reload: {{poll_interval: 0}}\nlimits: {{store: '{}', on_store_error: closed}}\n{}deployments:\n{}",
+        redis.url(),
+        keys_yaml("{usd_per_day: 0.35}", "{usd_per_day: 0.35}"),
+        priced(&hang).replace("}\n", ", timeouts: {first_byte: 60s}}\n"),
+    );
+    let mut doomed = Process::start(&yaml);
+    // Three requests of about $0.10 each hold the tenant's $0.35 on the doomed gateway.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let base = doomed.base.clone();
+        held.push(tokio::spawn(async move {
+            post(&base, "sk-client-a", costly()).await
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hang.seen().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the requests did not reach the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let survivor = Process::start(&yaml);
+    let (status, headers, body) = post(&survivor.base, "sk-client-a", costly()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        headers["retry-after"], "1",
+        "reservations in flight clear in seconds, not at midnight"
+    );
+    signal(doomed.child.id(), "-KILL");
+    let _ = doomed.wait(Duration::from_secs(5));
+    let killed = Instant::now();
+    // Within the lease (10 s), the dead gateway's reservations no longer count.
+    hang.set(Script::Stream {
+        first: Duration::ZERO,
+        every: Duration::ZERO,
+        chunks: 2,
+        end: End::Done,
+    });
+    loop {
+        let (status, _, body) = post(&survivor.base, "sk-client-a", costly()).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429, "{body}");
+        assert!(
+            killed.elapsed() < Duration::from_secs(14),
+            "still refused {} s after the gateway died",
+            killed.elapsed().as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for h in held {
+        h.abort();
+    }
+}

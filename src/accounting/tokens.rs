@@ -11,6 +11,10 @@ use crate::policy::PromptSize;
 
 /// Tokens a chat template adds per message (OpenAI's published rule of thumb).
 const PER_MESSAGE: u64 = 4;
+/// The most a chat template adds per message, and once, in the models the catalog knows
+/// (Llama 3's header and end-of-turn tokens are 5 a message; this leaves room).
+const TEMPLATE_BOUND_PER_MESSAGE: u64 = 16;
+const TEMPLATE_BOUND: u64 = 64;
 
 /// Whether `model` is counted with OpenAI's o200k_base tokenizer.
 pub fn uses_o200k(model: &Model) -> bool {
@@ -35,6 +39,16 @@ impl<'a> PromptText<'a> {
 
     fn messages(&self) -> u64 {
         self.req.messages.len() as u64
+    }
+
+    /// Most prompt tokens `model` can see in this request: exact where the tokenizer is
+    /// known, else one token per byte (no tokenizer in use makes more of a byte) plus a generous
+    /// template overhead per message. What a budget reserves, so spend cannot pass the budget.
+    pub fn upper_bound(&self, model: &Model) -> u64 {
+        if uses_o200k(model) {
+            return *self.o200k.get_or_init(|| self.count_o200k());
+        }
+        self.bytes as u64 + TEMPLATE_BOUND_PER_MESSAGE * self.messages() + TEMPLATE_BOUND
     }
 
     /// The approximation used for models without a known tokenizer.
@@ -94,5 +108,8 @@ mod tests {
         assert_eq!(p.tokens(gpt), 14);
         assert_eq!(p.tokens(llama), 7 + 4);
         assert!(p.bytes() as u64 >= p.tokens(gpt));
+        // The bound a budget reserves: exact for GPT-4o, a token per byte for the rest.
+        assert_eq!(p.upper_bound(gpt), 14);
+        assert_eq!(p.upper_bound(llama), 25 + 16 + 64);
     }
 }

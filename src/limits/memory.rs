@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use super::usage::{Period, Totals, UsageEntry, UsageReport};
 use super::{Charge, Levels, Limit, Refused, Scope, ScopeKind, Windows};
@@ -15,8 +16,8 @@ struct Counters {
     day_micros: u64,
     month: String,
     month_micros: u64,
-    /// Reservations in flight, by ticket.
-    reserved: HashMap<String, u64>,
+    /// Reservations in flight, by ticket: micros, and when the reservation lapses.
+    reserved: HashMap<String, (u64, Instant)>,
 }
 
 impl Counters {
@@ -36,8 +37,10 @@ impl Counters {
         }
     }
 
-    fn reserved(&self) -> u64 {
-        self.reserved.values().sum()
+    /// What reservations hold, once those past their lifetime are dropped.
+    fn reserved(&mut self, now: Instant) -> u64 {
+        self.reserved.retain(|_, (_, until)| *until > now);
+        self.reserved.values().map(|(m, _)| m).sum()
     }
 }
 
@@ -70,12 +73,13 @@ impl MemoryStore {
         id: &str,
     ) -> Result<Levels, Refused> {
         let mut inner = self.lock();
+        let now = Instant::now();
         // Check every scope before counting in any: a refused request counts nowhere.
         for s in scopes {
             let c = inner.counters.entry((s.kind, s.name.clone())).or_default();
             c.roll(w);
             let l = &s.limits;
-            let reserved = c.reserved();
+            let reserved = c.reserved(now);
             let over = [
                 (Limit::RequestsPerMinute, c.requests + 1),
                 (Limit::TokensPerMinute, c.tokens + charge.tokens),
@@ -91,12 +95,20 @@ impl MemoryStore {
             .into_iter()
             .find(|(limit, want)| limit.cap(l).is_some_and(|cap| *want > cap));
             if let Some((limit, _)) = over {
+                let cap = limit.cap(l).unwrap_or(0);
+                let settled = match limit {
+                    Limit::UsdPerDay => c.day_micros,
+                    _ => c.month_micros,
+                };
+                let by_reservations = matches!(limit, Limit::UsdPerDay | Limit::UsdPerMonth)
+                    && reserved > 0
+                    && settled + charge.reserve_micros <= cap;
                 return Err(Refused {
                     kind: s.kind,
                     name: s.name.clone(),
                     limit,
-                    cap: limit.cap(l).unwrap_or(0),
-                    retry_after: limit.reset(w),
+                    cap,
+                    retry_after: super::spend_retry(limit, w, by_reservations),
                 });
             }
         }
@@ -106,8 +118,11 @@ impl MemoryStore {
             c.requests += 1;
             c.tokens += charge.tokens;
             if s.limits.has_spend() {
-                c.reserved.insert(id.to_owned(), charge.reserve_micros);
-                let r = c.reserved();
+                c.reserved.insert(
+                    id.to_owned(),
+                    (charge.reserve_micros, now + charge.lifetime),
+                );
+                let r = c.reserved(now);
                 levels.push((s.clone(), c.day_micros + r, c.month_micros + r));
             }
         }

@@ -137,6 +137,23 @@ pub struct Charge {
     pub tokens: u64,
     /// The worst-case cost, reserved until the request settles.
     pub reserve_micros: u64,
+    /// How long the reservation may live: the request's own time plus a margin. A reservation
+    /// nobody settled or released (a lost release, a late admission) is gone after it; one of
+    /// a gateway that died is gone when its lease lapses (Redis), sooner.
+    pub lifetime: Duration,
+}
+
+/// How much longer than its request a reservation lives.
+pub const RESERVATION_MARGIN: Duration = Duration::from_secs(30);
+
+/// When a refusal by spend may be retried: in a second when reservations in flight are what
+/// fill the budget (they settle or go within seconds), else when the window starts again.
+fn spend_retry(limit: Limit, w: &Windows, reservations_fill_it: bool) -> Duration {
+    if reservations_fill_it {
+        Duration::from_secs(1)
+    } else {
+        limit.reset(w)
+    }
 }
 
 /// A refusal: which scope's which cap, and when to come back.
@@ -366,6 +383,7 @@ impl Limiter {
         let charge = Charge {
             tokens,
             reserve_micros: 0,
+            lifetime: Duration::ZERO,
         };
         let result = match &self.store {
             Store::Memory(m) => Ok(m.admit(scopes, charge, &w, "")),

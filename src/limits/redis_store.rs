@@ -1,7 +1,16 @@
 //! ④ Counters in Redis, shared by every gateway that names the same store. Each admission and
 //! each settlement is one Lua script, so it is atomic across the fleet; every key carries a TTL
-//! a little past its window, and reservations expire on their own if a gateway dies before it
-//! settles them.
+//! a little past its window.
+//!
+//! A reservation lives only as long as its request could: it is scored by the store's clock
+//! plus the request's own lifetime, and an admission the store runs after the gateway gave up
+//! on it (Redis stalled, the script ran late) does nothing, judged by the store's clock inside
+//! the script, so no reservation is ever written that no request owns. And it lives only as
+//! long as its gateway: each gateway holds a lease (`modelgate:lease:<instance>`), renewed every
+//! third of its length, and admissions drop the reservations of instances whose lease lapsed,
+//! so a gateway killed with SIGKILL frees its tenants' budgets within a lease (10 s), not when
+//! its requests would have ended. (Leases are plain keys the scripts read by name: one Redis,
+//! not a Redis Cluster.)
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -13,30 +22,51 @@ use super::{Charge, Levels, Limit, Refused, Scope, Windows};
 
 /// How long a call to Redis may take before the store counts as unreachable.
 const TIMEOUT: Duration = Duration::from_millis(500);
-/// A reservation no gateway settled expires after this long.
-const RESERVATION_TTL_MS: u64 = 3_600_000;
+/// How long a gateway's lease lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(10);
 const MINUTE_TTL_MS: u64 = 120_000;
 const DAY_TTL_MS: u64 = 2 * 86_400_000;
 const MONTH_TTL_MS: u64 = 32 * 86_400_000;
 
 /// Checks every scope, then counts in every scope, or returns the first scope and cap over.
 /// KEYS: per scope, its requests and tokens of this minute, its spend of this day and month,
-/// its reservations (a sorted set of `id:micros` scored by expiry).
-/// ARGV: scopes, now (ms), ticket id, tokens, reserve (micros), then per scope its four caps
-/// (-1 for none). Returns {-1, day, month, …} (levels of the scopes with spend caps), or
-/// {scope index, cap index}.
+/// its reservations (a sorted set of `<instance>-<n>:micros` scored by expiry).
+/// ARGV: scopes, the gateway's deadline for this call (ms since the epoch), ticket id, tokens,
+/// reserve (micros), then per scope its four caps (-1 for none), then the minute TTL, the
+/// reservation's lifetime (ms), the lease (ms) and this gateway's lease key ('' for none).
+/// Returns {-1, day, month, …} (levels of the scopes with spend caps), {-2} when the gateway
+/// had already given up on this call, or {scope index, cap index, 1 when reservations in
+/// flight are what fill the cap}.
 const ADMIT: &str = r"
 local n = tonumber(ARGV[1])
-local now = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[2]) then return {-2} end
 local id = ARGV[3]
 local tokens = tonumber(ARGV[4])
 local reserve = tonumber(ARGV[5])
+local lifetime = tonumber(ARGV[7 + n * 4])
+local lease_ms = tonumber(ARGV[8 + n * 4])
+local lease_key = ARGV[9 + n * 4]
+if lease_key ~= '' then redis.call('SET', lease_key, '1', 'PX', lease_ms) end
+local alive = {}
+local function live(inst)
+  if alive[inst] == nil then
+    alive[inst] = redis.call('EXISTS', 'modelgate:lease:' .. inst) == 1
+  end
+  return alive[inst]
+end
 local function num(k) return tonumber(redis.call('GET', k) or '0') end
 local function reserved(k)
   redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
   local sum = 0
   for _, m in ipairs(redis.call('ZRANGE', k, 0, -1)) do
-    sum = sum + tonumber(string.match(m, ':(%d+)$'))
+    local inst = string.match(m, '^(%x+)%-')
+    if inst and not live(inst) then
+      redis.call('ZREM', k, m)
+    else
+      sum = sum + tonumber(string.match(m, ':(%d+)$'))
+    end
   end
   return sum
 end
@@ -44,13 +74,22 @@ local spent = {}
 for i = 0, n - 1 do
   local k, a = i * 5, 6 + i * 4
   local rpm, tpm, dcap, mcap = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  if rpm >= 0 and num(KEYS[k + 1]) + 1 > rpm then return {i, 0} end
-  if tpm >= 0 and num(KEYS[k + 2]) + tokens > tpm then return {i, 1} end
+  if rpm >= 0 and num(KEYS[k + 1]) + 1 > rpm then return {i, 0, 0} end
+  if tpm >= 0 and num(KEYS[k + 2]) + tokens > tpm then return {i, 1, 0} end
   if dcap >= 0 or mcap >= 0 then
     local r = reserved(KEYS[k + 5])
-    local d, m = num(KEYS[k + 3]) + r, num(KEYS[k + 4]) + r
-    if dcap >= 0 and d + reserve > dcap then return {i, 2} end
-    if mcap >= 0 and m + reserve > mcap then return {i, 3} end
+    local sd, sm = num(KEYS[k + 3]), num(KEYS[k + 4])
+    local d, m = sd + r, sm + r
+    local held = 0
+    if r > 0 then held = 1 end
+    if dcap >= 0 and d + reserve > dcap then
+      if sd + reserve <= dcap then return {i, 2, held} end
+      return {i, 2, 0}
+    end
+    if mcap >= 0 and m + reserve > mcap then
+      if sm + reserve <= mcap then return {i, 3, held} end
+      return {i, 3, 0}
+    end
     spent[i] = {d + reserve, m + reserve}
   end
 end
@@ -62,8 +101,10 @@ for i = 0, n - 1 do
   redis.call('INCRBY', KEYS[k + 2], tokens)
   redis.call('PEXPIRE', KEYS[k + 2], ARGV[6 + n * 4])
   if spent[i] then
-    redis.call('ZADD', KEYS[k + 5], now + tonumber(ARGV[7 + n * 4]), id .. ':' .. reserve)
-    redis.call('PEXPIRE', KEYS[k + 5], ARGV[7 + n * 4])
+    redis.call('ZADD', KEYS[k + 5], now + lifetime, id .. ':' .. reserve)
+    if redis.call('PTTL', KEYS[k + 5]) < lifetime then
+      redis.call('PEXPIRE', KEYS[k + 5], lifetime)
+    end
     table.insert(out, spent[i][1])
     table.insert(out, spent[i][2])
   end
@@ -115,6 +156,9 @@ pub struct RedisStore {
     conn: OnceLock<ConnectionManager>,
     admit: redis::Script,
     finish: redis::Script,
+    lease: Duration,
+    /// Set once the lease's renewal task runs; it ends when this store is dropped.
+    renewing: OnceLock<std::sync::Arc<()>>,
 }
 
 fn scope_key(s: &Scope) -> String {
@@ -135,7 +179,49 @@ impl RedisStore {
             conn: OnceLock::new(),
             admit: redis::Script::new(ADMIT),
             finish: redis::Script::new(FINISH),
+            lease: LEASE,
+            renewing: OnceLock::new(),
         })
+    }
+
+    /// The same store with a lease of another length (tests use short ones).
+    #[must_use]
+    pub fn with_lease(mut self, lease: Duration) -> RedisStore {
+        self.lease = lease;
+        self
+    }
+
+    /// Keeps this gateway's lease alive while the store lives: a renewal every third of the
+    /// lease, from the first admission on.
+    fn renew_lease(&self, key: &str) {
+        if self.renewing.get().is_some() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(mut conn) = self.conn() else {
+            return;
+        };
+        let token = std::sync::Arc::new(());
+        if self.renewing.set(token.clone()).is_err() {
+            return;
+        }
+        let alive = std::sync::Arc::downgrade(&token);
+        drop(token);
+        let (key, lease) = (key.to_owned(), self.lease);
+        rt.spawn(async move {
+            let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                if alive.upgrade().is_none() {
+                    return;
+                }
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&key).arg(1).arg("PX").arg(ms);
+                let _ = tokio::time::timeout(TIMEOUT, cmd.query_async::<()>(&mut conn)).await;
+            }
+        });
     }
 
     pub fn url(&self) -> &str {
@@ -183,8 +269,11 @@ impl RedisStore {
                 .key(format!("{k}:usd:m:{}", w.month))
                 .key(format!("{k}:reserved"));
         }
+        // The gateway waits for this call (`run`) no longer than this; the script does nothing
+        // after it.
+        let not_after = w.now_ms + u64::try_from((TIMEOUT * 2).as_millis()).unwrap_or(0);
         inv.arg(scopes.len())
-            .arg(w.now_ms)
+            .arg(not_after)
             .arg(id)
             .arg(charge.tokens)
             .arg(charge.reserve_micros);
@@ -195,9 +284,27 @@ impl RedisStore {
                 .arg(cap(l.usd_micros_per_day))
                 .arg(cap(l.usd_micros_per_month));
         }
-        inv.arg(MINUTE_TTL_MS).arg(RESERVATION_TTL_MS);
+        // Ticket ids are `<instance>-<n>`: the instance names the lease.
+        let lease_key = id
+            .split_once('-')
+            .map(|(instance, _)| format!("modelgate:lease:{instance}"))
+            .unwrap_or_default();
+        if !lease_key.is_empty() {
+            self.renew_lease(&lease_key);
+        }
+        inv.arg(MINUTE_TTL_MS)
+            .arg(
+                u64::try_from(charge.lifetime.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+            .arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX))
+            .arg(lease_key);
         let out: Vec<i64> = self.run(&inv).await?;
         match out.as_slice() {
+            [-2] => {
+                Err("redis: the admission reached the store after the gateway gave up on it".into())
+            }
             [-1, levels @ ..] => {
                 let spend: Vec<&Scope> = scopes.iter().filter(|s| s.limits.has_spend()).collect();
                 Ok(Ok(spend
@@ -209,7 +316,7 @@ impl RedisStore {
                     })
                     .collect()))
             }
-            [i, which] => {
+            [i, which, held] => {
                 let s = usize::try_from(*i)
                     .ok()
                     .and_then(|i| scopes.get(i))
@@ -225,7 +332,7 @@ impl RedisStore {
                     name: s.name.clone(),
                     limit,
                     cap: limit.cap(&s.limits).unwrap_or(0),
-                    retry_after: limit.reset(w),
+                    retry_after: super::spend_retry(limit, w, *held == 1),
                 }))
             }
             _ => Err("redis: an unexpected answer from the admission script".into()),

@@ -22,6 +22,7 @@ fn charge(tokens: u64, usd: f64) -> Charge {
     Charge {
         tokens,
         reserve_micros: micros(usd),
+        lifetime: Duration::from_secs(60),
     }
 }
 
@@ -109,7 +110,8 @@ fn spend_is_reserved_then_settled_and_resets_by_day_but_not_by_month() {
     m.admit(&s, charge(0, 0.40), &at(0), "b").unwrap();
     let r = m.admit(&s, charge(0, 0.40), &at(0), "c").unwrap_err();
     assert_eq!(r.limit, Limit::UsdPerDay);
-    assert_eq!(r.retry_after, Duration::from_secs(12 * 3600));
+    // Reservations in flight fill it, not spend: they clear in seconds.
+    assert_eq!(r.retry_after, Duration::from_secs(1));
     // They cost $0.05 each in the end: their reservations are released.
     for id in ["a", "b"] {
         m.finish(
@@ -248,4 +250,42 @@ fn refusals_say_which_limit_and_carry_openai_headers() {
     e.headers(&mut h);
     assert_eq!(h["retry-after"], "3600");
     assert_eq!(h["x-ratelimit-reset-usd-micros"], "3600s");
+}
+
+#[test]
+fn a_refusal_by_reservations_in_flight_says_a_second_and_lapsed_ones_free_the_budget() {
+    let store = memory::MemoryStore::default();
+    let w = Windows::now();
+    let s = scope(
+        ScopeKind::Tenant,
+        "t",
+        LimitSet {
+            usd_micros_per_day: Some(micros(1.0)),
+            ..LimitSet::default()
+        },
+    );
+    let scopes = std::slice::from_ref(&s);
+    // Held by a reservation in flight: come back in a second, not at midnight.
+    store.admit(scopes, charge(1, 0.8), &w, "a").unwrap();
+    let r = store.admit(scopes, charge(1, 0.5), &w, "b").unwrap_err();
+    assert_eq!(r.retry_after, Duration::from_secs(1));
+    // Spent for real: the next day.
+    store.release("a", scopes, charge(1, 0.8));
+    store.finish(
+        Some(&("c".to_owned(), scopes.to_vec(), charge(1, 0.0))),
+        &entry("t", "m", 0.8, 1, 1),
+        &w,
+    );
+    let r = store.admit(scopes, charge(1, 0.5), &w, "d").unwrap_err();
+    assert_eq!(r.retry_after, w.to_next_day);
+    // A reservation past its lifetime (nobody settled it) no longer holds the budget.
+    let store = memory::MemoryStore::default();
+    let short = Charge {
+        lifetime: Duration::from_millis(50),
+        ..charge(1, 0.9)
+    };
+    store.admit(scopes, short, &w, "ghost").unwrap();
+    assert!(store.admit(scopes, charge(1, 0.5), &w, "e").is_err());
+    std::thread::sleep(Duration::from_millis(80));
+    store.admit(scopes, charge(1, 0.5), &w, "f").unwrap();
 }
