@@ -216,6 +216,19 @@ where
     let policy = decision.policy.clone();
 
     // ④ Count it against the caller's rates and budgets, reserving what it can cost at most.
+    // With a budget and no `max_tokens`, the upstream is asked for no longer an answer than
+    // the reservation assumed, so what it costs can never pass what was reserved.
+    let mut req = req;
+    if req.max_output_tokens().is_none() && caller.limits.iter().any(|s| s.limits.has_spend()) {
+        req.output_cap = decision
+            .candidates()
+            .iter()
+            .map(|d| policy::worst_output(d, 0, None))
+            .min()
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    // Tokens per minute count the client's `max_tokens`, as OpenAI counts them; the spend
+    // reservation counts the longest answer the upstream may give.
     let max_output = req.max_output_tokens();
     let tokens =
         prompt_estimate + u64::from(max_output.unwrap_or(0)) * u64::from(req.n.unwrap_or(1));
@@ -224,7 +237,7 @@ where
         let reserve = reservation(
             &decision,
             |d| prompt.upper_bound(&d.model),
-            max_output,
+            req.output_limit(),
             req.n,
         );
         let stream = if req.stream {
@@ -778,18 +791,25 @@ pub fn get_model(authed: &Authed<impl Sized>, id: &str) -> Outcome {
     }
 }
 
-/// The most a request can cost, in micros: its worst case on the most expensive deployment it
-/// may reach, with the prompt at `prompt_bound` tokens (an upper bound, never an estimate).
+/// The most a request can cost, in micros, on the most expensive deployment it may reach: the
+/// prompt at `prompt_bound` tokens (an upper bound, never an estimate) and the longest answer
+/// as if the prompt took none of the context window (a loose prompt bound must not shrink
+/// the answer's). More than the price cap's worst case, which estimates: a reservation must
+/// hold whatever happens.
 fn reservation(
     decision: &policy::Decision,
     prompt_bound: impl Fn(&Deployment) -> u64,
     max_output: Option<u32>,
     choices: Option<u32>,
 ) -> u64 {
+    let choices = u64::from(choices.unwrap_or(1));
     let worst = decision
         .candidates()
         .iter()
-        .map(|d| policy::request_worst_case(d, prompt_bound(d), max_output, choices).0)
+        .map(|d| {
+            let out = policy::worst_output(d, 0, max_output) * choices;
+            policy::worst_case_cost(d, prompt_bound(d), out)
+        })
         .fold(0.0, f64::max);
     crate::limits::micros(worst)
 }

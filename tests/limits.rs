@@ -572,3 +572,121 @@ async fn a_killed_gateways_reservations_lapse_with_its_lease_and_retry_after_say
         h.abort();
     }
 }
+
+/// An upstream that bills as much as it can: prompt tokens at two characters a token (hex
+/// text), and an answer as long as the request lets it be (the whole context when it sets no
+/// `max_tokens`).
+async fn greedy_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let uncapped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let u2 = uncapped.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let uncapped = u2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 65536];
+                let body = loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break buf[end + 4..end + 4 + len].to_vec();
+                    }
+                };
+                let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let text = v["messages"][0]["content"].as_str().unwrap_or("");
+                let prompt = text.len() / 2;
+                let completion = match v["max_tokens"].as_u64() {
+                    Some(m) => m,
+                    None => {
+                        uncapped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        1_000_000
+                    }
+                };
+                let answer = json!({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "length"}],
+                    "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt as u64 + completion}})
+                .to_string();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), uncapped)
+}
+
+#[tokio::test]
+async fn spend_never_passes_the_budget_with_hex_prompts_and_no_max_tokens() {
+    let redis = Redis::find().map(Redis::start);
+    for store in ["memory", "redis"] {
+        let url = match (store, &redis) {
+            ("memory", _) => "memory".to_owned(),
+            (_, Some(r)) => r.url(),
+            _ => continue,
+        };
+        let (base, uncapped) = greedy_upstream().await;
+        let gw = Gateway::start(&format!(
+            "reload: {{poll_interval: 0}}\nlimits: {{store: '{url}'}}\n{}deployments:\n  - {{name: greedy, kind: openai-compatible, model: qwen3-8b, base_url: '{base}', price: {{input: 5, output: 5}}}}\n",
+            keys_yaml("{usd_per_day: 1}", "{usd_per_day: 1}"),
+        ))
+        .await;
+        // 8,000 hex characters: 4,000 tokens, where a quarter of the bytes would say 2,000.
+        let hex: String = (0..8000)
+            .map(|i| char::from(b"0123456789abcdef"[i % 16]))
+            .collect();
+        let body = json!({"model": "qwen3-8b", "messages": [{"role": "user", "content": hex}]})
+            .to_string();
+        let calls = (0..400).map(|_| {
+            let (url, body) = (gw.url("/v1/chat/completions"), body.clone());
+            async move {
+                client()
+                    .post(url)
+                    .bearer_auth("sk-client-a")
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        });
+        let statuses = futures_util::future::join_all(calls).await;
+        let ok = statuses.iter().filter(|s| **s == 200).count();
+        assert!(ok >= 1, "{store}: nothing admitted");
+        assert!(
+            statuses.iter().all(|s| matches!(s, 200 | 429)),
+            "{store}: {statuses:?}"
+        );
+        assert_eq!(
+            uncapped.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "{store}: the upstream was not told the answer's limit the reservation assumed"
+        );
+        let spent = metric(&gw.metrics().await, "modelgate_cost_usd_total", &[]);
+        assert!(
+            spent <= 1.0 + 1e-9,
+            "{store}: spent ${spent} of a $1 budget with {ok} requests admitted"
+        );
+        assert!(spent > 0.5, "{store}: the budget was barely used: ${spent}");
+    }
+}

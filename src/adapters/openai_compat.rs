@@ -58,7 +58,15 @@ impl Adapter for OpenAiCompat {
         Ok(UpstreamRequest {
             url: d.chat_url(req.stream)?,
             headers,
-            body: Bytes::from(req.to_openai_body(&d.upstream_model, ep.stream_usage)),
+            body: Bytes::from(req.to_openai_body_capped(
+                &d.upstream_model,
+                ep.stream_usage,
+                if ep.kind == crate::config::spec::Kind::Openai {
+                    "max_completion_tokens"
+                } else {
+                    "max_tokens"
+                },
+            )),
         })
     }
 

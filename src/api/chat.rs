@@ -94,6 +94,9 @@ pub struct ChatRequest {
     pub stream_options: Option<serde_json::Map<String, serde_json::Value>>,
     pub max_tokens: Option<u32>,
     pub max_completion_tokens: Option<u32>,
+    /// Not the client's: the longest answer the gateway lets the upstream give when the client
+    /// set none and a budget reserved for at most this much.
+    pub output_cap: Option<u32>,
     pub n: Option<u32>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
@@ -273,6 +276,11 @@ impl ChatRequest {
         self.max_completion_tokens.or(self.max_tokens)
     }
 
+    /// The longest answer an upstream is asked for: the client's, else the gateway's cap.
+    pub fn output_limit(&self) -> Option<u32> {
+        self.max_output_tokens().or(self.output_cap)
+    }
+
     /// Whether the request uses tool calls.
     pub fn uses_tools(&self) -> bool {
         self.tools
@@ -284,10 +292,22 @@ impl ChatRequest {
     /// deployment's upstream name and, for streams, `stream_options.include_usage` asked for
     /// when the backend supports it, so that streamed traffic is accounted.
     pub fn to_openai_body(&self, upstream_model: &str, ask_stream_usage: bool) -> Vec<u8> {
+        self.to_openai_body_capped(upstream_model, ask_stream_usage, "max_tokens")
+    }
+
+    /// [`Self::to_openai_body`], writing the gateway's output cap (if any) as `cap_field`:
+    /// OpenAI's own API takes only `max_completion_tokens` for its reasoning models.
+    pub fn to_openai_body_capped(
+        &self,
+        upstream_model: &str,
+        ask_stream_usage: bool,
+        cap_field: &'static str,
+    ) -> Vec<u8> {
         let body = OpenAiBody {
             req: self,
             model: upstream_model,
             ask_stream_usage,
+            cap_field,
         };
         // Serialising owned strings, numbers and raw JSON into a Vec cannot fail.
         serde_json::to_vec(&body).unwrap_or_default()
@@ -745,6 +765,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             stream_options: stream_options.flatten(),
             max_tokens: max_tokens.flatten(),
             max_completion_tokens: max_completion_tokens.flatten(),
+            output_cap: None,
             n: n.flatten(),
             temperature: temperature.flatten(),
             top_p: top_p.flatten(),
@@ -834,6 +855,7 @@ struct OpenAiBody<'a> {
     req: &'a ChatRequest,
     model: &'a str,
     ask_stream_usage: bool,
+    cap_field: &'static str,
 }
 
 impl Serialize for OpenAiBody<'_> {
@@ -857,6 +879,12 @@ impl Serialize for OpenAiBody<'_> {
         }
         if let Some(v) = r.max_completion_tokens {
             m.serialize_entry("max_completion_tokens", &v)?;
+        }
+        if r.max_tokens.is_none()
+            && r.max_completion_tokens.is_none()
+            && let Some(v) = r.output_cap
+        {
+            m.serialize_entry(self.cap_field, &v)?;
         }
         if let Some(v) = r.n {
             m.serialize_entry("n", &v)?;

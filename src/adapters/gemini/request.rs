@@ -144,7 +144,7 @@ pub fn build(req: &ChatRequest) -> Result<Value, AdapterError> {
     if let Some(p) = req.top_p {
         config.insert("topP".into(), json!(p));
     }
-    if let Some(n) = req.max_output_tokens() {
+    if let Some(n) = req.output_limit() {
         config.insert("maxOutputTokens".into(), json!(n));
     }
     let stop = req.stop_list();
