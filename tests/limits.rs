@@ -690,3 +690,188 @@ async fn spend_never_passes_the_budget_with_hex_prompts_and_no_max_tokens() {
         assert!(spent > 0.5, "{store}: the budget was barely used: ${spent}");
     }
 }
+
+/// A small deterministic generator, so a failing run can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[tokio::test]
+async fn spend_never_passes_a_budget_and_reservations_die_with_their_owner_in_both_stores() {
+    use modelgate::config::spec::StoreErrorMode;
+    use modelgate::limits::redis_store::RedisStore;
+    use modelgate::limits::usage::UsageEntry;
+    use modelgate::limits::{Charge, LimitSet, Limiter, Store, Ticket};
+    use std::sync::Arc;
+    const CAP: u64 = 1_000_000;
+    let redis = Redis::find().map(Redis::start);
+    let budget = LimitSet {
+        usd_micros_per_day: Some(CAP),
+        ..LimitSet::default()
+    };
+    let mut cases = 0;
+    let (mut deaths, mut stalls) = (0, 0);
+    for store in ["memory", "redis"] {
+        if store == "redis" && redis.is_none() {
+            continue;
+        }
+        for seed in [
+            0x9e37_79b9_7f4a_7c15u64,
+            0x2545_f491_4f6c_dd1d,
+            0x1234_5678_9abc_def1,
+        ] {
+            cases += 1;
+            let mut rng = Rng(seed);
+            let tenant = format!("prop-{store}-{seed:x}");
+            let scopes = modelgate::limits::caller_scopes(None, (&tenant, &budget));
+            let make = || -> Arc<Limiter> {
+                let s = match (store, &redis) {
+                    ("redis", Some(r)) => Store::Redis(
+                        RedisStore::new(&r.url())
+                            .unwrap()
+                            .with_lease(Duration::from_secs(1)),
+                    ),
+                    _ => Store::Memory(Default::default()),
+                };
+                Arc::new(Limiter::new(s, StoreErrorMode::Closed))
+            };
+            // Two gateways sharing Redis; one process's memory.
+            let first = make();
+            let gateways: Vec<Arc<Limiter>> = if store == "redis" {
+                vec![first.clone(), make()]
+            } else {
+                vec![first.clone()]
+            };
+            let mut dead = vec![false; gateways.len()];
+            let mut held: Vec<(usize, Ticket, u64)> = Vec::new();
+            let mut settled = 0u64;
+            for _ in 0..150 {
+                let g = usize::try_from(rng.below(gateways.len() as u64)).unwrap();
+                match rng.below(10) {
+                    0..=4 if !dead[g] => {
+                        let r = 10_000 + rng.below(190_000);
+                        let charge = Charge {
+                            tokens: 1,
+                            reserve_micros: r,
+                            lifetime: Duration::from_secs(30),
+                        };
+                        if let Ok(Some((t, levels))) = gateways[g].admit(&scopes, charge).await {
+                            assert!(
+                                levels[0].1 <= CAP,
+                                "seed {seed:x}: spend and reservations {} over the budget",
+                                levels[0].1
+                            );
+                            held.push((g, t, r));
+                        }
+                    }
+                    5..=6 if !held.is_empty() => {
+                        let i = usize::try_from(rng.below(held.len() as u64)).unwrap();
+                        let (g, t, r) = held.swap_remove(i);
+                        let cost = rng.below(r + 1);
+                        settled += cost;
+                        gateways[g].finish(
+                            Some(&t),
+                            UsageEntry {
+                                tenant: Arc::from(tenant.as_str()),
+                                model: Arc::from("m"),
+                                openness: "open-weight",
+                                input_tokens: 1,
+                                output_tokens: 1,
+                                cost_micros: cost,
+                            },
+                        );
+                    }
+                    7 if !held.is_empty() => {
+                        // The client left: the ticket is dropped unsettled.
+                        let i = usize::try_from(rng.below(held.len() as u64)).unwrap();
+                        drop(held.swap_remove(i));
+                    }
+                    8 if store == "redis" && g == 1 && !dead[1] && rng.below(4) == 0 => {
+                        // The second gateway dies: its tickets are never settled nor released.
+                        dead[1] = true;
+                        deaths += 1;
+                        gateways[1].simulate_crash();
+                        let (gone, kept): (Vec<_>, Vec<_>) =
+                            held.into_iter().partition(|(g, _, _)| *g == 1);
+                        held = kept;
+                        for (_, t, _) in gone {
+                            std::mem::forget(t);
+                        }
+                    }
+                    9 if store == "redis" && rng.below(8) == 0 => {
+                        // Redis stalls while an admission is on its way: it reserves nothing.
+                        let pid = redis.as_ref().unwrap().child.as_ref().unwrap().id();
+                        signal(pid, "-STOP");
+                        stalls += 1;
+                        let live = dead.iter().position(|d| !d).unwrap();
+                        let charge = Charge {
+                            tokens: 1,
+                            reserve_micros: 50_000,
+                            lifetime: Duration::from_secs(30),
+                        };
+                        assert!(gateways[live].admit(&scopes, charge).await.is_err());
+                        tokio::time::sleep(Duration::from_millis(1200)).await;
+                        signal(pid, "-CONT");
+                    }
+                    _ => {}
+                }
+            }
+            // Everything in flight ends; a dead gateway's reservations lapse with its lease.
+            held.clear();
+            tokio::time::sleep(Duration::from_millis(1600)).await;
+            assert!(
+                settled <= CAP,
+                "seed {seed:x}: settled {settled} over {CAP}"
+            );
+            // What is left of the budget, and not a micro more, is there for a new gateway.
+            // (For memory, the one process's store; for Redis, a gateway that just started.)
+            let fresh = if store == "redis" {
+                make()
+            } else {
+                first.clone()
+            };
+            let rest = CAP - settled;
+            let charge = |r| Charge {
+                tokens: 1,
+                reserve_micros: r,
+                lifetime: Duration::from_secs(30),
+            };
+            let mut keep = None;
+            if rest > 0 {
+                let got = fresh.admit(&scopes, charge(rest)).await;
+                let why = match &got {
+                    Ok(Some(_)) => String::new(),
+                    Ok(None) => "no ticket".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    matches!(got, Ok(Some(_))),
+                    "{store} seed {seed:x}: {rest} left after {settled} settled, but refused: {why}"
+                );
+                keep = got.ok().flatten();
+            }
+            assert!(
+                fresh.admit(&scopes, charge(1)).await.is_err(),
+                "{store} seed {seed:x}: more than the budget admitted"
+            );
+            drop(keep);
+        }
+    }
+    assert!(cases >= 3);
+    if redis.is_some() {
+        assert!(
+            deaths >= 1 && stalls >= 1,
+            "{deaths} deaths, {stalls} stalls"
+        );
+    }
+}

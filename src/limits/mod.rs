@@ -437,6 +437,14 @@ impl Limiter {
         }
     }
 
+    /// Stops this gateway's lease renewal, as a crash would (tests).
+    #[doc(hidden)]
+    pub fn simulate_crash(&self) {
+        if let Store::Redis(r) = &self.store {
+            r.simulate_crash();
+        }
+    }
+
     /// Usage of the current day and month, for every tenant or one.
     pub async fn usage(&self, tenant: Option<&str>) -> Result<UsageReport, LimitError> {
         let w = Windows::now();

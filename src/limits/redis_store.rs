@@ -157,8 +157,10 @@ pub struct RedisStore {
     admit: redis::Script,
     finish: redis::Script,
     lease: Duration,
-    /// Set once the lease's renewal task runs; it ends when this store is dropped.
-    renewing: OnceLock<std::sync::Arc<()>>,
+    /// Held while the lease's renewal task should run; it ends when this is dropped.
+    renewing: std::sync::Mutex<Option<std::sync::Arc<()>>>,
+    /// The renewal task was started (once per store).
+    started: std::sync::atomic::AtomicBool,
 }
 
 fn scope_key(s: &Scope) -> String {
@@ -180,8 +182,21 @@ impl RedisStore {
             admit: redis::Script::new(ADMIT),
             finish: redis::Script::new(FINISH),
             lease: LEASE,
-            renewing: OnceLock::new(),
+            renewing: std::sync::Mutex::new(None),
+            started: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Stops renewing this gateway's lease and makes no more admissions, as a crash would
+    /// (for tests of what the other gateways then see).
+    #[doc(hidden)]
+    pub fn simulate_crash(&self) {
+        self.started
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.renewing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
     }
 
     /// The same store with a lease of another length (tests use short ones).
@@ -194,7 +209,7 @@ impl RedisStore {
     /// Keeps this gateway's lease alive while the store lives: a renewal every third of the
     /// lease, from the first admission on.
     fn renew_lease(&self, key: &str) {
-        if self.renewing.get().is_some() {
+        if self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -204,11 +219,11 @@ impl RedisStore {
             return;
         };
         let token = std::sync::Arc::new(());
-        if self.renewing.set(token.clone()).is_err() {
-            return;
-        }
         let alive = std::sync::Arc::downgrade(&token);
-        drop(token);
+        *self
+            .renewing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
         let (key, lease) = (key.to_owned(), self.lease);
         rt.spawn(async move {
             let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
