@@ -875,3 +875,74 @@ async fn spend_never_passes_a_budget_and_reservations_die_with_their_owner_in_bo
         );
     }
 }
+
+#[tokio::test]
+async fn after_redis_stalls_for_five_seconds_during_a_burst_tenants_under_budget_are_admitted_at_once()
+ {
+    let Some(binary) = Redis::find() else {
+        return;
+    };
+    let redis = Redis::start(binary);
+    let pid = redis.child.as_ref().unwrap().id();
+    let fake = slow_fake(Duration::from_millis(50)).await;
+    for mode in ["closed", "open"] {
+        let yaml = format!(
+            "reload: {{poll_interval: 0}}\nlimits: {{store: '{}', on_store_error: {mode}}}\n{}deployments:\n{}",
+            redis.url(),
+            keys_yaml("{usd_per_day: 1}", "{usd_per_day: 1}"),
+            priced(&fake)
+        );
+        let one = Process::start(&yaml);
+        let two = Process::start(&yaml);
+        // Warm connections, then the store stalls for 5 s under a burst from both gateways.
+        assert_eq!(post(&one.base, "sk-client-a", costly()).await.0, 200);
+        assert_eq!(post(&two.base, "sk-client-b", costly()).await.0, 200);
+        signal(pid, "-STOP");
+        let burst = (0..24).map(|i| {
+            let base = if i % 2 == 0 {
+                one.base.clone()
+            } else {
+                two.base.clone()
+            };
+            let key = if i % 3 == 0 {
+                "sk-client-a"
+            } else {
+                "sk-client-b"
+            };
+            async move { post(&base, key, costly()).await.0 }
+        });
+        let statuses = futures_util::future::join_all(burst).await;
+        for s in &statuses {
+            match mode {
+                "closed" => assert_eq!(*s, 503, "{statuses:?}"),
+                _ => assert_eq!(*s, 200, "{statuses:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        signal(pid, "-CONT");
+        let resumed = Instant::now();
+        // Real spend is a few cents of each $1: both tenants are admitted again within
+        // seconds, not blocked by reservations the stalled burst left behind.
+        for key in ["sk-client-a", "sk-client-b"] {
+            loop {
+                let (status, _, body) = post(&one.base, key, costly()).await;
+                if status == 200 {
+                    break;
+                }
+                assert!(
+                    resumed.elapsed() < Duration::from_secs(5),
+                    "{mode}: {key} still refused {} ms after Redis resumed: {status} {body}",
+                    resumed.elapsed().as_millis()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        for _ in 0..4 {
+            assert_eq!(
+                post(&two.base, "sk-client-a", costly()).await.0,
+                200,
+                "{mode}"
+            );
+        }
+    }
+}
