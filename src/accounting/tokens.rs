@@ -15,6 +15,8 @@ const PER_MESSAGE: u64 = 4;
 /// (Llama 3's header and end-of-turn tokens are 5 a message; this leaves room).
 const TEMPLATE_BOUND_PER_MESSAGE: u64 = 16;
 const TEMPLATE_BOUND: u64 = 64;
+/// The most tokens one image costs in the APIs the catalog knows.
+const IMAGE_BOUND: u64 = 2_000;
 
 /// Whether `model` is counted with OpenAI's o200k_base tokenizer.
 pub fn uses_o200k(model: &Model) -> bool {
@@ -45,10 +47,23 @@ impl<'a> PromptText<'a> {
     /// known, else one token per byte (no tokenizer in use makes more of a byte) plus a generous
     /// template overhead per message. What a budget reserves, so spend cannot pass the budget.
     pub fn upper_bound(&self, model: &Model) -> u64 {
+        // Tool definitions are prompt tokens too, and an image costs more than its URL's
+        // bytes (up to about 1,600 tokens at Anthropic, 765 at OpenAI, 258 at Google).
+        let tools = self.req.tools.as_ref().map_or(0, |t| t.get().len()) as u64;
+        let images: u64 = self
+            .req
+            .messages
+            .iter()
+            .filter_map(|m| match &m.content {
+                Some(Content::Parts(p)) => Some(p.get().matches("\"image_url\"").count() as u64),
+                _ => None,
+            })
+            .sum();
+        let extra = tools + IMAGE_BOUND * images;
         if uses_o200k(model) {
-            return *self.o200k.get_or_init(|| self.count_o200k());
+            return *self.o200k.get_or_init(|| self.count_o200k()) + extra;
         }
-        self.bytes as u64 + TEMPLATE_BOUND_PER_MESSAGE * self.messages() + TEMPLATE_BOUND
+        self.bytes as u64 + TEMPLATE_BOUND_PER_MESSAGE * self.messages() + TEMPLATE_BOUND + extra
     }
 
     /// The approximation used for models without a known tokenizer.
