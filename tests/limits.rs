@@ -755,9 +755,23 @@ async fn spend_never_passes_a_budget_and_reservations_die_with_their_owner_in_bo
             let mut dead = vec![false; gateways.len()];
             let mut held: Vec<(usize, Ticket, u64)> = Vec::new();
             let mut settled = 0u64;
-            for _ in 0..150 {
-                let g = usize::try_from(rng.below(gateways.len() as u64)).unwrap();
-                match rng.below(10) {
+            for step in 0..150 {
+                // Besides the random ones, one stall and one death at fixed steps on Redis.
+                let (forced_stall, forced_death) = (
+                    store == "redis" && step == 75,
+                    store == "redis" && step == 110,
+                );
+                let g = if forced_death {
+                    1
+                } else {
+                    usize::try_from(rng.below(gateways.len() as u64)).unwrap()
+                };
+                let op = match (forced_stall, forced_death) {
+                    (true, _) => 9,
+                    (_, true) => 8,
+                    _ => rng.below(10),
+                };
+                match op {
                     0..=4 if !dead[g] => {
                         let r = 10_000 + rng.below(190_000);
                         let charge = Charge {
@@ -796,7 +810,11 @@ async fn spend_never_passes_a_budget_and_reservations_die_with_their_owner_in_bo
                         let i = usize::try_from(rng.below(held.len() as u64)).unwrap();
                         drop(held.swap_remove(i));
                     }
-                    8 if store == "redis" && g == 1 && !dead[1] && rng.below(4) == 0 => {
+                    8 if store == "redis"
+                        && g == 1
+                        && !dead[1]
+                        && (forced_death || rng.below(4) == 0) =>
+                    {
                         // The second gateway dies: its tickets are never settled nor released.
                         dead[1] = true;
                         deaths += 1;
@@ -808,7 +826,7 @@ async fn spend_never_passes_a_budget_and_reservations_die_with_their_owner_in_bo
                             std::mem::forget(t);
                         }
                     }
-                    9 if store == "redis" && rng.below(8) == 0 => {
+                    9 if store == "redis" && (forced_stall || rng.below(8) == 0) => {
                         // Redis stalls while an admission is on its way: it reserves nothing.
                         let pid = redis.as_ref().unwrap().child.as_ref().unwrap().id();
                         signal(pid, "-STOP");
