@@ -219,14 +219,7 @@ where
     // With a budget and no `max_tokens`, the upstream is asked for no longer an answer than
     // the reservation assumed, so what it costs can never pass what was reserved.
     let mut req = req;
-    if req.max_output_tokens().is_none() && caller.limits.iter().any(|s| s.limits.has_spend()) {
-        req.output_cap = decision
-            .candidates()
-            .iter()
-            .map(|d| policy::worst_output(d, 0, None))
-            .min()
-            .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-    }
+    req.cap_output = caller.limits.iter().any(|s| s.limits.has_spend());
     // Tokens per minute count the client's `max_tokens`, as OpenAI counts them; the spend
     // reservation counts the longest answer the upstream may give.
     let max_output = req.max_output_tokens();
@@ -237,7 +230,7 @@ where
         let reserve = reservation(
             &decision,
             |d| prompt.upper_bound(&d.model),
-            req.output_limit(),
+            max_output,
             req.n,
         );
         let stream = if req.stream {
@@ -469,8 +462,9 @@ where
         let policy = decision.policy.clone();
         // Decide, admit, call, settle: a caller over its limits costs no upstream call.
         let tokens = (req.text_len() as u64).div_ceil(4);
-        // A token per byte at most, whatever the model's tokenizer.
-        let bound = req.text_len() as u64 + 64;
+        // A token per byte at most, whatever the model's tokenizer, and each input's own
+        // special tokens.
+        let bound = req.text_len() as u64 + 16 * req.count() as u64 + 64;
         let charge = crate::limits::Charge {
             tokens,
             reserve_micros: reservation(&decision, |_| bound, Some(0), None),
@@ -808,7 +802,10 @@ fn reservation(
         .iter()
         .map(|d| {
             let out = policy::worst_output(d, 0, max_output) * choices;
-            policy::worst_case_cost(d, prompt_bound(d), out)
+            // The prompt at its dearest rate: writing it to a provider's cache costs more.
+            let p = &d.price;
+            let input = p.cache_write.map_or(p.input, |w| w.max(p.input));
+            (prompt_bound(d) as f64 * input + out as f64 * p.output) / 1e6
         })
         .fold(0.0, f64::max);
     crate::limits::micros(worst)

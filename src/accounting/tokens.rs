@@ -60,10 +60,13 @@ impl<'a> PromptText<'a> {
             })
             .sum();
         let extra = tools + IMAGE_BOUND * images;
+        // A serving template adds its own tokens around each message (vLLM's harmony template
+        // for gpt-oss adds dozens), even where the tokenizer is known.
+        let template = TEMPLATE_BOUND_PER_MESSAGE * self.messages() + TEMPLATE_BOUND;
         if uses_o200k(model) {
-            return *self.o200k.get_or_init(|| self.count_o200k()) + extra;
+            return *self.o200k.get_or_init(|| self.count_o200k()) + template + extra;
         }
-        self.bytes as u64 + TEMPLATE_BOUND_PER_MESSAGE * self.messages() + TEMPLATE_BOUND + extra
+        self.bytes as u64 + template + extra
     }
 
     /// The approximation used for models without a known tokenizer.
@@ -124,7 +127,7 @@ mod tests {
         assert_eq!(p.tokens(llama), 7 + 4);
         assert!(p.bytes() as u64 >= p.tokens(gpt));
         // The bound a budget reserves: exact for GPT-4o, a token per byte for the rest.
-        assert_eq!(p.upper_bound(gpt), 14);
+        assert_eq!(p.upper_bound(gpt), 14 + 16 + 64);
         assert_eq!(p.upper_bound(llama), 25 + 16 + 64);
     }
 }

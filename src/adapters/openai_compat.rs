@@ -61,11 +61,18 @@ impl Adapter for OpenAiCompat {
             body: Bytes::from(req.to_openai_body_capped(
                 &d.upstream_model,
                 ep.stream_usage,
-                if ep.kind == crate::config::spec::Kind::Openai {
-                    "max_completion_tokens"
-                } else {
-                    "max_tokens"
-                },
+                req.output_limit(&d.model).map(|n| {
+                    // OpenAI's models (reasoning ones, wherever they are served) take only
+                    // `max_completion_tokens`; every other server reads `max_tokens`.
+                    let field = if ep.kind == crate::config::spec::Kind::Openai
+                        || d.model.developer == "OpenAI"
+                    {
+                        "max_completion_tokens"
+                    } else {
+                        "max_tokens"
+                    };
+                    (field, n)
+                }),
             )),
         })
     }

@@ -94,9 +94,10 @@ pub struct ChatRequest {
     pub stream_options: Option<serde_json::Map<String, serde_json::Value>>,
     pub max_tokens: Option<u32>,
     pub max_completion_tokens: Option<u32>,
-    /// Not the client's: the longest answer the gateway lets the upstream give when the client
-    /// set none and a budget reserved for at most this much.
-    pub output_cap: Option<u32>,
+    /// Not the client's: the caller has a spend budget, so when the client set no
+    /// `max_tokens`, each upstream is asked for at most its model's longest answer (what the
+    /// reservation assumed).
+    pub cap_output: bool,
     pub n: Option<u32>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
@@ -276,9 +277,14 @@ impl ChatRequest {
         self.max_completion_tokens.or(self.max_tokens)
     }
 
-    /// The longest answer an upstream is asked for: the client's, else the gateway's cap.
-    pub fn output_limit(&self) -> Option<u32> {
-        self.max_output_tokens().or(self.output_cap)
+    /// The longest answer `model` is asked for: the client's, else, for a budgeted caller,
+    /// the model's longest (unknown: the context window bounds it, and the reservation too).
+    pub fn output_limit(&self, model: &crate::catalog::Model) -> Option<u32> {
+        self.max_output_tokens().or(if self.cap_output {
+            model.capabilities.max_output_tokens
+        } else {
+            None
+        })
     }
 
     /// Whether the request uses tool calls.
@@ -292,22 +298,22 @@ impl ChatRequest {
     /// deployment's upstream name and, for streams, `stream_options.include_usage` asked for
     /// when the backend supports it, so that streamed traffic is accounted.
     pub fn to_openai_body(&self, upstream_model: &str, ask_stream_usage: bool) -> Vec<u8> {
-        self.to_openai_body_capped(upstream_model, ask_stream_usage, "max_tokens")
+        self.to_openai_body_capped(upstream_model, ask_stream_usage, None)
     }
 
-    /// [`Self::to_openai_body`], writing the gateway's output cap (if any) as `cap_field`:
-    /// OpenAI's own API takes only `max_completion_tokens` for its reasoning models.
+    /// [`Self::to_openai_body`], with the gateway's output cap (when the client set none) as
+    /// `(field, tokens)`: OpenAI's reasoning models take only `max_completion_tokens`.
     pub fn to_openai_body_capped(
         &self,
         upstream_model: &str,
         ask_stream_usage: bool,
-        cap_field: &'static str,
+        cap: Option<(&'static str, u32)>,
     ) -> Vec<u8> {
         let body = OpenAiBody {
             req: self,
             model: upstream_model,
             ask_stream_usage,
-            cap_field,
+            cap,
         };
         // Serialising owned strings, numbers and raw JSON into a Vec cannot fail.
         serde_json::to_vec(&body).unwrap_or_default()
@@ -765,7 +771,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             stream_options: stream_options.flatten(),
             max_tokens: max_tokens.flatten(),
             max_completion_tokens: max_completion_tokens.flatten(),
-            output_cap: None,
+            cap_output: false,
             n: n.flatten(),
             temperature: temperature.flatten(),
             top_p: top_p.flatten(),
@@ -855,7 +861,7 @@ struct OpenAiBody<'a> {
     req: &'a ChatRequest,
     model: &'a str,
     ask_stream_usage: bool,
-    cap_field: &'static str,
+    cap: Option<(&'static str, u32)>,
 }
 
 impl Serialize for OpenAiBody<'_> {
@@ -882,9 +888,9 @@ impl Serialize for OpenAiBody<'_> {
         }
         if r.max_tokens.is_none()
             && r.max_completion_tokens.is_none()
-            && let Some(v) = r.output_cap
+            && let Some((field, v)) = self.cap
         {
-            m.serialize_entry(self.cap_field, &v)?;
+            m.serialize_entry(field, &v)?;
         }
         if let Some(v) = r.n {
             m.serialize_entry("n", &v)?;

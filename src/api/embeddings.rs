@@ -141,6 +141,14 @@ impl EmbeddingsRequest {
         }
     }
 
+    /// How many inputs (each with its own special tokens).
+    pub fn count(&self) -> usize {
+        match &self.input {
+            Input::Texts(t) => t.len(),
+            Input::Tokens(t) => t.len(),
+        }
+    }
+
     /// The input as OpenAI carries it.
     pub fn input_json(&self) -> serde_json::Value {
         match &self.input {

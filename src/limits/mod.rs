@@ -21,6 +21,13 @@ use crate::config::spec::{DeploymentLimitsSpec, LimitSetSpec, StoreErrorMode};
 pub use usage::{UsageEntry, UsageReport};
 pub use window::Windows;
 
+/// Milliseconds since the epoch, by this machine's clock.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Micro-dollars: spend is counted in integers.
 pub fn micros(usd: f64) -> u64 {
     if usd.is_finite() && usd > 0.0 {
@@ -137,14 +144,15 @@ pub struct Charge {
     pub tokens: u64,
     /// The worst-case cost, reserved until the request settles.
     pub reserve_micros: u64,
-    /// How long the reservation may live: the request's own time plus a margin. A reservation
+    /// How long the reservation may live: the request's own time plus a margin (a stream
+    /// whose client stops reading is cut after `server.write_stall_timeout`, 30 s). A reservation
     /// nobody settled or released (a lost release, a late admission) is gone after it; one of
     /// a gateway that died is gone when its lease lapses (Redis), sooner.
     pub lifetime: Duration,
 }
 
 /// How much longer than its request a reservation lives.
-pub const RESERVATION_MARGIN: Duration = Duration::from_secs(30);
+pub const RESERVATION_MARGIN: Duration = Duration::from_secs(60);
 
 /// When a refusal by spend may be retried: in a second when reservations in flight are what
 /// fill the budget (they settle or go within seconds), else when the window starts again.
@@ -360,7 +368,14 @@ impl Limiter {
                 levels,
             ))),
             Ok(Err(refused)) => Err(LimitError::Refused(refused)),
-            Err(e) => self.admit_failed(&e, None),
+            Err(e) => {
+                // The script may still run (a stalled Redis wakes up): whatever it wrote under
+                // this ticket is taken back, queued behind it.
+                if matches!(self.store, Store::Redis(_)) && charge.reserve_micros > 0 {
+                    self.release(id, scopes.to_vec(), charge);
+                }
+                self.admit_failed(&e, None)
+            }
         }
     }
 

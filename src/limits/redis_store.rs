@@ -161,6 +161,9 @@ pub struct RedisStore {
     renewing: std::sync::Mutex<Option<std::sync::Arc<()>>>,
     /// The renewal task was started (once per store).
     started: std::sync::atomic::AtomicBool,
+    /// Redis' clock minus this machine's, in ms, as last measured: deadlines sent to the
+    /// scripts are on Redis' clock.
+    offset_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 fn scope_key(s: &Scope) -> String {
@@ -184,6 +187,7 @@ impl RedisStore {
             lease: LEASE,
             renewing: std::sync::Mutex::new(None),
             started: std::sync::atomic::AtomicBool::new(false),
+            offset_ms: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0)),
         })
     }
 
@@ -224,17 +228,42 @@ impl RedisStore {
             .renewing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
-        let (key, lease) = (key.to_owned(), self.lease);
+        let (key, lease, offset) = (key.to_owned(), self.lease, self.offset_ms.clone());
         rt.spawn(async move {
             let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
             loop {
-                tokio::time::sleep(lease / 3).await;
                 if alive.upgrade().is_none() {
                     return;
                 }
+                // Redis' clock against ours, for the scripts' deadlines.
+                let asked = super::unix_ms();
+                let time = tokio::time::timeout(
+                    TIMEOUT,
+                    redis::cmd("TIME").query_async::<(u64, u64)>(&mut conn),
+                )
+                .await;
+                if let Ok(Ok((secs, micros))) = time {
+                    let answered = super::unix_ms();
+                    let theirs = secs * 1000 + micros / 1000;
+                    let ours = asked.midpoint(answered);
+                    offset.store(
+                        i64::try_from(theirs).unwrap_or(0) - i64::try_from(ours).unwrap_or(0),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(&key).arg(1).arg("PX").arg(ms);
-                let _ = tokio::time::timeout(TIMEOUT, cmd.query_async::<()>(&mut conn)).await;
+                let renewed = matches!(
+                    tokio::time::timeout(TIMEOUT, cmd.query_async::<()>(&mut conn)).await,
+                    Ok(Ok(()))
+                );
+                // A failed renewal is tried again soon: two lost ones must not lapse the lease.
+                let wait = if renewed {
+                    lease / 3
+                } else {
+                    (lease / 3).min(Duration::from_millis(500))
+                };
+                tokio::time::sleep(wait).await;
             }
         });
     }
@@ -284,9 +313,13 @@ impl RedisStore {
                 .key(format!("{k}:usd:m:{}", w.month))
                 .key(format!("{k}:reserved"));
         }
-        // The gateway waits for this call (`run`) no longer than this; the script does nothing
-        // after it.
-        let not_after = w.now_ms + u64::try_from((TIMEOUT * 2).as_millis()).unwrap_or(0);
+        // The gateway stops waiting for this call after TIMEOUT; the script does nothing after
+        // (a little before) that, judged on Redis' clock.
+        let offset = self.offset_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let not_after = w
+            .now_ms
+            .saturating_add_signed(offset)
+            .saturating_add(u64::try_from(TIMEOUT.as_millis()).unwrap_or(0) - 100);
         inv.arg(scopes.len())
             .arg(not_after)
             .arg(id)

@@ -128,7 +128,7 @@ pub fn build(req: &ChatRequest, d: &Deployment) -> Result<Value, AdapterError> {
     let mut out = Map::new();
     out.insert("model".into(), json!(d.upstream_model));
     let max_tokens = req
-        .output_limit()
+        .max_output_tokens()
         .or(d.model.capabilities.max_output_tokens)
         .unwrap_or(DEFAULT_MAX_TOKENS);
     out.insert("max_tokens".into(), json!(max_tokens));

@@ -31,7 +31,7 @@ impl Adapter for Gemini {
         req: &ChatRequest,
         d: &Deployment,
     ) -> Result<UpstreamRequest, AdapterError> {
-        let body = request::build(req)?;
+        let body = request::build(req, &d.model)?;
         let mut headers = vec![(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

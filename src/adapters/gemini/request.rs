@@ -36,7 +36,7 @@ fn extra(req: &ChatRequest, name: &str) -> Option<Value> {
 }
 
 /// The Gemini request for `req`.
-pub fn build(req: &ChatRequest) -> Result<Value, AdapterError> {
+pub fn build(req: &ChatRequest, model: &crate::catalog::Model) -> Result<Value, AdapterError> {
     let mut system = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     // Tool-call id → function name, to name the responses.
@@ -144,7 +144,7 @@ pub fn build(req: &ChatRequest) -> Result<Value, AdapterError> {
     if let Some(p) = req.top_p {
         config.insert("topP".into(), json!(p));
     }
-    if let Some(n) = req.output_limit() {
+    if let Some(n) = req.output_limit(model) {
         config.insert("maxOutputTokens".into(), json!(n));
     }
     let stop = req.stop_list();
