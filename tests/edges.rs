@@ -166,14 +166,7 @@ async fn provider_keys_never_leave_on_any_error_path_of_any_dialect() {
             "{dialect}: the fake was not reached every time"
         );
     }
-    let metrics = c
-        .get(format!("{}/metrics", p.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics().await;
     assert_no_leak("/metrics", &metrics);
     p.signal("-TERM");
     p.wait(Duration::from_secs(10));
@@ -656,14 +649,7 @@ async fn every_request_is_counted_logged_and_released_once_however_it_ends() {
     // The gateway notices the departures as it reads the closed connections: wait for it.
     let mut m = String::new();
     for _ in 0..100 {
-        m = c
-            .get(format!("{}/metrics", p.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        m = p.metrics().await;
         if metric(&m, "modelgate_in_flight_requests", &[]) == 0.0
             && metric(&m, "modelgate_requests_total", &[]) >= f64::from(expected)
         {

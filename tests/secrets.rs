@@ -220,14 +220,7 @@ async fn a_plain_key_in_every_encoding_stays_in_on_the_other_error_paths() {
     }
     assert!(failing.seen().len() >= 2 && !also_failing.seen().is_empty());
     assert!(seen.contains("[redacted]"), "{seen}");
-    let metrics = c
-        .get(format!("{}/metrics", p.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics().await;
     p.signal("-TERM");
     p.wait(Duration::from_secs(10));
     let log = p.log.lock().unwrap().clone();

@@ -750,9 +750,15 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-#[test]
-fn every_attempt_stays_inside_the_allowed_set() {
-    // Paused time: backoff and Retry-After waits pass instantly.
+/// A runtime with paused time (backoff and Retry-After waits pass instantly) and a runner of
+/// `MODELGATE_PROPTEST_CASES` cases, `default` without it.
+fn harness(
+    default: u32,
+) -> (
+    tokio::runtime::Runtime,
+    proptest::test_runner::TestRunner,
+    u32,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -761,12 +767,18 @@ fn every_attempt_stays_inside_the_allowed_set() {
     let cases: u32 = std::env::var("MODELGATE_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        .unwrap_or(default);
+    let runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases,
         failure_persistence: None,
         ..ProptestConfig::default()
     });
+    (rt, runner, cases)
+}
+
+#[test]
+fn every_attempt_stays_inside_the_allowed_set() {
+    let (rt, mut runner, _) = harness(10_000);
     runner
         .run(&world(), |w| check(&w, &rt))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -984,20 +996,7 @@ fn count_reload(attempts_after: bool) {
 
 #[test]
 fn every_attempt_after_a_reload_stays_inside_what_the_reloaded_configuration_allows() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let cases: u32 = std::env::var("MODELGATE_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3_000);
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
+    let (rt, mut runner, cases) = harness(3_000);
     let strategy = world().prop_flat_map(|w| {
         let n = w.models.len();
         (
