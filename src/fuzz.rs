@@ -153,7 +153,7 @@ pub fn response(data: &[u8]) {
 
 fn stream(adapter: &dyn Adapter, req: &ChatRequest, d: &Deployment, front: Front, body: &[u8]) {
     let mut t = adapter.stream_translator(req, d);
-    let mut enc = front.encoder(true, 4);
+    let mut enc = front.encoder(true, 4, None);
     let mut dec = SseDecoder::new(1 << 16);
     let mut out = BytesMut::new();
     let mut events = Vec::new();

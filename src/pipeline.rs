@@ -276,7 +276,10 @@ where
         allowed: &|d: &Deployment| recheck.allows(d),
         gate: Some((&snapshot.limiter, tokens)),
     };
-    let encoder = || front.encoder(req.wants_stream_usage(), prompt_estimate);
+    let output_limit = req
+        .max_output_tokens()
+        .map(|m| u64::from(m) * u64::from(req.n.unwrap_or(1)));
+    let encoder = || front.encoder(req.wants_stream_usage(), prompt_estimate, output_limit);
     let drain = || ctx.deadline();
     let setup = StreamSetup {
         encoder: &encoder,
@@ -316,6 +319,7 @@ where
         attempts: served.failed.len() + 1,
         started,
         prompt_estimate,
+        output_limit,
     };
 
     // ⑦ Respond.
@@ -515,6 +519,7 @@ where
             attempts: served.failed.len() + 1,
             started,
             prompt_estimate: (req.text_len() as u64).div_ceil(4),
+            output_limit: None,
         };
         let usage = served.answer.usage.unwrap_or_else(|| record.estimate(0));
         let cost = record.finish(&ctx.metrics, &usage, None);
@@ -655,6 +660,8 @@ struct Record {
     attempts: usize,
     started: Instant,
     prompt_estimate: u64,
+    /// The most output the request allowed (`max_tokens` × `n`), bounding estimates.
+    output_limit: Option<u64>,
 }
 
 impl Record {
@@ -662,7 +669,7 @@ impl Record {
     fn estimate(&self, output_chars: usize) -> Usage {
         Usage {
             prompt_tokens: self.prompt_estimate,
-            completion_tokens: (output_chars as u64).div_ceil(4),
+            completion_tokens: accounting::tokens::estimate_output(output_chars, self.output_limit),
             estimated: true,
             ..Usage::default()
         }

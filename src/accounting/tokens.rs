@@ -18,6 +18,13 @@ const TEMPLATE_BOUND: u64 = 64;
 /// The most tokens one image costs in the APIs the catalog knows.
 const IMAGE_BOUND: u64 = 2_000;
 
+/// Output tokens estimated from the characters of an answer whose usage the upstream did not
+/// report: a quarter of them, and never more than the request allowed (`max_tokens` × `n`).
+pub fn estimate_output(chars: usize, limit: Option<u64>) -> u64 {
+    let guess = (chars as u64).div_ceil(4);
+    limit.map_or(guess, |l| guess.min(l))
+}
+
 /// Whether `model` is counted with OpenAI's o200k_base tokenizer.
 pub fn uses_o200k(model: &Model) -> bool {
     model.developer == "OpenAI" && !model.id.starts_with("gpt2")

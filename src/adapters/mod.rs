@@ -88,6 +88,12 @@ pub trait Adapter: Send + Sync {
     /// An error answer, translated and sanitised.
     fn parse_error(&self, status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault;
 
+    /// How long an error answer asks the gateway to wait, where the dialect says it in the
+    /// body rather than in `Retry-After` (Gemini's `RetryInfo`), as a `Retry-After` value.
+    fn retry_after_in_body(&self, _body: &[u8]) -> Option<http::HeaderValue> {
+        None
+    }
+
     /// A translator for one streamed answer.
     fn stream_translator(&self, req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator>;
 
@@ -187,6 +193,7 @@ pub fn run_stream(
     let mut enc = front.encoder(
         req.wants_stream_usage(),
         (req.text_len() as u64).div_ceil(4),
+        None,
     );
     let mut dec = crate::stream::sse::SseDecoder::new(1 << 20);
     let mut out = BytesMut::new();

@@ -32,11 +32,14 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
+/// An Anthropic message id: an Anthropic upstream's own (`msg_…`, which may reach here as
+/// `chatcmpl-msg_…`) as it is, any other id with `msg_` in front of it once.
 fn message_id(id: &str) -> String {
-    if id.starts_with("msg_") {
-        id.to_owned()
+    let bare = id.strip_prefix("chatcmpl-").unwrap_or(id);
+    if bare.starts_with("msg_") {
+        bare.to_owned()
     } else {
-        format!("msg_{}", id.trim_start_matches("chatcmpl-"))
+        format!("msg_{bare}")
     }
 }
 
@@ -116,10 +119,11 @@ pub struct AnthropicEncoder {
     tool_blocks: Vec<(u32, u32)>,
     finish: Option<FinishReason>,
     prompt_estimate: u64,
+    output_limit: Option<u64>,
 }
 
 impl AnthropicEncoder {
-    pub fn new(prompt_estimate: u64) -> Self {
+    pub fn new(prompt_estimate: u64, output_limit: Option<u64>) -> Self {
         AnthropicEncoder {
             started: false,
             open: None,
@@ -127,6 +131,7 @@ impl AnthropicEncoder {
             tool_blocks: Vec::new(),
             finish: None,
             prompt_estimate,
+            output_limit,
         }
     }
 
@@ -228,7 +233,10 @@ impl Encoder for AnthropicEncoder {
         self.close(out);
         let usage = end.usage.unwrap_or(Usage {
             prompt_tokens: self.prompt_estimate,
-            completion_tokens: (end.output_chars as u64).div_ceil(4),
+            completion_tokens: crate::accounting::tokens::estimate_output(
+                end.output_chars,
+                self.output_limit,
+            ),
             estimated: true,
             ..Usage::default()
         });
@@ -248,5 +256,16 @@ impl Encoder for AnthropicEncoder {
             "error",
             &json!({"type": "error", "error": {"type": error_type(e.kind), "message": e.message}}),
         );
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    #[test]
+    fn message_ids_are_prefixed_once() {
+        assert_eq!(super::message_id("chatcmpl-msg_01A"), "msg_01A");
+        assert_eq!(super::message_id("msg_01A"), "msg_01A");
+        assert_eq!(super::message_id("chatcmpl-abc"), "msg_abc");
+        assert_eq!(super::message_id("fakeresp"), "msg_fakeresp");
     }
 }

@@ -144,14 +144,24 @@ impl Front {
     }
 
     /// The stream encoder for this format.
+    /// The encoder of a stream in this format; `output_limit` (the request's `max_tokens` ×
+    /// `n`) bounds an estimated output.
     pub fn encoder(
         self,
         wants_usage: bool,
         prompt_estimate: u64,
+        output_limit: Option<u64>,
     ) -> Box<dyn crate::stream::encode::Encoder> {
         match self {
-            Front::OpenAi => Box::new(openai_out::OpenAiEncoder::new(wants_usage, prompt_estimate)),
-            Front::Anthropic => Box::new(anthropic_out::AnthropicEncoder::new(prompt_estimate)),
+            Front::OpenAi => Box::new(openai_out::OpenAiEncoder::new(
+                wants_usage,
+                prompt_estimate,
+                output_limit,
+            )),
+            Front::Anthropic => Box::new(anthropic_out::AnthropicEncoder::new(
+                prompt_estimate,
+                output_limit,
+            )),
         }
     }
 

@@ -135,10 +135,11 @@ pub struct OpenAiEncoder {
     started: bool,
     wants_usage: bool,
     prompt_estimate: u64,
+    output_limit: Option<u64>,
 }
 
 impl OpenAiEncoder {
-    pub fn new(wants_usage: bool, prompt_estimate: u64) -> Self {
+    pub fn new(wants_usage: bool, prompt_estimate: u64, output_limit: Option<u64>) -> Self {
         OpenAiEncoder {
             id: String::new(),
             model: String::new(),
@@ -146,6 +147,7 @@ impl OpenAiEncoder {
             started: false,
             wants_usage,
             prompt_estimate,
+            output_limit,
         }
     }
 
@@ -313,7 +315,10 @@ impl Encoder for OpenAiEncoder {
         if self.wants_usage && !end.usage_relayed {
             let usage = end.usage.unwrap_or(Usage {
                 prompt_tokens: self.prompt_estimate,
-                completion_tokens: (end.output_chars as u64).div_ceil(4),
+                completion_tokens: crate::accounting::tokens::estimate_output(
+                    end.output_chars,
+                    self.output_limit,
+                ),
                 estimated: true,
                 ..Usage::default()
             });

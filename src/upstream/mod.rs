@@ -158,6 +158,8 @@ async fn send(
     let body = read_capped(response, MAX_ERROR_BODY as u64, ep.timeouts.total)
         .await
         .unwrap_or_default();
+    // Some dialects say how long to wait in the body (Gemini's RetryInfo), not in a header.
+    let retry_after = retry_after.or_else(|| adapter.retry_after_in_body(&body));
     Err(AttemptError::Status {
         fault: adapter.parse_error(status, &body, d),
         retry_after,

@@ -63,6 +63,10 @@ impl Adapter for Gemini {
         response::error(status, body, d)
     }
 
+    fn retry_after_in_body(&self, body: &[u8]) -> Option<http::HeaderValue> {
+        response::retry_delay(body)
+    }
+
     fn build_embeddings(
         &self,
         req: &EmbeddingsRequest,

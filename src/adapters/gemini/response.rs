@@ -191,6 +191,29 @@ pub fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
     })
 }
 
+/// The wait a Gemini error asks for: `error.details[]` of `@type`
+/// `type.googleapis.com/google.rpc.RetryInfo` with `retryDelay` (`"1s"`, `"1.5s"`), in whole
+/// seconds rounded up, as a `Retry-After` value.
+pub fn retry_delay(body: &[u8]) -> Option<http::HeaderValue> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let e = match &v {
+        Value::Array(a) => a.first()?.get("error")?,
+        _ => v.get("error")?,
+    };
+    let delay = e.get("details")?.as_array()?.iter().find_map(|d| {
+        (d.get("@type")?.as_str()? == "type.googleapis.com/google.rpc.RetryInfo")
+            .then(|| d.get("retryDelay")?.as_str())
+            .flatten()
+    })?;
+    let secs: f64 = delay.strip_suffix('s')?.parse().ok()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    // Clamped like any Retry-After the gateway reads.
+    let whole = secs.min(86_400.0).ceil() as u64;
+    Some(http::HeaderValue::from(whole))
+}
+
 /// A Gemini error: `{"error":{"code","message","status"}}`, sometimes inside an array.
 pub fn error(status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);

@@ -138,6 +138,7 @@ fn run_stream_as(
     let mut enc = front.encoder(
         req.wants_stream_usage(),
         (req.text_len() as u64).div_ceil(4),
+        None,
     );
     let mut dec = SseDecoder::new(1 << 20);
     let mut events = Vec::new();

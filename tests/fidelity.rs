@@ -1,0 +1,169 @@
+//! End-to-end: what the client formats and the dialects say about an answer stays true across
+//! the translation: estimated usage within what the request allowed, message ids, and the
+//! upstream's stop sequence.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+
+#[tokio::test]
+async fn an_estimated_output_never_passes_the_requests_max_tokens() {
+    // A backend that sends no usage in streams (llama.cpp's server): the gateway estimates.
+    let chunk = |content: &str, finish: Option<&str>| {
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}]})
+        .to_string()
+    };
+    let mut events: Vec<String> = (0..10)
+        .map(|_| chunk("a long run of words ", None))
+        .collect();
+    events.push(chunk("", Some("length")));
+    let fake = FakeUpstream::start(
+        Script::Sse {
+            events,
+            delay: std::time::Duration::ZERO,
+            done: true,
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n{}",
+        deployment("local", "qwen3-8b", &fake).replace("}\n", ", stream_usage: false}\n"),
+    ))
+    .await;
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "qwen3-8b", "stream": true, "max_tokens": 3, "n": 1, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "qwen3-8b", "stream": true, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ] {
+        let r = client()
+            .post(gw.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // Both formats' events, `event:` lines or not: their data.
+        let text = r.text().await.unwrap();
+        let events: Vec<String> = text
+            .split("\n\n")
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(str::to_owned)
+            .collect();
+        let usage: Vec<Value> = events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter_map(|v| v.get("usage").cloned().filter(|u| !u.is_null()))
+            .collect();
+        let out = usage
+            .last()
+            .and_then(|u| u.get("completion_tokens").or(u.get("output_tokens")))
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("{path}: no usage in {events:?}"));
+        assert!(
+            (1..=3).contains(&out),
+            "{path}: {out} output tokens for max_tokens 3"
+        );
+    }
+    // What the gateway counted (metrics, budgets) is bounded the same way.
+    let counted = metric(
+        &gw.metrics().await,
+        "modelgate_tokens_total",
+        &[("direction", "output")],
+    );
+    assert!(
+        counted <= 6.0,
+        "{counted} output tokens counted for two requests of 3"
+    );
+    assert_eq!(fake.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn an_anthropic_message_id_is_prefixed_once() {
+    let fake = FakeUpstream::start(
+        Script::Ok {
+            text: "hello there".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{}/v1', api_key_env: CANARY, locality: remote}}\n",
+        fake.addr
+    ))
+    .await;
+    for stream in [false, true] {
+        let r = client()
+            .post(gw.url("/v1/messages"))
+            .header("content-type", "application/json")
+            .body(json!({"model": "claude-sonnet-4-5", "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert!(text.contains("\"msg_"), "{text}");
+        assert!(!text.contains("msg_msg_"), "stream {stream}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn geminis_retry_info_is_read_where_gemini_puts_it() {
+    let body = json!({"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED",
+    "details": [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests"}]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "6.2s"}
+    ]}});
+    let fake = FakeUpstream::start(
+        Script::Status {
+            status: 429,
+            body,
+            retry_after: None,
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    for (path, front) in [
+        ("/v1/chat/completions", "openai"),
+        ("/v1/messages", "anthropic"),
+    ] {
+        let gw = Gateway::start(&format!(
+            "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: ge, kind: gemini, model: gemini-2.5-flash, base_url: 'http://{}/v1beta', api_key_env: CANARY, locality: remote, retries: {{attempts: 0}}}}\n",
+            fake.addr
+        ))
+        .await;
+        let before = fake.seen().len();
+        for _ in 0..2 {
+            let r = client()
+                .post(gw.url(path))
+                .header("content-type", "application/json")
+                .body(json!({"model": "gemini-2.5-flash", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 429, "{front}");
+            assert_eq!(
+                r.headers()["retry-after"],
+                "7",
+                "{front}: 6.2 s, in whole seconds"
+            );
+        }
+        // The second request was not sent: the deployment cools down for what Gemini asked.
+        assert_eq!(fake.seen().len() - before, 1, "{front}");
+    }
+}
