@@ -167,3 +167,53 @@ async fn geminis_retry_info_is_read_where_gemini_puts_it() {
         assert_eq!(fake.seen().len() - before, 1, "{front}");
     }
 }
+
+#[tokio::test]
+async fn fields_openai_does_not_take_never_reach_openai() {
+    let openai = FakeUpstream::start(Script::Ok { text: "o".into() }, Some(CANARY_KEY)).await;
+    let vllm = FakeUpstream::start(Script::Ok { text: "v".into() }, Some(CANARY_KEY)).await;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: oa, kind: openai, model: gpt-4o, base_url: '{}', api_key_env: CANARY, locality: remote}}\n{}",
+        openai.base_url(),
+        deployment("local", "qwen3-8b", &vllm),
+    ))
+    .await;
+    // Anthropic's top_k from the Messages API, and an OpenAI-format client's top_k.
+    for (path, body) in [
+        (
+            "/v1/messages",
+            json!({"model": "gpt-4o", "max_tokens": 16, "top_k": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "top_k": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ] {
+        let r = client()
+            .post(gw.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("top_k"), "{path}: {text}");
+    }
+    assert!(openai.seen().is_empty(), "OpenAI got a field it refuses");
+    // OpenAI's own fields still go to OpenAI; top_k goes to a server that takes it.
+    let (status, _, v) = chat(
+        &gw,
+        json!({"model": "gpt-4o", "seed": 7, "user": "u1", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(openai.seen()[0].body["seed"], 7);
+    let (status, _, v) = chat(
+        &gw,
+        json!({"model": "qwen3-8b", "top_k": 5, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(vllm.seen()[0].body["top_k"], 5);
+}

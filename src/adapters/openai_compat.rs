@@ -47,6 +47,19 @@ impl Adapter for OpenAiCompat {
         d: &Deployment,
     ) -> Result<UpstreamRequest, AdapterError> {
         let ep = &d.endpoint;
+        // OpenAI's own API refuses arguments it does not define (400 `unrecognized request
+        // argument`); servers such as vLLM, llama.cpp, Ollama and TGI take their own (`top_k`,
+        // `min_p`, …). A field OpenAI does not take is refused here, naming it, rather than sent.
+        if ep.kind == crate::config::spec::Kind::Openai
+            && let Some((k, _)) = req
+                .extra
+                .iter()
+                .find(|(k, _)| !OPENAI_FIELDS.contains(&k.as_str()))
+        {
+            return Err(AdapterError::Unsupported(format!(
+                "'{k}' is not a parameter OpenAI's API takes (it goes to OpenAI-compatible servers such as vLLM, llama.cpp, Ollama and TGI)"
+            )));
+        }
         let mut headers = Vec::with_capacity(2);
         headers.push((
             header::CONTENT_TYPE,
@@ -207,6 +220,31 @@ pub fn error_type(status: StatusCode) -> ErrorType {
         _ => ErrorType::ApiError,
     }
 }
+
+/// The chat completion parameters OpenAI's API defines beyond those the gateway reads itself.
+const OPENAI_FIELDS: &[&str] = &[
+    "audio",
+    "frequency_penalty",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "logprobs",
+    "modalities",
+    "parallel_tool_calls",
+    "prediction",
+    "presence_penalty",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "reasoning_effort",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "store",
+    "top_logprobs",
+    "user",
+    "verbosity",
+    "web_search_options",
+];
 
 /// The message of an error body in any of the shapes OpenAI-compatible servers use:
 /// `{"error":{"message":…}}` (OpenAI, vLLM ≥ 0.10.1), `{"error":"…"}` (Ollama),
