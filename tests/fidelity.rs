@@ -217,3 +217,83 @@ async fn fields_openai_does_not_take_never_reach_openai() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(vllm.seen()[0].body["top_k"], 5);
 }
+
+#[tokio::test]
+async fn an_anthropic_stop_sequence_and_input_count_reach_the_client() {
+    let whole = json!({"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "one two"}], "stop_reason": "stop_sequence", "stop_sequence": "END",
+        "usage": {"input_tokens": 777, "output_tokens": 3}});
+    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}");
+    let stream = vec![
+        ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_02", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 777, "output_tokens": 1}}}),
+        ),
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "one two"}}),
+        ),
+        ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        ev(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "stop_sequence", "stop_sequence": "END"}, "usage": {"output_tokens": 3}}),
+        ),
+        ev("message_stop", json!({"type": "message_stop"})),
+    ];
+    let fake = FakeUpstream::start(Script::Ok { text: "x".into() }, Some(CANARY_KEY)).await;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{}/v1', api_key_env: CANARY, locality: remote}}\n",
+        fake.addr
+    ))
+    .await;
+    let ask = |path: &'static str, stream: bool| {
+        let url = gw.url(path);
+        async move {
+            let r = client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(json!({"model": "claude-sonnet-4-5", "max_tokens": 16, "stream": stream, "stop": ["END"], "stop_sequences": ["END"], "messages": [{"role": "user", "content": "count"}]}).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.text().await.unwrap()
+        }
+    };
+    fake.set(Script::Status {
+        status: 200,
+        body: whole,
+        retry_after: None,
+    });
+    let v: Value = serde_json::from_str(&ask("/v1/messages", false).await).unwrap();
+    assert_eq!(v["stop_reason"], "stop_sequence", "{v}");
+    assert_eq!(v["stop_sequence"], "END", "{v}");
+    assert_eq!(v["usage"]["input_tokens"], 777, "{v}");
+    let v: Value = serde_json::from_str(&ask("/v1/chat/completions", false).await).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    fake.set(Script::Sse {
+        events: stream,
+        delay: std::time::Duration::ZERO,
+        done: false,
+    });
+    let text = ask("/v1/messages", true).await;
+    let data: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    let start = data.iter().find(|d| d["type"] == "message_start").unwrap();
+    assert_eq!(start["message"]["usage"]["input_tokens"], 777, "{text}");
+    let delta = data.iter().find(|d| d["type"] == "message_delta").unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "stop_sequence", "{text}");
+    assert_eq!(delta["delta"]["stop_sequence"], "END", "{text}");
+    let text = ask("/v1/chat/completions", true).await;
+    assert!(text.contains("\"finish_reason\":\"stop\""), "{text}");
+}

@@ -11,6 +11,8 @@ use crate::api::Usage;
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     Stop,
+    /// Stopped at one of the request's stop sequences (OpenAI says `stop`).
+    StopSequence,
     Length,
     ToolCalls,
     ContentFilter,
@@ -19,7 +21,7 @@ pub enum FinishReason {
 impl FinishReason {
     pub fn as_str(self) -> &'static str {
         match self {
-            FinishReason::Stop => "stop",
+            FinishReason::Stop | FinishReason::StopSequence => "stop",
             FinishReason::Length => "length",
             FinishReason::ToolCalls => "tool_calls",
             FinishReason::ContentFilter => "content_filter",
@@ -55,6 +57,8 @@ pub struct Completion {
     pub text: Option<String>,
     pub tool_calls: Vec<ToolCall>,
     pub finish: FinishReason,
+    /// The stop sequence that ended the answer, when the upstream says which.
+    pub stop_sequence: Option<String>,
     pub usage: Usage,
 }
 
@@ -73,6 +77,8 @@ pub enum Piece<'a> {
         name: Option<&'a str>,
         arguments: &'a str,
     },
+    /// The stop sequence the model stopped at (before its `Finish`).
+    StopSequence(&'a str),
     /// The model stopped.
     Finish(FinishReason),
     /// Token counts so far (the last one wins).

@@ -30,6 +30,7 @@ pub fn complete(req: &ChatRequest, model: &str, id: &str, created: u64) -> Compl
         text: Some(text),
         tool_calls: Vec::new(),
         finish: FinishReason::Stop,
+        stop_sequence: None,
         usage,
     }
 }

@@ -614,6 +614,7 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, AdapterError> {
             })
             .collect(),
         finish: FinishReason::from_openai(choice.finish_reason.as_deref().unwrap_or("stop")),
+        stop_sequence: None,
         usage: w.usage.map(Usage::from).unwrap_or_default(),
     })
 }

@@ -12,6 +12,7 @@ use crate::stream::encode::{Encoder, End};
 pub fn stop_reason(f: FinishReason) -> &'static str {
     match f {
         FinishReason::Stop => "end_turn",
+        FinishReason::StopSequence => "stop_sequence",
         FinishReason::Length => "max_tokens",
         FinishReason::ToolCalls => "tool_use",
         FinishReason::ContentFilter => "refusal",
@@ -67,7 +68,7 @@ pub fn message_json(c: &Completion) -> Bytes {
         "model": c.model,
         "content": content,
         "stop_reason": stop_reason(c.finish),
-        "stop_sequence": null,
+        "stop_sequence": c.stop_sequence,
         "usage": usage_json(&c.usage),
     });
     Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
@@ -118,6 +119,9 @@ pub struct AnthropicEncoder {
     /// Block index of each tool call seen, by tool-call index.
     tool_blocks: Vec<(u32, u32)>,
     finish: Option<FinishReason>,
+    stop_sequence: Option<String>,
+    /// Usage the upstream reported before the answer began (Anthropic's `message_start`).
+    reported: Option<Usage>,
     prompt_estimate: u64,
     output_limit: Option<u64>,
 }
@@ -130,6 +134,8 @@ impl AnthropicEncoder {
             next_block: 0,
             tool_blocks: Vec::new(),
             finish: None,
+            stop_sequence: None,
+            reported: None,
             prompt_estimate,
             output_limit,
         }
@@ -144,9 +150,13 @@ impl AnthropicEncoder {
             out,
             "message_start",
             &json!({"type": "message_start", "message": {
-                "id": message_id(id), "type": "message", "role": "assistant", "model": model,
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": self.prompt_estimate, "output_tokens": 0}}}),
+            "id": message_id(id), "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": match &self.reported {
+                // The upstream's own count, in Anthropic's terms, when it gave one.
+                Some(u) => usage_json(u),
+                None => json!({"input_tokens": self.prompt_estimate, "output_tokens": 0}),
+            }}}),
         );
     }
 
@@ -224,7 +234,12 @@ impl Encoder for AnthropicEncoder {
                 }
             }
             Piece::Finish(r) => self.finish = Some(r),
-            Piece::Usage(_) => {}
+            Piece::StopSequence(s) => self.stop_sequence = Some(s.to_owned()),
+            Piece::Usage(u) => {
+                if !self.started {
+                    self.reported = Some(u);
+                }
+            }
         }
     }
 
@@ -244,7 +259,7 @@ impl Encoder for AnthropicEncoder {
         event(
             out,
             "message_delta",
-            &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(stop), "stop_sequence": null},
+            &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(stop), "stop_sequence": self.stop_sequence},
                     "usage": usage_json(&usage)}),
         );
         event(out, "message_stop", &json!({"type": "message_stop"}));

@@ -307,7 +307,7 @@ impl Encoder for OpenAiEncoder {
                 None,
             ),
             Piece::Finish(r) => self.chunk(out, Delta::default(), Some(r)),
-            Piece::Usage(_) => {}
+            Piece::Usage(_) | Piece::StopSequence(_) => {}
         }
     }
 

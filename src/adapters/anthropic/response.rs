@@ -21,6 +21,8 @@ struct Message {
     #[serde(default)]
     stop_reason: Option<String>,
     #[serde(default)]
+    stop_sequence: Option<String>,
+    #[serde(default)]
     usage: WireUsage,
 }
 
@@ -71,7 +73,8 @@ pub fn finish_reason(stop: &str) -> FinishReason {
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
         "tool_use" => FinishReason::ToolCalls,
         "refusal" => FinishReason::ContentFilter,
-        // end_turn, stop_sequence, pause_turn
+        "stop_sequence" => FinishReason::StopSequence,
+        // end_turn, pause_turn
         _ => FinishReason::Stop,
     }
 }
@@ -117,6 +120,7 @@ pub fn parse(body: &[u8]) -> Result<Completion, AdapterError> {
         text: (!text.is_empty()).then_some(text),
         tool_calls,
         finish,
+        stop_sequence: m.stop_sequence,
         usage: m.usage.to_usage(),
     })
 }

@@ -66,6 +66,8 @@ impl StreamTranslator for AnthropicStream {
                 {
                     self.usage.merge(u);
                     self.saw_usage = true;
+                    // The real input count, for the client's own message_start.
+                    enc.piece(Piece::Usage(self.usage.to_usage()), out);
                 }
                 enc.piece(
                     Piece::Start {
@@ -132,6 +134,14 @@ impl StreamTranslator for AnthropicStream {
                 if let Some(u) = e.usage {
                     self.usage.merge(u);
                     self.saw_usage = true;
+                }
+                if let Some(seq) = e
+                    .delta
+                    .as_ref()
+                    .and_then(|d| d.get("stop_sequence"))
+                    .and_then(Value::as_str)
+                {
+                    enc.piece(Piece::StopSequence(seq), out);
                 }
                 if let Some(stop) = e
                     .delta

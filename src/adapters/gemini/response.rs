@@ -159,6 +159,7 @@ pub fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
                 text: None,
                 tool_calls: Vec::new(),
                 finish: FinishReason::ContentFilter,
+                stop_sequence: None,
                 usage,
             });
         }
@@ -187,6 +188,7 @@ pub fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
             })
             .collect(),
         finish: reason,
+        stop_sequence: None,
         usage,
     })
 }
