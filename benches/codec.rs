@@ -142,7 +142,7 @@ fn gemini_stream() -> String {
 fn relay(d: &Deployment, req: &ChatRequest, front: Front, stream: &[u8]) -> usize {
     let adapter = d.kind().adapter().unwrap();
     let mut t = adapter.stream_translator(req, d);
-    let mut enc = front.encoder(true, 4, None);
+    let mut enc = front.encoder(true, 4, None, "m");
     let mut dec = SseDecoder::new(1 << 20);
     let mut out = BytesMut::with_capacity(4096);
     let mut events = Vec::with_capacity(16);

@@ -142,7 +142,7 @@ pub fn response(data: &[u8]) {
     };
     for front in [Front::OpenAi, Front::Anthropic] {
         if let Ok(done) = adapter.parse_response(Bytes::copy_from_slice(body), &req, d) {
-            let _ = front.whole(done.body);
+            let _ = front.whole(done.body, "m");
         }
     }
     let _ = adapter.parse_error(http::StatusCode::BAD_REQUEST, body, d);
@@ -153,7 +153,7 @@ pub fn response(data: &[u8]) {
 
 fn stream(adapter: &dyn Adapter, req: &ChatRequest, d: &Deployment, front: Front, body: &[u8]) {
     let mut t = adapter.stream_translator(req, d);
-    let mut enc = front.encoder(true, 4, None);
+    let mut enc = front.encoder(true, 4, None, "m");
     let mut dec = SseDecoder::new(1 << 16);
     let mut out = BytesMut::new();
     let mut events = Vec::new();

@@ -279,7 +279,14 @@ where
     let output_limit = req
         .max_output_tokens()
         .map(|m| u64::from(m) * u64::from(req.n.unwrap_or(1)));
-    let encoder = || front.encoder(req.wants_stream_usage(), prompt_estimate, output_limit);
+    let encoder = |d: &Deployment| {
+        front.encoder(
+            req.wants_stream_usage(),
+            prompt_estimate,
+            output_limit,
+            &api::answer_model(d, &req.model),
+        )
+    };
     let drain = || ctx.deadline();
     let setup = StreamSetup {
         encoder: &encoder,
@@ -327,7 +334,7 @@ where
         Answer::Complete(done) => {
             let usage = done.usage.unwrap_or_else(|| record.estimate(0));
             let body = front
-                .whole(done.body)
+                .whole(done.body, &api::answer_model(&d, &req.model))
                 .map_err(|e| (GatewayError::Internal(e.to_string()), Some(policy.clone())))?;
             let cost = record.finish(&ctx.metrics, &usage, None);
             let mut res = respond::json(body, &d, &decision);
@@ -336,8 +343,11 @@ where
         }
         Answer::Local(c) => {
             let cost = record.finish(&ctx.metrics, &c.usage, Some(EndReason::Completed));
-            let mut res =
-                respond::frames(respond::local_stream(&c, encoder().as_mut()), &d, &decision);
+            let mut res = respond::frames(
+                respond::local_stream(&c, encoder(&d).as_mut()),
+                &d,
+                &decision,
+            );
             respond::cost(&mut res, cost);
             res
         }

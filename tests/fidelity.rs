@@ -297,3 +297,62 @@ async fn an_anthropic_stop_sequence_and_input_count_reach_the_client() {
     let text = ask("/v1/chat/completions", true).await;
     assert!(text.contains("\"finish_reason\":\"stop\""), "{text}");
 }
+
+#[tokio::test]
+async fn the_answer_names_the_model_as_the_gateway_does() {
+    // The backend calls the model by its own name (llama.cpp: the GGUF file's path).
+    let fake = FakeUpstream::start(
+        Script::Ok {
+            text: "one two three".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n{}",
+        deployment("local", "qwen3-8b", &fake).replace(
+            "upstream_model: up-qwen3-8b",
+            "upstream_model: '/data/models/Qwen3-8B-Q4_K_M.gguf'"
+        ),
+    ))
+    .await;
+    for path in ["/v1/chat/completions", "/v1/messages"] {
+        for stream in [false, true] {
+            let r = client()
+                .post(gw.url(path))
+                .header("content-type", "application/json")
+                .body(json!({"model": "qwen3-8b", "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["x-modelgate-model"], "qwen3-8b");
+            let text = r.text().await.unwrap();
+            assert!(
+                !text.contains("/data/models"),
+                "{path} stream {stream}: {text}"
+            );
+            let bodies: Vec<Value> = if stream {
+                text.split("\n\n")
+                    .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+                    .filter_map(|d| serde_json::from_str(d).ok())
+                    .collect()
+            } else {
+                vec![serde_json::from_str(&text).unwrap()]
+            };
+            let models: Vec<&Value> = bodies
+                .iter()
+                .filter_map(|b| b.get("model").or(b.pointer("/message/model")))
+                .collect();
+            assert!(!models.is_empty(), "{path} stream {stream}: {text}");
+            assert!(
+                models.iter().all(|m| *m == "qwen3-8b"),
+                "{path} stream {stream}: {models:?}"
+            );
+        }
+    }
+    assert_eq!(
+        fake.seen()[0].body["model"],
+        "/data/models/Qwen3-8B-Q4_K_M.gguf"
+    );
+}

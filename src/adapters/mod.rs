@@ -194,6 +194,7 @@ pub fn run_stream(
         req.wants_stream_usage(),
         (req.text_len() as u64).div_ceil(4),
         None,
+        &d.upstream_model,
     );
     let mut dec = crate::stream::sse::SseDecoder::new(1 << 20);
     let mut out = BytesMut::new();

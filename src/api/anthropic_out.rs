@@ -119,6 +119,7 @@ pub struct AnthropicEncoder {
     /// Block index of each tool call seen, by tool-call index.
     tool_blocks: Vec<(u32, u32)>,
     finish: Option<FinishReason>,
+    model: String,
     stop_sequence: Option<String>,
     /// Usage the upstream reported before the answer began (Anthropic's `message_start`).
     reported: Option<Usage>,
@@ -127,8 +128,10 @@ pub struct AnthropicEncoder {
 }
 
 impl AnthropicEncoder {
-    pub fn new(prompt_estimate: u64, output_limit: Option<u64>) -> Self {
+    /// `model` is what the stream names as the model (the backend's own name never shows).
+    pub fn new(prompt_estimate: u64, output_limit: Option<u64>, model: &str) -> Self {
         AnthropicEncoder {
+            model: model.to_owned(),
             started: false,
             open: None,
             next_block: 0,
@@ -141,7 +144,7 @@ impl AnthropicEncoder {
         }
     }
 
-    fn start(&mut self, id: &str, model: &str, out: &mut BytesMut) {
+    fn start(&mut self, id: &str, out: &mut BytesMut) {
         if self.started {
             return;
         }
@@ -150,7 +153,7 @@ impl AnthropicEncoder {
             out,
             "message_start",
             &json!({"type": "message_start", "message": {
-            "id": message_id(id), "type": "message", "role": "assistant", "model": model,
+            "id": message_id(id), "type": "message", "role": "assistant", "model": self.model,
             "content": [], "stop_reason": null, "stop_sequence": null,
             "usage": match &self.reported {
                 // The upstream's own count, in Anthropic's terms, when it gave one.
@@ -187,9 +190,9 @@ impl AnthropicEncoder {
 impl Encoder for AnthropicEncoder {
     fn piece(&mut self, p: Piece<'_>, out: &mut BytesMut) {
         match p {
-            Piece::Start { id, model } => self.start(id, model, out),
+            Piece::Start { id, .. } => self.start(id, out),
             Piece::Text(t) => {
-                self.start("modelgate", "", out);
+                self.start("modelgate", out);
                 let index = match self.open {
                     Some((i, None)) => i,
                     _ => self.open_block(json!({"type": "text", "text": ""}), None, out),
@@ -206,7 +209,7 @@ impl Encoder for AnthropicEncoder {
                 name,
                 arguments,
             } => {
-                self.start("modelgate", "", out);
+                self.start("modelgate", out);
                 let known = self
                     .tool_blocks
                     .iter()
@@ -244,7 +247,7 @@ impl Encoder for AnthropicEncoder {
     }
 
     fn done(&mut self, end: End, out: &mut BytesMut) {
-        self.start("modelgate", "", out);
+        self.start("modelgate", out);
         self.close(out);
         let usage = end.usage.unwrap_or(Usage {
             prompt_tokens: self.prompt_estimate,

@@ -145,39 +145,112 @@ impl Front {
 
     /// The stream encoder for this format.
     /// The encoder of a stream in this format; `output_limit` (the request's `max_tokens` ×
-    /// `n`) bounds an estimated output.
+    /// `n`) bounds an estimated output, and every event names `model` as the model.
     pub fn encoder(
         self,
         wants_usage: bool,
         prompt_estimate: u64,
         output_limit: Option<u64>,
+        model: &str,
     ) -> Box<dyn crate::stream::encode::Encoder> {
         match self {
             Front::OpenAi => Box::new(openai_out::OpenAiEncoder::new(
                 wants_usage,
                 prompt_estimate,
                 output_limit,
+                model,
             )),
             Front::Anthropic => Box::new(anthropic_out::AnthropicEncoder::new(
                 prompt_estimate,
                 output_limit,
+                model,
             )),
         }
     }
 
     /// A whole answer in this format.
+    /// A whole answer in this format, naming `model` as the model that answered.
     pub fn whole(
         self,
         body: crate::adapters::AnswerBody,
+        model: &str,
     ) -> Result<Bytes, crate::adapters::AdapterError> {
         use crate::adapters::AnswerBody;
         Ok(match (self, body) {
-            (Front::OpenAi, AnswerBody::OpenAi(b)) => b,
-            (Front::OpenAi, AnswerBody::Parsed(c)) => openai_out::completion_json(&c),
-            (Front::Anthropic, AnswerBody::OpenAi(b)) => {
-                anthropic_out::message_json(&crate::adapters::openai_compat::parse_completion(&b)?)
+            (Front::OpenAi, AnswerBody::OpenAi(b)) => with_model(&b, model).unwrap_or(b),
+            (Front::OpenAi, AnswerBody::Parsed(mut c)) => {
+                c.model = model.to_owned();
+                openai_out::completion_json(&c)
             }
-            (Front::Anthropic, AnswerBody::Parsed(c)) => anthropic_out::message_json(&c),
+            (Front::Anthropic, AnswerBody::OpenAi(b)) => {
+                let mut c = crate::adapters::openai_compat::parse_completion(&b)?;
+                c.model = model.to_owned();
+                anthropic_out::message_json(&c)
+            }
+            (Front::Anthropic, AnswerBody::Parsed(mut c)) => {
+                c.model = model.to_owned();
+                anthropic_out::message_json(&c)
+            }
         })
+    }
+}
+
+/// The model an answer names: the catalog id of the model that served it, as the response
+/// headers say; for a model the catalog does not know, the name the client asked for (or,
+/// for `auto`, the backend's name without any directory or file extension), never a path.
+pub fn answer_model(d: &crate::config::Deployment, requested: &str) -> String {
+    if !d.model.uncatalogued {
+        return d.model.id.clone();
+    }
+    if requested != crate::config::AUTO && !requested.contains(['/', '\\']) {
+        return requested.to_owned();
+    }
+    let base = d
+        .upstream_model
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(&d.upstream_model);
+    base.strip_suffix(".gguf").unwrap_or(base).to_owned()
+}
+
+/// An OpenAI-format JSON object (a completion or a chunk) with its top-level `model` set to
+/// `model`; `None` when it already says so or has no `model`. The rest of the bytes are kept
+/// as they came.
+pub fn with_model(json: &[u8], model: &str) -> Option<Bytes> {
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        model: Option<&'a serde_json::value::RawValue>,
+    }
+    let probe: Probe<'_> = serde_json::from_slice(json).ok()?;
+    let raw = probe.model?.get();
+    let want = serde_json::to_string(model).ok()?;
+    if raw == want {
+        return None;
+    }
+    let start = (raw.as_ptr() as usize).checked_sub(json.as_ptr() as usize)?;
+    let end = start + raw.len();
+    if end > json.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(json.len() + want.len());
+    out.extend_from_slice(&json[..start]);
+    out.extend_from_slice(want.as_bytes());
+    out.extend_from_slice(&json[end..]);
+    Some(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod model_tests {
+    #[test]
+    fn the_model_field_is_replaced_and_nothing_else() {
+        let b = br#"{"id":"x","model":"/models/Qwen2.5-7B-Instruct-Q4_K_M.gguf","choices":[{"delta":{"content":"model"}}]}"#;
+        let out = super::with_model(b, "qwen2.5-7b-instruct").unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"id":"x","model":"qwen2.5-7b-instruct","choices":[{"delta":{"content":"model"}}]}"#
+        );
+        assert!(super::with_model(&out, "qwen2.5-7b-instruct").is_none());
+        assert!(super::with_model(br#"{"id":"x"}"#, "m").is_none());
     }
 }

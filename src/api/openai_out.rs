@@ -139,10 +139,16 @@ pub struct OpenAiEncoder {
 }
 
 impl OpenAiEncoder {
-    pub fn new(wants_usage: bool, prompt_estimate: u64, output_limit: Option<u64>) -> Self {
+    /// `model` is what every chunk names as the model (the backend's own name never shows).
+    pub fn new(
+        wants_usage: bool,
+        prompt_estimate: u64,
+        output_limit: Option<u64>,
+        model: &str,
+    ) -> Self {
         OpenAiEncoder {
             id: String::new(),
-            model: String::new(),
+            model: model.to_owned(),
             created: crate::upstream::unix_now(),
             started: false,
             wants_usage,
@@ -238,8 +244,6 @@ struct Head {
     id: Option<String>,
     #[serde(default)]
     created: Option<u64>,
-    #[serde(default)]
-    model: Option<String>,
 }
 
 impl Encoder for OpenAiEncoder {
@@ -252,23 +256,24 @@ impl Encoder for OpenAiEncoder {
             // Kept for a chunk the gateway may add at the end.
             if let Ok(h) = serde_json::from_slice::<Head>(data) {
                 self.id = h.id.unwrap_or_default();
-                self.model = h.model.unwrap_or_default();
                 self.created = h.created.unwrap_or(self.created);
             }
             self.started = true;
         }
-        write_data(out, data);
+        match super::with_model(data, &self.model) {
+            Some(renamed) => write_data(out, &renamed),
+            None => write_data(out, data),
+        }
     }
 
     fn piece(&mut self, p: Piece<'_>, out: &mut BytesMut) {
         match p {
-            Piece::Start { id, model } => {
+            Piece::Start { id, .. } => {
                 self.id = if id.starts_with("chatcmpl") {
                     id.to_owned()
                 } else {
                     format!("chatcmpl-{id}")
                 };
-                self.model = model.to_owned();
                 self.started = true;
                 self.chunk(
                     out,

@@ -42,7 +42,8 @@ pub enum Answer {
 
 /// What streams need from the request's side: the client's encoder, and the drain signal.
 pub struct StreamSetup<'a> {
-    pub encoder: &'a (dyn Fn() -> Box<dyn Encoder> + Sync),
+    /// The client's encoder, for the deployment that answers.
+    pub encoder: &'a (dyn Fn(&Deployment) -> Box<dyn Encoder> + Sync),
     pub drain: &'a (dyn Fn() -> Deadline + Sync),
 }
 
@@ -91,7 +92,7 @@ async fn attempt(
         let mut relay = Relay::new(
             Box::pin(response.bytes_stream()),
             adapter.stream_translator(req, d),
-            (setup.encoder)(),
+            (setup.encoder)(d),
             Bounds {
                 max_line: limits.max_sse_line_bytes,
                 idle: t.idle,

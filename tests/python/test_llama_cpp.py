@@ -125,6 +125,8 @@ def test_a_real_completion_with_usage(gateway, llama_server):
         assert r.headers["x-modelgate-provider"] == "llama.cpp"
         assert r.headers["x-modelgate-openness"] == "open-source"
         c = r.parse()
+        # The answer names the model as the gateway does, never the backend's file path.
+        assert c.model == "smollm2-135m-instruct", c.model
         assert c.choices[0].message.content.strip()
         assert c.usage.prompt_tokens > 0 and c.usage.completion_tokens > 0
 
@@ -141,6 +143,7 @@ def test_a_real_stream(gateway, llama_server):
             stream_options={"include_usage": True},
         )
         for chunk in stream:
+            assert chunk.model == "smollm2-135m-instruct", chunk.model
             if chunk.choices and chunk.choices[0].delta.content:
                 pieces.append(chunk.choices[0].delta.content)
             if chunk.usage:

@@ -167,7 +167,8 @@ fn a_whole_answer_with_a_tool_call_and_cache_usage() {
     let done = Anthropic
         .parse_response(Bytes::from_static(answer), &req, &d)
         .unwrap();
-    let openai: Value = serde_json::from_slice(&Front::OpenAi.whole(done.body).unwrap()).unwrap();
+    let openai: Value =
+        serde_json::from_slice(&Front::OpenAi.whole(done.body, "answer-model").unwrap()).unwrap();
     assert_eq!(
         openai["choices"][0],
         json!({"index": 0, "logprobs": null, "finish_reason": "tool_calls", "message": {
@@ -193,7 +194,9 @@ fn a_whole_answer_with_a_tool_call_and_cache_usage() {
             r#"{{"id":"m","model":"x","content":[{{"type":"text","text":"a"}}],"stop_reason":"{stop}","usage":{{"input_tokens":1,"output_tokens":1}}}}"#
         );
         let done = Anthropic.parse_response(Bytes::from(a), &req, &d).unwrap();
-        let v: Value = serde_json::from_slice(&Front::OpenAi.whole(done.body).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&Front::OpenAi.whole(done.body, "answer-model").unwrap())
+                .unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], want, "{stop}");
     }
 }
@@ -277,7 +280,9 @@ fn the_sdk_fixture_stream_becomes_openai_chunks() {
     assert_eq!(usage["completion_tokens"], 65);
     assert!(
         ev.iter()
-            .all(|e| e["id"] == "chatcmpl-msg_019Q" && e["model"] == "claude-sonnet-4-20250514")
+            // The model the answer names is the gateway's (the catalog's), not the snapshot the
+            // upstream reported.
+            .all(|e| e["id"] == "chatcmpl-msg_019Q" && e["model"] == d.upstream_model.as_str())
     );
     assert!(!out.contains("ping"));
 }

@@ -115,7 +115,9 @@ fn the_documented_answer_and_finish_reasons() {
     let done = Gemini
         .parse_response(Bytes::from_static(answer), &req, &d)
         .unwrap();
-    let v: Value = serde_json::from_slice(&Front::OpenAi.whole(done.body).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&Front::OpenAi.whole(done.body, "gemini-2.5-flash").unwrap())
+            .unwrap();
     assert_eq!(
         v["choices"][0]["message"]["content"],
         "It is 21C and sunny."
@@ -132,7 +134,9 @@ fn the_documented_answer_and_finish_reasons() {
     let done = Gemini
         .parse_response(Bytes::from_static(call), &req, &d)
         .unwrap();
-    let v: Value = serde_json::from_slice(&Front::OpenAi.whole(done.body).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&Front::OpenAi.whole(done.body, "gemini-2.5-flash").unwrap())
+            .unwrap();
     assert_eq!(
         v["choices"][0]["finish_reason"], "tool_calls",
         "Gemini says STOP; it is a tool call"
@@ -156,7 +160,9 @@ fn the_documented_answer_and_finish_reasons() {
             r#"{{"candidates": [{{"content": {{"parts": [{{"text": "a"}}]}}, "finishReason": "{reason}"}}]}}"#
         );
         let done = Gemini.parse_response(Bytes::from(a), &req, &d).unwrap();
-        let v: Value = serde_json::from_slice(&Front::OpenAi.whole(done.body).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&Front::OpenAi.whole(done.body, "gemini-2.5-flash").unwrap())
+                .unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], want, "{reason}");
     }
     let malformed = br#"{"candidates": [{"finishReason": "MALFORMED_FUNCTION_CALL"}]}"#;
@@ -169,7 +175,9 @@ fn the_documented_answer_and_finish_reasons() {
     let done = Gemini
         .parse_response(Bytes::from_static(blocked), &req, &d)
         .unwrap();
-    let v: Value = serde_json::from_slice(&Front::OpenAi.whole(done.body).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&Front::OpenAi.whole(done.body, "gemini-2.5-flash").unwrap())
+            .unwrap();
     assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
     assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
 }

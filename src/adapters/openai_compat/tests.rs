@@ -139,6 +139,7 @@ fn run_stream_as(
         req.wants_stream_usage(),
         (req.text_len() as u64).div_ceil(4),
         None,
+        &d.upstream_model,
     );
     let mut dec = SseDecoder::new(1 << 20);
     let mut events = Vec::new();
