@@ -356,3 +356,30 @@ async fn the_answer_names_the_model_as_the_gateway_does() {
         "/data/models/Qwen3-8B-Q4_K_M.gguf"
     );
 }
+
+#[tokio::test]
+async fn max_tokens_zero_warms_anthropics_cache_and_is_refused_elsewhere() {
+    let anthropic = FakeUpstream::start(Script::Ok { text: "".into() }, Some(CANARY_KEY)).await;
+    let other = FakeUpstream::start(Script::Ok { text: "x".into() }, Some(CANARY_KEY)).await;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{}/v1', api_key_env: CANARY, locality: remote}}\n{}",
+        anthropic.addr,
+        deployment("local", "qwen3-8b", &other),
+    ))
+    .await;
+    let ask = |model: &str| {
+        client()
+            .post(gw.url("/v1/messages"))
+            .header("content-type", "application/json")
+            .body(json!({"model": model, "max_tokens": 0, "system": [{"type": "text", "text": "long context", "cache_control": {"type": "ephemeral"}}], "messages": [{"role": "user", "content": "hi"}]}).to_string())
+            .send()
+    };
+    let r = ask("claude-sonnet-4-5").await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(anthropic.seen()[0].body["max_tokens"], 0);
+    let r = ask("qwen3-8b").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("max_tokens"), "{text}");
+    assert!(other.seen().is_empty());
+}

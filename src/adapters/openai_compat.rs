@@ -60,6 +60,9 @@ impl Adapter for OpenAiCompat {
                 "'{k}' is not a parameter OpenAI's API takes (it goes to OpenAI-compatible servers such as vLLM, llama.cpp, Ollama and TGI)"
             )));
         }
+        if req.max_output_tokens() == Some(0) {
+            return Err(prewarm_only());
+        }
         let mut headers = Vec::with_capacity(2);
         headers.push((
             header::CONTENT_TYPE,
@@ -219,6 +222,13 @@ pub fn error_type(status: StatusCode) -> ErrorType {
         400..=499 => ErrorType::InvalidRequestError,
         _ => ErrorType::ApiError,
     }
+}
+
+/// `max_tokens: 0` (from the Messages API) asks only to warm a prompt cache: Anthropic's.
+pub fn prewarm_only() -> AdapterError {
+    AdapterError::Unsupported(
+        "'max_tokens' 0 (warming the prompt cache without an answer) is Anthropic's; this model is served by another API".into(),
+    )
 }
 
 /// The chat completion parameters OpenAI's API defines beyond those the gateway reads itself.

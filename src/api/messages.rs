@@ -260,7 +260,9 @@ pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestE
     let mut out = Map::new();
     out.insert("model".into(), json!(r.model));
     out.insert("messages".into(), Value::Array(messages));
-    out.insert("max_tokens".into(), json!(max_tokens));
+    // `max_tokens: 0` warms Anthropic's prompt cache without an answer; the OpenAI shape this
+    // is parsed through takes no 0, so it is set back after parsing.
+    out.insert("max_tokens".into(), json!(max_tokens.max(1)));
     if let Some(s) = r.stop_sequences.filter(|s| !s.is_empty()) {
         out.insert("stop".into(), json!(s));
     }
@@ -332,7 +334,11 @@ pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestE
     }
     let openai =
         serde_json::to_vec(&Value::Object(out)).map_err(|e| RequestError::Json(e.to_string()))?;
-    ChatRequest::parse(&openai, limits)
+    let mut req = ChatRequest::parse(&openai, limits)?;
+    if max_tokens == 0 {
+        req.max_tokens = Some(0);
+    }
+    Ok(req)
 }
 
 #[cfg(test)]

@@ -101,11 +101,8 @@ fn check_anthropic(
     if !obj.get("model").is_some_and(Value::is_string) {
         return bad("model: Field required");
     }
-    if obj
-        .get("max_tokens")
-        .and_then(Value::as_u64)
-        .is_none_or(|n| n == 0)
-    {
+    // 0 is allowed: Anthropic documents it for warming the prompt cache without an answer.
+    if obj.get("max_tokens").and_then(Value::as_u64).is_none() {
         return bad("max_tokens: Field required");
     }
     if obj

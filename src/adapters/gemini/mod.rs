@@ -31,6 +31,9 @@ impl Adapter for Gemini {
         req: &ChatRequest,
         d: &Deployment,
     ) -> Result<UpstreamRequest, AdapterError> {
+        if req.max_output_tokens() == Some(0) {
+            return Err(crate::adapters::openai_compat::prewarm_only());
+        }
         let body = request::build(req, &d.model)?;
         let mut headers = vec![(
             header::CONTENT_TYPE,
