@@ -383,3 +383,88 @@ async fn max_tokens_zero_warms_anthropics_cache_and_is_refused_elsewhere() {
     assert!(text.contains("max_tokens"), "{text}");
     assert!(other.seen().is_empty());
 }
+
+#[tokio::test]
+async fn structured_output_reaches_every_dialect_in_its_own_terms() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false});
+    let anthropic = FakeUpstream::start(
+        Script::Ok {
+            text: "{\"city\":\"Paris\"}".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let gemini = FakeUpstream::start(
+        Script::Ok {
+            text: "{\"city\":\"Paris\"}".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let compat = FakeUpstream::start(
+        Script::Ok {
+            text: "{\"city\":\"Paris\"}".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{}/v1', api_key_env: CANARY, locality: remote}}\n  - {{name: ge, kind: gemini, model: gemini-2.5-flash, base_url: 'http://{}/v1beta', api_key_env: CANARY, locality: remote}}\n{}",
+        anthropic.addr,
+        gemini.addr,
+        deployment("local", "qwen3-8b", &compat),
+    ))
+    .await;
+    for model in ["claude-sonnet-4-5", "gemini-2.5-flash", "qwen3-8b"] {
+        // From an Anthropic-format client, and from an OpenAI-format one.
+        for (path, body) in [
+            (
+                "/v1/messages",
+                json!({"model": model, "max_tokens": 64, "output_config": {"format": {"type": "json_schema", "schema": schema}}, "messages": [{"role": "user", "content": "Where?"}]}),
+            ),
+            (
+                "/v1/chat/completions",
+                json!({"model": model, "response_format": {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}, "messages": [{"role": "user", "content": "Where?"}]}),
+            ),
+        ] {
+            let r = client()
+                .post(gw.url(path))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                200,
+                "{model} via {path}: {}",
+                r.text().await.unwrap()
+            );
+        }
+    }
+    for s in anthropic.seen() {
+        assert_eq!(
+            s.body["output_config"]["format"]["schema"], schema,
+            "{}",
+            s.body
+        );
+    }
+    for s in gemini.seen() {
+        assert_eq!(
+            s.body["generationConfig"]["responseJsonSchema"], schema,
+            "{}",
+            s.body
+        );
+    }
+    for s in compat.seen() {
+        assert_eq!(
+            s.body["response_format"]["json_schema"]["schema"], schema,
+            "{}",
+            s.body
+        );
+    }
+    assert_eq!(
+        anthropic.seen().len() + gemini.seen().len() + compat.seen().len(),
+        6
+    );
+}

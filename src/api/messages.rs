@@ -34,6 +34,9 @@ struct MessagesRequest {
     tool_choice: Option<InToolChoice>,
     #[serde(default)]
     metadata: Option<InMetadata>,
+    /// `format` (a JSON schema the answer must follow) is read; the rest is not carried.
+    #[serde(default)]
+    output_config: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -331,6 +334,27 @@ pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestE
     }
     if let Some(user) = r.metadata.and_then(|m| m.user_id) {
         out.insert("user".into(), json!(user));
+    }
+    // Structured output: Anthropic's `output_config.format` becomes OpenAI's
+    // `response_format`, which every dialect's adapter carries in its own terms.
+    if let Some(format) = r.output_config.as_ref().and_then(|c| c.get("format")) {
+        match (
+            format.get("type").and_then(Value::as_str),
+            format.get("schema"),
+        ) {
+            (Some("json_schema"), Some(schema)) => {
+                out.insert(
+                    "response_format".into(),
+                    json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
+                );
+            }
+            _ => {
+                return Err(invalid(
+                    "output_config.format",
+                    "'output_config.format' must be {\"type\": \"json_schema\", \"schema\": {…}}",
+                ));
+            }
+        }
     }
     let openai =
         serde_json::to_vec(&Value::Object(out)).map_err(|e| RequestError::Json(e.to_string()))?;

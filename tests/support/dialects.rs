@@ -66,6 +66,7 @@ const ANTHROPIC_FIELDS: &[&str] = &[
     "metadata",
     "thinking",
     "service_tier",
+    "output_config",
 ];
 
 fn check_anthropic(

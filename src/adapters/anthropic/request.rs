@@ -148,6 +148,28 @@ pub fn build(req: &ChatRequest, d: &Deployment) -> Result<Value, AdapterError> {
     if !stop.is_empty() {
         out.insert("stop_sequences".into(), json!(stop));
     }
+    // A JSON schema the answer must follow, in Anthropic's terms; `json_object` (any JSON) has
+    // none and is refused rather than ignored.
+    if let Some(rf) = &req.response_format {
+        let rf: Value = serde_json::from_str(rf.get()).unwrap_or(Value::Null);
+        match (
+            rf.get("type").and_then(Value::as_str),
+            rf.pointer("/json_schema/schema"),
+        ) {
+            (Some("json_schema"), Some(schema)) => {
+                out.insert(
+                    "output_config".into(),
+                    json!({"format": {"type": "json_schema", "schema": schema}}),
+                );
+            }
+            (Some("text"), _) => {}
+            _ => {
+                return Err(unsupported(
+                    "Anthropic models take a response_format of type json_schema (with a schema) only",
+                ));
+            }
+        }
+    }
     if let Some(t) = req.temperature {
         if t > 1.0 {
             return Err(unsupported(
