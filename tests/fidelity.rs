@@ -468,3 +468,74 @@ async fn structured_output_reaches_every_dialect_in_its_own_terms() {
         6
     );
 }
+
+#[tokio::test]
+async fn an_image_a_tool_returned_reaches_every_dialect() {
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    let anthropic = FakeUpstream::start(
+        Script::Ok {
+            text: "a cat".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let gemini = FakeUpstream::start(
+        Script::Ok {
+            text: "a cat".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let compat = FakeUpstream::start(
+        Script::Ok {
+            text: "a cat".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{}/v1', api_key_env: CANARY, locality: remote}}\n  - {{name: ge, kind: gemini, model: gemini-2.5-flash, base_url: 'http://{}/v1beta', api_key_env: CANARY, locality: remote}}\n{}",
+        anthropic.addr,
+        gemini.addr,
+        deployment("local", "mistral-small-3.2-24b-instruct", &compat),
+    ))
+    .await;
+    for model in [
+        "claude-sonnet-4-5",
+        "gemini-2.5-flash",
+        "mistral-small-3.2-24b-instruct",
+    ] {
+        let body = json!({"model": model, "max_tokens": 64,
+        "tools": [{"name": "screenshot", "description": "takes one", "input_schema": {"type": "object", "properties": {}}}],
+        "messages": [
+            {"role": "user", "content": "What is on screen?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "screenshot", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+                {"type": "text", "text": "the screen"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+            ]}]}
+        ]});
+        let r = client()
+            .post(gw.url("/v1/messages"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert_eq!(status, 200, "{model}: {}", r.text().await.unwrap());
+    }
+    for (fake, name) in [
+        (&anthropic, "anthropic"),
+        (&gemini, "gemini"),
+        (&compat, "compat"),
+    ] {
+        let seen = fake.seen();
+        assert_eq!(seen.len(), 1, "{name}");
+        assert!(
+            seen[0].body.to_string().contains(PNG),
+            "{name} got no image: {}",
+            seen[0].body
+        );
+    }
+}

@@ -185,6 +185,15 @@ pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestE
                             }
                             messages
                                 .push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+                            // Images a tool returned (a screenshot) follow the tool's message
+                            // as the user's content, which every dialect takes: never dropped.
+                            if let Some(Value::Array(inner)) = b.get("content") {
+                                for ib in inner {
+                                    if ib.get("type").and_then(Value::as_str) == Some("image") {
+                                        parts.push(image_part(ib, &param)?);
+                                    }
+                                }
+                            }
                         }
                         Some("text") => {
                             let t = b.get("text").and_then(Value::as_str).unwrap_or("");
