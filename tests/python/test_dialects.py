@@ -165,3 +165,63 @@ def test_openai_embeddings(model):
 def test_anthropic_count_tokens(model):
     r = an().messages.count_tokens(model=model, messages=[{"role": "user", "content": "Hello there"}])
     assert r.input_tokens > 0
+
+
+# Translation fidelity (issue 18), each with the official client.
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_answer_names_the_model_the_gateway_chose(model, stream):
+    # The OpenAI-compatible backend calls its model by a file path (tests/sdk.rs sets it).
+    if stream:
+        models = {c.model for c in oa().chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], stream=True)}
+    else:
+        models = {oa().chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}]).model}
+    assert models == {model}
+    m = an().messages.create(model=model, max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    assert m.model == model and not m.id.startswith("msg_msg_")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_an_image_a_tool_returned_is_carried(model):
+    tools = [{"name": "screenshot", "description": "takes one", "input_schema": {"type": "object", "properties": {}}}]
+    png = PNG.split(",", 1)[1]
+    messages = [
+        {"role": "user", "content": "What is on screen?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "screenshot", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+            {"type": "text", "text": "the screen"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}]}]},
+    ]
+    if model not in VISION:
+        # The image is not dropped to make it fit: a text-only model refuses the request.
+        with pytest.raises(anthropic.PermissionDeniedError) as e:
+            an().messages.create(model=model, max_tokens=50, tools=tools, messages=messages)
+        assert "images" in str(e.value)
+        return
+    m = an().messages.create(model=model, max_tokens=50, tools=tools, messages=messages)
+    assert m.content[0].text == "Hello from the fake"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_structured_output_from_both_clients(model):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    m = an().messages.create(model=model, max_tokens=50, messages=[{"role": "user", "content": "Where?"}],
+                             extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}})
+    assert m.content[0].text == "Hello from the fake"
+    c = oa().chat.completions.create(model=model, messages=[{"role": "user", "content": "Where?"}],
+                                     response_format={"type": "json_schema",
+                                                      "json_schema": {"name": "out", "schema": schema}})
+    assert c.choices[0].message.content == "Hello from the fake"
+
+
+def test_max_tokens_zero_warms_anthropic_and_is_refused_elsewhere():
+    m = an().messages.create(model="claude-sonnet-4-5", max_tokens=0,
+                             messages=[{"role": "user", "content": "long shared context"}])
+    assert m.type == "message"
+    with pytest.raises(anthropic.BadRequestError) as e:
+        an().messages.create(model="llama-3.1-8b-instruct", max_tokens=0,
+                             messages=[{"role": "user", "content": "x"}])
+    assert "max_tokens" in str(e.value)
