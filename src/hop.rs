@@ -18,10 +18,17 @@ tokio::task_local! {
     static ARRIVED: Option<HeaderValue>;
 }
 
-/// This process's id: random, so two gateways (or one restarted) never share it.
+/// This process's id: random, so two processes (or one restarted) never share it.
 pub fn instance_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| crate::server::request_id::fresh()[..16].to_owned())
+    ID.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // Without entropy the time still tells a restarted process from the one before it.
+        if getrandom::getrandom(&mut b).is_err() {
+            b = crate::limits::unix_ms().to_le_bytes();
+        }
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    })
 }
 
 /// Whether a request has come back to this gateway, or passed through too many.
