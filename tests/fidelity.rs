@@ -539,3 +539,134 @@ async fn an_image_a_tool_returned_reaches_every_dialect() {
         );
     }
 }
+
+/// The choices of a stream of `chat.completion.chunk`s, reassembled by `index`: each choice's
+/// text, finish reason, and whether its first chunk named the role. Panics on a chunk for a
+/// choice that already finished, or on two finish reasons for one.
+fn choices_of_stream(events: &[String]) -> Vec<(String, String, bool)> {
+    let mut choices: Vec<(String, Option<String>, bool)> = Vec::new();
+    for e in events {
+        let Ok(v) = serde_json::from_str::<Value>(e) else {
+            continue;
+        };
+        for c in v["choices"].as_array().into_iter().flatten() {
+            let i = c["index"].as_u64().unwrap() as usize;
+            if choices.len() <= i {
+                choices.resize(i + 1, (String::new(), None, false));
+            }
+            let (text, finish, role) = &mut choices[i];
+            let delta = &c["delta"];
+            assert!(
+                finish.is_none(),
+                "choice {i} went on after it finished: {e}"
+            );
+            if text.is_empty() && delta["role"] == "assistant" {
+                *role = true;
+            }
+            text.push_str(delta["content"].as_str().unwrap_or(""));
+            if let Some(f) = c["finish_reason"].as_str() {
+                *finish = Some(f.to_owned());
+            }
+        }
+    }
+    choices
+        .into_iter()
+        .map(|(t, f, r)| (t, f.expect("every choice finishes"), r))
+        .collect()
+}
+
+#[tokio::test]
+async fn several_choices_come_back_as_choices_by_index() {
+    let fake = FakeUpstream::start(
+        Script::Ok {
+            text: "one two".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: ge, kind: gemini, model: gemini-2.5-flash, base_url: 'http://{a}/v1beta', api_key_env: CANARY, locality: remote}}\n  - {{name: oa, kind: openai, model: gpt-4o, base_url: 'http://{a}/v1', api_key_env: CANARY, locality: remote}}\n  - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{a}/v1', api_key_env: CANARY, locality: remote}}\n",
+        a = fake.addr
+    ))
+    .await;
+    let want = |n: usize| -> Vec<String> { (0..n).map(|i| nth_text("one two", i)).collect() };
+    for model in ["gemini-2.5-flash", "gpt-4o"] {
+        for n in [2usize, 3] {
+            let before = fake.seen().len();
+            let (status, _, v) = chat(
+                &gw,
+                json!({"model": model, "n": n, "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+            assert_eq!(status, 200, "{model}: {v}");
+            let sent = &fake.seen()[before].body;
+            if model.starts_with("gemini") {
+                assert_eq!(sent["generationConfig"]["candidateCount"], n);
+            } else {
+                assert_eq!(sent["n"], n);
+            }
+            let choices = v["choices"].as_array().unwrap();
+            let got: Vec<String> = choices
+                .iter()
+                .map(|c| c["message"]["content"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(got, want(n), "{model}: {v}");
+            for (i, c) in choices.iter().enumerate() {
+                assert_eq!(c["index"], i, "{model}");
+                assert_eq!(c["finish_reason"], "stop", "{model}");
+            }
+
+            let r = client()
+                .post(gw.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(json!({"model": model, "n": n, "stream": true, "stream_options": {"include_usage": true},
+                    "messages": [{"role": "user", "content": "hi"}]}).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{model}");
+            let events = sse_events(r).await;
+            let choices = choices_of_stream(&events);
+            let texts: Vec<String> = choices.iter().map(|c| c.0.clone()).collect();
+            assert_eq!(texts, want(n), "{model}: {events:?}");
+            assert!(
+                choices.iter().all(|c| c.1 == "stop" && c.2),
+                "{model}: every choice opens with its role and stops once: {events:?}"
+            );
+            assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        }
+    }
+    // A tool call in each of two Gemini candidates: each choice has its own, numbered from 0,
+    // and no two share an id.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let (status, _, v) = chat(
+        &gw,
+        json!({"model": "gemini-2.5-flash", "n": 2, "tools": tools, "tool_choice": "required", "messages": [{"role": "user", "content": "weather?"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let ids: Vec<&str> = (0..2)
+        .map(|i| {
+            let c = &v["choices"][i];
+            assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+            assert_eq!(
+                c["message"]["tool_calls"].as_array().unwrap().len(),
+                1,
+                "{v}"
+            );
+            c["message"]["tool_calls"][0]["id"].as_str().unwrap()
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1], "{v}");
+    // Anthropic answers one choice: n > 1 is refused before anything is sent.
+    let before = fake.seen().len();
+    let (status, _, v) = chat(
+        &gw,
+        json!({"model": "claude-sonnet-4-5", "n": 2, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let message = assert_openai_error(&v)["message"].as_str().unwrap();
+    assert!(message.contains("'n'"), "{v}");
+    assert_eq!(fake.seen().len(), before);
+}

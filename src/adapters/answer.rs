@@ -48,18 +48,53 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
+/// One of a whole answer's choices (OpenAI's `n`; Gemini's candidates).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    pub text: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish: FinishReason,
+    /// The stop sequence that ended the answer, when the upstream says which.
+    pub stop_sequence: Option<String>,
+}
+
+impl Choice {
+    /// A choice of text only.
+    pub fn text(text: Option<String>, finish: FinishReason) -> Choice {
+        Choice {
+            text,
+            tool_calls: Vec::new(),
+            finish,
+            stop_sequence: None,
+        }
+    }
+}
+
+/// What an answer with no choice at all shows (adapters always make one; this keeps the
+/// encoders total).
+static NO_CHOICE: Choice = Choice {
+    text: None,
+    tool_calls: Vec::new(),
+    finish: FinishReason::Stop,
+    stop_sequence: None,
+};
+
 /// A whole answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completion {
     pub id: String,
     pub model: String,
     pub created: u64,
-    pub text: Option<String>,
-    pub tool_calls: Vec<ToolCall>,
-    pub finish: FinishReason,
-    /// The stop sequence that ended the answer, when the upstream says which.
-    pub stop_sequence: Option<String>,
+    /// In index order, at least one.
+    pub choices: Vec<Choice>,
     pub usage: Usage,
+}
+
+impl Completion {
+    /// The first choice: all an Anthropic-format client can ask for.
+    pub fn first(&self) -> &Choice {
+        self.choices.first().unwrap_or(&NO_CHOICE)
+    }
 }
 
 /// One step of a streamed answer.
@@ -67,6 +102,9 @@ pub struct Completion {
 pub enum Piece<'a> {
     /// The answer begins.
     Start { id: &'a str, model: &'a str },
+    /// The pieces that follow belong to choice `n` (0 until one of these says otherwise).
+    /// Only upstreams that answer several choices in one stream (Gemini's candidates) send it.
+    Choice(u32),
     /// More text.
     Text(&'a str),
     /// A tool call begins (`id` and `name` set) or its arguments continue. `index` counts tool

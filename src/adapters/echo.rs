@@ -2,7 +2,7 @@
 //! newcomer with nothing installed see the whole path work, and it says plainly that it is not a
 //! language model. Streams of it are its answer sent word by word.
 
-use super::answer::{Completion, FinishReason};
+use super::answer::{Choice, Completion, FinishReason};
 use crate::api::Usage;
 use crate::api::chat::ChatRequest;
 
@@ -14,23 +14,24 @@ pub fn answer_text(req: &ChatRequest) -> String {
     }
 }
 
-/// The whole answer. Tokens are counted as the words of the answer and a quarter of the
-/// prompt's bytes, the same estimate the gateway uses for models that report nothing.
+/// The whole answer, as many times as the request asked (`n`). Tokens are counted as the words
+/// of the answers and a quarter of the prompt's bytes, the same estimate the gateway uses for
+/// models that report nothing.
 pub fn complete(req: &ChatRequest, model: &str, id: &str, created: u64) -> Completion {
     let text = answer_text(req);
+    let n = req.n.unwrap_or(1).max(1);
     let usage = Usage {
         prompt_tokens: (req.text_len() as u64).div_ceil(4).max(1),
-        completion_tokens: text.split_whitespace().count() as u64,
+        completion_tokens: text.split_whitespace().count() as u64 * u64::from(n),
         ..Usage::default()
     };
     Completion {
         id: id.to_owned(),
         model: model.to_owned(),
         created,
-        text: Some(text),
-        tool_calls: Vec::new(),
-        finish: FinishReason::Stop,
-        stop_sequence: None,
+        choices: (0..n)
+            .map(|_| Choice::text(Some(text.clone()), FinishReason::Stop))
+            .collect(),
         usage,
     }
 }

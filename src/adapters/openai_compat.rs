@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
-use super::answer::{Completion, FinishReason, Piece, ToolCall};
+use super::answer::{Choice, Completion, FinishReason, Piece, ToolCall};
 use super::sanitize::clean_message;
 use super::{
     Adapter, AdapterError, AnswerBody, Completed, Flow, StreamFault, StreamTranslator,
@@ -208,6 +208,7 @@ impl Adapter for OpenAiCompat {
             chars: 0,
             committed: false,
             started: false,
+            choice: 0,
         })
     }
 }
@@ -326,8 +327,10 @@ struct OpenAiStream {
     usage_relayed: bool,
     chars: usize,
     committed: bool,
-    /// For clients of another format: the answer has begun.
+    /// For clients of another format: the answer has begun, and the choice its last piece
+    /// was for.
     started: bool,
+    choice: u32,
 }
 
 #[derive(Deserialize)]
@@ -369,6 +372,8 @@ struct FullChunk {
 
 #[derive(Deserialize)]
 struct FullChoice {
+    #[serde(default)]
+    index: u32,
     #[serde(default)]
     delta: FullDelta,
     #[serde(default)]
@@ -428,6 +433,10 @@ impl OpenAiStream {
             );
         }
         for c in &chunk.choices {
+            if c.index != self.choice {
+                self.choice = c.index;
+                enc.piece(Piece::Choice(c.index), out);
+            }
             if let Some(t) = c.delta.content.as_deref().filter(|t| !t.is_empty()) {
                 enc.piece(Piece::Text(t), out);
             }
@@ -578,6 +587,8 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, AdapterError> {
     }
     #[derive(Deserialize)]
     struct WholeChoice {
+        #[serde(default)]
+        index: u32,
         message: WholeMessage,
         #[serde(default)]
         finish_reason: Option<String>,
@@ -603,28 +614,35 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, AdapterError> {
     }
     let w: Whole =
         serde_json::from_slice(body).map_err(|e| AdapterError::InvalidResponse(e.to_string()))?;
-    let choice = w
-        .choices
-        .into_iter()
-        .next()
-        .ok_or_else(|| AdapterError::InvalidResponse("no choices".into()))?;
+    if w.choices.is_empty() {
+        return Err(AdapterError::InvalidResponse("no choices".into()));
+    }
+    let mut choices = w.choices;
+    choices.sort_by_key(|c| c.index);
     Ok(Completion {
         id: w.id,
         model: w.model,
         created: w.created.unwrap_or_else(crate::upstream::unix_now),
-        text: choice.message.content,
-        tool_calls: choice
-            .message
-            .tool_calls
+        choices: choices
             .into_iter()
-            .map(|t| ToolCall {
-                id: t.id,
-                name: t.function.name,
-                arguments: t.function.arguments,
+            .map(|choice| Choice {
+                text: choice.message.content,
+                tool_calls: choice
+                    .message
+                    .tool_calls
+                    .into_iter()
+                    .map(|t| ToolCall {
+                        id: t.id,
+                        name: t.function.name,
+                        arguments: t.function.arguments,
+                    })
+                    .collect(),
+                finish: FinishReason::from_openai(
+                    choice.finish_reason.as_deref().unwrap_or("stop"),
+                ),
+                stop_sequence: None,
             })
             .collect(),
-        finish: FinishReason::from_openai(choice.finish_reason.as_deref().unwrap_or("stop")),
-        stop_sequence: None,
         usage: w.usage.map(Usage::from).unwrap_or_default(),
     })
 }

@@ -54,11 +54,11 @@ fn input_object(arguments: &str) -> Value {
 
 /// A whole answer as Anthropic's `message`.
 pub fn message_json(c: &Completion) -> Bytes {
-    let mut content = Vec::new();
-    if let Some(t) = c.text.as_deref().filter(|t| !t.is_empty()) {
+    let (first, mut content) = (c.first(), Vec::new());
+    if let Some(t) = first.text.as_deref().filter(|t| !t.is_empty()) {
         content.push(json!({"type": "text", "text": t}));
     }
-    for t in &c.tool_calls {
+    for t in &first.tool_calls {
         content.push(json!({"type": "tool_use", "id": t.id, "name": t.name, "input": input_object(&t.arguments)}));
     }
     let m = json!({
@@ -67,8 +67,8 @@ pub fn message_json(c: &Completion) -> Bytes {
         "role": "assistant",
         "model": c.model,
         "content": content,
-        "stop_reason": stop_reason(c.finish),
-        "stop_sequence": c.stop_sequence,
+        "stop_reason": stop_reason(first.finish),
+        "stop_sequence": first.stop_sequence,
         "usage": usage_json(&c.usage),
     });
     Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
@@ -125,6 +125,9 @@ pub struct AnthropicEncoder {
     reported: Option<Usage>,
     prompt_estimate: u64,
     output_limit: Option<u64>,
+    /// Pieces of a choice other than the first are not this format's: a Messages client
+    /// cannot ask for several, and one upstream sending them anyway must not mix them in.
+    other_choice: bool,
 }
 
 impl AnthropicEncoder {
@@ -141,6 +144,7 @@ impl AnthropicEncoder {
             reported: None,
             prompt_estimate,
             output_limit,
+            other_choice: false,
         }
     }
 
@@ -189,8 +193,17 @@ impl AnthropicEncoder {
 
 impl Encoder for AnthropicEncoder {
     fn piece(&mut self, p: Piece<'_>, out: &mut BytesMut) {
+        if self.other_choice
+            && matches!(
+                p,
+                Piece::Text(_) | Piece::ToolCall { .. } | Piece::StopSequence(_) | Piece::Finish(_)
+            )
+        {
+            return;
+        }
         match p {
             Piece::Start { id, .. } => self.start(id, out),
+            Piece::Choice(n) => self.other_choice = n != 0,
             Piece::Text(t) => {
                 self.start("modelgate", out);
                 let index = match self.open {

@@ -56,7 +56,7 @@ struct WholeAnswer<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: [WholeChoice<'a>; 1],
+    choices: Vec<WholeChoice<'a>>,
     usage: WireUsage,
 }
 
@@ -98,28 +98,33 @@ pub fn completion_json(c: &Completion) -> Bytes {
         object: "chat.completion",
         created: c.created,
         model: &c.model,
-        choices: [WholeChoice {
-            index: 0,
-            message: AnswerMessage {
-                role: "assistant",
-                content: c.text.as_deref(),
-                refusal: None,
-                tool_calls: c
-                    .tool_calls
-                    .iter()
-                    .map(|t| WireToolCall {
-                        id: &t.id,
-                        kind: "function",
-                        function: WireFunction {
-                            name: &t.name,
-                            arguments: &t.arguments,
-                        },
-                    })
-                    .collect(),
-            },
-            logprobs: None,
-            finish_reason: c.finish.as_str(),
-        }],
+        choices: c
+            .choices
+            .iter()
+            .zip(0..)
+            .map(|(choice, index)| WholeChoice {
+                index,
+                message: AnswerMessage {
+                    role: "assistant",
+                    content: choice.text.as_deref(),
+                    refusal: None,
+                    tool_calls: choice
+                        .tool_calls
+                        .iter()
+                        .map(|t| WireToolCall {
+                            id: &t.id,
+                            kind: "function",
+                            function: WireFunction {
+                                name: &t.name,
+                                arguments: &t.arguments,
+                            },
+                        })
+                        .collect(),
+                },
+                logprobs: None,
+                finish_reason: choice.finish.as_str(),
+            })
+            .collect(),
         usage: (&c.usage).into(),
     };
     Bytes::from(serde_json::to_vec(&answer).unwrap_or_default())
@@ -136,6 +141,10 @@ pub struct OpenAiEncoder {
     wants_usage: bool,
     prompt_estimate: u64,
     output_limit: Option<u64>,
+    /// The choice the pieces are for now, and the choices whose first chunk (the role) went
+    /// out, as bits (`n` is at most 128).
+    choice: u32,
+    begun: u128,
 }
 
 impl OpenAiEncoder {
@@ -154,7 +163,28 @@ impl OpenAiEncoder {
             wants_usage,
             prompt_estimate,
             output_limit,
+            choice: 0,
+            begun: 0,
         }
+    }
+
+    /// The first chunk of the current choice, once: OpenAI's streams open each choice with
+    /// its role.
+    fn begin(&mut self, out: &mut BytesMut) {
+        let bit = 1u128.checked_shl(self.choice).unwrap_or(0);
+        if bit == 0 || self.begun & bit != 0 {
+            return;
+        }
+        self.begun |= bit;
+        self.chunk(
+            out,
+            Delta {
+                role: Some("assistant"),
+                content: Some(""),
+                ..Delta::default()
+            },
+            None,
+        );
     }
 
     fn chunk(&self, out: &mut BytesMut, delta: Delta<'_>, finish: Option<FinishReason>) {
@@ -162,7 +192,7 @@ impl OpenAiEncoder {
             id: &self.id,
             created: self.created,
             model: &self.model,
-            choice: Some((delta, finish)),
+            choice: Some((self.choice, delta, finish)),
             usage: None,
         };
         write_data(out, &serde_json::to_vec(&c).unwrap_or_default());
@@ -173,7 +203,7 @@ struct Chunk<'a> {
     id: &'a str,
     created: u64,
     model: &'a str,
-    choice: Option<(Delta<'a>, Option<FinishReason>)>,
+    choice: Option<(u32, Delta<'a>, Option<FinishReason>)>,
     usage: Option<WireUsage>,
 }
 
@@ -192,10 +222,10 @@ impl Serialize for Chunk<'_> {
         m.serialize_entry("created", &self.created)?;
         m.serialize_entry("model", self.model)?;
         match &self.choice {
-            Some((delta, finish)) => m.serialize_entry(
+            Some((index, delta, finish)) => m.serialize_entry(
                 "choices",
                 &[Choice {
-                    index: 0,
+                    index: *index,
                     delta,
                     logprobs: None,
                     finish_reason: finish.map(FinishReason::as_str),
@@ -275,15 +305,11 @@ impl Encoder for OpenAiEncoder {
                     format!("chatcmpl-{id}")
                 };
                 self.started = true;
-                self.chunk(
-                    out,
-                    Delta {
-                        role: Some("assistant"),
-                        content: Some(""),
-                        ..Delta::default()
-                    },
-                    None,
-                );
+                self.begin(out);
+            }
+            Piece::Choice(n) => {
+                self.choice = n;
+                self.begin(out);
             }
             Piece::Text(t) => self.chunk(
                 out,

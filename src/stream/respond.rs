@@ -62,29 +62,39 @@ pub fn local_stream(c: &Completion, enc: &mut dyn Encoder) -> std::collections::
         &mut out,
     );
     frames.push_back(out.split().freeze());
-    if let Some(text) = &c.text {
-        for word in text.split_inclusive(' ') {
-            enc.piece(Piece::Text(word), &mut out);
-            frames.push_back(out.split().freeze());
+    let mut output_chars = 0;
+    for (choice, n) in c.choices.iter().zip(0..) {
+        if n > 0 {
+            enc.piece(Piece::Choice(n), &mut out);
         }
+        if let Some(text) = &choice.text {
+            output_chars += text.len();
+            for word in text.split_inclusive(' ') {
+                enc.piece(Piece::Text(word), &mut out);
+                frames.push_back(out.split().freeze());
+            }
+        }
+        for (t, index) in choice.tool_calls.iter().zip(0..) {
+            enc.piece(
+                Piece::ToolCall {
+                    index,
+                    id: Some(&t.id),
+                    name: Some(&t.name),
+                    arguments: &t.arguments,
+                },
+                &mut out,
+            );
+        }
+        if let Some(s) = &choice.stop_sequence {
+            enc.piece(Piece::StopSequence(s), &mut out);
+        }
+        enc.piece(Piece::Finish(choice.finish), &mut out);
     }
-    for (i, t) in c.tool_calls.iter().enumerate() {
-        enc.piece(
-            Piece::ToolCall {
-                index: u32::try_from(i).unwrap_or(u32::MAX),
-                id: Some(&t.id),
-                name: Some(&t.name),
-                arguments: &t.arguments,
-            },
-            &mut out,
-        );
-    }
-    enc.piece(Piece::Finish(c.finish), &mut out);
     enc.done(
         End {
             usage: Some(c.usage),
             usage_relayed: false,
-            output_chars: c.text.as_ref().map_or(0, String::len),
+            output_chars,
         },
         &mut out,
     );

@@ -545,42 +545,78 @@ pub fn gemini(
     let tool =
         wants_tool_call(body).then(|| first_tool(body, "/tools/0/functionDeclarations/0/name"));
     let usage = json!({"promptTokenCount": 17, "candidatesTokenCount": 6, "thoughtsTokenCount": 2, "totalTokenCount": 25});
-    let response = |parts: Value, finish: Option<&str>, usage: Option<&Value>| {
-        let mut c = json!({"content": {"role": "model", "parts": parts}, "index": 0});
-        if let Some(f) = finish {
-            c["finishReason"] = json!(f);
-        }
-        let mut r = json!({"candidates": [c], "modelVersion": model, "responseId": "fakeresp"});
+    // Gemini answers `candidateCount` candidates (at most 8), each with its `index`; candidate
+    // i says one more word than candidate i - 1, so they end in different events of a stream.
+    let count = match body.pointer("/generationConfig/candidateCount") {
+        None => 1,
+        Some(c) => match c.as_u64().filter(|c| (1..=8).contains(c)) {
+            Some(c) => c as usize,
+            None => {
+                return gemini_error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "* GenerateContentRequest.generation_config.candidate_count: must be between 1 and 8",
+                );
+            }
+        },
+    };
+    let texts: Vec<String> = (0..count).map(|i| super::nth_text(&text, i)).collect();
+    let response = |cands: Vec<(usize, Value, Option<&str>)>, usage: Option<&Value>| {
+        let cands: Vec<Value> = cands
+            .into_iter()
+            .map(|(i, parts, finish)| {
+                let mut c = json!({"content": {"role": "model", "parts": parts}, "index": i});
+                if let Some(f) = finish {
+                    c["finishReason"] = json!(f);
+                }
+                c
+            })
+            .collect();
+        let mut r = json!({"candidates": cands, "modelVersion": model, "responseId": "fakeresp"});
         if let Some(u) = usage {
             r["usageMetadata"] = u.clone();
         }
         r
     };
+    let call = |name: &str| json!([{"functionCall": {"name": name, "args": {"city": "Paris"}}}]);
     if !stream {
-        let parts = match &tool {
-            Some(name) => json!([{"functionCall": {"name": name, "args": {"city": "Paris"}}}]),
-            None => json!([{"text": text}]),
-        };
-        return json_response(200, &response(parts, Some("STOP"), Some(&usage)));
+        let cands = (0..count)
+            .map(|i| {
+                let parts = match &tool {
+                    Some(name) => call(name),
+                    None => json!([{"text": texts[i]}]),
+                };
+                (i, parts, Some("STOP"))
+            })
+            .collect();
+        return json_response(200, &response(cands, Some(&usage)));
     }
     let mut ev = Vec::new();
     match &tool {
         Some(name) => ev.push(
             response(
-                json!([{"functionCall": {"name": name, "args": {"city": "Paris"}}}]),
-                Some("STOP"),
+                (0..count).map(|i| (i, call(name), Some("STOP"))).collect(),
                 Some(&usage),
             )
             .to_string(),
         ),
         None => {
-            let words: Vec<&str> = text.split_inclusive(' ').collect();
-            for (i, w) in words.iter().enumerate() {
-                let last = i + 1 == words.len();
-                ev.push(
-                    response(json!([{"text": w}]), last.then_some("STOP"), Some(&usage))
-                        .to_string(),
-                );
+            let words: Vec<Vec<&str>> = texts
+                .iter()
+                .map(|t| t.split_inclusive(' ').collect())
+                .collect();
+            let longest = words.iter().map(Vec::len).max().unwrap_or(0);
+            for at in 0..longest {
+                let cands = words
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, w)| {
+                        let word = w.get(at)?;
+                        let last = at + 1 == w.len();
+                        Some((i, json!([{"text": word}]), last.then_some("STOP")))
+                    })
+                    .collect();
+                ev.push(response(cands, Some(&usage)).to_string());
             }
         }
     }

@@ -389,10 +389,26 @@ async fn respond(
                 true,
             )
         }
-        Script::Ok { text } if !stream => json_response(200, &completion(&model, &text)),
         Script::Ok { text } => {
+            let n = match body.get("n") {
+                None | Some(Value::Null) => 1,
+                Some(n) => match n.as_u64().filter(|n| (1..=128).contains(n)) {
+                    Some(n) => n as usize,
+                    None => {
+                        return openai_error(
+                            400,
+                            "n must be between 1 and 128",
+                            "invalid_request_error",
+                            None,
+                        );
+                    }
+                },
+            };
+            if !stream {
+                return json_response(200, &completion_n(&model, &text, n));
+            }
             let usage = body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
-            sse(chunks(&model, &text, usage), Duration::ZERO, true)
+            sse(chunks_n(&model, &text, usage, n), Duration::ZERO, true)
         }
         Script::Status {
             status,
@@ -491,28 +507,57 @@ fn tool_call_chunks(model: &str, body: &Value, usage: bool) -> Vec<String> {
 }
 
 pub fn completion(model: &str, text: &str) -> Value {
+    completion_n(model, text, 1)
+}
+
+/// The text of choice `i` of `n`: choice i says one more word than choice i - 1, so the
+/// choices of a stream end at different chunks.
+pub fn nth_text(text: &str, i: usize) -> String {
+    format!("{text}{}", " more".repeat(i))
+}
+
+fn completion_n(model: &str, text: &str, n: usize) -> Value {
+    let choices: Vec<Value> = (0..n)
+        .map(|i| json!({"index": i, "message": {"role": "assistant", "content": nth_text(text, i), "refusal": null}, "logprobs": null, "finish_reason": "stop"}))
+        .collect();
     json!({
         "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+        "choices": choices,
         "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
     })
 }
 
 /// The chunks OpenAI sends for `text`, one per word, with the usage chunk when asked for.
 pub fn chunks(model: &str, text: &str, usage: bool) -> Vec<String> {
-    let chunk = |delta: Value, finish: Value| {
+    chunks_n(model, text, usage, 1)
+}
+
+/// As OpenAI streams `n` choices: each chunk carries one choice's delta, by its `index`.
+fn chunks_n(model: &str, text: &str, usage: bool, n: usize) -> Vec<String> {
+    let chunk = |i: usize, delta: Value, finish: Value| {
         json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
-               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null})
+               "choices": [{"index": i, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null})
         .to_string()
     };
-    let mut out = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
-    for w in text.split_inclusive(' ') {
-        out.push(chunk(json!({"content": w}), Value::Null));
+    let mut out: Vec<String> = (0..n)
+        .map(|i| chunk(i, json!({"role": "assistant", "content": ""}), Value::Null))
+        .collect();
+    let texts: Vec<String> = (0..n).map(|i| nth_text(text, i)).collect();
+    let words: Vec<Vec<&str>> = texts
+        .iter()
+        .map(|t| t.split_inclusive(' ').collect())
+        .collect();
+    let longest = words.iter().map(Vec::len).max().unwrap_or(0);
+    for at in 0..longest {
+        for (i, w) in words.iter().enumerate() {
+            if let Some(word) = w.get(at) {
+                out.push(chunk(i, json!({"content": word}), Value::Null));
+            }
+            if at + 1 == w.len() {
+                out.push(chunk(i, json!({}), json!("stop")));
+            }
+        }
     }
-    out.push(chunk(json!({}), json!("stop")));
     if usage {
         out.push(
             json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,

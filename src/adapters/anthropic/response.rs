@@ -5,7 +5,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::adapters::answer::{Completion, FinishReason, ToolCall};
+use crate::adapters::answer::{Choice, Completion, FinishReason, ToolCall};
 use crate::adapters::sanitize::clean_message;
 use crate::adapters::{AdapterError, UpstreamFault};
 use crate::api::{ErrorBody, ErrorType, Usage};
@@ -117,10 +117,12 @@ pub fn parse(body: &[u8]) -> Result<Completion, AdapterError> {
         id: format!("chatcmpl-{}", m.id),
         model: m.model,
         created: crate::upstream::unix_now(),
-        text: (!text.is_empty()).then_some(text),
-        tool_calls,
-        finish,
-        stop_sequence: m.stop_sequence,
+        choices: vec![Choice {
+            text: (!text.is_empty()).then_some(text),
+            tool_calls,
+            finish,
+            stop_sequence: m.stop_sequence,
+        }],
         usage: m.usage.to_usage(),
     })
 }

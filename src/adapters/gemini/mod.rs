@@ -130,8 +130,11 @@ impl Adapter for Gemini {
         })
     }
 
-    fn stream_translator(&self, _req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator> {
-        Box::new(stream::GeminiStream::new(&d.upstream_model))
+    fn stream_translator(&self, req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator> {
+        Box::new(stream::GeminiStream::new(
+            &d.upstream_model,
+            req.n.unwrap_or(1),
+        ))
     }
 }
 

@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::adapters::answer::{Completion, FinishReason, ToolCall};
+use crate::adapters::answer::{Choice, Completion, FinishReason, ToolCall};
 use crate::adapters::sanitize::clean_message;
 use crate::adapters::{AdapterError, UpstreamFault};
 use crate::api::{ErrorBody, Usage};
@@ -33,6 +33,9 @@ pub struct Response {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Candidate {
+    /// Which answer of `candidateCount` this is; absent means its place in the list.
+    #[serde(default)]
+    pub index: Option<u32>,
     #[serde(default)]
     pub content: Option<CandidateContent>,
     #[serde(default)]
@@ -149,46 +152,62 @@ pub fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
         .clone()
         .unwrap_or_else(crate::server::request_id::fresh);
     let usage = r.usage_metadata.unwrap_or_default().to_usage();
-    let Some(c) = r.candidates.into_iter().next() else {
+    if r.candidates.is_empty() {
         // A blocked prompt: no candidates, a block reason.
         if r.prompt_feedback.and_then(|f| f.block_reason).is_some() {
             return Ok(Completion {
                 id: format!("chatcmpl-{rid}"),
                 model: r.model_version.unwrap_or_else(|| model.to_owned()),
                 created: crate::upstream::unix_now(),
-                text: None,
-                tool_calls: Vec::new(),
-                finish: FinishReason::ContentFilter,
-                stop_sequence: None,
+                choices: vec![Choice::text(None, FinishReason::ContentFilter)],
                 usage,
             });
         }
         return Err(AdapterError::InvalidResponse("no candidates".into()));
-    };
-    let (text, calls) = split_parts(&c.content.map(|c| c.parts).unwrap_or_default());
-    let mut reason = match finish(c.finish_reason.as_deref().unwrap_or("STOP")) {
-        Stop::Reason(r) => r,
-        Stop::Error(e) => return Err(AdapterError::InvalidResponse(e)),
-    };
-    if !calls.is_empty() && reason == FinishReason::Stop {
-        reason = FinishReason::ToolCalls;
+    }
+    let mut candidates: Vec<(u32, Candidate)> = r
+        .candidates
+        .into_iter()
+        .enumerate()
+        .map(|(at, c)| (c.index.unwrap_or(u32::try_from(at).unwrap_or(u32::MAX)), c))
+        .collect();
+    // Choices go out in the order of Gemini's indexes, numbered from 0 as OpenAI's are.
+    candidates.sort_by_key(|(i, _)| *i);
+    let mut calls_so_far = 0;
+    let mut choices = Vec::with_capacity(candidates.len());
+    for (_, c) in candidates {
+        let (text, calls) = split_parts(&c.content.map(|c| c.parts).unwrap_or_default());
+        let mut reason = match finish(c.finish_reason.as_deref().unwrap_or("STOP")) {
+            Stop::Reason(r) => r,
+            Stop::Error(e) => return Err(AdapterError::InvalidResponse(e)),
+        };
+        if !calls.is_empty() && reason == FinishReason::Stop {
+            reason = FinishReason::ToolCalls;
+        }
+        let tool_calls = calls
+            .into_iter()
+            .map(|(name, arguments)| {
+                // Numbered across choices, so no two calls of one answer share an id.
+                calls_so_far += 1;
+                ToolCall {
+                    id: call_id(&rid, calls_so_far - 1),
+                    name,
+                    arguments,
+                }
+            })
+            .collect();
+        choices.push(Choice {
+            text: (!text.is_empty()).then_some(text),
+            tool_calls,
+            finish: reason,
+            stop_sequence: None,
+        });
     }
     Ok(Completion {
         id: format!("chatcmpl-{rid}"),
         model: r.model_version.unwrap_or_else(|| model.to_owned()),
         created: crate::upstream::unix_now(),
-        text: (!text.is_empty()).then_some(text),
-        tool_calls: calls
-            .into_iter()
-            .enumerate()
-            .map(|(i, (name, arguments))| ToolCall {
-                id: call_id(&rid, i),
-                name,
-                arguments,
-            })
-            .collect(),
-        finish: reason,
-        stop_sequence: None,
+        choices,
         usage,
     })
 }

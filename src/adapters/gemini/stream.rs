@@ -15,24 +15,37 @@ use crate::stream::sse::SseEvent;
 pub struct GeminiStream {
     model: String,
     id: Option<String>,
+    /// Function calls so far in all candidates (their ids), and in each (their indexes).
     calls: usize,
-    finished: bool,
+    /// Per candidate, by its index (`candidateCount` of them): calls so far, finished.
+    choices: Vec<(u32, bool)>,
+    /// The candidate the last piece was for.
+    current: u32,
+    /// The prompt was blocked: no candidate will come.
+    blocked: bool,
     usage: Option<Usage>,
     chars: usize,
     committed: bool,
 }
 
 impl GeminiStream {
-    pub fn new(model: &str) -> Self {
+    /// `choices` is the `candidateCount` asked for (1 when not asked).
+    pub fn new(model: &str, choices: u32) -> Self {
         GeminiStream {
             model: model.to_owned(),
             id: None,
             calls: 0,
-            finished: false,
+            choices: vec![(0, false); choices.clamp(1, 128) as usize],
+            current: 0,
+            blocked: false,
             usage: None,
             chars: 0,
             committed: false,
         }
+    }
+
+    fn finished(&self) -> bool {
+        self.blocked || self.choices.iter().all(|(_, done)| *done)
     }
 }
 
@@ -85,49 +98,73 @@ impl StreamTranslator for GeminiStream {
             self.usage = Some(u.to_usage());
         }
         if r.candidates.is_empty() && r.prompt_feedback.and_then(|f| f.block_reason).is_some() {
-            self.finished = true;
+            self.blocked = true;
             enc.piece(Piece::Finish(FinishReason::ContentFilter), out);
         }
-        for c in &r.candidates {
+        for (at, c) in r.candidates.iter().enumerate() {
+            let index = c.index.unwrap_or(u32::try_from(at).unwrap_or(u32::MAX));
+            let Some(&(calls, done)) = self.choices.get(index as usize) else {
+                return Err(fault(
+                    format!("upstream sent candidate {index}, which the request did not ask for"),
+                    "upstream_invalid_response",
+                ));
+            };
             let parts = c
                 .content
                 .as_ref()
                 .map(|c| c.parts.as_slice())
                 .unwrap_or_default();
-            let (text, calls) = split_parts(parts);
+            let (text, new_calls) = split_parts(parts);
+            if done && (!text.is_empty() || !new_calls.is_empty()) {
+                return Err(fault(
+                    format!("upstream continued candidate {index} after its finish reason"),
+                    "upstream_invalid_response",
+                ));
+            }
+            if index != self.current
+                && (!text.is_empty() || !new_calls.is_empty() || c.finish_reason.is_some())
+            {
+                self.current = index;
+                enc.piece(Piece::Choice(index), out);
+            }
             if !text.is_empty() {
                 self.chars += text.len();
                 self.committed = true;
                 enc.piece(Piece::Text(&text), out);
             }
-            for (name, args) in calls {
+            let mut calls = calls;
+            for (name, args) in new_calls {
                 let id = call_id(self.id.as_deref().unwrap_or(""), self.calls);
-                let index = u32::try_from(self.calls).unwrap_or(u32::MAX);
                 self.calls += 1;
                 self.chars += args.len();
                 self.committed = true;
                 enc.piece(
                     Piece::ToolCall {
-                        index,
+                        index: calls,
                         id: Some(&id),
                         name: Some(&name),
                         arguments: &args,
                     },
                     out,
                 );
+                calls += 1;
             }
-            if let Some(reason) = &c.finish_reason {
+            let mut finished = done;
+            if let Some(reason) = &c.finish_reason
+                && !done
+            {
                 match finish(reason) {
                     Stop::Error(e) => return Err(fault(e, "upstream_invalid_response")),
                     Stop::Reason(mut r) => {
-                        if self.calls > 0 && r == FinishReason::Stop {
+                        if calls > 0 && r == FinishReason::Stop {
                             r = FinishReason::ToolCalls;
                         }
-                        self.finished = true;
+                        finished = true;
                         enc.piece(Piece::Finish(r), out);
                     }
                 }
             }
+            self.choices[index as usize] = (calls, finished);
         }
         Ok(Flow::More)
     }
@@ -137,7 +174,7 @@ impl StreamTranslator for GeminiStream {
         _enc: &mut dyn Encoder,
         _out: &mut BytesMut,
     ) -> Result<Flow, StreamFault> {
-        Ok(if self.finished {
+        Ok(if self.finished() {
             Flow::Done
         } else {
             Flow::More

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::adapters::answer::FinishReason;
 use crate::adapters::{Flow, run_stream};
 use crate::api::Front;
 use crate::api::chat::RequestLimits;
@@ -314,4 +315,85 @@ proptest! {
         chunks.push(&bytes[from..]);
         prop_assert_eq!(strip(&run_stream(&Gemini, &req, &d, Front::OpenAi, &chunks).0), whole);
     }
+}
+
+#[test]
+fn candidates_of_a_stream_are_choices_and_are_held_to_their_count() {
+    let d = deployment();
+    let req = request(
+        json!({"model": "m", "stream": true, "n": 2, "messages": [{"role": "user", "content": "x"}]}),
+    );
+    let ev = |cands: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"candidates": cands, "responseId": "r"})
+        )
+    };
+    // Candidate 1 first, then both, then candidate 0 finishes before candidate 1.
+    let events = [
+        ev(json!([{"index": 1, "content": {"parts": [{"text": "b"}]}}])),
+        ev(
+            json!([{"index": 0, "content": {"parts": [{"text": "a"}]}}, {"index": 1, "content": {"parts": [{"text": "b"}]}}]),
+        ),
+        ev(json!([{"index": 0, "content": {"parts": [{"text": "."}]}, "finishReason": "STOP"}])),
+        ev(
+            json!([{"index": 1, "content": {"parts": [{"text": "!"}]}, "finishReason": "MAX_TOKENS"}]),
+        ),
+    ];
+    let chunks: Vec<&[u8]> = events.iter().map(|e| e.as_bytes()).collect();
+    let (out, last) = run_stream(&Gemini, &req, &d, Front::OpenAi, &chunks);
+    assert!(matches!(last, Ok(Flow::Done)), "{last:?}");
+    let mut text = [String::new(), String::new()];
+    let mut finish = [Vec::new(), Vec::new()];
+    let mut roles = [0, 0];
+    for c in chunks_of(&out) {
+        for ch in c["choices"].as_array().unwrap() {
+            let i = ch["index"].as_u64().unwrap() as usize;
+            assert!(finish[i].is_empty(), "choice {i} after its finish: {out}");
+            text[i].push_str(ch["delta"]["content"].as_str().unwrap_or(""));
+            roles[i] += usize::from(ch["delta"]["role"] == "assistant");
+            if let Some(f) = ch["finish_reason"].as_str() {
+                finish[i].push(f.to_owned());
+            }
+        }
+    }
+    assert_eq!(text, ["a.", "bb!"]);
+    assert_eq!(finish, [vec!["stop"], vec!["length"]]);
+    assert_eq!(roles, [1, 1]);
+
+    // Only candidate 0 finished: not complete.
+    let (_, last) = run_stream(&Gemini, &req, &d, Front::OpenAi, &chunks[..3]);
+    assert!(matches!(last, Ok(Flow::More)), "{last:?}");
+    // A candidate the request did not ask for, or text after a candidate's finish reason.
+    for bad in [
+        ev(json!([{"index": 2, "content": {"parts": [{"text": "c"}]}}])),
+        format!(
+            "{}{}",
+            ev(
+                json!([{"index": 0, "content": {"parts": [{"text": "a"}]}, "finishReason": "STOP"}])
+            ),
+            ev(json!([{"index": 0, "content": {"parts": [{"text": "late"}]}}]))
+        ),
+    ] {
+        let (out, last) = run_stream(&Gemini, &req, &d, Front::OpenAi, &[bad.as_bytes()]);
+        assert!(last.is_err(), "{out}");
+        assert!(!out.contains("late"), "{out}");
+    }
+}
+
+#[test]
+fn candidates_of_a_whole_answer_are_choices_in_index_order() {
+    let body = br#"{"candidates": [
+        {"index": 1, "content": {"parts": [{"text": "second"}]}, "finishReason": "MAX_TOKENS"},
+        {"index": 0, "content": {"parts": [{"functionCall": {"name": "f", "args": {}}}]}, "finishReason": "STOP"}],
+        "responseId": "r9"}"#;
+    let c = super::response::parse(body, "m").unwrap();
+    assert_eq!(c.choices.len(), 2);
+    assert_eq!(c.choices[0].finish, FinishReason::ToolCalls);
+    assert_eq!(c.choices[0].tool_calls[0].id, "call_r9_0");
+    assert_eq!(c.choices[1].text.as_deref(), Some("second"));
+    assert_eq!(c.choices[1].finish, FinishReason::Length);
+    let v: Value = serde_json::from_slice(&crate::api::openai_out::completion_json(&c)).unwrap();
+    assert_eq!(v["choices"][1]["index"], 1);
+    assert_eq!(v["choices"][1]["message"]["content"], "second");
 }
