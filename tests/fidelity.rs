@@ -138,9 +138,11 @@ async fn geminis_retry_info_is_read_where_gemini_puts_it() {
         Some(CANARY_KEY),
     )
     .await;
-    for (path, front) in [
-        ("/v1/chat/completions", "openai"),
-        ("/v1/messages", "anthropic"),
+    for (path, front, stream) in [
+        ("/v1/chat/completions", "openai", false),
+        ("/v1/chat/completions", "openai", true),
+        ("/v1/messages", "anthropic", false),
+        ("/v1/messages", "anthropic", true),
     ] {
         let gw = Gateway::start(&format!(
             "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: ge, kind: gemini, model: gemini-2.5-flash, base_url: 'http://{}/v1beta', api_key_env: CANARY, locality: remote, retries: {{attempts: 0}}}}\n",
@@ -152,19 +154,21 @@ async fn geminis_retry_info_is_read_where_gemini_puts_it() {
             let r = client()
                 .post(gw.url(path))
                 .header("content-type", "application/json")
-                .body(json!({"model": "gemini-2.5-flash", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+                .body(json!({"model": "gemini-2.5-flash", "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string())
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status(), 429, "{front}");
+            assert_eq!(r.status(), 429, "{front} stream {stream}");
             assert_eq!(
                 r.headers()["retry-after"],
                 "7",
-                "{front}: 6.2 s, in whole seconds"
+                "{front} stream {stream}: 6.2 s, in whole seconds"
             );
         }
         // The second request was not sent: the deployment cools down for what Gemini asked.
-        assert_eq!(fake.seen().len() - before, 1, "{front}");
+        assert_eq!(fake.seen().len() - before, 1, "{front} stream {stream}");
+        let sent = &fake.seen()[before];
+        assert_eq!(sent.path.ends_with(":streamGenerateContent"), stream);
     }
 }
 

@@ -225,3 +225,100 @@ def test_max_tokens_zero_warms_anthropic_and_is_refused_elsewhere():
         an().messages.create(model="llama-3.1-8b-instruct", max_tokens=0,
                              messages=[{"role": "user", "content": "x"}])
     assert "max_tokens" in str(e.value)
+
+
+@pytest.mark.parametrize("model", ["gemini-2.5-flash", "llama-3.1-8b-instruct"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_several_choices_each_by_its_index(model, stream):
+    # The fakes answer choice i with one more word than choice i - 1 ("… more").
+    want = {0: "Hello from the fake", 1: "Hello from the fake more"}
+    messages = [{"role": "user", "content": "Say hello"}]
+    if not stream:
+        c = oa().chat.completions.create(model=model, n=2, messages=messages)
+        assert {ch.index: ch.message.content for ch in c.choices} == want
+        assert [ch.finish_reason for ch in c.choices] == ["stop", "stop"]
+        return
+    texts, finishes = {}, {}
+    for chunk in oa().chat.completions.create(model=model, n=2, messages=messages, stream=True):
+        for ch in chunk.choices:
+            assert ch.index not in finishes, "a choice went on after its finish reason"
+            texts[ch.index] = texts.get(ch.index, "") + (ch.delta.content or "")
+            if ch.finish_reason:
+                finishes[ch.index] = ch.finish_reason
+    assert texts == want
+    assert finishes == {0: "stop", 1: "stop"}
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic"])
+def test_geminis_retry_delay_reaches_the_client(client):
+    # tests/sdk.rs scripts gemini-2.5-pro's upstream to answer 429 with RetryInfo "6.2s".
+    messages = [{"role": "user", "content": "hi"}]
+    if client == "openai":
+        with pytest.raises(openai.RateLimitError) as e:
+            oa().chat.completions.create(model="gemini-2.5-pro", messages=messages)
+    else:
+        with pytest.raises(anthropic.RateLimitError) as e:
+            an().messages.create(model="gemini-2.5-pro", max_tokens=16, messages=messages)
+    # 7 from Gemini's own 6.2 s; less when the gateway's cool-down from the first 429 answers.
+    assert 1 <= int(e.value.response.headers["retry-after"]) <= 7
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_anthropic_stop_sequence_is_named(stream):
+    args = dict(model="claude-sonnet-4-5", max_tokens=64, stop_sequences=["fake"],
+                messages=[{"role": "user", "content": "Say hello"}])
+    if stream:
+        with an().messages.stream(**args) as s:
+            m = s.get_final_message()
+    else:
+        m = an().messages.create(**args)
+    assert (m.stop_reason, m.stop_sequence) == ("stop_sequence", "fake")
+    assert m.content[0].text == "Hello from the "
+    # An OpenAI-format client hears "stop", as OpenAI says it.
+    c = oa().chat.completions.create(model="claude-sonnet-4-5", stop=["fake"],
+                                     messages=[{"role": "user", "content": "Say hello"}])
+    assert c.choices[0].finish_reason == "stop"
+    assert c.choices[0].message.content == "Hello from the "
+
+
+def test_message_start_carries_anthropics_own_input_count():
+    # The fake Anthropic reports 21 input tokens and 4 read from cache; the gateway's own
+    # estimate of "Say hello" would be a few.
+    with an().messages.stream(model="claude-sonnet-4-5", max_tokens=64,
+                              messages=[{"role": "user", "content": "Say hello"}]) as s:
+        starts = [e.message.usage for e in s if e.type == "message_start"]
+    assert [(u.input_tokens, u.cache_read_input_tokens) for u in starts] == [(21, 4)]
+
+
+def test_a_field_openai_refuses_never_reaches_openai():
+    # gpt-4o is of kind openai: Anthropic's top_k is refused here, not sent to be refused there.
+    with pytest.raises(anthropic.BadRequestError) as e:
+        an().messages.create(model="gpt-4o", max_tokens=16, extra_body={"top_k": 5},
+                             messages=[{"role": "user", "content": "hi"}])
+    assert "top_k" in str(e.value)
+    with pytest.raises(openai.BadRequestError) as e:
+        oa().chat.completions.create(model="gpt-4o", extra_body={"top_k": 5},
+                                     messages=[{"role": "user", "content": "hi"}])
+    assert "top_k" in str(e.value)
+    # A server that takes it gets it; OpenAI's own fields still reach OpenAI.
+    c = oa().chat.completions.create(model="llama-3.1-8b-instruct", extra_body={"top_k": 5},
+                                     messages=[{"role": "user", "content": "hi"}])
+    assert c.choices[0].message.content == "Hello from the fake"
+    c = oa().chat.completions.create(model="gpt-4o", seed=7, messages=[{"role": "user", "content": "hi"}])
+    assert c.choices[0].message.content == "Hello from the fake"
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic"])
+def test_an_estimated_output_stays_within_max_tokens(client):
+    # qwen3-8b's server sends no usage in streams and more text than the two tokens asked for
+    # (tests/sdk.rs): the gateway estimates, within what was asked.
+    messages = [{"role": "user", "content": "Say hello"}]
+    if client == "openai":
+        usage = [c.usage for c in oa().chat.completions.create(
+            model="qwen3-8b", max_tokens=2, messages=messages, stream=True,
+            stream_options={"include_usage": True}) if c.usage]
+        assert len(usage) == 1 and 1 <= usage[0].completion_tokens <= 2
+    else:
+        with an().messages.stream(model="qwen3-8b", max_tokens=2, messages=messages) as s:
+            m = s.get_final_message()
+        assert 1 <= m.usage.output_tokens <= 2

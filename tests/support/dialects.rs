@@ -11,6 +11,23 @@ use serde_json::{Value, json};
 
 use super::{FakeBody, Script, json_response, sse};
 
+/// `text` cut where the first of the request's stop sequences (`stops`: a string or a list)
+/// begins, as every API does, and the sequence it stopped at.
+pub fn cut_at_stop(text: &str, stops: Option<&Value>) -> (String, Option<String>) {
+    let list: Vec<&str> = match stops {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    list.iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s).map(|at| (at, *s)))
+        .min()
+        .map_or((text.to_owned(), None), |(at, s)| {
+            (text[..at].to_owned(), Some(s.to_owned()))
+        })
+}
+
 /// Whether a request offers tools and does not already end with a tool result: the fake then
 /// calls the first tool, so that tests can send the result back.
 pub fn wants_tool_call(body: &Value) -> bool {
@@ -239,18 +256,23 @@ pub fn anthropic(
         _ => return anthropic_error(500, "api_error", "unscripted"),
     };
     let tool = wants_tool_call(body).then(|| first_tool(body, "/tools/0/name"));
+    let (text, stopped_at) = cut_at_stop(&text, body.get("stop_sequences"));
+    let (end, stop_sequence) = match &stopped_at {
+        Some(s) => ("stop_sequence", json!(s)),
+        None => ("end_turn", Value::Null),
+    };
     if !stream {
         let (content, stop) = match &tool {
             Some(name) => (
                 json!([{"type": "text", "text": "I'll check."}, {"type": "tool_use", "id": "toolu_fake_1", "name": name, "input": {"city": "Paris"}}]),
                 "tool_use",
             ),
-            None => (json!([{"type": "text", "text": text}]), "end_turn"),
+            None => (json!([{"type": "text", "text": text}]), end),
         };
         return json_response(
             200,
             &json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": content,
-                    "stop_reason": stop, "stop_sequence": null,
+                    "stop_reason": stop, "stop_sequence": if tool.is_some() { Value::Null } else { stop_sequence },
                     "usage": {"input_tokens": 21, "output_tokens": 7, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4}}),
         );
     }
@@ -291,12 +313,12 @@ pub fn anthropic(
             &json!({"type": "content_block_stop", "index": 1}),
         ));
     }
-    let stop = if tool.is_some() {
-        "tool_use"
+    let (stop, stop_sequence) = if tool.is_some() {
+        ("tool_use", Value::Null)
     } else {
-        "end_turn"
+        (end, stop_sequence)
     };
-    ev.push(anthropic_event("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 7}})));
+    ev.push(anthropic_event("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": stop_sequence}, "usage": {"output_tokens": 7}})));
     ev.push(anthropic_event(
         "message_stop",
         &json!({"type": "message_stop"}),
@@ -560,7 +582,10 @@ pub fn gemini(
             }
         },
     };
-    let texts: Vec<String> = (0..count).map(|i| super::nth_text(&text, i)).collect();
+    let stops = body.pointer("/generationConfig/stopSequences");
+    let texts: Vec<String> = (0..count)
+        .map(|i| cut_at_stop(&super::nth_text(&text, i), stops).0)
+        .collect();
     let response = |cands: Vec<(usize, Value, Option<&str>)>, usage: Option<&Value>| {
         let cands: Vec<Value> = cands
             .into_iter()

@@ -404,6 +404,7 @@ async fn respond(
                     }
                 },
             };
+            let text = dialects::cut_at_stop(&text, body.get("stop")).0;
             if !stream {
                 return json_response(200, &completion_n(&model, &text, n));
             }
