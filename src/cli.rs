@@ -108,14 +108,85 @@ use crate::config::load::{self, Overrides, ProcessEnv};
 use crate::config::{Discovered, Origin, Snapshot};
 use crate::policy::{self, Ask, EndpointName, Needs, PromptSize};
 
-fn load_snapshot(config: Option<PathBuf>) -> Result<Snapshot, String> {
+/// The configuration as a running gateway would see it: its backends asked once what they
+/// serve (each question bounded in time), so discovered models and pinned weights show as they
+/// would be served.
+pub fn load_snapshot(config: Option<PathBuf>) -> Result<Snapshot, String> {
     let origin = config.map_or(Origin::Embedded, Origin::File);
     let loaded = load::load(&origin, &Overrides::default(), &ProcessEnv)
         .map_err(|p| format!("the configuration is invalid:\n{p}"))?;
-    Ok(Snapshot::build(
-        Arc::new(loaded.config),
-        &Discovered::default(),
-    ))
+    let config = Arc::new(loaded.config);
+    let discovered = probe_all(&config);
+    Ok(Snapshot::build(config, &discovered))
+}
+
+/// Asks every discovering backend, and every backend whose weights are pinned, what it serves.
+fn probe_all(config: &crate::config::Config) -> Discovered {
+    let endpoints: Vec<_> = config
+        .discover
+        .iter()
+        .chain(&config.verify)
+        .cloned()
+        .collect();
+    if endpoints.is_empty() {
+        return Discovered::default();
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Discovered::default();
+    };
+    runtime.block_on(async {
+        let found = futures_util::future::join_all(
+            endpoints
+                .iter()
+                .map(|ep| crate::discovery::probe(ep.clone())),
+        )
+        .await;
+        endpoints
+            .iter()
+            .zip(found)
+            .filter(|(_, f)| !f.is_empty())
+            .map(|(ep, f)| (ep.name.clone(), f))
+            .collect()
+    })
+}
+
+/// What `modelgate check` says beyond validity: each served deployment whose model was not
+/// identified or is retired, each deployment withheld, each policy that only labels reach.
+pub fn check_notes(snapshot: &Snapshot) -> Vec<String> {
+    let mut notes = Vec::new();
+    for d in &snapshot.deployments {
+        if d.discovered_as.is_some() || d.endpoint.expect.is_some() {
+            notes.push(format!(
+                "note: deployment '{}' serves {} (identified by {}: {})",
+                d.name,
+                d.model.id,
+                d.identity.basis.as_str(),
+                d.identity.evidence
+            ));
+        }
+        if d.identity.basis == crate::catalog::identify::Basis::Unknown {
+            notes.push(format!(
+                "warning: deployment '{}' serves a model that was not identified; its openness, license and locality are unknown, and rules that ask about them refuse it: {}",
+                d.name, d.identity.evidence
+            ));
+        }
+        if let Some(day) = &d.model.retired {
+            notes.push(format!(
+                "warning: deployment '{}' serves {}, which its provider retired on {day}",
+                d.name, d.model.id
+            ));
+        }
+    }
+    for (name, why) in &snapshot.withheld {
+        notes.push(format!("warning: deployment '{name}' is not served: {why}"));
+    }
+    for w in policy::label_only_policies(snapshot) {
+        notes.push(format!("warning: {w}"));
+    }
+    notes
 }
 
 /// `modelgate catalog`: the catalog as a table, or as JSON with every fact and its source.
@@ -123,9 +194,27 @@ pub fn catalog(config: Option<PathBuf>, as_json: bool) -> Result<String, String>
     let snapshot = load_snapshot(config)?;
     let cat = &snapshot.config.catalog;
     if as_json {
-        return serde_json::to_string_pretty(
-            &json!({"models": cat.models, "licenses": cat.licenses}),
-        )
+        let served: Vec<_> = snapshot
+            .deployments
+            .iter()
+            .map(|d| {
+                json!({
+                    "deployment": d.name, "model": d.model.id, "openness": d.model.openness.as_str(),
+                    "license": d.model.license.id,
+                    "locality": d.locality().map_or("unknown", |l| l.as_str()),
+                    "identified": &*d.identity,
+                })
+            })
+            .collect();
+        let withheld: Vec<_> = snapshot
+            .withheld
+            .iter()
+            .map(|(d, why)| json!({"deployment": d, "why": why}))
+            .collect();
+        return serde_json::to_string_pretty(&json!({
+            "models": cat.models, "licenses": cat.licenses,
+            "deployments": served, "withheld": withheld,
+        }))
         .map_err(|e| e.to_string());
     }
     let mut out = String::new();
@@ -232,7 +321,8 @@ pub fn explain(
                     .map(|c| json!({
                         "deployment": c.name, "model": c.model.id, "provider": c.endpoint.provider,
                         "openness": c.model.openness.as_str(), "license": c.model.license.id,
-                        "locality": c.endpoint.locality.as_str(), "price": {"input": c.price.input, "output": c.price.output},
+                        "locality": c.locality().map_or("unknown", |l| l.as_str()), "price": {"input": c.price.input, "output": c.price.output},
+                        "identified": &*c.identity,
                         "worst_case_cost_usd": worst(c),
                     }))
                     .collect();
@@ -259,13 +349,17 @@ pub fn explain(
             for (i, c) in d.candidates().iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "  {}. {} — model {} ({}, {}), {}, ${}/{} per M tokens, worst case ${:.6}",
+                    "  {}. {} — model {} ({}, {}; identified by {}{}), {}, ${}/{} per M tokens, worst case ${:.6}",
                     i + 1,
                     c.name,
                     c.model.id,
                     c.model.openness.as_str(),
                     c.model.license.id,
-                    c.endpoint.locality.as_str(),
+                    c.identity.basis.as_str(),
+                    c.quantization()
+                        .map(|q| format!(", {q}"))
+                        .unwrap_or_default(),
+                    c.locality().map_or("unknown", |l| l.as_str()),
                     c.price.input,
                     c.price.output,
                     worst(c)

@@ -24,6 +24,7 @@ pub mod stream;
 
 pub mod catalog;
 pub mod config;
+pub mod discovery;
 
 pub mod cli;
 pub mod error;

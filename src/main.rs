@@ -46,7 +46,7 @@ fn run(cli: Cli) -> ExitCode {
         Command::Check { config } => {
             telemetry::init(LogFormat::Text, "warn");
             let origin = config.map_or(Origin::Embedded, Origin::File);
-            // Building HTTP clients needs no runtime; the check reads files only.
+            // The files first; then the backends, asked once, for what they serve.
             match load::load(&origin, &Overrides::default(), &ProcessEnv) {
                 Ok(loaded) => {
                     out(&format!(
@@ -61,12 +61,13 @@ fn run(cli: Cli) -> ExitCode {
                             "note: deployment '{d}' is left out: its key is not set"
                         ));
                     }
-                    let snapshot = modelgate::config::Snapshot::build(
-                        std::sync::Arc::new(loaded.config),
-                        &modelgate::config::Discovered::default(),
-                    );
-                    for w in modelgate::policy::label_only_policies(&snapshot) {
-                        out(&format!("warning: {w}"));
+                    if let Ok(snapshot) = modelgate::cli::load_snapshot(match &origin {
+                        Origin::File(p) => Some(p.clone()),
+                        _ => None,
+                    }) {
+                        for n in modelgate::cli::check_notes(&snapshot) {
+                            out(&n);
+                        }
                     }
                     ExitCode::SUCCESS
                 }

@@ -137,12 +137,15 @@ fn catalog_lists_every_model_with_its_class_and_license() {
         .unwrap();
     assert_eq!(olmo["openness"], "open-source");
     assert_eq!(olmo["license"]["osi_approved"], true);
+    // Every fact says where it came from; OLMo 2 has no MOF class of its own (the MOT's record
+    // is OLMo 1's).
     assert!(
         olmo["sources"]["artifacts"]
             .as_str()
             .unwrap()
-            .contains("MOT")
+            .contains("allenai/OLMo")
     );
+    assert!(olmo["mof_class"].is_null(), "{olmo}");
 }
 
 #[test]

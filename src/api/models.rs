@@ -50,6 +50,9 @@ pub struct DeploymentSummary<'a> {
     pub locality: &'static str,
     /// USD per million tokens on this deployment.
     pub price: PriceSummary,
+    /// How its model was identified (configuration, digest, metadata, name, unknown), from
+    /// what, and the quantization where known.
+    pub identified: &'a crate::catalog::identify::Identity,
 }
 
 #[derive(Serialize)]
@@ -95,8 +98,9 @@ impl<'a> ModelObject<'a> {
                 .map(|d| DeploymentSummary {
                     name: &d.name,
                     provider: &d.endpoint.provider,
-                    locality: d.endpoint.locality.as_str(),
+                    locality: d.locality().map_or("unknown", |l| l.as_str()),
                     price: (&d.price).into(),
+                    identified: &d.identity,
                 })
                 .collect(),
         }

@@ -2,6 +2,8 @@
 //! capabilities, list price), built from `providers/*.yaml` and validated once at load.
 
 pub mod builtin;
+pub mod identify;
+pub mod names;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -71,8 +73,12 @@ pub struct Model {
     pub test_only: bool,
     /// Chat or embedding.
     pub task: Task,
-    /// Not in the catalog: discovered on a local backend, license unknown.
+    /// Not identified: served by a backend, but not (or not surely) any catalog model; openness,
+    /// license and commercial use unknown.
     pub uncatalogued: bool,
+    /// The day its provider stopped serving it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired: Option<String>,
 }
 
 /// The catalog every snapshot carries.
@@ -81,6 +87,8 @@ pub struct Catalog {
     pub models: Vec<Arc<Model>>,
     pub licenses: Vec<Arc<License>>,
     by_id: HashMap<String, Arc<Model>>,
+    /// Every name of every model (its id and `served_as`), by [`names::key`].
+    by_name: HashMap<String, Arc<Model>>,
 }
 
 /// The openness class the facts imply (`shared/openness.md` §2): closed without weights;
@@ -105,6 +113,7 @@ pub fn derive_openness(artifacts: &ArtifactsSpec, license: &License) -> Openness
 impl Openness {
     pub fn as_str(self) -> &'static str {
         match self {
+            Openness::Unknown => "unknown",
             Openness::Closed => "closed",
             Openness::OpenWeight => "open-weight",
             Openness::OpenSource => "open-source",
@@ -197,7 +206,12 @@ impl Catalog {
                 );
                 continue;
             };
-            let derived = derive_openness(&m.artifacts, &license);
+            // A test model is no model: it has no class, whatever its code's license says.
+            let derived = if m.test_only {
+                Openness::Unknown
+            } else {
+                derive_openness(&m.artifacts, &license)
+            };
             if let Some(stated) = m.openness
                 && stated != derived
             {
@@ -213,7 +227,8 @@ impl Catalog {
                 );
                 continue;
             }
-            if !m.artifacts.weights && license.kind != LicenseKind::ProprietaryTerms {
+            if !m.artifacts.weights && license.kind != LicenseKind::ProprietaryTerms && !m.test_only
+            {
                 problems.at(
                     &file,
                     loc,
@@ -234,8 +249,45 @@ impl Catalog {
                     "must be at least 1",
                 );
             }
+            if let Some(day) = &m.retired
+                && !is_date(day)
+            {
+                problems.at(&file, loc, path("retired"), "a date, as YYYY-MM-DD");
+            }
+            let mut names_ok = true;
+            for (j, name) in std::iter::once(&m.id).chain(&m.served_as).enumerate() {
+                let k = names::key(name);
+                let taken = cat
+                    .by_name
+                    .get(&k)
+                    .filter(|other| other.id != m.id)
+                    .map(|other| other.id.clone());
+                if k.is_empty() || taken.is_some() {
+                    let field = if j == 0 {
+                        path("id")
+                    } else {
+                        path(&format!("served_as[{}]", j - 1))
+                    };
+                    problems.at(
+                        &file,
+                        loc,
+                        field,
+                        match taken {
+                            Some(other) => format!(
+                                "'{name}' is also a name of '{other}': a served name must stand for one model"
+                            ),
+                            None => format!("'{name}' names nothing once normalised"),
+                        },
+                    );
+                    names_ok = false;
+                }
+            }
+            if !names_ok {
+                continue;
+            }
             let model = Model {
                 served_as: m.served_as.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                retired: m.retired,
                 id: m.id,
                 name: m.name,
                 developer: m.developer,
@@ -263,6 +315,9 @@ impl Catalog {
     }
 
     fn insert(&mut self, m: Arc<Model>) {
+        for name in std::iter::once(&m.id).chain(&m.served_as) {
+            self.by_name.insert(names::key(name), m.clone());
+        }
         self.by_id.insert(m.id.clone(), m.clone());
         self.models.push(m);
     }
@@ -275,30 +330,19 @@ impl Catalog {
         self.licenses.iter().find(|l| l.id == id)
     }
 
-    /// The catalog model a backend's served name stands for: the longest `served_as` pattern
-    /// contained in the name wins, so `llama-3.1-8b-instruct` beats `llama-3.1-8b`.
+    /// The catalog model a served name stands for: one whose id or `served_as` is the same
+    /// name once both are normalised ([`names::key`]). Never a part of a name: `distilgpt2` is
+    /// not GPT-2, and `gpt-4o-mini` is not `gpt-4o`.
     pub fn match_served_name(&self, served: &str) -> Option<&Arc<Model>> {
-        let name = served.to_ascii_lowercase();
-        let base = name.rsplit(['/', '\\']).next().unwrap_or(&name);
-        let mut best: Option<(&Arc<Model>, usize)> = None;
-        for m in &self.models {
-            if m.id.eq_ignore_ascii_case(served) {
-                return Some(m);
-            }
-            for pat in &m.served_as {
-                if (name.contains(pat.as_str()) || base.contains(pat.as_str()))
-                    && best.is_none_or(|(_, len)| pat.len() > len)
-                {
-                    best = Some((m, pat.len()));
-                }
-            }
+        if let Some(m) = self.by_id.get(served) {
+            return Some(m);
         }
-        best.map(|(m, _)| m)
+        self.by_name.get(&names::key(served))
     }
 
-    /// A model entry for a name a local backend serves that the catalog does not know: its
-    /// weights are evidently available, everything else is unknown, so policies that test the
-    /// license or the openness beyond open-weight refuse it.
+    /// A model entry for a name a backend serves that could not be identified: a name is
+    /// evidence of nothing (a loopback proxy may front a closed API), so its openness, license
+    /// and commercial use are unknown, and every policy that asks about them refuses it.
     pub fn uncatalogued(&self, served: &str) -> Model {
         let license = self
             .licenses
@@ -307,7 +351,7 @@ impl Catalog {
             .cloned()
             .unwrap_or_else(|| Arc::new(License::unknown()));
         let artifacts = ArtifactsSpec {
-            weights: true,
+            weights: false,
             weights_gated: false,
             architecture: false,
             training_code: TrainingCode::None,
@@ -318,7 +362,7 @@ impl Catalog {
             id: served.to_owned(),
             name: served.to_owned(),
             developer: "unknown".into(),
-            openness: derive_openness(&artifacts, &license),
+            openness: Openness::Unknown,
             license,
             artifacts,
             mof_class: None,
@@ -332,7 +376,7 @@ impl Catalog {
             price: None,
             served_as: Vec::new(),
             sources: SourcesSpec {
-                artifacts: "served by a local backend; not in the catalog".into(),
+                artifacts: "served by a backend; not identified".into(),
                 license: "unknown".into(),
                 capabilities: None,
                 mof: None,
@@ -344,8 +388,20 @@ impl Catalog {
                 Task::Chat
             },
             uncatalogued: true,
+            retired: None,
         }
     }
+}
+
+/// `YYYY-MM-DD`.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
 fn check_price(p: &PriceSpec) -> Result<(), String> {

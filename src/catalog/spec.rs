@@ -130,10 +130,15 @@ pub struct ModelSpec {
     /// List price of the developer's own API, for closed models and first-party APIs.
     #[serde(default)]
     pub price: Option<PriceSpec>,
-    /// Names inference servers use for this model (Ollama tags, Hugging Face repositories, GGUF
-    /// file names), matched case-insensitively as substrings when local backends are discovered.
+    /// Names inference servers use for exactly this model (Ollama tags, Hugging Face repository
+    /// names, GGUF file names, dated API ids). Matched whole, after normalisation
+    /// (`catalog::names::key`), never as substrings; a name two models claim is refused.
     #[serde(default)]
     pub served_as: Vec<String>,
+    /// The day its provider stopped serving it (`2026-03-31`): kept as a fact, warned about
+    /// when deployed.
+    #[serde(default)]
+    pub retired: Option<String>,
     /// Where the artifact, license and capability facts come from.
     pub sources: SourcesSpec,
     /// A test model, not a language model (the built-in `echo`).
@@ -199,6 +204,10 @@ pub enum TrainingData {
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Openness {
+    /// Not identified: nothing is known of its weights (a model a backend serves that the
+    /// catalog cannot name, or whose evidence disagrees). Policies that ask for a class refuse
+    /// it unless they list `unknown`.
+    Unknown,
     /// API only: no weights.
     Closed,
     /// Weights published; training code or data not.

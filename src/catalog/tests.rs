@@ -70,13 +70,22 @@ fn shipped_catalog_loads_and_covers_the_reference_models() {
         ("olmo-2-1124-7b-instruct", Openness::OpenSource),
         ("olmoe-1b-7b-0924-instruct", Openness::OpenSource),
         ("pythia-6.9b", Openness::OpenSource),
+        ("smolvlm-instruct", Openness::OpenSource),
+        ("olmo-2-0325-32b-instruct", Openness::OpenSource),
+        ("deepseek-r1-distill-llama-8b", Openness::OpenWeight),
+        ("deepseek-v3.2", Openness::OpenWeight),
+        ("llama-3.2-11b-vision-instruct", Openness::OpenWeight),
+        ("gpt-4", Openness::Closed),
+        ("gemini-1.0-ultra", Openness::Closed),
+        // A test model has no class.
+        ("echo", Openness::Unknown),
     ];
     for (id, class) in expected {
         let m = cat.get(id).unwrap_or_else(|| panic!("{id} missing"));
         assert_eq!(m.openness, class, "{id}");
     }
     // Every entry: class follows from its facts; closed models carry provider terms.
-    for m in &cat.models {
+    for m in cat.models.iter().filter(|m| !m.test_only) {
         assert_eq!(
             derive_openness(&m.artifacts, &m.license),
             m.openness,
@@ -85,7 +94,12 @@ fn shipped_catalog_loads_and_covers_the_reference_models() {
         );
         if m.openness == Openness::Closed {
             assert_eq!(m.license.kind, LicenseKind::ProprietaryTerms, "{}", m.id);
-            assert!(m.price.is_some(), "{} has no list price", m.id);
+            // Gemini 1.0 Ultra was offered to allowlisted customers only, without a list price.
+            assert!(
+                m.price.is_some() || m.id == "gemini-1.0-ultra",
+                "{} has no list price",
+                m.id
+            );
         }
         assert!(
             !m.sources.artifacts.is_empty() && !m.sources.license.is_empty(),
@@ -128,6 +142,25 @@ fn license_attributes() {
     assert_eq!(
         l("llama4-community").territorial_exclusions,
         vec!["EU".to_owned()]
+    );
+    // The EU clause of the Llama 3.2 / 3.3 use policies covers multimodal models only.
+    assert_eq!(
+        l("llama3.2-community-vision").territorial_exclusions,
+        vec!["EU".to_owned()]
+    );
+    assert!(l("llama3.2-community").territorial_exclusions.is_empty());
+    assert!(l("llama3.3-community").territorial_exclusions.is_empty());
+    assert_eq!(
+        l("llama3-community").output_use_restricted,
+        OutputUse::NoImprovingOtherLlms
+    );
+    assert_eq!(
+        l("google-gemini-api-terms").output_use_restricted,
+        OutputUse::NoCompetingModels
+    );
+    assert_eq!(
+        l("anthropic-api-terms").output_use_restricted,
+        OutputUse::NoCompetingModels
     );
     // open_per_mof defaults to osi_approved.
     assert!(l("mit").open_per_mof);
@@ -255,7 +288,47 @@ fn served_names_find_catalog_models() {
     assert_eq!(find("qwen2.5:7b").as_deref(), Some("qwen2.5-7b-instruct"));
     assert_eq!(find("my-own-finetune"), None);
     let u = cat.uncatalogued("my-own-finetune");
-    assert_eq!(u.openness, Openness::OpenWeight);
+    assert_eq!(u.openness, Openness::Unknown);
     assert_eq!(u.license.commercial_use, CommercialUse::Unknown);
     assert!(u.uncatalogued);
+}
+
+/// Every line of `testdata/served_names.tsv`: a name as Ollama, llama.cpp, vLLM or an API
+/// serves it, and the catalog model it is (or `unknown`).
+#[test]
+fn a_table_of_served_names() {
+    let cat = shipped();
+    let table = include_str!("testdata/served_names.tsv");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for line in table.lines() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut cols = line.split('\t');
+        let (Some(name), Some(want)) = (cols.next(), cols.next()) else {
+            panic!("a line without two columns: {line:?}");
+        };
+        let got = cat
+            .match_served_name(name)
+            .map_or("unknown", |m| m.id.as_str());
+        if got != want {
+            wrong.push(format!("{name}: {got}, expected {want}"));
+        }
+        // By name alone, identification says the same, on the basis of the name.
+        let id = crate::catalog::identify::identify(
+            &cat,
+            &crate::catalog::identify::Evidence {
+                served: name.to_owned(),
+                ..Default::default()
+            },
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(id.model.as_deref().unwrap_or("unknown"), want, "{name}");
+        checked += 1;
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(checked >= 150, "{checked} names");
 }

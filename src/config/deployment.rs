@@ -54,6 +54,12 @@ pub struct Endpoint {
     pub data: DataHandlingSpec,
     pub region: Option<String>,
     pub quantization: Option<String>,
+    /// It lists its models itself.
+    pub discover: bool,
+    /// Models it lists that cannot be identified are not served.
+    pub refuse_unidentified: bool,
+    /// The digest its weights must have.
+    pub expect: Option<crate::catalog::identify::Digest>,
     /// A price set on the deployment itself.
     pub price_override: Option<(f64, f64)>,
     pub stream_usage: bool,
@@ -79,6 +85,8 @@ pub struct Deployment {
     pub price: Price,
     /// Set when the backend listed this model itself.
     pub discovered_as: Option<String>,
+    /// How its model was identified, and from what.
+    pub identity: Arc<crate::catalog::identify::Identity>,
     /// The response headers that name this deployment, made once.
     pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
     /// Ejection state, retry budget and observed latency, kept across reloads by name.
@@ -109,6 +117,28 @@ impl Deployment {
                     && a.provider == b.provider))
     }
 
+    /// Where its model runs, as far as anything shows: unknown (`None`) for a model that was
+    /// not identified, since the address says where the server runs, not the model (a proxy on
+    /// loopback may front a closed API); remote for a model without published weights, which
+    /// runs only at its provider; the endpoint's locality otherwise.
+    pub fn locality(&self) -> Option<Locality> {
+        if self.model.uncatalogued {
+            None
+        } else if !self.model.artifacts.weights && self.endpoint.kind != Kind::Echo {
+            Some(Locality::Remote)
+        } else {
+            Some(self.endpoint.locality)
+        }
+    }
+
+    /// The quantization of the served weights, where known.
+    pub fn quantization(&self) -> Option<&str> {
+        self.identity
+            .quantization
+            .as_deref()
+            .or(self.endpoint.quantization.as_deref())
+    }
+
     /// A deployment with a configured model.
     pub fn configured(
         name: String,
@@ -119,6 +149,10 @@ impl Deployment {
         let price = effective_price(&endpoint, &model);
         let (breaker, retry) = (endpoint_breaker(&endpoint), endpoint.retry.clone());
         Deployment {
+            identity: Arc::new(crate::catalog::identify::Identity::configured(
+                &model.id,
+                endpoint.quantization.clone(),
+            )),
             name,
             model,
             upstream_model,
@@ -134,11 +168,17 @@ impl Deployment {
         .prepared()
     }
 
-    /// A deployment for a model a backend listed.
-    pub fn discovered(endpoint: Arc<Endpoint>, model: Arc<Model>, served: &str) -> Deployment {
+    /// A deployment for a model a backend listed, identified as `identity` says.
+    pub fn discovered(
+        endpoint: Arc<Endpoint>,
+        model: Arc<Model>,
+        served: &str,
+        identity: crate::catalog::identify::Identity,
+    ) -> Deployment {
         let price = effective_price(&endpoint, &model);
         let (breaker, retry) = (endpoint_breaker(&endpoint), endpoint.retry.clone());
         Deployment {
+            identity: Arc::new(identity),
             name: format!("{}/{}", endpoint.name, served),
             model,
             upstream_model: served.to_owned(),
@@ -163,6 +203,13 @@ impl Deployment {
 
     /// What every request to it would otherwise compute again: its response headers, URLs and
     /// usage label.
+    /// The same deployment, identified as `identity` says (its headers follow).
+    pub fn with_identity(&self, identity: crate::catalog::identify::Identity) -> Deployment {
+        let mut d = self.clone();
+        d.identity = Arc::new(identity);
+        d.prepared()
+    }
+
     fn prepared(mut self) -> Deployment {
         self.response_headers = crate::stream::respond::deployment_headers(&self);
         self.chat_urls = self.kind().adapter().and_then(|a| {
@@ -211,8 +258,11 @@ fn effective_price(ep: &Endpoint, model: &Model) -> Price {
             ..Price::default()
         };
     }
-    match (ep.locality, &model.price) {
-        (Locality::Remote, Some(p)) => p.clone(),
+    // A model without published weights runs at its provider, whatever address fronts it.
+    let remote =
+        ep.locality == Locality::Remote || (!model.artifacts.weights && ep.kind != Kind::Echo);
+    match (remote, &model.price) {
+        (true, Some(p)) => p.clone(),
         _ => Price::default(),
     }
 }

@@ -452,6 +452,7 @@ fn build(
     let mut names = HashSet::new();
     let mut deployments = Vec::new();
     let mut discover = Vec::new();
+    let mut verify = Vec::new();
     let mut disabled = Vec::new();
     for (i, d) in spec.deployments.iter().enumerate() {
         let cx = DeploymentCx {
@@ -490,14 +491,19 @@ fn build(
             Built::Ok(ep) => {
                 if d.discover {
                     discover.push(ep);
-                } else if let Some(model) = d.model.as_ref().and_then(|m| catalog.get(m)) {
-                    let upstream = d.upstream_model.clone().unwrap_or_else(|| model.id.clone());
-                    deployments.push(Arc::new(Deployment::configured(
-                        d.name.clone(),
-                        ep,
-                        model.clone(),
-                        upstream,
-                    )));
+                } else {
+                    if ep.expect.is_some() {
+                        verify.push(ep.clone());
+                    }
+                    if let Some(model) = d.model.as_ref().and_then(|m| catalog.get(m)) {
+                        let upstream = d.upstream_model.clone().unwrap_or_else(|| model.id.clone());
+                        deployments.push(Arc::new(Deployment::configured(
+                            d.name.clone(),
+                            ep,
+                            model.clone(),
+                            upstream,
+                        )));
+                    }
                 }
             }
         }
@@ -597,6 +603,7 @@ fn build(
             catalog,
             deployments,
             discover,
+            verify,
             policies,
             active_policy,
             limits,
@@ -699,6 +706,42 @@ enum Built {
     Skip,
 }
 
+impl DeploymentCx<'_> {
+    /// The pinned digest: one of sha256 (64 hex digits) or revision (40), on a local backend.
+    fn expect(
+        &self,
+        d: &DeploymentSpec,
+        problems: &mut Problems,
+    ) -> Option<crate::catalog::identify::Digest> {
+        use crate::catalog::identify::Digest;
+        let e = d.expect.as_ref()?;
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let digest = match (&e.sha256, &e.revision) {
+            (Some(h), None) => {
+                let h = h.strip_prefix("sha256:").unwrap_or(h);
+                hex(h, 64).then(|| Digest::Sha256(h.to_ascii_lowercase()))
+            }
+            (None, Some(r)) => hex(r, 40).then(|| Digest::Revision(r.to_ascii_lowercase())),
+            _ => None,
+        };
+        if digest.is_none() {
+            self.problem(
+                problems,
+                "expect",
+                "give one of 'sha256' (64 hex digits) or 'revision' (a 40-hex-digit commit)",
+            );
+        }
+        if !matches!(d.kind, Kind::OpenaiCompatible) {
+            self.problem(
+                problems,
+                "expect",
+                "only the weights of an OpenAI-compatible backend (vLLM, llama.cpp, Ollama) can be checked",
+            );
+        }
+        digest
+    }
+}
+
 struct DeploymentCx<'a> {
     file: &'a Arc<str>,
     loc: Location,
@@ -740,6 +783,12 @@ impl DeploymentCx<'_> {
             if d.model.is_some() || d.upstream_model.is_some() {
                 self.problem(problems, "model", "a discovered backend names its models itself: remove 'model' and 'upstream_model'");
             }
+        } else if d.refuse_unidentified {
+            self.problem(
+                problems,
+                "refuse_unidentified",
+                "only a discovering backend ('discover: true') has models to identify",
+            );
         } else {
             match &d.model {
                 None => self.problem(problems, "model", "missing: name the catalog model this deployment serves (or set 'discover: true')"),
@@ -925,6 +974,7 @@ impl DeploymentCx<'_> {
                 "failure_rate is between 0 and 1 and base_ejection more than 0",
             );
         }
+        let expect = self.expect(d, problems);
         if problems.len() > before {
             return Built::Skip;
         }
@@ -950,6 +1000,9 @@ impl DeploymentCx<'_> {
             data: d.data,
             region: d.region.clone(),
             quantization: d.quantization.clone(),
+            discover: d.discover,
+            refuse_unidentified: d.refuse_unidentified,
+            expect,
             price_override,
             stream_usage: d.stream_usage.unwrap_or(true),
             timeouts,

@@ -74,6 +74,9 @@ pub struct Config {
     pub deployments: Vec<Arc<Deployment>>,
     /// Backends whose models are discovered at run time.
     pub discover: Vec<Arc<Endpoint>>,
+    /// Backends of configured deployments whose weights are pinned (`expect`): asked like
+    /// discovered ones, served once the digest matches.
+    pub verify: Vec<Arc<Endpoint>>,
     /// Every loaded policy, validated.
     pub policies: Vec<Arc<crate::policy::spec::PolicySpec>>,
     /// The policy in force for callers whose key names none.
@@ -87,8 +90,8 @@ pub struct Config {
     pub reload: ReloadSettings,
 }
 
-/// Names a discovering backend was found to serve, by endpoint name.
-pub type Discovered = HashMap<String, Vec<String>>;
+/// What each probed backend said it serves, by endpoint name.
+pub type Discovered = HashMap<String, Vec<crate::catalog::identify::Evidence>>;
 
 /// What one request reads: the configuration plus the deployments that exist right now, and
 /// the table from requested names to deployments. Built once per change, never per request.
@@ -103,6 +106,8 @@ pub struct Snapshot {
     pub listed: Vec<(Arc<crate::catalog::Model>, Vec<usize>)>,
     /// Rate limits and budgets: kept across reloads while the store stays the same.
     pub limiter: Arc<crate::limits::Limiter>,
+    /// Deployments not served, and why (weights that do not match their pinned digest).
+    pub withheld: Vec<(String, String)>,
 }
 
 /// What a requested name stands for.
@@ -138,17 +143,75 @@ impl Snapshot {
         book: &crate::upstream::health::HealthBook,
         limiter: Arc<crate::limits::Limiter>,
     ) -> Snapshot {
-        let mut deployments: Vec<Arc<Deployment>> = config.deployments.clone();
-        for ep in &config.discover {
-            let Some(names) = discovered.get(&ep.name) else {
+        let mut withheld = Vec::new();
+        let mut deployments: Vec<Arc<Deployment>> = Vec::with_capacity(config.deployments.len());
+        for d in &config.deployments {
+            let Some(want) = &d.endpoint.expect else {
+                deployments.push(d.clone());
                 continue;
             };
-            for served in names {
-                let model = match config.catalog.match_served_name(served) {
-                    Some(m) => m.clone(),
-                    None => Arc::new(config.catalog.uncatalogued(served)),
+            let evidence = discovered
+                .get(&d.endpoint.name)
+                .and_then(|found| found.iter().find(|e| e.served == d.upstream_model));
+            let verdict = match evidence {
+                None => Err(format!(
+                    "its weights are pinned ({want}) and the backend has not shown them yet"
+                )),
+                Some(ev) => crate::catalog::identify::identify(
+                    &config.catalog,
+                    ev,
+                    Some(want),
+                    Some(&d.model),
+                ),
+            };
+            match verdict {
+                Ok(identity) => deployments.push(Arc::new(d.with_identity(identity))),
+                Err(why) => withheld.push((d.name.clone(), why)),
+            }
+        }
+        for ep in &config.discover {
+            let Some(found) = discovered.get(&ep.name) else {
+                continue;
+            };
+            for ev in found {
+                let identity = match crate::catalog::identify::identify(
+                    &config.catalog,
+                    ev,
+                    ep.expect.as_ref(),
+                    None,
+                ) {
+                    Ok(i) => i,
+                    Err(why) => {
+                        // Named by the backend's configured name: what a backend lists stays
+                        // out of metric labels.
+                        withheld.push((ep.name.clone(), format!("'{}': {why}", ev.served)));
+                        continue;
+                    }
                 };
-                deployments.push(Arc::new(Deployment::discovered(ep.clone(), model, served)));
+                if identity.model.is_none() && ep.refuse_unidentified {
+                    withheld.push((
+                        ep.name.clone(),
+                        format!(
+                            "'{}' was not identified ({}), and the backend says refuse_unidentified",
+                            ev.served, identity.evidence
+                        ),
+                    ));
+                    continue;
+                }
+                let model = match identity
+                    .model
+                    .as_deref()
+                    .and_then(|id| config.catalog.get(id))
+                {
+                    Some(m) => m.clone(),
+                    None => Arc::new(config.catalog.uncatalogued(&ev.served)),
+                };
+                deployments.push(Arc::new(Deployment::discovered(
+                    ep.clone(),
+                    model,
+                    &ev.served,
+                    identity,
+                )));
             }
         }
 
@@ -211,6 +274,7 @@ impl Snapshot {
             routes,
             listed: by_model,
             limiter,
+            withheld,
         }
     }
 

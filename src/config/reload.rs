@@ -6,21 +6,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use serde::Deserialize;
-
 use super::load::{self, Env, Loaded, Overrides};
 use super::{Config, Discovered, Endpoint, Origin, Snapshot};
 use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
 
 /// The snapshot requests read.
 pub type Live = Arc<ArcSwap<Snapshot>>;
-
-/// Most models taken from one discovered backend.
-const MAX_DISCOVERED: usize = 200;
-
-/// The largest `/models` answer read from a backend.
-const MAX_DISCOVERY_BYTES: usize = 4 << 20;
 
 /// The reloadable state of a running gateway.
 pub struct State {
@@ -184,29 +176,61 @@ impl State {
             limiter,
         );
         self.metrics.set_config(&snapshot);
+        let before = self.live.load();
+        for (name, why) in &snapshot.withheld {
+            if !before.withheld.iter().any(|(n, w)| n == name && w == why) {
+                tracing::warn!(deployment = %name, "deployment not served: {why}");
+            }
+        }
+        for d in &snapshot.deployments {
+            if d.identity.basis == crate::catalog::identify::Basis::Unknown
+                && !before
+                    .deployments
+                    .iter()
+                    .any(|b| b.name == d.name && b.identity.evidence == d.identity.evidence)
+            {
+                tracing::warn!(
+                    deployment = %d.endpoint.name,
+                    "a served model was not identified; its openness, license and locality are unknown, and policies that ask about them refuse it: {}",
+                    d.identity.evidence
+                );
+            }
+        }
         self.live.store(Arc::new(snapshot));
     }
 
-    /// Asks every discovering backend what it serves, and updates the snapshot on a change.
-    pub async fn discover(&self) {
-        let endpoints = self.config().discover.clone();
+    /// Asks every discovering backend (and every backend whose weights are pinned) what it
+    /// serves, and updates the snapshot on a change. Returns whether every one answered.
+    pub async fn discover(&self) -> bool {
+        let config = self.config();
+        let endpoints: Vec<Arc<Endpoint>> = config
+            .discover
+            .iter()
+            .chain(&config.verify)
+            .cloned()
+            .collect();
         if endpoints.is_empty() {
-            return;
+            return true;
         }
-        let results =
-            futures_util::future::join_all(endpoints.iter().map(|ep| list_models(ep.clone())))
-                .await;
+        let results = futures_util::future::join_all(
+            endpoints
+                .iter()
+                .map(|ep| crate::discovery::probe(ep.clone())),
+        )
+        .await;
         let mut found = Discovered::default();
-        for (ep, names) in endpoints.iter().zip(results) {
-            if !names.is_empty() {
-                found.insert(ep.name.clone(), names);
+        for (ep, evidence) in endpoints.iter().zip(results) {
+            if !evidence.is_empty() {
+                found.insert(ep.name.clone(), evidence);
             }
         }
+        let all_answered = found.len() == endpoints.len();
         let mut inner = self.inner();
         if found != inner.discovered {
             for (name, models) in &found {
                 if inner.discovered.get(name) != Some(models) {
-                    tracing::info!(backend = %name, models = ?models, "backend discovered");
+                    let served: Vec<&str> = models.iter().map(|e| e.served.as_str()).collect();
+                    tracing::info!(backend = %name, models = ?served, "backend discovered");
                 }
             }
             for name in inner.discovered.keys() {
@@ -217,65 +241,8 @@ impl State {
             inner.discovered = found;
             self.publish(&inner);
         }
+        all_answered
     }
-}
-
-/// `GET {base_url}/models`: the names a backend serves; empty when it does not answer.
-async fn list_models(ep: Arc<Endpoint>) -> Vec<String> {
-    #[derive(Deserialize)]
-    struct List {
-        data: Vec<Item>,
-    }
-    #[derive(Deserialize)]
-    struct Item {
-        id: String,
-    }
-    let Ok(client) = ep.client.get() else {
-        return Vec::new();
-    };
-    let mut req = client
-        .get(format!("{}/models", ep.base_url))
-        .header(crate::hop::HOPS.clone(), crate::hop::outgoing());
-    if let Some((name, value)) = &ep.auth_header {
-        req = req.header(name.clone(), value.clone());
-    }
-    let fetch = async {
-        let res = req.send().await.ok()?;
-        if !res.status().is_success() {
-            return None;
-        }
-        // Read to a bound: a backend's list is a few KiB; a huge one is refused, not held.
-        let mut res = res;
-        if res
-            .content_length()
-            .is_some_and(|n| n > MAX_DISCOVERY_BYTES as u64)
-        {
-            return None;
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = res.chunk().await.ok()? {
-            if body.len() + chunk.len() > MAX_DISCOVERY_BYTES {
-                return None;
-            }
-            body.extend_from_slice(&chunk);
-        }
-        serde_json::from_slice::<List>(&body).ok()
-    };
-    let Ok(Some(list)) = tokio::time::timeout(Duration::from_secs(2), fetch).await else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = list
-        .data
-        .into_iter()
-        .map(|i| i.id)
-        .filter(|id| !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control))
-        // A name that carries the backend's key would reach logs, labels and answers.
-        .filter(|id| ep.masks.is_empty() || ep.masks.mask(id, "") == *id)
-        .take(MAX_DISCOVERED)
-        .collect();
-    names.sort();
-    names.dedup();
-    names
 }
 
 /// Reloads on SIGHUP and whenever the watched files change, until the process ends.
@@ -327,10 +294,18 @@ pub async fn watch(state: Arc<State>) {
 }
 
 /// Asks discovering backends what they serve, every `discovery_interval`.
+/// Until every backend has answered once, they are asked every second (one that starts after
+/// the gateway serves within a second of answering, not an interval later).
 pub async fn discovery(state: Arc<State>) {
+    let mut all_answered = false;
     loop {
         let every = state.config().reload.discovery_interval;
-        tokio::time::sleep(every).await;
-        state.discover().await;
+        let wait = if all_answered {
+            every
+        } else {
+            every.min(Duration::from_secs(1))
+        };
+        tokio::time::sleep(wait).await;
+        all_answered = state.discover().await;
     }
 }

@@ -252,11 +252,24 @@ pub struct DeploymentSpec {
     /// the configuration.
     #[serde(default)]
     pub optional: bool,
-    /// Ask the backend which models it serves (`GET /models`) and serve each of them, mapped to
-    /// the catalog by `served_as`. Probed at start and every `reload.discovery_interval`; a
-    /// backend that does not answer serves nothing until it does.
+    /// Ask the backend which models it serves (`GET /models`) and serve each of them, identified
+    /// from what the backend says about the weights (vLLM's `root`, Ollama's `/api/show`, the
+    /// GGUF header of a file this process can read), then by the served name matched whole
+    /// against the catalog's names; a model that cannot be identified is served as `unknown`.
+    /// Probed at start, every second until it answers, then every `reload.discovery_interval`.
     #[serde(default)]
     pub discover: bool,
+    /// The weights this backend must serve, pinned: `{sha256: <64 hex>}` (of the GGUF file, or
+    /// Ollama's blob) or `{revision: <40 hex>}` (a Hugging Face commit, as vLLM's root shows it).
+    /// Until the backend shows a matching digest the deployment is not served; a mismatch says
+    /// which digest was expected and which was found.
+    #[serde(default)]
+    pub expect: Option<ExpectSpec>,
+    /// Of a discovering backend: leave out every model that cannot be identified, instead of
+    /// serving it as unknown (which only policies that ask nothing about openness, license or
+    /// locality allow).
+    #[serde(default)]
+    pub refuse_unidentified: bool,
     /// Where it runs. Defaults to `local` for loopback addresses, `remote` otherwise.
     #[serde(default)]
     pub locality: Option<Locality>,
@@ -290,6 +303,16 @@ pub struct DeploymentSpec {
     /// gateway, with a shared `limits.store`); over them, the next allowed deployment is tried.
     #[serde(default)]
     pub limits: Option<DeploymentLimitsSpec>,
+}
+
+/// A pinned digest of served weights.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSpec {
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub revision: Option<String>,
 }
 
 /// Caps on what one deployment is sent.

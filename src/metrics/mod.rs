@@ -48,6 +48,10 @@ pub struct Metrics {
     pub stream_ends: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_info: IntGaugeVec,
+    /// 1 per deployment served: how its model was identified, and its quantization.
+    pub identity: IntGaugeVec,
+    /// 1 per deployment withheld (weights that do not match their pin).
+    pub withheld: IntGaugeVec,
     pub deployments: IntGauge,
     pub panics: prometheus::IntCounter,
     pub shed: prometheus::IntCounter,
@@ -245,6 +249,28 @@ impl Metrics {
                 "Configuration reloads, by result (ok, error, unchanged).",
                 &["result"],
             )?,
+            identity: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "modelgate_deployment_identity",
+                        "1 per deployment served: its model, how the model was identified (configured, digest, metadata, name, unknown), and the quantization where known.",
+                    ),
+                    &["deployment", "model", "basis", "quantization"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            withheld: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "modelgate_deployment_withheld",
+                        "1 per deployment not served because its weights are not the pinned ones (or not shown yet).",
+                    ),
+                    &["deployment"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             config_info: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -367,6 +393,22 @@ impl Metrics {
             .set(1);
         self.deployments
             .set(i64::try_from(snapshot.deployments.len()).unwrap_or(i64::MAX));
+        self.identity.reset();
+        for d in &snapshot.deployments {
+            let [deployment, _, model, ..] = model_labels(d, "");
+            self.identity
+                .with_label_values(&[
+                    deployment,
+                    model,
+                    d.identity.basis.as_str(),
+                    d.quantization().unwrap_or(""),
+                ])
+                .set(1);
+        }
+        self.withheld.reset();
+        for (name, _) in &snapshot.withheld {
+            self.withheld.with_label_values(&[name.as_str()]).set(1);
+        }
         self.prime(snapshot);
     }
 
@@ -473,7 +515,7 @@ impl Metrics {
     /// A request the policy refused; returns the policy's name for the request metrics.
     pub fn refusal(&self, e: &PolicyError) -> Option<std::sync::Arc<str>> {
         match e {
-            PolicyError::UnknownModel(_) => None,
+            PolicyError::UnknownModel(_) | PolicyError::Withheld { .. } => None,
             PolicyError::NoRule { policy } => {
                 self.decisions
                     .with_label_values(&[policy, "none", "refused"])

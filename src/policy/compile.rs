@@ -237,6 +237,26 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
         );
     }
     let lr = &req.license;
+    if m.test_only && lr.requires_anything() {
+        return refuse(
+            K::License,
+            format!(
+                "{} is a test model, not a language model: it has no license terms to test",
+                m.id
+            ),
+        );
+    }
+    if m.uncatalogued && lr.requires_anything() {
+        // A license nobody could name meets no license requirement, a deny list included: the
+        // model might be under exactly the license it denies.
+        return refuse(
+            K::License,
+            format!(
+                "license unknown: the model was not identified ({})",
+                d.identity.evidence
+            ),
+        );
+    }
     if !lr.ids.is_empty() && !lr.ids.contains(&l.id) {
         return refuse(
             K::License,
@@ -313,8 +333,9 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
             format!("license {} counts a hosted service as distribution", l.id),
         );
     }
+    // The caps bind above the number ("greater than 700 million monthly active users").
     if let (Some(users), Some(cap)) = (lr.monthly_active_users, l.mau_limit)
-        && users >= cap
+        && users > cap
     {
         return refuse(K::License, format!("license {} caps users at {cap}", l.id));
     }
@@ -331,19 +352,35 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
             format!("license {} facts are not verified", l.id),
         );
     }
-    if !req.locality.is_empty() && !req.locality.contains(&ep.locality) {
-        return refuse(
-            K::Locality,
-            format!(
-                "locality {} is not one of {}",
-                ep.locality.as_str(),
-                list(&req.locality)
-            ),
-        );
+    let locality = d.locality();
+    if !req.locality.is_empty() {
+        match locality {
+            Some(l) if req.locality.contains(&l) => {}
+            Some(l) => {
+                return refuse(
+                    K::Locality,
+                    format!(
+                        "locality {} is not one of {}",
+                        l.as_str(),
+                        list(&req.locality)
+                    ),
+                );
+            }
+            None => {
+                return refuse(
+                    K::Locality,
+                    format!(
+                        "locality unknown: the server is at {}, but the model was not identified, so where it runs is not known",
+                        ep.locality.as_str()
+                    ),
+                );
+            }
+        }
     }
-    // Undeclared is unknown, and a requirement refuses unknown; a local deployment runs where
-    // the configuration says, so it keeps nothing unless declared to.
-    let local = ep.locality == crate::config::spec::Locality::Local;
+    // Undeclared is unknown, and a requirement refuses unknown; a local deployment of an
+    // identified model runs where the configuration says, so it keeps nothing unless declared
+    // to (an unidentified one may be a proxy to anywhere).
+    let local = locality == Some(crate::config::spec::Locality::Local);
     for (required, declared, what) in [
         (
             req.data.retains_prompts,

@@ -112,6 +112,10 @@ impl Decision {
 pub enum PolicyError {
     #[error("model '{0}' is not served here")]
     UnknownModel(String),
+    /// A deployment asked for by name that is configured but not served (its weights do not
+    /// match their pin).
+    #[error("deployment '{name}' is not served: {why}")]
+    Withheld { name: String, why: String },
     #[error("no rule of policy '{policy}' matches this request")]
     NoRule { policy: Arc<str> },
     #[error("{}", refused_message(.policy, .rule, .model, .refused))]
@@ -146,6 +150,7 @@ impl PolicyError {
     pub fn status(&self) -> StatusCode {
         match self {
             PolicyError::UnknownModel(_) => StatusCode::NOT_FOUND,
+            PolicyError::Withheld { .. } => StatusCode::SERVICE_UNAVAILABLE,
             PolicyError::NoRule { .. } | PolicyError::Refused { .. } => StatusCode::FORBIDDEN,
         }
     }
@@ -161,6 +166,9 @@ impl PolicyError {
             )
             .param("model")
             .code("model_not_found"),
+            PolicyError::Withheld { .. } => ErrorBody::new(ErrorType::ApiError, self.to_string())
+                .param("model")
+                .code("deployment_withheld"),
             PolicyError::NoRule { .. } | PolicyError::Refused { .. } => {
                 ErrorBody::new(ErrorType::PermissionError, self.to_string())
                     .param("model")
@@ -255,6 +263,12 @@ pub fn decide(ask: &Ask, snapshot: &Snapshot) -> Result<Decision, PolicyError> {
         });
     };
     let Some(indices) = candidates_for(policy, snapshot, ask.model, task_of(ask.endpoint)) else {
+        if let Some((name, why)) = snapshot.withheld.iter().find(|(n, _)| n == ask.model) {
+            return Err(PolicyError::Withheld {
+                name: name.clone(),
+                why: why.clone(),
+            });
+        }
         return Err(PolicyError::UnknownModel(ask.model.to_owned()));
     };
     if indices.is_empty() {

@@ -527,9 +527,11 @@ fn reference(w: &World) -> Expected {
             && q.osi.is_none_or(|o| o == osi)
             && (q.commercial.is_empty() || q.commercial.contains(&commercial))
             && !(q.no_restrictions && restricted)
-            && !matches!((q.mau, mau), (Some(users), Some(cap)) if users >= cap)
+            && !matches!((q.mau, mau), (Some(users), Some(cap)) if users > cap)
             && !(q.operator_eu && excludes_eu)
-            && (q.locality.is_empty() || q.locality.contains(&d.locality))
+            // A model without weights runs at its provider, whatever address fronts it.
+            && (q.locality.is_empty()
+                || q.locality.contains(&if m.weights { d.locality } else { 2 }))
             && !(q.no_retention && d.retains)
             && (q.regions.is_empty() || d.region.is_some_and(|r| q.regions.contains(&r)))
             && (!q.tools || m.tools)
@@ -653,6 +655,9 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
                 }
             );
             return Ok(());
+        }
+        Err(e @ PolicyError::Withheld { .. }) => {
+            return Err(TestCaseError::fail(format!("nothing is pinned here: {e}")));
         }
         Ok(d) => d,
     };
@@ -803,4 +808,5 @@ fn every_attempt_stays_inside_the_allowed_set() {
     }
 }
 
+mod identity;
 mod reload;

@@ -34,6 +34,7 @@ fn openness_rank(d: &Deployment) -> u8 {
         Openness::OpenSource => 0,
         Openness::OpenWeight => 2,
         Openness::Closed => 4,
+        Openness::Unknown => 6,
     };
     class + u8::from(!d.model.license.osi_approved)
 }
@@ -73,7 +74,8 @@ pub fn rank(
             Some(Facts {
                 index: i,
                 order: rule.order.get(i).copied().flatten(),
-                local: locality_rank(d.endpoint.locality),
+                // Unknown ranks with remote: where an unidentified model runs is not known.
+                local: d.locality().map_or(2, locality_rank),
                 cost: comparable_cost(d, ask),
                 latency: d.health.latency_seconds().unwrap_or(f64::INFINITY),
                 openness: openness_rank(d),

@@ -204,7 +204,8 @@ pub struct LicenseRequireSpec {
     /// false: offering the model as a service must not count as distribution.
     #[serde(default)]
     pub hosted_service_is_distribution: Option<bool>,
-    /// Your monthly active users: licenses capped at or below this are refused.
+    /// Your monthly active users: licenses capped below this are refused (a cap binds above
+    /// its number).
     #[serde(default)]
     pub monthly_active_users: Option<u64>,
     /// Your region (`EU`): licenses that exclude it are refused.
@@ -213,6 +214,25 @@ pub struct LicenseRequireSpec {
     /// true: only licenses whose facts were checked against their text.
     #[serde(default)]
     pub verified: Option<bool>,
+}
+
+impl LicenseRequireSpec {
+    /// Whether any license term is required (an unidentified model meets none).
+    pub fn requires_anything(&self) -> bool {
+        !self.ids.is_empty()
+            || !self.deny.is_empty()
+            || !self.kinds.is_empty()
+            || self.osi_approved.is_some()
+            || self.open_per_mof.is_some()
+            || !self.commercial_use.is_empty()
+            || self.use_restrictions.is_some()
+            || self.attribution_required.is_some()
+            || !self.output_use.is_empty()
+            || self.hosted_service_is_distribution.is_some()
+            || self.monthly_active_users.is_some()
+            || self.operator_region.is_some()
+            || self.verified.is_some()
+    }
 }
 
 /// Data-handling requirements.

@@ -96,7 +96,7 @@ pub async fn start_with_env(
     let admin_addr = admin.local_addr()?;
 
     // Local backends that answer right away are routable from the first request.
-    let _ = tokio::time::timeout(Duration::from_millis(500), state.discover()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), state.discover()).await;
     tokio::spawn(reload::watch(state.clone()));
     tokio::spawn(reload::discovery(state.clone()));
 

@@ -18,19 +18,26 @@ pub static X_DEPLOYMENT: HeaderName = HeaderName::from_static("x-modelgate-deplo
 pub static X_POLICY: HeaderName = HeaderName::from_static("x-modelgate-policy");
 pub static X_OPENNESS: HeaderName = HeaderName::from_static("x-modelgate-openness");
 pub static X_LICENSE: HeaderName = HeaderName::from_static("x-modelgate-license");
+pub static X_IDENTIFIED: HeaderName = HeaderName::from_static("x-modelgate-identified-by");
+pub static X_QUANTIZATION: HeaderName = HeaderName::from_static("x-modelgate-quantization");
 pub static X_RULE: HeaderName = HeaderName::from_static("x-modelgate-rule");
 pub static X_COST: HeaderName = HeaderName::from_static("x-modelgate-cost-usd");
 
 /// The decision headers of a deployment, made once when the snapshot is built.
 pub fn deployment_headers(d: &Deployment) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::with_capacity(5);
+    let mut out = Vec::with_capacity(7);
     for (name, value) in [
         (&X_MODEL, d.model.id.as_str()),
         (&X_PROVIDER, d.endpoint.provider.as_str()),
         (&X_DEPLOYMENT, d.name.as_str()),
         (&X_OPENNESS, d.model.openness.as_str()),
         (&X_LICENSE, d.model.license.id.as_str()),
+        (&X_IDENTIFIED, d.identity.basis.as_str()),
+        (&X_QUANTIZATION, d.quantization().unwrap_or("")),
     ] {
+        if value.is_empty() {
+            continue;
+        }
         if let Ok(v) = HeaderValue::from_str(value) {
             out.push((name.clone(), v));
         }

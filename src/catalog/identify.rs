@@ -1,0 +1,346 @@
+//! Which catalog model a backend serves, from what it says about itself. Evidence, strongest
+//! first: a pinned digest that matches; metadata (the GGUF header, Ollama's `/api/show`, vLLM's
+//! `root`); the served name, matched whole. Evidence that disagrees (two sources naming two
+//! models, a size or a license the model does not have) is never settled in favour of either
+//! side: the model is unknown, and says why. Nothing here does I/O; discovery gathers the
+//! evidence.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Catalog, Model, names};
+
+/// What a backend says about one model it serves.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Evidence {
+    /// The name the backend lists it under.
+    pub served: String,
+    /// vLLM's `root`: the Hugging Face repository (or the folder) the weights came from.
+    pub root: Option<String>,
+    /// The model's own metadata (GGUF header, Ollama's `model_info`).
+    pub metadata: Option<Metadata>,
+    /// The digest of the weights, when it could be taken (sha256 of the file, Ollama's digest,
+    /// a Hugging Face revision found in a snapshot path).
+    pub digest: Option<Digest>,
+    pub quantization: Option<String>,
+}
+
+/// A model file's self-description, in GGUF's terms (`general.*`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metadata {
+    /// Where it was read: `GGUF header of /models/x.gguf`, `Ollama /api/show`.
+    pub source: String,
+    pub name: Option<String>,
+    pub basename: Option<String>,
+    pub size_label: Option<String>,
+    pub finetune: Option<String>,
+    /// `general.license`, or the first line of a license text.
+    pub license: Option<String>,
+    pub architecture: Option<String>,
+    pub parameters: Option<f64>,
+}
+
+/// A digest of served weights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Digest {
+    Sha256(String),
+    Revision(String),
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Digest::Sha256(d) => write!(f, "sha256:{d}"),
+            Digest::Revision(r) => write!(f, "revision {r}"),
+        }
+    }
+}
+
+/// How a deployment's model was identified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// Named in the configuration (closed APIs, and local deployments that name their model).
+    Configured,
+    /// A pinned digest matched.
+    Digest,
+    /// The model's metadata.
+    Metadata,
+    /// The served name, matched whole.
+    Name,
+    /// Not identified: openness, license and commercial use unknown.
+    Unknown,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Configured => "configured",
+            Basis::Digest => "digest",
+            Basis::Metadata => "metadata",
+            Basis::Name => "name",
+            Basis::Unknown => "unknown",
+        }
+    }
+}
+
+/// The answer: the model (none when unknown), on what basis, and from what.
+#[derive(Clone, Debug, Serialize)]
+pub struct Identity {
+    pub basis: Basis,
+    /// The catalog id, when identified.
+    pub model: Option<String>,
+    /// What it was identified from, or why it was not, in words.
+    pub evidence: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
+}
+
+impl Identity {
+    pub fn configured(model: &str, quantization: Option<String>) -> Identity {
+        Identity {
+            basis: Basis::Configured,
+            model: Some(model.to_owned()),
+            evidence: "named in the configuration".into(),
+            quantization,
+        }
+    }
+
+    fn unknown(why: String, quantization: Option<String>) -> Identity {
+        Identity {
+            basis: Basis::Unknown,
+            model: None,
+            evidence: why,
+            quantization,
+        }
+    }
+}
+
+/// One source's claim: which model (none: it names one the catalog does not have).
+struct Claim<'a> {
+    basis: Basis,
+    said: String,
+    model: Option<&'a Arc<Model>>,
+}
+
+/// The family of a license as a name or text gives it, for telling two licenses apart (a GGUF
+/// that says `llama3.1` is not an MIT model). `None`: it says nothing recognisable.
+pub fn license_family(text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    let has = |w: &str| t.contains(w);
+    let word = |w: &str| {
+        t.split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|x| x == w)
+    };
+    if has("llama") {
+        Some("llama")
+    } else if has("gemma") {
+        Some("gemma")
+    } else if has("qwen") || has("tongyi") {
+        Some("qwen")
+    } else if has("deepseek") {
+        Some("deepseek")
+    } else if has("apache") {
+        Some("apache")
+    } else if word("mit") {
+        Some("mit")
+    } else if has("cc-by-nc") || has("creative commons attribution-noncommercial") {
+        Some("cc-by-nc")
+    } else if has("openrail") {
+        Some("openrail")
+    } else if has("nvidia") {
+        Some("nvidia")
+    } else if has("mistral research") || has("mrl") {
+        Some("mrl")
+    } else {
+        None
+    }
+}
+
+/// The size a catalog model has, from its id (`llama-3.1-8b-instruct`: 8 B).
+fn model_size(m: &Model) -> Option<f64> {
+    names::stated_size(&m.id)
+}
+
+/// Identifies the model behind `ev` in `cat`. `expected` is a pinned digest: when set, only a
+/// matching digest identifies (and a mismatch is an error, not an unknown).
+pub fn identify(
+    cat: &Catalog,
+    ev: &Evidence,
+    expected: Option<&Digest>,
+    pinned_model: Option<&Arc<Model>>,
+) -> Result<Identity, String> {
+    let quantization = ev
+        .quantization
+        .clone()
+        .or_else(|| names::quantization_of(&ev.served));
+    if let Some(want) = expected {
+        match &ev.digest {
+            Some(found) if found == want => {
+                // The configuration names the model of these weights; a discovering backend's
+                // models are still identified from what they say.
+                if let Some(m) = pinned_model {
+                    return Ok(Identity {
+                        basis: Basis::Digest,
+                        model: Some(m.id.clone()),
+                        evidence: format!("{found} matches the pinned digest"),
+                        quantization,
+                    });
+                }
+            }
+            Some(found) => {
+                return Err(format!(
+                    "the weights do not match the pinned digest: expected {want}, found {found}"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "the pinned digest cannot be checked: expected {want}, and the backend shows no digest of its weights"
+                ));
+            }
+        }
+    }
+
+    let mut claims: Vec<Claim<'_>> = Vec::new();
+    if let Some(md) = &ev.metadata {
+        // The composed name (`Meta-Llama-3.1` `8B` `Instruct`) and `general.name` are two
+        // claims: each that names a model must name the same one.
+        if let Some(b) = &md.basename {
+            let mut full = b.clone();
+            for part in [&md.size_label, &md.finetune].into_iter().flatten() {
+                // `general.basename` may already carry the size (`Qwen2.5-7B`).
+                if !names::key(&full).split('-').any(|w| w == names::key(part)) {
+                    full.push('-');
+                    full.push_str(part);
+                }
+            }
+            claims.push(Claim {
+                basis: Basis::Metadata,
+                model: cat.match_served_name(&full),
+                said: format!("{} names it '{full}'", md.source),
+            });
+        }
+        if let Some(n) = &md.name {
+            claims.push(Claim {
+                basis: Basis::Metadata,
+                model: cat.match_served_name(n),
+                said: format!("{} calls it '{n}'", md.source),
+            });
+        }
+    }
+    if let Some(root) = ev.root.as_deref().filter(|r| *r != ev.served) {
+        // A folder of a Hugging Face snapshot names its repository (`models--org--name`).
+        let repo = hub_repo_of_path(root).unwrap_or_else(|| root.to_owned());
+        claims.push(Claim {
+            basis: Basis::Metadata,
+            said: format!("vLLM's root is '{root}'"),
+            model: cat.match_served_name(&repo),
+        });
+    }
+    claims.push(Claim {
+        basis: Basis::Name,
+        said: format!("the backend serves it as '{}'", ev.served),
+        model: cat.match_served_name(&ev.served),
+    });
+
+    // The strongest claim decides what is looked at; every other claim that names a model must
+    // name the same one, and metadata that names a model the catalog lacks is not overridden by
+    // a name.
+    let strongest = &claims[0];
+    let Some(model) = strongest.model else {
+        let why = if strongest.basis == Basis::Name {
+            format!(
+                "{}, which no catalog model is called{}",
+                strongest.said,
+                if ev.metadata.is_none() && ev.root.is_none() {
+                    ", and it gave no metadata"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            format!("{}, which is not in the catalog", strongest.said)
+        };
+        return Ok(Identity::unknown(why, quantization));
+    };
+    for c in &claims[1..] {
+        if let Some(other) = c.model
+            && other.id != model.id
+        {
+            return Ok(Identity::unknown(
+                format!(
+                    "the evidence disagrees: {} ({}), but {} ({})",
+                    strongest.said, model.id, c.said, other.id
+                ),
+                quantization,
+            ));
+        }
+    }
+    if let Some(md) = &ev.metadata {
+        let size = md
+            .parameters
+            .or_else(|| md.size_label.as_deref().and_then(names::parameters));
+        if let (Some(found), Some(want)) = (size, model_size(model))
+            && !names::same_size(found, want)
+        {
+            return Ok(Identity::unknown(
+                format!(
+                    "the evidence disagrees: {} has {:.1} B parameters, but {} says it is {} ({:.1} B)",
+                    md.source,
+                    found / 1e9,
+                    strongest.said,
+                    model.id,
+                    want / 1e9
+                ),
+                quantization,
+            ));
+        }
+        if let Some(l) = &md.license
+            && let Some(found) = license_family(l)
+        {
+            let catalog = license_family(&model.license.id)
+                .or_else(|| model.license.spdx.as_deref().and_then(license_family))
+                .or_else(|| license_family(&model.license.name));
+            if catalog.is_some_and(|c| c != found) {
+                return Ok(Identity::unknown(
+                    format!(
+                        "the evidence disagrees: {} gives the license '{}', but {} is under {}",
+                        md.source,
+                        l.lines().next().unwrap_or("").trim(),
+                        model.id,
+                        model.license.id
+                    ),
+                    quantization,
+                ));
+            }
+        }
+    }
+    Ok(Identity {
+        basis: strongest.basis,
+        model: Some(model.id.clone()),
+        evidence: strongest.said.clone(),
+        quantization,
+    })
+}
+
+/// `…/models--meta-llama--Llama-3.1-8B-Instruct/snapshots/<rev>` → `meta-llama/Llama-3.1-8B-Instruct`.
+pub fn hub_repo_of_path(path: &str) -> Option<String> {
+    let dir = path
+        .split(['/', '\\'])
+        .find_map(|p| p.strip_prefix("models--"))?;
+    Some(dir.replacen("--", "/", 1))
+}
+
+/// The Hugging Face revision in a snapshot path (`…/snapshots/<40 hex>`).
+pub fn hub_revision_of_path(path: &str) -> Option<String> {
+    let mut parts = path.split(['/', '\\']);
+    while let Some(p) = parts.next() {
+        if p == "snapshots" {
+            let rev = parts.next()?;
+            return (rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| rev.to_ascii_lowercase());
+        }
+    }
+    None
+}

@@ -1,0 +1,320 @@
+//! What a local backend serves, and what it says about each model: the control plane's
+//! questions to vLLM, llama.cpp, Ollama and their kin. `GET {base}/models` lists the names;
+//! then, per name, whatever the server offers about the weights: vLLM's `root` (the repository
+//! the weights came from), Ollama's `POST /api/show` (the GGUF keys, the license, the blob's
+//! digest), llama.cpp's `/props` (the file path), and the GGUF header itself when the file is
+//! on a volume this process can read. The catalog decides what the evidence means
+//! (`catalog::identify`); this module only gathers it, bounded in size and time.
+
+pub mod gguf;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::catalog::identify::{Digest, Evidence, Metadata, hub_revision_of_path};
+use crate::config::Endpoint;
+
+/// Most models taken from one backend.
+const MAX_MODELS: usize = 200;
+
+/// The largest answer read from a backend (a model list, a `/api/show` with its license text).
+const MAX_BYTES: usize = 4 << 20;
+
+/// How long one question may take.
+const ASK_WITHIN: Duration = Duration::from_secs(2);
+
+/// Asks `ep` what it serves and what each model is. Empty when it does not answer.
+pub async fn probe(ep: Arc<Endpoint>) -> Vec<Evidence> {
+    let Some(list) = get_json(&ep, &format!("{}/models", ep.base_url)).await else {
+        return Vec::new();
+    };
+    let mut found: Vec<Evidence> = Vec::new();
+    for item in list
+        .get("data")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(id) = item.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        if !acceptable(&ep, id) || found.iter().any(|e| e.served == id) {
+            continue;
+        }
+        let root = item
+            .get("root")
+            .and_then(Value::as_str)
+            .filter(|r| acceptable(&ep, r))
+            .map(str::to_owned);
+        found.push(Evidence {
+            served: id.to_owned(),
+            root,
+            ..Evidence::default()
+        });
+        if found.len() == MAX_MODELS {
+            break;
+        }
+    }
+    found.sort_by(|a, b| a.served.cmp(&b.served));
+    let origin = origin_of(&ep.base_url);
+    // llama.cpp's server names the file it loaded; one file per server.
+    let props_path = match get_json(&ep, &format!("{origin}/props")).await {
+        Some(p) => p
+            .get("model_path")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        None => None,
+    };
+    let one_model = found.len() == 1;
+    for ev in &mut found {
+        if looks_like_ollama_tag(&ev.served)
+            && let Some(show) = post_json(
+                &ep,
+                &format!("{origin}/api/show"),
+                &serde_json::json!({"model": ev.served}),
+            )
+            .await
+        {
+            read_ollama_show(ev, &show);
+        }
+        let file = [Some(ev.served.as_str()), ev.root.as_deref()]
+            .into_iter()
+            .flatten()
+            .find(|p| p.to_ascii_lowercase().ends_with(".gguf"))
+            .map(str::to_owned)
+            .or_else(|| props_path.clone().filter(|_| one_model));
+        if ev.metadata.is_none()
+            && let Some(path) = file
+        {
+            read_local_gguf(ev, &path, ep.expect.is_some()).await;
+        }
+        if ev.digest.is_none()
+            && let Some(rev) = ev.root.as_deref().and_then(hub_revision_of_path)
+        {
+            ev.digest = Some(Digest::Revision(rev));
+        }
+    }
+    found
+}
+
+/// Whether a name a backend gives may be used: printable, bounded, and not carrying the key.
+fn acceptable(ep: &Endpoint, name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && !name.chars().any(char::is_control)
+        // A name that carries the backend's key would reach logs, labels and answers.
+        && (ep.masks.is_empty() || ep.masks.mask(name, "") == name)
+}
+
+/// `http://h:11434/v1` → `http://h:11434`: where a server's own (non-OpenAI) API lives.
+fn origin_of(base: &str) -> &str {
+    base.strip_suffix("/v1").unwrap_or(base)
+}
+
+/// `llama3.1:8b`, `library/qwen2.5:latest`: Ollama names models `name:tag`.
+fn looks_like_ollama_tag(name: &str) -> bool {
+    name.split_once(':')
+        .is_some_and(|(n, t)| !n.is_empty() && !t.is_empty() && !t.contains('/'))
+}
+
+/// What Ollama's `/api/show` says: the GGUF keys (`model_info`), the family and size
+/// (`details`), the license text, and the digest of the weights' blob (in the modelfile's
+/// `FROM …/blobs/sha256-…`).
+pub fn read_ollama_show(ev: &mut Evidence, show: &Value) {
+    let info = show.get("model_info");
+    let text = |k: &str| {
+        info.and_then(|i| i.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let details = show.get("details");
+    let detail = |k: &str| details.and_then(|d| d.get(k)).and_then(Value::as_str);
+    let license = text("general.license").or_else(|| {
+        show.get("license")
+            .and_then(Value::as_str)
+            .and_then(|l| l.lines().map(str::trim).find(|l| !l.is_empty()))
+            .map(|l| l.chars().take(200).collect())
+    });
+    ev.metadata = Some(Metadata {
+        source: "Ollama's /api/show".into(),
+        name: text("general.name"),
+        basename: text("general.basename"),
+        size_label: text("general.size_label"),
+        finetune: text("general.finetune"),
+        license,
+        architecture: text("general.architecture").or(detail("family").map(str::to_owned)),
+        parameters: info
+            .and_then(|i| i.get("general.parameter_count"))
+            .and_then(Value::as_f64)
+            .or_else(|| detail("parameter_size").and_then(crate::catalog::names::parameters)),
+    });
+    if let Some(q) = detail("quantization_level").filter(|q| !q.is_empty()) {
+        ev.quantization = Some(q.to_ascii_uppercase());
+    }
+    if let Some(mf) = show.get("modelfile").and_then(Value::as_str)
+        && let Some(hex) = mf.lines().find_map(|l| {
+            let from = l.trim().strip_prefix("FROM ")?;
+            let (_, d) = from
+                .rsplit_once("sha256-")
+                .or(from.rsplit_once("sha256:"))?;
+            (d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())).then_some(d)
+        })
+    {
+        ev.digest = Some(Digest::Sha256(hex.to_ascii_lowercase()));
+    }
+}
+
+/// Digests already taken, by file, length and modification time: hashing gigabytes once per
+/// probe would be a waste.
+type DigestCache = Mutex<Vec<((String, u64, std::time::SystemTime), String)>>;
+static DIGESTS: OnceLock<DigestCache> = OnceLock::new();
+
+/// Opens the GGUF at `path` when this process can read it (a sidecar often shares the model
+/// volume): its header, and its sha256 when a digest is pinned.
+async fn read_local_gguf(ev: &mut Evidence, path: &str, want_digest: bool) {
+    let path = path.to_owned();
+    let read = tokio::task::spawn_blocking(move || {
+        let p = Path::new(&path);
+        let header = gguf::read_file(p).ok()?;
+        let digest = if want_digest { sha256_of(p).ok() } else { None };
+        Some((header, digest))
+    });
+    if let Ok(Some((h, digest))) = read.await {
+        ev.metadata = Some(h.metadata);
+        if h.quantization.is_some() {
+            ev.quantization = h.quantization;
+        }
+        if let Some(d) = digest {
+            ev.digest = Some(Digest::Sha256(d));
+        }
+    }
+}
+
+/// The sha256 of a file, in hex; remembered while the file stays the same.
+pub fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    let meta = std::fs::metadata(path)?;
+    let id = (
+        path.display().to_string(),
+        meta.len(),
+        meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+    );
+    let cache = DIGESTS.get_or_init(Mutex::default);
+    if let Some((_, d)) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|(k, _)| *k == id)
+    {
+        return Ok(d.clone());
+    }
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    let hex = hex_of(&h.finalize());
+    let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    c.retain(|(k, _)| k.0 != id.0);
+    c.push((id, hex.clone()));
+    Ok(hex)
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+async fn get_json(ep: &Endpoint, url: &str) -> Option<Value> {
+    let client = ep.client.get().ok()?;
+    ask(ep, client.get(url)).await
+}
+
+async fn post_json(ep: &Endpoint, url: &str, body: &Value) -> Option<Value> {
+    let client = ep.client.get().ok()?;
+    let req = client
+        .post(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string());
+    ask(ep, req).await
+}
+
+/// Sends a question with the backend's key and the gateway's hop header, and reads a JSON
+/// answer to a bound within [`ASK_WITHIN`]; `None` on any failure.
+async fn ask(ep: &Endpoint, mut req: reqwest::RequestBuilder) -> Option<Value> {
+    req = req.header(crate::hop::HOPS.clone(), crate::hop::outgoing());
+    if let Some((name, value)) = &ep.auth_header {
+        req = req.header(name.clone(), value.clone());
+    }
+    let fetch = async {
+        let mut res = req.send().await.ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        // Read to a bound: a backend's answers are a few KiB; a huge one is refused, not held.
+        if res.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
+            return None;
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.ok()? {
+            if body.len() + chunk.len() > MAX_BYTES {
+                return None;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice::<Value>(&body).ok()
+    };
+    tokio::time::timeout(ASK_WITHIN, fetch).await.ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ollama_show_is_read_as_evidence() {
+        let show = serde_json::json!({
+            "license": "LLAMA 3.1 COMMUNITY LICENSE AGREEMENT\nLlama 3.1 Version Release Date: July 23, 2024",
+            "modelfile": "# Modelfile generated by \"ollama show\"\nFROM /root/.ollama/models/blobs/sha256-667b0c1932bc6ffc593ed1d03f895bf2dc8dc6df21db3042284a6f4416b06a29\nTEMPLATE \"\"\"...\"\"\"",
+            "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"], "parameter_size": "8.0B", "quantization_level": "Q4_K_M"},
+            "model_info": {"general.architecture": "llama", "general.basename": "DeepSeek-R1-Distill-Llama", "general.size_label": "8B", "general.parameter_count": 8030261312u64, "general.type": "model"}
+        });
+        let mut ev = Evidence {
+            served: "deepseek-r1:8b".into(),
+            ..Evidence::default()
+        };
+        read_ollama_show(&mut ev, &show);
+        let md = ev.metadata.unwrap();
+        assert_eq!(md.basename.as_deref(), Some("DeepSeek-R1-Distill-Llama"));
+        assert_eq!(
+            md.license.as_deref(),
+            Some("LLAMA 3.1 COMMUNITY LICENSE AGREEMENT")
+        );
+        assert_eq!(md.parameters, Some(8_030_261_312.0));
+        assert_eq!(ev.quantization.as_deref(), Some("Q4_K_M"));
+        assert_eq!(
+            ev.digest,
+            Some(Digest::Sha256(
+                "667b0c1932bc6ffc593ed1d03f895bf2dc8dc6df21db3042284a6f4416b06a29".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn names_and_origins() {
+        assert!(looks_like_ollama_tag("llama3.1:8b"));
+        assert!(!looks_like_ollama_tag("meta-llama/Llama-3.1-8B-Instruct"));
+        assert!(!looks_like_ollama_tag("C:/models/x.gguf"));
+        assert_eq!(
+            origin_of("http://127.0.0.1:11434/v1"),
+            "http://127.0.0.1:11434"
+        );
+        assert_eq!(hex_of(&[0, 255, 16]), "00ff10");
+    }
+}
