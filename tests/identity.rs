@@ -335,3 +335,58 @@ async fn refuse_unidentified_leaves_unknown_models_out_and_says_why() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn check_says_what_each_backend_serves_and_what_is_wrong() {
+    let vllm = FakeBackend::start(
+        Server::Vllm,
+        vec![
+            Served {
+                id: "llama-8b".into(),
+                about: json!("meta-llama/Llama-3.1-8B-Instruct"),
+            },
+            Served {
+                id: "house-model".into(),
+                about: Value::Null,
+            },
+        ],
+    )
+    .await;
+    let dir = temp_dir();
+    let path = dir.join("modelgate.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "deployments:\n  - {{name: vllm, kind: openai-compatible, base_url: '{b}', discover: true}}\n  - {{name: pinned, kind: openai-compatible, model: llama-3.1-8b-instruct, upstream_model: llama-8b, base_url: '{b}', expect: {{sha256: '{zeros}'}}}}\n  - {{name: old, kind: openai-compatible, model: gemini-2.0-flash, base_url: 'http://127.0.0.1:9/v1'}}\n",
+            b = vllm.base_url(),
+            zeros = "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let notes = tokio::task::spawn_blocking(move || {
+        let snapshot = modelgate::cli::load_snapshot(Some(path)).unwrap();
+        modelgate::cli::check_notes(&snapshot)
+    })
+    .await
+    .unwrap();
+    let all = notes.join("\n");
+    assert!(
+        all.contains("'vllm/llama-8b' serves llama-3.1-8b-instruct (identified by metadata"),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "warning: deployment 'vllm/house-model' serves a model that was not identified"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains("warning: deployment 'pinned' is not served")
+            && all.contains("expected sha256:0000"),
+        "{all}"
+    );
+    assert!(
+        all.contains("serves gemini-2.0-flash, which its provider retired on 2026-06-01"),
+        "{all}"
+    );
+}
