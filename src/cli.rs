@@ -122,13 +122,7 @@ pub fn load_snapshot(config: Option<PathBuf>) -> Result<Snapshot, String> {
 
 /// Asks every discovering backend, and every backend whose weights are pinned, what it serves.
 fn probe_all(config: &crate::config::Config) -> Discovered {
-    let endpoints: Vec<_> = config
-        .discover
-        .iter()
-        .chain(&config.verify)
-        .cloned()
-        .collect();
-    if endpoints.is_empty() {
+    if crate::discovery::probed(config) == 0 {
         return Discovered::default();
     }
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -137,20 +131,7 @@ fn probe_all(config: &crate::config::Config) -> Discovered {
     else {
         return Discovered::default();
     };
-    runtime.block_on(async {
-        let found = futures_util::future::join_all(
-            endpoints
-                .iter()
-                .map(|ep| crate::discovery::probe(ep.clone())),
-        )
-        .await;
-        endpoints
-            .iter()
-            .zip(found)
-            .filter(|(_, f)| !f.is_empty())
-            .map(|(ep, f)| (ep.name.clone(), f))
-            .collect()
-    })
+    runtime.block_on(crate::discovery::probe_all(config))
 }
 
 /// What `modelgate check` says beyond validity: each served deployment whose model was not

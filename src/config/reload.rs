@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::load::{self, Env, Loaded, Overrides};
-use super::{Config, Discovered, Endpoint, Origin, Snapshot};
+use super::{Config, Discovered, Origin, Snapshot};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 
@@ -203,28 +203,12 @@ impl State {
     /// serves, and updates the snapshot on a change. Returns whether every one answered.
     pub async fn discover(&self) -> bool {
         let config = self.config();
-        let endpoints: Vec<Arc<Endpoint>> = config
-            .discover
-            .iter()
-            .chain(&config.verify)
-            .cloned()
-            .collect();
-        if endpoints.is_empty() {
+        let asked = crate::discovery::probed(&config);
+        if asked == 0 {
             return true;
         }
-        let results = futures_util::future::join_all(
-            endpoints
-                .iter()
-                .map(|ep| crate::discovery::probe(ep.clone())),
-        )
-        .await;
-        let mut found = Discovered::default();
-        for (ep, evidence) in endpoints.iter().zip(results) {
-            if !evidence.is_empty() {
-                found.insert(ep.name.clone(), evidence);
-            }
-        }
-        let all_answered = found.len() == endpoints.len();
+        let found = crate::discovery::probe_all(&config).await;
+        let all_answered = found.len() == asked;
         let mut inner = self.inner();
         if found != inner.discovered {
             for (name, models) in &found {

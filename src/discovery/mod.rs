@@ -26,6 +26,25 @@ const MAX_BYTES: usize = 4 << 20;
 /// How long one question may take.
 const ASK_WITHIN: Duration = Duration::from_secs(2);
 
+/// Asks every backend of `config` that discovers its models or has its weights pinned, at
+/// once; backends that do not answer are left out.
+pub async fn probe_all(config: &crate::config::Config) -> crate::config::Discovered {
+    let endpoints: Vec<&Arc<Endpoint>> = config.discover.iter().chain(&config.verify).collect();
+    let found =
+        futures_util::future::join_all(endpoints.iter().map(|ep| probe(Arc::clone(ep)))).await;
+    endpoints
+        .iter()
+        .zip(found)
+        .filter(|(_, f)| !f.is_empty())
+        .map(|(ep, f)| (ep.name.clone(), f))
+        .collect()
+}
+
+/// How many backends [`probe_all`] asks.
+pub fn probed(config: &crate::config::Config) -> usize {
+    config.discover.len() + config.verify.len()
+}
+
 /// Asks `ep` what it serves and what each model is. Empty when it does not answer.
 pub async fn probe(ep: Arc<Endpoint>) -> Vec<Evidence> {
     let Some(list) = get_json(&ep, &format!("{}/models", ep.base_url)).await else {
