@@ -131,7 +131,19 @@ fn probe_all(config: &crate::config::Config) -> Discovered {
     else {
         return Discovered::default();
     };
-    runtime.block_on(crate::discovery::probe_all(config))
+    runtime.block_on(async {
+        // A pinned file's digest may take a while to compute: wait for it (a one-shot command
+        // has nothing better to do), within bounds.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            let found = crate::discovery::probe_all(config).await;
+            let pending = found.values().flatten().any(|e| e.digest_pending);
+            if !pending || std::time::Instant::now() > until {
+                return found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    })
 }
 
 /// What `modelgate check` says beyond validity: each served deployment whose model was not

@@ -390,3 +390,84 @@ async fn check_says_what_each_backend_serves_and_what_is_wrong() {
         "{all}"
     );
 }
+
+#[tokio::test]
+async fn a_backend_that_starts_after_the_gateway_serves_within_seconds() {
+    // A port nothing listens on yet.
+    let at = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: late, kind: openai-compatible, base_url: 'http://{at}/v1', discover: true}}\n"
+    ))
+    .await;
+    assert!(
+        models(&gw)
+            .await
+            .iter()
+            .all(|m| m["id"] != "llama-3.1-8b-instruct")
+    );
+    let _backend = FakeBackend::start_at(
+        at,
+        Server::Vllm,
+        vec![Served {
+            id: "llama-8b".into(),
+            about: json!("meta-llama/Llama-3.1-8B-Instruct"),
+        }],
+    )
+    .await;
+    // The discovery interval is 15 s; a backend that has not answered yet is asked every second.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if models(&gw)
+            .await
+            .iter()
+            .any(|m| m["id"] == "llama-3.1-8b-instruct")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "not discovered within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_path_a_backend_names_is_opened_only_as_a_regular_file() {
+    // A backend may name anything: a FIFO that would block a reader forever, a device.
+    let dir = temp_dir();
+    let fifo = dir.join("pipe.gguf");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let vllm = FakeBackend::start(
+        Server::Vllm,
+        vec![
+            Served {
+                id: fifo.display().to_string(),
+                about: json!(fifo.display().to_string()),
+            },
+            Served {
+                id: "/dev/zero.gguf".into(),
+                about: Value::Null,
+            },
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: odd, kind: openai-compatible, base_url: '{}', discover: true}}\n",
+        vllm.base_url()
+    ))
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let list = models(&gw).await;
+    let (m, d) = by_deployment(&list, &format!("odd/{}", fifo.display()));
+    assert_eq!(m["openness"], "unknown");
+    assert_eq!(d["identified"]["basis"], "unknown");
+}

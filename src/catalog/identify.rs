@@ -23,6 +23,8 @@ pub struct Evidence {
     /// The digest of the weights, when it could be taken (sha256 of the file, Ollama's digest,
     /// a Hugging Face revision found in a snapshot path).
     pub digest: Option<Digest>,
+    /// The digest is being taken (a large file): not known yet.
+    pub digest_pending: bool,
     pub quantization: Option<String>,
 }
 
@@ -192,6 +194,11 @@ pub fn identify(
             Some(found) => {
                 return Err(format!(
                     "the weights do not match the pinned digest: expected {want}, found {found}"
+                ));
+            }
+            None if ev.digest_pending => {
+                return Err(format!(
+                    "the digest of its weights is still being taken (expected {want})"
                 ));
             }
             None => {

@@ -208,7 +208,9 @@ impl State {
             return true;
         }
         let found = crate::discovery::probe_all(&config).await;
-        let all_answered = found.len() == asked;
+        // A digest still being taken counts as not answered yet: asked again in a second.
+        let all_answered =
+            found.len() == asked && found.values().flatten().all(|e| !e.digest_pending);
         let mut inner = self.inner();
         if found != inner.discovered {
             for (name, models) in &found {

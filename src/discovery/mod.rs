@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::catalog::identify::{Digest, Evidence, Metadata, hub_revision_of_path};
@@ -88,35 +89,53 @@ pub async fn probe(ep: Arc<Endpoint>) -> Vec<Evidence> {
         None => None,
     };
     let one_model = found.len() == 1;
-    for ev in &mut found {
-        if looks_like_ollama_tag(&ev.served)
-            && let Some(show) = post_json(
-                &ep,
-                &format!("{origin}/api/show"),
-                &serde_json::json!({"model": ev.served}),
-            )
-            .await
-        {
-            read_ollama_show(ev, &show);
-        }
-        let file = [Some(ev.served.as_str()), ev.root.as_deref()]
-            .into_iter()
-            .flatten()
-            .find(|p| p.to_ascii_lowercase().ends_with(".gguf"))
-            .map(str::to_owned)
-            .or_else(|| props_path.clone().filter(|_| one_model));
-        if ev.metadata.is_none()
-            && let Some(path) = file
-        {
-            read_local_gguf(ev, &path, ep.expect.is_some()).await;
-        }
-        if ev.digest.is_none()
-            && let Some(rev) = ev.root.as_deref().and_then(hub_revision_of_path)
-        {
-            ev.digest = Some(Digest::Revision(rev));
-        }
+    let props_path = props_path.filter(|_| one_model);
+    // Each model's questions at once, a few models at a time: a backend with 200 models must
+    // not take 200 round trips in a row.
+    let (ep, origin) = (&ep, origin);
+    futures_util::stream::iter(found)
+        .map(|ev| enrich(ep, origin, props_path.as_deref(), ev))
+        .buffered(8)
+        .collect()
+        .await
+}
+
+/// What else the backend (and the file it names) says about one model.
+async fn enrich(
+    ep: &Endpoint,
+    origin: &str,
+    props_path: Option<&str>,
+    mut ev: Evidence,
+) -> Evidence {
+    if looks_like_ollama_tag(&ev.served)
+        && let Some(show) = post_json(
+            ep,
+            &format!("{origin}/api/show"),
+            &serde_json::json!({"model": ev.served}),
+        )
+        .await
+    {
+        read_ollama_show(&mut ev, &show);
     }
-    found
+    // A path names a file on the backend's machine: the same file here only for a backend on
+    // this machine or one sharing its volume, never for a remote one.
+    let file = [Some(ev.served.as_str()), ev.root.as_deref(), props_path]
+        .into_iter()
+        .flatten()
+        .find(|p| p.to_ascii_lowercase().ends_with(".gguf"))
+        .map(str::to_owned)
+        .filter(|_| ep.locality != crate::config::spec::Locality::Remote);
+    if ev.metadata.is_none()
+        && let Some(path) = file
+    {
+        read_local_gguf(&mut ev, &path, ep.expect.is_some()).await;
+    }
+    if ev.digest.is_none()
+        && let Some(rev) = ev.root.as_deref().and_then(hub_revision_of_path)
+    {
+        ev.digest = Some(Digest::Revision(rev));
+    }
+    ev
 }
 
 /// Whether a name a backend gives may be used: printable, bounded, and not carrying the key.
@@ -186,58 +205,89 @@ pub fn read_ollama_show(ev: &mut Evidence, show: &Value) {
     }
 }
 
-/// Digests already taken, by file, length and modification time: hashing gigabytes once per
-/// probe would be a waste.
-type DigestCache = Mutex<Vec<((String, u64, std::time::SystemTime), String)>>;
+/// How long reading a model file's header may take.
+const HEADER_WITHIN: Duration = Duration::from_secs(10);
+
+/// Digests of files, by path, length and modification time: taken once, on a thread of their
+/// own (gigabytes take a while), and remembered while the file stays the same.
+enum Hashing {
+    Running,
+    Done(String),
+}
+type DigestCache = Mutex<Vec<((String, u64, std::time::SystemTime), Hashing)>>;
 static DIGESTS: OnceLock<DigestCache> = OnceLock::new();
 
 /// Opens the GGUF at `path` when this process can read it (a sidecar often shares the model
-/// volume): its header, and its sha256 when a digest is pinned.
+/// volume): its header, and its sha256 when a digest is pinned. Only regular files are opened
+/// (a backend may name anything), and a read that hangs is given up.
 async fn read_local_gguf(ev: &mut Evidence, path: &str, want_digest: bool) {
-    let path = path.to_owned();
+    let p = path.to_owned();
     let read = tokio::task::spawn_blocking(move || {
-        let p = Path::new(&path);
-        let header = gguf::read_file(p).ok()?;
-        let digest = if want_digest { sha256_of(p).ok() } else { None };
-        Some((header, digest))
-    });
-    if let Ok(Some((h, digest))) = read.await {
-        ev.metadata = Some(h.metadata);
-        if h.quantization.is_some() {
-            ev.quantization = h.quantization;
+        let p = Path::new(&p);
+        if !std::fs::metadata(p).is_ok_and(|m| m.is_file()) {
+            return None;
         }
-        if let Some(d) = digest {
-            ev.digest = Some(Digest::Sha256(d));
+        gguf::read_file(p).ok()
+    });
+    let Ok(Ok(Some(h))) = tokio::time::timeout(HEADER_WITHIN, read).await else {
+        return;
+    };
+    ev.metadata = Some(h.metadata);
+    if h.quantization.is_some() {
+        ev.quantization = h.quantization;
+    }
+    if want_digest {
+        match sha256_of(Path::new(path)) {
+            Some(Hashing::Done(d)) => ev.digest = Some(Digest::Sha256(d)),
+            Some(Hashing::Running) => ev.digest_pending = true,
+            None => {}
         }
     }
 }
 
-/// The sha256 of a file, in hex; remembered while the file stays the same.
-pub fn sha256_of(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest as _;
-    let meta = std::fs::metadata(path)?;
+/// The sha256 of a file, in hex, when it is known; otherwise its taking is started (or still
+/// running) on a blocking thread, and a later probe finds it. `None`: the file cannot be read.
+fn sha256_of(path: &Path) -> Option<Hashing> {
+    let meta = std::fs::metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)?;
     let id = (
         path.display().to_string(),
         meta.len(),
         meta.modified().unwrap_or(std::time::UNIX_EPOCH),
     );
     let cache = DIGESTS.get_or_init(Mutex::default);
-    if let Some((_, d)) = cache
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .find(|(k, _)| *k == id)
-    {
-        return Ok(d.clone());
+    let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, state)) = c.iter().find(|(k, _)| *k == id) {
+        return Some(match state {
+            Hashing::Running => Hashing::Running,
+            Hashing::Done(d) => Hashing::Done(d.clone()),
+        });
     }
+    // A changed file's old digest goes.
+    c.retain(|(k, _)| k.0 != id.0);
+    c.push((id.clone(), Hashing::Running));
+    drop(c);
+    let file = path.to_owned();
+    let spawned = tokio::runtime::Handle::try_current().map(|h| {
+        h.spawn_blocking(move || {
+            let digest = hash_file(&file);
+            let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
+            c.retain(|(k, _)| *k != id);
+            if let Ok(d) = digest {
+                c.push((id, Hashing::Done(d)));
+            }
+        })
+    });
+    spawned.is_ok().then_some(Hashing::Running)
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
     let mut f = std::fs::File::open(path)?;
     let mut h = sha2::Sha256::new();
     std::io::copy(&mut f, &mut h)?;
-    let hex = hex_of(&h.finalize());
-    let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
-    c.retain(|(k, _)| k.0 != id.0);
-    c.push((id, hex.clone()));
-    Ok(hex)
+    Ok(hex_of(&h.finalize()))
 }
 
 fn hex_of(bytes: &[u8]) -> String {

@@ -147,6 +147,13 @@ def test_pinned_weights_are_checked(llama_server):
     gw = start_gateway(deployments)
     try:
         with llama_server.alive():
+            # The file's digest is taken on a thread of its own: served once it matches.
+            deadline = time.time() + 60
+            while not any(d["name"] == "pinned-right"
+                          for m in client(gw).models.list().data
+                          for d in m.model_extra.get("deployments", [])):
+                assert time.time() < deadline, "the pinned deployment was never served"
+                time.sleep(0.2)
             r = client(gw).chat.completions.with_raw_response.create(
                 model="pinned-right", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
             assert r.headers["x-modelgate-identified-by"] == "digest"

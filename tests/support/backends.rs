@@ -40,7 +40,12 @@ impl FakeBackend {
     }
 
     pub async fn start(server: Server, models: Vec<Served>) -> FakeBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at("127.0.0.1:0".parse().unwrap(), server, models).await
+    }
+
+    /// On a given address (a backend that comes up after the gateway).
+    pub async fn start_at(at: SocketAddr, server: Server, models: Vec<Served>) -> FakeBackend {
+        let listener = TcpListener::bind(at).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             loop {

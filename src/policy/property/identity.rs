@@ -112,6 +112,7 @@ fn evidence() -> impl Strategy<Value = Evidence> {
             root,
             metadata,
             digest: None,
+            digest_pending: false,
             quantization: None,
         })
 }
