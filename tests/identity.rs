@@ -244,14 +244,24 @@ async fn local_models_are_identified_from_their_own_metadata() {
         }
     };
     // Confidential data: never the closed model behind the proxy, never an unidentified one.
-    for model in [
-        "claude-3-5-haiku-20241022",
-        "house-model",
-        "r1-mit:8b",
-        "qwen2.5:latest",
+    for (model, why) in [
+        ("claude-3-5-haiku-20241022", "openness closed"),
+        ("house-model", "openness unknown"),
+        ("r1-mit:8b", "openness unknown"),
+        ("qwen2.5:latest", "openness unknown"),
+        // Known by its name alone on a local address: where it runs is not known.
+        (
+            "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+            "locality unknown",
+        ),
     ] {
         let (status, _, v) = ask(model, Some("data=confidential")).await;
         assert_eq!(status, 403, "{model}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("confidential-stays-local") && message.contains(why),
+            "{model}: {message}"
+        );
     }
     let (status, h, v) = ask("llama-3.1-8b-instruct", Some("data=confidential")).await;
     assert_eq!(status, 200, "{v}");
@@ -287,7 +297,13 @@ async fn local_models_are_identified_from_their_own_metadata() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 403, "{model}: {}", r.text().await.unwrap());
+        assert_eq!(r.status(), 403, "{model}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("rule 'all'")
+                && (text.contains("license llama3") || text.contains("license unknown")),
+            "{model}: {text}"
+        );
     }
 }
 
@@ -445,6 +461,8 @@ async fn a_path_a_backend_names_is_opened_only_as_a_regular_file() {
         .status()
         .unwrap();
     assert!(made.success());
+    let zero = dir.join("zero.gguf");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
     let vllm = FakeBackend::start(
         Server::Vllm,
         vec![
@@ -453,7 +471,7 @@ async fn a_path_a_backend_names_is_opened_only_as_a_regular_file() {
                 about: json!(fifo.display().to_string()),
             },
             Served {
-                id: "/dev/zero.gguf".into(),
+                id: zero.display().to_string(),
                 about: Value::Null,
             },
         ],
@@ -467,7 +485,11 @@ async fn a_path_a_backend_names_is_opened_only_as_a_regular_file() {
     .await;
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     let list = models(&gw).await;
-    let (m, d) = by_deployment(&list, &format!("odd/{}", fifo.display()));
-    assert_eq!(m["openness"], "unknown");
-    assert_eq!(d["identified"]["basis"], "unknown");
+    for path in [&fifo, &zero] {
+        let (m, d) = by_deployment(&list, &format!("odd/{}", path.display()));
+        assert_eq!(m["openness"], "unknown");
+        assert_eq!(d["identified"]["basis"], "unknown");
+        let evidence = d["identified"]["evidence"].as_str().unwrap();
+        assert!(!evidence.contains("GGUF header"), "{evidence}");
+    }
 }

@@ -25,6 +25,9 @@ pub struct Evidence {
     pub digest: Option<Digest>,
     /// The digest is being taken (a large file): not known yet.
     pub digest_pending: bool,
+    /// Evidence that should be there is missing or says the weights are not the file's own (a
+    /// busy Ollama that did not describe its model; an adapter on top): the model is unknown.
+    pub incomplete: Option<String>,
     pub quantization: Option<String>,
 }
 
@@ -135,7 +138,17 @@ pub fn license_family(text: &str) -> Option<&'static str> {
         t.split(|c: char| !c.is_ascii_alphanumeric())
             .any(|x| x == w)
     };
-    if has("llama") {
+    if has("research")
+        || has("non-commercial")
+        || has("noncommercial")
+        || has("cc-by-nc")
+        || has("cc by-nc")
+        || has("creative commons attribution-noncommercial")
+    {
+        // Research-only and non-commercial terms, whoever writes them (Qwen's research
+        // license, Mistral's, CC BY-NC): never the same as a commercial license of the family.
+        Some("restricted")
+    } else if has("llama") {
         Some("llama")
     } else if has("gemma") {
         Some("gemma")
@@ -147,22 +160,29 @@ pub fn license_family(text: &str) -> Option<&'static str> {
         Some("apache")
     } else if word("mit") {
         Some("mit")
-    } else if has("cc-by-nc") || has("creative commons attribution-noncommercial") {
-        Some("cc-by-nc")
     } else if has("openrail") {
         Some("openrail")
     } else if has("nvidia") {
         Some("nvidia")
-    } else if has("mistral research") || has("mrl") {
-        Some("mrl")
+    } else if word("mrl") {
+        Some("restricted")
     } else {
         None
     }
 }
 
 /// The size a catalog model has, from its id (`llama-3.1-8b-instruct`: 8 B).
+/// Mixture-of-experts ids (`8x7b`, `30b-a3b`, `17b-16e`) state active or per-expert sizes, not
+/// the total a file reports: no size is read from them.
 fn model_size(m: &Model) -> Option<f64> {
-    names::stated_size(&m.id)
+    let k = names::key(&m.id);
+    let moe = k.split('-').any(|w| {
+        w.contains('x') && w.starts_with(|c: char| c.is_ascii_digit())
+            || (w.ends_with('e')
+                && w.len() > 1
+                && w[..w.len() - 1].bytes().all(|b| b.is_ascii_digit()))
+    }) || k.contains("-a-");
+    if moe { None } else { names::stated_size(&m.id) }
 }
 
 /// Identifies the model behind `ev` in `cat`. `expected` is a pinned digest: when set, only a
@@ -209,6 +229,12 @@ pub fn identify(
         }
     }
 
+    if let Some(why) = &ev.incomplete {
+        return Ok(Identity::unknown(
+            format!("not enough evidence: {why}"),
+            quantization,
+        ));
+    }
     let mut claims: Vec<Claim<'_>> = Vec::new();
     if let Some(md) = &ev.metadata {
         // The composed name (`Meta-Llama-3.1` `8B` `Instruct`) and `general.name` are two
@@ -235,20 +261,54 @@ pub fn identify(
                 said: format!("{} calls it '{n}'", md.source),
             });
         }
+        // Metadata that names something the catalog lacks, beside a claim that names a
+        // catalog model (`general.name` a fine-tune, the composed name its base): which one the
+        // file is cannot be told.
+        let metadata: Vec<&Claim<'_>> = claims
+            .iter()
+            .filter(|c| c.basis == Basis::Metadata)
+            .collect();
+        if let (Some(named), Some(silent)) = (
+            metadata.iter().find(|c| c.model.is_some()),
+            metadata.iter().find(|c| c.model.is_none()),
+        ) {
+            return Ok(Identity::unknown(
+                format!(
+                    "the evidence disagrees: {} ({}), but {}, which is not in the catalog",
+                    named.said,
+                    named.model.map_or("", |m| m.id.as_str()),
+                    silent.said
+                ),
+                quantization,
+            ));
+        }
     }
+    // A folder of a Hugging Face snapshot names its repository (`models--org--name`): that is
+    // metadata; any other root is a name the operator chose, worth what a served name is.
+    let hub = |p: &str| hub_repo_of_path(p);
     if let Some(root) = ev.root.as_deref().filter(|r| *r != ev.served) {
-        // A folder of a Hugging Face snapshot names its repository (`models--org--name`).
-        let repo = hub_repo_of_path(root).unwrap_or_else(|| root.to_owned());
-        claims.push(Claim {
-            basis: Basis::Metadata,
-            said: format!("vLLM's root is '{root}'"),
-            model: cat.match_served_name(&repo),
-        });
+        let (basis, repo) = match hub(root) {
+            Some(repo) => (Basis::Metadata, repo),
+            None if root.contains(['/', '\\']) && !root.starts_with(['/', '.', '~']) => {
+                (Basis::Metadata, root.to_owned())
+            }
+            None => (Basis::Name, root.to_owned()),
+        };
+        let model = cat.match_served_name(&repo);
+        // A folder that names nothing the catalog has says nothing either way.
+        if basis == Basis::Metadata || model.is_some() {
+            claims.push(Claim {
+                basis,
+                said: format!("vLLM's root is '{root}'"),
+                model,
+            });
+        }
     }
+    let served = hub(&ev.served).unwrap_or_else(|| ev.served.clone());
     claims.push(Claim {
         basis: Basis::Name,
         said: format!("the backend serves it as '{}'", ev.served),
-        model: cat.match_served_name(&ev.served),
+        model: cat.match_served_name_as(&served, names::is_tag(&ev.served)),
     });
 
     // The strongest claim decides what is looked at; every other claim that names a model must
@@ -288,7 +348,10 @@ pub fn identify(
         let size = md
             .parameters
             .or_else(|| md.size_label.as_deref().and_then(names::parameters));
-        if let (Some(found), Some(want)) = (size, model_size(model))
+        // The size the catalog model has, or else the size the served name states (an 8 B
+        // file served as `deepseek-r1:671b`).
+        let stated = model_size(model).or_else(|| names::stated_size(&ev.served));
+        if let (Some(found), Some(want)) = (size, stated)
             && !names::same_size(found, want)
         {
             return Ok(Identity::unknown(
@@ -309,7 +372,9 @@ pub fn identify(
             let catalog = license_family(&model.license.id)
                 .or_else(|| model.license.spdx.as_deref().and_then(license_family))
                 .or_else(|| license_family(&model.license.name));
-            if catalog.is_some_and(|c| c != found) {
+            // A license the metadata names that the catalog's cannot be matched with is a
+            // disagreement too: it is never read as agreement.
+            if catalog != Some(found) {
                 return Ok(Identity::unknown(
                     format!(
                         "the evidence disagrees: {} gives the license '{}', but {} is under {}",
@@ -350,4 +415,185 @@ pub fn hub_revision_of_path(path: &str) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::tests_support::shipped;
+
+    fn md(basename: &str, size: &str, finetune: Option<&str>, license: Option<&str>) -> Metadata {
+        Metadata {
+            source: "test metadata".into(),
+            basename: Some(basename.into()),
+            size_label: Some(size.into()),
+            finetune: finetune.map(str::to_owned),
+            license: license.map(str::to_owned),
+            ..Metadata::default()
+        }
+    }
+
+    fn who(cat: &Catalog, served: &str, root: Option<&str>, m: Option<Metadata>) -> Identity {
+        identify(
+            cat,
+            &Evidence {
+                served: served.into(),
+                root: root.map(str::to_owned),
+                metadata: m,
+                ..Evidence::default()
+            },
+            None,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn metadata_sets() {
+        let cat = shipped();
+        let id = |i: &Identity| i.model.clone().unwrap_or_else(|| "unknown".into());
+        for (served, root, m, want, basis) in [
+            // Ollama's library files name themselves.
+            (
+                "llama3.1:8b",
+                None,
+                Some(md(
+                    "Meta-Llama-3.1",
+                    "8B",
+                    Some("Instruct"),
+                    Some("llama3.1"),
+                )),
+                "llama-3.1-8b-instruct",
+                Basis::Metadata,
+            ),
+            // A neutral file name: the header decides.
+            (
+                "/models/model.gguf",
+                None,
+                Some(md(
+                    "smollm2",
+                    "135M",
+                    Some("8k-lc100k-mix1-ep2"),
+                    Some("apache-2.0"),
+                )),
+                "smollm2-135m-instruct",
+                Basis::Metadata,
+            ),
+            // The header names a model the tag does not: neither wins.
+            (
+                "qwen2.5:latest",
+                None,
+                Some(md("Qwen2.5", "3B", Some("Instruct"), None)),
+                "unknown",
+                Basis::Unknown,
+            ),
+            // A fine-tune under its base's tag.
+            (
+                "llama3.1:8b",
+                None,
+                Some(md("Hermes-3-Llama-3.1", "8B", None, None)),
+                "unknown",
+                Basis::Unknown,
+            ),
+            // The license the file gives is not the catalog's.
+            (
+                "llama3.1:8b",
+                None,
+                Some(md(
+                    "Meta-Llama-3.1",
+                    "8B",
+                    Some("Instruct"),
+                    Some("MIT License"),
+                )),
+                "unknown",
+                Basis::Unknown,
+            ),
+            // An 8 B file under the 671 B tag.
+            (
+                "deepseek-r1:671b",
+                None,
+                Some(Metadata {
+                    parameters: Some(8.03e9),
+                    source: "test".into(),
+                    ..Metadata::default()
+                }),
+                "unknown",
+                Basis::Unknown,
+            ),
+            // vLLM: the root beats the served name; a snapshot path names its repository.
+            (
+                "llama-8b",
+                Some("meta-llama/Llama-3.1-8B-Instruct"),
+                None,
+                "llama-3.1-8b-instruct",
+                Basis::Metadata,
+            ),
+            (
+                "/data/hub/models--meta-llama--Llama-3.1-8B-Instruct/snapshots/0e9e39f249a16976918f6564b8830bc894c89659",
+                None,
+                None,
+                "llama-3.1-8b-instruct",
+                Basis::Name,
+            ),
+            // A root that is a folder the operator named is worth a name, and disagrees here.
+            (
+                "llama-3.1-8b-instruct",
+                Some("/srv/qwen"),
+                None,
+                "llama-3.1-8b-instruct",
+                Basis::Name,
+            ),
+            (
+                "llama3.1:8b",
+                Some("Qwen/Qwen2.5-7B-Instruct"),
+                None,
+                "unknown",
+                Basis::Unknown,
+            ),
+        ] {
+            let i = who(&cat, served, root, m);
+            assert_eq!(id(&i), want, "{served}: {}", i.evidence);
+            assert_eq!(i.basis, basis, "{served}: {}", i.evidence);
+        }
+    }
+
+    #[test]
+    fn base_models_are_not_their_instruct_tags_and_moe_sizes_are_totals() {
+        let cat = shipped();
+        // `llama3.1:8b` is the instruct model on Ollama; `Llama-3.1-8B` is the base model.
+        assert_eq!(
+            cat.match_served_name("llama3.1:8b").map(|m| m.id.as_str()),
+            Some("llama-3.1-8b-instruct")
+        );
+        assert!(cat.match_served_name("meta-llama/Llama-3.1-8B").is_none());
+        // Mixture-of-experts: the file's total size against an id that states per-expert or
+        // active sizes is not a disagreement.
+        for (id, total) in [
+            ("mixtral-8x7b-instruct-v0.1", 46.7e9),
+            ("qwen3-30b-a3b", 30.5e9),
+        ] {
+            let m = cat.get(id).unwrap();
+            assert!(
+                model_size(m).is_none_or(|s| names::same_size(s, total)),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn license_families() {
+        for (text, family) in [
+            ("llama3.1", Some("llama")),
+            ("LLAMA 3.1 COMMUNITY LICENSE AGREEMENT", Some("llama")),
+            ("apache-2.0", Some("apache")),
+            ("MIT License", Some("mit")),
+            ("Copyright John Smith", None),
+            ("Qwen RESEARCH LICENSE AGREEMENT", Some("restricted")),
+            ("cc-by-nc-4.0", Some("restricted")),
+            ("Mistral AI Research License", Some("restricted")),
+            ("other", None),
+        ] {
+            assert_eq!(license_family(text), family, "{text}");
+        }
+    }
 }

@@ -87,8 +87,9 @@ pub struct Catalog {
     pub models: Vec<Arc<Model>>,
     pub licenses: Vec<Arc<License>>,
     by_id: HashMap<String, Arc<Model>>,
-    /// Every name of every model (its id and `served_as`), by [`names::key`].
-    by_name: HashMap<String, Arc<Model>>,
+    /// Every name of every model (its id and `served_as`), by [`names::key`]; true when the
+    /// only names with that key are Ollama tags.
+    by_name: HashMap<String, (Arc<Model>, bool)>,
 }
 
 /// The openness class the facts imply (`shared/openness.md` §2): closed without weights;
@@ -260,8 +261,8 @@ impl Catalog {
                 let taken = cat
                     .by_name
                     .get(&k)
-                    .filter(|other| other.id != m.id)
-                    .map(|other| other.id.clone());
+                    .filter(|(other, _)| other.id != m.id)
+                    .map(|(other, _)| other.id.clone());
                 if k.is_empty() || taken.is_some() {
                     let field = if j == 0 {
                         path("id")
@@ -316,7 +317,11 @@ impl Catalog {
 
     fn insert(&mut self, m: Arc<Model>) {
         for name in std::iter::once(&m.id).chain(&m.served_as) {
-            self.by_name.insert(names::key(name), m.clone());
+            let tag = names::is_tag(name);
+            self.by_name
+                .entry(names::key(name))
+                .and_modify(|(_, tag_only)| *tag_only &= tag)
+                .or_insert((m.clone(), tag));
         }
         self.by_id.insert(m.id.clone(), m.clone());
         self.models.push(m);
@@ -334,10 +339,19 @@ impl Catalog {
     /// name once both are normalised ([`names::key`]). Never a part of a name: `distilgpt2` is
     /// not GPT-2, and `gpt-4o-mini` is not `gpt-4o`.
     pub fn match_served_name(&self, served: &str) -> Option<&Arc<Model>> {
+        self.match_served_name_as(served, names::is_tag(served))
+    }
+
+    /// [`Catalog::match_served_name`], saying whether the name is an Ollama tag: a name that is
+    /// not one never matches a name the catalog has only as a tag.
+    pub fn match_served_name_as(&self, served: &str, tag: bool) -> Option<&Arc<Model>> {
         if let Some(m) = self.by_id.get(served) {
             return Some(m);
         }
-        self.by_name.get(&names::key(served))
+        self.by_name
+            .get(&names::key(served))
+            .filter(|(_, tag_only)| tag || !tag_only)
+            .map(|(m, _)| m)
     }
 
     /// A model entry for a name a backend serves that could not be identified: a name is

@@ -45,7 +45,15 @@ pub fn quantization_of(name: &str) -> Option<String> {
 }
 
 fn last_part(name: &str) -> &str {
+    let name = name.trim_end_matches(['/', '\\']);
     name.rsplit(['/', '\\']).next().unwrap_or(name)
+}
+
+/// Whether a name is an Ollama tag (`llama3.1:8b`, `library/qwen2.5:latest`). A tag says less
+/// than its spelling suggests (`llama3.1:8b` is the instruct model; `Llama-3.1-8B` is the base
+/// model), so aliases written as tags stand only for tags.
+pub fn is_tag(name: &str) -> bool {
+    last_part(name.trim()).contains(':')
 }
 
 /// The key a name is matched by: lower case; the last part of a path or repository id; no

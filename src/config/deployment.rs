@@ -107,6 +107,12 @@ impl Deployment {
         let (a, b) = (&self.endpoint, &other.endpoint);
         self.model.id == other.model.id
             && self.upstream_model == other.upstream_model
+            // Identified the same way: a backend that swapped weights under the same name is
+            // not the same place.
+            && self.model.uncatalogued == other.model.uncatalogued
+            && self.identity.model == other.identity.model
+            && self.identity.basis == other.identity.basis
+            && self.locality() == other.locality()
             && (Arc::ptr_eq(a, b)
                 || (a.kind == b.kind
                     && a.base_url == b.base_url
@@ -118,14 +124,21 @@ impl Deployment {
     }
 
     /// Where its model runs, as far as anything shows: unknown (`None`) for a model that was
-    /// not identified, since the address says where the server runs, not the model (a proxy on
-    /// loopback may front a closed API); remote for a model without published weights, which
+    /// not identified or was identified by its served name alone, since the address says where
+    /// the server runs, not the model (a proxy on loopback may front any API); remote for a
+    /// model without published weights, which
     /// runs only at its provider; the endpoint's locality otherwise.
     pub fn locality(&self) -> Option<Locality> {
+        use crate::catalog::identify::Basis;
         if self.model.uncatalogued {
             None
         } else if !self.model.artifacts.weights && self.endpoint.kind != Kind::Echo {
             Some(Locality::Remote)
+        } else if self.identity.basis == Basis::Name && self.endpoint.locality != Locality::Remote {
+            // Only a name says which model it is, and a proxy on this machine may serve any
+            // name from anywhere (`llama-3.3-70b-versatile` is Groq's API): where the model
+            // runs is not known.
+            None
         } else {
             Some(self.endpoint.locality)
         }

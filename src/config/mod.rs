@@ -108,6 +108,15 @@ pub struct Snapshot {
     pub limiter: Arc<crate::limits::Limiter>,
     /// Deployments not served, and why (weights that do not match their pinned digest).
     pub withheld: Vec<(String, String)>,
+    /// Unique to this snapshot in this process: a request decided under one generation is
+    /// decided again before an attempt under another.
+    pub generation: u64,
+}
+
+/// The next snapshot generation.
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What a requested name stands for.
@@ -204,6 +213,14 @@ impl Snapshot {
                     .and_then(|id| config.catalog.get(id))
                 {
                     Some(m) => m.clone(),
+                    // Known by what the backend calls it, unless that is a catalog model's
+                    // name: an unidentified model never passes for one (in routes, listings
+                    // and rules that name models). Then it goes by its deployment's name.
+                    None if config.catalog.match_served_name(&ev.served).is_some() => Arc::new(
+                        config
+                            .catalog
+                            .uncatalogued(&format!("{}/{}", ep.name, ev.served)),
+                    ),
                     None => Arc::new(config.catalog.uncatalogued(&ev.served)),
                 };
                 deployments.push(Arc::new(Deployment::discovered(
@@ -275,6 +292,7 @@ impl Snapshot {
             listed: by_model,
             limiter,
             withheld,
+            generation: next_generation(),
         }
     }
 

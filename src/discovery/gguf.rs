@@ -226,8 +226,29 @@ pub fn read(input: impl BufRead, source: &str) -> Result<Header, GgufError> {
 }
 
 /// Reads the header of the GGUF file at `path`.
+/// Opens a regular file without waiting (a FIFO named `x.gguf` would block the open itself),
+/// checked on the open descriptor, so nothing can be swapped in between a check and the open.
+pub fn open_regular(path: &std::path::Path) -> io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok((f, meta))
+}
+
+/// Reads the header of the GGUF file at `path`.
 pub fn read_file(path: &std::path::Path) -> Result<Header, GgufError> {
-    let f = std::fs::File::open(path)?;
+    let (f, _) = open_regular(path)?;
+    read_open(f, path)
+}
+
+/// Reads the header of an open GGUF file.
+pub fn read_open(f: std::fs::File, path: &std::path::Path) -> Result<Header, GgufError> {
     read(
         io::BufReader::with_capacity(1 << 16, f),
         &format!("the GGUF header of {}", path.display()),

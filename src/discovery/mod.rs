@@ -85,6 +85,7 @@ pub async fn probe(ep: Arc<Endpoint>) -> Vec<Evidence> {
         Some(p) => p
             .get("model_path")
             .and_then(Value::as_str)
+            .filter(|p| acceptable(&ep, p))
             .map(str::to_owned),
         None => None,
     };
@@ -107,28 +108,35 @@ async fn enrich(
     props_path: Option<&str>,
     mut ev: Evidence,
 ) -> Evidence {
-    if looks_like_ollama_tag(&ev.served)
-        && let Some(show) = post_json(
+    if looks_like_ollama_tag(&ev.served) {
+        match post_json(
             ep,
             &format!("{origin}/api/show"),
             &serde_json::json!({"model": ev.served}),
         )
         .await
-    {
-        read_ollama_show(&mut ev, &show);
+        {
+            Ok(show) => read_ollama_show(&mut ev, &show, &|v| acceptable(ep, v)),
+            Err(Miss::NotThere) => {}
+            // Ollama, busy: its name alone would say the tag's usual model, which the pulled
+            // one may not be.
+            Err(Miss::Failed) => {
+                ev.incomplete = Some("Ollama's /api/show did not answer".into());
+            }
+        }
     }
     // A path names a file on the backend's machine: the same file here only for a backend on
-    // this machine or one sharing its volume, never for a remote one.
+    // this machine (or sharing its volume), never for one elsewhere in the cluster or beyond.
     let file = [Some(ev.served.as_str()), ev.root.as_deref(), props_path]
         .into_iter()
         .flatten()
         .find(|p| p.to_ascii_lowercase().ends_with(".gguf"))
         .map(str::to_owned)
-        .filter(|_| ep.locality != crate::config::spec::Locality::Remote);
+        .filter(|_| ep.locality == crate::config::spec::Locality::Local);
     if ev.metadata.is_none()
         && let Some(path) = file
     {
-        read_local_gguf(&mut ev, &path, ep.expect.is_some()).await;
+        read_local_gguf(ep, &mut ev, &path, ep.expect.is_some()).await;
     }
     if ev.digest.is_none()
         && let Some(rev) = ev.root.as_deref().and_then(hub_revision_of_path)
@@ -161,12 +169,16 @@ fn looks_like_ollama_tag(name: &str) -> bool {
 /// What Ollama's `/api/show` says: the GGUF keys (`model_info`), the family and size
 /// (`details`), the license text, and the digest of the weights' blob (in the modelfile's
 /// `FROM …/blobs/sha256-…`).
-pub fn read_ollama_show(ev: &mut Evidence, show: &Value) {
+/// `accept` says whether a text the backend gave may be used (printable, without its key).
+pub fn read_ollama_show(ev: &mut Evidence, show: &Value, accept: &dyn Fn(&str) -> bool) {
     let info = show.get("model_info");
+    // What the backend says is text it chose: printable, short, and without its key (it may
+    // reach answers, logs and labels).
+    let clean = |v: &str| clean_text(accept, v);
     let text = |k: &str| {
         info.and_then(|i| i.get(k))
             .and_then(Value::as_str)
-            .map(str::to_owned)
+            .and_then(clean)
     };
     let details = show.get("details");
     let detail = |k: &str| details.and_then(|d| d.get(k)).and_then(Value::as_str);
@@ -174,7 +186,7 @@ pub fn read_ollama_show(ev: &mut Evidence, show: &Value) {
         show.get("license")
             .and_then(Value::as_str)
             .and_then(|l| l.lines().map(str::trim).find(|l| !l.is_empty()))
-            .map(|l| l.chars().take(200).collect())
+            .and_then(clean)
     });
     ev.metadata = Some(Metadata {
         source: "Ollama's /api/show".into(),
@@ -183,26 +195,41 @@ pub fn read_ollama_show(ev: &mut Evidence, show: &Value) {
         size_label: text("general.size_label"),
         finetune: text("general.finetune"),
         license,
-        architecture: text("general.architecture").or(detail("family").map(str::to_owned)),
+        architecture: text("general.architecture").or(detail("family").and_then(clean)),
         parameters: info
             .and_then(|i| i.get("general.parameter_count"))
             .and_then(Value::as_f64)
             .or_else(|| detail("parameter_size").and_then(crate::catalog::names::parameters)),
     });
-    if let Some(q) = detail("quantization_level").filter(|q| !q.is_empty()) {
+    if let Some(q) =
+        detail("quantization_level").filter(|q| crate::catalog::names::is_quantization(q))
+    {
         ev.quantization = Some(q.to_ascii_uppercase());
     }
-    if let Some(mf) = show.get("modelfile").and_then(Value::as_str)
-        && let Some(hex) = mf.lines().find_map(|l| {
-            let from = l.trim().strip_prefix("FROM ")?;
-            let (_, d) = from
-                .rsplit_once("sha256-")
-                .or(from.rsplit_once("sha256:"))?;
-            (d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())).then_some(d)
-        })
+    let modelfile = show.get("modelfile").and_then(Value::as_str).unwrap_or("");
+    // An adapter on top of the weights makes another model than the weights' own.
+    if modelfile
+        .lines()
+        .any(|l| l.trim_start().to_ascii_uppercase().starts_with("ADAPTER "))
     {
+        ev.incomplete = Some("Ollama applies an adapter to the weights".into());
+        return;
+    }
+    if let Some(hex) = modelfile.lines().find_map(|l| {
+        let from = l.trim().strip_prefix("FROM ")?;
+        let (_, d) = from
+            .rsplit_once("sha256-")
+            .or(from.rsplit_once("sha256:"))?;
+        (d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())).then_some(d)
+    }) {
         ev.digest = Some(Digest::Sha256(hex.to_ascii_lowercase()));
     }
+}
+
+/// Text a backend gave, fit to show: at most 200 characters, and accepted.
+fn clean_text(accept: &dyn Fn(&str) -> bool, v: &str) -> Option<String> {
+    let v: String = v.chars().take(200).collect();
+    accept(&v).then_some(v)
 }
 
 /// How long reading a model file's header may take.
@@ -213,6 +240,7 @@ const HEADER_WITHIN: Duration = Duration::from_secs(10);
 enum Hashing {
     Running,
     Done(String),
+    Failed,
 }
 type DigestCache = Mutex<Vec<((String, u64, std::time::SystemTime), Hashing)>>;
 static DIGESTS: OnceLock<DigestCache> = OnceLock::new();
@@ -220,71 +248,85 @@ static DIGESTS: OnceLock<DigestCache> = OnceLock::new();
 /// Opens the GGUF at `path` when this process can read it (a sidecar often shares the model
 /// volume): its header, and its sha256 when a digest is pinned. Only regular files are opened
 /// (a backend may name anything), and a read that hangs is given up.
-async fn read_local_gguf(ev: &mut Evidence, path: &str, want_digest: bool) {
+async fn read_local_gguf(ep: &Endpoint, ev: &mut Evidence, path: &str, want_digest: bool) {
     let p = path.to_owned();
     let read = tokio::task::spawn_blocking(move || {
         let p = Path::new(&p);
-        if !std::fs::metadata(p).is_ok_and(|m| m.is_file()) {
-            return None;
-        }
-        gguf::read_file(p).ok()
+        let (file, meta) = gguf::open_regular(p).ok()?;
+        let header = gguf::read_open(file, p).ok()?;
+        Some((
+            header,
+            (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH)),
+        ))
     });
-    let Ok(Ok(Some(h))) = tokio::time::timeout(HEADER_WITHIN, read).await else {
+    let Ok(Ok(Some((h, (len, modified))))) = tokio::time::timeout(HEADER_WITHIN, read).await else {
         return;
     };
-    ev.metadata = Some(h.metadata);
+    let mut md = h.metadata;
+    for field in [
+        &mut md.name,
+        &mut md.basename,
+        &mut md.size_label,
+        &mut md.finetune,
+        &mut md.license,
+        &mut md.architecture,
+    ] {
+        *field = field
+            .take()
+            .and_then(|v| clean_text(&|t| acceptable(ep, t), &v));
+    }
+    ev.metadata = Some(md);
     if h.quantization.is_some() {
         ev.quantization = h.quantization;
     }
     if want_digest {
-        match sha256_of(Path::new(path)) {
-            Some(Hashing::Done(d)) => ev.digest = Some(Digest::Sha256(d)),
-            Some(Hashing::Running) => ev.digest_pending = true,
-            None => {}
+        match sha256_of((path.to_owned(), len, modified)) {
+            Hashing::Done(d) => ev.digest = Some(Digest::Sha256(d)),
+            Hashing::Running => ev.digest_pending = true,
+            Hashing::Failed => {}
         }
     }
 }
 
-/// The sha256 of a file, in hex, when it is known; otherwise its taking is started (or still
-/// running) on a blocking thread, and a later probe finds it. `None`: the file cannot be read.
-fn sha256_of(path: &Path) -> Option<Hashing> {
-    let meta = std::fs::metadata(path)
-        .ok()
-        .filter(std::fs::Metadata::is_file)?;
-    let id = (
-        path.display().to_string(),
-        meta.len(),
-        meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-    );
+/// Files whose digests are remembered: more are dropped, oldest first.
+const DIGESTS_KEPT: usize = 32;
+
+/// The sha256 of a file (by path, length and modification time), in hex, when it is known;
+/// otherwise its taking is started (or still running) on a blocking thread, one per file, and a
+/// later probe finds it. A file that could not be read is not tried again until it changes.
+fn sha256_of(id: (String, u64, std::time::SystemTime)) -> Hashing {
     let cache = DIGESTS.get_or_init(Mutex::default);
     let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, state)) = c.iter().find(|(k, _)| *k == id) {
-        return Some(match state {
+        return match state {
             Hashing::Running => Hashing::Running,
             Hashing::Done(d) => Hashing::Done(d.clone()),
-        });
+            Hashing::Failed => Hashing::Failed,
+        };
     }
-    // A changed file's old digest goes.
+    // A changed file's old digest goes; so do the oldest, past the bound.
     c.retain(|(k, _)| k.0 != id.0);
+    if c.len() >= DIGESTS_KEPT {
+        c.remove(0);
+    }
     c.push((id.clone(), Hashing::Running));
     drop(c);
-    let file = path.to_owned();
-    let spawned = tokio::runtime::Handle::try_current().map(|h| {
-        h.spawn_blocking(move || {
-            let digest = hash_file(&file);
-            let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
-            c.retain(|(k, _)| *k != id);
-            if let Ok(d) = digest {
-                c.push((id, Hashing::Done(d)));
-            }
-        })
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return Hashing::Failed;
+    };
+    runtime.spawn_blocking(move || {
+        let digest = hash_file(Path::new(&id.0));
+        let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, state)) = c.iter_mut().find(|(k, _)| *k == id) {
+            *state = digest.map_or(Hashing::Failed, Hashing::Done);
+        }
     });
-    spawned.is_ok().then_some(Hashing::Running)
+    Hashing::Running
 }
 
 fn hash_file(path: &Path) -> std::io::Result<String> {
     use sha2::Digest as _;
-    let mut f = std::fs::File::open(path)?;
+    let (mut f, _) = gguf::open_regular(path)?;
     let mut h = sha2::Sha256::new();
     std::io::copy(&mut f, &mut h)?;
     Ok(hex_of(&h.finalize()))
@@ -300,13 +342,22 @@ fn hex_of(bytes: &[u8]) -> String {
     s
 }
 
-async fn get_json(ep: &Endpoint, url: &str) -> Option<Value> {
-    let client = ep.client.get().ok()?;
-    ask(ep, client.get(url)).await
+/// Why a question got no answer.
+#[derive(Debug, PartialEq, Eq)]
+enum Miss {
+    /// The server does not have this API (404, 405, 501): it is another kind of server.
+    NotThere,
+    /// It has it but did not answer well (time, error, size, not JSON).
+    Failed,
 }
 
-async fn post_json(ep: &Endpoint, url: &str, body: &Value) -> Option<Value> {
+async fn get_json(ep: &Endpoint, url: &str) -> Option<Value> {
     let client = ep.client.get().ok()?;
+    ask(ep, client.get(url)).await.ok()
+}
+
+async fn post_json(ep: &Endpoint, url: &str, body: &Value) -> Result<Value, Miss> {
+    let client = ep.client.get().map_err(|_| Miss::Failed)?;
     let req = client
         .post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -315,31 +366,37 @@ async fn post_json(ep: &Endpoint, url: &str, body: &Value) -> Option<Value> {
 }
 
 /// Sends a question with the backend's key and the gateway's hop header, and reads a JSON
-/// answer to a bound within [`ASK_WITHIN`]; `None` on any failure.
-async fn ask(ep: &Endpoint, mut req: reqwest::RequestBuilder) -> Option<Value> {
+/// answer to a bound within [`ASK_WITHIN`].
+async fn ask(ep: &Endpoint, mut req: reqwest::RequestBuilder) -> Result<Value, Miss> {
     req = req.header(crate::hop::HOPS.clone(), crate::hop::outgoing());
     if let Some((name, value)) = &ep.auth_header {
         req = req.header(name.clone(), value.clone());
     }
     let fetch = async {
-        let mut res = req.send().await.ok()?;
+        let mut res = req.send().await.map_err(|_| Miss::Failed)?;
+        let status = res.status().as_u16();
+        if matches!(status, 404 | 405 | 501) {
+            return Err(Miss::NotThere);
+        }
         if !res.status().is_success() {
-            return None;
+            return Err(Miss::Failed);
         }
         // Read to a bound: a backend's answers are a few KiB; a huge one is refused, not held.
         if res.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
-            return None;
+            return Err(Miss::Failed);
         }
         let mut body = Vec::new();
-        while let Some(chunk) = res.chunk().await.ok()? {
+        while let Some(chunk) = res.chunk().await.map_err(|_| Miss::Failed)? {
             if body.len() + chunk.len() > MAX_BYTES {
-                return None;
+                return Err(Miss::Failed);
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice::<Value>(&body).ok()
+        serde_json::from_slice::<Value>(&body).map_err(|_| Miss::Failed)
     };
-    tokio::time::timeout(ASK_WITHIN, fetch).await.ok().flatten()
+    tokio::time::timeout(ASK_WITHIN, fetch)
+        .await
+        .unwrap_or(Err(Miss::Failed))
 }
 
 #[cfg(test)]
@@ -358,7 +415,7 @@ mod tests {
             served: "deepseek-r1:8b".into(),
             ..Evidence::default()
         };
-        read_ollama_show(&mut ev, &show);
+        read_ollama_show(&mut ev, &show, &|_| true);
         let md = ev.metadata.unwrap();
         assert_eq!(md.basename.as_deref(), Some("DeepSeek-R1-Distill-Llama"));
         assert_eq!(

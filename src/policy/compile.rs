@@ -381,6 +381,13 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
     // identified model runs where the configuration says, so it keeps nothing unless declared
     // to (an unidentified one may be a proxy to anywhere).
     let local = locality == Some(crate::config::spec::Locality::Local);
+    let asks_data = req.data.retains_prompts.is_some() || req.data.trains_on_prompts.is_some();
+    if locality.is_none() && asks_data {
+        return refuse(
+            K::Data,
+            "data handling unknown: the model was not identified, so who receives the prompts is not known".into(),
+        );
+    }
     for (required, declared, what) in [
         (
             req.data.retains_prompts,
@@ -409,6 +416,12 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
                 );
             }
         }
+    }
+    if !req.regions.is_empty() && locality.is_none() {
+        return refuse(
+            K::Region,
+            "region unknown: the model was not identified, so where it runs is not known".into(),
+        );
     }
     if !req.regions.is_empty() && !ep.region.as_ref().is_some_and(|r| req.regions.contains(r)) {
         return refuse(
@@ -439,6 +452,16 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
             format!("context window {} is under {min}", mc.context_window),
         );
     }
+    if m.uncatalogued && (!req.models.is_empty() || !req.deny_models.is_empty()) {
+        // Its id is only what the backend calls it: it may be any model, the denied ones too.
+        return refuse(
+            K::Model,
+            format!(
+                "the model served as {} was not identified as any catalog model",
+                d.upstream_model
+            ),
+        );
+    }
     if !req.models.is_empty() && !req.models.contains(&m.id) {
         return refuse(
             K::Model,
@@ -458,6 +481,14 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
         );
     }
     let p = &req.max_price;
+    let caps_price =
+        p.input_per_million.is_some() || p.output_per_million.is_some() || p.per_request.is_some();
+    if m.uncatalogued && ep.price_override.is_none() && caps_price {
+        return refuse(
+            K::Price,
+            "price unknown: the model was not identified and the deployment sets no price".into(),
+        );
+    }
     if let Some(cap) = p.input_per_million
         && d.price.input > cap
     {

@@ -15,7 +15,9 @@ use crate::config::{Deployment, Snapshot};
 /// it; a caller it no longer has may not go anywhere.
 pub struct Recheck<'a> {
     live: Live,
-    config: Arc<crate::config::Config>,
+    /// The snapshot decided under: a new one (a reload, or discovery finding a backend's models
+    /// changed under the same configuration) means deciding again.
+    generation: u64,
     model: &'a str,
     endpoint: EndpointName,
     caller: &'a Caller,
@@ -23,8 +25,8 @@ pub struct Recheck<'a> {
     needs: Needs,
     bytes: usize,
     max_output: Option<u32>,
-    /// The deployments the newest configuration allows, by its hash.
-    cache: std::sync::Mutex<Option<(String, Vec<Arc<Deployment>>)>>,
+    /// The deployments the newest snapshot allows, by its generation.
+    cache: std::sync::Mutex<Option<(u64, Vec<Arc<Deployment>>)>>,
 }
 
 /// What a request asks for, as a re-check needs it.
@@ -48,7 +50,7 @@ impl<'a> Recheck<'a> {
     ) -> Recheck<'a> {
         Recheck {
             live,
-            config: snapshot.config.clone(),
+            generation: snapshot.generation,
             model: asked.model,
             endpoint: asked.endpoint,
             caller,
@@ -70,14 +72,14 @@ impl<'a> Recheck<'a> {
         {
             return false;
         }
-        if Arc::ptr_eq(&now.config, &self.config) {
+        if now.generation == self.generation {
             return true;
         }
         let mut cache = self
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.as_ref().is_none_or(|(h, _)| *h != now.config.hash) {
+        if cache.as_ref().is_none_or(|(g, _)| *g != now.generation) {
             let names = match crate::auth::again(self.caller, &now) {
                 Some(caller) => {
                     let size = ByteSize(self.bytes);
@@ -96,7 +98,7 @@ impl<'a> Recheck<'a> {
                 }
                 None => Vec::new(),
             };
-            *cache = Some((now.config.hash.clone(), names));
+            *cache = Some((now.generation, names));
         }
         // Allowed by name is not enough: the deployment the attempt would use is the old
         // snapshot's, so it must still be the same place (address, key, facts) as the new one.

@@ -75,6 +75,13 @@ const REQUIREMENTS: &[&str] = &[
     "openness: [closed, open-weight, open-source]",
     "locality: [local]",
     "locality: [local, cluster, remote]",
+    "license: {kinds: [permissive, unknown]}",
+    "models: [llama-3.1-8b-instruct, qwen2.5-7b-instruct, gpt-4o, smollm2-135m-instruct]",
+    "deny_models: [llama-3.1-8b-instruct]",
+    "data: {retains_prompts: false}",
+    "regions: [eu]",
+    "max_price: {output_per_million: 1}",
+    "max_price: {per_request: 0.5}",
 ];
 
 fn pick(list: &'static [&'static str]) -> impl Strategy<Value = String> {
@@ -88,17 +95,25 @@ fn metadata() -> impl Strategy<Value = Metadata> {
         proptest::option::of(pick(FINETUNES)),
         proptest::option::of(pick(LICENSES)),
         proptest::option::of(pick(NAMES)),
+        proptest::option::of(prop_oneof![
+            Just(135e6),
+            Just(3.1e9),
+            Just(8.03e9),
+            Just(70.6e9)
+        ]),
     )
-        .prop_map(|(basename, size_label, finetune, license, name)| Metadata {
-            source: "generated metadata".into(),
-            name,
-            basename,
-            size_label,
-            finetune,
-            license,
-            architecture: None,
-            parameters: None,
-        })
+        .prop_map(
+            |(basename, size_label, finetune, license, name, parameters)| Metadata {
+                source: "generated metadata".into(),
+                name,
+                basename,
+                size_label,
+                finetune,
+                license,
+                architecture: None,
+                parameters,
+            },
+        )
 }
 
 fn evidence() -> impl Strategy<Value = Evidence> {
@@ -113,6 +128,7 @@ fn evidence() -> impl Strategy<Value = Evidence> {
             metadata,
             digest: None,
             digest_pending: false,
+            incomplete: None,
             quantization: None,
         })
 }
