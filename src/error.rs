@@ -223,9 +223,4 @@ pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Respon
 }
 
 /// Text from a request, safe to echo in an error message: short, printable.
-pub fn printable(s: &str) -> String {
-    s.chars()
-        .take(200)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
+pub use crate::base::printable;

@@ -25,7 +25,7 @@ pub fn instance_id() -> &'static str {
         let mut b = [0u8; 8];
         // Without entropy the time still tells a restarted process from the one before it.
         if getrandom::getrandom(&mut b).is_err() {
-            b = crate::limits::unix_ms().to_le_bytes();
+            b = crate::base::unix_ms().to_le_bytes();
         }
         b.iter().map(|x| format!("{x:02x}")).collect()
     })

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod base;
 pub mod server;
 
 pub mod limits;

@@ -31,8 +31,8 @@ pub fn header(cost: f64) -> http::HeaderValue {
     }
     let n = n as u64;
     let mut buf = *b"0000.00000000";
-    crate::limits::window::digits(&mut buf[..4], n / 100_000_000);
-    crate::limits::window::digits(&mut buf[5..], n % 100_000_000);
+    crate::base::digits(&mut buf[..4], n / 100_000_000);
+    crate::base::digits(&mut buf[5..], n % 100_000_000);
     // `{:.8}` pads nothing on the left: the buffer's leading zeros go, the units digit stays.
     let start = buf[..3].iter().take_while(|&&b| b == b'0').count();
     http::HeaderValue::from_bytes(&buf[start..]).unwrap_or(http::HeaderValue::from_static("0"))

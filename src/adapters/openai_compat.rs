@@ -622,7 +622,7 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, AdapterError> {
     Ok(Completion {
         id: w.id,
         model: w.model,
-        created: w.created.unwrap_or_else(crate::upstream::unix_now),
+        created: w.created.unwrap_or_else(crate::base::unix_now),
         choices: choices
             .into_iter()
             .map(|choice| Choice {

@@ -158,7 +158,7 @@ impl OpenAiEncoder {
         OpenAiEncoder {
             id: String::new(),
             model: model.to_owned(),
-            created: crate::upstream::unix_now(),
+            created: crate::base::unix_now(),
             started: false,
             wants_usage,
             prompt_estimate,

@@ -46,7 +46,7 @@ pub fn authenticate(headers: &HeaderMap, snapshot: &Snapshot) -> Result<Caller, 
     let presented = presented_key(headers)?;
     let caller = cfg.keys.authenticate(presented).ok_or(AuthError::Invalid)?;
     if let Some(at) = caller.expires
-        && crate::upstream::unix_now() >= at
+        && crate::base::unix_now() >= at
     {
         return Err(AuthError::Expired);
     }
@@ -62,10 +62,7 @@ pub fn again(caller: &Caller, snapshot: &Snapshot) -> Option<Caller> {
         return Some(cfg.anonymous.clone());
     }
     let now = cfg.keys.again(caller)?;
-    if now
-        .expires
-        .is_some_and(|at| crate::upstream::unix_now() >= at)
-    {
+    if now.expires.is_some_and(|at| crate::base::unix_now() >= at) {
         return None;
     }
     Some(now.clone())

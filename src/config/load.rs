@@ -480,7 +480,7 @@ fn build(
                 "base_url",
                 format!(
                     "{} is this gateway's own address: every request to it would come back to the gateway",
-                    crate::error::printable(base)
+                    crate::base::printable(base)
                 ),
             );
             continue;

@@ -22,11 +22,7 @@ pub use usage::{UsageEntry, UsageReport};
 pub use window::Windows;
 
 /// Milliseconds since the epoch, by this machine's clock.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::base::unix_ms;
 
 /// Micro-dollars: spend is counted in integers.
 pub fn micros(usd: f64) -> u64 {
@@ -348,10 +344,10 @@ impl Limiter {
         let w = Windows::now();
         // `{instance:016x}-{n:016x}`, without `format!`'s machinery on every request.
         let mut id = String::with_capacity(33);
-        crate::server::request_id::push_hex(&mut id, self.instance);
+        crate::base::push_hex(&mut id, self.instance);
         id.push('-');
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        crate::server::request_id::push_hex(&mut id, n);
+        crate::base::push_hex(&mut id, n);
         let result = match &self.store {
             Store::Memory(m) => Ok(m.admit(scopes, charge, &w, &id)),
             Store::Redis(r) => r.admit(scopes, charge, &w, &id).await,

@@ -33,12 +33,7 @@ pub(crate) fn civil(days: u64) -> (u64, u64, u64) {
 }
 
 /// Writes `n` into `out` as decimal digits, zero-padded on the left.
-pub(crate) fn digits(out: &mut [u8], mut n: u64) {
-    for b in out.iter_mut().rev() {
-        *b = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-}
+pub(crate) use crate::base::digits;
 
 /// Seconds since the epoch at the start of a UTC day written `2027-01-31`.
 pub fn day_start(date: &str) -> Option<u64> {

@@ -24,9 +24,9 @@ pub use spec::EndpointName;
 
 use crate::api::{ErrorBody, ErrorType};
 use crate::auth::Caller;
+use crate::base::printable;
 use crate::catalog::{Model, Task};
 use crate::config::{Deployment, Route, Snapshot};
-use crate::error::printable;
 
 /// The name of the shipped policy that allows everything.
 pub const DEFAULT_POLICY: &str = "default";

@@ -68,7 +68,7 @@ impl<'a> Recheck<'a> {
         if self
             .caller
             .expires
-            .is_some_and(|at| crate::upstream::unix_now() >= at)
+            .is_some_and(|at| crate::base::unix_now() >= at)
         {
             return false;
         }

@@ -132,7 +132,7 @@ impl Guard {
             tracing::info!(
                 request_id = self.request_id.to_str().unwrap_or("-"),
                 method = self.method.as_str(),
-                path = crate::error::printable(&self.path).as_str(),
+                path = crate::base::printable(&self.path).as_str(),
                 endpoint,
                 status = r.status().as_u16(),
                 error,
@@ -167,7 +167,7 @@ impl Drop for Guard {
         tracing::info!(
             request_id = self.request_id.to_str().unwrap_or("-"),
             method = self.method.as_str(),
-            path = crate::error::printable(&self.path).as_str(),
+            path = crate::base::printable(&self.path).as_str(),
             endpoint,
             duration_ms = self.started.elapsed().as_millis() as u64,
             "{what}"

@@ -1,8 +1,6 @@
 //! ① Request ids: keep a well-formed `x-request-id` from the client, replace anything else with
 //! a fresh one, and echo it on the response, errors included.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::{BoxFuture, FutureExt};
@@ -12,42 +10,7 @@ use tracing::Instrument;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-static SEED: OnceLock<u64> = OnceLock::new();
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A fresh id: 32 hex characters, unique within the process and unpredictable across runs.
-pub fn fresh() -> String {
-    let seed = *SEED.get_or_init(|| {
-        let mut b = [0u8; 8];
-        // Without entropy the ids are still unique within the process, which is what matters.
-        let _ = getrandom::getrandom(&mut b);
-        u64::from_le_bytes(b)
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let a = splitmix(seed ^ n);
-    let mut id = String::with_capacity(32);
-    push_hex(&mut id, a);
-    push_hex(&mut id, splitmix(a ^ seed.rotate_left(32)));
-    id
-}
-
-/// Appends `n` as 16 lowercase hex digits: what `{n:016x}` writes, without `format!`'s
-/// machinery on every request.
-pub fn push_hex(out: &mut String, n: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    out.extend(
-        (0..16)
-            .rev()
-            .map(|i| char::from(DIGITS[(n >> (i * 4)) as usize & 0xf])),
-    );
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub use crate::base::fresh_id as fresh;
 
 /// Whether a client's id is safe to keep, log and echo.
 fn acceptable(v: &HeaderValue) -> bool {
@@ -99,7 +62,7 @@ where
         let span = tracing::debug_span!(
             "request",
             method = %req.method(),
-            path = %crate::error::printable(req.uri().path()),
+            path = %crate::base::printable(req.uri().path()),
             request_id = id.to_str().unwrap_or("-"),
         );
         self.inner
@@ -123,7 +86,7 @@ mod tests {
     fn hex_is_format_hex() {
         for n in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
             let mut s = String::new();
-            push_hex(&mut s, n);
+            crate::base::push_hex(&mut s, n);
             assert_eq!(s, format!("{n:016x}"));
         }
     }

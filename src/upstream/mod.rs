@@ -12,7 +12,7 @@ pub mod health;
 pub mod retry;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
@@ -59,11 +59,7 @@ pub async fn call(
 }
 
 /// Seconds since the epoch, for `created` fields.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::base::unix_now;
 
 async fn attempt(
     d: Arc<Deployment>,
@@ -229,7 +225,7 @@ pub async fn count_tokens(d: &Deployment, body: &serde_json::Value) -> Result<By
 }
 
 fn echo(d: &Deployment, req: &ChatRequest) -> Answer {
-    let id = format!("chatcmpl-{}", crate::server::request_id::fresh());
+    let id = format!("chatcmpl-{}", crate::base::fresh_id());
     let c = adapters::echo::complete(req, &d.upstream_model, &id, unix_now());
     if req.stream {
         Answer::Local(c)

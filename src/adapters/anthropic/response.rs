@@ -116,7 +116,7 @@ pub fn parse(body: &[u8]) -> Result<Completion, AdapterError> {
     Ok(Completion {
         id: format!("chatcmpl-{}", m.id),
         model: m.model,
-        created: crate::upstream::unix_now(),
+        created: crate::base::unix_now(),
         choices: vec![Choice {
             text: (!text.is_empty()).then_some(text),
             tool_calls,

@@ -147,10 +147,7 @@ pub fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
             "an error in a successful answer".into(),
         ));
     }
-    let rid = r
-        .response_id
-        .clone()
-        .unwrap_or_else(crate::server::request_id::fresh);
+    let rid = r.response_id.clone().unwrap_or_else(crate::base::fresh_id);
     let usage = r.usage_metadata.unwrap_or_default().to_usage();
     if r.candidates.is_empty() {
         // A blocked prompt: no candidates, a block reason.
@@ -158,7 +155,7 @@ pub fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
             return Ok(Completion {
                 id: format!("chatcmpl-{rid}"),
                 model: r.model_version.unwrap_or_else(|| model.to_owned()),
-                created: crate::upstream::unix_now(),
+                created: crate::base::unix_now(),
                 choices: vec![Choice::text(None, FinishReason::ContentFilter)],
                 usage,
             });
@@ -206,7 +203,7 @@ pub fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
     Ok(Completion {
         id: format!("chatcmpl-{rid}"),
         model: r.model_version.unwrap_or_else(|| model.to_owned()),
-        created: crate::upstream::unix_now(),
+        created: crate::base::unix_now(),
         choices,
         usage,
     })

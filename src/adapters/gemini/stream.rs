@@ -77,10 +77,7 @@ impl StreamTranslator for GeminiStream {
             return Err(fault(m.to_owned(), "upstream_error"));
         }
         if self.id.is_none() {
-            let id = r
-                .response_id
-                .clone()
-                .unwrap_or_else(crate::server::request_id::fresh);
+            let id = r.response_id.clone().unwrap_or_else(crate::base::fresh_id);
             let model = r
                 .model_version
                 .clone()

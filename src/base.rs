@@ -1,0 +1,92 @@
+//! Shared primitives, below everything else: the clock, fresh ids and hex, decimal digits, and
+//! text fit to echo. Nothing here knows about requests, models or configuration.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+static SEED: OnceLock<u64> = OnceLock::new();
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh id: 32 hex characters, unique within the process and unpredictable across runs.
+pub fn fresh_id() -> String {
+    let seed = *SEED.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // Without entropy the ids are still unique within the process, which is what matters.
+        let _ = getrandom::getrandom(&mut b);
+        u64::from_le_bytes(b)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let a = splitmix(seed ^ n);
+    let mut id = String::with_capacity(32);
+    push_hex(&mut id, a);
+    push_hex(&mut id, splitmix(a ^ seed.rotate_left(32)));
+    id
+}
+
+/// Appends `n` as 16 lowercase hex digits: what `{n:016x}` writes, without `format!`'s
+/// machinery on every request.
+pub fn push_hex(out: &mut String, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.extend(
+        (0..16)
+            .rev()
+            .map(|i| char::from(DIGITS[(n >> (i * 4)) as usize & 0xf])),
+    );
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Writes `n` into `out` as decimal digits, zero-padded on the left.
+pub fn digits(out: &mut [u8], mut n: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// Text from a request, safe to echo in an error message: short, printable.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .take(200)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_hex_and_digits() {
+        let (a, b) = (fresh_id(), fresh_id());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        let mut s = String::new();
+        push_hex(&mut s, 0xab);
+        assert_eq!(s, "00000000000000ab");
+        let mut d = [0u8; 4];
+        digits(&mut d, 42);
+        assert_eq!(&d, b"0042");
+        assert_eq!(printable("a\u{0}b"), "a?b");
+    }
+}
