@@ -1,7 +1,7 @@
-//! README's configuration reference is generated from the configuration types: their field
-//! names, types and doc comments in `src/config/spec.rs` and `src/catalog/spec.rs`. This test
-//! regenerates it and fails when README.md differs; `MODELGATE_WRITE_README=1 cargo test --test
-//! config_reference` writes it.
+//! The configuration reference (`docs/configuration.md`) is generated from the configuration
+//! types: their field names, types and doc comments in `src/config/spec.rs`,
+//! `src/catalog/spec.rs` and `src/policy/spec.rs`. This test regenerates it and fails when the
+//! file differs; `MODELGATE_WRITE_README=1 cargo test --test config_reference` writes it.
 
 #![allow(
     clippy::unwrap_used,
@@ -215,10 +215,10 @@ fn generate() -> String {
 
 #[test]
 fn readme_reference_matches_the_config_types() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
     let readme = std::fs::read_to_string(path).unwrap();
     let (Some(s), Some(e)) = (readme.find(START), readme.find(END)) else {
-        panic!("README.md has no configuration reference markers");
+        panic!("docs/configuration.md has no configuration reference markers");
     };
     let current = &readme[s + START.len()..e];
     let generated = generate();
@@ -230,7 +230,7 @@ fn readme_reference_matches_the_config_types() {
     assert_eq!(
         current.trim(),
         generated.trim(),
-        "README.md's configuration reference is stale: run MODELGATE_WRITE_README=1 cargo test --test config_reference"
+        "docs/configuration.md is stale: run MODELGATE_WRITE_README=1 cargo test --test config_reference"
     );
 }
 
@@ -318,7 +318,7 @@ fn documented_fields_are_the_fields_the_loader_accepts() {
         documented.sort();
         assert_eq!(
             documented, taken,
-            "{place}: README's fields against the loader's"
+            "{place}: the reference's fields against the loader's"
         );
     }
 }

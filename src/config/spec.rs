@@ -1,6 +1,6 @@
 //! The entry file `modelgate.yaml` as written: plain data, `deny_unknown_fields` everywhere.
-//! Every field's doc comment is its user documentation; README's configuration reference is
-//! checked against these names by a test.
+//! Every field's doc comment is its user documentation; the configuration reference
+//! (`docs/configuration.md`) is checked against these names by a test.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
+use crate::config::spec::Locality;
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
