@@ -9,6 +9,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use tokio::sync::watch;
 
 use crate::accounting::{self, tokens::PromptText};
+use crate::api::X_REQUEST_ID;
 use crate::api::chat::{ChatRequest, RequestLimits};
 use crate::api::embeddings::EmbeddingsRequest;
 use crate::api::models::{ModelList, ModelObject};
@@ -19,7 +20,6 @@ use crate::error::{GatewayError, json_response};
 use crate::metrics::{Metrics, model_labels};
 use crate::policy::recheck::{Asked, ByteSize, Recheck};
 use crate::policy::{self, Ask, Needs, PolicyError};
-use crate::server::request_id::X_REQUEST_ID;
 use crate::stream::body::ResponseBody;
 use crate::stream::relay::{Deadline, EndReason, StreamEnd};
 use crate::stream::respond;

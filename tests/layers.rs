@@ -47,7 +47,6 @@ const UPWARDS: &[(&str, &str)] = &[
     ("limits", "api"),
     ("metrics", "api"),
     ("metrics", "stream"),
-    ("pipeline", "server"),
     ("policy", "api"),
     ("policy", "auth"),
     ("policy", "upstream"),

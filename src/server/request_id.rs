@@ -4,11 +4,11 @@
 use std::task::{Context, Poll};
 
 use futures_util::future::{BoxFuture, FutureExt};
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub use crate::api::X_REQUEST_ID;
 
 pub use crate::base::fresh_id as fresh;
 
