@@ -1,0 +1,408 @@
+//! The chat request's JSON, read in one pass (known fields typed, the parameter a failure
+//! happened on recorded, duplicates refused, everything else kept raw) and written back for an
+//! OpenAI-compatible upstream.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::*;
+
+// === Deserialisation ===
+
+/// A map key, borrowed when the JSON has no escapes in it.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The parameter a parse failed on, and the error code to report.
+pub(super) type Failed = Cell<Option<(&'static str, &'static str)>>;
+
+/// Reads one field's value; on failure records which parameter it was.
+fn field<'de, A, T>(map: &mut A, failed: &Failed, name: &'static str) -> Result<T, A::Error>
+where
+    A: MapAccess<'de>,
+    T: Deserialize<'de>,
+{
+    map.next_value::<T>()
+        .inspect_err(|_| failed.set(Some((name, "invalid_type"))))
+}
+
+fn set_once<T, E: de::Error>(slot: &mut Option<T>, v: T, name: &str) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::custom(format_args!("duplicate field '{name}'")));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn push_extra<E: de::Error>(
+    extra: &mut Extra,
+    key: Cow<'_, str>,
+    v: Box<RawValue>,
+) -> Result<(), E> {
+    if extra.iter().any(|(k, _)| k == key.as_ref()) {
+        return Err(E::custom(format_args!("duplicate field '{key}'")));
+    }
+    extra.push((key.into_owned(), v));
+    Ok(())
+}
+
+pub(super) struct RequestSeed<'c> {
+    pub(super) failed_param: &'c Failed,
+}
+
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
+    type Value = ChatRequest;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ChatRequest, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestSeed<'_> {
+    type Value = ChatRequest;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChatRequest, A::Error> {
+        let failed = self.failed_param;
+        let mut model: Option<String> = None;
+        let mut messages: Option<Vec<Message>> = None;
+        let mut stream: Option<Option<bool>> = None;
+        let mut stream_options = None;
+        let mut max_tokens = None;
+        let mut max_completion_tokens = None;
+        let mut n = None;
+        let mut temperature = None;
+        let mut top_p = None;
+        let mut stop = None;
+        let mut tools = None;
+        let mut tool_choice = None;
+        let mut response_format = None;
+        let mut metadata: Option<Option<Vec<(String, String)>>> = None;
+        let mut extra = Extra::new();
+
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            match key.as_ref() {
+                "model" => set_once(&mut model, field(&mut map, failed, "model")?, "model")?,
+                "messages" => set_once(
+                    &mut messages,
+                    field(&mut map, failed, "messages")?,
+                    "messages",
+                )?,
+                "stream" => set_once(&mut stream, field(&mut map, failed, "stream")?, "stream")?,
+                "stream_options" => set_once(
+                    &mut stream_options,
+                    field::<_, Option<serde_json::Map<String, serde_json::Value>>>(
+                        &mut map,
+                        failed,
+                        "stream_options",
+                    )?,
+                    "stream_options",
+                )?,
+                "max_tokens" => set_once(
+                    &mut max_tokens,
+                    field::<_, Option<u32>>(&mut map, failed, "max_tokens")?,
+                    "max_tokens",
+                )?,
+                "max_completion_tokens" => set_once(
+                    &mut max_completion_tokens,
+                    field::<_, Option<u32>>(&mut map, failed, "max_completion_tokens")?,
+                    "max_completion_tokens",
+                )?,
+                "n" => set_once(&mut n, field::<_, Option<u32>>(&mut map, failed, "n")?, "n")?,
+                "temperature" => set_once(
+                    &mut temperature,
+                    field::<_, Option<f64>>(&mut map, failed, "temperature")?,
+                    "temperature",
+                )?,
+                "top_p" => set_once(
+                    &mut top_p,
+                    field::<_, Option<f64>>(&mut map, failed, "top_p")?,
+                    "top_p",
+                )?,
+                "stop" => set_once(
+                    &mut stop,
+                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "stop")?,
+                    "stop",
+                )?,
+                "tools" => set_once(
+                    &mut tools,
+                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "tools")?,
+                    "tools",
+                )?,
+                "tool_choice" => set_once(
+                    &mut tool_choice,
+                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "tool_choice")?,
+                    "tool_choice",
+                )?,
+                "response_format" => set_once(
+                    &mut response_format,
+                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "response_format")?,
+                    "response_format",
+                )?,
+                "metadata" => {
+                    let m: Option<serde_json::Map<String, serde_json::Value>> =
+                        field(&mut map, failed, "metadata")?;
+                    let pairs = match m {
+                        None => None,
+                        Some(m) => {
+                            let mut pairs = Vec::with_capacity(m.len());
+                            for (k, v) in m {
+                                match v {
+                                    serde_json::Value::String(s) => pairs.push((k, s)),
+                                    _ => {
+                                        failed.set(Some(("metadata", "invalid_type")));
+                                        return Err(de::Error::custom(
+                                            "metadata values must be strings",
+                                        ));
+                                    }
+                                }
+                            }
+                            Some(pairs)
+                        }
+                    };
+                    set_once(&mut metadata, pairs, "metadata")?;
+                }
+                _ => {
+                    if let Some(f) = FORBIDDEN_FIELDS.iter().find(|f| **f == key) {
+                        // Clients cannot choose upstreams, keys, retries or timeouts.
+                        failed.set(Some((f, "unsupported_parameter")));
+                        return Err(de::Error::custom(
+                            "this field is not accepted: upstreams, keys, retries and timeouts are set by the gateway's configuration",
+                        ));
+                    }
+                    let v: Box<RawValue> = map.next_value()?;
+                    push_extra(&mut extra, key, v)?;
+                }
+            }
+        }
+
+        let Some(model) = model else {
+            failed.set(Some(("model", "missing_required_parameter")));
+            return Err(de::Error::custom("missing required parameter 'model'"));
+        };
+        let Some(messages) = messages else {
+            failed.set(Some(("messages", "missing_required_parameter")));
+            return Err(de::Error::custom("missing required parameter 'messages'"));
+        };
+        Ok(ChatRequest {
+            model,
+            messages,
+            stream: stream.flatten().unwrap_or(false),
+            stream_options: stream_options.flatten(),
+            max_tokens: max_tokens.flatten(),
+            max_completion_tokens: max_completion_tokens.flatten(),
+            cap_output: false,
+            n: n.flatten(),
+            temperature: temperature.flatten(),
+            top_p: top_p.flatten(),
+            stop: stop.flatten().filter(|s| s.get() != "null"),
+            tools: tools.flatten().filter(|s| s.get() != "null"),
+            tool_choice: tool_choice.flatten().filter(|s| s.get() != "null"),
+            response_format: response_format.flatten().filter(|s| s.get() != "null"),
+            metadata: metadata.flatten(),
+            extra,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MessageVisitor)
+    }
+}
+
+struct MessageVisitor;
+
+impl<'de> Visitor<'de> for MessageVisitor {
+    type Value = Message;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a message object with 'role' and 'content'")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+        let mut role = None;
+        let mut content: Option<Option<Box<RawValue>>> = None;
+        let mut name = None;
+        let mut tool_calls = None;
+        let mut tool_call_id = None;
+        let mut extra = Extra::new();
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            match key.as_ref() {
+                "role" => set_once(&mut role, map.next_value::<Role>()?, "role")?,
+                "content" => set_once(&mut content, map.next_value()?, "content")?,
+                "name" => set_once(&mut name, map.next_value::<Option<String>>()?, "name")?,
+                "tool_calls" => set_once(
+                    &mut tool_calls,
+                    map.next_value::<Option<Box<RawValue>>>()?,
+                    "tool_calls",
+                )?,
+                "tool_call_id" => set_once(
+                    &mut tool_call_id,
+                    map.next_value::<Option<String>>()?,
+                    "tool_call_id",
+                )?,
+                _ => {
+                    let v: Box<RawValue> = map.next_value()?;
+                    push_extra(&mut extra, key, v)?;
+                }
+            }
+        }
+        let role = role.ok_or_else(|| de::Error::missing_field("role"))?;
+        let content = match content.flatten() {
+            None => None,
+            Some(raw) => match raw.get().as_bytes().first() {
+                Some(b'"') => Some(Content::Text(
+                    serde_json::from_str(raw.get()).map_err(de::Error::custom)?,
+                )),
+                Some(b'n') => None,
+                Some(b'[') => Some(Content::Parts(raw)),
+                _ => {
+                    return Err(de::Error::custom(
+                        "message content must be a string or an array of content parts",
+                    ));
+                }
+            },
+        };
+        Ok(Message {
+            role,
+            content,
+            name: name.flatten(),
+            tool_calls: tool_calls.flatten().filter(|t| t.get() != "null"),
+            tool_call_id: tool_call_id.flatten(),
+            extra,
+        })
+    }
+}
+
+// === Serialisation ===
+
+pub(super) struct OpenAiBody<'a> {
+    pub(super) req: &'a ChatRequest,
+    pub(super) model: &'a str,
+    pub(super) ask_stream_usage: bool,
+    pub(super) cap: Option<(&'static str, u32)>,
+}
+
+impl Serialize for OpenAiBody<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.req;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("model", self.model)?;
+        m.serialize_entry("messages", &r.messages)?;
+        if r.stream {
+            m.serialize_entry("stream", &true)?;
+            if self.ask_stream_usage {
+                let mut opts = r.stream_options.clone().unwrap_or_default();
+                opts.insert("include_usage".into(), serde_json::Value::Bool(true));
+                m.serialize_entry("stream_options", &opts)?;
+            } else if let Some(opts) = &r.stream_options {
+                m.serialize_entry("stream_options", opts)?;
+            }
+        }
+        if let Some(v) = r.max_tokens {
+            m.serialize_entry("max_tokens", &v)?;
+        }
+        if let Some(v) = r.max_completion_tokens {
+            m.serialize_entry("max_completion_tokens", &v)?;
+        }
+        if r.max_tokens.is_none()
+            && r.max_completion_tokens.is_none()
+            && let Some((field, v)) = self.cap
+        {
+            m.serialize_entry(field, &v)?;
+        }
+        if let Some(v) = r.n {
+            m.serialize_entry("n", &v)?;
+        }
+        if let Some(v) = r.temperature {
+            m.serialize_entry("temperature", &v)?;
+        }
+        if let Some(v) = r.top_p {
+            m.serialize_entry("top_p", &v)?;
+        }
+        for (k, v) in [
+            ("stop", &r.stop),
+            ("tools", &r.tools),
+            ("tool_choice", &r.tool_choice),
+            ("response_format", &r.response_format),
+        ] {
+            if let Some(v) = v {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(md) = &r.metadata {
+            m.serialize_entry("metadata", &PairsAsMap(md))?;
+        }
+        for (k, v) in &r.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+struct PairsAsMap<'a>(&'a [(String, String)]);
+
+impl Serialize for PairsAsMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("role", &self.role)?;
+        match &self.content {
+            Some(Content::Text(t)) => m.serialize_entry("content", t)?,
+            Some(Content::Parts(p)) => m.serialize_entry("content", p)?,
+            None => m.serialize_entry("content", &())?,
+        }
+        if let Some(n) = &self.name {
+            m.serialize_entry("name", n)?;
+        }
+        if let Some(t) = &self.tool_calls {
+            m.serialize_entry("tool_calls", t)?;
+        }
+        if let Some(t) = &self.tool_call_id {
+            m.serialize_entry("tool_call_id", t)?;
+        }
+        for (k, v) in &self.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
