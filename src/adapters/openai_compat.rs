@@ -5,24 +5,20 @@
 //! have `choices`; stream chunks are parsed only far enough to find usage, in-band errors and
 //! the end, and relayed byte for byte.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::value::RawValue;
 
-use super::answer::{Choice, Completion, FinishReason, Piece, ToolCall};
+use super::answer::{Choice, Completion, FinishReason, ToolCall};
 use super::sanitize::clean_message;
 use super::{
-    Adapter, AdapterError, AnswerBody, Completed, Flow, StreamFault, StreamTranslator,
-    UpstreamFault, UpstreamRequest,
+    Adapter, AdapterError, AnswerBody, Completed, StreamTranslator, UpstreamFault, UpstreamRequest,
 };
 use crate::api::chat::ChatRequest;
 use crate::api::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::api::{ErrorBody, ErrorType, Usage, WireUsage};
 use crate::config::Deployment;
-use crate::stream::encode::Encoder;
-use crate::stream::sse::SseEvent;
 
 pub struct OpenAiCompat;
 
@@ -201,15 +197,9 @@ impl Adapter for OpenAiCompat {
     }
 
     fn stream_translator(&self, req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator> {
-        Box::new(OpenAiStream {
-            strip_usage_chunk: d.endpoint.stream_usage && !req.wants_stream_usage(),
-            usage: None,
-            usage_relayed: false,
-            chars: 0,
-            committed: false,
-            started: false,
-            choice: 0,
-        })
+        Box::new(OpenAiStream::new(
+            d.endpoint.stream_usage && !req.wants_stream_usage(),
+        ))
     }
 }
 
@@ -318,214 +308,6 @@ fn error_code_param(body: &[u8]) -> (Option<String>, Option<String>) {
     (text(shape.error.code), text(shape.error.param))
 }
 
-// === impl OpenAiStream ===
-
-struct OpenAiStream {
-    /// We asked for the usage chunk; the client did not, so it must not see it.
-    strip_usage_chunk: bool,
-    usage: Option<Usage>,
-    usage_relayed: bool,
-    chars: usize,
-    committed: bool,
-    /// For clients of another format: the answer has begun, and the choice its last piece
-    /// was for.
-    started: bool,
-    choice: u32,
-}
-
-#[derive(Deserialize)]
-struct ChunkProbe {
-    #[serde(default)]
-    choices: Option<Vec<ChoiceProbe>>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-    #[serde(default)]
-    error: Option<Box<RawValue>>,
-}
-
-#[derive(Deserialize)]
-struct ChoiceProbe {
-    #[serde(default)]
-    delta: Option<DeltaProbe>,
-}
-
-#[derive(Deserialize)]
-struct DeltaProbe {
-    #[serde(default)]
-    content: Option<Box<RawValue>>,
-    #[serde(default)]
-    reasoning_content: Option<Box<RawValue>>,
-    #[serde(default)]
-    tool_calls: Option<IgnoredAny>,
-}
-
-/// A chunk read whole, for clients of another format.
-#[derive(Deserialize)]
-struct FullChunk {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    choices: Vec<FullChoice>,
-}
-
-#[derive(Deserialize)]
-struct FullChoice {
-    #[serde(default)]
-    index: u32,
-    #[serde(default)]
-    delta: FullDelta,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct FullDelta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    tool_calls: Vec<FullToolCall>,
-}
-
-#[derive(Deserialize)]
-struct FullToolCall {
-    #[serde(default)]
-    index: u32,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    function: Option<FullFunction>,
-}
-
-#[derive(Deserialize)]
-struct FullFunction {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    arguments: Option<String>,
-}
-
-fn invalid_chunk() -> StreamFault {
-    StreamFault {
-        body: ErrorBody::new(ErrorType::ApiError, "upstream sent an invalid stream chunk")
-            .code("upstream_invalid_response"),
-    }
-}
-
-impl OpenAiStream {
-    /// The chunk as pieces, for an encoder that cannot take OpenAI chunks as they are.
-    fn pieces(
-        &mut self,
-        data: &[u8],
-        enc: &mut dyn Encoder,
-        out: &mut BytesMut,
-    ) -> Result<(), StreamFault> {
-        let chunk: FullChunk = serde_json::from_slice(data).map_err(|_| invalid_chunk())?;
-        if !self.started {
-            self.started = true;
-            enc.piece(
-                Piece::Start {
-                    id: chunk.id.as_deref().unwrap_or("modelgate"),
-                    model: chunk.model.as_deref().unwrap_or(""),
-                },
-                out,
-            );
-        }
-        for c in &chunk.choices {
-            if c.index != self.choice {
-                self.choice = c.index;
-                enc.piece(Piece::Choice(c.index), out);
-            }
-            if let Some(t) = c.delta.content.as_deref().filter(|t| !t.is_empty()) {
-                enc.piece(Piece::Text(t), out);
-            }
-            for tc in &c.delta.tool_calls {
-                let f = tc.function.as_ref();
-                enc.piece(
-                    Piece::ToolCall {
-                        index: tc.index,
-                        id: tc.id.as_deref(),
-                        name: f.and_then(|f| f.name.as_deref()),
-                        arguments: f.and_then(|f| f.arguments.as_deref()).unwrap_or(""),
-                    },
-                    out,
-                );
-            }
-            if let Some(r) = &c.finish_reason {
-                enc.piece(Piece::Finish(FinishReason::from_openai(r)), out);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl StreamTranslator for OpenAiStream {
-    fn event(
-        &mut self,
-        ev: &SseEvent,
-        enc: &mut dyn Encoder,
-        out: &mut BytesMut,
-    ) -> Result<Flow, StreamFault> {
-        if ev.data.as_ref() == b"[DONE]" {
-            return Ok(Flow::Done);
-        }
-        let probe: ChunkProbe = serde_json::from_slice(&ev.data).map_err(|_| invalid_chunk())?;
-        if let Some(err) = probe.error {
-            let message = error_message(format!("{{\"error\":{}}}", err.get()).as_bytes())
-                .unwrap_or_else(|| "upstream reported an error".into());
-            return Err(StreamFault {
-                // Raw: the relay cleans every stream error with the deployment's masks.
-                body: ErrorBody::new(ErrorType::ApiError, message).code("upstream_error"),
-            });
-        }
-        let choices = probe.choices.unwrap_or_default();
-        for c in &choices {
-            if let Some(d) = &c.delta {
-                let text = d.content.as_ref().map_or(0, |c| content_len(c))
-                    + d.reasoning_content.as_ref().map_or(0, |c| content_len(c));
-                self.chars += text;
-                if text > 0 || d.tool_calls.is_some() {
-                    self.committed = true;
-                }
-            }
-        }
-        let usage_only = choices.is_empty();
-        if let Some(u) = probe.usage {
-            self.usage = Some(u.into());
-            if usage_only && (self.strip_usage_chunk || !enc.passthrough()) {
-                return Ok(Flow::More);
-            }
-            self.committed = true;
-            if usage_only {
-                self.usage_relayed = true;
-            }
-        }
-        if enc.passthrough() {
-            enc.raw(&ev.data, out);
-        } else {
-            self.pieces(&ev.data, enc, out)?;
-        }
-        Ok(Flow::More)
-    }
-
-    fn usage_relayed(&self) -> bool {
-        self.usage_relayed
-    }
-
-    fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
-
-    fn output_chars(&self) -> usize {
-        self.chars
-    }
-
-    fn committed(&self) -> bool {
-        self.committed
-    }
-}
-
 /// Base64 little-endian float32s back into floats.
 fn decode_f32(b64: &str) -> Option<Vec<f32>> {
     fn val(c: u8) -> Option<u32> {
@@ -559,16 +341,6 @@ fn decode_f32(b64: &str) -> Option<Vec<f32>> {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect(),
     )
-}
-
-/// Length of a raw JSON string value without its quotes (0 for `null`).
-fn content_len(raw: &RawValue) -> usize {
-    let s = raw.get();
-    if s.starts_with('"') {
-        s.len().saturating_sub(2)
-    } else {
-        0
-    }
 }
 
 /// A whole OpenAI answer read into the gateway's picture, for clients of another format.
@@ -646,6 +418,9 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, AdapterError> {
         usage: w.usage.map(Usage::from).unwrap_or_default(),
     })
 }
+
+mod stream;
+use stream::OpenAiStream;
 
 #[cfg(test)]
 mod tests;

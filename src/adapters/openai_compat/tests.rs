@@ -5,6 +5,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::adapters::{Flow, StreamFault};
 use crate::api::chat::RequestLimits;
 use crate::config::Origin;
 use crate::config::load::{Overrides, load};
