@@ -242,7 +242,7 @@ fn build(
         hasher.update(name.as_bytes());
         hasher.update(text.as_bytes());
         if let Some(f) = yaml::parse::<PolicyFileSpec>(name, text, &mut problems) {
-            crate::policy::compile::validate(
+            crate::policy::validate::validate(
                 name,
                 &f.policies,
                 &catalog,

@@ -13,6 +13,7 @@ pub mod labels;
 mod rank;
 pub mod recheck;
 pub mod spec;
+pub mod validate;
 
 use std::sync::Arc;
 
