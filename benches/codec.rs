@@ -19,10 +19,10 @@ use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use modelgate::adapters::Flow;
 use modelgate::api::Front;
-use modelgate::api::chat::{ChatRequest, RequestLimits};
 use modelgate::config::load::{Overrides, load};
 use modelgate::config::{Deployment, Discovered, Origin, Snapshot};
-use modelgate::stream::sse::SseDecoder;
+use modelgate::exchange::chat::{ChatRequest, RequestLimits};
+use modelgate::exchange::sse::SseDecoder;
 
 /// Text chunks in each benchmark stream.
 const CHUNKS: usize = 100;
@@ -153,7 +153,7 @@ fn relay(d: &Deployment, req: &ChatRequest, front: Front, stream: &[u8]) -> usiz
             match t.event(&e, enc.as_mut(), &mut out).unwrap() {
                 Flow::More => {}
                 Flow::Done => {
-                    let end = modelgate::stream::encode::End {
+                    let end = modelgate::exchange::encode::End {
                         usage: t.usage(),
                         usage_relayed: t.usage_relayed(),
                         output_chars: t.output_chars(),

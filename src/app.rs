@@ -12,10 +12,10 @@ use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
-use crate::api::RequestError;
 use crate::auth::{AuthLayer, Authed};
 use crate::config::reload::Live;
 use crate::error::{GatewayError, panic_response};
+use crate::exchange::RequestError;
 use crate::pipeline::{self, Ctx, Outcome};
 use crate::server::boundary::{BoundaryLayer, Exit};
 use crate::server::request_id::RequestIdLayer;

@@ -102,10 +102,10 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::accounting::tokens::PromptText;
-use crate::api::chat::{ChatRequest, RequestLimits};
 use crate::auth::Caller;
 use crate::config::load::{self, Overrides, ProcessEnv};
 use crate::config::{Discovered, Origin, Snapshot};
+use crate::exchange::chat::{ChatRequest, RequestLimits};
 use crate::policy::{self, Ask, EndpointName, Needs, PromptSize};
 
 /// The configuration as a running gateway would see it: its backends asked once what they

@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::api::{ErrorBody, ErrorType, RequestError};
 use crate::auth::AuthError;
+use crate::exchange::{ErrorBody, ErrorType, RequestError};
 use crate::policy::PolicyError;
 use crate::stream::body::ResponseBody;
 use crate::upstream::UpstreamError;

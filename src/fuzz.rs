@@ -14,12 +14,12 @@ use bytes::{Bytes, BytesMut};
 
 use crate::adapters::Adapter;
 use crate::api::Front;
-use crate::api::chat::{ChatRequest, RequestLimits};
 use crate::auth::keys::Caller;
 use crate::config::load::{Overrides, load, load_texts};
 use crate::config::{Deployment, Discovered, Origin, Snapshot};
+use crate::exchange::chat::{ChatRequest, RequestLimits};
+use crate::exchange::sse::SseDecoder;
 use crate::policy::{Ask, EndpointName, Needs, PromptSize};
-use crate::stream::sse::SseDecoder;
 
 const LIMITS: RequestLimits = RequestLimits {
     max_messages: 1000,
@@ -69,7 +69,7 @@ pub fn request(data: &[u8]) {
             }
         }
     }
-    let _ = crate::api::embeddings::EmbeddingsRequest::parse(data, 64);
+    let _ = crate::exchange::embeddings::EmbeddingsRequest::parse(data, 64);
 }
 
 /// The SSE decoder, fed the input cut at places the input's first byte chooses.

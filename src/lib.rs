@@ -11,6 +11,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod base;
+pub mod exchange;
 pub mod server;
 
 pub mod limits;

@@ -10,13 +10,14 @@ use tokio::sync::watch;
 
 use crate::accounting::{self, tokens::PromptText};
 use crate::api::X_REQUEST_ID;
-use crate::api::chat::{ChatRequest, RequestLimits};
-use crate::api::embeddings::EmbeddingsRequest;
 use crate::api::models::{ModelList, ModelObject};
-use crate::api::{self, Front, Usage};
+use crate::api::{self, Front};
 use crate::auth::{Authed, Caller};
 use crate::config::{Deployment, Route, Snapshot};
 use crate::error::{GatewayError, json_response};
+use crate::exchange::Usage;
+use crate::exchange::chat::{ChatRequest, RequestLimits};
+use crate::exchange::embeddings::EmbeddingsRequest;
 use crate::metrics::{Metrics, model_labels};
 use crate::policy::recheck::{Asked, ByteSize, Recheck};
 use crate::policy::{self, Ask, Needs, PolicyError};
@@ -533,7 +534,7 @@ where
         };
         let usage = served.answer.usage.unwrap_or_else(|| record.estimate(0));
         let cost = record.finish(&ctx.metrics, &usage, None);
-        let body = api::embeddings::to_json(&served.answer, req.encoding, &usage);
+        let body = crate::exchange::embeddings::to_json(&served.answer, req.encoding, &usage);
         let mut res = respond::json(body, &d, &decision);
         respond::cost(&mut res, cost);
         Ok(Outcome {
@@ -577,8 +578,8 @@ where
     let result: Result<Outcome, GatewayError> = async {
         let (parts, body) = request.into_parts();
         let body = api::read_body(body, limits.max_body_bytes, limits.body_read_timeout).await?;
-        let mut value: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| api::RequestError::Json(e.to_string()))?;
+        let mut value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| crate::exchange::RequestError::Json(e.to_string()))?;
         if value.get("max_tokens").is_none()
             && let Some(o) = value.as_object_mut()
         {

@@ -420,7 +420,7 @@ async fn embeddings_from_openai_compatible_and_gemini_in_float_and_base64() {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v["data"][0]["embedding"],
-            modelgate::api::embeddings::base64_f32(&[3.0, 97.0, 0.5, -0.25])
+            modelgate::exchange::embeddings::base64_f32(&[3.0, 97.0, 0.5, -0.25])
         );
     }
     let seen = fake.seen();

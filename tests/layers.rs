@@ -14,7 +14,7 @@ use std::path::Path;
 /// Bottom to top: shared primitives; facts; logic on facts; runtime state; the client formats
 /// and the request's flow; the server and the command line.
 const LAYERS: &[&[&str]] = &[
-    &["base", "hop"],
+    &["base", "hop", "exchange"],
     &["catalog", "config"],
     &["policy", "accounting", "adapters"],
     &[
@@ -31,9 +31,6 @@ const LAYERS: &[&[&str]] = &[
 
 /// Imports that still run from a lower layer to a higher one (`from`, `to`).
 const UPWARDS: &[(&str, &str)] = &[
-    ("accounting", "api"),
-    ("adapters", "api"),
-    ("adapters", "stream"),
     ("auth", "error"),
     ("auth", "stream"),
     ("config", "adapters"),
@@ -44,13 +41,9 @@ const UPWARDS: &[(&str, &str)] = &[
     ("config", "policy"),
     ("config", "stream"),
     ("config", "upstream"),
-    ("limits", "api"),
-    ("metrics", "api"),
     ("metrics", "stream"),
-    ("policy", "api"),
     ("policy", "auth"),
     ("policy", "upstream"),
-    ("upstream", "api"),
     ("upstream", "stream"),
 ];
 

@@ -1,8 +1,8 @@
 //! What an answer cost, from its usage and the deployment's price: cached input at the cache
 //! price, cache writes at the write price, reasoning tokens as output.
 
-use crate::api::Usage;
 use crate::catalog::Price;
+use crate::exchange::Usage;
 
 /// USD for `usage` at `price` (per million tokens).
 pub fn of(usage: &Usage, price: &Price) -> f64 {

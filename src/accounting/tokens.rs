@@ -5,8 +5,8 @@
 
 use std::cell::OnceCell;
 
-use crate::api::chat::{ChatRequest, Content};
 use crate::catalog::Model;
+use crate::exchange::chat::{ChatRequest, Content};
 use crate::policy::PromptSize;
 
 /// Tokens a chat template adds per message (OpenAI's published rule of thumb).
@@ -116,7 +116,7 @@ impl PromptSize for PromptText<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::chat::RequestLimits;
+    use crate::exchange::chat::RequestLimits;
 
     #[test]
     fn openai_models_are_counted_others_approximated() {

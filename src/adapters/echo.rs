@@ -2,9 +2,9 @@
 //! newcomer with nothing installed see the whole path work, and it says plainly that it is not a
 //! language model. Streams of it are its answer sent word by word.
 
-use super::answer::{Choice, Completion, FinishReason};
-use crate::api::Usage;
-use crate::api::chat::ChatRequest;
+use crate::exchange::Usage;
+use crate::exchange::answer::{Choice, Completion, FinishReason};
+use crate::exchange::chat::ChatRequest;
 
 /// The answer's text.
 pub fn answer_text(req: &ChatRequest) -> String {

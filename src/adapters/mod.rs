@@ -1,7 +1,6 @@
 //! ⑤ Translate: one adapter per wire dialect, not per vendor. Adapters are pure and synchronous
 //! (no I/O), so each is tested with plain `#[test]`s; `upstream` does the calling.
 
-pub mod answer;
 pub mod anthropic;
 pub mod echo;
 pub mod gemini;
@@ -12,13 +11,13 @@ pub mod sanitize;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::api::chat::ChatRequest;
-use crate::api::embeddings::{Embeddings, EmbeddingsRequest};
-use crate::api::{ErrorBody, Usage};
 use crate::config::Deployment;
 use crate::config::spec::Kind;
-use crate::stream::encode::Encoder;
-use crate::stream::sse::SseEvent;
+use crate::exchange::chat::ChatRequest;
+use crate::exchange::embeddings::{Embeddings, EmbeddingsRequest};
+use crate::exchange::encode::Encoder;
+use crate::exchange::sse::SseEvent;
+use crate::exchange::{ErrorBody, Usage};
 
 /// An HTTP request to an upstream, built from the parsed request, never from client bytes.
 pub struct UpstreamRequest {
@@ -39,7 +38,7 @@ pub struct Completed {
 #[derive(Debug)]
 pub enum AnswerBody {
     OpenAi(Bytes),
-    Parsed(answer::Completion),
+    Parsed(crate::exchange::answer::Completion),
 }
 
 /// What the upstream said was wrong, in OpenAI's shape, with nothing secret left in it.
@@ -196,7 +195,7 @@ pub fn run_stream(
         None,
         &d.upstream_model,
     );
-    let mut dec = crate::stream::sse::SseDecoder::new(1 << 20);
+    let mut dec = crate::exchange::sse::SseDecoder::new(1 << 20);
     let mut out = BytesMut::new();
     let mut last = Ok(Flow::More);
     let mut events = Vec::new();
@@ -220,7 +219,7 @@ pub fn run_stream(
     }
     match &last {
         Ok(Flow::Done) => {
-            let end = crate::stream::encode::End {
+            let end = crate::exchange::encode::End {
                 usage: t.usage(),
                 usage_relayed: t.usage_relayed(),
                 output_chars: t.output_chars(),

@@ -10,15 +10,16 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::answer::{Choice, Completion, FinishReason, ToolCall};
 use super::sanitize::clean_message;
 use super::{
     Adapter, AdapterError, AnswerBody, Completed, StreamTranslator, UpstreamFault, UpstreamRequest,
 };
-use crate::api::chat::ChatRequest;
-use crate::api::embeddings::{Embeddings, EmbeddingsRequest};
-use crate::api::{ErrorBody, ErrorType, Usage, WireUsage};
 use crate::config::Deployment;
+use crate::exchange::answer::{Choice, Completion, FinishReason, ToolCall};
+use crate::exchange::chat::ChatRequest;
+use crate::exchange::embeddings::{Embeddings, EmbeddingsRequest};
+use crate::exchange::{ErrorBody, ErrorType, Usage};
+use usage::WireUsage;
 
 pub struct OpenAiCompat;
 
@@ -70,22 +71,25 @@ impl Adapter for OpenAiCompat {
         Ok(UpstreamRequest {
             url: d.chat_url(req.stream)?,
             headers,
-            body: Bytes::from(req.to_openai_body_capped(
-                &d.upstream_model,
-                ep.stream_usage,
-                req.output_limit(&d.model).map(|n| {
-                    // OpenAI's models (reasoning ones, wherever they are served) take only
-                    // `max_completion_tokens`; every other server reads `max_tokens`.
-                    let field = if ep.kind == crate::config::spec::Kind::Openai
-                        || d.model.developer == "OpenAI"
-                    {
-                        "max_completion_tokens"
-                    } else {
-                        "max_tokens"
-                    };
-                    (field, n)
-                }),
-            )),
+            body: Bytes::from(
+                req.to_openai_body_capped(
+                    &d.upstream_model,
+                    ep.stream_usage,
+                    req.output_limit(d.model.capabilities.max_output_tokens)
+                        .map(|n| {
+                            // OpenAI's models (reasoning ones, wherever they are served) take only
+                            // `max_completion_tokens`; every other server reads `max_tokens`.
+                            let field = if ep.kind == crate::config::spec::Kind::Openai
+                                || d.model.developer == "OpenAI"
+                            {
+                                "max_completion_tokens"
+                            } else {
+                                "max_tokens"
+                            };
+                            (field, n)
+                        }),
+                ),
+            ),
         })
     }
 
@@ -420,6 +424,7 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, AdapterError> {
 }
 
 mod stream;
+mod usage;
 use stream::OpenAiStream;
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 
-use super::{ErrorBody, ErrorType, Usage};
-use crate::adapters::answer::{Completion, FinishReason, Piece};
-use crate::stream::encode::{Encoder, End};
+use crate::exchange::answer::{Completion, FinishReason, Piece};
+use crate::exchange::encode::{Encoder, End};
+use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 /// Anthropic's `stop_reason` for an OpenAI finish reason.
 pub fn stop_reason(f: FinishReason) -> &'static str {

@@ -7,8 +7,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::chat::{ChatRequest, RequestLimits, too_deep};
-use super::error::RequestError;
+use crate::exchange::RequestError;
+use crate::exchange::chat::{ChatRequest, RequestLimits, too_deep};
 
 #[derive(Deserialize)]
 struct MessagesRequest {

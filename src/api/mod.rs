@@ -2,9 +2,6 @@
 //! types; no SDK crate's.
 
 pub mod anthropic_out;
-pub mod chat;
-pub mod embeddings;
-pub mod error;
 pub mod messages;
 pub mod models;
 pub mod openai_out;
@@ -16,70 +13,8 @@ use http_body_util::BodyExt;
 
 /// The request's id, as the client sent it (if well-formed) or as the gateway made it.
 pub static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-use serde::{Deserialize, Serialize};
 
-pub use error::{ErrorBody, ErrorType, RequestError};
-
-/// Token counts of one answer, as OpenAI reports them (`usage`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    /// Input tokens, cached ones included.
-    pub prompt_tokens: u64,
-    /// Output tokens, reasoning included.
-    pub completion_tokens: u64,
-    /// Input tokens read from a prompt cache (part of `prompt_tokens`).
-    pub cached_tokens: u64,
-    /// Input tokens written to a prompt cache (part of `prompt_tokens`).
-    pub cache_write_tokens: u64,
-    /// Output tokens spent on reasoning (part of `completion_tokens`).
-    pub reasoning_tokens: u64,
-    /// Counted or estimated by the gateway because the upstream reported none.
-    pub estimated: bool,
-}
-
-/// `usage` as OpenAI-compatible servers send it.
-#[derive(Debug, Default, Deserialize)]
-pub struct WireUsage {
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    #[serde(default)]
-    pub completion_tokens: u64,
-    #[serde(default)]
-    pub prompt_tokens_details: Option<PromptDetails>,
-    #[serde(default)]
-    pub completion_tokens_details: Option<CompletionDetails>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct PromptDetails {
-    #[serde(default)]
-    pub cached_tokens: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct CompletionDetails {
-    #[serde(default)]
-    pub reasoning_tokens: Option<u64>,
-}
-
-impl From<WireUsage> for Usage {
-    fn from(w: WireUsage) -> Usage {
-        Usage {
-            prompt_tokens: w.prompt_tokens,
-            completion_tokens: w.completion_tokens,
-            cached_tokens: w
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            cache_write_tokens: 0,
-            reasoning_tokens: w
-                .completion_tokens_details
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
-            estimated: false,
-        }
-    }
-}
+use crate::exchange::RequestError;
 
 /// Reads a request body up to `limit` bytes. The `Content-Length` check already happened in
 /// the body-limit layer; this catches chunked bodies that grow past it.
@@ -155,7 +90,7 @@ impl Front {
         prompt_estimate: u64,
         output_limit: Option<u64>,
         model: &str,
-    ) -> Box<dyn crate::stream::encode::Encoder> {
+    ) -> Box<dyn crate::exchange::encode::Encoder> {
         match self {
             Front::OpenAi => Box::new(openai_out::OpenAiEncoder::new(
                 wants_usage,

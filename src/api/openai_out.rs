@@ -5,10 +5,10 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use super::{ErrorBody, Usage};
-use crate::adapters::answer::{Completion, FinishReason, Piece};
-use crate::stream::encode::{Encoder, End};
-use crate::stream::sse::{DONE, write_data};
+use crate::exchange::answer::{Completion, FinishReason, Piece};
+use crate::exchange::encode::{Encoder, End};
+use crate::exchange::sse::{DONE, write_data};
+use crate::exchange::{ErrorBody, Usage};
 
 #[derive(Serialize)]
 struct WireUsage {

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::api::{ErrorBody, ErrorType};
 use crate::config::spec::{DeploymentLimitsSpec, LimitSetSpec, StoreErrorMode};
+use crate::exchange::{ErrorBody, ErrorType};
 pub use usage::{UsageEntry, UsageReport};
 pub use window::Windows;
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 mod prime;
 
-use crate::api::Usage;
 use crate::config::Deployment;
+use crate::exchange::Usage;
 use crate::policy::{Decision, PolicyError};
 
 /// OpenTelemetry's recommended buckets for GenAI durations (seconds).

@@ -3,7 +3,7 @@
 
 use http::HeaderMap;
 
-use crate::api::RequestError;
+use crate::exchange::RequestError;
 
 /// The header that carries request labels.
 pub const HEADER: &str = "x-modelgate-labels";

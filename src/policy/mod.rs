@@ -23,11 +23,11 @@ use compile::{CompiledPolicy, CompiledRule, Match};
 pub use compile::{Policies, Refusal, RefusalKind};
 pub use spec::EndpointName;
 
-use crate::api::{ErrorBody, ErrorType};
 use crate::auth::Caller;
 use crate::base::printable;
 use crate::catalog::{Model, Task};
 use crate::config::{Deployment, Route, Snapshot};
+use crate::exchange::{ErrorBody, ErrorType};
 
 /// The name of the shipped policy that allows everything.
 pub const DEFAULT_POLICY: &str = "default";

@@ -12,9 +12,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::adapters::UpstreamFault;
-use crate::api::{ErrorBody, ErrorType};
 use crate::config::load::load_texts;
 use crate::config::{Discovered, Snapshot};
+use crate::exchange::{ErrorBody, ErrorType};
 use crate::upstream::{self, AttemptError};
 
 const OPENNESS: [&str; 3] = ["closed", "open-weight", "open-source"];

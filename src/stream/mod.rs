@@ -1,7 +1,5 @@
 //! ⑦ Translate back and stream: SSE decoding, the relay, and the response the client gets.
 
 pub mod body;
-pub mod encode;
 pub mod relay;
 pub mod respond;
-pub mod sse;

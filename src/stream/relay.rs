@@ -20,12 +20,12 @@ use futures_util::{Stream, StreamExt};
 use http_body::Frame;
 use tokio::time::Sleep;
 
-use super::encode::{Encoder, End};
-use super::sse::{SseDecoder, SseEvent};
 use crate::adapters::sanitize::clean;
 use crate::adapters::{Flow, StreamTranslator};
-use crate::api::{ErrorBody, ErrorType, Usage};
 use crate::config::secret::Masks;
+use crate::exchange::encode::{Encoder, End};
+use crate::exchange::sse::{SseDecoder, SseEvent};
+use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 /// The upstream body as a stream of chunks.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;

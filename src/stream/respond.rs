@@ -6,11 +6,11 @@ use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use super::body::ResponseBody;
 use super::relay::Relay;
-use crate::adapters::answer::{Completion, Piece};
 use crate::config::Deployment;
 use crate::error::json_response;
+use crate::exchange::answer::{Completion, Piece};
+use crate::exchange::encode::{Encoder, End};
 use crate::policy::Decision;
-use crate::stream::encode::{Encoder, End};
 
 pub static X_MODEL: HeaderName = HeaderName::from_static("x-modelgate-model");
 pub static X_PROVIDER: HeaderName = HeaderName::from_static("x-modelgate-provider");

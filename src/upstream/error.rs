@@ -12,9 +12,9 @@ use http::{HeaderValue, StatusCode};
 use super::retry::RetryOn;
 use crate::adapters::UpstreamFault;
 use crate::adapters::sanitize::clean;
-use crate::api::{ErrorBody, ErrorType};
 use crate::config::Deployment;
 use crate::config::secret::Masks;
+use crate::exchange::{ErrorBody, ErrorType};
 
 /// The phase a timeout hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,11 +18,11 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 
 use crate::adapters::{self, AdapterError, Completed};
-use crate::api::chat::ChatRequest;
-use crate::api::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::config::{Deployment, Limits};
+use crate::exchange::chat::ChatRequest;
+use crate::exchange::embeddings::{Embeddings, EmbeddingsRequest};
+use crate::exchange::encode::Encoder;
 use crate::policy::Decision;
-use crate::stream::encode::Encoder;
 use crate::stream::relay::{Bounds, Deadline, Primed, Relay};
 pub use error::{Attempt, AttemptError, Phase, Skip, SkipReason, UpstreamError};
 pub use fallback::{Plan, Served};
@@ -37,7 +37,7 @@ pub enum Answer {
     /// A stream whose first content has arrived, ready to relay.
     Stream(Box<Relay>),
     /// A whole answer made locally (the echo model), for a client that asked for a stream.
-    Local(crate::adapters::answer::Completion),
+    Local(crate::exchange::answer::Completion),
 }
 
 /// What streams need from the request's side: the client's encoder, and the drain signal.

@@ -11,8 +11,8 @@ use http::{HeaderName, HeaderValue, StatusCode, header};
 use super::{
     Adapter, AdapterError, AnswerBody, Completed, StreamTranslator, UpstreamFault, UpstreamRequest,
 };
-use crate::api::chat::ChatRequest;
 use crate::config::Deployment;
+use crate::exchange::chat::ChatRequest;
 
 /// The API version the translation is written for.
 pub const VERSION: &str = "2023-06-01";

@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 
 use crate::adapters::AdapterError;
 use crate::adapters::media::data_url;
-use crate::api::chat::{ChatRequest, Part, Role, ToolChoice};
 use crate::config::Deployment;
+use crate::exchange::chat::{ChatRequest, Part, Role, ToolChoice};
 
 /// Output tokens asked for when neither the request nor the catalog says.
 const DEFAULT_MAX_TOKENS: u32 = 4096;
@@ -17,7 +17,7 @@ fn unsupported(what: impl Into<String>) -> AdapterError {
     AdapterError::Unsupported(what.into())
 }
 
-fn bad(e: crate::api::RequestError) -> AdapterError {
+fn bad(e: crate::exchange::RequestError) -> AdapterError {
     AdapterError::Unsupported(e.to_string())
 }
 

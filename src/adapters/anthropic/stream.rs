@@ -7,11 +7,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::response::{WireUsage, finish_reason};
-use crate::adapters::answer::Piece;
 use crate::adapters::{Flow, StreamFault, StreamTranslator};
-use crate::api::{ErrorBody, ErrorType, Usage};
-use crate::stream::encode::Encoder;
-use crate::stream::sse::SseEvent;
+use crate::exchange::answer::Piece;
+use crate::exchange::encode::Encoder;
+use crate::exchange::sse::SseEvent;
+use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 #[derive(Default)]
 pub struct AnthropicStream {

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use super::*;
 use crate::adapters::{Flow, run_stream};
 use crate::api::Front;
-use crate::api::chat::RequestLimits;
 use crate::config::Origin;
 use crate::config::load::{Overrides, load};
+use crate::exchange::chat::RequestLimits;
 
 const STREAM: &str = include_str!("testdata/tool_use_stream.txt");
 
@@ -208,14 +208,14 @@ fn errors_keep_their_status_and_type_and_lose_secrets() {
     assert_eq!(f.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(f.body.message, "Overloaded");
     let f = Anthropic.parse_error(StatusCode::BAD_REQUEST, br#"{"type":"error","error":{"type":"invalid_request_error","message":"bad key sk-ant-canary-0123456789"}}"#, &d);
-    assert_eq!(f.body.kind, crate::api::ErrorType::InvalidRequestError);
+    assert_eq!(f.body.kind, crate::exchange::ErrorType::InvalidRequestError);
     assert!(!f.body.message.contains("canary"));
     let f = Anthropic.parse_error(
         StatusCode::TOO_MANY_REQUESTS,
         br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#,
         &d,
     );
-    assert_eq!(f.body.kind, crate::api::ErrorType::RateLimitError);
+    assert_eq!(f.body.kind, crate::exchange::ErrorType::RateLimitError);
 }
 
 fn openai_events(out: &str) -> Vec<Value> {

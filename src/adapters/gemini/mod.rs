@@ -11,9 +11,9 @@ use http::{HeaderValue, StatusCode, header};
 use super::{
     Adapter, AdapterError, AnswerBody, Completed, StreamTranslator, UpstreamFault, UpstreamRequest,
 };
-use crate::api::chat::ChatRequest;
-use crate::api::embeddings::{Embeddings, EmbeddingsRequest, Input};
 use crate::config::Deployment;
+use crate::exchange::chat::ChatRequest;
+use crate::exchange::embeddings::{Embeddings, EmbeddingsRequest, Input};
 
 pub struct Gemini;
 

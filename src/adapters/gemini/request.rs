@@ -8,13 +8,13 @@ use serde_json::{Map, Value, json};
 
 use crate::adapters::AdapterError;
 use crate::adapters::media::data_url;
-use crate::api::chat::{ChatRequest, Part, Role, ToolChoice};
+use crate::exchange::chat::{ChatRequest, Part, Role, ToolChoice};
 
 fn unsupported(what: impl Into<String>) -> AdapterError {
     AdapterError::Unsupported(what.into())
 }
 
-fn bad(e: crate::api::RequestError) -> AdapterError {
+fn bad(e: crate::exchange::RequestError) -> AdapterError {
     AdapterError::Unsupported(e.to_string())
 }
 
@@ -144,7 +144,7 @@ pub fn build(req: &ChatRequest, model: &crate::catalog::Model) -> Result<Value, 
     if let Some(p) = req.top_p {
         config.insert("topP".into(), json!(p));
     }
-    if let Some(n) = req.output_limit(model) {
+    if let Some(n) = req.output_limit(model.capabilities.max_output_tokens) {
         config.insert("maxOutputTokens".into(), json!(n));
     }
     let stop = req.stop_list();

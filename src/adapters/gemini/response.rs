@@ -6,11 +6,11 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::adapters::answer::{Choice, Completion, FinishReason, ToolCall};
 use crate::adapters::sanitize::clean_message;
 use crate::adapters::{AdapterError, UpstreamFault};
-use crate::api::{ErrorBody, Usage};
 use crate::config::Deployment;
+use crate::exchange::answer::{Choice, Completion, FinishReason, ToolCall};
+use crate::exchange::{ErrorBody, Usage};
 
 /// One `GenerateContentResponse` (a whole answer, or one event of a stream).
 #[derive(Deserialize, Default)]

@@ -6,11 +6,11 @@
 use bytes::BytesMut;
 
 use super::response::{Response, Stop, call_id, finish, split_parts};
-use crate::adapters::answer::{FinishReason, Piece};
 use crate::adapters::{Flow, StreamFault, StreamTranslator};
-use crate::api::{ErrorBody, ErrorType, Usage};
-use crate::stream::encode::Encoder;
-use crate::stream::sse::SseEvent;
+use crate::exchange::answer::{FinishReason, Piece};
+use crate::exchange::encode::Encoder;
+use crate::exchange::sse::SseEvent;
+use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 pub struct GeminiStream {
     model: String,

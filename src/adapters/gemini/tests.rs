@@ -8,12 +8,12 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::adapters::answer::FinishReason;
 use crate::adapters::{Flow, run_stream};
 use crate::api::Front;
-use crate::api::chat::RequestLimits;
 use crate::config::Origin;
 use crate::config::load::{Overrides, load};
+use crate::exchange::answer::FinishReason;
+use crate::exchange::chat::RequestLimits;
 
 const STREAM: &str = include_str!("testdata/stream.txt");
 
@@ -190,7 +190,7 @@ fn errors_are_read_in_both_shapes() {
     assert!(e.body.message.starts_with("Invalid JSON payload"));
     let e = Gemini.parse_error(StatusCode::TOO_MANY_REQUESTS, br#"[{"error": {"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED"}}]"#, &d);
     assert_eq!(e.body.message, "Resource exhausted");
-    assert_eq!(e.body.kind, crate::api::ErrorType::RateLimitError);
+    assert_eq!(e.body.kind, crate::exchange::ErrorType::RateLimitError);
     let e = Gemini.parse_error(
         StatusCode::FORBIDDEN,
         br#"{"error": {"message": "API key AIzaCanary0123456789 is invalid"}}"#,

@@ -7,12 +7,13 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
-use super::super::answer::{FinishReason, Piece};
 use super::super::{Flow, StreamFault, StreamTranslator};
 use super::error_message;
-use crate::api::{ErrorBody, ErrorType, Usage, WireUsage};
-use crate::stream::encode::Encoder;
-use crate::stream::sse::SseEvent;
+use super::usage::WireUsage;
+use crate::exchange::answer::{FinishReason, Piece};
+use crate::exchange::encode::Encoder;
+use crate::exchange::sse::SseEvent;
+use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 pub(super) struct OpenAiStream {
     /// We asked for the usage chunk; the client did not, so it must not see it.

@@ -6,10 +6,10 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::adapters::{Flow, StreamFault};
-use crate::api::chat::RequestLimits;
 use crate::config::Origin;
 use crate::config::load::{Overrides, load};
-use crate::stream::sse::SseDecoder;
+use crate::exchange::chat::RequestLimits;
+use crate::exchange::sse::SseDecoder;
 
 fn deployment() -> std::sync::Arc<Deployment> {
     let env: HashMap<String, String> = [(
@@ -154,7 +154,7 @@ fn run_stream_as(
         }
     }
     if matches!(last, Ok(Flow::Done)) {
-        let end = crate::stream::encode::End {
+        let end = crate::exchange::encode::End {
             usage: t.usage(),
             usage_relayed: t.usage_relayed(),
             output_chars: t.output_chars(),

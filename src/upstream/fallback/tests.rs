@@ -9,9 +9,9 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::adapters::UpstreamFault;
-use crate::api::{ErrorBody, ErrorType};
 use crate::config::load::load_texts;
 use crate::config::{Discovered, Snapshot};
+use crate::exchange::{ErrorBody, ErrorType};
 
 /// Echo deployments `a`, `b`, `c` with the given extra settings (YAML flow mappings).
 fn fleet(a: &str, b: &str, c: &str) -> Vec<Arc<Deployment>> {

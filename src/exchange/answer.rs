@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::api::Usage;
+use crate::exchange::Usage;
 
 /// Why the model stopped, in OpenAI's terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -277,12 +277,10 @@ impl ChatRequest {
 
     /// The longest answer `model` is asked for: the client's, else, for a budgeted caller,
     /// the model's longest (unknown: the context window bounds it, and the reservation too).
-    pub fn output_limit(&self, model: &crate::catalog::Model) -> Option<u32> {
-        self.max_output_tokens().or(if self.cap_output {
-            model.capabilities.max_output_tokens
-        } else {
-            None
-        })
+    /// `model_max` is the model's own longest answer, from the catalog.
+    pub fn output_limit(&self, model_max: Option<u32>) -> Option<u32> {
+        self.max_output_tokens()
+            .or(if self.cap_output { model_max } else { None })
     }
 
     /// Whether the request uses tool calls.

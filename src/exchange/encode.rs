@@ -5,8 +5,8 @@
 
 use bytes::BytesMut;
 
-use crate::adapters::answer::Piece;
-use crate::api::{ErrorBody, Usage};
+use crate::exchange::answer::Piece;
+use crate::exchange::{ErrorBody, Usage};
 
 /// What is known when an answer completes.
 #[derive(Clone, Copy, Debug, Default)]

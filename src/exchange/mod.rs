@@ -1,0 +1,15 @@
+//! What passes between a client, the gateway and an upstream, in no client's or provider's
+//! format: the parsed request, the answer and its pieces, token counts, the error a client is
+//! sent, and the encoder that writes pieces in a client's format. Everything above reads and
+//! writes these; nothing here knows a deployment, a policy or a socket.
+
+pub mod answer;
+pub mod chat;
+pub mod embeddings;
+pub mod encode;
+pub mod error;
+pub mod sse;
+pub mod usage;
+
+pub use error::{ErrorBody, ErrorType, RequestError};
+pub use usage::Usage;
