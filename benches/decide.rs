@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use modelgate::auth::Caller;
 use modelgate::catalog::Model;
+use modelgate::config::keys::Caller;
 use modelgate::config::load::load_texts;
 use modelgate::config::{Discovered, Snapshot};
 use modelgate::policy::{Ask, EndpointName, Needs, PromptSize, decide};

@@ -13,7 +13,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::auth::{AuthLayer, Authed};
-use crate::config::reload::Live;
+use crate::config::Live;
 use crate::error::{GatewayError, panic_response};
 use crate::exchange::RequestError;
 use crate::pipeline::{self, Ctx, Outcome};

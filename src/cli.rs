@@ -102,7 +102,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::accounting::tokens::PromptText;
-use crate::auth::Caller;
+use crate::config::keys::Caller;
 use crate::config::load::{self, Overrides, ProcessEnv};
 use crate::config::{Discovered, Origin, Snapshot};
 use crate::exchange::chat::{ChatRequest, RequestLimits};

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::adapters::Adapter;
 use crate::api::Front;
-use crate::auth::keys::Caller;
+use crate::config::keys::Caller;
 use crate::config::load::{Overrides, load, load_texts};
 use crate::config::{Deployment, Discovered, Origin, Snapshot};
 use crate::exchange::chat::{ChatRequest, RequestLimits};

@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use modelgate::auth::keys;
 use modelgate::cli::{Cli, Command, KeyCommand};
 use modelgate::config::Origin;
+use modelgate::config::keys;
 use modelgate::config::load::{self, Overrides, ProcessEnv};
 use modelgate::telemetry::{self, LogFormat};
 

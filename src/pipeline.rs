@@ -9,28 +9,29 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use tokio::sync::watch;
 
 use crate::accounting::{self, tokens::PromptText};
-use crate::api::X_REQUEST_ID;
 use crate::api::models::{ModelList, ModelObject};
 use crate::api::{self, Front};
 use crate::auth::{Authed, Caller};
 use crate::config::{Deployment, Route, Snapshot};
 use crate::error::{GatewayError, json_response};
 use crate::exchange::Usage;
+use crate::exchange::answer::EndReason;
 use crate::exchange::chat::{ChatRequest, RequestLimits};
 use crate::exchange::embeddings::EmbeddingsRequest;
+use crate::exchange::headers::X_REQUEST_ID;
 use crate::metrics::{Metrics, model_labels};
 use crate::policy::recheck::{Asked, ByteSize, Recheck};
 use crate::policy::{self, Ask, Needs, PolicyError};
 use crate::stream::body::ResponseBody;
-use crate::stream::relay::{Deadline, EndReason, StreamEnd};
 use crate::stream::respond;
+use crate::upstream::relay::{Deadline, StreamEnd};
 use crate::upstream::{self, Answer, Plan, StreamSetup};
 
 /// What every request shares: metrics, the live configuration, and the drain signal.
 pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// The newest snapshot, for attempts that start after a reload.
-    pub live: crate::config::reload::Live,
+    pub live: crate::config::Live,
     /// Turns true when the drain deadline of a shutdown has passed.
     pub drain_deadline: watch::Receiver<bool>,
     /// One permit per request in flight (`server.max_concurrent_requests`); a stream holds its

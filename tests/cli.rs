@@ -161,7 +161,7 @@ fn key_new_prints_a_key_and_its_hash() {
         .lines()
         .find_map(|l| l.strip_prefix("sha256: "))
         .unwrap();
-    assert_eq!(modelgate::auth::keys::hash_hex(key), hash);
+    assert_eq!(modelgate::config::keys::hash_hex(key), hash);
     assert!(out.contains(&format!("tenant: team-a, sha256: {hash}")));
 }
 

@@ -192,7 +192,7 @@ async fn a_deployment_pointing_at_the_gateway_costs_one_extra_call_and_sheds_not
     .unwrap();
     assert!(matches!(
         gw.running.state.reload(),
-        modelgate::config::reload::Reloaded::Changed { .. }
+        modelgate::server::reload::Reloaded::Changed { .. }
     ));
     let before = gw.metrics().await;
     let total = |m: &str| metric(m, "modelgate_requests_total", &[]);
@@ -491,11 +491,11 @@ async fn a_reload_that_narrows_a_key_stops_its_pending_retries_and_fallbacks() {
         let keys = |policy: &str| match policy {
             "revoked" => format!(
                 "keys:\n  - {{id: other, tenant: t, sha256: {}}}\n",
-                modelgate::auth::keys::hash_hex("mg-some-other-key-99")
+                modelgate::config::keys::hash_hex("mg-some-other-key-99")
             ),
             p => format!(
                 "keys:\n  - {{id: k, tenant: t, sha256: {}, policy: {p}}}\n",
-                modelgate::auth::keys::hash_hex(KEY)
+                modelgate::config::keys::hash_hex(KEY)
             ),
         };
         let yaml = |keys: String| {
@@ -539,7 +539,7 @@ async fn a_reload_that_narrows_a_key_stops_its_pending_retries_and_fallbacks() {
         assert!(
             matches!(
                 reloaded,
-                modelgate::config::reload::Reloaded::Changed { .. }
+                modelgate::server::reload::Reloaded::Changed { .. }
             ),
             "{reloaded:?}"
         );
@@ -569,7 +569,7 @@ async fn every_request_is_counted_logged_and_released_once_however_it_ends() {
     let hang = FakeUpstream::start(Script::Hang, Some(CANARY_KEY)).await;
     let yaml = format!(
         "reload: {{poll_interval: 0}}\nkeys:\n  - {{id: k, tenant: t, sha256: {}}}\nlimits: {{max_body_bytes: 1048576}}\ndeployments:\n  - {{name: echo, kind: echo, model: echo}}\n{}",
-        modelgate::auth::keys::hash_hex("mg-edges-key-0123456789"),
+        modelgate::config::keys::hash_hex("mg-edges-key-0123456789"),
         deployment("hang", "qwen3-8b", &hang),
     );
     let mut p = Process::start(&yaml);
@@ -753,7 +753,7 @@ async fn embeddings_are_admitted_before_they_are_sent() {
     let fake = FakeUpstream::start(Script::Ok { text: "x".into() }, Some(CANARY_KEY)).await;
     let gw = Gateway::start(&format!(
         "reload: {{poll_interval: 0}}\nkeys:\n  - {{id: k, tenant: t, sha256: {}, limits: {{requests_per_minute: 1}}}}\ndeployments:\n  - {{name: emb, kind: openai-compatible, model: text-embedding-3-small, base_url: '{}', api_key_env: CANARY}}\n",
-        modelgate::auth::keys::hash_hex("mg-edges-key-0123456789"),
+        modelgate::config::keys::hash_hex("mg-edges-key-0123456789"),
         fake.base_url()
     ))
     .await;

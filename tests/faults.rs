@@ -899,7 +899,7 @@ async fn c03_a_file_written_in_place_is_never_half_applied() {
     for cut in [0, 10, text.len() / 2, text.len() - 3] {
         std::fs::write(&gw.config_path, &text[..cut]).unwrap();
         let before = state.config().hash.clone();
-        if let modelgate::config::reload::Reloaded::Changed { hash } = state.reload() {
+        if let modelgate::server::reload::Reloaded::Changed { hash } = state.reload() {
             panic!("a file cut at {cut} was put in force ({before} -> {hash})");
         }
     }

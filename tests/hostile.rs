@@ -542,9 +542,9 @@ async fn keys_are_looked_up_by_digest_whatever_they_hold() {
     .await;
     let yaml = format!(
         "reload: {{poll_interval: 0}}\npolicies: {{active: confidential-local}}\nkeys:\n  - {{id: good, tenant: t, sha256: {}}}\n  - {{id: old, tenant: t, sha256: {}, expires: '2020-01-01'}}\n  - {{id: secret-team, tenant: s, sha256: {}, labels: {{data: confidential}}}}\ndeployments:\n{}{}  - {{name: closed-gpt-4o, kind: openai, model: gpt-4o, base_url: '{}', api_key_env: CANARY, locality: remote, data: {{retains_prompts: true}}}}\n",
-        modelgate::auth::keys::hash_hex("sk-good"),
-        modelgate::auth::keys::hash_hex("sk-old"),
-        modelgate::auth::keys::hash_hex("sk-secret-team"),
+        modelgate::config::keys::hash_hex("sk-good"),
+        modelgate::config::keys::hash_hex("sk-old"),
+        modelgate::config::keys::hash_hex("sk-secret-team"),
         deployment("local", "qwen3-8b", &fake),
         deployment("local-llama", "llama-3.1-8b-instruct", &local),
         closed.base_url()

@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use modelgate::config::reload::Reloaded;
+use modelgate::server::reload::Reloaded;
 use serde_json::{Value, json};
 use support::process::Process;
 use support::*;

@@ -39,8 +39,8 @@ async fn slow_fake(first: Duration) -> FakeUpstream {
 fn keys_yaml(a_limits: &str, b_limits: &str) -> String {
     format!(
         "keys:\n  - {{id: key-a, tenant: a, sha256: {}}}\n  - {{id: key-b, tenant: b, sha256: {}}}\ntenants:\n  - {{name: a, limits: {a_limits}}}\n  - {{name: b, limits: {b_limits}}}\n",
-        modelgate::auth::keys::hash_hex("sk-client-a"),
-        modelgate::auth::keys::hash_hex("sk-client-b"),
+        modelgate::config::keys::hash_hex("sk-client-a"),
+        modelgate::config::keys::hash_hex("sk-client-b"),
     )
 }
 
@@ -148,7 +148,7 @@ async fn requests_per_minute_of_a_key_and_deployment_limits_fall_back() {
     wait_for_minute_room().await;
     let yaml = format!(
         "reload: {{poll_interval: 0}}\nkeys:\n  - {{id: key-c, tenant: c, sha256: {}, limits: {{requests_per_minute: 5}}}}\ndeployments:\n{}{}",
-        modelgate::auth::keys::hash_hex("sk-client-c"),
+        modelgate::config::keys::hash_hex("sk-client-c"),
         deployment("first", "qwen3-8b", &a).replace("}\n", ", limits: {requests_per_minute: 3}}\n"),
         deployment("second", "qwen3-8b", &b).replace("}\n", ", price: {input: 1, output: 1}}\n"),
     );
@@ -409,13 +409,13 @@ async fn a_key_removed_from_the_file_stops_working_at_the_reload() {
     assert_eq!(post(&gw.base, "sk-client-a", body()).await.0, 200);
     // Rotation: key-a gets a new secret; the old one is refused, the new one works.
     let rotated = yaml.replace(
-        &modelgate::auth::keys::hash_hex("sk-client-a"),
-        &modelgate::auth::keys::hash_hex("sk-client-a2"),
+        &modelgate::config::keys::hash_hex("sk-client-a"),
+        &modelgate::config::keys::hash_hex("sk-client-a2"),
     );
     std::fs::write(&gw.config_path, rotated).unwrap();
     assert!(matches!(
         gw.running.state.reload(),
-        modelgate::config::reload::Reloaded::Changed { .. }
+        modelgate::server::reload::Reloaded::Changed { .. }
     ));
     assert_eq!(post(&gw.base, "sk-client-a", body()).await.0, 401);
     assert_eq!(post(&gw.base, "sk-client-a2", body()).await.0, 200);

@@ -328,7 +328,7 @@ async fn on_a_fresh_gateway_every_named_series_exists_and_the_first_refused_relo
     std::fs::write(&gw.config_path, format!("nonsense: [\n{good}")).unwrap();
     assert!(matches!(
         gw.running.state.reload(),
-        modelgate::config::reload::Reloaded::Refused { .. }
+        modelgate::server::reload::Reloaded::Refused { .. }
     ));
     let refused_at = Instant::now();
     loop {

@@ -204,8 +204,8 @@ async fn product_keys_never_get_a_restricted_license() {
     let key = "mg-product-key";
     let yaml = format!(
         "reload: {{poll_interval: 0}}\npolicies: {{active: commercial-safe}}\nkeys:\n  - {{id: shop, tenant: product, sha256: {}}}\n  - {{id: lab, tenant: research, sha256: {}}}\ndeployments:\n{}{}",
-        modelgate::auth::keys::hash_hex(key),
-        modelgate::auth::keys::hash_hex("mg-lab-key"),
+        modelgate::config::keys::hash_hex(key),
+        modelgate::config::keys::hash_hex("mg-lab-key"),
         deployment("llama", "llama-3.1-8b-instruct", &local),
         deployment("qwen", "qwen2.5-7b-instruct", &local),
     );

@@ -156,7 +156,7 @@ async fn client_keys_are_checked_by_hash() {
     let key = "mg-test-key-for-team-a";
     let yaml = format!(
         "reload: {{poll_interval: 0}}\nkeys:\n  - {{id: app, tenant: team-a, sha256: {}}}\ndeployments:\n{}",
-        modelgate::auth::keys::hash_hex(key),
+        modelgate::config::keys::hash_hex(key),
         deployment("local", "qwen3-8b", &fake)
     );
     let gw = Gateway::start(&yaml).await;

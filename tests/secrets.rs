@@ -54,7 +54,7 @@ async fn no_canary_appears_in_logs_metrics_or_responses() {
     .await;
     let yaml = format!(
         "reload: {{poll_interval: 0}}\nkeys:\n  - {{id: canary-client, tenant: t, sha256: {}}}\ndeployments:\n{}{}",
-        modelgate::auth::keys::hash_hex(CLIENT_KEY),
+        modelgate::config::keys::hash_hex(CLIENT_KEY),
         deployment("good", "qwen3-8b", &openai),
         deployment("broken", "llama-3.1-8b-instruct", &broken).replace(
             "}\n",

@@ -63,12 +63,15 @@ pub fn upstream_url(url: &str) -> Result<reqwest::Url, AdapterError> {
         .map_err(|e| AdapterError::Unsupported(format!("the upstream URL is invalid: {e}")))
 }
 
+/// The URL a chat request to `d` goes to, made when the configuration loaded.
+fn chat_url(d: &Deployment, stream: bool) -> Result<reqwest::Url, AdapterError> {
+    d.chat_url(stream).ok_or_else(|| {
+        AdapterError::Unsupported("the deployment's base URL is not a valid URL".into())
+    })
+}
+
 /// A dialect.
 pub trait Adapter: Send + Sync {
-    /// The path, after the endpoint's base URL, that chat requests for `upstream_model` go to.
-    /// Made into a URL once per deployment, when the configuration loads.
-    fn chat_path(&self, upstream_model: &str, stream: bool) -> String;
-
     /// The upstream request for `req` on deployment `d`.
     fn build_request(
         &self,

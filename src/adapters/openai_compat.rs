@@ -34,10 +34,6 @@ struct AnswerProbe {
 }
 
 impl Adapter for OpenAiCompat {
-    fn chat_path(&self, _upstream_model: &str, _stream: bool) -> String {
-        "/chat/completions".into()
-    }
-
     fn build_request(
         &self,
         req: &ChatRequest,
@@ -69,7 +65,7 @@ impl Adapter for OpenAiCompat {
             headers.push((name.clone(), value.clone()));
         }
         Ok(UpstreamRequest {
-            url: d.chat_url(req.stream)?,
+            url: super::chat_url(d, req.stream)?,
             headers,
             body: Bytes::from(
                 req.to_openai_body_capped(

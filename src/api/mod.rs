@@ -11,9 +11,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-/// The request's id, as the client sent it (if well-formed) or as the gateway made it.
-pub static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-
 use crate::exchange::RequestError;
 
 /// Reads a request body up to `limit` bytes. The `Content-Length` check already happened in

@@ -1,8 +1,6 @@
 //! ② Authenticate: turn the presented key into a [`Caller`], against the keys of the snapshot
 //! this request will use throughout. Deny by default: every API route goes through here.
 
-pub mod keys;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,11 +9,11 @@ use futures_util::future::{Either, Ready, ready};
 use http::{HeaderMap, Request, Response};
 use tower::{Layer, Service};
 
+use crate::config::Live;
 use crate::config::Snapshot;
-use crate::config::reload::Live;
+pub use crate::config::keys::Caller;
 use crate::error::GatewayError;
 use crate::stream::body::ResponseBody;
-pub use keys::Caller;
 
 /// Why a caller was refused.
 #[derive(Debug, thiserror::Error)]
@@ -51,21 +49,6 @@ pub fn authenticate(headers: &HeaderMap, snapshot: &Snapshot) -> Result<Caller, 
         return Err(AuthError::Expired);
     }
     Ok(caller.clone())
-}
-
-/// The caller of a request that began under an older snapshot, as `snapshot` sees it: the
-/// same key's caller now (its policy, labels and tenant as reloaded), or `None` when the key
-/// was revoked or expired, or the gateway now asks for keys that the request did not bring.
-pub fn again(caller: &Caller, snapshot: &Snapshot) -> Option<Caller> {
-    let cfg = &snapshot.config;
-    if !cfg.auth_required {
-        return Some(cfg.anonymous.clone());
-    }
-    let now = cfg.keys.again(caller)?;
-    if now.expires.is_some_and(|at| crate::base::unix_now() >= at) {
-        return None;
-    }
-    Some(now.clone())
 }
 
 /// The key in `Authorization: Bearer …` (or `x-api-key`, as Anthropic's clients send it).

@@ -224,31 +224,73 @@ impl Deployment {
     }
 
     fn prepared(mut self) -> Deployment {
-        self.response_headers = crate::stream::respond::deployment_headers(&self);
-        self.chat_urls = self.kind().adapter().and_then(|a| {
-            let url = |stream| {
-                let path = a.chat_path(&self.upstream_model, stream);
-                reqwest::Url::parse(&format!("{}{path}", self.endpoint.base_url)).ok()
-            };
-            Some(Arc::new([url(false)?, url(true)?]))
-        });
-        self.usage_model = Arc::from(crate::metrics::model_labels(&self, "")[2]);
+        self.response_headers = deployment_headers(&self);
+        let url = |stream| {
+            let path = chat_path(self.kind(), &self.upstream_model, stream)?;
+            reqwest::Url::parse(&format!("{}{path}", self.endpoint.base_url)).ok()
+        };
+        self.chat_urls = url(false).zip(url(true)).map(|(a, b)| Arc::new([a, b]));
+        self.usage_model = Arc::from(self.metric_names().1);
         self
     }
 
-    /// The URL a chat request goes to.
-    pub fn chat_url(&self, stream: bool) -> Result<reqwest::Url, crate::adapters::AdapterError> {
-        match &self.chat_urls {
-            Some(urls) => Ok(urls[usize::from(stream)].clone()),
-            None => Err(crate::adapters::AdapterError::Unsupported(
-                "the deployment's base URL is not a valid URL".into(),
-            )),
+    /// The URL a chat request goes to (none for `echo`, or when the base URL does not parse).
+    pub fn chat_url(&self, stream: bool) -> Option<reqwest::Url> {
+        self.chat_urls
+            .as_ref()
+            .map(|urls| urls[usize::from(stream)].clone())
+    }
+
+    /// The deployment and model names its metrics and recorded usage go by. An uncatalogued
+    /// model's name came from a backend, not the configuration: it stays out of labels.
+    pub fn metric_names(&self) -> (&str, &str) {
+        if self.model.uncatalogued {
+            (&self.endpoint.name, "other")
+        } else {
+            (&self.name, &self.model.id)
         }
     }
 
     pub fn kind(&self) -> Kind {
         self.endpoint.kind
     }
+}
+
+/// The path, after the endpoint's base URL, that chat requests for `upstream_model` go to in
+/// a dialect (none for `echo`, which is never called).
+fn chat_path(kind: Kind, upstream_model: &str, stream: bool) -> Option<String> {
+    Some(match kind {
+        Kind::Openai | Kind::OpenaiCompatible => "/chat/completions".into(),
+        Kind::Anthropic => "/messages".into(),
+        Kind::Gemini if stream => format!("/models/{upstream_model}:streamGenerateContent?alt=sse"),
+        Kind::Gemini => format!("/models/{upstream_model}:generateContent"),
+        Kind::Echo => return None,
+    })
+}
+
+/// The headers that name a deployment on its answers, made once when the snapshot is built.
+fn deployment_headers(d: &Deployment) -> Vec<(http::HeaderName, HeaderValue)> {
+    use crate::exchange::headers::{
+        X_DEPLOYMENT, X_IDENTIFIED, X_LICENSE, X_MODEL, X_OPENNESS, X_PROVIDER, X_QUANTIZATION,
+    };
+    let mut out = Vec::with_capacity(7);
+    for (name, value) in [
+        (&X_MODEL, d.model.id.as_str()),
+        (&X_PROVIDER, d.endpoint.provider.as_str()),
+        (&X_DEPLOYMENT, d.name.as_str()),
+        (&X_OPENNESS, d.model.openness.as_str()),
+        (&X_LICENSE, d.model.license.id.as_str()),
+        (&X_IDENTIFIED, d.identity.basis.as_str()),
+        (&X_QUANTIZATION, d.quantization().unwrap_or("")),
+    ] {
+        if value.is_empty() {
+            continue;
+        }
+        if let Ok(v) = HeaderValue::from_str(value) {
+            out.push((name.clone(), v));
+        }
+    }
+    out
 }
 
 /// The breaker settings of an endpoint (an endpoint without ejection gets one that never

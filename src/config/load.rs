@@ -14,9 +14,9 @@ use super::deployment::Deployment;
 use super::problem::Problems;
 use super::spec::{AuthMode, ConfigSpec};
 use super::{Config, EMBEDDED_CONFIG, Limits, Origin, ReloadSettings, ServerSettings, yaml};
-use crate::auth::keys::{Caller, KeyStore, hex};
 use crate::catalog::spec::CatalogFileSpec;
 use crate::catalog::{Catalog, builtin};
+use crate::config::keys::{Caller, KeyStore, hex};
 use crate::limits::LimitSet;
 use crate::policy::spec::PolicyFileSpec;
 

@@ -2,9 +2,9 @@
 //! backends were found to serve, turned into the [`Snapshot`] each request reads once.
 
 pub mod deployment;
+pub mod keys;
 pub mod load;
 pub mod problem;
-pub mod reload;
 pub mod secret;
 pub mod spec;
 pub mod yaml;
@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::keys::KeyStore;
 use crate::catalog::Catalog;
+use crate::config::keys::KeyStore;
 pub use deployment::{Deployment, Endpoint, Timeouts};
 
 /// The built-in entry file served by `modelgate serve` without `--config`.
@@ -59,6 +59,9 @@ pub struct ReloadSettings {
     pub discovery_interval: Duration,
 }
 
+/// The snapshot in force: every request loads it once, a reload swaps it whole.
+pub type Live = Arc<arc_swap::ArcSwap<Snapshot>>;
+
 /// A validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -86,7 +89,7 @@ pub struct Config {
     pub limit_store: String,
     pub on_store_error: spec::StoreErrorMode,
     /// The caller of a gateway without keys (the `default` tenant, with its limits).
-    pub anonymous: crate::auth::keys::Caller,
+    pub anonymous: crate::config::keys::Caller,
     pub reload: ReloadSettings,
 }
 

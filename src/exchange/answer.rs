@@ -122,3 +122,66 @@ pub enum Piece<'a> {
     /// Token counts so far (the last one wins).
     Usage(Usage),
 }
+
+/// How a stream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The upstream finished and the client got the format's clean end.
+    Completed,
+    /// The upstream closed the stream before its end.
+    UpstreamCut,
+    /// The upstream connection failed mid-stream.
+    UpstreamError,
+    /// The upstream reported an error inside the stream.
+    InbandError,
+    /// The upstream sent something the decoder or translator could not accept.
+    InvalidUpstream,
+    /// No chunk for longer than the idle timeout.
+    IdleTimeout,
+    /// The stream ran past its backstop duration.
+    TooLong,
+    /// The gateway's drain deadline passed.
+    Shutdown,
+    /// The client went away before the end.
+    ClientGone,
+}
+
+impl EndReason {
+    /// Whether the upstream is to blame (it counts towards the deployment's ejection).
+    pub fn is_upstream_fault(self) -> bool {
+        matches!(
+            self,
+            EndReason::UpstreamCut
+                | EndReason::UpstreamError
+                | EndReason::InbandError
+                | EndReason::InvalidUpstream
+                | EndReason::IdleTimeout
+        )
+    }
+
+    pub const ALL: [EndReason; 9] = [
+        EndReason::Completed,
+        EndReason::UpstreamCut,
+        EndReason::UpstreamError,
+        EndReason::InbandError,
+        EndReason::InvalidUpstream,
+        EndReason::IdleTimeout,
+        EndReason::TooLong,
+        EndReason::Shutdown,
+        EndReason::ClientGone,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Completed => "completed",
+            EndReason::UpstreamCut => "upstream_cut",
+            EndReason::UpstreamError => "upstream_error",
+            EndReason::InbandError => "inband_error",
+            EndReason::InvalidUpstream => "invalid_upstream",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::TooLong => "too_long",
+            EndReason::Shutdown => "shutdown",
+            EndReason::ClientGone => "client_gone",
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub mod chat;
 pub mod embeddings;
 pub mod encode;
 pub mod error;
+pub mod headers;
 pub mod sse;
 pub mod usage;
 

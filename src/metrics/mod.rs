@@ -558,13 +558,7 @@ pub struct Series {
 
 /// Labels of a deployment's model, plus one more.
 pub fn model_labels<'a>(d: &'a Deployment, extra: &'a str) -> [&'a str; 6] {
-    // An uncatalogued model's name came from a backend, not the configuration: it stays out
-    // of labels.
-    let (deployment, model) = if d.model.uncatalogued {
-        (d.endpoint.name.as_str(), "other")
-    } else {
-        (d.name.as_str(), d.model.id.as_str())
-    };
+    let (deployment, model) = d.metric_names();
     [
         deployment,
         &d.endpoint.provider,

@@ -96,7 +96,7 @@ impl Metrics {
             self.retries.with_label_values(&labels[..5]);
             if operation == "chat" {
                 self.ttft.with_label_values(&labels[..5]);
-                for reason in crate::stream::relay::EndReason::ALL {
+                for reason in crate::exchange::answer::EndReason::ALL {
                     self.stream_ends
                         .with_label_values(&model_labels(d, reason.as_str()));
                 }

@@ -23,9 +23,9 @@ use compile::{CompiledPolicy, CompiledRule, Match};
 pub use compile::{Policies, Refusal, RefusalKind};
 pub use spec::EndpointName;
 
-use crate::auth::Caller;
 use crate::base::printable;
 use crate::catalog::{Model, Task};
+use crate::config::keys::Caller;
 use crate::config::{Deployment, Route, Snapshot};
 use crate::exchange::{ErrorBody, ErrorType};
 

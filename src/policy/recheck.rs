@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::{Ask, EndpointName, Needs, PromptSize, decide};
-use crate::auth::Caller;
-use crate::config::reload::Live;
+use crate::config::Live;
+use crate::config::keys::Caller;
 use crate::config::{Deployment, Snapshot};
 
 /// Whether an attempt may still go to a deployment: a reload since the decision may have
@@ -80,7 +80,7 @@ impl<'a> Recheck<'a> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.as_ref().is_none_or(|(g, _)| *g != now.generation) {
-            let names = match crate::auth::again(self.caller, &now) {
+            let names = match now.config.caller_again(self.caller) {
                 Some(caller) => {
                     let size = ByteSize(self.bytes);
                     let ask = Ask {

@@ -13,8 +13,8 @@ use http_body_util::Full;
 use tower::Service;
 
 use super::Health;
-use crate::config::reload::State;
 use crate::metrics::Metrics;
+use crate::server::reload::State;
 
 #[derive(Clone)]
 pub struct AdminService {

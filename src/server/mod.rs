@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod boundary;
+pub mod reload;
 pub mod request_id;
 pub mod shutdown;
 mod stall;
@@ -26,10 +27,10 @@ use tokio::sync::{Semaphore, watch};
 use tower::Service;
 
 use crate::config::load::{self, Env, Overrides, ProcessEnv};
-use crate::config::reload::{self, State};
 use crate::config::{Origin, ServerSettings};
 use crate::metrics::Metrics;
 use crate::pipeline::Ctx;
+use reload::State;
 
 /// Liveness and readiness, shared with the admin listener.
 #[derive(Default)]

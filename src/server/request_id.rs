@@ -8,7 +8,7 @@ use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-pub use crate::api::X_REQUEST_ID;
+pub use crate::exchange::headers::X_REQUEST_ID;
 
 pub use crate::base::fresh_id as fresh;
 

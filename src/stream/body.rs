@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::relay::Relay;
+use crate::upstream::relay::Relay;
 
 pub enum ResponseBody {
     Full(Option<Bytes>),

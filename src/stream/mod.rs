@@ -1,5 +1,5 @@
-//! ⑦ Translate back and stream: SSE decoding, the relay, and the response the client gets.
+//! ⑦ The response the client gets: JSON or SSE (the relay that reads an upstream stream is in
+//! `upstream::relay`), with the headers that name the decision.
 
 pub mod body;
-pub mod relay;
 pub mod respond;

@@ -2,48 +2,16 @@
 //! that name the decision.
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::ResponseBody;
-use super::relay::Relay;
 use crate::config::Deployment;
 use crate::error::json_response;
 use crate::exchange::answer::{Completion, Piece};
 use crate::exchange::encode::{Encoder, End};
+use crate::exchange::headers::{X_COST, X_POLICY, X_RULE};
 use crate::policy::Decision;
-
-pub static X_MODEL: HeaderName = HeaderName::from_static("x-modelgate-model");
-pub static X_PROVIDER: HeaderName = HeaderName::from_static("x-modelgate-provider");
-pub static X_DEPLOYMENT: HeaderName = HeaderName::from_static("x-modelgate-deployment");
-pub static X_POLICY: HeaderName = HeaderName::from_static("x-modelgate-policy");
-pub static X_OPENNESS: HeaderName = HeaderName::from_static("x-modelgate-openness");
-pub static X_LICENSE: HeaderName = HeaderName::from_static("x-modelgate-license");
-pub static X_IDENTIFIED: HeaderName = HeaderName::from_static("x-modelgate-identified-by");
-pub static X_QUANTIZATION: HeaderName = HeaderName::from_static("x-modelgate-quantization");
-pub static X_RULE: HeaderName = HeaderName::from_static("x-modelgate-rule");
-pub static X_COST: HeaderName = HeaderName::from_static("x-modelgate-cost-usd");
-
-/// The decision headers of a deployment, made once when the snapshot is built.
-pub fn deployment_headers(d: &Deployment) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::with_capacity(7);
-    for (name, value) in [
-        (&X_MODEL, d.model.id.as_str()),
-        (&X_PROVIDER, d.endpoint.provider.as_str()),
-        (&X_DEPLOYMENT, d.name.as_str()),
-        (&X_OPENNESS, d.model.openness.as_str()),
-        (&X_LICENSE, d.model.license.id.as_str()),
-        (&X_IDENTIFIED, d.identity.basis.as_str()),
-        (&X_QUANTIZATION, d.quantization().unwrap_or("")),
-    ] {
-        if value.is_empty() {
-            continue;
-        }
-        if let Ok(v) = HeaderValue::from_str(value) {
-            out.push((name.clone(), v));
-        }
-    }
-    out
-}
+use crate::upstream::relay::Relay;
 
 /// A whole JSON answer.
 pub fn json(body: Bytes, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {

@@ -9,6 +9,7 @@ pub mod client;
 pub mod error;
 pub mod fallback;
 pub mod health;
+pub mod relay;
 pub mod retry;
 
 use std::sync::Arc;
@@ -23,9 +24,9 @@ use crate::exchange::chat::ChatRequest;
 use crate::exchange::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::exchange::encode::Encoder;
 use crate::policy::Decision;
-use crate::stream::relay::{Bounds, Deadline, Primed, Relay};
 pub use error::{Attempt, AttemptError, Phase, Skip, SkipReason, UpstreamError};
 pub use fallback::{Plan, Served};
+use relay::{Bounds, Deadline, Primed, Relay};
 
 /// Longest upstream error body read, in bytes.
 const MAX_ERROR_BODY: usize = 64 << 10;

@@ -20,10 +20,6 @@ pub const VERSION: &str = "2023-06-01";
 pub struct Anthropic;
 
 impl Adapter for Anthropic {
-    fn chat_path(&self, _upstream_model: &str, _stream: bool) -> String {
-        "/messages".into()
-    }
-
     fn build_request(
         &self,
         req: &ChatRequest,
@@ -44,7 +40,7 @@ impl Adapter for Anthropic {
             headers.push((name.clone(), value.clone()));
         }
         Ok(UpstreamRequest {
-            url: d.chat_url(req.stream)?,
+            url: super::chat_url(d, req.stream)?,
             headers,
             body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         })

@@ -18,14 +18,6 @@ use crate::exchange::embeddings::{Embeddings, EmbeddingsRequest, Input};
 pub struct Gemini;
 
 impl Adapter for Gemini {
-    fn chat_path(&self, upstream_model: &str, stream: bool) -> String {
-        if stream {
-            format!("/models/{upstream_model}:streamGenerateContent?alt=sse")
-        } else {
-            format!("/models/{upstream_model}:generateContent")
-        }
-    }
-
     fn build_request(
         &self,
         req: &ChatRequest,
@@ -43,7 +35,7 @@ impl Adapter for Gemini {
             headers.push((name.clone(), value.clone()));
         }
         Ok(UpstreamRequest {
-            url: d.chat_url(req.stream)?,
+            url: super::chat_url(d, req.stream)?,
             headers,
             body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         })

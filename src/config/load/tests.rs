@@ -157,7 +157,7 @@ fn no_keys_beyond_loopback_unless_said() {
     let p = load_text("listen: 0.0.0.0:8400\n", &[]).unwrap_err();
     assert_eq!(p.0[0].path, "listen");
     assert!(load_text("listen: 0.0.0.0:8400\nauth: none\n", &[]).is_ok());
-    let key = crate::auth::keys::hash_hex("mg-test");
+    let key = crate::config::keys::hash_hex("mg-test");
     let loaded = load_text(
         &format!("listen: 0.0.0.0:8400\nkeys:\n  - {{id: a, tenant: t, sha256: {key}}}\n"),
         &[],

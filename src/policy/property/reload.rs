@@ -38,9 +38,9 @@ impl World {
         q: &[Rule],
     ) -> (String, String) {
         let sha = if revoked {
-            crate::auth::keys::hash_hex("another-key")
+            crate::config::keys::hash_hex("another-key")
         } else {
-            crate::auth::keys::hash_hex(RELOAD_KEY)
+            crate::config::keys::hash_hex(RELOAD_KEY)
         };
         let config = format!(
             "{}keys:\n  - {{id: k, tenant: t{}, sha256: {sha}, policy: {key_policy}{}}}\n",
@@ -135,11 +135,13 @@ fn check_real_reload(
         return Ok(());
     };
     // What the new configuration allows this request, with its caller found again there.
-    let after_reload: BTreeSet<String> = crate::auth::again(&caller, &b)
+    let after_reload: BTreeSet<String> = b
+        .config
+        .caller_again(&caller)
         .and_then(|c| decide(&ask(&requested, &c, &labels, needs, &prompt, mo), &b).ok())
         .map(|d| d.candidates().iter().map(|c| c.name.clone()).collect())
         .unwrap_or_default();
-    let live: crate::config::reload::Live = Arc::new(arc_swap::ArcSwap::new(a.clone()));
+    let live: crate::config::Live = Arc::new(arc_swap::ArcSwap::new(a.clone()));
     let recheck = super::recheck::Recheck::new(
         live.clone(),
         &a,

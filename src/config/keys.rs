@@ -182,6 +182,23 @@ fn base64url(bytes: &[u8]) -> String {
     s
 }
 
+impl super::Config {
+    /// The caller of a request that began under an older configuration, as this one sees it:
+    /// the same key's caller now (its policy, labels and tenant as reloaded), or `None` when
+    /// the key was revoked or expired, or the gateway now asks for keys that the request did
+    /// not bring.
+    pub fn caller_again(&self, caller: &Caller) -> Option<Caller> {
+        if !self.auth_required {
+            return Some(self.anonymous.clone());
+        }
+        let now = self.keys.again(caller)?;
+        if now.expires.is_some_and(|at| crate::base::unix_now() >= at) {
+            return None;
+        }
+        Some(now.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,13 +6,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::load::{self, Env, Loaded, Overrides};
-use super::{Config, Discovered, Origin, Snapshot};
+use crate::config::load::{self, Env, Loaded, Overrides};
+use crate::config::{Config, Discovered, Live, Origin, Snapshot};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
-
-/// The snapshot requests read.
-pub type Live = Arc<ArcSwap<Snapshot>>;
 
 /// The reloadable state of a running gateway.
 pub struct State {
