@@ -8,7 +8,6 @@
 //! every request reads.
 
 pub mod api;
-pub mod app;
 pub mod auth;
 pub mod base;
 pub mod exchange;

@@ -119,7 +119,7 @@ impl Guard {
 
     fn answered<R>(&mut self, r: &Response<R>) {
         let exit = r.extensions().get::<Exit>();
-        let endpoint = exit.map_or_else(|| crate::app::endpoint_of(&self.path), |e| e.endpoint);
+        let endpoint = exit.map_or_else(|| super::app::endpoint_of(&self.path), |e| e.endpoint);
         let policy = exit.and_then(|e| e.policy.as_deref()).unwrap_or("none");
         let class = status_class(r.status());
         self.finish(endpoint, class, policy);
@@ -157,7 +157,7 @@ impl Drop for Guard {
         if self.done {
             return;
         }
-        let endpoint = crate::app::endpoint_of(&self.path);
+        let endpoint = super::app::endpoint_of(&self.path);
         let (class, what) = if std::thread::panicking() {
             ("5xx", "request failed: the gateway panicked")
         } else {

@@ -2,6 +2,7 @@
 //! shut down gracefully.
 
 pub mod admin;
+pub mod app;
 pub mod boundary;
 pub mod reload;
 pub mod request_id;
@@ -110,7 +111,7 @@ pub async fn start_with_env(
         drain_deadline: deadline_rx,
         admission: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
     });
-    let api_svc = crate::app::api_service::<Incoming>(state.live.clone(), ctx);
+    let api_svc = app::api_service::<Incoming>(state.live.clone(), ctx);
     let admin_svc = admin::AdminService::new(metrics.clone(), health.clone(), state.clone());
 
     health.set_ready(true);
@@ -159,7 +160,7 @@ async fn serve<A, M>(
     mut shutdown: watch::Receiver<bool>,
     deadline: watch::Sender<bool>,
 ) where
-    A: Service<Request<Incoming>, Response = Response<crate::app::ApiBody>, Error = Infallible>
+    A: Service<Request<Incoming>, Response = Response<app::ApiBody>, Error = Infallible>
         + Clone
         + Send
         + 'static,

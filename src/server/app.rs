@@ -12,13 +12,13 @@ use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
+use super::boundary::{BoundaryLayer, Exit};
+use super::request_id::RequestIdLayer;
 use crate::auth::{AuthLayer, Authed};
 use crate::config::Live;
 use crate::error::{GatewayError, panic_response};
 use crate::exchange::RequestError;
 use crate::pipeline::{self, Ctx, Outcome};
-use crate::server::boundary::{BoundaryLayer, Exit};
-use crate::server::request_id::RequestIdLayer;
 use crate::stream::body::ResponseBody;
 
 /// The body of every API response, after the panic guard has boxed it.
@@ -66,18 +66,75 @@ where
 
 // === impl Routes ===
 
-/// The route table of the API listener.
+/// The route table of the API listener, and the requests in flight it admits.
 #[derive(Clone)]
 pub struct Routes {
     ctx: Arc<Ctx>,
 }
 
-const CHAT: &str = "/v1/chat/completions";
-const MESSAGES: &str = "/v1/messages";
-const COUNT_TOKENS: &str = "/v1/messages/count_tokens";
-const EMBEDDINGS: &str = "/v1/embeddings";
-const MODELS: &str = "/v1/models";
-const USAGE: &str = "/v1/usage";
+/// What a path reaches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    ChatCompletions,
+    Messages,
+    CountTokens,
+    Embeddings,
+    Usage,
+    Models,
+    Model,
+}
+
+/// Path, endpoint: exact paths first, then prefixes (`*`).
+const ROUTES: &[(&str, Endpoint)] = &[
+    ("/v1/chat/completions", Endpoint::ChatCompletions),
+    ("/v1/messages", Endpoint::Messages),
+    ("/v1/messages/count_tokens", Endpoint::CountTokens),
+    ("/v1/embeddings", Endpoint::Embeddings),
+    ("/v1/usage", Endpoint::Usage),
+    ("/v1/models", Endpoint::Models),
+    ("/v1/models/", Endpoint::Models),
+    ("/v1/models/*", Endpoint::Model),
+];
+
+impl Endpoint {
+    fn of(path: &str) -> Option<Endpoint> {
+        ROUTES
+            .iter()
+            .find_map(|&(route, e)| match route.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix).then_some(e),
+                None => (path == route).then_some(e),
+            })
+    }
+
+    /// Its label in metrics and logs.
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count_tokens",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Usage => "usage",
+            Endpoint::Models => "models",
+            Endpoint::Model => "model",
+        }
+    }
+
+    /// The method it answers: model requests are posted, the rest read.
+    fn method(self) -> Method {
+        match self {
+            Endpoint::ChatCompletions
+            | Endpoint::Messages
+            | Endpoint::CountTokens
+            | Endpoint::Embeddings => Method::POST,
+            Endpoint::Usage | Endpoint::Models | Endpoint::Model => Method::GET,
+        }
+    }
+}
+
+/// The endpoint label of a path: the route it takes, `unknown` for none.
+pub fn endpoint_of(path: &str) -> &'static str {
+    Endpoint::of(path).map_or("unknown", Endpoint::label)
+}
 
 impl<B> Service<Authed<B>> for Routes
 where
@@ -95,7 +152,8 @@ where
     fn call(&mut self, authed: Authed<B>) -> Self::Future {
         let ctx = self.ctx.clone();
         Box::pin(async move {
-            let endpoint = endpoint_of(authed.request.uri().path());
+            let route = Endpoint::of(authed.request.uri().path());
+            let endpoint = route.map_or("unknown", Endpoint::label);
             // Shed rather than queue: a queue in front of model calls only adds latency to
             // requests that will time out anyway. Listing models costs nothing and is not shed.
             let permit = if authed.request.method() == Method::POST {
@@ -103,63 +161,30 @@ where
                     Ok(p) => Some(p),
                     Err(_) => {
                         ctx.metrics.shed.inc();
-                        let mut res = GatewayError::Overloaded.into_response();
-                        res.extensions_mut().insert(Exit {
-                            endpoint,
-                            policy: None,
-                            logged: false,
-                        });
-                        return Ok(res);
+                        return Ok(exit(GatewayError::Overloaded.into(), endpoint));
                     }
                 }
             } else {
                 None
             };
-            let method = authed.request.method().clone();
-            let (allowed, allow) = match endpoint {
-                "chat_completions" | "messages" | "count_tokens" | "embeddings" => {
-                    (Method::POST, "POST")
+            let outcome = match route {
+                None => GatewayError::NotFound(authed.request.uri().path().to_owned()).into(),
+                Some(e) if authed.request.method() != e.method() => {
+                    let allow = if e.method() == Method::POST {
+                        "POST"
+                    } else {
+                        "GET"
+                    };
+                    GatewayError::MethodNotAllowed { allow }.into()
                 }
-                _ => (Method::GET, "GET"),
+                Some(Endpoint::ChatCompletions) => pipeline::chat_completions(&ctx, authed).await,
+                Some(Endpoint::Messages) => pipeline::messages(&ctx, authed).await,
+                Some(Endpoint::CountTokens) => pipeline::count_tokens(&ctx, authed).await,
+                Some(Endpoint::Embeddings) => pipeline::embeddings(&ctx, authed).await,
+                Some(Endpoint::Usage) => pipeline::usage(authed).await,
+                Some(Endpoint::Models | Endpoint::Model) => pipeline::models(&authed),
             };
-            let outcome = if endpoint == "unknown" {
-                GatewayError::NotFound(authed.request.uri().path().to_owned()).into()
-            } else if method != allowed {
-                method_not_allowed(allow)
-            } else {
-                match endpoint {
-                    "chat_completions" => pipeline::chat_completions(&ctx, authed).await,
-                    "messages" => pipeline::messages(&ctx, authed).await,
-                    "count_tokens" => pipeline::count_tokens(&ctx, authed).await,
-                    "embeddings" => pipeline::embeddings(&ctx, authed).await,
-                    "usage" => match usage_scope(&authed) {
-                        Ok((limiter, tenant)) => pipeline::usage(limiter, tenant).await,
-                        Err(refused) => refused,
-                    },
-                    "models" => pipeline::list_models(&authed),
-                    _ => {
-                        let id = percent_decode(
-                            authed
-                                .request
-                                .uri()
-                                .path()
-                                .strip_prefix("/v1/models/")
-                                .unwrap_or_default(),
-                        );
-                        pipeline::get_model(&authed, &id)
-                    }
-                }
-            };
-            // The pipeline writes the line of every chat, message and embeddings request it
-            // ran (answered or failed); the boundary writes the others'.
-            let logged = method == allowed
-                && matches!(endpoint, "chat_completions" | "messages" | "embeddings");
-            let mut response = outcome.response;
-            response.extensions_mut().insert(Exit {
-                endpoint,
-                policy: outcome.policy,
-                logged,
-            });
+            let mut response = exit(outcome, endpoint);
             if let (Some(p), ResponseBody::Relay(relay)) = (permit, response.body_mut()) {
                 relay.hold(Box::new(p));
             }
@@ -168,62 +193,16 @@ where
     }
 }
 
-/// The endpoint label of a path: the route it takes, `unknown` for none.
-pub fn endpoint_of(path: &str) -> &'static str {
-    match path {
-        CHAT => "chat_completions",
-        MESSAGES => "messages",
-        COUNT_TOKENS => "count_tokens",
-        EMBEDDINGS => "embeddings",
-        USAGE => "usage",
-        MODELS | "/v1/models/" => "models",
-        p if p.starts_with("/v1/models/") => "model",
-        _ => "unknown",
-    }
-}
-
-/// `GET /v1/usage`: a key reads its own tenant's usage; every tenant's is on the admin listener.
-#[expect(clippy::result_large_err, reason = "the refusal is the answer itself")]
-fn usage_scope<B>(authed: &Authed<B>) -> Result<(Arc<crate::limits::Limiter>, Arc<str>), Outcome> {
-    let asked = authed
-        .request
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("tenant=")));
-    if asked.is_some_and(|t| t != &*authed.caller.tenant) {
-        return Err(GatewayError::Forbidden(
-            "a key may read its own tenant's usage only; every tenant's is on the admin listener",
-        )
-        .into());
-    }
-    Ok((
-        authed.snapshot.limiter.clone(),
-        authed.caller.tenant.clone(),
-    ))
-}
-
-fn method_not_allowed(allow: &'static str) -> Outcome {
-    GatewayError::MethodNotAllowed { allow }.into()
-}
-
-/// Decodes `%XX` escapes of a path segment (model ids such as `llama3.2:3b` arrive escaped).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The response of an outcome, marked for the boundary with its endpoint, its policy and
+/// whether its line is written.
+fn exit(outcome: Outcome, endpoint: &'static str) -> Response<ResponseBody> {
+    let mut response = outcome.response;
+    response.extensions_mut().insert(Exit {
+        endpoint,
+        policy: outcome.policy,
+        logged: outcome.logged,
+    });
+    response
 }
 
 // === impl BodyLimitLayer ===
@@ -283,13 +262,23 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::endpoint_of;
 
     #[test]
-    fn decodes_escapes() {
-        assert_eq!(percent_decode("llama3.2%3A3b"), "llama3.2:3b");
-        assert_eq!(percent_decode("a%2Fb"), "a/b");
-        assert_eq!(percent_decode("bad%zz%4"), "bad%zz%4");
-        assert_eq!(percent_decode("plain"), "plain");
+    fn paths_reach_their_endpoints() {
+        for (path, label) in [
+            ("/v1/chat/completions", "chat_completions"),
+            ("/v1/messages", "messages"),
+            ("/v1/messages/count_tokens", "count_tokens"),
+            ("/v1/embeddings", "embeddings"),
+            ("/v1/usage", "usage"),
+            ("/v1/models", "models"),
+            ("/v1/models/", "models"),
+            ("/v1/models/llama3.2%3A3b", "model"),
+            ("/v1/chat/completions/", "unknown"),
+            ("/v2/models", "unknown"),
+        ] {
+            assert_eq!(endpoint_of(path), label, "{path}");
+        }
     }
 }

@@ -1,0 +1,279 @@
+//! `POST /v1/chat/completions` (OpenAI's format) and `POST /v1/messages` (Anthropic's): parse,
+//! decide, admit, call, respond, whatever dialect answers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::accounting::tokens::PromptText;
+use crate::api::{self, Front};
+use crate::auth::Authed;
+use crate::config::Deployment;
+use crate::error::GatewayError;
+use crate::exchange::answer::EndReason;
+use crate::exchange::chat::{ChatRequest, RequestLimits};
+use crate::metrics::model_labels;
+use crate::policy::recheck::{Asked, Recheck};
+use crate::policy::{self, Ask, Decision, Needs};
+use crate::stream::body::ResponseBody;
+use crate::stream::respond;
+use crate::upstream::relay::{OnEnd, StreamEnd};
+use crate::upstream::{self, Answer, Plan, Served, StreamSetup};
+
+use super::admit::{admit, deadline_of, reservation};
+use super::record::{Cancelled, Record};
+use super::{Ctx, Failure, Opened, Outcome, Sent, undecided};
+
+/// `POST /v1/chat/completions`: OpenAI's format in and out.
+pub async fn chat_completions<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve(ctx, Front::OpenAi, authed).await
+}
+
+/// `POST /v1/messages`: Anthropic's format in and out, any dialect behind.
+pub async fn messages<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve(ctx, Front::Anthropic, authed).await
+}
+
+async fn serve<B>(ctx: &Arc<Ctx>, front: Front, authed: Authed<B>) -> Outcome
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (opened, sent) = Opened::open(authed, front.endpoint().as_str(), front).await;
+    let result = match sent {
+        Ok(sent) => chat(ctx, &opened, sent).await,
+        Err(f) => Err(f),
+    };
+    opened.exit(result)
+}
+
+async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure> {
+    let (snapshot, caller, front) = (&opened.snapshot, &opened.caller, opened.front);
+    let limits = snapshot.config.limits;
+    let request_limits = RequestLimits {
+        max_messages: limits.max_messages,
+        max_depth: limits.max_json_depth,
+    };
+    let mut req = match front {
+        Front::OpenAi => ChatRequest::parse(&sent.body, request_limits),
+        Front::Anthropic => api::messages::parse(&sent.body, request_limits),
+    }
+    .map_err(undecided)?;
+    let labels = super::labels(&sent.headers, req.metadata.as_deref())?;
+    drop(sent);
+
+    // ④ Decide.
+    let needs = Needs {
+        tools: req.uses_tools(),
+        vision: req.has_images(),
+        choices: req.n,
+    };
+    let (decided, prompt_estimate) = {
+        let prompt = PromptText::new(&req);
+        let ask = Ask {
+            model: &req.model,
+            endpoint: front.endpoint(),
+            caller,
+            labels: &labels,
+            needs,
+            prompt: &prompt,
+            max_output: req.max_output_tokens(),
+        };
+        (policy::decide(&ask, snapshot), prompt.approximate())
+    };
+    let decision = opened.decided(ctx, decided)?;
+    let policy = decision.policy.clone();
+
+    // ④ Count it against the caller's rates and budgets, reserving what it can cost at most.
+    // With a budget and no `max_tokens`, the upstream is asked for no longer an answer than
+    // the reservation assumed, so what it costs can never pass what was reserved.
+    req.cap_output = caller.limits.iter().any(|s| s.limits.has_spend());
+    // Tokens per minute count the client's `max_tokens`, as OpenAI counts them.
+    let tokens = prompt_estimate
+        + u64::from(req.max_output_tokens().unwrap_or(0)) * u64::from(req.n.unwrap_or(1));
+    let charge = (!caller.limits.is_empty()).then(|| charge(&req, &decision, tokens));
+    let ticket = admit(ctx, snapshot, caller, charge)
+        .await
+        .map_err(|e| (e, Some(policy.clone())))?;
+
+    // ⑤⑥ Call.
+    let recheck = Recheck::new(
+        ctx.live.clone(),
+        snapshot,
+        caller,
+        Asked {
+            model: &req.model,
+            endpoint: front.endpoint(),
+            labels: &labels,
+            needs,
+            bytes: req.text_len(),
+            max_output: req.max_output_tokens(),
+        },
+    );
+    let plan = Plan {
+        deadline: tokio::time::Instant::now() + deadline_of(&decision),
+        allowed: &|d: &Deployment| recheck.allows(d),
+        gate: Some((&snapshot.limiter, tokens)),
+    };
+    let output_limit = req
+        .max_output_tokens()
+        .map(|m| u64::from(m) * u64::from(req.n.unwrap_or(1)));
+    let encoder = |d: &Deployment| {
+        front.encoder(
+            req.wants_stream_usage(),
+            prompt_estimate,
+            output_limit,
+            &api::answer_model(d, &req.model),
+        )
+    };
+    let drain = || ctx.deadline();
+    let setup = StreamSetup {
+        encoder: &encoder,
+        drain: &drain,
+    };
+    let mut cancelled = Cancelled::new(ctx);
+    let called = upstream::call(&decision, &plan, &req, &limits, &setup).await;
+    cancelled.disarm();
+    let served = called.map_err(|e| {
+        ctx.metrics.failed_call(&e);
+        (GatewayError::from(e), Some(policy.clone()))
+    })?;
+    ctx.metrics
+        .served(&served.failed, &served.skipped, &served.retries);
+    let d = served.deployment.clone();
+    ctx.metrics.answered(&d, front.endpoint().operation());
+    if !decision
+        .candidates()
+        .first()
+        .is_some_and(|first| Arc::ptr_eq(first, &d))
+    {
+        ctx.metrics.fallbacks.with_label_values(&[&policy]).inc();
+    }
+    let record = Record::new(
+        opened,
+        &decision,
+        &d,
+        served.failed.len() + 1,
+        front.endpoint(),
+        ticket,
+    )
+    .with_estimates(prompt_estimate, output_limit);
+
+    // ⑦ Respond.
+    let response = respond_with(ctx, opened, &req, &decision, served, record, &encoder)?;
+    Ok(Outcome {
+        response,
+        policy: Some(policy),
+        logged: true,
+    })
+}
+
+/// What a request is charged on admission: its tokens, and the most it can cost reserved for
+/// as long as it can take.
+fn charge(req: &ChatRequest, decision: &Decision, tokens: u64) -> crate::limits::Charge {
+    let prompt = PromptText::new(req);
+    // The spend reservation counts the longest answer the upstream may give.
+    let reserve = reservation(
+        decision,
+        |d| prompt.upper_bound(&d.model),
+        req.max_output_tokens(),
+        req.n,
+    );
+    let stream = if req.stream {
+        decision
+            .candidates()
+            .iter()
+            .map(|d| d.endpoint.timeouts.stream_total)
+            .max()
+            .unwrap_or_default()
+    } else {
+        std::time::Duration::ZERO
+    };
+    crate::limits::Charge {
+        tokens,
+        reserve_micros: reserve,
+        lifetime: deadline_of(decision) + stream + crate::limits::RESERVATION_MARGIN,
+    }
+}
+
+/// The client's response to a served answer: whole, made locally, or relayed as it streams
+/// (settled when the stream ends).
+fn respond_with(
+    ctx: &Ctx,
+    opened: &Opened,
+    req: &ChatRequest,
+    decision: &Decision,
+    served: Served<Answer>,
+    record: Record,
+    encoder: &dyn Fn(&Deployment) -> Box<dyn crate::exchange::encode::Encoder>,
+) -> Result<http::Response<ResponseBody>, Failure> {
+    let d = served.deployment;
+    Ok(match served.answer {
+        Answer::Complete(done) => {
+            let usage = done.usage.unwrap_or_else(|| record.estimate(0));
+            let body = opened
+                .front
+                .whole(done.body, &api::answer_model(&d, &req.model))
+                .map_err(|e| {
+                    let policy = Some(decision.policy.clone());
+                    (GatewayError::Internal(e.to_string()), policy)
+                })?;
+            let cost = record.finish(&ctx.metrics, &usage, None);
+            let mut res = respond::json(body, &d, decision);
+            respond::cost(&mut res, cost);
+            res
+        }
+        Answer::Local(c) => {
+            let cost = record.finish(&ctx.metrics, &c.usage, Some(EndReason::Completed));
+            let frames = respond::local_stream(&c, encoder(&d).as_mut());
+            let mut res = respond::frames(frames, &d, decision);
+            respond::cost(&mut res, cost);
+            res
+        }
+        Answer::Stream(mut relay) => {
+            // The first content is ready: the time to first token, as the client sees it.
+            ctx.metrics
+                .ttft
+                .with_label_values(&model_labels(&d, "")[..5])
+                .observe(opened.started.elapsed().as_secs_f64());
+            ctx.metrics.open_streams.inc();
+            relay.on_end(stream_end(ctx, record));
+            respond::relay(*relay, &d, decision)
+        }
+    })
+}
+
+/// What happens when a relayed stream ends: the deployment's health told, the usage settled.
+fn stream_end(ctx: &Ctx, record: Record) -> OnEnd {
+    let metrics = ctx.metrics.clone();
+    // The stream ends after the request's future: its line goes in the request's span.
+    let span = tracing::Span::current();
+    Box::new(move |end: StreamEnd| {
+        let _in_request = span.enter();
+        metrics.open_streams.dec();
+        if end.reason == EndReason::ClientGone {
+            metrics.cancelled.with_label_values(&["stream"]).inc();
+        }
+        // A stream that broke after its commit point still tells on its deployment.
+        let d = &record.deployment;
+        if end.reason.is_upstream_fault() && d.endpoint.breaker.is_some() {
+            d.health.breaker.record(false, tokio::time::Instant::now());
+        }
+        let usage = end
+            .usage
+            .unwrap_or_else(|| record.estimate(end.output_chars));
+        metrics
+            .stream_ends
+            .with_label_values(&model_labels(&record.deployment, end.reason.as_str()))
+            .inc();
+        record.finish(&metrics, &usage, Some(end.reason));
+    })
+}

@@ -1,0 +1,237 @@
+//! ③→⑦ The life of one request, top to bottom: parse, decide, admit, call, respond. One file
+//! per endpoint; what they share is here: opening a request (content type, body, labels),
+//! deciding, and the one way out of a failed request (its log line and its error in the
+//! client's format). `admit.rs` counts a request against its caller's limits, `record.rs`
+//! settles an answered one.
+
+mod admit;
+mod chat;
+mod count_tokens;
+mod embeddings;
+mod models;
+mod record;
+mod usage;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use tokio::sync::watch;
+
+pub use chat::{chat_completions, messages};
+pub use count_tokens::count_tokens;
+pub use embeddings::embeddings;
+pub use models::models;
+pub use usage::usage;
+
+use crate::api::{self, Front};
+use crate::auth::{Authed, Caller};
+use crate::config::Snapshot;
+use crate::error::GatewayError;
+use crate::exchange::headers::X_REQUEST_ID;
+use crate::metrics::Metrics;
+use crate::policy::{self, Decision, PolicyError};
+use crate::stream::body::ResponseBody;
+use crate::upstream::relay::Deadline;
+
+/// What every request shares: metrics, the live configuration, and the drain signal.
+pub struct Ctx {
+    pub metrics: Arc<Metrics>,
+    /// The newest snapshot, for attempts that start after a reload.
+    pub live: crate::config::Live,
+    /// Turns true when the drain deadline of a shutdown has passed.
+    pub drain_deadline: watch::Receiver<bool>,
+    /// One permit per request in flight (`server.max_concurrent_requests`); a stream holds its
+    /// permit until it ends.
+    pub admission: Arc<tokio::sync::Semaphore>,
+}
+
+impl Ctx {
+    fn deadline(&self) -> Deadline {
+        let mut rx = self.drain_deadline.clone();
+        Box::pin(async move {
+            if rx.wait_for(|passed| *passed).await.is_err() {
+                // No shutdown can come any more: never fire.
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
+/// A response, the policy that decided it (for the request metrics), and whether its log line
+/// is written (the boundary writes the line of every request that has none).
+pub struct Outcome {
+    pub response: Response<ResponseBody>,
+    pub policy: Option<Arc<str>>,
+    pub logged: bool,
+}
+
+impl Outcome {
+    /// An answer whose line the boundary writes.
+    fn unlogged(response: Response<ResponseBody>) -> Outcome {
+        Outcome {
+            response,
+            policy: None,
+            logged: false,
+        }
+    }
+}
+
+impl From<GatewayError> for Outcome {
+    fn from(e: GatewayError) -> Outcome {
+        Outcome::unlogged(e.into_response())
+    }
+}
+
+/// A failed request: why, and the policy that had decided it, if one had.
+type Failure = (GatewayError, Option<Arc<str>>);
+
+/// A failure before any policy decided.
+fn undecided(e: impl Into<GatewayError>) -> Failure {
+    (e.into(), None)
+}
+
+/// A model request as it arrives: who asks, under which snapshot, since when, in which format.
+struct Opened {
+    caller: Caller,
+    snapshot: Arc<Snapshot>,
+    request_id: HeaderValue,
+    started: Instant,
+    /// The endpoint label of its log line.
+    endpoint: &'static str,
+    /// The format its errors are written in.
+    front: Front,
+}
+
+/// What a model request sent: its headers and its JSON body.
+struct Sent {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Opened {
+    /// Opens a request: notes who asks and when, then checks that it sent JSON and reads its
+    /// body within the configured size and time.
+    async fn open<B>(
+        authed: Authed<B>,
+        endpoint: &'static str,
+        front: Front,
+    ) -> (Opened, Result<Sent, Failure>)
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let Authed {
+            caller,
+            snapshot,
+            request,
+        } = authed;
+        let request_id = request
+            .headers()
+            .get(&X_REQUEST_ID)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("-"));
+        let limits = snapshot.config.limits;
+        let opened = Opened {
+            caller,
+            snapshot,
+            request_id,
+            started,
+            endpoint,
+            front,
+        };
+        let sent = read(request, limits.max_body_bytes, limits.body_read_timeout).await;
+        (opened, sent)
+    }
+
+    /// The one way out of a model request: an answer as it is, a failure logged with what was
+    /// known and written in the client's format.
+    fn exit(&self, result: Result<Outcome, Failure>) -> Outcome {
+        let (e, policy) = match result {
+            Ok(o) => return o,
+            Err(f) => f,
+        };
+        tracing::info!(
+            endpoint = self.endpoint,
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            tenant = &*self.caller.tenant,
+            policy = policy.as_deref().unwrap_or("-"),
+            status = e.status().as_u16(),
+            error = e.kind().as_str(),
+            detail = e.to_string().as_str(),
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            "request failed"
+        );
+        Outcome {
+            response: e.into_response_for(self.front),
+            policy,
+            logged: true,
+        }
+    }
+
+    /// Records a decision, or its refusal, in the metrics and (at debug level) the log.
+    fn decided(
+        &self,
+        ctx: &Ctx,
+        decided: Result<Decision, PolicyError>,
+    ) -> Result<Decision, Failure> {
+        let decision = decided.map_err(|e| {
+            let name = ctx.metrics.refusal(&e);
+            (GatewayError::from(e), name)
+        })?;
+        ctx.metrics.decision(&decision);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let refused: Vec<String> = decision
+                .refused
+                .iter()
+                .map(|(d, r)| format!("{}: {}", d.name, r.detail))
+                .collect();
+            let allowed: Vec<&str> = decision
+                .candidates()
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect();
+            tracing::debug!(
+                request_id = self.request_id.to_str().unwrap_or("-"),
+                policy = &*decision.policy,
+                rule = &*decision.rule,
+                base_rule = decision.base_rule.as_deref().unwrap_or("-"),
+                allowed = ?allowed,
+                refused = ?refused,
+                "decision"
+            );
+        }
+        Ok(decision)
+    }
+}
+
+/// The headers and JSON body of a request.
+async fn read<B>(
+    request: Request<B>,
+    limit: u64,
+    within: std::time::Duration,
+) -> Result<Sent, Failure>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = request.into_parts();
+    api::check_json_content_type(&parts.headers).map_err(undecided)?;
+    let body = api::read_body(body, limit, within)
+        .await
+        .map_err(undecided)?;
+    Ok(Sent {
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// The labels a request carries in its headers (and, for chat, its metadata).
+fn labels(
+    headers: &HeaderMap,
+    metadata: Option<&[(String, String)]>,
+) -> Result<Vec<(String, String)>, Failure> {
+    policy::labels::collect(headers, metadata).map_err(undecided)
+}

@@ -1,0 +1,158 @@
+//! ⑦ Settling an answered request: its usage and cost recorded, its reservation released,
+//! its log line written; and the count of requests whose client left mid-call.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderValue;
+
+use crate::accounting;
+use crate::auth::Caller;
+use crate::config::Deployment;
+use crate::exchange::Usage;
+use crate::exchange::answer::EndReason;
+use crate::metrics::Metrics;
+use crate::policy;
+
+use super::Ctx;
+
+/// One answered request, for its log line and metrics.
+pub(super) struct Record {
+    pub(super) endpoint: policy::EndpointName,
+    /// The caller's claim on its limits, settled when the answer is done.
+    pub(super) ticket: Option<crate::limits::Ticket>,
+    pub(super) limiter: Arc<crate::limits::Limiter>,
+    pub(super) request_id: HeaderValue,
+    pub(super) caller: Caller,
+    pub(super) policy: Arc<str>,
+    pub(super) rule: Arc<str>,
+    pub(super) refused: usize,
+    pub(super) deployment: Arc<Deployment>,
+    pub(super) attempts: usize,
+    pub(super) started: Instant,
+    pub(super) prompt_estimate: u64,
+    /// The most output the request allowed (`max_tokens` × `n`), bounding estimates.
+    pub(super) output_limit: Option<u64>,
+}
+
+impl Record {
+    /// The record of a request `opened` that `d` answered after `attempts` attempts.
+    pub(super) fn new(
+        opened: &super::Opened,
+        decision: &policy::Decision,
+        d: &Arc<Deployment>,
+        attempts: usize,
+        endpoint: policy::EndpointName,
+        ticket: Option<crate::limits::Ticket>,
+    ) -> Record {
+        Record {
+            endpoint,
+            ticket,
+            limiter: opened.snapshot.limiter.clone(),
+            request_id: opened.request_id.clone(),
+            caller: opened.caller.clone(),
+            policy: decision.policy.clone(),
+            rule: decision.rule.clone(),
+            refused: decision.refused.len(),
+            deployment: d.clone(),
+            attempts,
+            started: opened.started,
+            prompt_estimate: 0,
+            output_limit: None,
+        }
+    }
+
+    /// With the prompt's estimated tokens and the most output the request allowed, for
+    /// estimates when the upstream reports no usage.
+    pub(super) fn with_estimates(mut self, prompt: u64, output_limit: Option<u64>) -> Record {
+        self.prompt_estimate = prompt;
+        self.output_limit = output_limit;
+        self
+    }
+
+    /// Usage estimated from the text when the upstream reported none.
+    pub(super) fn estimate(&self, output_chars: usize) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_estimate,
+            completion_tokens: accounting::tokens::estimate_output(output_chars, self.output_limit),
+            estimated: true,
+            ..Usage::default()
+        }
+    }
+
+    /// Records tokens, cost and duration, writes the request's log line, returns the cost.
+    pub(super) fn finish(&self, m: &Metrics, usage: &Usage, stream: Option<EndReason>) -> f64 {
+        let d = &self.deployment;
+        let cost = accounting::cost::of(usage, &d.price);
+        let took = self.started.elapsed();
+        self.limiter.finish(
+            self.ticket.as_ref(),
+            crate::limits::UsageEntry {
+                tenant: self.caller.tenant.clone(),
+                model: d.usage_model.clone(),
+                openness: d.model.openness.as_str(),
+                input_tokens: usage.prompt_tokens,
+                output_tokens: usage.completion_tokens,
+                cost_micros: crate::limits::micros(cost),
+            },
+        );
+        m.usage(d, self.endpoint.operation(), usage, cost, took);
+        m.request_duration
+            .with_label_values(&[
+                self.endpoint.as_str(),
+                if stream.is_some() { "true" } else { "false" },
+            ])
+            .observe(took.as_secs_f64());
+        tracing::info!(
+            endpoint = self.endpoint.as_str(),
+            status = 200,
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            tenant = &*self.caller.tenant,
+            key = self.caller.key_id.as_deref().unwrap_or("-"),
+            policy = &*self.policy,
+            rule = &*self.rule,
+            refused = self.refused,
+            deployment = d.name.as_str(),
+            model = d.model.id.as_str(),
+            provider = d.endpoint.provider.as_str(),
+            openness = d.model.openness.as_str(),
+            license = d.model.license.id.as_str(),
+            attempts = self.attempts,
+            stream = stream.map_or("-", EndReason::as_str),
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            tokens_estimated = usage.estimated,
+            cost_usd = cost,
+            duration_ms = took.as_millis() as u64,
+            "request served"
+        );
+        cost
+    }
+}
+
+/// Counts a request whose client went away while the upstream was being called: dropping the
+/// call closes the upstream connection; this records that it happened.
+pub(super) struct Cancelled {
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Cancelled {
+    pub(super) fn new(ctx: &Ctx) -> Cancelled {
+        Cancelled {
+            metrics: Some(ctx.metrics.clone()),
+        }
+    }
+
+    pub(super) fn disarm(&mut self) {
+        self.metrics = None;
+    }
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some(m) = self.metrics.take() {
+            // The request's line is the boundary's, which sees the same drop.
+            m.cancelled.with_label_values(&["request"]).inc();
+        }
+    }
+}
