@@ -1,14 +1,26 @@
 //! The one error boundary: every failure of a request becomes an OpenAI error body with the
 //! right status here, and nowhere else.
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::auth::AuthError;
 use crate::exchange::{ErrorBody, ErrorType, RequestError};
 use crate::policy::PolicyError;
 use crate::stream::body::ResponseBody;
+use crate::stream::respond::json_response;
 use crate::upstream::UpstreamError;
+
+/// Why a caller was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing API key: send 'Authorization: Bearer <key>'")]
+    Missing,
+    #[error("malformed Authorization header: send 'Authorization: Bearer <key>'")]
+    Malformed,
+    #[error("invalid API key")]
+    Invalid,
+    #[error("this API key has expired")]
+    Expired,
+}
 
 /// Everything that can end a request with an error.
 #[derive(Debug, thiserror::Error)]
@@ -200,20 +212,6 @@ impl GatewayError {
         }
         res
     }
-}
-
-/// A JSON response.
-pub fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
-    let mut res = Response::new(ResponseBody::full(body));
-    *res.status_mut() = status;
-    // Room for the headers an answer gets (deployment, policy, cost, request id) without
-    // the map growing twice on the way.
-    *res.headers_mut() = http::HeaderMap::with_capacity(16);
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
 }
 
 /// What a caught panic becomes: a 500 that says nothing of the panic.

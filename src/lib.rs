@@ -34,3 +34,4 @@ pub mod fuzz;
 pub mod hop;
 pub mod pipeline;
 pub mod telemetry;
+pub mod yaml;

@@ -12,21 +12,8 @@ use tower::{Layer, Service};
 use crate::config::Live;
 use crate::config::Snapshot;
 pub use crate::config::keys::Caller;
-use crate::error::GatewayError;
+use crate::error::{AuthError, GatewayError};
 use crate::stream::body::ResponseBody;
-
-/// Why a caller was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("missing API key: send 'Authorization: Bearer <key>'")]
-    Missing,
-    #[error("malformed Authorization header: send 'Authorization: Bearer <key>'")]
-    Malformed,
-    #[error("invalid API key")]
-    Invalid,
-    #[error("this API key has expired")]
-    Expired,
-}
 
 /// A request whose caller is known, with the configuration snapshot it is served under.
 pub struct Authed<B> {

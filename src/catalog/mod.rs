@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_saphyr::Spanned;
 
-use crate::config::problem::Problems;
+use crate::yaml::problem::Problems;
 pub use spec::{
     ArtifactsSpec, CapabilitiesSpec, CommercialUse, LicenseKind, MofClass, Openness, OutputUse,
     PriceSpec, SourcesSpec, Task, TrainingCode, TrainingData,
@@ -484,7 +484,7 @@ pub mod tests_support {
     use std::sync::Arc;
 
     use super::{Catalog, builtin, spec::CatalogFileSpec};
-    use crate::config::problem::Problems;
+    use crate::yaml::problem::Problems;
 
     pub fn shipped() -> Catalog {
         let mut problems = Problems::default();
@@ -492,8 +492,7 @@ pub mod tests_support {
             .iter()
             .filter_map(|(name, text)| {
                 let name: Arc<str> = Arc::from(*name);
-                crate::config::yaml::parse::<CatalogFileSpec>(&name, text, &mut problems)
-                    .map(|f| (name, f))
+                crate::yaml::parse::<CatalogFileSpec>(&name, text, &mut problems).map(|f| (name, f))
             })
             .collect();
         let cat = Catalog::build(files, &mut problems);

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::config::problem::Problems;
-use crate::config::yaml;
+use crate::yaml;
+use crate::yaml::problem::Problems;
 
 fn load(files: &[(&str, &str)]) -> (Catalog, Problems) {
     let mut problems = Problems::default();

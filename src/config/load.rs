@@ -11,14 +11,15 @@ use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
 
 use super::deployment::Deployment;
-use super::problem::Problems;
 use super::spec::{AuthMode, ConfigSpec};
-use super::{Config, EMBEDDED_CONFIG, Limits, Origin, ReloadSettings, ServerSettings, yaml};
+use super::{Config, EMBEDDED_CONFIG, Limits, Origin, ReloadSettings, ServerSettings};
 use crate::catalog::spec::CatalogFileSpec;
 use crate::catalog::{Catalog, builtin};
 use crate::config::keys::{Caller, KeyStore, hex};
 use crate::limits::LimitSet;
 use crate::policy::spec::PolicyFileSpec;
+use crate::yaml;
+use crate::yaml::problem::Problems;
 
 /// Addresses given on the command line, which win over the file.
 #[derive(Clone, Debug, Default)]
@@ -507,7 +508,7 @@ fn build(
         if let Some(m) = catalog.get(&d.name)
             && m.id != d.model.id
         {
-            problems.0.push(super::problem::Problem {
+            problems.0.push(crate::yaml::problem::Problem {
                 file: file.clone(),
                 line: 0,
                 column: 0,

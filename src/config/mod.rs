@@ -4,10 +4,8 @@
 pub mod deployment;
 pub mod keys;
 pub mod load;
-pub mod problem;
 pub mod secret;
 pub mod spec;
-pub mod yaml;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

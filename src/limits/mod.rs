@@ -300,9 +300,9 @@ impl Limiter {
         Limiter::new(store, c.on_store_error)
     }
 
-    /// Counts store failures in `metrics`.
-    pub fn set_metrics(&self, metrics: &crate::metrics::Metrics) {
-        let _ = self.errors.set(metrics.limit_store_errors.clone());
+    /// Counts store failures in `errors`.
+    pub fn count_errors_in(&self, errors: prometheus::IntCounterVec) {
+        let _ = self.errors.set(errors);
     }
 
     pub fn new(store: Store, on_error: StoreErrorMode) -> Limiter {

@@ -18,22 +18,7 @@ pub struct Windows {
     pub now_ms: u64,
 }
 
-/// (year, month 1–12, day 1–31) of a day number since the epoch (Howard Hinnant's algorithm).
-pub(crate) fn civil(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Writes `n` into `out` as decimal digits, zero-padded on the left.
-pub(crate) use crate::base::digits;
+use crate::base::{civil, digits};
 
 /// Seconds since the epoch at the start of a UTC day written `2027-01-31`.
 pub fn day_start(date: &str) -> Option<u64> {

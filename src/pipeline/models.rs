@@ -7,8 +7,9 @@ use http::StatusCode;
 use crate::api::models::{ModelList, ModelObject};
 use crate::auth::Authed;
 use crate::config::{Deployment, Route};
-use crate::error::{GatewayError, json_response};
+use crate::error::GatewayError;
 use crate::policy::{self, PolicyError};
+use crate::stream::respond::json_response;
 use crate::upstream;
 
 use super::Outcome;

@@ -2,7 +2,8 @@
 //! tenant's is on the admin listener.
 
 use crate::auth::Authed;
-use crate::error::{GatewayError, json_response};
+use crate::error::GatewayError;
+use crate::stream::respond::json_response;
 
 use super::Outcome;
 

@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 
 use super::spec::PolicySpec;
 use crate::catalog::Catalog;
-use crate::config::problem::Problems;
+use crate::yaml::problem::Problems;
 
 /// Checks policies against the catalog, collecting every problem.
 pub fn validate(

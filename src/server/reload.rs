@@ -55,7 +55,7 @@ impl State {
         let config = Arc::new(loaded.config);
         let health = crate::upstream::health::HealthBook::default();
         let limiter = Arc::new(crate::limits::Limiter::for_config(&config));
-        limiter.set_metrics(&metrics);
+        limiter.count_errors_in(metrics.limit_store_errors.clone());
         let snapshot = Snapshot::build_with(
             config.clone(),
             &Discovered::default(),
@@ -161,7 +161,7 @@ impl State {
             let c = &inner.config;
             if l.describes() != c.limit_store || l.on_error != c.on_store_error {
                 let fresh = Arc::new(crate::limits::Limiter::for_config(c));
-                fresh.set_metrics(&self.metrics);
+                fresh.count_errors_in(self.metrics.limit_store_errors.clone());
                 *l = fresh;
             }
             l.clone()

@@ -6,12 +6,25 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::ResponseBody;
 use crate::config::Deployment;
-use crate::error::json_response;
 use crate::exchange::answer::{Completion, Piece};
 use crate::exchange::encode::{Encoder, End};
 use crate::exchange::headers::{X_COST, X_POLICY, X_RULE};
 use crate::policy::Decision;
 use crate::upstream::relay::Relay;
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut res = Response::new(ResponseBody::full(body));
+    *res.status_mut() = status;
+    // Room for the headers an answer gets (deployment, policy, cost, request id) without
+    // the map growing twice on the way.
+    *res.headers_mut() = http::HeaderMap::with_capacity(16);
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
 
 /// A whole JSON answer.
 pub fn json(body: Bytes, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {

@@ -19,7 +19,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::limits::window::{civil as civil_date, digits};
+use crate::base::{civil as civil_date, digits};
 
 /// The event format: text or JSON.
 pub struct Lines {

@@ -9,7 +9,6 @@ use http::{HeaderName, HeaderValue};
 use serde_saphyr::Location;
 
 use super::super::deployment::{Endpoint, Timeouts};
-use super::super::problem::Problems;
 use super::super::secret::{Masks, Secret};
 use super::super::spec::{DeploymentSpec, Kind, Locality};
 use super::Env;
@@ -18,6 +17,7 @@ use crate::limits::LimitSet;
 use crate::upstream::breaker::BreakerConfig;
 use crate::upstream::client;
 use crate::upstream::retry::RetryPolicy;
+use crate::yaml::problem::Problems;
 
 pub(super) enum Built {
     Ok(Arc<Endpoint>),

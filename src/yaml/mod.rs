@@ -1,12 +1,14 @@
 //! Every YAML call of the gateway, so the parser can be swapped in one place. serde-saphyr:
 //! pure Rust, budgets against alias bombs and deep nesting, duplicate keys refused.
 
+pub mod problem;
+
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_saphyr::{Location, Options};
 
-use super::problem::Problems;
+use problem::Problems;
 
 fn options() -> Options {
     let mut o = Options::default();
