@@ -131,12 +131,13 @@ fn probe_all(config: &crate::config::Config) -> Discovered {
     else {
         return Discovered::default();
     };
+    let pools = crate::upstream::client::Pools::default();
     runtime.block_on(async {
         // A pinned file's digest may take a while to compute: wait for it (a one-shot command
         // has nothing better to do), within bounds.
         let until = std::time::Instant::now() + std::time::Duration::from_secs(600);
         loop {
-            let found = crate::discovery::probe_all(config).await;
+            let found = crate::discovery::probe_all(config, &pools).await;
             let pending = found.values().flatten().any(|e| e.digest_pending);
             if !pending || std::time::Instant::now() > until {
                 return found;

@@ -9,7 +9,6 @@ use http::HeaderValue;
 use super::spec::{DataHandlingSpec, Kind, Locality};
 use crate::catalog::{Model, Price};
 use crate::upstream::breaker::BreakerConfig;
-use crate::upstream::client::UpstreamClient;
 use crate::upstream::health::{Health, HealthBook};
 use crate::upstream::retry::RetryPolicy;
 
@@ -69,8 +68,6 @@ pub struct Endpoint {
     pub breaker: Option<BreakerConfig>,
     /// Requests and tokens per minute it may be sent, as a limit scope named after it.
     pub limits: Option<crate::limits::Scope>,
-    /// The connection pool for this endpoint.
-    pub client: UpstreamClient,
 }
 
 /// One model at one endpoint.

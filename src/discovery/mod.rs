@@ -29,10 +29,18 @@ const ASK_WITHIN: Duration = Duration::from_secs(2);
 
 /// Asks every backend of `config` that discovers its models or has its weights pinned, at
 /// once; backends that do not answer are left out.
-pub async fn probe_all(config: &crate::config::Config) -> crate::config::Discovered {
+pub async fn probe_all(
+    config: &crate::config::Config,
+    pools: &crate::upstream::client::Pools,
+) -> crate::config::Discovered {
     let endpoints: Vec<&Arc<Endpoint>> = config.discover.iter().chain(&config.verify).collect();
-    let found =
-        futures_util::future::join_all(endpoints.iter().map(|ep| probe(Arc::clone(ep)))).await;
+    let found = futures_util::future::join_all(endpoints.iter().map(|ep| async {
+        match pools.client(ep.timeouts.connect) {
+            Ok(client) => probe(Arc::clone(ep), client).await,
+            Err(_) => Vec::new(),
+        }
+    }))
+    .await;
     endpoints
         .iter()
         .zip(found)
@@ -47,8 +55,8 @@ pub fn probed(config: &crate::config::Config) -> usize {
 }
 
 /// Asks `ep` what it serves and what each model is. Empty when it does not answer.
-pub async fn probe(ep: Arc<Endpoint>) -> Vec<Evidence> {
-    let Some(list) = get_json(&ep, &format!("{}/models", ep.base_url)).await else {
+pub async fn probe(ep: Arc<Endpoint>, client: reqwest::Client) -> Vec<Evidence> {
+    let Some(list) = get_json(&ep, &client, &format!("{}/models", ep.base_url)).await else {
         return Vec::new();
     };
     let mut found: Vec<Evidence> = Vec::new();
@@ -81,7 +89,7 @@ pub async fn probe(ep: Arc<Endpoint>) -> Vec<Evidence> {
     found.sort_by(|a, b| a.served.cmp(&b.served));
     let origin = origin_of(&ep.base_url);
     // llama.cpp's server names the file it loaded; one file per server.
-    let props_path = match get_json(&ep, &format!("{origin}/props")).await {
+    let props_path = match get_json(&ep, &client, &format!("{origin}/props")).await {
         Some(p) => p
             .get("model_path")
             .and_then(Value::as_str)
@@ -95,7 +103,7 @@ pub async fn probe(ep: Arc<Endpoint>) -> Vec<Evidence> {
     // not take 200 round trips in a row.
     let (ep, origin) = (&ep, origin);
     futures_util::stream::iter(found)
-        .map(|ev| enrich(ep, origin, props_path.as_deref(), ev))
+        .map(|ev| enrich(ep, &client, origin, props_path.as_deref(), ev))
         .buffered(8)
         .collect()
         .await
@@ -104,6 +112,7 @@ pub async fn probe(ep: Arc<Endpoint>) -> Vec<Evidence> {
 /// What else the backend (and the file it names) says about one model.
 async fn enrich(
     ep: &Endpoint,
+    client: &reqwest::Client,
     origin: &str,
     props_path: Option<&str>,
     mut ev: Evidence,
@@ -111,6 +120,7 @@ async fn enrich(
     if looks_like_ollama_tag(&ev.served) {
         match post_json(
             ep,
+            client,
             &format!("{origin}/api/show"),
             &serde_json::json!({"model": ev.served}),
         )
@@ -351,13 +361,16 @@ enum Miss {
     Failed,
 }
 
-async fn get_json(ep: &Endpoint, url: &str) -> Option<Value> {
-    let client = ep.client.get().ok()?;
+async fn get_json(ep: &Endpoint, client: &reqwest::Client, url: &str) -> Option<Value> {
     ask(ep, client.get(url)).await.ok()
 }
 
-async fn post_json(ep: &Endpoint, url: &str, body: &Value) -> Result<Value, Miss> {
-    let client = ep.client.get().map_err(|_| Miss::Failed)?;
+async fn post_json(
+    ep: &Endpoint,
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> Result<Value, Miss> {
     let req = client
         .post(url)
         .header(http::header::CONTENT_TYPE, "application/json")

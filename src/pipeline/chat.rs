@@ -140,7 +140,7 @@ async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure
         drain: &drain,
     };
     let mut cancelled = Cancelled::new(ctx);
-    let called = upstream::call(&decision, &plan, &req, &limits, &setup).await;
+    let called = upstream::call(&ctx.pools, &decision, &plan, &req, &limits, &setup).await;
     cancelled.disarm();
     let served = called.map_err(|e| {
         ctx.metrics.failed_call(&e);

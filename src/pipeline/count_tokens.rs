@@ -83,7 +83,7 @@ async fn count(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
             ),
             true,
         ),
-        None => match upstream::count_tokens(d, &value).await {
+        None => match upstream::count_tokens(&ctx.pools, d, &value).await {
             Ok(b) => (b, false),
             Err(e) => {
                 let failed = upstream::UpstreamError {

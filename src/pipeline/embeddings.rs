@@ -83,7 +83,7 @@ async fn embed(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
         allowed: &|d: &Deployment| recheck.allows(d),
         gate: Some((&snapshot.limiter, tokens)),
     };
-    let served = match upstream::embed(&decision, &plan, &req, &limits).await {
+    let served = match upstream::embed(&ctx.pools, &decision, &plan, &req, &limits).await {
         Ok(s) => s,
         Err(e) => {
             ctx.metrics.failed_call(&e);

@@ -45,6 +45,8 @@ pub struct Ctx {
     /// One permit per request in flight (`server.max_concurrent_requests`); a stream holds its
     /// permit until it ends.
     pub admission: Arc<tokio::sync::Semaphore>,
+    /// Connections to upstreams, kept across reloads.
+    pub pools: Arc<crate::upstream::client::Pools>,
 }
 
 impl Ctx {

@@ -86,7 +86,6 @@ pub async fn start_with_env(
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let state = State::new(loaded, origin, overrides, env, metrics.clone());
     let settings = state.config().server.clone();
-    crate::upstream::client::set_idle_per_host(settings.max_concurrent_requests);
 
     let api = TcpListener::bind(settings.listen)
         .await
@@ -110,6 +109,7 @@ pub async fn start_with_env(
         live: state.live.clone(),
         drain_deadline: deadline_rx,
         admission: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
+        pools: state.pools.clone(),
     });
     let api_svc = app::api_service::<Incoming>(state.live.clone(), ctx);
     let admin_svc = admin::AdminService::new(metrics.clone(), health.clone(), state.clone());

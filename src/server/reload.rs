@@ -16,6 +16,8 @@ pub struct State {
     pub live: Live,
     /// What is known of each deployment, kept across snapshots.
     pub health: crate::upstream::health::HealthBook,
+    /// Connections to upstreams, for requests and discovery alike.
+    pub pools: Arc<crate::upstream::client::Pools>,
     origin: Origin,
     overrides: Overrides,
     env: Box<dyn Env + Send + Sync>,
@@ -54,6 +56,10 @@ impl State {
     ) -> Arc<State> {
         let config = Arc::new(loaded.config);
         let health = crate::upstream::health::HealthBook::default();
+        // As many idle connections per upstream host as requests may be in flight.
+        let pools = Arc::new(crate::upstream::client::Pools::new(
+            config.server.max_concurrent_requests,
+        ));
         let limiter = Arc::new(crate::limits::Limiter::for_config(&config));
         limiter.count_errors_in(metrics.limit_store_errors.clone());
         let snapshot = Snapshot::build_with(
@@ -67,6 +73,7 @@ impl State {
         Arc::new(State {
             live: Arc::new(ArcSwap::from_pointee(snapshot)),
             health,
+            pools,
             origin,
             overrides,
             env,
@@ -204,7 +211,7 @@ impl State {
         if asked == 0 {
             return true;
         }
-        let found = crate::discovery::probe_all(&config).await;
+        let found = crate::discovery::probe_all(&config, &self.pools).await;
         // A digest still being taken counts as not answered yet: asked again in a second.
         let all_answered =
             found.len() == asked && found.values().flatten().all(|e| !e.digest_pending);

@@ -1,57 +1,66 @@
 //! ⑥ The HTTP client for upstreams: the only place one is built. Endpoints with the same
 //! connect timeout share one client, and so one connection pool (reqwest keeps idle connections
-//! per host). Clients are built on first use, so loading a configuration stays cheap. Redirects
+//! per host). Clients are built on first use, so loading a configuration stays cheap; the
+//! pools belong to the running gateway, not to the configuration or the process. Redirects
 //! are never followed and no proxy is taken from the environment: a request goes exactly where
 //! the configuration says.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock, PoisonError};
+use std::sync::{Arc, Once, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
-
-use crate::config::Timeouts;
 
 type Slot = Arc<OnceLock<Result<reqwest::Client, String>>>;
 
-/// The (lazily built) client of an endpoint.
-#[derive(Clone, Debug)]
-pub struct UpstreamClient {
-    connect: Duration,
-    slot: Slot,
-}
-
 static CRYPTO: Once = Once::new();
-/// Idle connections kept per upstream host: `server.max_concurrent_requests` at start-up.
-static IDLE_PER_HOST: AtomicUsize = AtomicUsize::new(1024);
 
-/// Sets how many idle connections clients built from now on keep per host.
-pub fn set_idle_per_host(n: usize) {
-    IDLE_PER_HOST.store(n.max(1), Ordering::Relaxed);
+/// The connection pools of one gateway: a client per connect timeout, built on first use.
+/// Owned by the running gateway (two in one process share nothing) and kept across reloads,
+/// so a reload that keeps an endpoint keeps its connections.
+#[derive(Debug)]
+pub struct Pools {
+    /// Idle connections kept per upstream host.
+    idle_per_host: usize,
+    clients: RwLock<HashMap<Duration, Slot>>,
 }
-static SHARED: OnceLock<Mutex<HashMap<Duration, Slot>>> = OnceLock::new();
 
-/// The client for an endpoint with these timeouts.
-pub fn build(timeouts: &Timeouts) -> UpstreamClient {
-    let shared = SHARED.get_or_init(Mutex::default);
-    let slot = shared
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(timeouts.connect)
-        .or_default()
-        .clone();
-    UpstreamClient {
-        connect: timeouts.connect,
-        slot,
+impl Pools {
+    /// Pools that keep up to `idle_per_host` idle connections per upstream host: as many as
+    /// requests may be in flight, since a cap below the concurrency closes connections after
+    /// every burst and opens them again on the next, which costs the most exactly when the
+    /// gateway is busiest.
+    pub fn new(idle_per_host: usize) -> Pools {
+        Pools {
+            idle_per_host: idle_per_host.max(1),
+            clients: RwLock::default(),
+        }
+    }
+
+    /// The client for endpoints with this connect timeout.
+    pub fn client(&self, connect: Duration) -> Result<reqwest::Client, String> {
+        let known = self
+            .clients
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&connect)
+            .cloned();
+        let slot = match known {
+            Some(slot) => slot,
+            None => self
+                .clients
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(connect)
+                .or_default()
+                .clone(),
+        };
+        slot.get_or_init(|| make(connect, self.idle_per_host))
+            .clone()
     }
 }
 
-impl UpstreamClient {
-    /// The client, built on first use.
-    pub fn get(&self) -> Result<&reqwest::Client, &str> {
-        self.slot
-            .get_or_init(|| make(self.connect))
-            .as_ref()
-            .map_err(String::as_str)
+impl Default for Pools {
+    fn default() -> Pools {
+        Pools::new(1024)
     }
 }
 
@@ -63,7 +72,7 @@ pub fn install_crypto() {
     });
 }
 
-fn make(connect: Duration) -> Result<reqwest::Client, String> {
+fn make(connect: Duration, idle_per_host: usize) -> Result<reqwest::Client, String> {
     install_crypto();
     #[expect(
         clippy::disallowed_methods,
@@ -79,11 +88,9 @@ fn make(connect: Duration) -> Result<reqwest::Client, String> {
         .retry(reqwest::retry::never().max_retries_per_request(0))
         .no_proxy()
         .tcp_nodelay(true)
-        // As many idle connections per host as requests may be in flight: a cap below the
-        // concurrency closes connections after every burst and opens them again on the next,
-        // which costs the most exactly when the gateway is busiest. Idle ones close after 90 s.
+        // Idle connections close after 90 s.
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(IDLE_PER_HOST.load(Ordering::Relaxed))
+        .pool_max_idle_per_host(idle_per_host)
         .user_agent(concat!("modelgate/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))

@@ -50,19 +50,21 @@ pub struct StreamSetup<'a> {
 
 /// Tries the decision's deployments.
 pub async fn call(
+    pools: &client::Pools,
     decision: &Decision,
     plan: &Plan<'_>,
     req: &ChatRequest,
     limits: &Limits,
     setup: &StreamSetup<'_>,
 ) -> Result<Served<Answer>, UpstreamError> {
-    fallback::run(decision, plan, |d| attempt(d, req, limits, setup)).await
+    fallback::run(decision, plan, |d| attempt(pools, d, req, limits, setup)).await
 }
 
 /// Seconds since the epoch, for `created` fields.
 pub use crate::base::unix_now;
 
 async fn attempt(
+    pools: &client::Pools,
     d: Arc<Deployment>,
     req: &ChatRequest,
     limits: &Limits,
@@ -73,7 +75,7 @@ async fn attempt(
         return Ok(echo(d, req));
     };
     let up = adapter.build_request(req, d).map_err(adapter_error)?;
-    let response = send(adapter, d, up).await?;
+    let response = send(pools, adapter, d, up).await?;
     let t = &d.endpoint.timeouts;
     if req.stream {
         let is_sse = response
@@ -121,15 +123,15 @@ fn adapter_error(e: AdapterError) -> AttemptError {
 /// Sends an upstream request within the first-byte timeout; a non-2xx answer is read (capped)
 /// and becomes the attempt's error.
 async fn send(
+    pools: &client::Pools,
     adapter: &dyn adapters::Adapter,
     d: &Deployment,
     up: adapters::UpstreamRequest,
 ) -> Result<reqwest::Response, AttemptError> {
     let ep = &d.endpoint;
-    let client = ep
-        .client
-        .get()
-        .map_err(|e| AttemptError::Unsupported(e.to_owned()))?;
+    let client = pools
+        .client(ep.timeouts.connect)
+        .map_err(AttemptError::Unsupported)?;
     let mut builder = client
         .post(up.url)
         .body(up.body)
@@ -166,6 +168,7 @@ async fn send(
 
 /// Embeddings: the decision's deployments in order, as for chat.
 pub async fn embed(
+    pools: &client::Pools,
     decision: &Decision,
     plan: &Plan<'_>,
     req: &EmbeddingsRequest,
@@ -177,7 +180,7 @@ pub async fn embed(
             .adapter()
             .ok_or_else(|| AttemptError::Unsupported("the echo model has no embeddings".into()))?;
         let up = adapter.build_embeddings(req, &d).map_err(adapter_error)?;
-        let response = send(adapter, &d, up).await?;
+        let response = send(pools, adapter, &d, up).await?;
         let body = read_capped(
             response,
             limits.max_response_bytes,
@@ -191,7 +194,11 @@ pub async fn embed(
 
 /// Anthropic's `count_tokens` on an Anthropic deployment: the client's body with the
 /// deployment's model name.
-pub async fn count_tokens(d: &Deployment, body: &serde_json::Value) -> Result<Bytes, AttemptError> {
+pub async fn count_tokens(
+    pools: &client::Pools,
+    d: &Deployment,
+    body: &serde_json::Value,
+) -> Result<Bytes, AttemptError> {
     let adapter = d
         .kind()
         .adapter()
@@ -221,7 +228,7 @@ pub async fn count_tokens(d: &Deployment, body: &serde_json::Value) -> Result<By
         headers,
         body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
     };
-    let response = send(adapter, d, up).await?;
+    let response = send(pools, adapter, d, up).await?;
     read_capped(response, MAX_ERROR_BODY as u64, d.endpoint.timeouts.total).await
 }
 

@@ -15,7 +15,6 @@ use super::Env;
 use crate::catalog::Catalog;
 use crate::limits::LimitSet;
 use crate::upstream::breaker::BreakerConfig;
-use crate::upstream::client;
 use crate::upstream::retry::RetryPolicy;
 use crate::yaml::problem::Problems;
 
@@ -306,7 +305,6 @@ impl DeploymentCx<'_> {
                 } else {
                     Locality::Remote
                 });
-        let client = client::build(&timeouts);
         Built::Ok(Arc::new(Endpoint {
             name: d.name.clone(),
             kind: d.kind,
@@ -339,7 +337,6 @@ impl DeploymentCx<'_> {
                     name: Arc::from(d.name.as_str()),
                     limits,
                 }),
-            client,
         }))
     }
 
