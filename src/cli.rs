@@ -308,77 +308,95 @@ pub fn explain(
             Ok((text, false))
         }
         Ok(d) => {
-            if as_json {
-                let allowed: Vec<_> = d
-                    .candidates()
-                    .iter()
-                    .map(|c| json!({
-                        "deployment": c.name, "model": c.model.id, "provider": c.endpoint.provider,
-                        "openness": c.model.openness.as_str(), "license": c.model.license.id,
-                        "locality": c.locality().map_or("unknown", |l| l.as_str()), "price": {"input": c.price.input, "output": c.price.output},
-                        "identified": &*c.identity,
-                        "worst_case_cost_usd": worst(c),
-                    }))
-                    .collect();
-                let refused: Vec<_> = d
-                    .refused
-                    .iter()
-                    .map(|(c, r)| json!({"deployment": c.name, "reason": r.kind.as_str(), "detail": &*r.detail}))
-                    .collect();
-                let v = json!({
-                    "policy": &*d.policy, "rule": &*d.rule, "base_rule": d.base_rule.as_deref(),
-                    "allowed": allowed, "held_back": d.held_back, "refused": refused,
-                });
-                return Ok((
-                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?,
-                    true,
-                ));
-            }
-            let mut out = String::new();
-            let _ = write!(out, "policy {} rule {}", d.policy, d.rule);
-            if let Some(b) = &d.base_rule {
-                let _ = write!(out, " (and rule {b}, which the caller's own labels select)");
-            }
-            let _ = writeln!(out, "\nallowed, in the order they would be tried:");
-            for (i, c) in d.candidates().iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "  {}. {} — model {} ({}, {}; identified by {}{}), {}, ${}/{} per M tokens, worst case ${:.6}",
-                    i + 1,
-                    c.name,
-                    c.model.id,
-                    c.model.openness.as_str(),
-                    c.model.license.id,
-                    c.identity.basis.as_str(),
-                    c.quantization()
-                        .map(|q| format!(", {q}"))
-                        .unwrap_or_default(),
-                    c.locality().map_or("unknown", |l| l.as_str()),
-                    c.price.input,
-                    c.price.output,
-                    worst(c)
-                );
-            }
-            if d.held_back > 0 {
-                let _ = writeln!(
-                    out,
-                    "  ({} more allowed, not tried: the rule says fallback: false)",
-                    d.held_back
-                );
-            }
-            if !d.refused.is_empty() {
-                let _ = writeln!(out, "refused:");
-                for (c, r) in &d.refused {
-                    let _ = writeln!(out, "  {} — {}: {}", c.name, r.kind.as_str(), r.detail);
-                }
-            }
-            if !snapshot.config.discover.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "(backends with `discover` were not asked what they serve)"
-                );
-            }
-            Ok((out, true))
+            let text = if as_json {
+                explain_json(&d, &worst)?
+            } else {
+                explain_text(&d, &worst, &snapshot)
+            };
+            Ok((text, true))
         }
     }
+}
+
+/// A decision as JSON: what is allowed, in order, and what was refused and why.
+fn explain_json(
+    d: &policy::Decision,
+    worst: &dyn Fn(&crate::config::Deployment) -> f64,
+) -> Result<String, String> {
+    let allowed: Vec<_> = d
+        .candidates()
+        .iter()
+        .map(|c| json!({
+            "deployment": c.name, "model": c.model.id, "provider": c.endpoint.provider,
+            "openness": c.model.openness.as_str(), "license": c.model.license.id,
+            "locality": c.locality().map_or("unknown", |l| l.as_str()), "price": {"input": c.price.input, "output": c.price.output},
+            "identified": &*c.identity,
+            "worst_case_cost_usd": worst(c),
+        }))
+        .collect();
+    let refused: Vec<_> = d
+        .refused
+        .iter()
+        .map(
+            |(c, r)| json!({"deployment": c.name, "reason": r.kind.as_str(), "detail": &*r.detail}),
+        )
+        .collect();
+    let v = json!({
+        "policy": &*d.policy, "rule": &*d.rule, "base_rule": d.base_rule.as_deref(),
+        "allowed": allowed, "held_back": d.held_back, "refused": refused,
+    });
+    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())
+}
+
+/// A decision as text, one line per deployment.
+fn explain_text(
+    d: &policy::Decision,
+    worst: &dyn Fn(&crate::config::Deployment) -> f64,
+    snapshot: &Snapshot,
+) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "policy {} rule {}", d.policy, d.rule);
+    if let Some(b) = &d.base_rule {
+        let _ = write!(out, " (and rule {b}, which the caller's own labels select)");
+    }
+    let _ = writeln!(out, "\nallowed, in the order they would be tried:");
+    for (i, c) in d.candidates().iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  {}. {} — model {} ({}, {}; identified by {}{}), {}, ${}/{} per M tokens, worst case ${:.6}",
+            i + 1,
+            c.name,
+            c.model.id,
+            c.model.openness.as_str(),
+            c.model.license.id,
+            c.identity.basis.as_str(),
+            c.quantization()
+                .map(|q| format!(", {q}"))
+                .unwrap_or_default(),
+            c.locality().map_or("unknown", |l| l.as_str()),
+            c.price.input,
+            c.price.output,
+            worst(c)
+        );
+    }
+    if d.held_back > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} more allowed, not tried: the rule says fallback: false)",
+            d.held_back
+        );
+    }
+    if !d.refused.is_empty() {
+        let _ = writeln!(out, "refused:");
+        for (c, r) in &d.refused {
+            let _ = writeln!(out, "  {} — {}: {}", c.name, r.kind.as_str(), r.detail);
+        }
+    }
+    if !snapshot.config.discover.is_empty() {
+        let _ = writeln!(
+            out,
+            "(backends with `discover` were not asked what they serve)"
+        );
+    }
+    out
 }

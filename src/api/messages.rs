@@ -128,6 +128,153 @@ fn tool_result_text(block: &Value) -> String {
 }
 
 /// Reads an Anthropic Messages request into the gateway's request.
+/// A user turn's content blocks: its tool results (each a tool message, first) and its text
+/// and images (one user message).
+fn user_turn(blocks: &[Value], param: &str, messages: &mut Vec<Value>) -> Result<(), RequestError> {
+    let mut parts = Vec::new();
+    for b in blocks {
+        match b.get("type").and_then(Value::as_str) {
+            // Tool results answer the previous turn's calls: they go first.
+            Some("tool_result") => {
+                let id = b
+                    .get("tool_use_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid(param, "a tool_result block needs 'tool_use_id'"))?;
+                let mut text = tool_result_text(b);
+                if b.get("is_error").and_then(Value::as_bool) == Some(true) {
+                    text = format!("Error: {text}");
+                }
+                messages.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+                // Images a tool returned (a screenshot) follow the tool's message
+                // as the user's content, which every dialect takes: never dropped.
+                if let Some(Value::Array(inner)) = b.get("content") {
+                    for ib in inner {
+                        if ib.get("type").and_then(Value::as_str) == Some("image") {
+                            parts.push(image_part(ib, param)?);
+                        }
+                    }
+                }
+            }
+            Some("text") => {
+                let t = b.get("text").and_then(Value::as_str).unwrap_or("");
+                if !t.is_empty() {
+                    parts.push(json!({"type": "text", "text": t}));
+                }
+            }
+            Some("image") => parts.push(image_part(b, param)?),
+            Some(other) => {
+                return Err(invalid(
+                    param,
+                    format!("content blocks of type '{other}' are not supported"),
+                ));
+            }
+            None => return Err(invalid(param, "a content block needs 'type'")),
+        }
+    }
+    if !parts.is_empty() {
+        messages.push(json!({"role": "user", "content": parts}));
+    }
+    Ok(())
+}
+
+/// An assistant turn's content blocks as one message with its tool calls (none when it has
+/// neither text nor calls).
+fn assistant_turn(blocks: &[Value], param: &str) -> Result<Option<Value>, RequestError> {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in blocks {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => {
+                let id = b.get("id").and_then(Value::as_str).unwrap_or_default();
+                let name = b
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid(param, "a tool_use block needs 'name'"))?;
+                let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
+                calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": input.to_string()}}));
+            }
+            // Reasoning of an earlier turn is not carried to other models.
+            Some("thinking" | "redacted_thinking") => {}
+            Some(other) => {
+                return Err(invalid(
+                    param,
+                    format!("content blocks of type '{other}' are not supported"),
+                ));
+            }
+            None => return Err(invalid(param, "a content block needs 'type'")),
+        }
+    }
+    let mut msg = Map::new();
+    msg.insert("role".into(), json!("assistant"));
+    msg.insert(
+        "content".into(),
+        if text.is_empty() {
+            Value::Null
+        } else {
+            json!(text)
+        },
+    );
+    if !calls.is_empty() {
+        msg.insert("tool_calls".into(), Value::Array(calls));
+    } else if text.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Value::Object(msg)))
+}
+
+/// Anthropic's tools and tool choice in OpenAI's terms.
+fn tools_of(
+    tools: Option<Vec<InTool>>,
+    tool_choice: Option<InToolChoice>,
+    out: &mut Map<String, Value>,
+) -> Result<(), RequestError> {
+    if let Some(tools) = tools.filter(|t| !t.is_empty()) {
+        let tools: Vec<Value> = tools
+            .into_iter()
+            .map(|t| {
+                let mut f = Map::new();
+                f.insert("name".into(), json!(t.name));
+                if let Some(d) = t.description {
+                    f.insert("description".into(), json!(d));
+                }
+                f.insert(
+                    "parameters".into(),
+                    t.input_schema.unwrap_or_else(|| json!({"type": "object"})),
+                );
+                json!({"type": "function", "function": f})
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(tc) = tool_choice {
+        let choice = match tc.kind.as_str() {
+            "auto" => json!("auto"),
+            "any" => json!("required"),
+            "none" => json!("none"),
+            "tool" => {
+                let name = tc
+                    .name
+                    .ok_or_else(|| invalid("tool_choice", "a 'tool' choice needs 'name'"))?;
+                json!({"type": "function", "function": {"name": name}})
+            }
+            other => {
+                return Err(invalid(
+                    "tool_choice",
+                    format!("unknown tool_choice type '{other}'"),
+                ));
+            }
+        };
+        if tc.kind != "none" || out.contains_key("tools") {
+            out.insert("tool_choice".into(), choice);
+        }
+        if tc.disable_parallel_tool_use == Some(true) {
+            out.insert("parallel_tool_calls".into(), json!(false));
+        }
+    }
+    Ok(())
+}
+
 pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestError> {
     if too_deep(body, limits.max_depth) {
         return Err(RequestError::Invalid {
@@ -167,98 +314,11 @@ pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestE
             ("assistant", TextOrBlocks::Text(t)) => {
                 messages.push(json!({"role": "assistant", "content": t}))
             }
-            ("user", TextOrBlocks::Blocks(blocks)) => {
-                let mut parts = Vec::new();
-                for b in &blocks {
-                    match b.get("type").and_then(Value::as_str) {
-                        // Tool results answer the previous turn's calls: they go first.
-                        Some("tool_result") => {
-                            let id =
-                                b.get("tool_use_id")
-                                    .and_then(Value::as_str)
-                                    .ok_or_else(|| {
-                                        invalid(&param, "a tool_result block needs 'tool_use_id'")
-                                    })?;
-                            let mut text = tool_result_text(b);
-                            if b.get("is_error").and_then(Value::as_bool) == Some(true) {
-                                text = format!("Error: {text}");
-                            }
-                            messages
-                                .push(json!({"role": "tool", "tool_call_id": id, "content": text}));
-                            // Images a tool returned (a screenshot) follow the tool's message
-                            // as the user's content, which every dialect takes: never dropped.
-                            if let Some(Value::Array(inner)) = b.get("content") {
-                                for ib in inner {
-                                    if ib.get("type").and_then(Value::as_str) == Some("image") {
-                                        parts.push(image_part(ib, &param)?);
-                                    }
-                                }
-                            }
-                        }
-                        Some("text") => {
-                            let t = b.get("text").and_then(Value::as_str).unwrap_or("");
-                            if !t.is_empty() {
-                                parts.push(json!({"type": "text", "text": t}));
-                            }
-                        }
-                        Some("image") => parts.push(image_part(b, &param)?),
-                        Some(other) => {
-                            return Err(invalid(
-                                &param,
-                                format!("content blocks of type '{other}' are not supported"),
-                            ));
-                        }
-                        None => return Err(invalid(&param, "a content block needs 'type'")),
-                    }
-                }
-                if !parts.is_empty() {
-                    messages.push(json!({"role": "user", "content": parts}));
-                }
-            }
+            ("user", TextOrBlocks::Blocks(blocks)) => user_turn(&blocks, &param, &mut messages)?,
             ("assistant", TextOrBlocks::Blocks(blocks)) => {
-                let mut text = String::new();
-                let mut calls = Vec::new();
-                for b in &blocks {
-                    match b.get("type").and_then(Value::as_str) {
-                        Some("text") => {
-                            text.push_str(b.get("text").and_then(Value::as_str).unwrap_or(""))
-                        }
-                        Some("tool_use") => {
-                            let id = b.get("id").and_then(Value::as_str).unwrap_or_default();
-                            let name = b
-                                .get("name")
-                                .and_then(Value::as_str)
-                                .ok_or_else(|| invalid(&param, "a tool_use block needs 'name'"))?;
-                            let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
-                            calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": input.to_string()}}));
-                        }
-                        // Reasoning of an earlier turn is not carried to other models.
-                        Some("thinking" | "redacted_thinking") => {}
-                        Some(other) => {
-                            return Err(invalid(
-                                &param,
-                                format!("content blocks of type '{other}' are not supported"),
-                            ));
-                        }
-                        None => return Err(invalid(&param, "a content block needs 'type'")),
-                    }
+                if let Some(m) = assistant_turn(&blocks, &param)? {
+                    messages.push(m);
                 }
-                let mut msg = Map::new();
-                msg.insert("role".into(), json!("assistant"));
-                msg.insert(
-                    "content".into(),
-                    if text.is_empty() {
-                        Value::Null
-                    } else {
-                        json!(text)
-                    },
-                );
-                if !calls.is_empty() {
-                    msg.insert("tool_calls".into(), Value::Array(calls));
-                } else if text.is_empty() {
-                    continue;
-                }
-                messages.push(Value::Object(msg));
             }
             (role, _) => {
                 return Err(invalid(
@@ -298,49 +358,7 @@ pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestE
         // The answer's usage is part of Anthropic's stream: ask every backend for it.
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    if let Some(tools) = r.tools.filter(|t| !t.is_empty()) {
-        let tools: Vec<Value> = tools
-            .into_iter()
-            .map(|t| {
-                let mut f = Map::new();
-                f.insert("name".into(), json!(t.name));
-                if let Some(d) = t.description {
-                    f.insert("description".into(), json!(d));
-                }
-                f.insert(
-                    "parameters".into(),
-                    t.input_schema.unwrap_or_else(|| json!({"type": "object"})),
-                );
-                json!({"type": "function", "function": f})
-            })
-            .collect();
-        out.insert("tools".into(), Value::Array(tools));
-    }
-    if let Some(tc) = r.tool_choice {
-        let choice = match tc.kind.as_str() {
-            "auto" => json!("auto"),
-            "any" => json!("required"),
-            "none" => json!("none"),
-            "tool" => {
-                let name = tc
-                    .name
-                    .ok_or_else(|| invalid("tool_choice", "a 'tool' choice needs 'name'"))?;
-                json!({"type": "function", "function": {"name": name}})
-            }
-            other => {
-                return Err(invalid(
-                    "tool_choice",
-                    format!("unknown tool_choice type '{other}'"),
-                ));
-            }
-        };
-        if tc.kind != "none" || out.contains_key("tools") {
-            out.insert("tool_choice".into(), choice);
-        }
-        if tc.disable_parallel_tool_use == Some(true) {
-            out.insert("parallel_tool_calls".into(), json!(false));
-        }
-    }
+    tools_of(r.tools, r.tool_choice, &mut out)?;
     if let Some(user) = r.metadata.and_then(|m| m.user_id) {
         out.insert("user".into(), json!(user));
     }

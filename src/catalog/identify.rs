@@ -197,38 +197,9 @@ pub fn identify(
         .quantization
         .clone()
         .or_else(|| names::quantization_of(&ev.served));
-    if let Some(want) = expected {
-        match &ev.digest {
-            Some(found) if found == want => {
-                // The configuration names the model of these weights; a discovering backend's
-                // models are still identified from what they say.
-                if let Some(m) = pinned_model {
-                    return Ok(Identity {
-                        basis: Basis::Digest,
-                        model: Some(m.id.clone()),
-                        evidence: format!("{found} matches the pinned digest"),
-                        quantization,
-                    });
-                }
-            }
-            Some(found) => {
-                return Err(format!(
-                    "the weights do not match the pinned digest: expected {want}, found {found}"
-                ));
-            }
-            None if ev.digest_pending => {
-                return Err(format!(
-                    "the digest of its weights is still being taken (expected {want})"
-                ));
-            }
-            None => {
-                return Err(format!(
-                    "the pinned digest cannot be checked: expected {want}, and the backend shows no digest of its weights"
-                ));
-            }
-        }
+    if let Some(decided) = check_pin(ev, expected, pinned_model, &quantization) {
+        return decided;
     }
-
     if let Some(why) = &ev.incomplete {
         return Ok(Identity::unknown(
             format!("not enough evidence: {why}"),
@@ -236,52 +207,10 @@ pub fn identify(
         ));
     }
     let mut claims: Vec<Claim<'_>> = Vec::new();
-    if let Some(md) = &ev.metadata {
-        // The composed name (`Meta-Llama-3.1` `8B` `Instruct`) and `general.name` are two
-        // claims: each that names a model must name the same one.
-        if let Some(b) = &md.basename {
-            let mut full = b.clone();
-            for part in [&md.size_label, &md.finetune].into_iter().flatten() {
-                // `general.basename` may already carry the size (`Qwen2.5-7B`).
-                if !names::key(&full).split('-').any(|w| w == names::key(part)) {
-                    full.push('-');
-                    full.push_str(part);
-                }
-            }
-            claims.push(Claim {
-                basis: Basis::Metadata,
-                model: cat.match_served_name(&full),
-                said: format!("{} names it '{full}'", md.source),
-            });
-        }
-        if let Some(n) = &md.name {
-            claims.push(Claim {
-                basis: Basis::Metadata,
-                model: cat.match_served_name(n),
-                said: format!("{} calls it '{n}'", md.source),
-            });
-        }
-        // Metadata that names something the catalog lacks, beside a claim that names a
-        // catalog model (`general.name` a fine-tune, the composed name its base): which one the
-        // file is cannot be told.
-        let metadata: Vec<&Claim<'_>> = claims
-            .iter()
-            .filter(|c| c.basis == Basis::Metadata)
-            .collect();
-        if let (Some(named), Some(silent)) = (
-            metadata.iter().find(|c| c.model.is_some()),
-            metadata.iter().find(|c| c.model.is_none()),
-        ) {
-            return Ok(Identity::unknown(
-                format!(
-                    "the evidence disagrees: {} ({}), but {}, which is not in the catalog",
-                    named.said,
-                    named.model.map_or("", |m| m.id.as_str()),
-                    silent.said
-                ),
-                quantization,
-            ));
-        }
+    if let Some(md) = &ev.metadata
+        && let Err(why) = metadata_claims(cat, md, &mut claims)
+    {
+        return Ok(Identity::unknown(why, quantization));
     }
     // A folder of a Hugging Face snapshot names its repository (`models--org--name`): that is
     // metadata; any other root is a name the operator chose, worth what a served name is.
@@ -344,49 +273,10 @@ pub fn identify(
             ));
         }
     }
-    if let Some(md) = &ev.metadata {
-        let size = md
-            .parameters
-            .or_else(|| md.size_label.as_deref().and_then(names::parameters));
-        // The size the catalog model has, or else the size the served name states (an 8 B
-        // file served as `deepseek-r1:671b`).
-        let stated = model_size(model).or_else(|| names::stated_size(&ev.served));
-        if let (Some(found), Some(want)) = (size, stated)
-            && !names::same_size(found, want)
-        {
-            return Ok(Identity::unknown(
-                format!(
-                    "the evidence disagrees: {} has {:.1} B parameters, but {} says it is {} ({:.1} B)",
-                    md.source,
-                    found / 1e9,
-                    strongest.said,
-                    model.id,
-                    want / 1e9
-                ),
-                quantization,
-            ));
-        }
-        if let Some(l) = &md.license
-            && let Some(found) = license_family(l)
-        {
-            let catalog = license_family(&model.license.id)
-                .or_else(|| model.license.spdx.as_deref().and_then(license_family))
-                .or_else(|| license_family(&model.license.name));
-            // A license the metadata names that the catalog's cannot be matched with is a
-            // disagreement too: it is never read as agreement.
-            if catalog != Some(found) {
-                return Ok(Identity::unknown(
-                    format!(
-                        "the evidence disagrees: {} gives the license '{}', but {} is under {}",
-                        md.source,
-                        l.lines().next().unwrap_or("").trim(),
-                        model.id,
-                        model.license.id
-                    ),
-                    quantization,
-                ));
-            }
-        }
+    if let Some(md) = &ev.metadata
+        && let Some(why) = disagreement(md, ev, model, strongest)
+    {
+        return Ok(Identity::unknown(why, quantization));
     }
     Ok(Identity {
         basis: strongest.basis,
@@ -394,6 +284,147 @@ pub fn identify(
         evidence: strongest.said.clone(),
         quantization,
     })
+}
+
+/// What a pinned digest decides: a mismatch, a digest not (yet) shown, or, for a configured
+/// model, its identity; `None` when the evidence is still to be read.
+fn check_pin(
+    ev: &Evidence,
+    expected: Option<&Digest>,
+    pinned_model: Option<&Arc<Model>>,
+    quantization: &Option<String>,
+) -> Option<Result<Identity, String>> {
+    if let Some(want) = expected {
+        match &ev.digest {
+            Some(found) if found == want => {
+                // The configuration names the model of these weights; a discovering backend's
+                // models are still identified from what they say.
+                if let Some(m) = pinned_model {
+                    return Some(Ok(Identity {
+                        basis: Basis::Digest,
+                        model: Some(m.id.clone()),
+                        evidence: format!("{found} matches the pinned digest"),
+                        quantization: quantization.clone(),
+                    }));
+                }
+            }
+            Some(found) => {
+                return Some(Err(format!(
+                    "the weights do not match the pinned digest: expected {want}, found {found}"
+                )));
+            }
+            None if ev.digest_pending => {
+                return Some(Err(format!(
+                    "the digest of its weights is still being taken (expected {want})"
+                )));
+            }
+            None => {
+                return Some(Err(format!(
+                    "the pinned digest cannot be checked: expected {want}, and the backend shows no digest of its weights"
+                )));
+            }
+        }
+    }
+    None
+}
+
+/// The claims a file's metadata makes; an error when it names a catalog model and something
+/// the catalog lacks at once.
+fn metadata_claims<'a>(
+    cat: &'a Catalog,
+    md: &Metadata,
+    claims: &mut Vec<Claim<'a>>,
+) -> Result<(), String> {
+    // The composed name (`Meta-Llama-3.1` `8B` `Instruct`) and `general.name` are two
+    // claims: each that names a model must name the same one.
+    if let Some(b) = &md.basename {
+        let mut full = b.clone();
+        for part in [&md.size_label, &md.finetune].into_iter().flatten() {
+            // `general.basename` may already carry the size (`Qwen2.5-7B`).
+            if !names::key(&full).split('-').any(|w| w == names::key(part)) {
+                full.push('-');
+                full.push_str(part);
+            }
+        }
+        claims.push(Claim {
+            basis: Basis::Metadata,
+            model: cat.match_served_name(&full),
+            said: format!("{} names it '{full}'", md.source),
+        });
+    }
+    if let Some(n) = &md.name {
+        claims.push(Claim {
+            basis: Basis::Metadata,
+            model: cat.match_served_name(n),
+            said: format!("{} calls it '{n}'", md.source),
+        });
+    }
+    // Metadata that names something the catalog lacks, beside a claim that names a
+    // catalog model (`general.name` a fine-tune, the composed name its base): which one the
+    // file is cannot be told.
+    let metadata: Vec<&Claim<'_>> = claims
+        .iter()
+        .filter(|c| c.basis == Basis::Metadata)
+        .collect();
+    if let (Some(named), Some(silent)) = (
+        metadata.iter().find(|c| c.model.is_some()),
+        metadata.iter().find(|c| c.model.is_none()),
+    ) {
+        return Err(format!(
+            "the evidence disagrees: {} ({}), but {}, which is not in the catalog",
+            named.said,
+            named.model.map_or("", |m| m.id.as_str()),
+            silent.said
+        ));
+    }
+    Ok(())
+}
+
+/// Why the metadata's size or license disagrees with `model`, the strongest claim's, if it
+/// does.
+fn disagreement(
+    md: &Metadata,
+    ev: &Evidence,
+    model: &Model,
+    strongest: &Claim<'_>,
+) -> Option<String> {
+    let size = md
+        .parameters
+        .or_else(|| md.size_label.as_deref().and_then(names::parameters));
+    // The size the catalog model has, or else the size the served name states (an 8 B
+    // file served as `deepseek-r1:671b`).
+    let stated = model_size(model).or_else(|| names::stated_size(&ev.served));
+    if let (Some(found), Some(want)) = (size, stated)
+        && !names::same_size(found, want)
+    {
+        return Some(format!(
+            "the evidence disagrees: {} has {:.1} B parameters, but {} says it is {} ({:.1} B)",
+            md.source,
+            found / 1e9,
+            strongest.said,
+            model.id,
+            want / 1e9
+        ));
+    }
+    if let Some(l) = &md.license
+        && let Some(found) = license_family(l)
+    {
+        let catalog = license_family(&model.license.id)
+            .or_else(|| model.license.spdx.as_deref().and_then(license_family))
+            .or_else(|| license_family(&model.license.name));
+        // A license the metadata names that the catalog's cannot be matched with is a
+        // disagreement too: it is never read as agreement.
+        if catalog != Some(found) {
+            return Some(format!(
+                "the evidence disagrees: {} gives the license '{}', but {} is under {}",
+                md.source,
+                l.lines().next().unwrap_or("").trim(),
+                model.id,
+                model.license.id
+            ));
+        }
+    }
+    None
 }
 
 /// `…/models--meta-llama--Llama-3.1-8B-Instruct/snapshots/<rev>` → `meta-llama/Llama-3.1-8B-Instruct`.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use crate::yaml::problem::Problems;
 pub use spec::{
@@ -174,145 +174,184 @@ impl Catalog {
             ..Catalog::default()
         };
         for (file, i, m) in models_spec {
-            let loc = m.referenced;
-            let m = m.value;
-            let path = |f: &str| format!("models[{i}].{f}");
-            if m.id.is_empty() || m.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                problems.at(
-                    &file,
-                    loc,
-                    path("id"),
-                    "a model id must be non-empty and contain no spaces",
-                );
-                continue;
+            if let Some(model) = cat.model(&file, i, m, &licenses, problems) {
+                cat.insert(Arc::new(model));
             }
-            if cat.by_id.contains_key(&m.id) {
-                problems.at(
-                    &file,
-                    loc,
-                    path("id"),
-                    format!("duplicate model id '{}'", m.id),
-                );
-                continue;
-            }
-            let Some(license) = licenses.get(&m.license).cloned() else {
-                problems.at(
-                    &file,
-                    loc,
-                    path("license"),
-                    format!(
-                        "unknown license '{}'; define it under 'licenses'",
-                        m.license
-                    ),
-                );
-                continue;
-            };
-            // A test model is no model: it has no class, whatever its code's license says.
-            let derived = if m.test_only {
-                Openness::Unknown
-            } else {
-                derive_openness(&m.artifacts, &license)
-            };
-            if let Some(stated) = m.openness
-                && stated != derived
-            {
-                problems.at(
-                    &file,
-                    loc,
-                    path("openness"),
-                    format!(
-                        "states '{}' but its artifacts and license make it '{}'",
-                        stated.as_str(),
-                        derived.as_str()
-                    ),
-                );
-                continue;
-            }
-            if !m.artifacts.weights && license.kind != LicenseKind::ProprietaryTerms && !m.test_only
-            {
-                problems.at(
-                    &file,
-                    loc,
-                    path("license"),
-                    "a model without published weights is governed by its provider's terms: use a license of kind 'proprietary_terms'",
-                );
-            }
-            if let Some(p) = &m.price
-                && let Err(e) = check_price(p)
-            {
-                problems.at(&file, loc, path("price"), e);
-            }
-            if m.capabilities.context_window == 0 {
-                problems.at(
-                    &file,
-                    loc,
-                    path("capabilities.context_window"),
-                    "must be at least 1",
-                );
-            }
-            if let Some(day) = &m.retired
-                && !is_date(day)
-            {
-                problems.at(&file, loc, path("retired"), "a date, as YYYY-MM-DD");
-            }
-            let mut names_ok = true;
-            for (j, name) in std::iter::once(&m.id).chain(&m.served_as).enumerate() {
-                let k = names::key(name);
-                let taken = cat
-                    .by_name
-                    .get(&k)
-                    .filter(|(other, _)| other.id != m.id)
-                    .map(|(other, _)| other.id.clone());
-                if k.is_empty() || taken.is_some() {
-                    let field = if j == 0 {
-                        path("id")
-                    } else {
-                        path(&format!("served_as[{}]", j - 1))
-                    };
-                    problems.at(
-                        &file,
-                        loc,
-                        field,
-                        match taken {
-                            Some(other) => format!(
-                                "'{name}' is also a name of '{other}': a served name must stand for one model"
-                            ),
-                            None => format!("'{name}' names nothing once normalised"),
-                        },
-                    );
-                    names_ok = false;
-                }
-            }
-            if !names_ok {
-                continue;
-            }
-            let model = Model {
-                served_as: m.served_as.iter().map(|s| s.to_ascii_lowercase()).collect(),
-                retired: m.retired,
-                id: m.id,
-                name: m.name,
-                developer: m.developer,
-                license,
-                artifacts: m.artifacts,
-                openness: derived,
-                mof_class: m.mof_class,
-                capabilities: m.capabilities,
-                price: m.price.map(|p| Price {
-                    input: p.input,
-                    output: p.output,
-                    cache_read: p.cache_read,
-                    cache_write: p.cache_write,
-                    as_of: Some(p.as_of),
-                    source: Some(p.source),
-                }),
-                sources: m.sources,
-                test_only: m.test_only,
-                task: m.task,
-                uncatalogued: false,
-            };
-            cat.insert(Arc::new(model));
         }
         cat
+    }
+
+    /// The model of the `i`th entry of `file`, checked; none when it cannot be one.
+    fn model(
+        &self,
+        file: &Arc<str>,
+        i: usize,
+        m: Spanned<ModelSpec>,
+        licenses: &HashMap<String, Arc<License>>,
+        problems: &mut Problems,
+    ) -> Option<Model> {
+        let loc = m.referenced;
+        let m = m.value;
+        let path = |f: &str| format!("models[{i}].{f}");
+        if m.id.is_empty() || m.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            problems.at(
+                file,
+                loc,
+                path("id"),
+                "a model id must be non-empty and contain no spaces",
+            );
+            return None;
+        }
+        if self.by_id.contains_key(&m.id) {
+            problems.at(
+                file,
+                loc,
+                path("id"),
+                format!("duplicate model id '{}'", m.id),
+            );
+            return None;
+        }
+        let Some(license) = licenses.get(&m.license).cloned() else {
+            problems.at(
+                file,
+                loc,
+                path("license"),
+                format!(
+                    "unknown license '{}'; define it under 'licenses'",
+                    m.license
+                ),
+            );
+            return None;
+        };
+        let derived = Catalog::check_facts(&m, &license, file, loc, &path, problems)?;
+        if !self.names_free(&m, file, loc, &path, problems) {
+            return None;
+        }
+        let model = Model {
+            served_as: m.served_as.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            retired: m.retired,
+            id: m.id,
+            name: m.name,
+            developer: m.developer,
+            license,
+            artifacts: m.artifacts,
+            openness: derived,
+            mof_class: m.mof_class,
+            capabilities: m.capabilities,
+            price: m.price.map(|p| Price {
+                input: p.input,
+                output: p.output,
+                cache_read: p.cache_read,
+                cache_write: p.cache_write,
+                as_of: Some(p.as_of),
+                source: Some(p.source),
+            }),
+            sources: m.sources,
+            test_only: m.test_only,
+            task: m.task,
+            uncatalogued: false,
+        };
+        Some(model)
+    }
+
+    /// The facts a model states that its artifacts and license must bear out; the openness
+    /// they make (none when they contradict its stated one).
+    fn check_facts(
+        m: &ModelSpec,
+        license: &License,
+        file: &Arc<str>,
+        loc: Location,
+        path: &dyn Fn(&str) -> String,
+        problems: &mut Problems,
+    ) -> Option<Openness> {
+        // A test model is no model: it has no class, whatever its code's license says.
+        let derived = if m.test_only {
+            Openness::Unknown
+        } else {
+            derive_openness(&m.artifacts, license)
+        };
+        if let Some(stated) = m.openness
+            && stated != derived
+        {
+            problems.at(
+                file,
+                loc,
+                path("openness"),
+                format!(
+                    "states '{}' but its artifacts and license make it '{}'",
+                    stated.as_str(),
+                    derived.as_str()
+                ),
+            );
+            return None;
+        }
+        if !m.artifacts.weights && license.kind != LicenseKind::ProprietaryTerms && !m.test_only {
+            problems.at(
+                file,
+                loc,
+                path("license"),
+                "a model without published weights is governed by its provider's terms: use a license of kind 'proprietary_terms'",
+            );
+        }
+        if let Some(p) = &m.price
+            && let Err(e) = check_price(p)
+        {
+            problems.at(file, loc, path("price"), e);
+        }
+        if m.capabilities.context_window == 0 {
+            problems.at(
+                file,
+                loc,
+                path("capabilities.context_window"),
+                "must be at least 1",
+            );
+        }
+        if let Some(day) = &m.retired
+            && !is_date(day)
+        {
+            problems.at(file, loc, path("retired"), "a date, as YYYY-MM-DD");
+        }
+        Some(derived)
+    }
+
+    /// Whether the model's id and served names are free: each names it alone.
+    fn names_free(
+        &self,
+        m: &ModelSpec,
+        file: &Arc<str>,
+        loc: Location,
+        path: &dyn Fn(&str) -> String,
+        problems: &mut Problems,
+    ) -> bool {
+        let mut names_ok = true;
+        for (j, name) in std::iter::once(&m.id).chain(&m.served_as).enumerate() {
+            let k = names::key(name);
+            let taken = self
+                .by_name
+                .get(&k)
+                .filter(|(other, _)| other.id != m.id)
+                .map(|(other, _)| other.id.clone());
+            if k.is_empty() || taken.is_some() {
+                let field = if j == 0 {
+                    path("id")
+                } else {
+                    path(&format!("served_as[{}]", j - 1))
+                };
+                problems.at(
+                    file,
+                    loc,
+                    field,
+                    match taken {
+                        Some(other) => format!(
+                            "'{name}' is also a name of '{other}': a served name must stand for one model"
+                        ),
+                        None => format!("'{name}' names nothing once normalised"),
+                    },
+                );
+                names_ok = false;
+            }
+        }
+        names_ok
     }
 
     fn insert(&mut self, m: Arc<Model>) {

@@ -1,7 +1,7 @@
 //! Loading: read the entry file and the catalog, parse them, and validate everything into a
 //! [`Config`], collecting every problem (file, line, field) before refusing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,13 +10,11 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
 
-use super::deployment::Deployment;
-use super::spec::{AuthMode, ConfigSpec};
+use super::spec::ConfigSpec;
 use super::{Config, EMBEDDED_CONFIG, Limits, Origin, ReloadSettings, ServerSettings};
 use crate::catalog::spec::CatalogFileSpec;
 use crate::catalog::{Catalog, builtin};
-use crate::config::keys::{Caller, KeyStore, hex};
-use crate::limits::LimitSet;
+use crate::config::keys::hex;
 use crate::policy::spec::PolicyFileSpec;
 use crate::yaml;
 use crate::yaml::problem::Problems;
@@ -236,42 +234,8 @@ fn build(
     }
     let catalog = Arc::new(Catalog::build(catalog_files, &mut problems));
 
-    // Policies.
-    let mut policies = Vec::new();
-    let mut policy_names = HashSet::new();
-    for (name, text) in &sources.policies {
-        hasher.update(name.as_bytes());
-        hasher.update(text.as_bytes());
-        if let Some(f) = yaml::parse::<PolicyFileSpec>(name, text, &mut problems) {
-            crate::policy::validate::validate(
-                name,
-                &f.policies,
-                &catalog,
-                &mut policy_names,
-                &mut problems,
-            );
-            policies.extend(f.policies.into_iter().map(|p| Arc::new(p.value)));
-        }
-    }
-    let active_policy = spec.policies.active.as_ref().map_or_else(
-        || crate::policy::DEFAULT_POLICY.to_owned(),
-        |a| a.value.clone(),
-    );
-    if !policy_names.contains(&active_policy) {
-        let loc = spec
-            .policies
-            .active
-            .as_ref()
-            .map_or(Location::UNKNOWN, |a| a.referenced);
-        problems.at(
-            &file,
-            loc,
-            "policies.active",
-            format!("no policy is named '{active_policy}'"),
-        );
-    }
-
-    // Listeners and authentication.
+    let (policies, policy_names, active_policy) =
+        policies(&file, &spec, &sources, &catalog, &mut hasher, &mut problems);
     let listen = address(
         &file,
         spec.listen.as_ref(),
@@ -288,240 +252,108 @@ fn build(
         overrides.admin_listen,
         &mut problems,
     );
-    let mut tenants: HashMap<&str, &super::spec::TenantSpec> = HashMap::new();
-    for (i, t) in spec.tenants.iter().enumerate() {
-        let loc = t.referenced;
-        let t = &t.value;
-        let path = |f: &str| format!("tenants[{i}].{f}");
-        if t.name.trim().is_empty() || tenants.insert(t.name.as_str(), t).is_some() {
-            problems.at(
-                &file,
-                loc,
-                path("name"),
-                "tenant names must be non-empty and unique",
+    let callers = callers::callers(&file, &spec, &policy_names, listen, &mut problems);
+    let built = deployment::deployments(
+        &file,
+        &spec,
+        &catalog,
+        env,
+        [listen, admin_listen],
+        &mut problems,
+    );
+    let settings = settings(&file, &spec, [listen, admin_listen], &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Loaded {
+        config: Config {
+            origin: origin.clone(),
+            hash: hex(&hasher.finalize())[..16].to_owned(),
+            server: settings.server,
+            auth_required: callers.auth_required,
+            keys: callers.keys,
+            catalog,
+            deployments: built.deployments,
+            discover: built.discover,
+            verify: built.verify,
+            policies,
+            active_policy,
+            limits: settings.limits,
+            limit_store: settings.limit_store,
+            on_store_error: spec.limits.on_store_error,
+            anonymous: callers.anonymous,
+            reload: settings.reload,
+        },
+        watched: sources.watched,
+        disabled: built.disabled,
+    })
+}
+
+/// The policies of a configuration's files, validated against the catalog, their names, and
+/// the policy in force.
+fn policies(
+    file: &Arc<str>,
+    spec: &ConfigSpec,
+    sources: &Sources,
+    catalog: &Catalog,
+    hasher: &mut Sha256,
+    problems: &mut Problems,
+) -> (
+    Vec<Arc<crate::policy::spec::PolicySpec>>,
+    HashSet<String>,
+    String,
+) {
+    let mut policies = Vec::new();
+    let mut policy_names = HashSet::new();
+    for (name, text) in &sources.policies {
+        hasher.update(name.as_bytes());
+        hasher.update(text.as_bytes());
+        if let Some(f) = yaml::parse::<PolicyFileSpec>(name, text, problems) {
+            crate::policy::validate::validate(
+                name,
+                &f.policies,
+                catalog,
+                &mut policy_names,
+                problems,
             );
-        }
-        for p in &t.policies {
-            if !policy_names.contains(p) {
-                problems.at(
-                    &file,
-                    loc,
-                    path("policies"),
-                    format!("no policy is named '{p}'"),
-                );
-            }
-        }
-        if let Some(l) = &t.limits {
-            check_limit_set(l, &file, loc, &path("limits"), &mut problems);
+            policies.extend(f.policies.into_iter().map(|p| Arc::new(p.value)));
         }
     }
-    let caller_of = |key: Option<(&str, Option<&super::spec::LimitSetSpec>)>,
-                     tenant: &str,
-                     policy: Option<&str>,
-                     labels: &BTreeMap<String, String>| {
-        let t = tenants.get(tenant);
-        let mut all: BTreeMap<String, String> = t.map(|t| t.labels.clone()).unwrap_or_default();
-        all.extend(labels.iter().map(|(a, b)| (a.clone(), b.clone())));
-        let none = LimitSet::default();
-        let tenant_limits = t
-            .and_then(|t| t.limits.as_ref())
-            .map_or(none, LimitSet::from_spec);
-        let key_limits = key.map(|(id, l)| (id, l.map_or(none, LimitSet::from_spec)));
-        Caller {
-            key_id: key.map(|(id, _)| Arc::from(id)),
-            tenant: Arc::from(tenant),
-            policy: policy
-                .or_else(|| t.and_then(|t| t.policies.first()).map(String::as_str))
-                .map(Arc::from),
-            labels: Arc::from(all.into_iter().collect::<Vec<_>>()),
-            limits: Arc::from(crate::limits::caller_scopes(
-                key_limits.as_ref().map(|(id, l)| (*id, l)),
-                (tenant, &tenant_limits),
-            )),
-            expires: None,
-            digest: None,
-        }
-    };
-    let mut keys = KeyStore::default();
-    let mut key_ids = HashSet::new();
-    for (i, k) in spec.keys.iter().enumerate() {
-        let loc = k.referenced;
-        let k = &k.value;
-        let path = |f: &str| format!("keys[{i}].{f}");
-        if k.id.trim().is_empty() || !key_ids.insert(k.id.clone()) {
-            problems.at(
-                &file,
-                loc,
-                path("id"),
-                "key ids must be non-empty and unique",
-            );
-        }
-        if k.tenant.trim().is_empty() {
-            problems.at(&file, loc, path("tenant"), "must not be empty");
-        }
-        if let Some(p) = &k.policy
-            && !policy_names.contains(p)
-        {
-            problems.at(
-                &file,
-                loc,
-                path("policy"),
-                format!("no policy is named '{p}'"),
-            );
-        }
-        if let (Some(p), Some(t)) = (&k.policy, tenants.get(k.tenant.as_str()))
-            && !t.policies.is_empty()
-            && !t.policies.contains(p)
-        {
-            problems.at(
-                &file,
-                loc,
-                path("policy"),
-                format!(
-                    "tenant '{}' may not use policy '{p}' (its policies: {})",
-                    k.tenant,
-                    t.policies.join(", ")
-                ),
-            );
-        }
-        if let Some(l) = &k.limits {
-            check_limit_set(l, &file, loc, &path("limits"), &mut problems);
-        }
-        let mut caller = caller_of(
-            Some((k.id.as_str(), k.limits.as_ref())),
-            &k.tenant,
-            k.policy.as_deref(),
-            &k.labels,
+    let active_policy = spec.policies.active.as_ref().map_or_else(
+        || crate::policy::DEFAULT_POLICY.to_owned(),
+        |a| a.value.clone(),
+    );
+    if !policy_names.contains(&active_policy) {
+        let loc = spec
+            .policies
+            .active
+            .as_ref()
+            .map_or(Location::UNKNOWN, |a| a.referenced);
+        problems.at(
+            file,
+            loc,
+            "policies.active",
+            format!("no policy is named '{active_policy}'"),
         );
-        if let Some(e) = &k.expires {
-            caller.expires = crate::limits::window::day_start(e);
-            if caller.expires.is_none() {
-                problems.at(
-                    &file,
-                    loc,
-                    path("expires"),
-                    "must be a date such as 2027-01-31",
-                );
-            }
-        }
-        if let Err(e) = keys.insert_caller(&k.sha256, caller) {
-            problems.at(&file, loc, path("sha256"), e);
-        }
     }
-    let mode = spec.auth.as_ref().map_or(AuthMode::Keys, |a| a.value);
-    let auth_loc = spec
-        .auth
-        .as_ref()
-        .map_or(Location::UNKNOWN, |a| a.referenced);
-    let auth_required = match mode {
-        AuthMode::None => {
-            if !keys.is_empty() {
-                problems.at(
-                    &file,
-                    auth_loc,
-                    "auth",
-                    "'auth: none' but keys are configured; remove one or the other",
-                );
-            }
-            false
-        }
-        AuthMode::Keys => {
-            if keys.is_empty() && !listen.ip().is_loopback() {
-                let loc = spec
-                    .listen
-                    .as_ref()
-                    .map_or(Location::UNKNOWN, |l| l.referenced);
-                problems.at(
-                    &file,
-                    loc,
-                    "listen",
-                    format!(
-                        "the API would listen on {listen}, beyond this machine, with no keys: configure 'keys', or say 'auth: none' to allow it"
-                    ),
-                );
-            }
-            !keys.is_empty()
-        }
-    };
+    (policies, policy_names, active_policy)
+}
 
-    // Deployments.
-    let mut names = HashSet::new();
-    let mut deployments = Vec::new();
-    let mut discover = Vec::new();
-    let mut verify = Vec::new();
-    let mut disabled = Vec::new();
-    for (i, d) in spec.deployments.iter().enumerate() {
-        let cx = DeploymentCx {
-            file: &file,
-            loc: d.referenced,
-            index: i,
-            catalog: &catalog,
-            env,
-        };
-        let d = &d.value;
-        if !names.insert(d.name.clone()) {
-            problems.at(
-                &file,
-                cx.loc,
-                cx.path("name"),
-                format!("duplicate deployment name '{}'", d.name),
-            );
-            continue;
-        }
-        if let Some(base) = d.base_url.as_deref()
-            && points_at([listen, admin_listen], base)
-        {
-            cx.problem(
-                &mut problems,
-                "base_url",
-                format!(
-                    "{} is this gateway's own address: every request to it would come back to the gateway",
-                    crate::base::printable(base)
-                ),
-            );
-            continue;
-        }
-        match cx.endpoint(d, &mut problems) {
-            Built::Skip => {}
-            Built::Disabled => disabled.push(d.name.clone()),
-            Built::Ok(ep) => {
-                if d.discover {
-                    discover.push(ep);
-                } else {
-                    if ep.expect.is_some() {
-                        verify.push(ep.clone());
-                    }
-                    if let Some(model) = d.model.as_ref().and_then(|m| catalog.get(m)) {
-                        let upstream = d.upstream_model.clone().unwrap_or_else(|| model.id.clone());
-                        deployments.push(Arc::new(Deployment::configured(
-                            d.name.clone(),
-                            ep,
-                            model.clone(),
-                            upstream,
-                        )));
-                    }
-                }
-            }
-        }
-    }
-    for d in &deployments {
-        if let Some(m) = catalog.get(&d.name)
-            && m.id != d.model.id
-        {
-            problems.0.push(crate::yaml::problem::Problem {
-                file: file.clone(),
-                line: 0,
-                column: 0,
-                path: "deployments".into(),
-                message: format!(
-                    "deployment '{}' has the id of another catalog model; rename it",
-                    d.name
-                ),
-            });
-        }
-    }
+/// The server's, the limits' and reloading's settings.
+struct Settings {
+    server: ServerSettings,
+    limits: Limits,
+    limit_store: String,
+    reload: ReloadSettings,
+}
 
-    let dur = |d: &Option<super::spec::Dur>, default: u64| {
+fn settings(
+    file: &Arc<str>,
+    spec: &ConfigSpec,
+    [listen, admin_listen]: [SocketAddr; 2],
+    problems: &mut Problems,
+) -> Settings {
+    let dur = |d: &Option<crate::config::spec::Dur>, default: u64| {
         d.map_or(Duration::from_secs(default), |d| d.0)
     };
     let server = ServerSettings {
@@ -538,23 +370,22 @@ fn build(
         ("server.write_stall_timeout", server.write_stall_timeout),
     ] {
         if d.is_zero() {
-            problems.at(&file, Location::UNKNOWN, field, "must be more than 0");
+            problems.at(file, Location::UNKNOWN, field, "must be more than 0");
         }
     }
-    let anonymous = caller_of(None, "default", None, &BTreeMap::new());
     let limit_store = match &spec.limits.store {
         None => "memory".to_owned(),
         Some(s) if s.value == "memory" => "memory".to_owned(),
         Some(s) => {
             if !s.value.starts_with("redis://") {
                 problems.at(
-                    &file,
+                    file,
                     s.referenced,
                     "limits.store",
                     "must be 'memory' or a redis:// URL",
                 );
             } else if let Err(e) = crate::limits::redis_store::RedisStore::new(&s.value) {
-                problems.at(&file, s.referenced, "limits.store", e);
+                problems.at(file, s.referenced, "limits.store", e);
             }
             s.value.clone()
         }
@@ -574,7 +405,7 @@ fn build(
         || limits.max_sse_line_bytes < 1024
     {
         problems.at(
-            &file,
+            file,
             Location::UNKNOWN,
             "limits",
             "limits must be positive (max_sse_line_bytes at least 1024)",
@@ -585,32 +416,12 @@ fn build(
         discovery_interval: dur(&spec.reload.discovery_interval, 15)
             .max(Duration::from_millis(100)),
     };
-
-    if !problems.is_empty() {
-        return Err(problems);
+    Settings {
+        server,
+        limits,
+        limit_store,
+        reload,
     }
-    Ok(Loaded {
-        config: Config {
-            origin: origin.clone(),
-            hash: hex(&hasher.finalize())[..16].to_owned(),
-            server,
-            auth_required,
-            keys,
-            catalog,
-            deployments,
-            discover,
-            verify,
-            policies,
-            active_policy,
-            limits,
-            limit_store,
-            on_store_error: spec.limits.on_store_error,
-            anonymous,
-            reload,
-        },
-        watched: sources.watched,
-        disabled,
-    })
 }
 
 fn address(
@@ -694,11 +505,10 @@ fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     }
 }
 
+mod callers;
 mod deployment;
 #[cfg(test)]
 mod tests;
-
-use deployment::{Built, DeploymentCx, points_at};
 
 /// Refuses limits that cannot mean what they say.
 fn check_limit_set(

@@ -154,135 +154,15 @@ impl Snapshot {
         limiter: Arc<crate::limits::Limiter>,
     ) -> Snapshot {
         let mut withheld = Vec::new();
-        let mut deployments: Vec<Arc<Deployment>> = Vec::with_capacity(config.deployments.len());
-        for d in &config.deployments {
-            let Some(want) = &d.endpoint.expect else {
-                deployments.push(d.clone());
-                continue;
-            };
-            let evidence = discovered
-                .get(&d.endpoint.name)
-                .and_then(|found| found.iter().find(|e| e.served == d.upstream_model));
-            let verdict = match evidence {
-                None => Err(format!(
-                    "its weights are pinned ({want}) and the backend has not shown them yet"
-                )),
-                Some(ev) => crate::catalog::identify::identify(
-                    &config.catalog,
-                    ev,
-                    Some(want),
-                    Some(&d.model),
-                ),
-            };
-            match verdict {
-                Ok(identity) => deployments.push(Arc::new(d.with_identity(identity))),
-                Err(why) => withheld.push((d.name.clone(), why)),
-            }
-        }
-        for ep in &config.discover {
-            let Some(found) = discovered.get(&ep.name) else {
-                continue;
-            };
-            for ev in found {
-                let identity = match crate::catalog::identify::identify(
-                    &config.catalog,
-                    ev,
-                    ep.expect.as_ref(),
-                    None,
-                ) {
-                    Ok(i) => i,
-                    Err(why) => {
-                        // Named by the backend's configured name: what a backend lists stays
-                        // out of metric labels.
-                        withheld.push((ep.name.clone(), format!("'{}': {why}", ev.served)));
-                        continue;
-                    }
-                };
-                if identity.model.is_none() && ep.refuse_unidentified {
-                    withheld.push((
-                        ep.name.clone(),
-                        format!(
-                            "'{}' was not identified ({}), and the backend says refuse_unidentified",
-                            ev.served, identity.evidence
-                        ),
-                    ));
-                    continue;
-                }
-                let model = match identity
-                    .model
-                    .as_deref()
-                    .and_then(|id| config.catalog.get(id))
-                {
-                    Some(m) => m.clone(),
-                    // Known by what the backend calls it, unless that is a catalog model's
-                    // name: an unidentified model never passes for one (in routes, listings
-                    // and rules that name models). Then it goes by its deployment's name.
-                    None if config.catalog.match_served_name(&ev.served).is_some() => Arc::new(
-                        config
-                            .catalog
-                            .uncatalogued(&format!("{}/{}", ep.name, ev.served)),
-                    ),
-                    None => Arc::new(config.catalog.uncatalogued(&ev.served)),
-                };
-                deployments.push(Arc::new(Deployment::discovered(
-                    ep.clone(),
-                    model,
-                    &ev.served,
-                    identity,
-                )));
-            }
-        }
-
+        let mut deployments = configured(&config, discovered, &mut withheld);
+        deployments.extend(discovered_deployments(&config, discovered, &mut withheld));
         let deployments: Vec<Arc<Deployment>> = deployments
             .iter()
             .map(|d| Arc::new(d.with_health(book)))
             .collect();
         let names: Vec<&str> = deployments.iter().map(|d| d.name.as_str()).collect();
         book.retain(&names);
-        let mut routes: HashMap<String, Route> = HashMap::new();
-        let mut by_model: Vec<(Arc<crate::catalog::Model>, Vec<usize>)> = Vec::new();
-        for (i, d) in deployments.iter().enumerate() {
-            match by_model.iter_mut().find(|(m, _)| m.id == d.model.id) {
-                Some((_, v)) => v.push(i),
-                None => by_model.push((d.model.clone(), vec![i])),
-            }
-        }
-        for (m, idx) in &by_model {
-            routes.insert(m.id.clone(), Route::Model(idx.clone()));
-        }
-        // A model is also reachable under the name its backend uses (`upstream_model`, or the
-        // name a backend listed), unless that name is a catalog id or stands for deployments
-        // of different models.
-        let mut served: HashMap<&str, (Option<&str>, Vec<usize>)> = HashMap::new();
-        for (i, d) in deployments.iter().enumerate() {
-            let e = served
-                .entry(d.upstream_model.as_str())
-                .or_insert((Some(d.model.id.as_str()), Vec::new()));
-            if e.0 != Some(d.model.id.as_str()) {
-                e.0 = None;
-            }
-            e.1.push(i);
-        }
-        // Deployment names first: a backend's name for a model never hides a deployment.
-        for (i, d) in deployments.iter().enumerate() {
-            routes.entry(d.name.clone()).or_insert(Route::Deployment(i));
-        }
-        let mut served: Vec<_> = served.into_iter().collect();
-        served.sort_by_key(|(_, (_, idx))| idx[0]);
-        for (name, (model, idx)) in served {
-            if model.is_some() && !routes.contains_key(name) {
-                routes.insert(name.to_owned(), Route::Model(idx));
-            }
-        }
-        routes.insert(AUTO.to_owned(), Route::Auto);
-        by_model.sort_by_key(|(m, _)| {
-            config
-                .catalog
-                .models
-                .iter()
-                .position(|c| c.id == m.id)
-                .unwrap_or(usize::MAX)
-        });
+        let (routes, by_model) = route_table(&config, &deployments);
         let policies =
             crate::policy::Policies::compile(&config.policies, &config.active_policy, &deployments);
         Snapshot {
@@ -300,4 +180,157 @@ impl Snapshot {
     pub fn route(&self, requested: &str) -> Option<&Route> {
         self.routes.get(requested)
     }
+}
+
+/// The configured deployments that are served: all but those whose pinned weights the
+/// backend has not shown (those are `withheld`, with why).
+fn configured(
+    config: &Config,
+    discovered: &Discovered,
+    withheld: &mut Vec<(String, String)>,
+) -> Vec<Arc<Deployment>> {
+    let mut deployments: Vec<Arc<Deployment>> = Vec::with_capacity(config.deployments.len());
+    for d in &config.deployments {
+        let Some(want) = &d.endpoint.expect else {
+            deployments.push(d.clone());
+            continue;
+        };
+        let evidence = discovered
+            .get(&d.endpoint.name)
+            .and_then(|found| found.iter().find(|e| e.served == d.upstream_model));
+        let verdict = match evidence {
+            None => Err(format!(
+                "its weights are pinned ({want}) and the backend has not shown them yet"
+            )),
+            Some(ev) => {
+                crate::catalog::identify::identify(&config.catalog, ev, Some(want), Some(&d.model))
+            }
+        };
+        match verdict {
+            Ok(identity) => deployments.push(Arc::new(d.with_identity(identity))),
+            Err(why) => withheld.push((d.name.clone(), why)),
+        }
+    }
+    deployments
+}
+
+/// A deployment for every model a discovering backend listed, identified from what it
+/// showed; models it cannot serve are `withheld`, with why.
+fn discovered_deployments(
+    config: &Config,
+    discovered: &Discovered,
+    withheld: &mut Vec<(String, String)>,
+) -> Vec<Arc<Deployment>> {
+    let mut deployments = Vec::new();
+    for ep in &config.discover {
+        let Some(found) = discovered.get(&ep.name) else {
+            continue;
+        };
+        for ev in found {
+            let identity = match crate::catalog::identify::identify(
+                &config.catalog,
+                ev,
+                ep.expect.as_ref(),
+                None,
+            ) {
+                Ok(i) => i,
+                Err(why) => {
+                    // Named by the backend's configured name: what a backend lists stays
+                    // out of metric labels.
+                    withheld.push((ep.name.clone(), format!("'{}': {why}", ev.served)));
+                    continue;
+                }
+            };
+            if identity.model.is_none() && ep.refuse_unidentified {
+                withheld.push((
+                    ep.name.clone(),
+                    format!(
+                        "'{}' was not identified ({}), and the backend says refuse_unidentified",
+                        ev.served, identity.evidence
+                    ),
+                ));
+                continue;
+            }
+            let model = match identity
+                .model
+                .as_deref()
+                .and_then(|id| config.catalog.get(id))
+            {
+                Some(m) => m.clone(),
+                // Known by what the backend calls it, unless that is a catalog model's
+                // name: an unidentified model never passes for one (in routes, listings
+                // and rules that name models). Then it goes by its deployment's name.
+                None if config.catalog.match_served_name(&ev.served).is_some() => Arc::new(
+                    config
+                        .catalog
+                        .uncatalogued(&format!("{}/{}", ep.name, ev.served)),
+                ),
+                None => Arc::new(config.catalog.uncatalogued(&ev.served)),
+            };
+            deployments.push(Arc::new(Deployment::discovered(
+                ep.clone(),
+                model,
+                &ev.served,
+                identity,
+            )));
+        }
+    }
+    deployments
+}
+
+/// What each requested name stands for, and the models to list with their deployments (in
+/// catalog order).
+#[expect(clippy::type_complexity, reason = "the snapshot's own two fields")]
+fn route_table(
+    config: &Config,
+    deployments: &[Arc<Deployment>],
+) -> (
+    HashMap<String, Route>,
+    Vec<(Arc<crate::catalog::Model>, Vec<usize>)>,
+) {
+    let mut routes: HashMap<String, Route> = HashMap::new();
+    let mut by_model: Vec<(Arc<crate::catalog::Model>, Vec<usize>)> = Vec::new();
+    for (i, d) in deployments.iter().enumerate() {
+        match by_model.iter_mut().find(|(m, _)| m.id == d.model.id) {
+            Some((_, v)) => v.push(i),
+            None => by_model.push((d.model.clone(), vec![i])),
+        }
+    }
+    for (m, idx) in &by_model {
+        routes.insert(m.id.clone(), Route::Model(idx.clone()));
+    }
+    // A model is also reachable under the name its backend uses (`upstream_model`, or the
+    // name a backend listed), unless that name is a catalog id or stands for deployments
+    // of different models.
+    let mut served: HashMap<&str, (Option<&str>, Vec<usize>)> = HashMap::new();
+    for (i, d) in deployments.iter().enumerate() {
+        let e = served
+            .entry(d.upstream_model.as_str())
+            .or_insert((Some(d.model.id.as_str()), Vec::new()));
+        if e.0 != Some(d.model.id.as_str()) {
+            e.0 = None;
+        }
+        e.1.push(i);
+    }
+    // Deployment names first: a backend's name for a model never hides a deployment.
+    for (i, d) in deployments.iter().enumerate() {
+        routes.entry(d.name.clone()).or_insert(Route::Deployment(i));
+    }
+    let mut served: Vec<_> = served.into_iter().collect();
+    served.sort_by_key(|(_, (_, idx))| idx[0]);
+    for (name, (model, idx)) in served {
+        if model.is_some() && !routes.contains_key(name) {
+            routes.insert(name.to_owned(), Route::Model(idx));
+        }
+    }
+    routes.insert(AUTO.to_owned(), Route::Auto);
+    by_model.sort_by_key(|(m, _)| {
+        config
+            .catalog
+            .models
+            .iter()
+            .position(|c| c.id == m.id)
+            .unwrap_or(usize::MAX)
+    });
+    (routes, by_model)
 }

@@ -218,10 +218,21 @@ fn list<T: std::fmt::Debug>(v: &[T]) -> String {
 
 /// The first request-independent requirement `d` fails.
 pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
+    // In the order a refusal names its reason: what the model is, then where it runs, then
+    // what it can do, then which it is, then what it costs.
+    check_openness(req, d)
+        .or_else(|| check_license_identity(req, d))
+        .or_else(|| check_license_terms(req, d))
+        .or_else(|| check_place(req, d))
+        .or_else(|| check_capabilities(req, d))
+        .or_else(|| check_names(req, d))
+        .or_else(|| check_price(req, d))
+}
+
+/// The model's openness class.
+fn check_openness(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
     use RefusalKind as K;
     let m = &d.model;
-    let l = &m.license;
-    let ep = &d.endpoint;
     if !req.openness.is_empty() && !req.openness.contains(&m.openness) {
         let allowed: Vec<&str> = req.openness.iter().map(|o| o.as_str()).collect();
         return refuse(
@@ -233,6 +244,14 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
             ),
         );
     }
+    None
+}
+
+/// Which license the model is under: known at all, and one allowed.
+fn check_license_identity(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
+    use RefusalKind as K;
+    let m = &d.model;
+    let l = &m.license;
     let lr = &req.license;
     if m.test_only && lr.requires_anything() {
         return refuse(
@@ -269,6 +288,14 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
             format!("license kind {:?} is not allowed", l.kind).to_lowercase(),
         );
     }
+    None
+}
+
+/// What the license's terms allow.
+fn check_license_terms(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
+    use RefusalKind as K;
+    let l = &d.model.license;
+    let lr = &req.license;
     if let Some(want) = lr.osi_approved
         && l.osi_approved != want
     {
@@ -349,6 +376,13 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
             format!("license {} facts are not verified", l.id),
         );
     }
+    None
+}
+
+/// Where the model runs and what happens to the prompts there.
+fn check_place(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
+    use RefusalKind as K;
+    let ep = &d.endpoint;
     let locality = d.locality();
     if !req.locality.is_empty() {
         match locality {
@@ -430,6 +464,13 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
             ),
         );
     }
+    None
+}
+
+/// What the model can do.
+fn check_capabilities(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
+    use RefusalKind as K;
+    let m = &d.model;
     let caps = &req.capabilities;
     let mc = &m.capabilities;
     for (needed, has, what) in [
@@ -449,6 +490,13 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
             format!("context window {} is under {min}", mc.context_window),
         );
     }
+    None
+}
+
+/// Which model and deployment it is.
+fn check_names(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
+    use RefusalKind as K;
+    let m = &d.model;
     if m.uncatalogued && (!req.models.is_empty() || !req.deny_models.is_empty()) {
         // Its id is only what the backend calls it: it may be any model, the denied ones too.
         return refuse(
@@ -477,6 +525,14 @@ pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
             ),
         );
     }
+    None
+}
+
+/// What it costs.
+fn check_price(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
+    use RefusalKind as K;
+    let m = &d.model;
+    let ep = &d.endpoint;
     let p = &req.max_price;
     let caps_price =
         p.input_per_million.is_some() || p.output_per_million.is_some() || p.per_request.is_some();

@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::deployment::points_at;
 use super::*;
 use crate::config::spec::Locality;
 

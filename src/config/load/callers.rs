@@ -1,0 +1,234 @@
+//! Who may call: tenants, keys and whether a key is required, validated into callers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_saphyr::Location;
+
+use super::check_limit_set;
+use crate::config::keys::{Caller, KeyStore};
+use crate::config::spec::{AuthMode, ConfigSpec, LimitSetSpec, TenantSpec};
+use crate::limits::LimitSet;
+use crate::yaml::problem::Problems;
+
+/// Who may call, as a configuration says.
+pub(super) struct Callers {
+    pub keys: KeyStore,
+    /// Callers must present a key.
+    pub auth_required: bool,
+    /// The caller of a gateway without keys (the `default` tenant, with its limits).
+    pub anonymous: Caller,
+}
+
+type Tenants<'a> = HashMap<&'a str, &'a TenantSpec>;
+
+/// The callers of `spec`; the API listens on `listen`.
+pub(super) fn callers(
+    file: &Arc<str>,
+    spec: &ConfigSpec,
+    policy_names: &HashSet<String>,
+    listen: SocketAddr,
+    problems: &mut Problems,
+) -> Callers {
+    let tenants = tenants(file, spec, policy_names, problems);
+    let keys = keys(file, spec, &tenants, policy_names, problems);
+    let auth_required = auth_required(file, spec, &keys, listen, problems);
+    let anonymous = caller_of(&tenants, None, "default", None, &BTreeMap::new());
+    Callers {
+        keys,
+        auth_required,
+        anonymous,
+    }
+}
+
+fn tenants<'a>(
+    file: &Arc<str>,
+    spec: &'a ConfigSpec,
+    policy_names: &HashSet<String>,
+    problems: &mut Problems,
+) -> Tenants<'a> {
+    let mut tenants: Tenants<'a> = HashMap::new();
+    for (i, t) in spec.tenants.iter().enumerate() {
+        let loc = t.referenced;
+        let t = &t.value;
+        let path = |f: &str| format!("tenants[{i}].{f}");
+        if t.name.trim().is_empty() || tenants.insert(t.name.as_str(), t).is_some() {
+            problems.at(
+                file,
+                loc,
+                path("name"),
+                "tenant names must be non-empty and unique",
+            );
+        }
+        for p in &t.policies {
+            if !policy_names.contains(p) {
+                problems.at(
+                    file,
+                    loc,
+                    path("policies"),
+                    format!("no policy is named '{p}'"),
+                );
+            }
+        }
+        if let Some(l) = &t.limits {
+            check_limit_set(l, file, loc, &path("limits"), problems);
+        }
+    }
+    tenants
+}
+
+/// The caller of a key (none: of the tenant itself), with its tenant's labels and limits.
+fn caller_of(
+    tenants: &Tenants<'_>,
+    key: Option<(&str, Option<&LimitSetSpec>)>,
+    tenant: &str,
+    policy: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> Caller {
+    let t = tenants.get(tenant);
+    let mut all: BTreeMap<String, String> = t.map(|t| t.labels.clone()).unwrap_or_default();
+    all.extend(labels.iter().map(|(a, b)| (a.clone(), b.clone())));
+    let none = LimitSet::default();
+    let tenant_limits = t
+        .and_then(|t| t.limits.as_ref())
+        .map_or(none, LimitSet::from_spec);
+    let key_limits = key.map(|(id, l)| (id, l.map_or(none, LimitSet::from_spec)));
+    Caller {
+        key_id: key.map(|(id, _)| Arc::from(id)),
+        tenant: Arc::from(tenant),
+        policy: policy
+            .or_else(|| t.and_then(|t| t.policies.first()).map(String::as_str))
+            .map(Arc::from),
+        labels: Arc::from(all.into_iter().collect::<Vec<_>>()),
+        limits: Arc::from(crate::limits::caller_scopes(
+            key_limits.as_ref().map(|(id, l)| (*id, l)),
+            (tenant, &tenant_limits),
+        )),
+        expires: None,
+        digest: None,
+    }
+}
+
+fn keys(
+    file: &Arc<str>,
+    spec: &ConfigSpec,
+    tenants: &Tenants<'_>,
+    policy_names: &HashSet<String>,
+    problems: &mut Problems,
+) -> KeyStore {
+    let mut keys = KeyStore::default();
+    let mut key_ids = HashSet::new();
+    for (i, k) in spec.keys.iter().enumerate() {
+        let loc = k.referenced;
+        let k = &k.value;
+        let path = |f: &str| format!("keys[{i}].{f}");
+        if k.id.trim().is_empty() || !key_ids.insert(k.id.clone()) {
+            problems.at(
+                file,
+                loc,
+                path("id"),
+                "key ids must be non-empty and unique",
+            );
+        }
+        if k.tenant.trim().is_empty() {
+            problems.at(file, loc, path("tenant"), "must not be empty");
+        }
+        if let Some(p) = &k.policy
+            && !policy_names.contains(p)
+        {
+            problems.at(
+                file,
+                loc,
+                path("policy"),
+                format!("no policy is named '{p}'"),
+            );
+        }
+        if let (Some(p), Some(t)) = (&k.policy, tenants.get(k.tenant.as_str()))
+            && !t.policies.is_empty()
+            && !t.policies.contains(p)
+        {
+            problems.at(
+                file,
+                loc,
+                path("policy"),
+                format!(
+                    "tenant '{}' may not use policy '{p}' (its policies: {})",
+                    k.tenant,
+                    t.policies.join(", ")
+                ),
+            );
+        }
+        if let Some(l) = &k.limits {
+            check_limit_set(l, file, loc, &path("limits"), problems);
+        }
+        let mut caller = caller_of(
+            tenants,
+            Some((k.id.as_str(), k.limits.as_ref())),
+            &k.tenant,
+            k.policy.as_deref(),
+            &k.labels,
+        );
+        if let Some(e) = &k.expires {
+            caller.expires = crate::limits::window::day_start(e);
+            if caller.expires.is_none() {
+                problems.at(
+                    file,
+                    loc,
+                    path("expires"),
+                    "must be a date such as 2027-01-31",
+                );
+            }
+        }
+        if let Err(e) = keys.insert_caller(&k.sha256, caller) {
+            problems.at(file, loc, path("sha256"), e);
+        }
+    }
+    keys
+}
+
+/// Whether callers must present a key: refused where none are configured and the API
+/// would listen beyond this machine.
+fn auth_required(
+    file: &Arc<str>,
+    spec: &ConfigSpec,
+    keys: &KeyStore,
+    listen: SocketAddr,
+    problems: &mut Problems,
+) -> bool {
+    let mode = spec.auth.as_ref().map_or(AuthMode::Keys, |a| a.value);
+    let auth_loc = spec
+        .auth
+        .as_ref()
+        .map_or(Location::UNKNOWN, |a| a.referenced);
+    match mode {
+        AuthMode::None => {
+            if !keys.is_empty() {
+                problems.at(
+                    file,
+                    auth_loc,
+                    "auth",
+                    "'auth: none' but keys are configured; remove one or the other",
+                );
+            }
+            false
+        }
+        AuthMode::Keys => {
+            if keys.is_empty() && !listen.ip().is_loopback() {
+                let loc = spec
+                    .listen
+                    .as_ref()
+                    .map_or(Location::UNKNOWN, |l| l.referenced);
+                problems.at(
+                    file,
+                    loc,
+                    "listen",
+                    format!(
+                        "the API would listen on {listen}, beyond this machine, with no keys: configure 'keys', or say 'auth: none' to allow it"
+                    ),
+                );
+            }
+            !keys.is_empty()
+        }
+    }
+}
