@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::exchange::RequestError;
-use crate::exchange::chat::{ChatRequest, RequestLimits, too_deep};
+use crate::exchange::chat::{ChatRequest, RequestLimits, check_depth};
 
 #[derive(Deserialize)]
 struct MessagesRequest {
@@ -276,13 +276,7 @@ fn tools_of(
 }
 
 pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestError> {
-    if too_deep(body, limits.max_depth) {
-        return Err(RequestError::Invalid {
-            message: format!("the body nests deeper than {} levels", limits.max_depth),
-            param: None,
-            code: "too_deep",
-        });
-    }
+    check_depth(body, limits.max_depth)?;
     let r: MessagesRequest =
         serde_json::from_slice(body).map_err(|e| RequestError::Json(e.to_string()))?;
     let max_tokens = r

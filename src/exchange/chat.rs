@@ -47,6 +47,18 @@ impl Default for RequestLimits {
     }
 }
 
+/// Refuses JSON that nests deeper than `max` (400, code `too_deep`).
+pub fn check_depth(body: &[u8], max: usize) -> Result<(), RequestError> {
+    if too_deep(body, max) {
+        return Err(RequestError::Invalid {
+            message: format!("the body nests deeper than {max} levels"),
+            param: None,
+            code: "too_deep",
+        });
+    }
+    Ok(())
+}
+
 /// Whether JSON nests deeper than `max`. One pass over the bytes, before any parsing, so that
 /// fields passed through as raw JSON cannot carry a structure that breaks a backend's parser.
 pub fn too_deep(body: &[u8], max: usize) -> bool {
@@ -142,13 +154,7 @@ pub struct Message {
 impl ChatRequest {
     /// Parses and validates a request body. Errors name the offending parameter.
     pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestError> {
-        if too_deep(body, limits.max_depth) {
-            return Err(RequestError::Invalid {
-                message: format!("the body nests deeper than {} levels", limits.max_depth),
-                param: None,
-                code: "too_deep",
-            });
-        }
+        check_depth(body, limits.max_depth)?;
         let failed_param = Cell::new(None);
         let mut de = serde_json::Deserializer::from_slice(body);
         let parsed = RequestSeed {

@@ -53,9 +53,7 @@ struct Wire {
 
 impl EmbeddingsRequest {
     pub fn parse(body: &[u8], max_depth: usize) -> Result<EmbeddingsRequest, RequestError> {
-        if super::chat::too_deep(body, max_depth) {
-            return Err(RequestError::invalid("input", "the body nests too deep"));
-        }
+        super::chat::check_depth(body, max_depth)?;
         let w: Wire =
             serde_json::from_slice(body).map_err(|e| RequestError::Json(e.to_string()))?;
         let model = w

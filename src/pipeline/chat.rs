@@ -13,14 +13,14 @@ use crate::error::GatewayError;
 use crate::exchange::answer::EndReason;
 use crate::exchange::chat::{ChatRequest, RequestLimits};
 use crate::metrics::model_labels;
-use crate::policy::recheck::{Asked, Recheck};
+use crate::policy::recheck::Asked;
 use crate::policy::{self, Ask, Decision, Needs};
 use crate::stream::body::ResponseBody;
 use crate::stream::respond;
 use crate::upstream::relay::{OnEnd, StreamEnd};
 use crate::upstream::{self, Answer, Plan, Served, StreamSetup};
 
-use super::admit::{admit, deadline_of, reservation};
+use super::admit::{deadline_of, reservation};
 use super::record::{Cancelled, Record};
 use super::{Ctx, Failure, Opened, Outcome, Sent, undecided};
 
@@ -100,15 +100,11 @@ async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure
     let tokens = prompt_estimate
         + u64::from(req.max_output_tokens().unwrap_or(0)) * u64::from(req.n.unwrap_or(1));
     let charge = (!caller.limits.is_empty()).then(|| charge(&req, &decision, tokens));
-    let ticket = admit(ctx, snapshot, caller, charge)
-        .await
-        .map_err(|e| (e, Some(policy.clone())))?;
+    let ticket = opened.admit(ctx, &policy, charge).await?;
 
     // ⑤⑥ Call.
-    let recheck = Recheck::new(
-        ctx.live.clone(),
-        snapshot,
-        caller,
+    let recheck = opened.recheck(
+        ctx,
         Asked {
             model: &req.model,
             endpoint: front.endpoint(),

@@ -9,12 +9,12 @@ use crate::api::Front;
 use crate::auth::Authed;
 use crate::config::Deployment;
 use crate::exchange::embeddings::EmbeddingsRequest;
-use crate::policy::recheck::{Asked, ByteSize, Recheck};
+use crate::policy::recheck::{Asked, ByteSize};
 use crate::policy::{self, Ask, Needs};
 use crate::stream::respond;
 use crate::upstream::{self, Plan};
 
-use super::admit::{admit, deadline_of, reservation};
+use super::admit::{deadline_of, reservation};
 use super::record::Record;
 use super::{Ctx, Failure, Opened, Outcome, Sent, undecided};
 
@@ -62,13 +62,9 @@ async fn embed(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
         reserve_micros: reservation(&decision, |_| bound, Some(0), None),
         lifetime: deadline_of(&decision) + crate::limits::RESERVATION_MARGIN,
     };
-    let ticket = admit(ctx, snapshot, caller, Some(charge))
-        .await
-        .map_err(|e| (e, Some(policy.clone())))?;
-    let recheck = Recheck::new(
-        ctx.live.clone(),
-        snapshot,
-        caller,
+    let ticket = opened.admit(ctx, &policy, Some(charge)).await?;
+    let recheck = opened.recheck(
+        ctx,
         Asked {
             model: &req.model,
             endpoint: ENDPOINT,

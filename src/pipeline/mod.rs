@@ -31,6 +31,7 @@ use crate::config::Snapshot;
 use crate::error::GatewayError;
 use crate::exchange::headers::X_REQUEST_ID;
 use crate::metrics::Metrics;
+use crate::policy::recheck::{Asked, Recheck};
 use crate::policy::{self, Decision, PolicyError};
 use crate::stream::body::ResponseBody;
 use crate::upstream::relay::Deadline;
@@ -171,6 +172,25 @@ impl Opened {
             policy,
             logged: true,
         }
+    }
+
+    /// Counts the request against its caller's limits with `charge` (nothing without one, or
+    /// without limits); a refusal names the `policy` that had decided.
+    async fn admit(
+        &self,
+        ctx: &Ctx,
+        policy: &Arc<str>,
+        charge: Option<crate::limits::Charge>,
+    ) -> Result<Option<crate::limits::Ticket>, Failure> {
+        admit::admit(ctx, &self.snapshot, &self.caller, charge)
+            .await
+            .map_err(|e| (e, Some(policy.clone())))
+    }
+
+    /// What decides again, before each attempt after a reload, whether a deployment is
+    /// still allowed for what was asked.
+    fn recheck<'a>(&'a self, ctx: &Ctx, asked: Asked<'a>) -> Recheck<'a> {
+        Recheck::new(ctx.live.clone(), &self.snapshot, &self.caller, asked)
     }
 
     /// Records a decision, or its refusal, in the metrics and (at debug level) the log.
