@@ -24,7 +24,6 @@ const LONG_FNS: &[(&str, &str)] = &[
     ("adapters/gemini/request.rs", "build"),
     ("exchange/chat/wire.rs", "visit_map"),
     ("metrics/mod.rs", "new"),
-    ("policy/validate.rs", "validate"),
     ("upstream/fallback.rs", "run"),
 ];
 
