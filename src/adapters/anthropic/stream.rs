@@ -48,6 +48,44 @@ fn invalid() -> StreamFault {
     }
 }
 
+impl AnthropicStream {
+    /// A content block's delta: text, or a tool call's arguments (of content block `block`).
+    fn delta(&mut self, block: u64, delta: &Value, enc: &mut dyn Encoder, out: &mut BytesMut) {
+        match delta.get("type").and_then(Value::as_str) {
+            Some("text_delta") => {
+                let t = delta.get("text").and_then(Value::as_str).unwrap_or("");
+                if !t.is_empty() {
+                    self.chars += t.len();
+                    self.committed = true;
+                    enc.piece(Piece::Text(t), out);
+                }
+            }
+            Some("input_json_delta") => {
+                let part = delta
+                    .get("partial_json")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if let Some((_, index)) = self.tools.iter().find(|(b, _)| *b == block) {
+                    self.chars += part.len();
+                    if !part.is_empty() {
+                        enc.piece(
+                            Piece::ToolCall {
+                                index: *index,
+                                id: None,
+                                name: None,
+                                arguments: part,
+                            },
+                            out,
+                        );
+                    }
+                }
+            }
+            // Reasoning is not carried to OpenAI clients.
+            _ => {}
+        }
+    }
+}
+
 impl StreamTranslator for AnthropicStream {
     fn event(
         &mut self,
@@ -96,39 +134,7 @@ impl StreamTranslator for AnthropicStream {
             }
             "content_block_delta" => {
                 let delta = e.delta.unwrap_or(Value::Null);
-                match delta.get("type").and_then(Value::as_str) {
-                    Some("text_delta") => {
-                        let t = delta.get("text").and_then(Value::as_str).unwrap_or("");
-                        if !t.is_empty() {
-                            self.chars += t.len();
-                            self.committed = true;
-                            enc.piece(Piece::Text(t), out);
-                        }
-                    }
-                    Some("input_json_delta") => {
-                        let part = delta
-                            .get("partial_json")
-                            .and_then(Value::as_str)
-                            .unwrap_or("");
-                        let block = e.index.unwrap_or(0);
-                        if let Some((_, index)) = self.tools.iter().find(|(b, _)| *b == block) {
-                            self.chars += part.len();
-                            if !part.is_empty() {
-                                enc.piece(
-                                    Piece::ToolCall {
-                                        index: *index,
-                                        id: None,
-                                        name: None,
-                                        arguments: part,
-                                    },
-                                    out,
-                                );
-                            }
-                        }
-                    }
-                    // Reasoning is not carried to OpenAI clients.
-                    _ => {}
-                }
+                self.delta(e.index.unwrap_or(0), &delta, enc, out);
             }
             "message_delta" => {
                 if let Some(u) = e.usage {
