@@ -1,6 +1,6 @@
 //! The configuration reference (`docs/configuration.md`) is generated from the configuration
 //! types: their field names, types and doc comments in `src/config/spec.rs`,
-//! `src/catalog/spec.rs` and `src/policy/spec.rs`. This test regenerates it and fails when the
+//! `src/catalog/spec.rs` and `src/config/policies/spec.rs`. This test regenerates it and fails when the
 //! file differs; `MODELGATE_WRITE_README=1 cargo test --test config_reference` writes it.
 
 #![allow(
@@ -41,20 +41,32 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("catalog", "CapabilitiesSpec", "models[].capabilities"),
     ("catalog", "PriceSpec", "models[].price"),
     ("catalog", "SourcesSpec", "models[].sources"),
-    ("policy", "PolicyFileSpec", "policies/*.yaml (top level)"),
-    ("policy", "PolicySpec", "policies[]"),
-    ("policy", "RuleSpec", "policies[].rules[]"),
-    ("policy", "MatchSpec", "rules[].match"),
-    ("policy", "RequireSpec", "rules[].require"),
-    ("policy", "LicenseRequireSpec", "rules[].require.license"),
-    ("policy", "DataRequireSpec", "rules[].require.data"),
     (
-        "policy",
+        "config/policies",
+        "PolicyFileSpec",
+        "policies/*.yaml (top level)",
+    ),
+    ("config/policies", "PolicySpec", "policies[]"),
+    ("config/policies", "RuleSpec", "policies[].rules[]"),
+    ("config/policies", "MatchSpec", "rules[].match"),
+    ("config/policies", "RequireSpec", "rules[].require"),
+    (
+        "config/policies",
+        "LicenseRequireSpec",
+        "rules[].require.license",
+    ),
+    ("config/policies", "DataRequireSpec", "rules[].require.data"),
+    (
+        "config/policies",
         "CapabilitiesRequireSpec",
         "rules[].require.capabilities",
     ),
-    ("policy", "MaxPriceSpec", "rules[].require.max_price"),
-    ("policy", "WeightsSpec", "rules[].weights"),
+    (
+        "config/policies",
+        "MaxPriceSpec",
+        "rules[].require.max_price",
+    ),
+    ("config/policies", "WeightsSpec", "rules[].weights"),
 ];
 
 struct Field {
@@ -187,11 +199,11 @@ fn generate() -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     let config = std::fs::read_to_string(format!("{root}/src/config/spec.rs")).unwrap();
     let catalog = std::fs::read_to_string(format!("{root}/src/catalog/spec.rs")).unwrap();
-    let policy = std::fs::read_to_string(format!("{root}/src/policy/spec.rs")).unwrap();
+    let policy = std::fs::read_to_string(format!("{root}/src/config/policies/spec.rs")).unwrap();
     let sources: HashMap<&str, &str> = [
         ("config", config.as_str()),
         ("catalog", catalog.as_str()),
-        ("policy", policy.as_str()),
+        ("config/policies", policy.as_str()),
     ]
     .into();
     let mut out = String::new();
@@ -271,8 +283,8 @@ fn accepted<T: serde::de::DeserializeOwned>() -> Result<Vec<String>, String> {
 #[test]
 fn documented_fields_are_the_fields_the_loader_accepts() {
     use modelgate::catalog::spec as c;
+    use modelgate::config::policies::spec as p;
     use modelgate::config::spec as g;
-    use modelgate::policy::spec as p;
     let root = env!("CARGO_MANIFEST_DIR");
     for (file, name, place) in SECTIONS {
         let taken = match *name {

@@ -8,9 +8,9 @@ use http::HeaderValue;
 
 use super::spec::{DataHandlingSpec, Kind, Locality};
 use crate::catalog::{Model, Price};
-use crate::upstream::breaker::BreakerConfig;
+use crate::config::resilience::BreakerConfig;
+use crate::config::resilience::RetryPolicy;
 use crate::upstream::health::{Health, HealthBook};
-use crate::upstream::retry::RetryPolicy;
 
 /// Per-phase timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub struct Endpoint {
     /// Outlier ejection; `None` when turned off.
     pub breaker: Option<BreakerConfig>,
     /// Requests and tokens per minute it may be sent, as a limit scope named after it.
-    pub limits: Option<crate::limits::Scope>,
+    pub limits: Option<crate::config::scopes::Scope>,
 }
 
 /// One model at one endpoint.

@@ -18,7 +18,7 @@ pub struct Caller {
     /// Labels the key always carries (its tenant's included).
     pub labels: Arc<[(String, String)]>,
     /// The key's and the tenant's limits, where they have any.
-    pub limits: Arc<[crate::limits::Scope]>,
+    pub limits: Arc<[crate::config::scopes::Scope]>,
     /// When the key stops working (seconds since the epoch).
     pub expires: Option<u64>,
     /// The digest of the key presented, so that a request can find its caller again in a

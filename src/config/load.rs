@@ -15,7 +15,7 @@ use super::{Config, EMBEDDED_CONFIG, Limits, Origin, ReloadSettings, ServerSetti
 use crate::catalog::spec::CatalogFileSpec;
 use crate::catalog::{Catalog, builtin};
 use crate::config::keys::hex;
-use crate::policy::spec::PolicyFileSpec;
+use crate::config::policies::spec::PolicyFileSpec;
 use crate::yaml;
 use crate::yaml::problem::Problems;
 
@@ -147,7 +147,7 @@ pub fn load(origin: &Origin, overrides: &Overrides, env: &dyn Env) -> Result<Loa
     );
     let policies = read(
         if spec.policies.builtin {
-            crate::policy::builtin::FILES
+            crate::config::policies::builtin::FILES
         } else {
             &[]
         },
@@ -196,7 +196,7 @@ pub fn load_texts(
         catalog: texts(spec.catalog.builtin, builtin::FILES, "providers", catalog),
         policies: texts(
             spec.policies.builtin,
-            crate::policy::builtin::FILES,
+            crate::config::policies::builtin::FILES,
             "policies",
             policies,
         ),
@@ -299,7 +299,7 @@ fn policies(
     hasher: &mut Sha256,
     problems: &mut Problems,
 ) -> (
-    Vec<Arc<crate::policy::spec::PolicySpec>>,
+    Vec<Arc<crate::config::policies::spec::PolicySpec>>,
     HashSet<String>,
     String,
 ) {
@@ -309,7 +309,7 @@ fn policies(
         hasher.update(name.as_bytes());
         hasher.update(text.as_bytes());
         if let Some(f) = yaml::parse::<PolicyFileSpec>(name, text, problems) {
-            crate::policy::validate::validate(
+            crate::config::policies::validate::validate(
                 name,
                 &f.policies,
                 catalog,
@@ -320,7 +320,7 @@ fn policies(
         }
     }
     let active_policy = spec.policies.active.as_ref().map_or_else(
-        || crate::policy::DEFAULT_POLICY.to_owned(),
+        || crate::config::policies::DEFAULT_POLICY.to_owned(),
         |a| a.value.clone(),
     );
     if !policy_names.contains(&active_policy) {
@@ -384,8 +384,14 @@ fn settings(
                     "limits.store",
                     "must be 'memory' or a redis:// URL",
                 );
-            } else if let Err(e) = crate::limits::redis_store::RedisStore::new(&s.value) {
-                problems.at(file, s.referenced, "limits.store", e);
+            } else if let Err(e) = redis::Client::open(s.value.as_str()) {
+                // The limiter opens the same URL the same way when it starts.
+                problems.at(
+                    file,
+                    s.referenced,
+                    "limits.store",
+                    format!("not a Redis URL: {e}"),
+                );
             }
             s.value.clone()
         }

@@ -4,6 +4,9 @@
 pub mod deployment;
 pub mod keys;
 pub mod load;
+pub mod policies;
+pub mod resilience;
+pub mod scopes;
 pub mod secret;
 pub mod spec;
 
@@ -79,7 +82,7 @@ pub struct Config {
     /// discovered ones, served once the digest matches.
     pub verify: Vec<Arc<Endpoint>>,
     /// Every loaded policy, validated.
-    pub policies: Vec<Arc<crate::policy::spec::PolicySpec>>,
+    pub policies: Vec<Arc<crate::config::policies::spec::PolicySpec>>,
     /// The policy in force for callers whose key names none.
     pub active_policy: String,
     pub limits: Limits,

@@ -18,34 +18,7 @@ pub struct Windows {
     pub now_ms: u64,
 }
 
-use crate::base::{civil, digits};
-
-/// Seconds since the epoch at the start of a UTC day written `2027-01-31`.
-pub fn day_start(date: &str) -> Option<u64> {
-    let mut it = date.trim().splitn(3, '-');
-    let y: u64 = it.next()?.parse().ok()?;
-    let m: u64 = it.next()?.parse().ok()?;
-    let d: u64 = it.next()?.parse().ok()?;
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, mp) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400)
-}
-
-fn days_in_month(y: u64, m: u64) -> u64 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400) => 29,
-        _ => 28,
-    }
-}
+use crate::base::{civil, days_in_month, digits};
 
 impl Windows {
     pub fn now() -> Windows {
@@ -87,6 +60,7 @@ impl Windows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::day_start;
 
     #[test]
     fn calendar_windows_in_utc() {

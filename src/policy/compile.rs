@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use super::spec::{EndpointName, PolicySpec, Preference, RequireSpec, RuleSpec, WeightsSpec};
 use crate::config::Deployment;
+use crate::config::policies::spec::{
+    EndpointName, PolicySpec, Preference, RequireSpec, RuleSpec, WeightsSpec,
+};
 
 /// Why a deployment may not serve a request: a closed kind (a metric label) and the detail.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,30 +7,24 @@
 //! upstream layer, and only this module can make one, so no retry or fallback can reach a
 //! deployment the decision left out.
 
-pub mod builtin;
 pub mod compile;
 pub mod labels;
 mod rank;
 pub mod recheck;
-pub mod spec;
-pub mod validate;
 
 use std::sync::Arc;
 
 use http::{HeaderValue, StatusCode};
 
+pub use crate::config::policies::spec::EndpointName;
 use compile::{CompiledPolicy, CompiledRule, Match};
 pub use compile::{Policies, Refusal, RefusalKind};
-pub use spec::EndpointName;
 
 use crate::base::printable;
 use crate::catalog::{Model, Task};
 use crate::config::keys::Caller;
 use crate::config::{Deployment, Route, Snapshot};
 use crate::exchange::{ErrorBody, ErrorType};
-
-/// The name of the shipped policy that allows everything.
-pub const DEFAULT_POLICY: &str = "default";
 
 /// What the request needs whatever the rule says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

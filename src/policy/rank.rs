@@ -3,10 +3,10 @@
 use std::cmp::Ordering;
 
 use super::compile::CompiledRule;
-use super::spec::Preference;
 use super::{Ask, Snapshot};
 use crate::catalog::Openness;
 use crate::config::Deployment;
+use crate::config::policies::spec::Preference;
 use crate::config::spec::Locality;
 
 /// Output tokens assumed when the request sets no cap, to compare costs.

@@ -385,7 +385,7 @@ fn every_shipped_policy_file_is_built_in_and_loads() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
     on_disk.sort();
-    let built_in: Vec<String> = builtin::FILES
+    let built_in: Vec<String> = crate::config::policies::builtin::FILES
         .iter()
         .map(|(n, _)| (*n).to_owned())
         .collect();

@@ -9,35 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// When to eject.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BreakerConfig {
-    /// Consecutive failures that eject.
-    pub consecutive_failures: u32,
-    /// Failure rate (0–1) over the recent window that ejects.
-    pub failure_rate: f64,
-    /// Size of the recent window.
-    pub window: usize,
-    /// Fewest attempts in the window before the rate counts.
-    pub min_requests: usize,
-    /// First ejection.
-    pub base_ejection: Duration,
-    /// Longest ejection.
-    pub max_ejection: Duration,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        BreakerConfig {
-            consecutive_failures: 5,
-            failure_rate: 0.5,
-            window: 20,
-            min_requests: 10,
-            base_ejection: Duration::from_secs(1),
-            max_ejection: Duration::from_secs(30),
-        }
-    }
-}
+pub use crate::config::resilience::BreakerConfig;
 
 /// The state, as exported in metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,43 +10,8 @@ use std::time::Duration;
 use http::HeaderValue;
 use tokio::time::Instant;
 
+pub use crate::config::resilience::RetryPolicy;
 pub use crate::config::spec::RetryOn;
-
-/// How one deployment is retried.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RetryPolicy {
-    /// Retries after the first try.
-    pub attempts: u32,
-    pub on: Vec<RetryOn>,
-    pub base: Duration,
-    pub max: Duration,
-    /// Longest `Retry-After` waited for; a longer one moves on to the next deployment.
-    pub max_retry_after: Duration,
-    /// Retries may add this fraction of recent requests...
-    pub budget_ratio: f64,
-    /// ...plus this many per second.
-    pub budget_min_per_second: u32,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 1,
-            on: vec![
-                RetryOn::Connect,
-                RetryOn::Timeout,
-                RetryOn::RequestTimeout,
-                RetryOn::RateLimited,
-                RetryOn::ServerError,
-            ],
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-            max_retry_after: Duration::from_secs(10),
-            budget_ratio: 0.2,
-            budget_min_per_second: 3,
-        }
-    }
-}
 
 static SEED: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
 

@@ -8,8 +8,8 @@ use serde_saphyr::Location;
 
 use super::check_limit_set;
 use crate::config::keys::{Caller, KeyStore};
+use crate::config::scopes::LimitSet;
 use crate::config::spec::{AuthMode, ConfigSpec, LimitSetSpec, TenantSpec};
-use crate::limits::LimitSet;
 use crate::yaml::problem::Problems;
 
 /// Who may call, as a configuration says.
@@ -101,7 +101,7 @@ fn caller_of(
             .or_else(|| t.and_then(|t| t.policies.first()).map(String::as_str))
             .map(Arc::from),
         labels: Arc::from(all.into_iter().collect::<Vec<_>>()),
-        limits: Arc::from(crate::limits::caller_scopes(
+        limits: Arc::from(crate::config::scopes::caller_scopes(
             key_limits.as_ref().map(|(id, l)| (*id, l)),
             (tenant, &tenant_limits),
         )),
@@ -170,7 +170,7 @@ fn keys(
             &k.labels,
         );
         if let Some(e) = &k.expires {
-            caller.expires = crate::limits::window::day_start(e);
+            caller.expires = crate::base::day_start(e);
             if caller.expires.is_none() {
                 problems.at(
                     file,

@@ -14,9 +14,9 @@ use super::super::secret::{Masks, Secret};
 use super::super::spec::{DeploymentSpec, Kind, Locality};
 use super::Env;
 use crate::catalog::Catalog;
-use crate::limits::LimitSet;
-use crate::upstream::breaker::BreakerConfig;
-use crate::upstream::retry::RetryPolicy;
+use crate::config::resilience::BreakerConfig;
+use crate::config::resilience::RetryPolicy;
+use crate::config::scopes::LimitSet;
 use crate::yaml::problem::Problems;
 
 pub(super) enum Built {
@@ -138,8 +138,8 @@ impl DeploymentCx<'_> {
                 .as_ref()
                 .map(LimitSet::for_deployment)
                 .filter(|l| !l.is_empty())
-                .map(|limits| crate::limits::Scope {
-                    kind: crate::limits::ScopeKind::Deployment,
+                .map(|limits| crate::config::scopes::Scope {
+                    kind: crate::config::scopes::ScopeKind::Deployment,
                     name: Arc::from(d.name.as_str()),
                     limits,
                 }),

@@ -1,0 +1,9 @@
+//! Policies as configured: the YAML types, the files shipped inside the binary, and the checks
+//! a policy must pass to load. `crate::policy` compiles them and decides by them.
+
+pub mod builtin;
+pub mod spec;
+pub mod validate;
+
+/// The name of the shipped policy that allows everything.
+pub const DEFAULT_POLICY: &str = "default";

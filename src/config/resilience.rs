@@ -1,0 +1,72 @@
+//! How a deployment is retried and when it is ejected, as configured: plain settings, read by
+//! the upstream's breakers and retry budgets.
+
+use std::time::Duration;
+
+use super::spec::RetryOn;
+
+/// When to eject.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that eject.
+    pub consecutive_failures: u32,
+    /// Failure rate (0–1) over the recent window that ejects.
+    pub failure_rate: f64,
+    /// Size of the recent window.
+    pub window: usize,
+    /// Fewest attempts in the window before the rate counts.
+    pub min_requests: usize,
+    /// First ejection.
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    pub max_ejection: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            window: 20,
+            min_requests: 10,
+            base_ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How one deployment is retried.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first try.
+    pub attempts: u32,
+    pub on: Vec<RetryOn>,
+    pub base: Duration,
+    pub max: Duration,
+    /// Longest `Retry-After` waited for; a longer one moves on to the next deployment.
+    pub max_retry_after: Duration,
+    /// Retries may add this fraction of recent requests...
+    pub budget_ratio: f64,
+    /// ...plus this many per second.
+    pub budget_min_per_second: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 1,
+            on: vec![
+                RetryOn::Connect,
+                RetryOn::Timeout,
+                RetryOn::RequestTimeout,
+                RetryOn::RateLimited,
+                RetryOn::ServerError,
+            ],
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            max_retry_after: Duration::from_secs(10),
+            budget_ratio: 0.2,
+            budget_min_per_second: 3,
+        }
+    }
+}
