@@ -22,7 +22,7 @@ use modelgate::catalog::Model;
 use modelgate::config::keys::Caller;
 use modelgate::config::load::load_texts;
 use modelgate::config::{Discovered, Snapshot};
-use modelgate::policy::{Ask, EndpointName, Needs, PromptSize, decide};
+use modelgate::policy::{Ask, EndpointName, Needs, PromptSize, Routing, decide};
 
 /// Open-weight and closed models of the shipped catalog, spread over 200 deployments.
 const MODELS: &[&str] = &[
@@ -42,7 +42,7 @@ const MODELS: &[&str] = &[
     "gemini-2.5-flash",
 ];
 
-fn snapshot() -> Snapshot {
+fn snapshot() -> Routing {
     let mut cfg = String::from("policies: {active: big}\ndeployments:\n");
     for i in 0..200 {
         let model = MODELS[i % MODELS.len()];
@@ -73,7 +73,10 @@ fn snapshot() -> Snapshot {
     let env: HashMap<String, String> = [("KEY".to_owned(), "k".to_owned())].into();
     let loaded =
         load_texts(&cfg, &[], &[("big.yaml", &policy)], &env).unwrap_or_else(|p| panic!("{p}"));
-    Snapshot::build(Arc::new(loaded.config), &Discovered::default())
+    Routing::at_rest(Snapshot::build(
+        Arc::new(loaded.config),
+        &Discovered::default(),
+    ))
 }
 
 struct Prompt;

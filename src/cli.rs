@@ -106,18 +106,18 @@ use crate::config::keys::Caller;
 use crate::config::load::{self, Overrides, ProcessEnv};
 use crate::config::{Discovered, Origin, Snapshot};
 use crate::exchange::chat::{ChatRequest, RequestLimits};
-use crate::policy::{self, Ask, EndpointName, Needs, PromptSize};
+use crate::policy::{self, Ask, EndpointName, Needs, PromptSize, Routing};
 
 /// The configuration as a running gateway would see it: its backends asked once what they
 /// serve (each question bounded in time), so discovered models and pinned weights show as they
 /// would be served.
-pub fn load_snapshot(config: Option<PathBuf>) -> Result<Snapshot, String> {
+pub fn load_snapshot(config: Option<PathBuf>) -> Result<Routing, String> {
     let origin = config.map_or(Origin::Embedded, Origin::File);
     let loaded = load::load(&origin, &Overrides::default(), &ProcessEnv)
         .map_err(|p| format!("the configuration is invalid:\n{p}"))?;
     let config = Arc::new(loaded.config);
     let discovered = probe_all(&config);
-    Ok(Snapshot::build(config, &discovered))
+    Ok(Routing::at_rest(Snapshot::build(config, &discovered)))
 }
 
 /// Asks every discovering backend, and every backend whose weights are pinned, what it serves.
@@ -149,7 +149,7 @@ fn probe_all(config: &crate::config::Config) -> Discovered {
 
 /// What `modelgate check` says beyond validity: each served deployment whose model was not
 /// identified or is retired, each deployment withheld, each policy that only labels reach.
-pub fn check_notes(snapshot: &Snapshot) -> Vec<String> {
+pub fn check_notes(snapshot: &Routing) -> Vec<String> {
     let mut notes = Vec::new();
     for d in &snapshot.deployments {
         if d.discovered_as.is_some() || d.endpoint.expect.is_some() {

@@ -19,6 +19,7 @@ use crate::config::load::{Overrides, load, load_texts};
 use crate::config::{Deployment, Discovered, Origin, Snapshot};
 use crate::exchange::chat::{ChatRequest, RequestLimits};
 use crate::exchange::sse::SseDecoder;
+use crate::policy::Routing;
 use crate::policy::{Ask, EndpointName, Needs, PromptSize};
 
 const LIMITS: RequestLimits = RequestLimits {
@@ -34,14 +35,17 @@ fn env() -> HashMap<String, String> {
 }
 
 /// The built-in configuration with every provider's key set: deployments of every dialect.
-fn snapshot() -> &'static Snapshot {
-    static S: OnceLock<Snapshot> = OnceLock::new();
+fn snapshot() -> &'static Routing {
+    static S: OnceLock<Routing> = OnceLock::new();
     S.get_or_init(|| {
         let loaded = match load(&Origin::Embedded, &Overrides::default(), &env()) {
             Ok(l) => l,
             Err(p) => panic!("the built-in configuration does not load: {p}"),
         };
-        Snapshot::build(Arc::new(loaded.config), &Discovered::default())
+        Routing::at_rest(Snapshot::build(
+            Arc::new(loaded.config),
+            &Discovered::default(),
+        ))
     })
 }
 

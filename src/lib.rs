@@ -14,6 +14,7 @@ pub mod exchange;
 pub mod server;
 
 pub mod limits;
+pub mod live;
 pub mod policy;
 
 pub mod adapters;

@@ -9,16 +9,17 @@ use futures_util::future::{Either, Ready, ready};
 use http::{HeaderMap, Request, Response};
 use tower::{Layer, Service};
 
-use crate::config::Live;
 use crate::config::Snapshot;
 pub use crate::config::keys::Caller;
 use crate::error::{AuthError, GatewayError};
+use crate::live::{Current, Live};
 use crate::stream::body::ResponseBody;
 
 /// A request whose caller is known, with the configuration snapshot it is served under.
 pub struct Authed<B> {
     pub caller: Caller,
-    pub snapshot: Arc<Snapshot>,
+    /// The state it is served under, loaded once.
+    pub current: Arc<Current>,
     pub request: Request<B>,
 }
 
@@ -114,11 +115,11 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let snapshot = self.live.load_full();
-        match authenticate(request.headers(), &snapshot) {
+        let current = self.live.load_full();
+        match authenticate(request.headers(), &current) {
             Ok(caller) => Either::Right(self.inner.call(Authed {
                 caller,
-                snapshot,
+                current,
                 request,
             })),
             Err(e) => Either::Left(ready(Ok(GatewayError::from(e).into_response()))),

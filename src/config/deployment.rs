@@ -1,16 +1,14 @@
 //! Deployments: a model served somewhere. The [`Endpoint`] is the place (dialect, URL, key,
 //! locality, timeouts, connection pool); a [`Deployment`] is one model at one endpoint.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
 
 use super::spec::{DataHandlingSpec, Kind, Locality};
 use crate::catalog::{Model, Price};
-use crate::config::resilience::BreakerConfig;
-use crate::config::resilience::RetryPolicy;
-use crate::upstream::health::{Health, HealthBook};
+use crate::config::resilience::{BreakerConfig, RetryPolicy};
 
 /// Per-phase timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,13 +84,11 @@ pub struct Deployment {
     pub identity: Arc<crate::catalog::identify::Identity>,
     /// The response headers that name this deployment, made once.
     pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
-    /// Ejection state, retry budget and observed latency, kept across reloads by name.
-    pub health: Arc<Health>,
+    /// Its place in its snapshot's deployments: what run-time state about it is kept by.
+    pub index: usize,
     /// Where chat requests go, whole and streamed, parsed once (none for `echo`, or when the
     /// base URL does not parse).
     chat_urls: Option<Arc<[reqwest::Url; 2]>>,
-    /// Its metric series, resolved on first use (per operation: chat, embeddings).
-    pub series: [OnceLock<crate::metrics::Series>; 2],
     /// The model its usage is recorded under (its metrics' `model` label).
     pub usage_model: Arc<str>,
 }
@@ -157,7 +153,6 @@ impl Deployment {
         upstream_model: String,
     ) -> Deployment {
         let price = effective_price(&endpoint, &model);
-        let (breaker, retry) = (endpoint_breaker(&endpoint), endpoint.retry.clone());
         Deployment {
             identity: Arc::new(crate::catalog::identify::Identity::configured(
                 &model.id,
@@ -170,9 +165,8 @@ impl Deployment {
             price,
             discovered_as: None,
             response_headers: Vec::new(),
-            health: Arc::new(Health::new(breaker, &retry)),
+            index: 0,
             chat_urls: None,
-            series: Default::default(),
             usage_model: Arc::from(""),
         }
         .prepared()
@@ -186,7 +180,6 @@ impl Deployment {
         identity: crate::catalog::identify::Identity,
     ) -> Deployment {
         let price = effective_price(&endpoint, &model);
-        let (breaker, retry) = (endpoint_breaker(&endpoint), endpoint.retry.clone());
         Deployment {
             identity: Arc::new(identity),
             name: format!("{}/{}", endpoint.name, served),
@@ -196,23 +189,21 @@ impl Deployment {
             price,
             discovered_as: Some(served.to_owned()),
             response_headers: Vec::new(),
-            health: Arc::new(Health::new(breaker, &retry)),
+            index: 0,
             chat_urls: None,
-            series: Default::default(),
             usage_model: Arc::from(""),
         }
         .prepared()
     }
 
-    /// The same deployment with the health the book keeps for its name.
-    pub fn with_health(&self, book: &HealthBook) -> Deployment {
-        let mut d = self.clone();
-        d.health = book.get(&d.name, &endpoint_breaker(&d.endpoint), &d.endpoint.retry);
-        d
+    /// The same deployment at place `index` of a snapshot.
+    pub fn at_index(&self, index: usize) -> Deployment {
+        Deployment {
+            index,
+            ..self.clone()
+        }
     }
 
-    /// What every request to it would otherwise compute again: its response headers, URLs and
-    /// usage label.
     /// The same deployment, identified as `identity` says (its headers follow).
     pub fn with_identity(&self, identity: crate::catalog::identify::Identity) -> Deployment {
         let mut d = self.clone();
@@ -220,6 +211,8 @@ impl Deployment {
         d.prepared()
     }
 
+    /// What every request to it would otherwise compute again: its response headers, URLs and
+    /// usage label.
     fn prepared(mut self) -> Deployment {
         self.response_headers = deployment_headers(&self);
         let url = |stream| {
@@ -288,16 +281,6 @@ fn deployment_headers(d: &Deployment) -> Vec<(http::HeaderName, HeaderValue)> {
         }
     }
     out
-}
-
-/// The breaker settings of an endpoint (an endpoint without ejection gets one that never
-/// trips).
-fn endpoint_breaker(ep: &Endpoint) -> BreakerConfig {
-    ep.breaker.unwrap_or(BreakerConfig {
-        consecutive_failures: u32::MAX,
-        failure_rate: 2.0,
-        ..BreakerConfig::default()
-    })
 }
 
 /// The deployment's own price, else the list price for remote deployments, else nothing

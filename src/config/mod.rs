@@ -60,9 +60,6 @@ pub struct ReloadSettings {
     pub discovery_interval: Duration,
 }
 
-/// The snapshot in force: every request loads it once, a reload swaps it whole.
-pub type Live = Arc<arc_swap::ArcSwap<Snapshot>>;
-
 /// A validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -97,30 +94,19 @@ pub struct Config {
 /// What each probed backend said it serves, by endpoint name.
 pub type Discovered = HashMap<String, Vec<crate::catalog::identify::Evidence>>;
 
-/// What one request reads: the configuration plus the deployments that exist right now, and
-/// the table from requested names to deployments. Built once per change, never per request.
+/// The facts one request reads: the configuration plus the deployments that exist right now,
+/// and the table from requested names to deployments. Built once per change, never per
+/// request; what is learned at run time about its deployments is kept beside it, by each
+/// deployment's index in `deployments`.
 #[derive(Debug)]
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub deployments: Vec<Arc<Deployment>>,
-    /// The policies, compiled against these deployments.
-    pub policies: crate::policy::Policies,
     routes: HashMap<String, Route>,
     /// Model ids for `GET /v1/models`, in catalog order, with their deployments.
     pub listed: Vec<(Arc<crate::catalog::Model>, Vec<usize>)>,
-    /// Rate limits and budgets: kept across reloads while the store stays the same.
-    pub limiter: Arc<crate::limits::Limiter>,
     /// Deployments not served, and why (weights that do not match their pinned digest).
     pub withheld: Vec<(String, String)>,
-    /// Unique to this snapshot in this process: a request decided under one generation is
-    /// decided again before an attempt under another.
-    pub generation: u64,
-}
-
-/// The next snapshot generation.
-fn next_generation() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What a requested name stands for.
@@ -140,43 +126,21 @@ pub const AUTO: &str = "auto";
 impl Snapshot {
     /// Expands discovered backends into deployments and builds the route table.
     pub fn build(config: Arc<Config>, discovered: &Discovered) -> Snapshot {
-        let limiter = Arc::new(crate::limits::Limiter::for_config(&config));
-        Snapshot::build_with(
-            config,
-            discovered,
-            &crate::upstream::health::HealthBook::default(),
-            limiter,
-        )
-    }
-
-    /// [`Snapshot::build`], keeping what `book` knows of each deployment.
-    pub fn build_with(
-        config: Arc<Config>,
-        discovered: &Discovered,
-        book: &crate::upstream::health::HealthBook,
-        limiter: Arc<crate::limits::Limiter>,
-    ) -> Snapshot {
         let mut withheld = Vec::new();
         let mut deployments = configured(&config, discovered, &mut withheld);
         deployments.extend(discovered_deployments(&config, discovered, &mut withheld));
         let deployments: Vec<Arc<Deployment>> = deployments
             .iter()
-            .map(|d| Arc::new(d.with_health(book)))
+            .enumerate()
+            .map(|(i, d)| Arc::new(d.at_index(i)))
             .collect();
-        let names: Vec<&str> = deployments.iter().map(|d| d.name.as_str()).collect();
-        book.retain(&names);
         let (routes, by_model) = route_table(&config, &deployments);
-        let policies =
-            crate::policy::Policies::compile(&config.policies, &config.active_policy, &deployments);
         Snapshot {
             config,
             deployments,
-            policies,
             routes,
             listed: by_model,
-            limiter,
             withheld,
-            generation: next_generation(),
         }
     }
 

@@ -35,6 +35,17 @@ impl Default for BreakerConfig {
     }
 }
 
+impl BreakerConfig {
+    /// Settings that never eject: what an endpoint with ejection turned off is kept by.
+    pub fn never() -> BreakerConfig {
+        BreakerConfig {
+            consecutive_failures: u32::MAX,
+            failure_rate: 2.0,
+            ..BreakerConfig::default()
+        }
+    }
+}
+
 /// How one deployment is retried.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {

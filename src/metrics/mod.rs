@@ -7,13 +7,12 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use std::borrow::Cow;
-use std::time::Duration;
-
 mod prime;
+mod series;
+
+pub use series::{Answered, Series, SeriesTable};
 
 use crate::config::Deployment;
-use crate::exchange::Usage;
 use crate::policy::{Decision, PolicyError};
 
 /// OpenTelemetry's recommended buckets for GenAI durations (seconds).
@@ -367,7 +366,11 @@ impl Metrics {
 
     /// Sets the ejection state of each deployment, at scrape time: the breakers keep their state
     /// without touching metrics on the request path, and removed deployments disappear.
-    pub fn set_circuits(&self, deployments: &[std::sync::Arc<crate::config::Deployment>]) {
+    pub fn set_circuits(
+        &self,
+        deployments: &[std::sync::Arc<crate::config::Deployment>],
+        health: &crate::upstream::health::Healths,
+    ) {
         // Concurrent scrapes: `fetch_max` hands each increment to exactly one of them.
         let dropped = crate::telemetry::dropped_lines();
         let copied = self
@@ -379,14 +382,14 @@ impl Metrics {
         for d in deployments.iter().filter(|d| d.endpoint.breaker.is_some()) {
             self.circuit
                 .with_label_values(&[d.name.as_str()])
-                .set(d.health.breaker.state(now).value());
+                .set(health.of(d).breaker.state(now).value());
         }
     }
 
     /// Records the configuration now in force, and makes every series whose labels it fixes
     /// exist at 0: a dashboard or an alert (`increase(...[10m]) > 0`) must see a series
     /// before its first event, or the first event is invisible to it.
-    pub fn set_config(&self, snapshot: &crate::config::Snapshot) {
+    pub fn set_config(&self, snapshot: &crate::policy::Routing, series: &SeriesTable) {
         self.config_info.reset();
         self.config_info
             .with_label_values(&[snapshot.config.hash.as_str()])
@@ -409,70 +412,13 @@ impl Metrics {
         for (name, _) in &snapshot.withheld {
             self.withheld.with_label_values(&[name.as_str()]).set(1);
         }
-        self.prime(snapshot);
+        self.prime(snapshot, series);
     }
 
     pub fn attempt(&self, d: &Deployment, result: &str) {
         self.upstream_attempts
             .with_label_values(&model_labels(d, result))
             .inc();
-    }
-
-    /// A deployment's series for an operation, resolved once per deployment (labels hashed
-    /// and looked up at the first request, not at every one).
-    pub fn series<'a>(&self, d: &'a Deployment, operation: &str) -> Cow<'a, Series> {
-        let slot = match operation {
-            "chat" => &d.series[0],
-            "embeddings" => &d.series[1],
-            _ => return Cow::Owned(self.resolve(d, operation)),
-        };
-        let s = slot.get_or_init(|| self.resolve(d, operation));
-        if s.owner == self.id {
-            Cow::Borrowed(s)
-        } else {
-            Cow::Owned(self.resolve(d, operation))
-        }
-    }
-
-    /// The attempt that answered a request.
-    pub fn answered(&self, d: &Deployment, operation: &str) {
-        self.series(d, operation).attempts_ok.inc();
-    }
-
-    fn resolve(&self, d: &Deployment, operation: &str) -> Series {
-        let labels = model_labels(d, "");
-        let [_, provider, model, openness, license, _] = labels;
-        let genai_tokens = |kind| {
-            self.genai_tokens
-                .with_label_values(&[operation, provider, model, kind, openness, license])
-        };
-        Series {
-            owner: self.id,
-            attempts_ok: self
-                .upstream_attempts
-                .with_label_values(&model_labels(d, "ok")),
-            tokens_in: self.tokens.with_label_values(&model_labels(d, "input")),
-            tokens_out: self.tokens.with_label_values(&model_labels(d, "output")),
-            cost: self.cost.with_label_values(&labels[..5]),
-            genai_tokens_in: genai_tokens("input"),
-            genai_tokens_out: genai_tokens("output"),
-            genai_duration: self
-                .genai_duration
-                .with_label_values(&[operation, provider, model, openness, license]),
-        }
-    }
-
-    /// Tokens, cost (0 included, so every class shows) and duration of one answered request.
-    pub fn usage(&self, d: &Deployment, operation: &str, u: &Usage, cost: f64, took: Duration) {
-        let s = self.series(d, operation);
-        s.tokens_in.inc_by(u.prompt_tokens);
-        s.tokens_out.inc_by(u.completion_tokens);
-        if cost >= 0.0 && cost.is_finite() {
-            s.cost.inc_by(cost);
-        }
-        s.genai_tokens_in.observe(u.prompt_tokens as f64);
-        s.genai_tokens_out.observe(u.completion_tokens as f64);
-        s.genai_duration.observe(took.as_secs_f64());
     }
 
     /// What the attempts of a served request met.
@@ -540,20 +486,6 @@ impl Metrics {
             }
         }
     }
-}
-
-/// The series every answered request of one deployment and operation touches (a series is
-/// created by its first lookup, so only those: the rest stay absent until used).
-#[derive(Clone, Debug)]
-pub struct Series {
-    owner: usize,
-    pub attempts_ok: prometheus::IntCounter,
-    pub tokens_in: prometheus::IntCounter,
-    pub tokens_out: prometheus::IntCounter,
-    pub cost: prometheus::Counter,
-    pub genai_tokens_in: Histogram,
-    pub genai_tokens_out: Histogram,
-    pub genai_duration: Histogram,
 }
 
 /// Labels of a deployment's model, plus one more.

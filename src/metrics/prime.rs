@@ -6,7 +6,7 @@ use super::{Metrics, model_labels};
 use crate::config::Deployment;
 
 impl Metrics {
-    pub(super) fn prime(&self, snapshot: &crate::config::Snapshot) {
+    pub(super) fn prime(&self, snapshot: &crate::policy::Routing, series: &super::SeriesTable) {
         for result in ["ok", "error", "unchanged"] {
             self.config_reloads.with_label_values(&[result]);
         }
@@ -85,7 +85,7 @@ impl Metrics {
                 "chat"
             };
             // Tokens, cost, answered attempts and the GenAI series.
-            let _ = self.series(d, operation);
+            let _ = self.series(series, d, operation);
             for result in crate::upstream::AttemptError::LABELS
                 .iter()
                 .chain(crate::upstream::SkipReason::LABELS)

@@ -2,8 +2,9 @@
 //! it may take.
 
 use crate::auth::Caller;
-use crate::config::{Deployment, Snapshot};
+use crate::config::Deployment;
 use crate::error::GatewayError;
+use crate::live::Current;
 use crate::policy;
 
 use super::Ctx;
@@ -48,14 +49,14 @@ pub(super) fn reservation(
 /// Counts a request against its caller's limits with its `charge` (none without limits).
 pub(super) async fn admit(
     ctx: &Ctx,
-    snapshot: &Snapshot,
+    current: &Current,
     caller: &Caller,
     charge: Option<crate::limits::Charge>,
 ) -> Result<Option<crate::limits::Ticket>, GatewayError> {
     let Some(charge) = charge.filter(|_| !caller.limits.is_empty()) else {
         return Ok(None);
     };
-    match snapshot.limiter.admit(&caller.limits, charge).await {
+    match current.limiter.admit(&caller.limits, charge).await {
         Ok(Some((ticket, levels))) => {
             for (scope, day, month) in levels {
                 for (window, used, cap) in [

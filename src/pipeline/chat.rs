@@ -56,8 +56,8 @@ where
 }
 
 async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure> {
-    let (snapshot, caller, front) = (&opened.snapshot, &opened.caller, opened.front);
-    let limits = snapshot.config.limits;
+    let (current, caller, front) = (&opened.current, &opened.caller, opened.front);
+    let limits = current.config.limits;
     let request_limits = RequestLimits {
         max_messages: limits.max_messages,
         max_depth: limits.max_json_depth,
@@ -87,7 +87,7 @@ async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure
             prompt: &prompt,
             max_output: req.max_output_tokens(),
         };
-        (policy::decide(&ask, snapshot), prompt.approximate())
+        (policy::decide(&ask, current), prompt.approximate())
     };
     let decision = opened.decided(ctx, decided)?;
     let policy = decision.policy.clone();
@@ -117,7 +117,8 @@ async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure
     let plan = Plan {
         deadline: tokio::time::Instant::now() + deadline_of(&decision),
         allowed: &|d: &Deployment| recheck.allows(d),
-        gate: Some((&snapshot.limiter, tokens)),
+        gate: Some((&current.limiter, tokens)),
+        health: &current.health,
     };
     let output_limit = req
         .max_output_tokens()
@@ -145,7 +146,8 @@ async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure
     ctx.metrics
         .served(&served.failed, &served.skipped, &served.retries);
     let d = served.deployment.clone();
-    ctx.metrics.answered(&d, front.endpoint().operation());
+    ctx.metrics
+        .answered(&current.series, &d, front.endpoint().operation());
     if !decision
         .candidates()
         .first()
@@ -261,7 +263,7 @@ fn stream_end(ctx: &Ctx, record: Record) -> OnEnd {
         // A stream that broke after its commit point still tells on its deployment.
         let d = &record.deployment;
         if end.reason.is_upstream_fault() && d.endpoint.breaker.is_some() {
-            d.health.breaker.record(false, tokio::time::Instant::now());
+            (record.current.health.of(d).breaker).record(false, tokio::time::Instant::now());
         }
         let usage = end
             .usage

@@ -34,7 +34,7 @@ where
 }
 
 async fn count(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure> {
-    let limits = opened.snapshot.config.limits;
+    let limits = opened.current.config.limits;
     let mut value: serde_json::Value = serde_json::from_slice(&sent.body)
         .map_err(|e| undecided(RequestError::Json(e.to_string())))?;
     // A count needs no answer length; the Messages format requires one.
@@ -64,7 +64,7 @@ async fn count(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
             prompt: &prompt,
             max_output: None,
         };
-        let decision = opened.decided(ctx, policy::decide(&ask, &opened.snapshot))?;
+        let decision = opened.decided(ctx, policy::decide(&ask, &opened.current))?;
         let estimate = decision
             .candidates()
             .first()
@@ -83,20 +83,22 @@ async fn count(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
             ),
             true,
         ),
-        None => match upstream::count_tokens(&ctx.pools, d, &value).await {
-            Ok(b) => (b, false),
-            Err(e) => {
-                let failed = upstream::UpstreamError {
-                    attempts: vec![upstream::Attempt {
-                        deployment: d.clone(),
-                        error: e.cleaned(&d.endpoint.masks),
-                    }],
-                    skipped: Vec::new(),
-                    retries: Vec::new(),
-                };
-                return Err((failed.into(), policy));
+        None => {
+            match upstream::count_tokens(&ctx.pools, opened.current.health.of(d), d, &value).await {
+                Ok(b) => (b, false),
+                Err(e) => {
+                    let failed = upstream::UpstreamError {
+                        attempts: vec![upstream::Attempt {
+                            deployment: d.clone(),
+                            error: e.cleaned(&d.endpoint.masks),
+                        }],
+                        skipped: Vec::new(),
+                        retries: Vec::new(),
+                    };
+                    return Err((failed.into(), policy));
+                }
             }
-        },
+        }
     };
     let mut res = respond::json(body, d, &decision);
     if estimated {

@@ -35,8 +35,8 @@ where
 }
 
 async fn embed(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure> {
-    let (snapshot, caller) = (&opened.snapshot, &opened.caller);
-    let limits = snapshot.config.limits;
+    let (current, caller) = (&opened.current, &opened.caller);
+    let limits = current.config.limits;
     let req = EmbeddingsRequest::parse(&sent.body, limits.max_json_depth).map_err(undecided)?;
     let labels = super::labels(&sent.headers, None)?;
     let decided = policy::decide(
@@ -49,7 +49,7 @@ async fn embed(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
             prompt: &ByteSize(req.text_len()),
             max_output: None,
         },
-        snapshot,
+        current,
     );
     let decision = opened.decided(ctx, decided)?;
     let policy = decision.policy.clone();
@@ -77,7 +77,8 @@ async fn embed(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
     let plan = Plan {
         deadline: tokio::time::Instant::now() + deadline_of(&decision),
         allowed: &|d: &Deployment| recheck.allows(d),
-        gate: Some((&snapshot.limiter, tokens)),
+        gate: Some((&current.limiter, tokens)),
+        health: &current.health,
     };
     let served = match upstream::embed(&ctx.pools, &decision, &plan, &req, &limits).await {
         Ok(s) => s,
@@ -89,7 +90,8 @@ async fn embed(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
     ctx.metrics
         .served(&served.failed, &served.skipped, &served.retries);
     let d = served.deployment.clone();
-    ctx.metrics.answered(&d, ENDPOINT.operation());
+    ctx.metrics
+        .answered(&current.series, &d, ENDPOINT.operation());
     let record = Record::new(
         opened,
         &decision,

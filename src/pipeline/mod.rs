@@ -27,9 +27,9 @@ pub use usage::usage;
 
 use crate::api::{self, Front};
 use crate::auth::{Authed, Caller};
-use crate::config::Snapshot;
 use crate::error::GatewayError;
 use crate::exchange::headers::X_REQUEST_ID;
+use crate::live::Current;
 use crate::metrics::Metrics;
 use crate::policy::recheck::{Asked, Recheck};
 use crate::policy::{self, Decision, PolicyError};
@@ -39,8 +39,8 @@ use crate::upstream::relay::Deadline;
 /// What every request shares: metrics, the live configuration, and the drain signal.
 pub struct Ctx {
     pub metrics: Arc<Metrics>,
-    /// The newest snapshot, for attempts that start after a reload.
-    pub live: crate::config::Live,
+    /// The newest current, for attempts that start after a reload.
+    pub live: crate::live::Live,
     /// Turns true when the drain deadline of a shutdown has passed.
     pub drain_deadline: watch::Receiver<bool>,
     /// One permit per request in flight (`server.max_concurrent_requests`); a stream holds its
@@ -95,10 +95,10 @@ fn undecided(e: impl Into<GatewayError>) -> Failure {
     (e.into(), None)
 }
 
-/// A model request as it arrives: who asks, under which snapshot, since when, in which format.
+/// A model request as it arrives: who asks, under which current, since when, in which format.
 struct Opened {
     caller: Caller,
-    snapshot: Arc<Snapshot>,
+    current: Arc<Current>,
     request_id: HeaderValue,
     started: Instant,
     /// The endpoint label of its log line.
@@ -128,7 +128,7 @@ impl Opened {
         let started = Instant::now();
         let Authed {
             caller,
-            snapshot,
+            current,
             request,
         } = authed;
         let request_id = request
@@ -136,10 +136,10 @@ impl Opened {
             .get(&X_REQUEST_ID)
             .cloned()
             .unwrap_or(HeaderValue::from_static("-"));
-        let limits = snapshot.config.limits;
+        let limits = current.config.limits;
         let opened = Opened {
             caller,
-            snapshot,
+            current,
             request_id,
             started,
             endpoint,
@@ -182,15 +182,15 @@ impl Opened {
         policy: &Arc<str>,
         charge: Option<crate::limits::Charge>,
     ) -> Result<Option<crate::limits::Ticket>, Failure> {
-        admit::admit(ctx, &self.snapshot, &self.caller, charge)
+        admit::admit(ctx, &self.current, &self.caller, charge)
             .await
             .map_err(|e| (e, Some(policy.clone())))
     }
 
     /// What decides again, before each attempt after a reload, whether a deployment is
     /// still allowed for what was asked.
-    fn recheck<'a>(&'a self, ctx: &Ctx, asked: Asked<'a>) -> Recheck<'a> {
-        Recheck::new(ctx.live.clone(), &self.snapshot, &self.caller, asked)
+    fn recheck<'a>(&'a self, ctx: &Ctx, asked: Asked<'a>) -> Recheck<'a, Current> {
+        Recheck::new(ctx.live.clone(), self.current.clone(), &self.caller, asked)
     }
 
     /// Records a decision, or its refusal, in the metrics and (at debug level) the log.

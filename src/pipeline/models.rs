@@ -24,15 +24,15 @@ pub fn models<B>(authed: &Authed<B>) -> Outcome {
 
 /// `GET /v1/models`: the models this caller may use, with the deployments its policy allows.
 fn list_models<B>(authed: &Authed<B>) -> Outcome {
-    let snapshot = &authed.snapshot;
+    let current = &authed.current;
     let created = upstream::unix_now();
-    let data = snapshot
+    let data = current
         .listed
         .iter()
         .filter_map(|(m, idx)| {
-            let deps: Vec<&Deployment> = policy::listable(snapshot, &authed.caller, &m.id, idx)
+            let deps: Vec<&Deployment> = policy::listable(current, &authed.caller, &m.id, idx)
                 .into_iter()
-                .filter_map(|i| snapshot.deployments.get(i).map(AsRef::as_ref))
+                .filter_map(|i| current.deployments.get(i).map(AsRef::as_ref))
                 .collect();
             (!deps.is_empty()).then(|| ModelObject::new(&m.id, m, &deps, created))
         })
@@ -47,16 +47,16 @@ fn list_models<B>(authed: &Authed<B>) -> Outcome {
 
 /// `GET /v1/models/{id}`: one model, if this caller may use it.
 fn get_model<B>(authed: &Authed<B>, id: &str) -> Outcome {
-    let snapshot = &authed.snapshot;
+    let current = &authed.current;
     let created = upstream::unix_now();
-    let indices: Vec<usize> = match snapshot.route(id) {
+    let indices: Vec<usize> = match current.route(id) {
         Some(Route::Model(idx)) => idx.clone(),
         Some(Route::Deployment(i)) => vec![*i],
         Some(Route::Auto) | None => Vec::new(),
     };
-    let deps: Vec<&Deployment> = policy::listable(snapshot, &authed.caller, id, &indices)
+    let deps: Vec<&Deployment> = policy::listable(current, &authed.caller, id, &indices)
         .into_iter()
-        .filter_map(|i| snapshot.deployments.get(i).map(AsRef::as_ref))
+        .filter_map(|i| current.deployments.get(i).map(AsRef::as_ref))
         .collect();
     match deps.first() {
         Some(d) => {

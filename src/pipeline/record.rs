@@ -21,7 +21,8 @@ pub(super) struct Record {
     pub(super) endpoint: policy::EndpointName,
     /// The caller's claim on its limits, settled when the answer is done.
     pub(super) ticket: Option<crate::limits::Ticket>,
-    pub(super) limiter: Arc<crate::limits::Limiter>,
+    /// The state it was served under: its limiter and metric series.
+    pub(super) current: Arc<crate::live::Current>,
     pub(super) request_id: HeaderValue,
     pub(super) caller: Caller,
     pub(super) policy: Arc<str>,
@@ -48,7 +49,7 @@ impl Record {
         Record {
             endpoint,
             ticket,
-            limiter: opened.snapshot.limiter.clone(),
+            current: opened.current.clone(),
             request_id: opened.request_id.clone(),
             caller: opened.caller.clone(),
             policy: decision.policy.clone(),
@@ -85,7 +86,7 @@ impl Record {
         let d = &self.deployment;
         let cost = accounting::cost::of(usage, &d.price);
         let took = self.started.elapsed();
-        self.limiter.finish(
+        self.current.limiter.finish(
             self.ticket.as_ref(),
             crate::limits::UsageEntry {
                 tenant: self.caller.tenant.clone(),
@@ -96,7 +97,16 @@ impl Record {
                 cost_micros: crate::limits::micros(cost),
             },
         );
-        m.usage(d, self.endpoint.operation(), usage, cost, took);
+        m.usage(
+            &self.current.series,
+            d,
+            crate::metrics::Answered {
+                operation: self.endpoint.operation(),
+                usage,
+                cost,
+                took,
+            },
+        );
         m.request_duration
             .with_label_values(&[
                 self.endpoint.as_str(),

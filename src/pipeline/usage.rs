@@ -21,7 +21,7 @@ pub async fn usage<B>(authed: Authed<B>) -> Outcome {
         .into();
     }
     match authed
-        .snapshot
+        .current
         .limiter
         .usage(Some(&authed.caller.tenant))
         .await

@@ -11,6 +11,7 @@ pub mod compile;
 pub mod labels;
 mod rank;
 pub mod recheck;
+mod routing;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use http::{HeaderValue, StatusCode};
 pub use crate::config::policies::spec::EndpointName;
 use compile::{CompiledPolicy, CompiledRule, Match};
 pub use compile::{Policies, Refusal, RefusalKind};
+pub use routing::{Observed, Routing};
 
 use crate::base::printable;
 use crate::catalog::{Model, Task};
@@ -251,7 +253,7 @@ fn matches(rule: &CompiledRule, ask: &Ask, with_request_labels: bool) -> bool {
 }
 
 /// Decides where a request may go.
-pub fn decide(ask: &Ask, snapshot: &Snapshot) -> Result<Decision, PolicyError> {
+pub fn decide(ask: &Ask, snapshot: &Routing) -> Result<Decision, PolicyError> {
     let Some(policy) = snapshot.policies.for_caller(ask.caller.policy.as_deref()) else {
         return Err(PolicyError::NoRule {
             policy: Arc::from("(none)"),
@@ -334,7 +336,7 @@ pub fn decide(ask: &Ask, snapshot: &Snapshot) -> Result<Decision, PolicyError> {
 /// Policies no request can be decided by without request labels: every rule asks for a label
 /// that no key or tenant carries, so a request is refused whatever labels it sends (they only
 /// narrow). For `modelgate check`, as warnings.
-pub fn label_only_policies(snapshot: &Snapshot) -> Vec<String> {
+pub fn label_only_policies(snapshot: &Routing) -> Vec<String> {
     let cfg = &snapshot.config;
     let callers: Vec<&Caller> = cfg
         .keys
@@ -373,12 +375,7 @@ pub fn label_only_policies(snapshot: &Snapshot) -> Vec<String> {
 /// The deployments (of `indices`, those of model `model`) a caller may use at all: those its
 /// rule for a request of that model, without request labels, does not refuse outright. This is
 /// what `GET /v1/models` lists.
-pub fn listable(
-    snapshot: &Snapshot,
-    caller: &Caller,
-    model: &str,
-    indices: &[usize],
-) -> Vec<usize> {
+pub fn listable(snapshot: &Routing, caller: &Caller, model: &str, indices: &[usize]) -> Vec<usize> {
     struct NoPrompt;
     impl PromptSize for NoPrompt {
         fn bytes(&self) -> usize {

@@ -608,7 +608,10 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
             "generated configuration refused:\n{p}\n{catalog}\n{policy}"
         ))
     })?;
-    let snapshot = Snapshot::build(Arc::new(loaded.config), &Discovered::default());
+    let snapshot = Routing::at_rest(Snapshot::build(
+        Arc::new(loaded.config),
+        &Discovered::default(),
+    ));
     let caller = Caller {
         tenant: Arc::from(format!("t{}", w.request.tenant)),
         ..Caller::anonymous()
@@ -702,6 +705,7 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
         deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(600),
         allowed: &still_allowed,
         gate: None,
+        health: &crate::upstream::health::Healths::fresh(&snapshot),
     };
     let served = rt.block_on(upstream::fallback::run(&decision, &plan, |d| {
         attempted.lock().unwrap().push(d.name.clone());

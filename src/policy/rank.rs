@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 
 use super::compile::CompiledRule;
-use super::{Ask, Snapshot};
+use super::{Ask, Routing};
 use crate::catalog::Openness;
 use crate::config::Deployment;
 use crate::config::policies::spec::Preference;
@@ -58,12 +58,7 @@ fn compare(p: Preference, a: &Facts, b: &Facts) -> Ordering {
 
 /// Sorts allowed deployment indices, most preferred first: explicitly ordered ones first, then
 /// by the criteria (or the weighted ranks), then in configuration order.
-pub fn rank(
-    rule: &CompiledRule,
-    ask: &Ask,
-    snapshot: &Snapshot,
-    allowed: Vec<usize>,
-) -> Vec<usize> {
+pub fn rank(rule: &CompiledRule, ask: &Ask, snapshot: &Routing, allowed: Vec<usize>) -> Vec<usize> {
     if allowed.len() < 2 {
         return allowed;
     }
@@ -77,7 +72,10 @@ pub fn rank(
                 // Unknown ranks with remote: where an unidentified model runs is not known.
                 local: d.locality().map_or(2, locality_rank),
                 cost: comparable_cost(d, ask),
-                latency: d.health.latency_seconds().unwrap_or(f64::INFINITY),
+                latency: snapshot
+                    .observed
+                    .latency_seconds(d)
+                    .unwrap_or(f64::INFINITY),
                 openness: openness_rank(d),
             })
         })

@@ -4,20 +4,22 @@
 
 use std::sync::Arc;
 
-use super::{Ask, EndpointName, Needs, PromptSize, decide};
-use crate::config::Live;
+use arc_swap::ArcSwap;
+
+use super::{Ask, EndpointName, Needs, PromptSize, Routing, decide};
+use crate::config::Deployment;
 use crate::config::keys::Caller;
-use crate::config::{Deployment, Snapshot};
 
 /// Whether an attempt may still go to a deployment: a reload since the decision may have
 /// narrowed the policy, or changed or revoked the caller's key, and every attempt that starts
 /// after it (retries included) follows the new configuration, with the caller found again in
 /// it; a caller it no longer has may not go anywhere.
-pub struct Recheck<'a> {
-    live: Live,
-    /// The snapshot decided under: a new one (a reload, or discovery finding a backend's models
-    /// changed under the same configuration) means deciding again.
-    generation: u64,
+pub struct Recheck<'a, T> {
+    /// What is in force now (a [`Routing`], or what holds one).
+    live: Arc<ArcSwap<T>>,
+    /// What the request was decided under: anything else (a reload, or discovery finding a
+    /// backend's models changed under the same configuration) means deciding again.
+    decided: Arc<T>,
     model: &'a str,
     endpoint: EndpointName,
     caller: &'a Caller,
@@ -25,9 +27,12 @@ pub struct Recheck<'a> {
     needs: Needs,
     bytes: usize,
     max_output: Option<u32>,
-    /// The deployments the newest snapshot allows, by its generation.
-    cache: std::sync::Mutex<Option<(u64, Vec<Arc<Deployment>>)>>,
+    /// The deployments the newest routing allows, with that routing.
+    cache: std::sync::Mutex<Option<Allowed<T>>>,
 }
+
+/// A routing, and the deployments it allows the request.
+type Allowed<T> = (Arc<T>, Vec<Arc<Deployment>>);
 
 /// What a request asks for, as a re-check needs it.
 pub struct Asked<'a> {
@@ -39,18 +44,18 @@ pub struct Asked<'a> {
     pub max_output: Option<u32>,
 }
 
-impl<'a> Recheck<'a> {
-    /// A re-check of a request decided under `snapshot`, against whatever `live` holds when
+impl<'a, T: AsRef<Routing>> Recheck<'a, T> {
+    /// A re-check of a request decided under `decided`, against whatever `live` holds when
     /// an attempt starts.
     pub fn new(
-        live: Live,
-        snapshot: &Snapshot,
+        live: Arc<ArcSwap<T>>,
+        decided: Arc<T>,
         caller: &'a Caller,
         asked: Asked<'a>,
-    ) -> Recheck<'a> {
+    ) -> Recheck<'a, T> {
         Recheck {
             live,
-            generation: snapshot.generation,
+            decided,
             model: asked.model,
             endpoint: asked.endpoint,
             caller,
@@ -72,15 +77,16 @@ impl<'a> Recheck<'a> {
         {
             return false;
         }
-        if now.generation == self.generation {
+        if Arc::ptr_eq(&now, &self.decided) {
             return true;
         }
         let mut cache = self
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.as_ref().is_none_or(|(g, _)| *g != now.generation) {
-            let names = match now.config.caller_again(self.caller) {
+        if cache.as_ref().is_none_or(|(at, _)| !Arc::ptr_eq(at, &now)) {
+            let routing: &Routing = (**now).as_ref();
+            let names = match routing.config.caller_again(self.caller) {
                 Some(caller) => {
                     let size = ByteSize(self.bytes);
                     let ask = Ask {
@@ -92,13 +98,13 @@ impl<'a> Recheck<'a> {
                         prompt: &size,
                         max_output: self.max_output,
                     };
-                    decide(&ask, &now)
+                    decide(&ask, routing)
                         .map(|dec| dec.candidates().to_vec())
                         .unwrap_or_default()
                 }
                 None => Vec::new(),
             };
-            *cache = Some((now.generation, names));
+            *cache = Some((arc_swap::Guard::into_inner(now), names));
         }
         // Allowed by name is not enough: the deployment the attempt would use is the old
         // snapshot's, so it must still be the same place (address, key, facts) as the new one.

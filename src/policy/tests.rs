@@ -12,7 +12,7 @@ use crate::config::{Discovered, Origin, Snapshot};
 static N: AtomicUsize = AtomicUsize::new(0);
 
 /// A snapshot from a configuration text (the shipped catalog and policies included).
-fn snapshot(yaml: &str) -> Snapshot {
+fn snapshot(yaml: &str) -> Routing {
     let dir = std::env::temp_dir().join(format!(
         "modelgate-policy-{}-{}",
         std::process::id(),
@@ -24,7 +24,10 @@ fn snapshot(yaml: &str) -> Snapshot {
     let env: HashMap<String, String> = [("KEY".to_owned(), "sk-test".to_owned())].into();
     let loaded =
         load(&Origin::File(path), &Overrides::default(), &env).unwrap_or_else(|p| panic!("{p}"));
-    Snapshot::build(Arc::new(loaded.config), &Discovered::default())
+    Routing::at_rest(Snapshot::build(
+        Arc::new(loaded.config),
+        &Discovered::default(),
+    ))
 }
 
 /// The deployments most tests use: one of each kind of model and place.
@@ -79,7 +82,7 @@ impl<'a> Case<'a> {
         self.caller.tenant = Arc::from(t);
         self
     }
-    fn decide(&self, s: &Snapshot) -> Result<Decision, PolicyError> {
+    fn decide(&self, s: &Routing) -> Result<Decision, PolicyError> {
         let prompt = Prompt(self.prompt);
         decide(
             &Ask {
@@ -309,7 +312,10 @@ fn request_labels_narrow_the_callers_rule_never_widen_it() {
         &env,
     )
     .unwrap();
-    let s = Snapshot::build(Arc::new(loaded.config), &Discovered::default());
+    let s = Routing::at_rest(Snapshot::build(
+        Arc::new(loaded.config),
+        &Discovered::default(),
+    ));
 
     let d = Case::new("auto")
         .tenant("secret")
@@ -364,7 +370,10 @@ fn order_weights_and_fallback() {
         &env,
     )
     .unwrap();
-    let s = Snapshot::build(Arc::new(loaded.config), &Discovered::default());
+    let s = Routing::at_rest(Snapshot::build(
+        Arc::new(loaded.config),
+        &Discovered::default(),
+    ));
 
     let d = Case::new("auto").decide(&s).unwrap();
     assert_eq!(&names(&d)[..2], ["openai-gpt-4o", "local-qwen"]);
@@ -484,7 +493,7 @@ fn invalid_policies_are_refused_with_their_place() {
 }
 
 /// A snapshot with `policy_yaml` as policy `p` beside `FLEET`-like deployments.
-fn with_policy_file(tag: &str, deployments: &str, policy_yaml: &str) -> Snapshot {
+fn with_policy_file(tag: &str, deployments: &str, policy_yaml: &str) -> Routing {
     let dir = std::env::temp_dir().join(format!("modelgate-policy-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("p.yaml"), policy_yaml).unwrap();
@@ -497,7 +506,10 @@ fn with_policy_file(tag: &str, deployments: &str, policy_yaml: &str) -> Snapshot
         &env,
     )
     .unwrap_or_else(|p| panic!("{p}"));
-    Snapshot::build(Arc::new(loaded.config), &Discovered::default())
+    Routing::at_rest(Snapshot::build(
+        Arc::new(loaded.config),
+        &Discovered::default(),
+    ))
 }
 
 #[test]

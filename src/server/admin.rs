@@ -38,8 +38,9 @@ impl AdminService {
         }
         match path {
             "/metrics" => {
+                let current = self.state.live.load();
                 self.metrics
-                    .set_circuits(&self.state.live.load().deployments);
+                    .set_circuits(&current.deployments, &current.health);
                 let mut res = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,

@@ -15,9 +15,9 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use super::boundary::{BoundaryLayer, Exit};
 use super::request_id::RequestIdLayer;
 use crate::auth::{AuthLayer, Authed};
-use crate::config::Live;
 use crate::error::{GatewayError, panic_response};
 use crate::exchange::RequestError;
+use crate::live::Live;
 use crate::pipeline::{self, Ctx, Outcome};
 use crate::stream::body::ResponseBody;
 

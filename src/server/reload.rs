@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::config::load::{self, Env, Loaded, Overrides};
-use crate::config::{Config, Discovered, Live, Origin, Snapshot};
+use crate::config::{Config, Discovered, Origin, Snapshot};
+use crate::live::{Current, Live};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 
@@ -62,16 +63,15 @@ impl State {
         ));
         let limiter = Arc::new(crate::limits::Limiter::for_config(&config));
         limiter.count_errors_in(metrics.limit_store_errors.clone());
-        let snapshot = Snapshot::build_with(
-            config.clone(),
-            &Discovered::default(),
+        let current = Current::new(
+            Snapshot::build(config.clone(), &Discovered::default()),
             &health,
             limiter.clone(),
         );
-        metrics.set_config(&snapshot);
+        metrics.set_config(&current, &current.series);
         let fingerprint = load::fingerprint(&loaded.watched);
         Arc::new(State {
-            live: Arc::new(ArcSwap::from_pointee(snapshot)),
+            live: Arc::new(ArcSwap::from_pointee(current)),
             health,
             pools,
             origin,
@@ -173,13 +173,12 @@ impl State {
             }
             l.clone()
         };
-        let snapshot = Snapshot::build_with(
-            inner.config.clone(),
-            &inner.discovered,
+        let snapshot = Current::new(
+            Snapshot::build(inner.config.clone(), &inner.discovered),
             &self.health,
             limiter,
         );
-        self.metrics.set_config(&snapshot);
+        self.metrics.set_config(&snapshot, &snapshot.series);
         let before = self.live.load();
         for (name, why) in &snapshot.withheld {
             if !before.withheld.iter().any(|(n, w)| n == name && w == why) {

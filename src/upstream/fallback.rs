@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::breaker::{Admit, CircuitState};
 use super::error::{Attempt, AttemptError, Phase, Skip, SkipReason, UpstreamError};
+use super::health::{Health, Healths};
 use super::retry::MAX_COOLDOWN;
 use crate::config::Deployment;
 use crate::policy::Decision;
@@ -24,15 +25,18 @@ pub struct Plan<'a> {
     pub allowed: &'a (dyn Fn(&Deployment) -> bool + Sync),
     /// Deployments' own rate limits, and the tokens the request counts for.
     pub gate: Option<(&'a crate::limits::Limiter, u64)>,
+    /// What is known of each deployment of the decision's snapshot.
+    pub health: &'a Healths,
 }
 
 impl Plan<'_> {
     /// A plan with a deadline, no re-check and no deployment limits.
-    pub fn until(deadline: Instant) -> Plan<'static> {
+    pub fn until(deadline: Instant, health: &Healths) -> Plan<'_> {
         Plan {
             deadline,
             allowed: &|_| true,
             gate: None,
+            health,
         }
     }
 }
@@ -49,7 +53,7 @@ pub struct Served<T> {
     pub retries: Vec<Arc<Deployment>>,
 }
 
-fn record(d: &Deployment, error: Option<&AttemptError>) {
+fn record(health: &Health, d: &Deployment, error: Option<&AttemptError>) {
     if d.endpoint.breaker.is_none() {
         return;
     }
@@ -60,7 +64,7 @@ fn record(d: &Deployment, error: Option<&AttemptError>) {
             Some(failed) => !failed,
         },
     };
-    d.health.breaker.record(ok, Instant::now());
+    health.breaker.record(ok, Instant::now());
 }
 
 fn now_unix() -> u64 {
@@ -83,6 +87,7 @@ where
     let candidates = decision.candidates();
     'candidates: for (i, d) in candidates.iter().enumerate() {
         let last = i + 1 == candidates.len();
+        let health = plan.health.of(d);
         if !(plan.allowed)(d) {
             skipped.push(Skip {
                 deployment: d.clone(),
@@ -91,7 +96,7 @@ where
             continue;
         }
         if d.endpoint.breaker.is_some()
-            && let Admit::No(wait) = d.health.breaker.admit(Instant::now())
+            && let Admit::No(wait) = health.breaker.admit(Instant::now())
         {
             skipped.push(Skip {
                 deployment: d.clone(),
@@ -99,7 +104,7 @@ where
             });
             continue;
         }
-        if let Some(wait) = d.health.cooling(Instant::now()) {
+        if let Some(wait) = health.cooling(Instant::now()) {
             skipped.push(Skip {
                 deployment: d.clone(),
                 reason: SkipReason::CoolingDown(wait),
@@ -127,7 +132,7 @@ where
             });
             continue;
         }
-        d.health.budget.request(Instant::now());
+        health.budget.request(Instant::now());
         let policy = &d.endpoint.retry;
         let mut tries = 0u32;
         loop {
@@ -144,7 +149,7 @@ where
             };
             let error = match result {
                 Ok(answer) => {
-                    record(d, None);
+                    record(health, d, None);
                     return Ok(Served {
                         deployment: d.clone(),
                         answer,
@@ -155,12 +160,12 @@ where
                 }
                 Err(e) => e.cleaned(&d.endpoint.masks),
             };
-            record(d, Some(&error));
+            record(health, d, Some(&error));
             tracing::warn!(deployment = %d.name, error = %error, retry = tries, "upstream attempt failed");
             let falls_back = error.falls_back();
             let retry_after = error.retry_after(now_unix());
             if let Some(ra) = retry_after {
-                d.health.cool_down(Instant::now() + ra.min(MAX_COOLDOWN));
+                health.cool_down(Instant::now() + ra.min(MAX_COOLDOWN));
             }
             let wait = match error.retry_on() {
                 Some(on) if policy.retries(on) && tries < policy.attempts => match retry_after {
@@ -179,8 +184,8 @@ where
                 let at = Instant::now() + wait;
                 // A deployment this failure ejected is not retried.
                 let admitted = d.endpoint.breaker.is_none()
-                    || d.health.breaker.state(Instant::now()) == CircuitState::Closed;
-                if at < plan.deadline && admitted && d.health.budget.try_retry(Instant::now()) {
+                    || health.breaker.state(Instant::now()) == CircuitState::Closed;
+                if at < plan.deadline && admitted && health.budget.try_retry(Instant::now()) {
                     tokio::time::sleep_until(at).await;
                     // Every attempt is checked, retries too: a reload during the wait may
                     // have taken this deployment away from the request.

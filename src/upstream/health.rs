@@ -1,6 +1,7 @@
 //! ⑥ What the gateway has learned about each deployment: its outlier ejection state, its retry
-//! budget, the cooldown its own `Retry-After` asked for, and its observed time to first byte. Kept by deployment name across reloads, so a
-//! new configuration does not forget a failing provider.
+//! budget, the cooldown its own `Retry-After` asked for, and its observed time to first byte.
+//! Kept by deployment name across reloads, so a new configuration does not forget a failing
+//! provider; a request finds it by the deployment's index in its snapshot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerConfig};
 use super::retry::{RetryBudget, RetryPolicy};
+use crate::config::{Deployment, Snapshot};
 
 #[derive(Debug)]
 pub struct Health {
@@ -78,27 +80,66 @@ impl Health {
     }
 }
 
-/// Health by deployment name.
+/// Health by deployment name, kept across snapshots.
 #[derive(Debug, Default)]
 pub struct HealthBook(Mutex<HashMap<String, Arc<Health>>>);
 
 impl HealthBook {
-    /// The health of `name`; a fresh one when the deployment is new or its settings changed.
-    pub fn get(&self, name: &str, breaker: &BreakerConfig, retry: &RetryPolicy) -> Arc<Health> {
+    /// The health of each of a snapshot's deployments, by index: what the book knew of it
+    /// when its settings did not change, fresh otherwise. Deployments that are gone are
+    /// forgotten.
+    pub fn healths(&self, snapshot: &Snapshot) -> Healths {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match map.get(name) {
-            Some(h) if h.same_config(breaker, retry) => h.clone(),
-            _ => {
-                let h = Arc::new(Health::new(*breaker, retry));
-                map.insert(name.to_owned(), h.clone());
-                h
-            }
+        let by_index = snapshot
+            .deployments
+            .iter()
+            .map(|d| {
+                let breaker = d.endpoint.breaker.unwrap_or_else(BreakerConfig::never);
+                let retry = &d.endpoint.retry;
+                match map.get(&d.name) {
+                    Some(h) if h.same_config(&breaker, retry) => h.clone(),
+                    _ => {
+                        let h = Arc::new(Health::new(breaker, retry));
+                        map.insert(d.name.clone(), h.clone());
+                        h
+                    }
+                }
+            })
+            .collect();
+        let names: std::collections::HashSet<&str> = snapshot
+            .deployments
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        map.retain(|k, _| names.contains(k.as_str()));
+        Healths {
+            by_index,
+            spare: Arc::new(Health::new(BreakerConfig::never(), &RetryPolicy::default())),
         }
     }
+}
 
-    /// Forgets deployments that are gone.
-    pub fn retain(&self, names: &[&str]) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|k, _| names.contains(&k.as_str()));
+/// The health of one snapshot's deployments, by their index.
+#[derive(Debug)]
+pub struct Healths {
+    by_index: Vec<Arc<Health>>,
+    /// For a deployment of another snapshot (never on a request's path, which keeps its own).
+    spare: Arc<Health>,
+}
+
+impl Healths {
+    /// Health that knows nothing yet, for each of a snapshot's deployments.
+    pub fn fresh(snapshot: &Snapshot) -> Healths {
+        HealthBook::default().healths(snapshot)
+    }
+
+    pub fn of(&self, d: &Deployment) -> &Health {
+        self.by_index.get(d.index).unwrap_or(&self.spare)
+    }
+}
+
+impl crate::policy::Observed for Healths {
+    fn latency_seconds(&self, d: &Deployment) -> Option<f64> {
+        self.of(d).latency_seconds()
     }
 }

@@ -26,6 +26,7 @@ use crate::exchange::encode::Encoder;
 use crate::policy::Decision;
 pub use error::{Attempt, AttemptError, Phase, Skip, SkipReason, UpstreamError};
 pub use fallback::{Plan, Served};
+use health::Health;
 use relay::{Bounds, Deadline, Primed, Relay};
 
 /// Longest upstream error body read, in bytes.
@@ -57,7 +58,11 @@ pub async fn call(
     limits: &Limits,
     setup: &StreamSetup<'_>,
 ) -> Result<Served<Answer>, UpstreamError> {
-    fallback::run(decision, plan, |d| attempt(pools, d, req, limits, setup)).await
+    fallback::run(decision, plan, |d| {
+        let health = plan.health.of(&d);
+        attempt(pools, health, d, req, limits, setup)
+    })
+    .await
 }
 
 /// Seconds since the epoch, for `created` fields.
@@ -65,6 +70,7 @@ pub use crate::base::unix_now;
 
 async fn attempt(
     pools: &client::Pools,
+    health: &Health,
     d: Arc<Deployment>,
     req: &ChatRequest,
     limits: &Limits,
@@ -75,7 +81,7 @@ async fn attempt(
         return Ok(echo(d, req));
     };
     let up = adapter.build_request(req, d).map_err(adapter_error)?;
-    let response = send(pools, adapter, d, up).await?;
+    let response = send(pools, health, adapter, d, up).await?;
     let t = &d.endpoint.timeouts;
     if req.stream {
         let is_sse = response
@@ -124,6 +130,7 @@ fn adapter_error(e: AdapterError) -> AttemptError {
 /// and becomes the attempt's error.
 async fn send(
     pools: &client::Pools,
+    health: &Health,
     adapter: &dyn adapters::Adapter,
     d: &Deployment,
     up: adapters::UpstreamRequest,
@@ -145,7 +152,7 @@ async fn send(
         Ok(Err(e)) => return Err(send_error(&e)),
         Ok(Ok(r)) => r,
     };
-    d.health.observe_first_byte(sent.elapsed());
+    health.observe_first_byte(sent.elapsed());
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -175,12 +182,13 @@ pub async fn embed(
     limits: &Limits,
 ) -> Result<Served<Embeddings>, UpstreamError> {
     fallback::run(decision, plan, |d| async move {
+        let health = plan.health.of(&d);
         let adapter = d
             .kind()
             .adapter()
             .ok_or_else(|| AttemptError::Unsupported("the echo model has no embeddings".into()))?;
         let up = adapter.build_embeddings(req, &d).map_err(adapter_error)?;
-        let response = send(pools, adapter, &d, up).await?;
+        let response = send(pools, health, adapter, &d, up).await?;
         let body = read_capped(
             response,
             limits.max_response_bytes,
@@ -196,6 +204,7 @@ pub async fn embed(
 /// deployment's model name.
 pub async fn count_tokens(
     pools: &client::Pools,
+    health: &Health,
     d: &Deployment,
     body: &serde_json::Value,
 ) -> Result<Bytes, AttemptError> {
@@ -228,7 +237,7 @@ pub async fn count_tokens(
         headers,
         body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
     };
-    let response = send(pools, adapter, d, up).await?;
+    let response = send(pools, health, adapter, d, up).await?;
     read_capped(response, MAX_ERROR_BODY as u64, d.endpoint.timeouts.total).await
 }
 

@@ -1,5 +1,5 @@
 //! Policies as configured: the YAML types, the files shipped inside the binary, and the checks
-//! a policy must pass to load. `crate::policy` compiles them and decides by them.
+//! a policy must pass to load. The `policy` module compiles them and decides by them.
 
 pub mod builtin;
 pub mod spec;

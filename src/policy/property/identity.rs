@@ -151,7 +151,7 @@ proptest! {
             .map_err(|p| TestCaseError::fail(format!("{p}")))?;
         let config = Arc::new(loaded.config);
         let discovered: Discovered = [("local".to_owned(), vec![ev.clone()])].into();
-        let snapshot = Snapshot::build(config.clone(), &discovered);
+        let snapshot = Routing::at_rest(Snapshot::build(config.clone(), &discovered));
         if ev.served.is_empty() {
             return Ok(());
         }

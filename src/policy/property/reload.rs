@@ -59,7 +59,7 @@ impl World {
     }
 }
 
-fn snapshot_of(w: &World, config: &str, policies: &str) -> Result<Arc<Snapshot>, TestCaseError> {
+fn snapshot_of(w: &World, config: &str, policies: &str) -> Result<Arc<Routing>, TestCaseError> {
     let env: HashMap<String, String> = HashMap::new();
     let catalog = w.catalog_yaml();
     let loaded = load_texts(
@@ -73,10 +73,10 @@ fn snapshot_of(w: &World, config: &str, policies: &str) -> Result<Arc<Snapshot>,
             "generated configuration refused:\n{p}\n{config}\n{policies}"
         ))
     })?;
-    Ok(Arc::new(Snapshot::build(
+    Ok(Arc::new(Routing::at_rest(Snapshot::build(
         Arc::new(loaded.config),
         &Discovered::default(),
-    )))
+    ))))
 }
 
 fn check_real_reload(
@@ -141,10 +141,10 @@ fn check_real_reload(
         .and_then(|c| decide(&ask(&requested, &c, &labels, needs, &prompt, mo), &b).ok())
         .map(|d| d.candidates().iter().map(|c| c.name.clone()).collect())
         .unwrap_or_default();
-    let live: crate::config::Live = Arc::new(arc_swap::ArcSwap::new(a.clone()));
+    let live = Arc::new(arc_swap::ArcSwap::new(a.clone()));
     let recheck = super::recheck::Recheck::new(
         live.clone(),
-        &a,
+        a.clone(),
         &caller,
         super::recheck::Asked {
             model: &requested,
@@ -174,6 +174,7 @@ fn check_real_reload(
         deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(600),
         allowed: &allowed,
         gate: None,
+        health: &crate::upstream::health::Healths::fresh(&a),
     };
     let failure = |name: &str| name[1..].parse::<usize>().ok().and_then(|i| w.failures[i]);
     let _ = rt.block_on(upstream::fallback::run(&decision, &plan, |d| {

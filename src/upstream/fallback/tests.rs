@@ -24,7 +24,17 @@ fn fleet(a: &str, b: &str, c: &str) -> Vec<Arc<Deployment>> {
     let env: HashMap<String, String> = HashMap::new();
     let loaded = load_texts(&yaml, &[], &[], &env).unwrap_or_else(|p| panic!("{p}\n{yaml}"));
     let snapshot = Snapshot::build(Arc::new(loaded.config), &Discovered::default());
+    HEALTH.set(Some(Box::leak(Box::new(Healths::fresh(&snapshot)))));
     snapshot.deployments.to_vec()
+}
+
+thread_local! {
+    /// The health of the fleet this thread's test made last (each test has its own thread).
+    static HEALTH: std::cell::Cell<Option<&'static Healths>> = const { std::cell::Cell::new(None) };
+}
+
+fn health() -> &'static Healths {
+    HEALTH.get().expect("a fleet is made first")
 }
 
 fn status(code: u16, retry_after: Option<&'static str>) -> AttemptError {
@@ -80,7 +90,7 @@ fn names(log: &[(String, Duration)]) -> Vec<&str> {
 }
 
 fn plan_secs(s: u64) -> Plan<'static> {
-    Plan::until(Instant::now() + Duration::from_secs(s))
+    Plan::until(Instant::now() + Duration::from_secs(s), health())
 }
 
 #[tokio::test(start_paused = true)]
@@ -316,6 +326,7 @@ async fn a_deployment_a_reload_disallowed_is_not_tried() {
         deadline: Instant::now() + Duration::from_secs(60),
         allowed: &not_a,
         gate: None,
+        health: health(),
     };
     let (served, log) = script(&fleet, &plan, HashMap::new()).await;
     let served = served.unwrap();
@@ -360,6 +371,7 @@ async fn a_retry_after_a_narrowing_reload_is_not_made() {
         deadline: Instant::now() + Duration::from_secs(60),
         allowed: &allowed,
         gate: None,
+        health: health(),
     };
     let decision = Decision::allowing(fleet[..2].to_vec());
     let log = Mutex::new(Vec::new());

@@ -1,0 +1,54 @@
+//! What a request reads, once, at its start: the snapshot in force with its policies, and
+//! beside it what each runtime owner keeps for that snapshot's deployments (health, metric
+//! series, the limiter), by each deployment's index. A reload or a discovery builds a new one
+//! and swaps it in whole; health and counters carry over to the deployments that stayed.
+
+use std::sync::Arc;
+
+use crate::config::Snapshot;
+use crate::limits::Limiter;
+use crate::metrics::SeriesTable;
+use crate::policy::Routing;
+use crate::upstream::health::{HealthBook, Healths};
+
+/// The state in force: every request loads it once, a reload swaps it whole.
+pub type Live = Arc<arc_swap::ArcSwap<Current>>;
+
+#[derive(Debug)]
+pub struct Current {
+    pub routing: Routing,
+    /// Ejection, retry budgets, cooldowns and latency of each deployment.
+    pub health: Arc<Healths>,
+    /// Each deployment's metric series.
+    pub series: SeriesTable,
+    /// Rate limits and budgets: kept across reloads while the store stays the same.
+    pub limiter: Arc<Limiter>,
+}
+
+impl Current {
+    /// The state for `snapshot`, keeping what `book` knows of its deployments.
+    pub fn new(snapshot: Snapshot, book: &HealthBook, limiter: Arc<Limiter>) -> Current {
+        let health = Arc::new(book.healths(&snapshot));
+        let series = SeriesTable::new(&snapshot);
+        Current {
+            routing: Routing::new(snapshot, health.clone()),
+            health,
+            series,
+            limiter,
+        }
+    }
+}
+
+impl std::ops::Deref for Current {
+    type Target = Routing;
+
+    fn deref(&self) -> &Routing {
+        &self.routing
+    }
+}
+
+impl AsRef<Routing> for Current {
+    fn as_ref(&self) -> &Routing {
+        &self.routing
+    }
+}

@@ -1,0 +1,121 @@
+//! ⑦ Each deployment's own series, resolved once per snapshot and kept by the deployment's
+//! index: an answered request touches them without hashing its labels again.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus::Histogram;
+
+use super::{Metrics, model_labels};
+use crate::config::Deployment;
+use crate::exchange::Usage;
+
+impl Metrics {
+    /// A deployment's series for an operation, resolved once per deployment (labels hashed
+    /// and looked up at the first request, not at every one).
+    pub fn series<'a>(
+        &self,
+        table: &'a SeriesTable,
+        d: &Deployment,
+        operation: &str,
+    ) -> Cow<'a, Series> {
+        let slot = match (table.0.get(d.index), operation) {
+            (Some([chat, _]), "chat") => chat,
+            (Some([_, embeddings]), "embeddings") => embeddings,
+            _ => return Cow::Owned(self.resolve(d, operation)),
+        };
+        let s = slot.get_or_init(|| self.resolve(d, operation));
+        if s.owner == self.id {
+            Cow::Borrowed(s)
+        } else {
+            Cow::Owned(self.resolve(d, operation))
+        }
+    }
+
+    /// The attempt that answered a request.
+    pub fn answered(&self, table: &SeriesTable, d: &Deployment, operation: &str) {
+        self.series(table, d, operation).attempts_ok.inc();
+    }
+
+    fn resolve(&self, d: &Deployment, operation: &str) -> Series {
+        let labels = model_labels(d, "");
+        let [_, provider, model, openness, license, _] = labels;
+        let genai_tokens = |kind| {
+            self.genai_tokens
+                .with_label_values(&[operation, provider, model, kind, openness, license])
+        };
+        Series {
+            owner: self.id,
+            attempts_ok: self
+                .upstream_attempts
+                .with_label_values(&model_labels(d, "ok")),
+            tokens_in: self.tokens.with_label_values(&model_labels(d, "input")),
+            tokens_out: self.tokens.with_label_values(&model_labels(d, "output")),
+            cost: self.cost.with_label_values(&labels[..5]),
+            genai_tokens_in: genai_tokens("input"),
+            genai_tokens_out: genai_tokens("output"),
+            genai_duration: self
+                .genai_duration
+                .with_label_values(&[operation, provider, model, openness, license]),
+        }
+    }
+
+    /// Tokens, cost (0 included, so every class shows) and duration of one answered request.
+    pub fn usage(&self, table: &SeriesTable, d: &Deployment, answered: Answered) {
+        let Answered {
+            operation,
+            usage: u,
+            cost,
+            took,
+        } = answered;
+        let s = self.series(table, d, operation);
+        s.tokens_in.inc_by(u.prompt_tokens);
+        s.tokens_out.inc_by(u.completion_tokens);
+        if cost >= 0.0 && cost.is_finite() {
+            s.cost.inc_by(cost);
+        }
+        s.genai_tokens_in.observe(u.prompt_tokens as f64);
+        s.genai_tokens_out.observe(u.completion_tokens as f64);
+        s.genai_duration.observe(took.as_secs_f64());
+    }
+}
+
+/// What one answered request used and cost.
+pub struct Answered<'a> {
+    pub operation: &'a str,
+    pub usage: &'a Usage,
+    pub cost: f64,
+    pub took: Duration,
+}
+
+/// Each deployment's series of one snapshot, by its index: resolved on first use, per
+/// operation (chat, embeddings).
+#[derive(Debug)]
+pub struct SeriesTable(Box<[[OnceLock<Series>; 2]]>);
+
+impl SeriesTable {
+    pub fn new(snapshot: &crate::config::Snapshot) -> SeriesTable {
+        SeriesTable(
+            snapshot
+                .deployments
+                .iter()
+                .map(|_| Default::default())
+                .collect(),
+        )
+    }
+}
+
+/// The series every answered request of one deployment and operation touches (a series is
+/// created by its first lookup, so only those: the rest stay absent until used).
+#[derive(Clone, Debug)]
+pub struct Series {
+    owner: usize,
+    pub attempts_ok: prometheus::IntCounter,
+    pub tokens_in: prometheus::IntCounter,
+    pub tokens_out: prometheus::IntCounter,
+    pub cost: prometheus::Counter,
+    pub genai_tokens_in: Histogram,
+    pub genai_tokens_out: Histogram,
+    pub genai_duration: Histogram,
+}
