@@ -116,6 +116,16 @@ pub trait Adapter: Send + Sync {
             "this provider has no embeddings API".into(),
         ))
     }
+
+    /// The upstream request that counts a Messages request's tokens, for dialects that can
+    /// (its answer is passed on as it is).
+    fn build_count_tokens(
+        &self,
+        _body: &serde_json::Value,
+        _d: &Deployment,
+    ) -> Result<UpstreamRequest, AdapterError> {
+        Err(AdapterError::Unsupported("no token counting here".into()))
+    }
 }
 
 /// Whether a stream goes on after an event.

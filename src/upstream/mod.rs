@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderValue;
 
 use crate::adapters::{self, AdapterError, Completed};
 use crate::config::{Deployment, Limits};
@@ -212,31 +211,7 @@ pub async fn count_tokens(
         .kind()
         .adapter()
         .ok_or_else(|| AttemptError::Unsupported("no token counting here".into()))?;
-    let mut body = body.clone();
-    body["model"] = serde_json::Value::String(d.upstream_model.clone());
-    if let Some(o) = body.as_object_mut() {
-        o.remove("stream");
-        o.remove("max_tokens");
-    }
-    let mut headers = vec![
-        (
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ),
-        (
-            http::HeaderName::from_static("anthropic-version"),
-            HeaderValue::from_static(adapters::anthropic::VERSION),
-        ),
-    ];
-    if let Some((name, value)) = &d.endpoint.auth_header {
-        headers.push((name.clone(), value.clone()));
-    }
-    let up = adapters::UpstreamRequest {
-        url: adapters::upstream_url(&format!("{}/messages/count_tokens", d.endpoint.base_url))
-            .map_err(adapter_error)?,
-        headers,
-        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-    };
+    let up = adapter.build_count_tokens(body, d).map_err(adapter_error)?;
     let response = send(pools, health, adapter, d, up).await?;
     read_capped(response, MAX_ERROR_BODY as u64, d.endpoint.timeouts.total).await
 }

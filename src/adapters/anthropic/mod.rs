@@ -26,22 +26,28 @@ impl Adapter for Anthropic {
         d: &Deployment,
     ) -> Result<UpstreamRequest, AdapterError> {
         let body = request::build(req, d)?;
-        let mut headers = vec![
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (
-                HeaderName::from_static("anthropic-version"),
-                HeaderValue::from_static(VERSION),
-            ),
-        ];
-        if let Some((name, value)) = &d.endpoint.auth_header {
-            headers.push((name.clone(), value.clone()));
-        }
         Ok(UpstreamRequest {
             url: super::chat_url(d, req.stream)?,
-            headers,
+            headers: headers(d),
+            body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        })
+    }
+
+    /// The client's body with the deployment's model name, without what counting refuses.
+    fn build_count_tokens(
+        &self,
+        body: &serde_json::Value,
+        d: &Deployment,
+    ) -> Result<UpstreamRequest, AdapterError> {
+        let mut body = body.clone();
+        body["model"] = serde_json::Value::String(d.upstream_model.clone());
+        if let Some(o) = body.as_object_mut() {
+            o.remove("stream");
+            o.remove("max_tokens");
+        }
+        Ok(UpstreamRequest {
+            url: super::upstream_url(&format!("{}/messages/count_tokens", d.endpoint.base_url))?,
+            headers: headers(d),
             body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         })
     }
@@ -66,6 +72,24 @@ impl Adapter for Anthropic {
     fn stream_translator(&self, _req: &ChatRequest, _d: &Deployment) -> Box<dyn StreamTranslator> {
         Box::new(stream::AnthropicStream::default())
     }
+}
+
+/// The headers of every request to the Messages API.
+fn headers(d: &Deployment) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = vec![
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(VERSION),
+        ),
+    ];
+    if let Some((name, value)) = &d.endpoint.auth_header {
+        headers.push((name.clone(), value.clone()));
+    }
+    headers
 }
 
 #[cfg(test)]
