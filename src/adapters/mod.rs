@@ -17,7 +17,7 @@ use crate::exchange::chat::ChatRequest;
 use crate::exchange::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::exchange::encode::Encoder;
 use crate::exchange::sse::SseEvent;
-use crate::exchange::{ErrorBody, Usage};
+use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 /// An HTTP request to an upstream, built from the parsed request, never from client bytes.
 pub struct UpstreamRequest {
@@ -140,6 +140,28 @@ pub enum Flow {
 #[derive(Debug, Clone)]
 pub struct StreamFault {
     pub body: ErrorBody,
+}
+
+impl StreamFault {
+    /// An event that is not what its dialect says it is; the same code as a whole answer
+    /// that does not parse.
+    pub fn invalid(what: &str) -> StreamFault {
+        StreamFault {
+            body: ErrorBody::new(
+                ErrorType::ApiError,
+                format!("upstream sent an invalid stream {what}"),
+            )
+            .code("upstream_invalid_response"),
+        }
+    }
+
+    /// An error the upstream reported in its stream. Its message is raw: the relay cleans
+    /// every stream error with the deployment's masks.
+    pub fn reported(message: impl Into<String>, code: &'static str) -> StreamFault {
+        StreamFault {
+            body: ErrorBody::new(ErrorType::ApiError, message).code(code),
+        }
+    }
 }
 
 /// Translates one upstream stream, event by event, into pieces of the answer for the client's

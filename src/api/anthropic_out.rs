@@ -89,14 +89,20 @@ fn error_type(kind: ErrorType) -> &'static str {
 /// `{"type":"error","error":{"type","message"}}`. Not-found errors keep their type whatever
 /// OpenAI called them.
 pub fn error_json(e: &ErrorBody, status: u16) -> Bytes {
+    Bytes::from(serde_json::to_vec(&error_value(e, Some(status))).unwrap_or_default())
+}
+
+/// The error object of a whole answer (with its status) and of a stream's `error` event
+/// (without one: an overloaded upstream still reads as overloaded).
+fn error_value(e: &ErrorBody, status: Option<u16>) -> Value {
     let kind = match status {
-        404 => "not_found_error",
-        413 => "request_too_large",
-        503 => "overloaded_error",
+        Some(404) => "not_found_error",
+        Some(413) => "request_too_large",
+        Some(503) => "overloaded_error",
+        None if e.code.as_deref() == Some("upstream_overloaded") => "overloaded_error",
         _ => error_type(e.kind),
     };
-    let v = json!({"type": "error", "error": {"type": kind, "message": e.message}});
-    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    json!({"type": "error", "error": {"type": kind, "message": e.message}})
 }
 
 fn event(out: &mut BytesMut, name: &str, data: &Value) {
@@ -282,11 +288,7 @@ impl Encoder for AnthropicEncoder {
     }
 
     fn error(&mut self, e: &ErrorBody, out: &mut BytesMut) {
-        event(
-            out,
-            "error",
-            &json!({"type": "error", "error": {"type": error_type(e.kind), "message": e.message}}),
-        );
+        event(out, "error", &error_value(e, None));
     }
 }
 

@@ -243,6 +243,19 @@ pub struct Skip {
     pub reason: SkipReason,
 }
 
+/// What a failed request comes to, in the order it is decided.
+enum Verdict<'a> {
+    /// The upstream refused the request itself: passed on as it is.
+    Refused(&'a UpstreamFault),
+    RateLimited,
+    Unsupported,
+    TimedOut,
+    /// Nothing allowed was up, reachable or eligible.
+    Unavailable,
+    Invalid,
+    Failed,
+}
+
 /// No attempt succeeded.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", summary(.attempts, .skipped))]
@@ -336,39 +349,46 @@ impl UpstreamError {
             })
     }
 
-    pub fn status(&self) -> StatusCode {
+    /// What the failure as a whole was, decided once: the status, the body's type and code,
+    /// and whether a `Retry-After` is sent all follow from it.
+    fn verdict(&self) -> Verdict<'_> {
         if let Some(f) = self.client_fault() {
-            return f.status;
-        }
-        if self.all_rate_limited() {
-            StatusCode::TOO_MANY_REQUESTS
+            Verdict::Refused(f)
+        } else if self.all_rate_limited() {
+            Verdict::RateLimited
         } else if self.all(|e| matches!(e, AttemptError::Unsupported(_))) {
-            StatusCode::BAD_REQUEST
+            Verdict::Unsupported
         } else if self.all(|e| matches!(e, AttemptError::Timeout(_))) {
-            StatusCode::GATEWAY_TIMEOUT
+            Verdict::TimedOut
         } else if self.all_unavailable() {
-            StatusCode::SERVICE_UNAVAILABLE
+            Verdict::Unavailable
+        } else if self.all(|e| matches!(e, AttemptError::Invalid(_))) {
+            Verdict::Invalid
         } else {
-            StatusCode::BAD_GATEWAY
+            Verdict::Failed
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.verdict() {
+            Verdict::Refused(f) => f.status,
+            Verdict::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Verdict::Unsupported => StatusCode::BAD_REQUEST,
+            Verdict::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+            Verdict::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Verdict::Invalid | Verdict::Failed => StatusCode::BAD_GATEWAY,
         }
     }
 
     pub fn body(&self) -> ErrorBody {
-        if let Some(f) = self.client_fault() {
-            return f.body.clone();
-        }
-        let (kind, code) = if self.all_rate_limited() {
-            (ErrorType::RateLimitError, "upstream_rate_limited")
-        } else if self.all(|e| matches!(e, AttemptError::Unsupported(_))) {
-            (ErrorType::InvalidRequestError, "unsupported_parameter")
-        } else if self.all(|e| matches!(e, AttemptError::Timeout(_))) {
-            (ErrorType::ApiError, "upstream_timeout")
-        } else if self.all_unavailable() {
-            (ErrorType::ServerError, "no_eligible_backend")
-        } else if self.all(|e| matches!(e, AttemptError::Invalid(_))) {
-            (ErrorType::ApiError, "upstream_invalid_response")
-        } else {
-            (ErrorType::ApiError, "upstream_error")
+        let (kind, code) = match self.verdict() {
+            Verdict::Refused(f) => return f.body.clone(),
+            Verdict::RateLimited => (ErrorType::RateLimitError, "upstream_rate_limited"),
+            Verdict::Unsupported => (ErrorType::InvalidRequestError, "unsupported_parameter"),
+            Verdict::TimedOut => (ErrorType::ApiError, "upstream_timeout"),
+            Verdict::Unavailable => (ErrorType::ServerError, "no_eligible_backend"),
+            Verdict::Invalid => (ErrorType::ApiError, "upstream_invalid_response"),
+            Verdict::Failed => (ErrorType::ApiError, "upstream_error"),
         };
         ErrorBody::new(kind, self.to_string()).code(code)
     }
@@ -377,7 +397,7 @@ impl UpstreamError {
     /// as the gateway itself uses it, never relayed as sent) when every attempt was rate
     /// limited or unavailable, or the time until a skipped deployment is eligible again.
     pub fn retry_after(&self) -> Option<HeaderValue> {
-        if !self.all_rate_limited() && !self.all_unavailable() {
+        if !matches!(self.verdict(), Verdict::RateLimited | Verdict::Unavailable) {
             return None;
         }
         let now = super::unix_now();

@@ -8,10 +8,10 @@ use serde_json::Value;
 
 use super::response::{WireUsage, finish_reason};
 use crate::adapters::{Flow, StreamFault, StreamTranslator};
+use crate::exchange::Usage;
 use crate::exchange::answer::Piece;
 use crate::exchange::encode::Encoder;
 use crate::exchange::sse::SseEvent;
-use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 #[derive(Default)]
 pub struct AnthropicStream {
@@ -39,13 +39,6 @@ struct Event {
     usage: Option<WireUsage>,
     #[serde(default)]
     error: Option<Value>,
-}
-
-fn invalid() -> StreamFault {
-    StreamFault {
-        body: ErrorBody::new(ErrorType::ApiError, "upstream sent an invalid stream event")
-            .code("upstream_invalid_response"),
-    }
 }
 
 impl AnthropicStream {
@@ -93,7 +86,8 @@ impl StreamTranslator for AnthropicStream {
         enc: &mut dyn Encoder,
         out: &mut BytesMut,
     ) -> Result<Flow, StreamFault> {
-        let e: Event = serde_json::from_slice(&ev.data).map_err(|_| invalid())?;
+        let e: Event =
+            serde_json::from_slice(&ev.data).map_err(|_| StreamFault::invalid("event"))?;
         match e.kind.as_str() {
             "message_start" => {
                 let m = e.message.unwrap_or(Value::Null);
@@ -170,15 +164,14 @@ impl StreamTranslator for AnthropicStream {
                     .get("type")
                     .and_then(Value::as_str)
                     .unwrap_or("api_error");
-                return Err(StreamFault {
-                    body: ErrorBody::new(ErrorType::ApiError, message).code(
-                        if code == "overloaded_error" {
-                            "upstream_overloaded"
-                        } else {
-                            "upstream_error"
-                        },
-                    ),
-                });
+                return Err(StreamFault::reported(
+                    message,
+                    if code == "overloaded_error" {
+                        "upstream_overloaded"
+                    } else {
+                        "upstream_error"
+                    },
+                ));
             }
             // ping, content_block_stop and event types added later
             _ => {}

@@ -7,10 +7,10 @@ use bytes::BytesMut;
 
 use super::response::{Response, Stop, call_id, finish, split_parts};
 use crate::adapters::{Flow, StreamFault, StreamTranslator};
+use crate::exchange::Usage;
 use crate::exchange::answer::{FinishReason, Piece};
 use crate::exchange::encode::Encoder;
 use crate::exchange::sse::SseEvent;
-use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 pub struct GeminiStream {
     model: String,
@@ -49,12 +49,6 @@ impl GeminiStream {
     }
 }
 
-fn fault(message: String, code: &'static str) -> StreamFault {
-    StreamFault {
-        body: ErrorBody::new(ErrorType::ApiError, message).code(code),
-    }
-}
-
 impl StreamTranslator for GeminiStream {
     fn event(
         &mut self,
@@ -62,19 +56,15 @@ impl StreamTranslator for GeminiStream {
         enc: &mut dyn Encoder,
         out: &mut BytesMut,
     ) -> Result<Flow, StreamFault> {
-        let r: Response = serde_json::from_slice(&ev.data).map_err(|_| {
-            fault(
-                "upstream sent an invalid stream event".into(),
-                "upstream_invalid_response",
-            )
-        })?;
+        let r: Response =
+            serde_json::from_slice(&ev.data).map_err(|_| StreamFault::invalid("event"))?;
         if let Some(e) = &r.error {
             let m = e
                 .get("message")
                 .and_then(|m| m.as_str())
                 .unwrap_or("upstream reported an error");
             // Raw: the relay cleans every stream error with the deployment's masks.
-            return Err(fault(m.to_owned(), "upstream_error"));
+            return Err(StreamFault::reported(m.to_owned(), "upstream_error"));
         }
         if self.id.is_none() {
             let id = r.response_id.clone().unwrap_or_else(crate::base::fresh_id);
@@ -101,7 +91,7 @@ impl StreamTranslator for GeminiStream {
         for (at, c) in r.candidates.iter().enumerate() {
             let index = c.index.unwrap_or(u32::try_from(at).unwrap_or(u32::MAX));
             let Some(&(calls, done)) = self.choices.get(index as usize) else {
-                return Err(fault(
+                return Err(StreamFault::reported(
                     format!("upstream sent candidate {index}, which the request did not ask for"),
                     "upstream_invalid_response",
                 ));
@@ -113,7 +103,7 @@ impl StreamTranslator for GeminiStream {
                 .unwrap_or_default();
             let (text, new_calls) = split_parts(parts);
             if done && (!text.is_empty() || !new_calls.is_empty()) {
-                return Err(fault(
+                return Err(StreamFault::reported(
                     format!("upstream continued candidate {index} after its finish reason"),
                     "upstream_invalid_response",
                 ));
@@ -151,7 +141,9 @@ impl StreamTranslator for GeminiStream {
                 && !done
             {
                 match finish(reason) {
-                    Stop::Error(e) => return Err(fault(e, "upstream_invalid_response")),
+                    Stop::Error(e) => {
+                        return Err(StreamFault::reported(e, "upstream_invalid_response"));
+                    }
                     Stop::Reason(mut r) => {
                         if calls > 0 && r == FinishReason::Stop {
                             r = FinishReason::ToolCalls;

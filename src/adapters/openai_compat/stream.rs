@@ -10,10 +10,10 @@ use serde_json::value::RawValue;
 use super::super::{Flow, StreamFault, StreamTranslator};
 use super::error_message;
 use super::usage::WireUsage;
+use crate::exchange::Usage;
 use crate::exchange::answer::{FinishReason, Piece};
 use crate::exchange::encode::Encoder;
 use crate::exchange::sse::SseEvent;
-use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 pub(super) struct OpenAiStream {
     /// We asked for the usage chunk; the client did not, so it must not see it.
@@ -116,13 +116,6 @@ struct FullFunction {
     arguments: Option<String>,
 }
 
-fn invalid_chunk() -> StreamFault {
-    StreamFault {
-        body: ErrorBody::new(ErrorType::ApiError, "upstream sent an invalid stream chunk")
-            .code("upstream_invalid_response"),
-    }
-}
-
 impl OpenAiStream {
     /// The chunk as pieces, for an encoder that cannot take OpenAI chunks as they are.
     fn pieces(
@@ -131,7 +124,8 @@ impl OpenAiStream {
         enc: &mut dyn Encoder,
         out: &mut BytesMut,
     ) -> Result<(), StreamFault> {
-        let chunk: FullChunk = serde_json::from_slice(data).map_err(|_| invalid_chunk())?;
+        let chunk: FullChunk =
+            serde_json::from_slice(data).map_err(|_| StreamFault::invalid("chunk"))?;
         if !self.started {
             self.started = true;
             enc.piece(
@@ -180,14 +174,12 @@ impl StreamTranslator for OpenAiStream {
         if ev.data.as_ref() == b"[DONE]" {
             return Ok(Flow::Done);
         }
-        let probe: ChunkProbe = serde_json::from_slice(&ev.data).map_err(|_| invalid_chunk())?;
+        let probe: ChunkProbe =
+            serde_json::from_slice(&ev.data).map_err(|_| StreamFault::invalid("chunk"))?;
         if let Some(err) = probe.error {
             let message = error_message(format!("{{\"error\":{}}}", err.get()).as_bytes())
                 .unwrap_or_else(|| "upstream reported an error".into());
-            return Err(StreamFault {
-                // Raw: the relay cleans every stream error with the deployment's masks.
-                body: ErrorBody::new(ErrorType::ApiError, message).code("upstream_error"),
-            });
+            return Err(StreamFault::reported(message, "upstream_error"));
         }
         let choices = probe.choices.unwrap_or_default();
         for c in &choices {
