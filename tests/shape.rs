@@ -22,8 +22,6 @@ const LONG_FNS: &[(&str, &str)] = &[
     ("adapters/anthropic/request.rs", "build"),
     ("adapters/gemini/request.rs", "build"),
     ("exchange/chat/wire.rs", "visit_map"),
-    ("metrics/mod.rs", "new"),
-    ("upstream/fallback.rs", "run"),
 ];
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -1,10 +1,11 @@
-//! ⑧ Metrics: every collector in one struct, registered once on a private registry. Labels
-//! come only from configured names (deployments, catalog models, policies) and closed enums;
-//! never a key, a tenant secret or request text.
+//! ⑧ Metrics: every collector in one struct (the model- and configuration-labelled families
+//! grouped), registered once on a private registry. Labels come only from configured names
+//! (deployments, catalog models, policies) and closed enums; never a key, a tenant secret or
+//! request text.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 mod prime;
@@ -32,36 +33,25 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub in_flight: IntGauge,
     pub open_streams: IntGauge,
-    pub upstream_attempts: IntCounterVec,
     pub fallbacks: IntCounterVec,
-    pub retries: IntCounterVec,
     pub cancelled: IntCounterVec,
     pub circuit: IntGaugeVec,
-    pub tokens: IntCounterVec,
-    pub cost: prometheus::CounterVec,
     pub decisions: IntCounterVec,
     pub refusals: IntCounterVec,
-    pub ttft: HistogramVec,
-    pub genai_tokens: HistogramVec,
-    pub genai_duration: HistogramVec,
-    pub stream_ends: IntCounterVec,
-    pub config_reloads: IntCounterVec,
-    pub config_info: IntGaugeVec,
-    /// 1 per deployment served: how its model was identified, and its quantization.
-    pub identity: IntGaugeVec,
-    /// 1 per deployment withheld (weights that do not match their pin).
-    pub withheld: IntGaugeVec,
-    pub deployments: IntGauge,
-    pub panics: prometheus::IntCounter,
-    pub shed: prometheus::IntCounter,
+    pub panics: IntCounter,
+    pub shed: IntCounter,
     /// Copied from the log writer at scrape time.
-    log_dropped: prometheus::IntCounter,
+    log_dropped: IntCounter,
     /// The writer's count when it was last copied.
     log_dropped_copied: std::sync::atomic::AtomicU64,
     pub limit_rejections: IntCounterVec,
     pub limit_store_errors: IntCounterVec,
     pub budget_used: prometheus::GaugeVec,
     pub startup: Histogram,
+    /// The families labelled by deployment and model.
+    pub model: ModelFamilies,
+    /// What the configuration in force says.
+    pub config: ConfigFamilies,
 }
 
 const MODEL_LABELS: &[&str] = &["deployment", "provider", "model", "openness", "license"];
@@ -109,6 +99,12 @@ fn histogram(
     Ok(h)
 }
 
+fn int_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
     let g = IntGauge::new(name, help)?;
     r.register(Box::new(g.clone()))?;
@@ -118,11 +114,6 @@ fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
 impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
         let r = Registry::new();
-        let with_model = |extra: &[&'static str]| -> Vec<&'static str> {
-            let mut v = MODEL_LABELS.to_vec();
-            v.extend_from_slice(extra);
-            v
-        };
         static IDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let m = Metrics {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -145,18 +136,6 @@ impl Metrics {
                 "Requests being served now.",
             )?,
             open_streams: gauge(&r, "modelgate_open_streams", "Streams being relayed now.")?,
-            upstream_attempts: counter(
-                &r,
-                "modelgate_upstream_attempts_total",
-                "Attempts to call a deployment, by result (ok or the failure kind).",
-                &with_model(&["result"]),
-            )?,
-            retries: counter(
-                &r,
-                "modelgate_retries_total",
-                "Retries of a deployment after a failed attempt.",
-                MODEL_LABELS,
-            )?,
             cancelled: counter(
                 &r,
                 "modelgate_upstream_cancelled_total",
@@ -180,23 +159,6 @@ impl Metrics {
                 "Requests answered by a deployment other than the first choice.",
                 &["policy"],
             )?,
-            tokens: counter(
-                &r,
-                "modelgate_tokens_total",
-                "Tokens by direction (input or output), as reported by the upstream or estimated.",
-                &with_model(&["direction"]),
-            )?,
-            cost: {
-                let c = prometheus::CounterVec::new(
-                    Opts::new(
-                        "modelgate_cost_usd_total",
-                        "Cost of answers in USD, from reported (or estimated) usage and the deployment's price.",
-                    ),
-                    MODEL_LABELS,
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
             decisions: counter(
                 &r,
                 "modelgate_policy_decisions_total",
@@ -208,83 +170,6 @@ impl Metrics {
                 "modelgate_policy_refusals_total",
                 "Deployments a rule refused for a request, by reason.",
                 &["policy", "rule", "reason"],
-            )?,
-            ttft: histogram(
-                &r,
-                "gen_ai_server_time_to_first_token_seconds",
-                "Time from request to the first streamed bytes sent to the client.",
-                MODEL_LABELS,
-                TTFT_BUCKETS,
-            )?,
-            genai_tokens: histogram(
-                &r,
-                "gen_ai_client_token_usage",
-                "Tokens per answered request (OpenTelemetry GenAI gen_ai.client.token.usage), by token type.",
-                &GENAI_LABELS_TOKENS,
-                &[
-                    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0,
-                    1048576.0, 4194304.0,
-                ],
-            )?,
-            genai_duration: histogram(
-                &r,
-                "gen_ai_server_request_duration_seconds",
-                "Time from request to the end of the answer (OpenTelemetry GenAI gen_ai.server.request.duration).",
-                &GENAI_LABELS,
-                &[
-                    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
-                    40.96, 81.92,
-                ],
-            )?,
-            stream_ends: counter(
-                &r,
-                "modelgate_stream_ends_total",
-                "Streams ended, by how they ended.",
-                &with_model(&["reason"]),
-            )?,
-            config_reloads: counter(
-                &r,
-                "modelgate_config_reloads_total",
-                "Configuration reloads, by result (ok, error, unchanged).",
-                &["result"],
-            )?,
-            identity: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "modelgate_deployment_identity",
-                        "1 per deployment served: its model, how the model was identified (configured, digest, metadata, name, unknown), and the quantization where known.",
-                    ),
-                    &["deployment", "model", "basis", "quantization"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            withheld: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "modelgate_deployment_withheld",
-                        "1 per deployment not served because its weights are not the pinned ones (or not shown yet).",
-                    ),
-                    &["deployment"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            config_info: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "modelgate_config_info",
-                        "The configuration in force (value 1), by its hash.",
-                    ),
-                    &["hash"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            deployments: gauge(
-                &r,
-                "modelgate_deployments",
-                "Deployments routable now (configured plus discovered).",
             )?,
             limit_rejections: counter(
                 &r,
@@ -309,31 +194,22 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
-            log_dropped: {
-                let c = prometheus::IntCounter::new(
-                    "modelgate_log_lines_dropped_total",
-                    "Log lines dropped because the log writer could not keep up with them.",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
+            log_dropped: int_counter(
+                &r,
+                "modelgate_log_lines_dropped_total",
+                "Log lines dropped because the log writer could not keep up with them.",
+            )?,
             log_dropped_copied: std::sync::atomic::AtomicU64::new(0),
-            shed: {
-                let c = prometheus::IntCounter::new(
-                    "modelgate_shed_total",
-                    "Requests refused with 503 because server.max_concurrent_requests were in flight.",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
-            panics: {
-                let c = prometheus::IntCounter::new(
-                    "modelgate_panics_total",
-                    "Request handlers that panicked (answered 500).",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
+            shed: int_counter(
+                &r,
+                "modelgate_shed_total",
+                "Requests refused with 503 because server.max_concurrent_requests were in flight.",
+            )?,
+            panics: int_counter(
+                &r,
+                "modelgate_panics_total",
+                "Request handlers that panicked (answered 500).",
+            )?,
             startup: {
                 let h = Histogram::with_opts(
                     HistogramOpts::new(
@@ -345,6 +221,9 @@ impl Metrics {
                 r.register(Box::new(h.clone()))?;
                 h
             },
+
+            model: ModelFamilies::new(&r)?,
+            config: ConfigFamilies::new(&r)?,
             registry: r,
         };
         // Zero from the start, so dashboards and alerts see the series before any failure.
@@ -390,16 +269,19 @@ impl Metrics {
     /// exist at 0: a dashboard or an alert (`increase(...[10m]) > 0`) must see a series
     /// before its first event, or the first event is invisible to it.
     pub fn set_config(&self, snapshot: &crate::policy::Routing, series: &SeriesTable) {
-        self.config_info.reset();
-        self.config_info
+        self.config.config_info.reset();
+        self.config
+            .config_info
             .with_label_values(&[snapshot.config.hash.as_str()])
             .set(1);
-        self.deployments
+        self.config
+            .deployments
             .set(i64::try_from(snapshot.deployments.len()).unwrap_or(i64::MAX));
-        self.identity.reset();
+        self.config.identity.reset();
         for d in &snapshot.deployments {
             let [deployment, _, model, ..] = model_labels(d, "");
-            self.identity
+            self.config
+                .identity
                 .with_label_values(&[
                     deployment,
                     model,
@@ -408,15 +290,19 @@ impl Metrics {
                 ])
                 .set(1);
         }
-        self.withheld.reset();
+        self.config.withheld.reset();
         for (name, _) in &snapshot.withheld {
-            self.withheld.with_label_values(&[name.as_str()]).set(1);
+            self.config
+                .withheld
+                .with_label_values(&[name.as_str()])
+                .set(1);
         }
         self.prime(snapshot, series);
     }
 
     pub fn attempt(&self, d: &Deployment, result: &str) {
-        self.upstream_attempts
+        self.model
+            .upstream_attempts
             .with_label_values(&model_labels(d, result))
             .inc();
     }
@@ -435,7 +321,8 @@ impl Metrics {
             self.attempt(&s.deployment, s.reason.label());
         }
         for d in retries {
-            self.retries
+            self.model
+                .retries
                 .with_label_values(&model_labels(d, "")[..5])
                 .inc();
         }
@@ -485,6 +372,154 @@ impl Metrics {
                 Some(policy.clone())
             }
         }
+    }
+}
+
+/// The families labelled by deployment and model, and the GenAI ones by model.
+pub struct ModelFamilies {
+    pub upstream_attempts: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub tokens: IntCounterVec,
+    pub cost: prometheus::CounterVec,
+    pub ttft: HistogramVec,
+    pub genai_tokens: HistogramVec,
+    pub genai_duration: HistogramVec,
+    pub stream_ends: IntCounterVec,
+}
+
+impl ModelFamilies {
+    fn new(r: &Registry) -> prometheus::Result<ModelFamilies> {
+        let with_model = |extra: &[&'static str]| -> Vec<&'static str> {
+            let mut v = MODEL_LABELS.to_vec();
+            v.extend_from_slice(extra);
+            v
+        };
+        Ok(ModelFamilies {
+            upstream_attempts: counter(
+                r,
+                "modelgate_upstream_attempts_total",
+                "Attempts to call a deployment, by result (ok or the failure kind).",
+                &with_model(&["result"]),
+            )?,
+            retries: counter(
+                r,
+                "modelgate_retries_total",
+                "Retries of a deployment after a failed attempt.",
+                MODEL_LABELS,
+            )?,
+            tokens: counter(
+                r,
+                "modelgate_tokens_total",
+                "Tokens by direction (input or output), as reported by the upstream or estimated.",
+                &with_model(&["direction"]),
+            )?,
+            cost: {
+                let c = prometheus::CounterVec::new(
+                    Opts::new(
+                        "modelgate_cost_usd_total",
+                        "Cost of answers in USD, from reported (or estimated) usage and the deployment's price.",
+                    ),
+                    MODEL_LABELS,
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            ttft: histogram(
+                r,
+                "gen_ai_server_time_to_first_token_seconds",
+                "Time from request to the first streamed bytes sent to the client.",
+                MODEL_LABELS,
+                TTFT_BUCKETS,
+            )?,
+            genai_tokens: histogram(
+                r,
+                "gen_ai_client_token_usage",
+                "Tokens per answered request (OpenTelemetry GenAI gen_ai.client.token.usage), by token type.",
+                &GENAI_LABELS_TOKENS,
+                &[
+                    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0,
+                    1048576.0, 4194304.0,
+                ],
+            )?,
+            genai_duration: histogram(
+                r,
+                "gen_ai_server_request_duration_seconds",
+                "Time from request to the end of the answer (OpenTelemetry GenAI gen_ai.server.request.duration).",
+                &GENAI_LABELS,
+                &[
+                    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                    40.96, 81.92,
+                ],
+            )?,
+            stream_ends: counter(
+                r,
+                "modelgate_stream_ends_total",
+                "Streams ended, by how they ended.",
+                &with_model(&["reason"]),
+            )?,
+        })
+    }
+}
+
+/// What the configuration in force says, and how reloads went.
+pub struct ConfigFamilies {
+    pub config_reloads: IntCounterVec,
+    pub config_info: IntGaugeVec,
+    /// 1 per deployment served: how its model was identified, and its quantization.
+    pub identity: IntGaugeVec,
+    /// 1 per deployment withheld (weights that do not match their pin).
+    pub withheld: IntGaugeVec,
+    pub deployments: IntGauge,
+}
+
+impl ConfigFamilies {
+    fn new(r: &Registry) -> prometheus::Result<ConfigFamilies> {
+        Ok(ConfigFamilies {
+            config_reloads: counter(
+                r,
+                "modelgate_config_reloads_total",
+                "Configuration reloads, by result (ok, error, unchanged).",
+                &["result"],
+            )?,
+            config_info: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "modelgate_config_info",
+                        "The configuration in force (value 1), by its hash.",
+                    ),
+                    &["hash"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            identity: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "modelgate_deployment_identity",
+                        "1 per deployment served: its model, how the model was identified (configured, digest, metadata, name, unknown), and the quantization where known.",
+                    ),
+                    &["deployment", "model", "basis", "quantization"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            withheld: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "modelgate_deployment_withheld",
+                        "1 per deployment not served because its weights are not the pinned ones (or not shown yet).",
+                    ),
+                    &["deployment"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            deployments: gauge(
+                r,
+                "modelgate_deployments",
+                "Deployments routable now (configured plus discovered).",
+            )?,
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use crate::config::Deployment;
 impl Metrics {
     pub(super) fn prime(&self, snapshot: &crate::policy::Routing, series: &super::SeriesTable) {
         for result in ["ok", "error", "unchanged"] {
-            self.config_reloads.with_label_values(&[result]);
+            self.config.config_reloads.with_label_values(&[result]);
         }
         for phase in ["request", "stream"] {
             self.cancelled.with_label_values(&[phase]);
@@ -93,11 +93,12 @@ impl Metrics {
                 self.attempt_series(d, result);
             }
             let labels = model_labels(d, "");
-            self.retries.with_label_values(&labels[..5]);
+            self.model.retries.with_label_values(&labels[..5]);
             if operation == "chat" {
-                self.ttft.with_label_values(&labels[..5]);
+                self.model.ttft.with_label_values(&labels[..5]);
                 for reason in crate::exchange::answer::EndReason::ALL {
-                    self.stream_ends
+                    self.model
+                        .stream_ends
                         .with_label_values(&model_labels(d, reason.as_str()));
                 }
             }
@@ -105,7 +106,8 @@ impl Metrics {
     }
 
     fn attempt_series(&self, d: &Deployment, result: &str) {
-        self.upstream_attempts
+        self.model
+            .upstream_attempts
             .with_label_values(&model_labels(d, result));
     }
 }

@@ -42,20 +42,29 @@ impl Metrics {
         let labels = model_labels(d, "");
         let [_, provider, model, openness, license, _] = labels;
         let genai_tokens = |kind| {
-            self.genai_tokens
+            self.model
+                .genai_tokens
                 .with_label_values(&[operation, provider, model, kind, openness, license])
         };
         Series {
             owner: self.id,
             attempts_ok: self
+                .model
                 .upstream_attempts
                 .with_label_values(&model_labels(d, "ok")),
-            tokens_in: self.tokens.with_label_values(&model_labels(d, "input")),
-            tokens_out: self.tokens.with_label_values(&model_labels(d, "output")),
-            cost: self.cost.with_label_values(&labels[..5]),
+            tokens_in: self
+                .model
+                .tokens
+                .with_label_values(&model_labels(d, "input")),
+            tokens_out: self
+                .model
+                .tokens
+                .with_label_values(&model_labels(d, "output")),
+            cost: self.model.cost.with_label_values(&labels[..5]),
             genai_tokens_in: genai_tokens("input"),
             genai_tokens_out: genai_tokens("output"),
             genai_duration: self
+                .model
                 .genai_duration
                 .with_label_values(&[operation, provider, model, openness, license]),
         }

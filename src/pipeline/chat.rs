@@ -239,6 +239,7 @@ fn respond_with(
         Answer::Stream(mut relay) => {
             // The first content is ready: the time to first token, as the client sees it.
             ctx.metrics
+                .model
                 .ttft
                 .with_label_values(&model_labels(&d, "")[..5])
                 .observe(opened.started.elapsed().as_secs_f64());
@@ -269,6 +270,7 @@ fn stream_end(ctx: &Ctx, record: Record) -> OnEnd {
             .usage
             .unwrap_or_else(|| record.estimate(end.output_chars));
         metrics
+            .model
             .stream_ends
             .with_label_values(&model_labels(&record.deployment, end.reason.as_str()))
             .inc();

@@ -104,6 +104,7 @@ impl State {
             Err(problems) => {
                 inner.fingerprint = load::fingerprint(&inner.watched);
                 self.metrics
+                    .config
                     .config_reloads
                     .with_label_values(&["error"])
                     .inc();
@@ -124,6 +125,7 @@ impl State {
                 inner.fingerprint = load::fingerprint(&inner.watched);
                 if loaded.config.hash == inner.config.hash {
                     self.metrics
+                        .config
                         .config_reloads
                         .with_label_values(&["unchanged"])
                         .inc();
@@ -142,7 +144,11 @@ impl State {
                 let hash = loaded.config.hash.clone();
                 inner.config = Arc::new(loaded.config);
                 self.publish(&inner);
-                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+                self.metrics
+                    .config
+                    .config_reloads
+                    .with_label_values(&["ok"])
+                    .inc();
                 tracing::info!(event = "config_reload", result = "ok", hash = %hash, "configuration reloaded");
                 Reloaded::Changed { hash }
             }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::breaker::{Admit, CircuitState};
 use super::error::{Attempt, AttemptError, Phase, Skip, SkipReason, UpstreamError};
 use super::health::{Health, Healths};
-use super::retry::MAX_COOLDOWN;
+use super::retry::{MAX_COOLDOWN, RetryPolicy};
 use crate::config::Deployment;
 use crate::policy::Decision;
 
@@ -71,6 +71,59 @@ fn now_unix() -> u64 {
     super::unix_now()
 }
 
+/// Why a deployment is not tried now, if it is not: a reload disallowed it, it is ejected,
+/// it asked for a pause, or it is over its own rate limit.
+async fn not_now(plan: &Plan<'_>, d: &Deployment, health: &Health) -> Option<SkipReason> {
+    if !(plan.allowed)(d) {
+        return Some(SkipReason::Reloaded);
+    }
+    if d.endpoint.breaker.is_some()
+        && let Admit::No(wait) = health.breaker.admit(Instant::now())
+    {
+        return Some(SkipReason::Ejected(wait));
+    }
+    if let Some(wait) = health.cooling(Instant::now()) {
+        return Some(SkipReason::CoolingDown(wait));
+    }
+    if let (Some((limiter, tokens)), Some(scope)) = (&plan.gate, &d.endpoint.limits) {
+        if let Err(e) = limiter.count(scope, *tokens).await {
+            return Some(SkipReason::Limited(match e {
+                crate::limits::LimitError::Refused(r) => r.retry_after,
+                crate::limits::LimitError::Unavailable => std::time::Duration::from_secs(1),
+            }));
+        }
+        // The limit store may have taken a while: a reload may have landed meanwhile.
+        if !(plan.allowed)(d) {
+            return Some(SkipReason::Reloaded);
+        }
+    }
+    None
+}
+
+/// How long to wait before trying the same deployment again after `error` (none: move on).
+/// A `Retry-After` cools the deployment down either way.
+fn retry_wait(
+    error: &AttemptError,
+    health: &Health,
+    policy: &RetryPolicy,
+    tries: u32,
+    last: bool,
+) -> Option<std::time::Duration> {
+    let retry_after = error.retry_after(now_unix());
+    if let Some(ra) = retry_after {
+        health.cool_down(Instant::now() + ra.min(MAX_COOLDOWN));
+    }
+    match error.retry_on() {
+        Some(on) if policy.retries(on) && tries < policy.attempts => match retry_after {
+            // Waited for only when no other deployment can take the request.
+            Some(ra) if last && ra <= policy.max_retry_after => Some(ra),
+            Some(_) => None,
+            None => Some(policy.backoff(tries)),
+        },
+        _ => None,
+    }
+}
+
 /// Runs the attempts.
 pub async fn run<T, F, Fut>(
     decision: &Decision,
@@ -88,52 +141,14 @@ where
     'candidates: for (i, d) in candidates.iter().enumerate() {
         let last = i + 1 == candidates.len();
         let health = plan.health.of(d);
-        if !(plan.allowed)(d) {
+        if let Some(reason) = not_now(plan, d, health).await {
             skipped.push(Skip {
                 deployment: d.clone(),
-                reason: SkipReason::Reloaded,
-            });
-            continue;
-        }
-        if d.endpoint.breaker.is_some()
-            && let Admit::No(wait) = health.breaker.admit(Instant::now())
-        {
-            skipped.push(Skip {
-                deployment: d.clone(),
-                reason: SkipReason::Ejected(wait),
-            });
-            continue;
-        }
-        if let Some(wait) = health.cooling(Instant::now()) {
-            skipped.push(Skip {
-                deployment: d.clone(),
-                reason: SkipReason::CoolingDown(wait),
-            });
-            continue;
-        }
-        if let (Some((limiter, tokens)), Some(scope)) = (&plan.gate, &d.endpoint.limits)
-            && let Err(e) = limiter.count(scope, *tokens).await
-        {
-            let wait = match e {
-                crate::limits::LimitError::Refused(r) => r.retry_after,
-                crate::limits::LimitError::Unavailable => std::time::Duration::from_secs(1),
-            };
-            skipped.push(Skip {
-                deployment: d.clone(),
-                reason: SkipReason::Limited(wait),
-            });
-            continue;
-        }
-        // The limit store may have taken a while: a reload may have landed meanwhile.
-        if plan.gate.is_some() && d.endpoint.limits.is_some() && !(plan.allowed)(d) {
-            skipped.push(Skip {
-                deployment: d.clone(),
-                reason: SkipReason::Reloaded,
+                reason,
             });
             continue;
         }
         health.budget.request(Instant::now());
-        let policy = &d.endpoint.retry;
         let mut tries = 0u32;
         loop {
             if Instant::now() >= plan.deadline {
@@ -163,19 +178,7 @@ where
             record(health, d, Some(&error));
             tracing::warn!(deployment = %d.name, error = %error, retry = tries, "upstream attempt failed");
             let falls_back = error.falls_back();
-            let retry_after = error.retry_after(now_unix());
-            if let Some(ra) = retry_after {
-                health.cool_down(Instant::now() + ra.min(MAX_COOLDOWN));
-            }
-            let wait = match error.retry_on() {
-                Some(on) if policy.retries(on) && tries < policy.attempts => match retry_after {
-                    // Waited for only when no other deployment can take the request.
-                    Some(ra) if last && ra <= policy.max_retry_after => Some(ra),
-                    Some(_) => None,
-                    None => Some(policy.backoff(tries)),
-                },
-                _ => None,
-            };
+            let wait = retry_wait(&error, health, &d.endpoint.retry, tries, last);
             failed.push(Attempt {
                 deployment: d.clone(),
                 error,
