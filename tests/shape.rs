@@ -21,7 +21,6 @@ const LONG_FILES: &[&str] = &[];
 const LONG_FNS: &[(&str, &str)] = &[
     ("adapters/anthropic/request.rs", "build"),
     ("adapters/gemini/request.rs", "build"),
-    ("exchange/chat/wire.rs", "visit_map"),
 ];
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

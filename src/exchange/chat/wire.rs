@@ -53,6 +53,21 @@ where
         .inspect_err(|_| failed.set(Some((name, "invalid_type"))))
 }
 
+/// Reads one field's value into its slot, once: a second occurrence is refused.
+fn once<'de, A, T>(
+    map: &mut A,
+    failed: &Failed,
+    slot: &mut Option<T>,
+    name: &'static str,
+) -> Result<(), A::Error>
+where
+    A: MapAccess<'de>,
+    T: Deserialize<'de>,
+{
+    let v = field(map, failed, name)?;
+    set_once(slot, v, name)
+}
+
 fn set_once<T, E: de::Error>(slot: &mut Option<T>, v: T, name: &str) -> Result<(), E> {
     if slot.is_some() {
         return Err(E::custom(format_args!("duplicate field '{name}'")));
@@ -96,81 +111,45 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         let mut model: Option<String> = None;
         let mut messages: Option<Vec<Message>> = None;
         let mut stream: Option<Option<bool>> = None;
-        let mut stream_options = None;
-        let mut max_tokens = None;
-        let mut max_completion_tokens = None;
-        let mut n = None;
-        let mut temperature = None;
-        let mut top_p = None;
-        let mut stop = None;
-        let mut tools = None;
-        let mut tool_choice = None;
-        let mut response_format = None;
+        let mut stream_options: Option<Option<serde_json::Map<String, serde_json::Value>>> = None;
+        let mut max_tokens: Option<Option<u32>> = None;
+        let mut max_completion_tokens: Option<Option<u32>> = None;
+        let mut n: Option<Option<u32>> = None;
+        let mut temperature: Option<Option<f64>> = None;
+        let mut top_p: Option<Option<f64>> = None;
+        let mut stop: Option<Option<Box<RawValue>>> = None;
+        let mut tools: Option<Option<Box<RawValue>>> = None;
+        let mut tool_choice: Option<Option<Box<RawValue>>> = None;
+        let mut response_format: Option<Option<Box<RawValue>>> = None;
         let mut metadata: Option<Option<Vec<(String, String)>>> = None;
         let mut extra = Extra::new();
 
         while let Some(Key(key)) = map.next_key::<Key>()? {
+            let m = &mut map;
             match key.as_ref() {
-                "model" => set_once(&mut model, field(&mut map, failed, "model")?, "model")?,
-                "messages" => set_once(
-                    &mut messages,
-                    field(&mut map, failed, "messages")?,
-                    "messages",
-                )?,
-                "stream" => set_once(&mut stream, field(&mut map, failed, "stream")?, "stream")?,
-                "stream_options" => set_once(
-                    &mut stream_options,
-                    field::<_, Option<serde_json::Map<String, serde_json::Value>>>(
-                        &mut map,
+                "model" => once(m, failed, &mut model, "model")?,
+                "messages" => once(m, failed, &mut messages, "messages")?,
+                "stream" => once(m, failed, &mut stream, "stream")?,
+                "stream_options" => once(m, failed, &mut stream_options, "stream_options")?,
+                "max_tokens" => once(m, failed, &mut max_tokens, "max_tokens")?,
+                "max_completion_tokens" => {
+                    once(
+                        m,
                         failed,
-                        "stream_options",
-                    )?,
-                    "stream_options",
-                )?,
-                "max_tokens" => set_once(
-                    &mut max_tokens,
-                    field::<_, Option<u32>>(&mut map, failed, "max_tokens")?,
-                    "max_tokens",
-                )?,
-                "max_completion_tokens" => set_once(
-                    &mut max_completion_tokens,
-                    field::<_, Option<u32>>(&mut map, failed, "max_completion_tokens")?,
-                    "max_completion_tokens",
-                )?,
-                "n" => set_once(&mut n, field::<_, Option<u32>>(&mut map, failed, "n")?, "n")?,
-                "temperature" => set_once(
-                    &mut temperature,
-                    field::<_, Option<f64>>(&mut map, failed, "temperature")?,
-                    "temperature",
-                )?,
-                "top_p" => set_once(
-                    &mut top_p,
-                    field::<_, Option<f64>>(&mut map, failed, "top_p")?,
-                    "top_p",
-                )?,
-                "stop" => set_once(
-                    &mut stop,
-                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "stop")?,
-                    "stop",
-                )?,
-                "tools" => set_once(
-                    &mut tools,
-                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "tools")?,
-                    "tools",
-                )?,
-                "tool_choice" => set_once(
-                    &mut tool_choice,
-                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "tool_choice")?,
-                    "tool_choice",
-                )?,
-                "response_format" => set_once(
-                    &mut response_format,
-                    field::<_, Option<Box<RawValue>>>(&mut map, failed, "response_format")?,
-                    "response_format",
-                )?,
+                        &mut max_completion_tokens,
+                        "max_completion_tokens",
+                    )?;
+                }
+                "n" => once(m, failed, &mut n, "n")?,
+                "temperature" => once(m, failed, &mut temperature, "temperature")?,
+                "top_p" => once(m, failed, &mut top_p, "top_p")?,
+                "stop" => once(m, failed, &mut stop, "stop")?,
+                "tools" => once(m, failed, &mut tools, "tools")?,
+                "tool_choice" => once(m, failed, &mut tool_choice, "tool_choice")?,
+                "response_format" => once(m, failed, &mut response_format, "response_format")?,
                 "metadata" => {
                     let m: Option<serde_json::Map<String, serde_json::Value>> =
-                        field(&mut map, failed, "metadata")?;
+                        field(m, failed, "metadata")?;
                     let pairs = match m {
                         None => None,
                         Some(m) => {
