@@ -49,7 +49,83 @@ pub fn build(req: &ChatRequest, d: &Deployment) -> Result<Value, AdapterError> {
             "Anthropic models answer one choice at a time ('n' > 1)",
         ));
     }
-    let mut system = Vec::new();
+    let (system, turns) = conversation(req)?;
+    if turns.is_empty() {
+        return Err(unsupported(
+            "the conversation has no user or assistant content",
+        ));
+    }
+
+    let mut out = Map::new();
+    out.insert("model".into(), json!(d.upstream_model));
+    let max_tokens = req
+        .max_output_tokens()
+        .or(d.model.capabilities.max_output_tokens)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    out.insert("max_tokens".into(), json!(max_tokens));
+    if !system.is_empty() {
+        out.insert("system".into(), json!(system.join("\n\n")));
+    }
+    out.insert(
+        "messages".into(),
+        Value::Array(
+            turns
+                .into_iter()
+                .map(|(role, content)| json!({"role": role, "content": content}))
+                .collect(),
+        ),
+    );
+    let stop = req.stop_list();
+    if !stop.is_empty() {
+        out.insert("stop_sequences".into(), json!(stop));
+    }
+    if let Some(format) = output_format(req)? {
+        out.insert("output_config".into(), format);
+    }
+    if let Some(t) = req.temperature {
+        if t > 1.0 {
+            return Err(unsupported(
+                "Anthropic models take a temperature between 0 and 1",
+            ));
+        }
+        out.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = req.top_p {
+        out.insert("top_p".into(), json!(p));
+    }
+    for name in ["top_k", "thinking", "service_tier"] {
+        if let Some(v) = req.extra(name) {
+            let v: Value = serde_json::from_str(v.get()).unwrap_or(Value::Null);
+            if !v.is_null() {
+                out.insert(name.into(), v);
+            }
+        }
+    }
+    if let Some((tools, choice)) = tools(req)? {
+        out.insert("tools".into(), tools);
+        out.insert("tool_choice".into(), choice);
+    }
+    if let Some(user) = req.extra("user")
+        && let Ok(user) = serde_json::from_str::<String>(user.get())
+    {
+        out.insert("metadata".into(), json!({"user_id": user}));
+    }
+    if req.stream {
+        out.insert("stream".into(), json!(true));
+    }
+    Ok(Value::Object(out))
+}
+
+/// The system text and the turns of a conversation, in Anthropic's terms: system and developer
+/// messages joined into the system prompt, tool results opening the next user turn.
+#[expect(
+    clippy::type_complexity,
+    reason = "the two halves of a Messages request"
+)]
+fn conversation(
+    req: &ChatRequest,
+) -> Result<(Vec<String>, Vec<(&'static str, Vec<Value>)>), AdapterError> {
+    let mut system: Vec<String> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for m in &req.messages {
         match m.role {
@@ -119,116 +195,64 @@ pub fn build(req: &ChatRequest, d: &Deployment) -> Result<Value, AdapterError> {
             }
         }
     }
-    if turns.is_empty() {
-        return Err(unsupported(
-            "the conversation has no user or assistant content",
-        ));
-    }
+    Ok((system, turns))
+}
 
-    let mut out = Map::new();
-    out.insert("model".into(), json!(d.upstream_model));
-    let max_tokens = req
-        .max_output_tokens()
-        .or(d.model.capabilities.max_output_tokens)
-        .unwrap_or(DEFAULT_MAX_TOKENS);
-    out.insert("max_tokens".into(), json!(max_tokens));
-    if !system.is_empty() {
-        out.insert("system".into(), json!(system.join("\n\n")));
+/// A JSON schema the answer must follow, in Anthropic's terms; `json_object` (any JSON) has
+/// none and is refused rather than ignored.
+fn output_format(req: &ChatRequest) -> Result<Option<Value>, AdapterError> {
+    let Some(rf) = &req.response_format else {
+        return Ok(None);
+    };
+    let rf: Value = serde_json::from_str(rf.get()).unwrap_or(Value::Null);
+    match (
+        rf.get("type").and_then(Value::as_str),
+        rf.pointer("/json_schema/schema"),
+    ) {
+        (Some("json_schema"), Some(schema)) => Ok(Some(
+            json!({"format": {"type": "json_schema", "schema": schema}}),
+        )),
+        (Some("text"), _) => Ok(None),
+        _ => Err(unsupported(
+            "Anthropic models take a response_format of type json_schema (with a schema) only",
+        )),
     }
-    out.insert(
-        "messages".into(),
-        Value::Array(
-            turns
-                .into_iter()
-                .map(|(role, content)| json!({"role": role, "content": content}))
-                .collect(),
-        ),
-    );
-    let stop = req.stop_list();
-    if !stop.is_empty() {
-        out.insert("stop_sequences".into(), json!(stop));
-    }
-    // A JSON schema the answer must follow, in Anthropic's terms; `json_object` (any JSON) has
-    // none and is refused rather than ignored.
-    if let Some(rf) = &req.response_format {
-        let rf: Value = serde_json::from_str(rf.get()).unwrap_or(Value::Null);
-        match (
-            rf.get("type").and_then(Value::as_str),
-            rf.pointer("/json_schema/schema"),
-        ) {
-            (Some("json_schema"), Some(schema)) => {
-                out.insert(
-                    "output_config".into(),
-                    json!({"format": {"type": "json_schema", "schema": schema}}),
-                );
-            }
-            (Some("text"), _) => {}
-            _ => {
-                return Err(unsupported(
-                    "Anthropic models take a response_format of type json_schema (with a schema) only",
-                ));
-            }
-        }
-    }
-    if let Some(t) = req.temperature {
-        if t > 1.0 {
-            return Err(unsupported(
-                "Anthropic models take a temperature between 0 and 1",
-            ));
-        }
-        out.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = req.top_p {
-        out.insert("top_p".into(), json!(p));
-    }
-    for name in ["top_k", "thinking", "service_tier"] {
-        if let Some(v) = req.extra(name) {
-            let v: Value = serde_json::from_str(v.get()).unwrap_or(Value::Null);
-            if !v.is_null() {
-                out.insert(name.into(), v);
-            }
-        }
-    }
+}
+
+/// The tools and the tool choice, if the request has tools.
+fn tools(req: &ChatRequest) -> Result<Option<(Value, Value)>, AdapterError> {
     let tools = req.tool_list().map_err(bad)?;
     let parallel_off = req
         .extra("parallel_tool_calls")
         .is_some_and(|v| v.get() == "false");
-    if !tools.is_empty() {
-        let tools: Vec<Value> = tools
-            .into_iter()
-            .map(|t| {
-                let mut tool = Map::new();
-                tool.insert("name".into(), json!(t.function.name));
-                if let Some(d) = t.function.description {
-                    tool.insert("description".into(), json!(d));
-                }
-                let schema = t
-                    .function
-                    .parameters
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-                tool.insert("input_schema".into(), schema);
-                Value::Object(tool)
-            })
-            .collect();
-        out.insert("tools".into(), Value::Array(tools));
-        let mut choice = match req.tool_choice().map_err(bad)? {
-            None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
-            Some(ToolChoice::None) => json!({"type": "none"}),
-            Some(ToolChoice::Required) => json!({"type": "any"}),
-            Some(ToolChoice::Named(name)) => json!({"type": "tool", "name": name}),
-        };
-        if parallel_off && choice["type"] != "none" {
-            choice["disable_parallel_tool_use"] = json!(true);
-        }
-        out.insert("tool_choice".into(), choice);
+    if tools.is_empty() {
+        return Ok(None);
     }
-    if let Some(user) = req.extra("user")
-        && let Ok(user) = serde_json::from_str::<String>(user.get())
-    {
-        out.insert("metadata".into(), json!({"user_id": user}));
+    let tools: Vec<Value> = tools
+        .into_iter()
+        .map(|t| {
+            let mut tool = Map::new();
+            tool.insert("name".into(), json!(t.function.name));
+            if let Some(d) = t.function.description {
+                tool.insert("description".into(), json!(d));
+            }
+            let schema = t
+                .function
+                .parameters
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            tool.insert("input_schema".into(), schema);
+            Value::Object(tool)
+        })
+        .collect();
+
+    let mut choice = match req.tool_choice().map_err(bad)? {
+        None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
+        Some(ToolChoice::None) => json!({"type": "none"}),
+        Some(ToolChoice::Required) => json!({"type": "any"}),
+        Some(ToolChoice::Named(name)) => json!({"type": "tool", "name": name}),
+    };
+    if parallel_off && choice["type"] != "none" {
+        choice["disable_parallel_tool_use"] = json!(true);
     }
-    if req.stream {
-        out.insert("stream".into(), json!(true));
-    }
-    Ok(Value::Object(out))
+    Ok(Some((Value::Array(tools), choice)))
 }

@@ -37,7 +37,41 @@ fn extra(req: &ChatRequest, name: &str) -> Option<Value> {
 
 /// The Gemini request for `req`.
 pub fn build(req: &ChatRequest, model: &crate::catalog::Model) -> Result<Value, AdapterError> {
-    let mut system = Vec::new();
+    let (system, turns) = conversation(req)?;
+    if turns.is_empty() {
+        return Err(unsupported(
+            "the conversation has no user or assistant content",
+        ));
+    }
+
+    let mut out = Map::new();
+    if !system.is_empty() {
+        out.insert("systemInstruction".into(), json!({"parts": system}));
+    }
+    out.insert(
+        "contents".into(),
+        Value::Array(
+            turns
+                .into_iter()
+                .map(|(role, parts)| json!({"role": role, "parts": parts}))
+                .collect(),
+        ),
+    );
+    let config = generation_config(req, model)?;
+    if !config.is_empty() {
+        out.insert("generationConfig".into(), Value::Object(config));
+    }
+    tools(req, &mut out)?;
+    Ok(Value::Object(out))
+}
+
+/// The system instruction's parts and the turns of a conversation, in Gemini's terms: tool
+/// results named after the calls they answer.
+#[expect(clippy::type_complexity, reason = "the two halves of a Gemini request")]
+fn conversation(
+    req: &ChatRequest,
+) -> Result<(Vec<Value>, Vec<(&'static str, Vec<Value>)>), AdapterError> {
+    let mut system: Vec<Value> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     // Tool-call id → function name, to name the responses.
     let mut names: Vec<(String, String)> = Vec::new();
@@ -118,25 +152,17 @@ pub fn build(req: &ChatRequest, model: &crate::catalog::Model) -> Result<Value, 
             }
         }
     }
-    if turns.is_empty() {
-        return Err(unsupported(
-            "the conversation has no user or assistant content",
-        ));
-    }
+    Ok((system, turns))
+}
 
-    let mut out = Map::new();
-    if !system.is_empty() {
-        out.insert("systemInstruction".into(), json!({"parts": system}));
-    }
-    out.insert(
-        "contents".into(),
-        Value::Array(
-            turns
-                .into_iter()
-                .map(|(role, parts)| json!({"role": role, "parts": parts}))
-                .collect(),
-        ),
-    );
+/// Most candidates one request may ask for.
+const MAX_CANDIDATES: u32 = 8;
+
+/// The sampling and output settings (`generationConfig`), empty when the request sets none.
+fn generation_config(
+    req: &ChatRequest,
+    model: &crate::catalog::Model,
+) -> Result<Map<String, Value>, AdapterError> {
     let mut config = Map::new();
     if let Some(t) = req.temperature {
         config.insert("temperature".into(), json!(t));
@@ -152,6 +178,12 @@ pub fn build(req: &ChatRequest, model: &crate::catalog::Model) -> Result<Value, 
         config.insert("stopSequences".into(), json!(stop));
     }
     if let Some(n) = req.n {
+        // The API refuses more: said here, in the client's terms.
+        if n > MAX_CANDIDATES {
+            return Err(unsupported(format!(
+                "Gemini models answer at most {MAX_CANDIDATES} choices ('n')"
+            )));
+        }
         config.insert("candidateCount".into(), json!(n));
     }
     for (from, to) in [
@@ -179,9 +211,11 @@ pub fn build(req: &ChatRequest, model: &crate::catalog::Model) -> Result<Value, 
             _ => {}
         }
     }
-    if !config.is_empty() {
-        out.insert("generationConfig".into(), Value::Object(config));
-    }
+    Ok(config)
+}
+
+/// The function declarations and the calling mode, if the request has tools.
+fn tools(req: &ChatRequest, out: &mut Map<String, Value>) -> Result<(), AdapterError> {
     let tools = req.tool_list().map_err(bad)?;
     if !tools.is_empty() {
         let decls: Vec<Value> = tools
@@ -211,5 +245,5 @@ pub fn build(req: &ChatRequest, model: &crate::catalog::Model) -> Result<Value, 
             out.insert("toolConfig".into(), json!({"functionCallingConfig": c}));
         }
     }
-    Ok(Value::Object(out))
+    Ok(())
 }

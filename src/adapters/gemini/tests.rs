@@ -103,6 +103,16 @@ fn the_documented_request_shape() {
         json!({"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "y"}]}),
     );
     assert!(Gemini.build_request(&orphan, &d).is_err());
+    // More candidates than the API gives: refused here, naming the parameter.
+    let many =
+        request(json!({"model": "m", "n": 9, "messages": [{"role": "user", "content": "x"}]}));
+    match Gemini.build_request(&many, &d) {
+        Err(AdapterError::Unsupported(m)) => assert!(m.contains("'n'"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let eight =
+        request(json!({"model": "m", "n": 8, "messages": [{"role": "user", "content": "x"}]}));
+    assert!(Gemini.build_request(&eight, &d).is_ok());
 }
 
 #[test]
