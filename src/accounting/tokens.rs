@@ -6,6 +6,7 @@
 use std::cell::OnceCell;
 
 use crate::catalog::Model;
+use crate::exchange::Usage;
 use crate::exchange::chat::{ChatRequest, Content};
 use crate::policy::PromptSize;
 
@@ -23,6 +24,17 @@ const IMAGE_BOUND: u64 = 2_000;
 pub fn estimate_output(chars: usize, limit: Option<u64>) -> u64 {
     let guess = (chars as u64).div_ceil(4);
     limit.map_or(guess, |l| guess.min(l))
+}
+
+/// The usage of an answer the upstream reported none for: the prompt's estimate, and the
+/// output estimated from its characters. What the client is told and what is recorded.
+pub fn estimated_usage(prompt: u64, output_chars: usize, output_limit: Option<u64>) -> Usage {
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: estimate_output(output_chars, output_limit),
+        estimated: true,
+        ..Usage::default()
+    }
 }
 
 /// Whether `model` is counted with OpenAI's o200k_base tokenizer.

@@ -57,6 +57,20 @@ pub enum AdapterError {
     Unsupported(String),
 }
 
+/// The headers of a JSON request to a deployment: the content type and the deployment's key
+/// (room for one more, a dialect's version header).
+pub fn json_headers(d: &Deployment) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let mut headers = Vec::with_capacity(3);
+    headers.push((
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    ));
+    if let Some((name, value)) = &d.endpoint.auth_header {
+        headers.push((name.clone(), value.clone()));
+    }
+    headers
+}
+
 /// An upstream URL made from configured parts (never from a client's).
 pub fn upstream_url(url: &str) -> Result<reqwest::Url, AdapterError> {
     reqwest::Url::parse(url)

@@ -6,7 +6,7 @@
 //! the end, and relayed byte for byte.
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -56,14 +56,7 @@ impl Adapter for OpenAiCompat {
         if req.max_output_tokens() == Some(0) {
             return Err(prewarm_only());
         }
-        let mut headers = Vec::with_capacity(2);
-        headers.push((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ));
-        if let Some((name, value)) = &ep.auth_header {
-            headers.push((name.clone(), value.clone()));
-        }
+        let headers = super::json_headers(d);
         Ok(UpstreamRequest {
             url: super::chat_url(d, req.stream)?,
             headers,
@@ -146,13 +139,7 @@ impl Adapter for OpenAiCompat {
                 serde_json::from_str(v.get()).unwrap_or(serde_json::Value::Null),
             );
         }
-        let mut headers = vec![(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )];
-        if let Some((name, value)) = &ep.auth_header {
-            headers.push((name.clone(), value.clone()));
-        }
+        let headers = super::json_headers(d);
         Ok(UpstreamRequest {
             url: super::upstream_url(&format!("{}/embeddings", ep.base_url))?,
             headers,

@@ -4,6 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 
+use crate::accounting::tokens::estimated_usage;
 use crate::exchange::answer::{Completion, FinishReason, Piece};
 use crate::exchange::encode::{Encoder, End};
 use crate::exchange::{ErrorBody, ErrorType, Usage};
@@ -268,14 +269,8 @@ impl Encoder for AnthropicEncoder {
     fn done(&mut self, end: End, out: &mut BytesMut) {
         self.start("modelgate", out);
         self.close(out);
-        let usage = end.usage.unwrap_or(Usage {
-            prompt_tokens: self.prompt_estimate,
-            completion_tokens: crate::accounting::tokens::estimate_output(
-                end.output_chars,
-                self.output_limit,
-            ),
-            estimated: true,
-            ..Usage::default()
+        let usage = end.usage.unwrap_or_else(|| {
+            estimated_usage(self.prompt_estimate, end.output_chars, self.output_limit)
         });
         let stop = self.finish.unwrap_or(FinishReason::Stop);
         event(

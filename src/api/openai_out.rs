@@ -5,6 +5,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
+use crate::accounting::tokens::estimated_usage;
 use crate::exchange::answer::{Completion, FinishReason, Piece};
 use crate::exchange::encode::{Encoder, End};
 use crate::exchange::sse::{DONE, write_data};
@@ -344,14 +345,8 @@ impl Encoder for OpenAiEncoder {
 
     fn done(&mut self, end: End, out: &mut BytesMut) {
         if self.wants_usage && !end.usage_relayed {
-            let usage = end.usage.unwrap_or(Usage {
-                prompt_tokens: self.prompt_estimate,
-                completion_tokens: crate::accounting::tokens::estimate_output(
-                    end.output_chars,
-                    self.output_limit,
-                ),
-                estimated: true,
-                ..Usage::default()
+            let usage = end.usage.unwrap_or_else(|| {
+                estimated_usage(self.prompt_estimate, end.output_chars, self.output_limit)
             });
             let c = Chunk {
                 id: if self.id.is_empty() {

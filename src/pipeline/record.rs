@@ -73,12 +73,7 @@ impl Record {
 
     /// Usage estimated from the text when the upstream reported none.
     pub(super) fn estimate(&self, output_chars: usize) -> Usage {
-        Usage {
-            prompt_tokens: self.prompt_estimate,
-            completion_tokens: accounting::tokens::estimate_output(output_chars, self.output_limit),
-            estimated: true,
-            ..Usage::default()
-        }
+        accounting::tokens::estimated_usage(self.prompt_estimate, output_chars, self.output_limit)
     }
 
     /// Records tokens, cost and duration, writes the request's log line, returns the cost.

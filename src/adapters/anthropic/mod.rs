@@ -6,7 +6,7 @@ mod response;
 mod stream;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::{
     Adapter, AdapterError, AnswerBody, Completed, StreamTranslator, UpstreamFault, UpstreamRequest,
@@ -76,19 +76,11 @@ impl Adapter for Anthropic {
 
 /// The headers of every request to the Messages API.
 fn headers(d: &Deployment) -> Vec<(HeaderName, HeaderValue)> {
-    let mut headers = vec![
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ),
-        (
-            HeaderName::from_static("anthropic-version"),
-            HeaderValue::from_static(VERSION),
-        ),
-    ];
-    if let Some((name, value)) = &d.endpoint.auth_header {
-        headers.push((name.clone(), value.clone()));
-    }
+    let mut headers = super::json_headers(d);
+    headers.push((
+        HeaderName::from_static("anthropic-version"),
+        HeaderValue::from_static(VERSION),
+    ));
     headers
 }
 

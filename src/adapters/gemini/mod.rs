@@ -6,7 +6,7 @@ mod response;
 mod stream;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 
 use super::{
     Adapter, AdapterError, AnswerBody, Completed, StreamTranslator, UpstreamFault, UpstreamRequest,
@@ -27,13 +27,7 @@ impl Adapter for Gemini {
             return Err(crate::adapters::openai_compat::prewarm_only());
         }
         let body = request::build(req, &d.model)?;
-        let mut headers = vec![(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )];
-        if let Some((name, value)) = &d.endpoint.auth_header {
-            headers.push((name.clone(), value.clone()));
-        }
+        let headers = super::json_headers(d);
         Ok(UpstreamRequest {
             url: super::chat_url(d, req.stream)?,
             headers,
@@ -84,13 +78,7 @@ impl Adapter for Gemini {
                 r
             })
             .collect();
-        let mut headers = vec![(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )];
-        if let Some((name, value)) = &d.endpoint.auth_header {
-            headers.push((name.clone(), value.clone()));
-        }
+        let headers = super::json_headers(d);
         Ok(UpstreamRequest {
             url: super::upstream_url(&format!(
                 "{}/models/{}:batchEmbedContents",
