@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -23,7 +23,7 @@ static SEED: OnceLock<u64> = OnceLock::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh id: 32 hex characters, unique within the process and unpredictable across runs.
-pub fn fresh_id() -> String {
+pub(crate) fn fresh_id() -> String {
     let seed = *SEED.get_or_init(|| {
         let mut b = [0u8; 8];
         // Without entropy the ids are still unique within the process, which is what matters.
@@ -40,7 +40,7 @@ pub fn fresh_id() -> String {
 
 /// Appends `n` as 16 lowercase hex digits: what `{n:016x}` writes, without `format!`'s
 /// machinery on every request.
-pub fn push_hex(out: &mut String, n: u64) {
+pub(crate) fn push_hex(out: &mut String, n: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.extend(
         (0..16)
@@ -57,7 +57,7 @@ fn splitmix(mut z: u64) -> u64 {
 }
 
 /// Writes `n` into `out` as decimal digits, zero-padded on the left.
-pub fn digits(out: &mut [u8], mut n: u64) {
+pub(crate) fn digits(out: &mut [u8], mut n: u64) {
     for b in out.iter_mut().rev() {
         *b = b'0' + (n % 10) as u8;
         n /= 10;
@@ -65,7 +65,7 @@ pub fn digits(out: &mut [u8], mut n: u64) {
 }
 
 /// Text from a request, safe to echo in an error message: short, printable.
-pub fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .take(200)
         .map(|c| if c.is_control() { '?' } else { c })
@@ -73,7 +73,7 @@ pub fn printable(s: &str) -> String {
 }
 
 /// (year, month 1–12, day 1–31) of a day number since the epoch (Howard Hinnant's algorithm).
-pub fn civil(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;
@@ -87,7 +87,7 @@ pub fn civil(days: u64) -> (u64, u64, u64) {
 }
 
 /// Seconds since the epoch at the start of a UTC day written `2027-01-31`.
-pub fn day_start(date: &str) -> Option<u64> {
+pub(crate) fn day_start(date: &str) -> Option<u64> {
     let mut it = date.trim().splitn(3, '-');
     let y: u64 = it.next()?.parse().ok()?;
     let m: u64 = it.next()?.parse().ok()?;
@@ -104,7 +104,7 @@ pub fn day_start(date: &str) -> Option<u64> {
     Some((era * 146_097 + doe - 719_468) * 86_400)
 }
 
-pub fn days_in_month(y: u64, m: u64) -> u64 {
+pub(crate) fn days_in_month(y: u64, m: u64) -> u64 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,

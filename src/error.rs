@@ -11,7 +11,7 @@ use crate::upstream::UpstreamError;
 
 /// Why a caller was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("missing API key: send 'Authorization: Bearer <key>'")]
     Missing,
     #[error("malformed Authorization header: send 'Authorization: Bearer <key>'")]
@@ -24,7 +24,7 @@ pub enum AuthError {
 
 /// Everything that can end a request with an error.
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     #[error(transparent)]
     Request(#[from] RequestError),
     #[error(transparent)]
@@ -37,8 +37,6 @@ pub enum GatewayError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
     #[error("too many requests in flight")]
     Overloaded,
     #[error("request loop: the request came back to the gateway it passed through")]
@@ -53,27 +51,25 @@ pub enum GatewayError {
 
 /// A closed set of error kinds, for metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     BadRequest,
     Auth,
     Policy,
     NotFound,
     Upstream,
-    ShuttingDown,
     Overloaded,
     Limited,
     Internal,
 }
 
 impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::Auth => "auth",
             ErrorKind::Policy => "policy",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Upstream => "upstream",
-            ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Limited => "limited",
             ErrorKind::Internal => "internal",
@@ -82,7 +78,7 @@ impl ErrorKind {
 }
 
 impl GatewayError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             GatewayError::Request(e) => e.status(),
             GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
@@ -90,9 +86,7 @@ impl GatewayError {
             GatewayError::Upstream(e) => e.status(),
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            GatewayError::ShuttingDown | GatewayError::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Limit(e) => e.status(),
             GatewayError::Loop => StatusCode::LOOP_DETECTED,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -100,7 +94,7 @@ impl GatewayError {
         }
     }
 
-    pub fn kind(&self) -> ErrorKind {
+    pub(crate) fn kind(&self) -> ErrorKind {
         match self {
             GatewayError::Request(_) | GatewayError::MethodNotAllowed { .. } => {
                 ErrorKind::BadRequest
@@ -115,7 +109,6 @@ impl GatewayError {
                 }
             }
             GatewayError::Upstream(_) => ErrorKind::Upstream,
-            GatewayError::ShuttingDown => ErrorKind::ShuttingDown,
             GatewayError::Overloaded => ErrorKind::Overloaded,
             GatewayError::Loop => ErrorKind::BadRequest,
             GatewayError::Limit(_) => ErrorKind::Limited,
@@ -124,7 +117,7 @@ impl GatewayError {
         }
     }
 
-    pub fn body(&self) -> ErrorBody {
+    pub(crate) fn body(&self) -> ErrorBody {
         match self {
             GatewayError::Request(e) => e.body(),
             GatewayError::Auth(e) => {
@@ -150,11 +143,6 @@ impl GatewayError {
                 format!("method not allowed: use {allow}"),
             )
             .code("method_not_allowed"),
-            GatewayError::ShuttingDown => ErrorBody::new(
-                ErrorType::ServerError,
-                "the gateway is shutting down; retry",
-            )
-            .code("server_shutting_down"),
             GatewayError::Overloaded => ErrorBody::new(
                 ErrorType::ServerError,
                 "the gateway is at its limit of requests in flight; retry shortly",
@@ -176,12 +164,12 @@ impl GatewayError {
     }
 
     /// The response: status, OpenAI error body, and the headers the status calls for.
-    pub fn into_response(self) -> Response<ResponseBody> {
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
         self.into_response_for(crate::api::Front::OpenAi)
     }
 
     /// The response in the error format of the client's API.
-    pub fn into_response_for(self, front: crate::api::Front) -> Response<ResponseBody> {
+    pub(crate) fn into_response_for(self, front: crate::api::Front) -> Response<ResponseBody> {
         let status = self.status();
         let body = match front {
             crate::api::Front::OpenAi => self.body().to_json(),
@@ -200,10 +188,6 @@ impl GatewayError {
                     h.insert(header::RETRY_AFTER, ra);
                 }
             }
-            GatewayError::ShuttingDown => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
             GatewayError::Overloaded => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -215,10 +199,12 @@ impl GatewayError {
 }
 
 /// What a caught panic becomes: a 500 that says nothing of the panic.
-pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response<ResponseBody> {
+pub(crate) fn panic_response(
+    _panic: Box<dyn std::any::Any + Send + 'static>,
+) -> Response<ResponseBody> {
     tracing::error!("a request handler panicked");
     GatewayError::Internal("panic".into()).into_response()
 }
 
 /// Text from a request, safe to echo in an error message: short, printable.
-pub use crate::base::printable;
+pub(crate) use crate::base::printable;

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-pub static HOPS: HeaderName = HeaderName::from_static("x-modelgate-hops");
+pub(crate) static HOPS: HeaderName = HeaderName::from_static("x-modelgate-hops");
 
 /// Gateways a request may pass through before it is taken for a loop all the same.
 const MAX_HOPS: usize = 16;
@@ -32,7 +32,7 @@ pub fn instance_id() -> &'static str {
 }
 
 /// Whether a request has come back to this gateway, or passed through too many.
-pub fn is_loop(headers: &HeaderMap) -> bool {
+pub(crate) fn is_loop(headers: &HeaderMap) -> bool {
     let me = instance_id();
     let mut hops = 0;
     for v in headers.get_all(&HOPS) {
@@ -51,12 +51,15 @@ pub fn is_loop(headers: &HeaderMap) -> bool {
 
 /// Runs `f` (a request's handling) with the hops it arrived with in reach of its upstream
 /// calls.
-pub async fn carried<F: std::future::Future>(arrived: Option<HeaderValue>, f: F) -> F::Output {
+pub(crate) async fn carried<F: std::future::Future>(
+    arrived: Option<HeaderValue>,
+    f: F,
+) -> F::Output {
     ARRIVED.scope(arrived, f).await
 }
 
 /// The value for an upstream call: the hops the request arrived with, then this gateway.
-pub fn outgoing() -> HeaderValue {
+pub(crate) fn outgoing() -> HeaderValue {
     static ALONE: OnceLock<HeaderValue> = OnceLock::new();
     let arrived = ARRIVED.try_with(Clone::clone).ok().flatten();
     match arrived.and_then(|a| {

@@ -12,22 +12,22 @@ use crate::policy::Routing;
 use crate::upstream::health::{HealthBook, Healths};
 
 /// The state in force: every request loads it once, a reload swaps it whole.
-pub type Live = Arc<arc_swap::ArcSwap<Current>>;
+pub(crate) type Live = Arc<arc_swap::ArcSwap<Current>>;
 
 #[derive(Debug)]
 pub struct Current {
-    pub routing: Routing,
+    pub(crate) routing: Routing,
     /// Ejection, retry budgets, cooldowns and latency of each deployment.
-    pub health: Arc<Healths>,
+    pub(crate) health: Arc<Healths>,
     /// Each deployment's metric series.
-    pub series: SeriesTable,
+    pub(crate) series: SeriesTable,
     /// Rate limits and budgets: kept across reloads while the store stays the same.
-    pub limiter: Arc<Limiter>,
+    pub(crate) limiter: Arc<Limiter>,
 }
 
 impl Current {
     /// The state for `snapshot`, keeping what `book` knows of its deployments.
-    pub fn new(snapshot: Snapshot, book: &HealthBook, limiter: Arc<Limiter>) -> Current {
+    pub(crate) fn new(snapshot: Snapshot, book: &HealthBook, limiter: Arc<Limiter>) -> Current {
         let health = Arc::new(book.healths(&snapshot));
         let series = SeriesTable::new(&snapshot);
         Current {

@@ -75,11 +75,16 @@ struct Field {
     doc: String,
 }
 
+/// Where `pub struct <name> {` or `pub enum <name> {` (or `pub(crate)`) starts.
+fn item(src: &str, kind: &str, name: &str) -> Option<usize> {
+    ["pub", "pub(crate)"]
+        .iter()
+        .find_map(|vis| src.find(&format!("{vis} {kind} {name} {{")))
+}
+
 /// Fields of `pub struct <name>` with their doc comments.
 fn fields(src: &str, name: &str) -> Vec<Field> {
-    let start = src
-        .find(&format!("pub struct {name} {{"))
-        .unwrap_or_else(|| panic!("struct {name} not found"));
+    let start = item(src, "struct", name).unwrap_or_else(|| panic!("struct {name} not found"));
     let body = &src[start..];
     let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
     let mut out = Vec::new();
@@ -89,7 +94,10 @@ fn fields(src: &str, name: &str) -> Vec<Field> {
     for line in body.lines().map(str::trim) {
         if let Some(d) = line.strip_prefix("///") {
             doc.push(d.trim().to_owned());
-        } else if let Some(rest) = line.strip_prefix("pub ") {
+        } else if let Some(rest) = line
+            .strip_prefix("pub(crate) ")
+            .or_else(|| line.strip_prefix("pub "))
+        {
             let (n, ty) = rest.split_once(':').unwrap();
             out.push(Field {
                 name: renamed.take().unwrap_or_else(|| n.trim().to_owned()),
@@ -110,7 +118,7 @@ fn fields(src: &str, name: &str) -> Vec<Field> {
 
 /// The YAML spellings of `pub enum <name>`'s variants.
 fn enum_values(src: &str, name: &str) -> Option<Vec<String>> {
-    let start = src.find(&format!("pub enum {name} {{"))?;
+    let start = item(src, "enum", name)?;
     let before = &src[..start];
     let attrs = &before[before.rfind("\n\n").unwrap_or(0)..];
     let kebab = attrs.contains("rename_all = \"kebab-case\"");

@@ -5,7 +5,7 @@ use crate::catalog::Price;
 use crate::exchange::Usage;
 
 /// USD for `usage` at `price` (per million tokens).
-pub fn of(usage: &Usage, price: &Price) -> f64 {
+pub(crate) fn of(usage: &Usage, price: &Price) -> f64 {
     let cached = usage.cached_tokens.min(usage.prompt_tokens);
     let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
     let fresh = usage.prompt_tokens - cached - written;
@@ -17,7 +17,7 @@ pub fn of(usage: &Usage, price: &Price) -> f64 {
 }
 
 /// A cost as a header value: dollars with 8 decimals, no exponent (what `{:.8}` writes).
-pub fn header(cost: f64) -> http::HeaderValue {
+pub(crate) fn header(cost: f64) -> http::HeaderValue {
     // Written from whole hundred-millionths: `format!` with a precision cost as much as the
     // rest of writing the answer's headers. Below 10,000 dollars the product is within 2^-13 of
     // the exact one, so rounding it agrees with `{:.8}` except near a tie, which (with anything

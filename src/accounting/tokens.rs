@@ -21,14 +21,18 @@ const IMAGE_BOUND: u64 = 2_000;
 
 /// Output tokens estimated from the characters of an answer whose usage the upstream did not
 /// report: a quarter of them, and never more than the request allowed (`max_tokens` × `n`).
-pub fn estimate_output(chars: usize, limit: Option<u64>) -> u64 {
+pub(crate) fn estimate_output(chars: usize, limit: Option<u64>) -> u64 {
     let guess = (chars as u64).div_ceil(4);
     limit.map_or(guess, |l| guess.min(l))
 }
 
 /// The usage of an answer the upstream reported none for: the prompt's estimate, and the
 /// output estimated from its characters. What the client is told and what is recorded.
-pub fn estimated_usage(prompt: u64, output_chars: usize, output_limit: Option<u64>) -> Usage {
+pub(crate) fn estimated_usage(
+    prompt: u64,
+    output_chars: usize,
+    output_limit: Option<u64>,
+) -> Usage {
     Usage {
         prompt_tokens: prompt,
         completion_tokens: estimate_output(output_chars, output_limit),
@@ -38,19 +42,19 @@ pub fn estimated_usage(prompt: u64, output_chars: usize, output_limit: Option<u6
 }
 
 /// Whether `model` is counted with OpenAI's o200k_base tokenizer.
-pub fn uses_o200k(model: &Model) -> bool {
+pub(crate) fn uses_o200k(model: &Model) -> bool {
     model.developer == "OpenAI" && !model.id.starts_with("gpt2")
 }
 
 /// A request's prompt, measured lazily.
-pub struct PromptText<'a> {
+pub(crate) struct PromptText<'a> {
     req: &'a ChatRequest,
     bytes: usize,
     o200k: OnceCell<u64>,
 }
 
 impl<'a> PromptText<'a> {
-    pub fn new(req: &'a ChatRequest) -> Self {
+    pub(crate) fn new(req: &'a ChatRequest) -> Self {
         PromptText {
             req,
             bytes: req.text_len(),
@@ -65,7 +69,7 @@ impl<'a> PromptText<'a> {
     /// Most prompt tokens `model` can see in this request: exact where the tokenizer is
     /// known, else one token per byte (no tokenizer in use makes more of a byte) plus a generous
     /// template overhead per message. What a budget reserves, so spend cannot pass the budget.
-    pub fn upper_bound(&self, model: &Model) -> u64 {
+    pub(crate) fn upper_bound(&self, model: &Model) -> u64 {
         // Tool definitions are prompt tokens too, and an image costs more than its URL's
         // bytes (up to about 1,600 tokens at Anthropic, 765 at OpenAI, 258 at Google).
         let tools = self.req.tools.as_ref().map_or(0, |t| t.get().len()) as u64;
@@ -89,7 +93,7 @@ impl<'a> PromptText<'a> {
     }
 
     /// The approximation used for models without a known tokenizer.
-    pub fn approximate(&self) -> u64 {
+    pub(crate) fn approximate(&self) -> u64 {
         (self.bytes as u64).div_ceil(4) + PER_MESSAGE * self.messages()
     }
 

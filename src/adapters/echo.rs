@@ -7,7 +7,7 @@ use crate::exchange::answer::{Choice, Completion, FinishReason};
 use crate::exchange::chat::ChatRequest;
 
 /// The answer's text.
-pub fn answer_text(req: &ChatRequest) -> String {
+pub(crate) fn answer_text(req: &ChatRequest) -> String {
     match req.last_user_text() {
         Some(t) if !t.trim().is_empty() => format!("[echo test model] {}", t.trim()),
         _ => "[echo test model] (the request has no user text)".to_owned(),
@@ -17,7 +17,7 @@ pub fn answer_text(req: &ChatRequest) -> String {
 /// The whole answer, as many times as the request asked (`n`). Tokens are counted as the words
 /// of the answers and a quarter of the prompt's bytes, the same estimate the gateway uses for
 /// models that report nothing.
-pub fn complete(req: &ChatRequest, model: &str, id: &str, created: u64) -> Completion {
+pub(crate) fn complete(req: &ChatRequest, model: &str, id: &str, created: u64) -> Completion {
     let text = answer_text(req);
     let n = req.n.unwrap_or(1).max(1);
     let usage = Usage {

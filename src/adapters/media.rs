@@ -2,7 +2,7 @@
 //! carry images inline.
 
 /// `data:image/png;base64,AAAA` → `("image/png", "AAAA")`.
-pub fn data_url(url: &str) -> Option<(&str, &str)> {
+pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;
     let (meta, data) = rest.split_once(',')?;
     let media = meta.strip_suffix(";base64")?;

@@ -21,22 +21,22 @@ use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 /// An HTTP request to an upstream, built from the parsed request, never from client bytes.
 pub struct UpstreamRequest {
-    pub url: reqwest::Url,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
+    pub(crate) url: reqwest::Url,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) body: Bytes,
 }
 
 /// A whole (non-streaming) answer.
 #[derive(Debug)]
 pub struct Completed {
-    pub body: AnswerBody,
-    pub usage: Option<Usage>,
+    pub(crate) body: AnswerBody,
+    pub(crate) usage: Option<Usage>,
 }
 
 /// A whole answer as the upstream gave it (OpenAI's format, relayed as it is to OpenAI
 /// clients), or translated into the gateway's own picture.
 #[derive(Debug)]
-pub enum AnswerBody {
+pub(crate) enum AnswerBody {
     OpenAi(Bytes),
     Parsed(crate::exchange::answer::Completion),
 }
@@ -44,8 +44,8 @@ pub enum AnswerBody {
 /// What the upstream said was wrong, in OpenAI's shape, with nothing secret left in it.
 #[derive(Debug, Clone)]
 pub struct UpstreamFault {
-    pub status: StatusCode,
-    pub body: ErrorBody,
+    pub(crate) status: StatusCode,
+    pub(crate) body: ErrorBody,
 }
 
 /// Why an adapter could not use what the upstream sent.
@@ -59,7 +59,7 @@ pub enum AdapterError {
 
 /// The headers of a JSON request to a deployment: the content type and the deployment's key
 /// (room for one more, a dialect's version header).
-pub fn json_headers(d: &Deployment) -> Vec<(http::HeaderName, http::HeaderValue)> {
+pub(crate) fn json_headers(d: &Deployment) -> Vec<(http::HeaderName, http::HeaderValue)> {
     let mut headers = Vec::with_capacity(3);
     headers.push((
         http::header::CONTENT_TYPE,
@@ -72,7 +72,7 @@ pub fn json_headers(d: &Deployment) -> Vec<(http::HeaderName, http::HeaderValue)
 }
 
 /// An upstream URL made from configured parts (never from a client's).
-pub fn upstream_url(url: &str) -> Result<reqwest::Url, AdapterError> {
+pub(crate) fn upstream_url(url: &str) -> Result<reqwest::Url, AdapterError> {
     reqwest::Url::parse(url)
         .map_err(|e| AdapterError::Unsupported(format!("the upstream URL is invalid: {e}")))
 }
@@ -153,13 +153,13 @@ pub enum Flow {
 /// The upstream reported an error inside its stream.
 #[derive(Debug, Clone)]
 pub struct StreamFault {
-    pub body: ErrorBody,
+    pub(crate) body: ErrorBody,
 }
 
 impl StreamFault {
     /// An event that is not what its dialect says it is; the same code as a whole answer
     /// that does not parse.
-    pub fn invalid(what: &str) -> StreamFault {
+    pub(crate) fn invalid(what: &str) -> StreamFault {
         StreamFault {
             body: ErrorBody::new(
                 ErrorType::ApiError,
@@ -171,7 +171,7 @@ impl StreamFault {
 
     /// An error the upstream reported in its stream. Its message is raw: the relay cleans
     /// every stream error with the deployment's masks.
-    pub fn reported(message: impl Into<String>, code: &'static str) -> StreamFault {
+    pub(crate) fn reported(message: impl Into<String>, code: &'static str) -> StreamFault {
         StreamFault {
             body: ErrorBody::new(ErrorType::ApiError, message).code(code),
         }
@@ -230,7 +230,7 @@ impl Kind {
 /// Runs an upstream stream, cut into `chunks`, through a dialect's translator and a client's
 /// encoder, as the relay does; returns what the client would read.
 #[cfg(test)]
-pub fn run_stream(
+pub(crate) fn run_stream(
     adapter: &dyn Adapter,
     req: &ChatRequest,
     d: &Deployment,

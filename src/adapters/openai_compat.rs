@@ -21,7 +21,7 @@ use crate::exchange::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::exchange::{ErrorBody, ErrorType, Usage};
 use usage::WireUsage;
 
-pub struct OpenAiCompat;
+pub(crate) struct OpenAiCompat;
 
 #[derive(Deserialize)]
 struct AnswerProbe {
@@ -191,7 +191,7 @@ impl Adapter for OpenAiCompat {
 }
 
 /// The OpenAI error type that goes with an upstream status.
-pub fn error_type(status: StatusCode) -> ErrorType {
+pub(crate) fn error_type(status: StatusCode) -> ErrorType {
     match status.as_u16() {
         401 => ErrorType::AuthenticationError,
         403 => ErrorType::PermissionError,
@@ -203,7 +203,7 @@ pub fn error_type(status: StatusCode) -> ErrorType {
 }
 
 /// `max_tokens: 0` (from the Messages API) asks only to warm a prompt cache: Anthropic's.
-pub fn prewarm_only() -> AdapterError {
+pub(crate) fn prewarm_only() -> AdapterError {
     AdapterError::Unsupported(
         "'max_tokens' 0 (warming the prompt cache without an answer) is Anthropic's; this model is served by another API".into(),
     )
@@ -331,7 +331,7 @@ fn decode_f32(b64: &str) -> Option<Vec<f32>> {
 }
 
 /// A whole OpenAI answer read into the gateway's picture, for clients of another format.
-pub fn parse_completion(body: &[u8]) -> Result<Completion, AdapterError> {
+pub(crate) fn parse_completion(body: &[u8]) -> Result<Completion, AdapterError> {
     #[derive(Deserialize)]
     struct Whole {
         #[serde(default)]

@@ -12,14 +12,14 @@ const REDACTED: &str = "[redacted]";
 
 /// Cleans an upstream error message for the client and the log, masking the deployment's own
 /// key in every encoding. Every path that passes on upstream text goes through here.
-pub fn clean_message(message: &str, d: &Deployment) -> String {
+pub(crate) fn clean_message(message: &str, d: &Deployment) -> String {
     clean(message, &d.endpoint.masks)
 }
 
 /// Cleans text: first the exact secrets in all their forms, over the whole text (a cut first
 /// could leave half a key that no longer matches), then control characters and every token
 /// that looks like a key, and only then the cut.
-pub fn clean(message: &str, secrets: &Masks) -> String {
+pub(crate) fn clean(message: &str, secrets: &Masks) -> String {
     let masked = secrets.mask(message, REDACTED);
     let mut out = String::with_capacity(masked.len().min(MAX_CHARS * 4));
     let plain = masked.replace(|c: char| c.is_control(), " ");

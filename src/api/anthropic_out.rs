@@ -10,7 +10,7 @@ use crate::exchange::encode::{Encoder, End};
 use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 /// Anthropic's `stop_reason` for an OpenAI finish reason.
-pub fn stop_reason(f: FinishReason) -> &'static str {
+pub(crate) fn stop_reason(f: FinishReason) -> &'static str {
     match f {
         FinishReason::Stop => "end_turn",
         FinishReason::StopSequence => "stop_sequence",
@@ -54,7 +54,7 @@ fn input_object(arguments: &str) -> Value {
 }
 
 /// A whole answer as Anthropic's `message`.
-pub fn message_json(c: &Completion) -> Bytes {
+pub(crate) fn message_json(c: &Completion) -> Bytes {
     let (first, mut content) = (c.first(), Vec::new());
     if let Some(t) = first.text.as_deref().filter(|t| !t.is_empty()) {
         content.push(json!({"type": "text", "text": t}));
@@ -89,7 +89,7 @@ fn error_type(kind: ErrorType) -> &'static str {
 
 /// `{"type":"error","error":{"type","message"}}`. Not-found errors keep their type whatever
 /// OpenAI called them.
-pub fn error_json(e: &ErrorBody, status: u16) -> Bytes {
+pub(crate) fn error_json(e: &ErrorBody, status: u16) -> Bytes {
     Bytes::from(serde_json::to_vec(&error_value(e, Some(status))).unwrap_or_default())
 }
 
@@ -118,7 +118,7 @@ fn event(out: &mut BytesMut, name: &str, data: &Value) {
 
 /// Writes the Messages API's event stream: `message_start`, content blocks (text, tool use),
 /// `message_delta` with the stop reason and usage, `message_stop`.
-pub struct AnthropicEncoder {
+pub(crate) struct AnthropicEncoder {
     started: bool,
     /// The open content block: its index, and the tool call it carries, if any.
     open: Option<(u32, Option<u32>)>,
@@ -139,7 +139,7 @@ pub struct AnthropicEncoder {
 
 impl AnthropicEncoder {
     /// `model` is what the stream names as the model (the backend's own name never shows).
-    pub fn new(prompt_estimate: u64, output_limit: Option<u64>, model: &str) -> Self {
+    pub(crate) fn new(prompt_estimate: u64, output_limit: Option<u64>, model: &str) -> Self {
         AnthropicEncoder {
             model: model.to_owned(),
             started: false,

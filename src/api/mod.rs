@@ -15,7 +15,11 @@ use crate::exchange::RequestError;
 
 /// Reads a request body up to `limit` bytes. The `Content-Length` check already happened in
 /// the body-limit layer; this catches chunked bodies that grow past it.
-pub async fn read_body<B>(body: B, limit: u64, within: Duration) -> Result<Bytes, RequestError>
+pub(crate) async fn read_body<B>(
+    body: B,
+    limit: u64,
+    within: Duration,
+) -> Result<Bytes, RequestError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -36,7 +40,7 @@ where
 
 /// Checks that a body is declared as JSON (or not declared at all, as curl without `-H` does),
 /// and is not compressed (a compressed body is refused rather than inflated: no bombs).
-pub fn check_json_content_type(headers: &http::HeaderMap) -> Result<(), RequestError> {
+pub(crate) fn check_json_content_type(headers: &http::HeaderMap) -> Result<(), RequestError> {
     if let Some(ce) = headers.get(http::header::CONTENT_ENCODING) {
         let ce = ce.to_str().unwrap_or("?").trim();
         if !ce.eq_ignore_ascii_case("identity") {
@@ -71,7 +75,7 @@ pub enum Front {
 }
 
 impl Front {
-    pub fn endpoint(self) -> crate::policy::EndpointName {
+    pub(crate) fn endpoint(self) -> crate::policy::EndpointName {
         match self {
             Front::OpenAi => crate::policy::EndpointName::ChatCompletions,
             Front::Anthropic => crate::policy::EndpointName::Messages,
@@ -105,7 +109,7 @@ impl Front {
 
     /// A whole answer in this format.
     /// A whole answer in this format, naming `model` as the model that answered.
-    pub fn whole(
+    pub(crate) fn whole(
         self,
         body: crate::adapters::AnswerBody,
         model: &str,
@@ -133,7 +137,7 @@ impl Front {
 /// The model an answer names: the catalog id of the model that served it, as the response
 /// headers say; for a model the catalog does not know, the name the client asked for (or,
 /// for `auto`, the backend's name without any directory or file extension), never a path.
-pub fn answer_model(d: &crate::config::Deployment, requested: &str) -> String {
+pub(crate) fn answer_model(d: &crate::config::Deployment, requested: &str) -> String {
     if !d.model.uncatalogued {
         return d.model.id.clone();
     }
@@ -151,7 +155,7 @@ pub fn answer_model(d: &crate::config::Deployment, requested: &str) -> String {
 /// An OpenAI-format JSON object (a completion or a chunk) with its top-level `model` set to
 /// `model`; `None` when it already says so or has no `model`. The rest of the bytes are kept
 /// as they came.
-pub fn with_model(json: &[u8], model: &str) -> Option<Bytes> {
+pub(crate) fn with_model(json: &[u8], model: &str) -> Option<Bytes> {
     #[derive(serde::Deserialize)]
     struct Probe<'a> {
         #[serde(borrow)]

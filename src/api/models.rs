@@ -8,57 +8,57 @@ use crate::config::Deployment;
 
 /// `{"object":"list","data":[...]}`.
 #[derive(Serialize)]
-pub struct ModelList<'a> {
-    pub object: &'static str,
-    pub data: Vec<ModelObject<'a>>,
+pub(crate) struct ModelList<'a> {
+    pub(crate) object: &'static str,
+    pub(crate) data: Vec<ModelObject<'a>>,
 }
 
 /// One `Model`, with extension fields.
 #[derive(Serialize)]
-pub struct ModelObject<'a> {
-    pub id: &'a str,
-    pub object: &'static str,
-    pub created: u64,
-    pub owned_by: &'a str,
+pub(crate) struct ModelObject<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) object: &'static str,
+    pub(crate) created: u64,
+    pub(crate) owned_by: &'a str,
     /// `closed`, `open-weight` or `open-source`, derived from the catalog's facts.
-    pub openness: &'static str,
-    pub license: LicenseSummary<'a>,
-    pub context_window: u32,
+    pub(crate) openness: &'static str,
+    pub(crate) license: LicenseSummary<'a>,
+    pub(crate) context_window: u32,
     /// A test model, not a language model.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub test_only: bool,
+    pub(crate) test_only: bool,
     /// Not in the catalog: found on a local backend.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub uncatalogued: bool,
+    pub(crate) uncatalogued: bool,
     /// Where the model can be served for this caller.
-    pub deployments: Vec<DeploymentSummary<'a>>,
+    pub(crate) deployments: Vec<DeploymentSummary<'a>>,
 }
 
 #[derive(Serialize)]
-pub struct LicenseSummary<'a> {
-    pub id: &'a str,
-    pub name: &'a str,
-    pub osi_approved: bool,
-    pub commercial_use: &'static str,
-    pub use_restrictions: bool,
+pub(crate) struct LicenseSummary<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) osi_approved: bool,
+    pub(crate) commercial_use: &'static str,
+    pub(crate) use_restrictions: bool,
 }
 
 #[derive(Serialize)]
-pub struct DeploymentSummary<'a> {
-    pub name: &'a str,
-    pub provider: &'a str,
-    pub locality: &'static str,
+pub(crate) struct DeploymentSummary<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) provider: &'a str,
+    pub(crate) locality: &'static str,
     /// USD per million tokens on this deployment.
-    pub price: PriceSummary,
+    pub(crate) price: PriceSummary,
     /// How its model was identified (configuration, digest, metadata, name, unknown), from
     /// what, and the quantization where known.
-    pub identified: &'a crate::catalog::identify::Identity,
+    pub(crate) identified: &'a crate::catalog::identify::Identity,
 }
 
 #[derive(Serialize)]
-pub struct PriceSummary {
-    pub input: f64,
-    pub output: f64,
+pub(crate) struct PriceSummary {
+    pub(crate) input: f64,
+    pub(crate) output: f64,
 }
 
 impl From<&Price> for PriceSummary {
@@ -71,7 +71,7 @@ impl From<&Price> for PriceSummary {
 }
 
 impl<'a> ModelObject<'a> {
-    pub fn new(
+    pub(crate) fn new(
         id: &'a str,
         model: &'a Model,
         deployments: &[&'a Deployment],

@@ -93,7 +93,7 @@ struct WireFunction<'a> {
 }
 
 /// A whole answer as OpenAI's `chat.completion`.
-pub fn completion_json(c: &Completion) -> Bytes {
+pub(crate) fn completion_json(c: &Completion) -> Bytes {
     let answer = WholeAnswer {
         id: &c.id,
         object: "chat.completion",
@@ -134,7 +134,7 @@ pub fn completion_json(c: &Completion) -> Bytes {
 // === impl OpenAiEncoder ===
 
 /// Writes `chat.completion.chunk` events.
-pub struct OpenAiEncoder {
+pub(crate) struct OpenAiEncoder {
     id: String,
     model: String,
     created: u64,
@@ -150,7 +150,7 @@ pub struct OpenAiEncoder {
 
 impl OpenAiEncoder {
     /// `model` is what every chunk names as the model (the backend's own name never shows).
-    pub fn new(
+    pub(crate) fn new(
         wants_usage: bool,
         prompt_estimate: u64,
         output_limit: Option<u64>,

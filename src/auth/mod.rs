@@ -10,21 +10,21 @@ use http::{HeaderMap, Request, Response};
 use tower::{Layer, Service};
 
 use crate::config::Snapshot;
-pub use crate::config::keys::Caller;
+pub(crate) use crate::config::keys::Caller;
 use crate::error::{AuthError, GatewayError};
 use crate::live::{Current, Live};
 use crate::stream::body::ResponseBody;
 
 /// A request whose caller is known, with the configuration snapshot it is served under.
-pub struct Authed<B> {
-    pub caller: Caller,
+pub(crate) struct Authed<B> {
+    pub(crate) caller: Caller,
     /// The state it is served under, loaded once.
-    pub current: Arc<Current>,
-    pub request: Request<B>,
+    pub(crate) current: Arc<Current>,
+    pub(crate) request: Request<B>,
 }
 
 /// Finds the caller of a request under a snapshot's keys.
-pub fn authenticate(headers: &HeaderMap, snapshot: &Snapshot) -> Result<Caller, AuthError> {
+pub(crate) fn authenticate(headers: &HeaderMap, snapshot: &Snapshot) -> Result<Caller, AuthError> {
     let cfg = &snapshot.config;
     if !cfg.auth_required {
         return Ok(cfg.anonymous.clone());
@@ -76,12 +76,12 @@ fn trim(b: &[u8]) -> &[u8] {
 
 /// Resolves the caller and the snapshot once per request.
 #[derive(Clone)]
-pub struct AuthLayer {
+pub(crate) struct AuthLayer {
     live: Live,
 }
 
 impl AuthLayer {
-    pub fn new(live: Live) -> Self {
+    pub(crate) fn new(live: Live) -> Self {
         AuthLayer { live }
     }
 }
@@ -97,7 +97,7 @@ impl<S> Layer<S> for AuthLayer {
 }
 
 #[derive(Clone)]
-pub struct AuthService<S> {
+pub(crate) struct AuthService<S> {
     inner: S,
     live: Live,
 }

@@ -2,7 +2,7 @@
 //! missing).
 
 /// `(file name, contents)` of each shipped catalog file.
-pub const FILES: &[(&str, &str)] = &[
+pub(crate) const FILES: &[(&str, &str)] = &[
     ("ai2.yaml", include_str!("../../providers/ai2.yaml")),
     ("alibaba.yaml", include_str!("../../providers/alibaba.yaml")),
     (

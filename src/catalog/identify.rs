@@ -15,40 +15,40 @@ use super::{Catalog, Model, names};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Evidence {
     /// The name the backend lists it under.
-    pub served: String,
+    pub(crate) served: String,
     /// vLLM's `root`: the Hugging Face repository (or the folder) the weights came from.
-    pub root: Option<String>,
+    pub(crate) root: Option<String>,
     /// The model's own metadata (GGUF header, Ollama's `model_info`).
-    pub metadata: Option<Metadata>,
+    pub(crate) metadata: Option<Metadata>,
     /// The digest of the weights, when it could be taken (sha256 of the file, Ollama's digest,
     /// a Hugging Face revision found in a snapshot path).
-    pub digest: Option<Digest>,
+    pub(crate) digest: Option<Digest>,
     /// The digest is being taken (a large file): not known yet.
-    pub digest_pending: bool,
+    pub(crate) digest_pending: bool,
     /// Evidence that should be there is missing or says the weights are not the file's own (a
     /// busy Ollama that did not describe its model; an adapter on top): the model is unknown.
-    pub incomplete: Option<String>,
-    pub quantization: Option<String>,
+    pub(crate) incomplete: Option<String>,
+    pub(crate) quantization: Option<String>,
 }
 
 /// A model file's self-description, in GGUF's terms (`general.*`).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     /// Where it was read: `GGUF header of /models/x.gguf`, `Ollama /api/show`.
-    pub source: String,
-    pub name: Option<String>,
-    pub basename: Option<String>,
-    pub size_label: Option<String>,
-    pub finetune: Option<String>,
+    pub(crate) source: String,
+    pub(crate) name: Option<String>,
+    pub(crate) basename: Option<String>,
+    pub(crate) size_label: Option<String>,
+    pub(crate) finetune: Option<String>,
     /// `general.license`, or the first line of a license text.
-    pub license: Option<String>,
-    pub architecture: Option<String>,
-    pub parameters: Option<f64>,
+    pub(crate) license: Option<String>,
+    pub(crate) architecture: Option<String>,
+    pub(crate) parameters: Option<f64>,
 }
 
 /// A digest of served weights.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Digest {
+pub(crate) enum Digest {
     Sha256(String),
     Revision(String),
 }
@@ -65,7 +65,7 @@ impl std::fmt::Display for Digest {
 /// How a deployment's model was identified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Basis {
+pub(crate) enum Basis {
     /// Named in the configuration (closed APIs, and local deployments that name their model).
     Configured,
     /// A pinned digest matched.
@@ -79,7 +79,7 @@ pub enum Basis {
 }
 
 impl Basis {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Basis::Configured => "configured",
             Basis::Digest => "digest",
@@ -92,18 +92,18 @@ impl Basis {
 
 /// The answer: the model (none when unknown), on what basis, and from what.
 #[derive(Clone, Debug, Serialize)]
-pub struct Identity {
-    pub basis: Basis,
+pub(crate) struct Identity {
+    pub(crate) basis: Basis,
     /// The catalog id, when identified.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// What it was identified from, or why it was not, in words.
-    pub evidence: String,
+    pub(crate) evidence: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub quantization: Option<String>,
+    pub(crate) quantization: Option<String>,
 }
 
 impl Identity {
-    pub fn configured(model: &str, quantization: Option<String>) -> Identity {
+    pub(crate) fn configured(model: &str, quantization: Option<String>) -> Identity {
         Identity {
             basis: Basis::Configured,
             model: Some(model.to_owned()),
@@ -131,7 +131,7 @@ struct Claim<'a> {
 
 /// The family of a license as a name or text gives it, for telling two licenses apart (a GGUF
 /// that says `llama3.1` is not an MIT model). `None`: it says nothing recognisable.
-pub fn license_family(text: &str) -> Option<&'static str> {
+pub(crate) fn license_family(text: &str) -> Option<&'static str> {
     let t = text.to_ascii_lowercase();
     let has = |w: &str| t.contains(w);
     let word = |w: &str| {
@@ -187,7 +187,7 @@ fn model_size(m: &Model) -> Option<f64> {
 
 /// Identifies the model behind `ev` in `cat`. `expected` is a pinned digest: when set, only a
 /// matching digest identifies (and a mismatch is an error, not an unknown).
-pub fn identify(
+pub(crate) fn identify(
     cat: &Catalog,
     ev: &Evidence,
     expected: Option<&Digest>,
@@ -428,7 +428,7 @@ fn disagreement(
 }
 
 /// `…/models--meta-llama--Llama-3.1-8B-Instruct/snapshots/<rev>` → `meta-llama/Llama-3.1-8B-Instruct`.
-pub fn hub_repo_of_path(path: &str) -> Option<String> {
+pub(crate) fn hub_repo_of_path(path: &str) -> Option<String> {
     let dir = path
         .split(['/', '\\'])
         .find_map(|p| p.strip_prefix("models--"))?;
@@ -436,7 +436,7 @@ pub fn hub_repo_of_path(path: &str) -> Option<String> {
 }
 
 /// The Hugging Face revision in a snapshot path (`…/snapshots/<40 hex>`).
-pub fn hub_revision_of_path(path: &str) -> Option<String> {
+pub(crate) fn hub_revision_of_path(path: &str) -> Option<String> {
     let mut parts = path.split(['/', '\\']);
     while let Some(p) = parts.next() {
         if p == "snapshots" {

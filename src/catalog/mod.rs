@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_saphyr::{Location, Spanned};
 
 use crate::yaml::problem::Problems;
-pub use spec::{
+pub(crate) use spec::{
     ArtifactsSpec, CapabilitiesSpec, CommercialUse, LicenseKind, MofClass, Openness, OutputUse,
     PriceSpec, SourcesSpec, Task, TrainingCode, TrainingData,
 };
@@ -21,71 +21,71 @@ use spec::{CatalogFileSpec, LicenseSpec, ModelSpec};
 
 /// A license with the attributes policies test.
 #[derive(Debug, Serialize)]
-pub struct License {
-    pub id: String,
-    pub name: String,
-    pub spdx: Option<String>,
-    pub kind: LicenseKind,
-    pub osi_approved: bool,
-    pub open_per_mof: bool,
-    pub commercial_use: CommercialUse,
-    pub use_restrictions: bool,
-    pub mau_limit: Option<u64>,
-    pub attribution_required: bool,
-    pub derivative_naming: Option<String>,
-    pub output_use_restricted: OutputUse,
-    pub hosted_service_is_distribution: bool,
-    pub territorial_exclusions: Vec<String>,
-    pub url: Option<String>,
-    pub source: String,
-    pub verified: bool,
+pub(crate) struct License {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) spdx: Option<String>,
+    pub(crate) kind: LicenseKind,
+    pub(crate) osi_approved: bool,
+    pub(crate) open_per_mof: bool,
+    pub(crate) commercial_use: CommercialUse,
+    pub(crate) use_restrictions: bool,
+    pub(crate) mau_limit: Option<u64>,
+    pub(crate) attribution_required: bool,
+    pub(crate) derivative_naming: Option<String>,
+    pub(crate) output_use_restricted: OutputUse,
+    pub(crate) hosted_service_is_distribution: bool,
+    pub(crate) territorial_exclusions: Vec<String>,
+    pub(crate) url: Option<String>,
+    pub(crate) source: String,
+    pub(crate) verified: bool,
 }
 
 /// Price in USD per million tokens.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Price {
-    pub input: f64,
-    pub output: f64,
-    pub cache_read: Option<f64>,
-    pub cache_write: Option<f64>,
+pub(crate) struct Price {
+    pub(crate) input: f64,
+    pub(crate) output: f64,
+    pub(crate) cache_read: Option<f64>,
+    pub(crate) cache_write: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub as_of: Option<String>,
+    pub(crate) as_of: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
 }
 
 /// One model, validated.
 #[derive(Debug, Serialize)]
 pub struct Model {
-    pub id: String,
-    pub name: String,
-    pub developer: String,
-    pub license: Arc<License>,
-    pub artifacts: ArtifactsSpec,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) developer: String,
+    pub(crate) license: Arc<License>,
+    pub(crate) artifacts: ArtifactsSpec,
     /// Derived from the artifacts and the license, never typed by hand.
-    pub openness: Openness,
-    pub mof_class: Option<MofClass>,
-    pub capabilities: CapabilitiesSpec,
-    pub price: Option<Price>,
+    pub(crate) openness: Openness,
+    pub(crate) mof_class: Option<MofClass>,
+    pub(crate) capabilities: CapabilitiesSpec,
+    pub(crate) price: Option<Price>,
     #[serde(skip)]
-    pub served_as: Vec<String>,
-    pub sources: SourcesSpec,
-    pub test_only: bool,
+    pub(crate) served_as: Vec<String>,
+    pub(crate) sources: SourcesSpec,
+    pub(crate) test_only: bool,
     /// Chat or embedding.
-    pub task: Task,
+    pub(crate) task: Task,
     /// Not identified: served by a backend, but not (or not surely) any catalog model; openness,
     /// license and commercial use unknown.
-    pub uncatalogued: bool,
+    pub(crate) uncatalogued: bool,
     /// The day its provider stopped serving it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retired: Option<String>,
+    pub(crate) retired: Option<String>,
 }
 
 /// The catalog every snapshot carries.
 #[derive(Debug, Default)]
 pub struct Catalog {
     pub models: Vec<Arc<Model>>,
-    pub licenses: Vec<Arc<License>>,
+    pub(crate) licenses: Vec<Arc<License>>,
     by_id: HashMap<String, Arc<Model>>,
     /// Every name of every model (its id and `served_as`), by [`names::key`]; true when the
     /// only names with that key are Ollama tags.
@@ -95,7 +95,7 @@ pub struct Catalog {
 /// The openness class the facts imply (`shared/openness.md` §2): closed without weights;
 /// open-source when the weights are under an open license and the training code is complete and
 /// the training data documented in detail or released; open-weight otherwise.
-pub fn derive_openness(artifacts: &ArtifactsSpec, license: &License) -> Openness {
+pub(crate) fn derive_openness(artifacts: &ArtifactsSpec, license: &License) -> Openness {
     if !artifacts.weights {
         return Openness::Closed;
     }
@@ -112,7 +112,7 @@ pub fn derive_openness(artifacts: &ArtifactsSpec, license: &License) -> Openness
 }
 
 impl Openness {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Openness::Unknown => "unknown",
             Openness::Closed => "closed",
@@ -123,7 +123,7 @@ impl Openness {
 }
 
 impl CommercialUse {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CommercialUse::Allowed => "allowed",
             CommercialUse::Conditional => "conditional",
@@ -134,11 +134,14 @@ impl CommercialUse {
 }
 
 /// The id of the license given to models found on a backend but not in the catalog.
-pub const UNKNOWN_LICENSE: &str = "unknown";
+pub(crate) const UNKNOWN_LICENSE: &str = "unknown";
 
 impl Catalog {
     /// Builds the catalog from parsed files, collecting every problem.
-    pub fn build(files: Vec<(Arc<str>, CatalogFileSpec)>, problems: &mut Problems) -> Catalog {
+    pub(crate) fn build(
+        files: Vec<(Arc<str>, CatalogFileSpec)>,
+        problems: &mut Problems,
+    ) -> Catalog {
         let mut licenses: HashMap<String, Arc<License>> = HashMap::new();
         let mut license_order = Vec::new();
         let mut models_spec: Vec<(Arc<str>, usize, Spanned<ModelSpec>)> = Vec::new();
@@ -366,24 +369,24 @@ impl Catalog {
         self.models.push(m);
     }
 
-    pub fn get(&self, id: &str) -> Option<&Arc<Model>> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Arc<Model>> {
         self.by_id.get(id)
     }
 
-    pub fn license(&self, id: &str) -> Option<&Arc<License>> {
+    pub(crate) fn license(&self, id: &str) -> Option<&Arc<License>> {
         self.licenses.iter().find(|l| l.id == id)
     }
 
     /// The catalog model a served name stands for: one whose id or `served_as` is the same
     /// name once both are normalised ([`names::key`]). Never a part of a name: `distilgpt2` is
     /// not GPT-2, and `gpt-4o-mini` is not `gpt-4o`.
-    pub fn match_served_name(&self, served: &str) -> Option<&Arc<Model>> {
+    pub(crate) fn match_served_name(&self, served: &str) -> Option<&Arc<Model>> {
         self.match_served_name_as(served, names::is_tag(served))
     }
 
     /// [`Catalog::match_served_name`], saying whether the name is an Ollama tag: a name that is
     /// not one never matches a name the catalog has only as a tag.
-    pub fn match_served_name_as(&self, served: &str, tag: bool) -> Option<&Arc<Model>> {
+    pub(crate) fn match_served_name_as(&self, served: &str, tag: bool) -> Option<&Arc<Model>> {
         if let Some(m) = self.by_id.get(served) {
             return Some(m);
         }
@@ -396,7 +399,7 @@ impl Catalog {
     /// A model entry for a name a backend serves that could not be identified: a name is
     /// evidence of nothing (a loopback proxy may front a closed API), so its openness, license
     /// and commercial use are unknown, and every policy that asks about them refuses it.
-    pub fn uncatalogued(&self, served: &str) -> Model {
+    pub(crate) fn uncatalogued(&self, served: &str) -> Model {
         let license = self
             .licenses
             .iter()
@@ -525,7 +528,7 @@ pub mod tests_support {
     use super::{Catalog, builtin, spec::CatalogFileSpec};
     use crate::yaml::problem::Problems;
 
-    pub fn shipped() -> Catalog {
+    pub(crate) fn shipped() -> Catalog {
         let mut problems = Problems::default();
         let files = builtin::FILES
             .iter()

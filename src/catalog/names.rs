@@ -17,7 +17,7 @@ const FORMATS: &[&str] = &[
 const CONTAINERS: &[&str] = &["gguf", "ggml", "mlx", "exl2"];
 
 /// Whether a segment names a quantization or a file format (`q4_k_m`, `iq2_xs`, `fp16`, `4bit`).
-pub fn is_quantization(segment: &str) -> bool {
+pub(crate) fn is_quantization(segment: &str) -> bool {
     let s = segment.to_ascii_lowercase();
     if FORMATS.contains(&s.as_str()) {
         return true;
@@ -37,7 +37,7 @@ pub fn is_quantization(segment: &str) -> bool {
 }
 
 /// The quantization a name carries (`Q4_K_M` of `llama3.1:8b-instruct-q4_K_M`), if any.
-pub fn quantization_of(name: &str) -> Option<String> {
+pub(crate) fn quantization_of(name: &str) -> Option<String> {
     let base = last_part(name.trim());
     base.split(['-', ':', ' ', '.'])
         .rfind(|s| is_quantization(s) && !CONTAINERS.contains(&s.to_ascii_lowercase().as_str()))
@@ -52,14 +52,14 @@ fn last_part(name: &str) -> &str {
 /// Whether a name is an Ollama tag (`llama3.1:8b`, `library/qwen2.5:latest`). A tag says less
 /// than its spelling suggests (`llama3.1:8b` is the instruct model; `Llama-3.1-8B` is the base
 /// model), so aliases written as tags stand only for tags.
-pub fn is_tag(name: &str) -> bool {
+pub(crate) fn is_tag(name: &str) -> bool {
     last_part(name.trim()).contains(':')
 }
 
 /// The key a name is matched by: lower case; the last part of a path or repository id; no
 /// extension, no split-file suffix, no quantization or format marker; words split on `-`, `:`,
 /// `_` and spaces, and where a letter meets a digit (`llama3.1` → `llama-3.1`); joined by `-`.
-pub fn key(name: &str) -> String {
+pub(crate) fn key(name: &str) -> String {
     let lower = name.trim().to_ascii_lowercase();
     let mut s = last_part(&lower);
     for ext in EXTENSIONS {
@@ -109,7 +109,7 @@ fn is_number(s: &str) -> bool {
 }
 
 /// A size label as a number of parameters: `8B`, `8.0B`, `135M`, `1.5b`, `30B-A3B` (its total).
-pub fn parameters(label: &str) -> Option<f64> {
+pub(crate) fn parameters(label: &str) -> Option<f64> {
     let l = label.trim().to_ascii_lowercase();
     let l = l.split(['-', ' ']).next().unwrap_or("");
     let (num, scale) = match l.chars().last()? {
@@ -124,7 +124,7 @@ pub fn parameters(label: &str) -> Option<f64> {
 }
 
 /// The size a name states (`8b` in `llama-3.1-8b-instruct`), as parameters.
-pub fn stated_size(name: &str) -> Option<f64> {
+pub(crate) fn stated_size(name: &str) -> Option<f64> {
     let k = key(name);
     let words: Vec<&str> = k.split('-').collect();
     // The first word that is a number followed by b or m (`3.8b`; the total of `30b-a3b`).
@@ -145,7 +145,7 @@ pub fn stated_size(name: &str) -> Option<f64> {
 
 /// Whether two sizes are the same model size: within a fifth of each other (`8.0B` reported for
 /// an 8.03 B model; `3.1B` for Qwen2.5 3B), and never a 3 B for a 7 B.
-pub fn same_size(a: f64, b: f64) -> bool {
+pub(crate) fn same_size(a: f64, b: f64) -> bool {
     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
     hi <= lo * 1.2
 }

@@ -10,10 +10,10 @@ use serde_saphyr::Spanned;
 pub struct CatalogFileSpec {
     /// Licenses and provider terms, referenced by id from models.
     #[serde(default)]
-    pub licenses: Vec<Spanned<LicenseSpec>>,
+    pub(crate) licenses: Vec<Spanned<LicenseSpec>>,
     /// Models.
     #[serde(default)]
-    pub models: Vec<Spanned<ModelSpec>>,
+    pub(crate) models: Vec<Spanned<ModelSpec>>,
 }
 
 /// A license or a provider's terms, with the attributes a policy can test.
@@ -21,54 +21,54 @@ pub struct CatalogFileSpec {
 #[serde(deny_unknown_fields)]
 pub struct LicenseSpec {
     /// Our key for the license, referenced by models (`apache-2.0`, `llama3.1-community`).
-    pub id: String,
+    pub(crate) id: String,
     /// Human-readable name.
-    pub name: String,
+    pub(crate) name: String,
     /// SPDX identifier, when the license has one.
     #[serde(default)]
-    pub spdx: Option<String>,
+    pub(crate) spdx: Option<String>,
     /// What kind of license this is.
-    pub kind: LicenseKind,
+    pub(crate) kind: LicenseKind,
     /// On the OSI's list of approved licenses.
-    pub osi_approved: bool,
+    pub(crate) osi_approved: bool,
     /// Open by the Model Openness Framework's rule (OSI, FSF, open-data or OpenMDW);
     /// defaults to `osi_approved`.
     #[serde(default)]
-    pub open_per_mof: Option<bool>,
+    pub(crate) open_per_mof: Option<bool>,
     /// Whether the license grants commercial use.
-    pub commercial_use: CommercialUse,
+    pub(crate) commercial_use: CommercialUse,
     /// An acceptable-use or prohibited-use policy restricts what the model may be used for
     /// (a bare "comply with the law" is not a restriction).
-    pub use_restrictions: bool,
+    pub(crate) use_restrictions: bool,
     /// Monthly active users above which the license no longer applies, if any.
     #[serde(default)]
-    pub mau_limit: Option<u64>,
+    pub(crate) mau_limit: Option<u64>,
     /// A notice, display text or license copy is required.
-    pub attribution_required: bool,
+    pub(crate) attribution_required: bool,
     /// Name prefix required for derived models ("Llama"), if any.
     #[serde(default)]
-    pub derivative_naming: Option<String>,
+    pub(crate) derivative_naming: Option<String>,
     /// What the license says about using outputs (to train other models, for instance).
-    pub output_use_restricted: OutputUse,
+    pub(crate) output_use_restricted: OutputUse,
     /// Offering the model as a hosted service counts as distribution (Gemma terms).
     #[serde(default)]
-    pub hosted_service_is_distribution: bool,
+    pub(crate) hosted_service_is_distribution: bool,
     /// Regions whose residents or companies are not granted the license (for some models).
     #[serde(default)]
-    pub territorial_exclusions: Vec<String>,
+    pub(crate) territorial_exclusions: Vec<String>,
     /// Where the text of the license is.
     #[serde(default)]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// Where these facts come from.
-    pub source: String,
+    pub(crate) source: String,
     /// The facts were checked against the license text itself.
     #[serde(default)]
-    pub verified: bool,
+    pub(crate) verified: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum LicenseKind {
+pub(crate) enum LicenseKind {
     Permissive,
     Copyleft,
     OpenData,
@@ -82,7 +82,7 @@ pub enum LicenseKind {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CommercialUse {
+pub(crate) enum CommercialUse {
     /// Granted without conditions.
     Allowed,
     /// Granted with a user cap, revenue cap, registration or similar condition.
@@ -95,7 +95,7 @@ pub enum CommercialUse {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OutputUse {
+pub(crate) enum OutputUse {
     None,
     Naming,
     FlowDown,
@@ -109,50 +109,50 @@ pub enum OutputUse {
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// The id clients ask for (`gpt-4o`, `llama-3.1-8b-instruct`).
-    pub id: String,
+    pub(crate) id: String,
     /// Human-readable name.
-    pub name: String,
+    pub(crate) name: String,
     /// Who trained it.
-    pub developer: String,
+    pub(crate) developer: String,
     /// Id of the license of the weights (or of the provider's terms for closed models).
-    pub license: String,
+    pub(crate) license: String,
     /// What was released.
-    pub artifacts: ArtifactsSpec,
+    pub(crate) artifacts: ArtifactsSpec,
     /// The openness class. Optional: it is derived from `artifacts` and the license, and a
     /// file that states a class its facts contradict is rejected.
     #[serde(default)]
-    pub openness: Option<Openness>,
+    pub(crate) openness: Option<Openness>,
     /// Model Openness Framework class, where the MOF has published one.
     #[serde(default)]
-    pub mof_class: Option<MofClass>,
+    pub(crate) mof_class: Option<MofClass>,
     /// What the model can do.
-    pub capabilities: CapabilitiesSpec,
+    pub(crate) capabilities: CapabilitiesSpec,
     /// List price of the developer's own API, for closed models and first-party APIs.
     #[serde(default)]
-    pub price: Option<PriceSpec>,
+    pub(crate) price: Option<PriceSpec>,
     /// Names inference servers use for exactly this model (Ollama tags, Hugging Face repository
     /// names, GGUF file names, dated API ids). Matched whole, after normalisation
     /// (`catalog::names::key`), never as substrings; a name two models claim is refused.
     #[serde(default)]
-    pub served_as: Vec<String>,
+    pub(crate) served_as: Vec<String>,
     /// The day its provider stopped serving it (`2026-03-31`): kept as a fact, warned about
     /// when deployed.
     #[serde(default)]
-    pub retired: Option<String>,
+    pub(crate) retired: Option<String>,
     /// Where the artifact, license and capability facts come from.
-    pub sources: SourcesSpec,
+    pub(crate) sources: SourcesSpec,
     /// A test model, not a language model (the built-in `echo`).
     #[serde(default)]
-    pub test_only: bool,
+    pub(crate) test_only: bool,
     /// What the model does: `chat` (default) or `embedding`.
     #[serde(default)]
-    pub task: Task,
+    pub(crate) task: Task,
 }
 
 /// What a model is for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Task {
+pub(crate) enum Task {
     /// Chat completions (and Anthropic messages).
     #[default]
     Chat,
@@ -165,24 +165,24 @@ pub enum Task {
 #[serde(deny_unknown_fields)]
 pub struct ArtifactsSpec {
     /// The weights can be downloaded.
-    pub weights: bool,
+    pub(crate) weights: bool,
     /// Downloading them requires accepting terms.
     #[serde(default)]
-    pub weights_gated: bool,
+    pub(crate) weights_gated: bool,
     /// The architecture (model code) is published.
-    pub architecture: bool,
+    pub(crate) architecture: bool,
     /// How much of the training code is published.
-    pub training_code: TrainingCode,
+    pub(crate) training_code: TrainingCode,
     /// How much is published about the training data.
-    pub training_data: TrainingData,
+    pub(crate) training_data: TrainingData,
     /// Intermediate training checkpoints are published.
     #[serde(default)]
-    pub checkpoints: bool,
+    pub(crate) checkpoints: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TrainingCode {
+pub(crate) enum TrainingCode {
     None,
     Inference,
     Partial,
@@ -191,7 +191,7 @@ pub enum TrainingCode {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TrainingData {
+pub(crate) enum TrainingData {
     None,
     Summary,
     Detailed,
@@ -203,7 +203,7 @@ pub enum TrainingData {
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
 )]
 #[serde(rename_all = "kebab-case")]
-pub enum Openness {
+pub(crate) enum Openness {
     /// Not identified: nothing is known of its weights (a model a backend serves that the
     /// catalog cannot name, or whose evidence disagrees). Policies that ask for a class refuse
     /// it unless they list `unknown`.
@@ -217,7 +217,8 @@ pub enum Openness {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub enum MofClass {
+#[expect(clippy::upper_case_acronyms, reason = "the MOF's own class names")]
+pub(crate) enum MofClass {
     I,
     II,
     III,
@@ -228,19 +229,19 @@ pub enum MofClass {
 #[serde(deny_unknown_fields)]
 pub struct CapabilitiesSpec {
     /// Context window in tokens.
-    pub context_window: u32,
+    pub(crate) context_window: u32,
     /// Longest answer in tokens, if the developer documents one.
     #[serde(default)]
-    pub max_output_tokens: Option<u32>,
+    pub(crate) max_output_tokens: Option<u32>,
     /// Tool (function) calls.
     #[serde(default)]
-    pub tools: bool,
+    pub(crate) tools: bool,
     /// Image input.
     #[serde(default)]
-    pub vision: bool,
+    pub(crate) vision: bool,
     /// JSON mode or structured output.
     #[serde(default)]
-    pub json_mode: bool,
+    pub(crate) json_mode: bool,
 }
 
 /// A price in USD per million tokens.
@@ -248,19 +249,19 @@ pub struct CapabilitiesSpec {
 #[serde(deny_unknown_fields)]
 pub struct PriceSpec {
     /// Input (prompt) tokens.
-    pub input: f64,
+    pub(crate) input: f64,
     /// Output (completion) tokens, reasoning included.
-    pub output: f64,
+    pub(crate) output: f64,
     /// Input tokens read from a prompt cache.
     #[serde(default)]
-    pub cache_read: Option<f64>,
+    pub(crate) cache_read: Option<f64>,
     /// Input tokens written to a prompt cache.
     #[serde(default)]
-    pub cache_write: Option<f64>,
+    pub(crate) cache_write: Option<f64>,
     /// The date the price was read.
-    pub as_of: String,
+    pub(crate) as_of: String,
     /// Where it was read.
-    pub source: String,
+    pub(crate) source: String,
 }
 
 /// Sources of a model's facts.
@@ -268,13 +269,13 @@ pub struct PriceSpec {
 #[serde(deny_unknown_fields)]
 pub struct SourcesSpec {
     /// Source of the artifact facts.
-    pub artifacts: String,
+    pub(crate) artifacts: String,
     /// Source of the license facts.
-    pub license: String,
+    pub(crate) license: String,
     /// Source of the capability facts.
     #[serde(default)]
-    pub capabilities: Option<String>,
+    pub(crate) capabilities: Option<String>,
     /// Source of the MOF class.
     #[serde(default)]
-    pub mof: Option<String>,
+    pub(crate) mof: Option<String>,
 }

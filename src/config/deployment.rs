@@ -13,12 +13,12 @@ use crate::config::resilience::{BreakerConfig, RetryPolicy};
 /// Per-phase timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
-    pub connect: Duration,
-    pub first_byte: Duration,
-    pub first_token: Duration,
-    pub idle: Duration,
-    pub total: Duration,
-    pub stream_total: Duration,
+    pub(crate) connect: Duration,
+    pub(crate) first_byte: Duration,
+    pub(crate) first_token: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) total: Duration,
+    pub(crate) stream_total: Duration,
 }
 
 impl Default for Timeouts {
@@ -38,65 +38,63 @@ impl Default for Timeouts {
 #[derive(Debug)]
 pub struct Endpoint {
     /// The deployment name (or, for discovering backends, the backend's name).
-    pub name: String,
-    pub kind: Kind,
-    pub provider: String,
+    pub(crate) name: String,
+    pub(crate) kind: Kind,
+    pub(crate) provider: String,
     /// Base URL without a trailing slash; empty for `echo`.
-    pub base_url: String,
+    pub(crate) base_url: String,
     /// The header that carries the key (`authorization: Bearer …`), marked sensitive.
-    pub auth_header: Option<(http::HeaderName, HeaderValue)>,
+    pub(crate) auth_header: Option<(http::HeaderName, HeaderValue)>,
     /// The key in every form an upstream could echo it in, masked in any text passed on.
-    pub masks: super::secret::Masks,
-    pub locality: Locality,
-    pub data: DataHandlingSpec,
-    pub region: Option<String>,
-    pub quantization: Option<String>,
-    /// It lists its models itself.
-    pub discover: bool,
+    pub(crate) masks: super::secret::Masks,
+    pub(crate) locality: Locality,
+    pub(crate) data: DataHandlingSpec,
+    pub(crate) region: Option<String>,
+    pub(crate) quantization: Option<String>,
     /// Models it lists that cannot be identified are not served.
-    pub refuse_unidentified: bool,
+    pub(crate) refuse_unidentified: bool,
     /// The digest its weights must have.
-    pub expect: Option<crate::catalog::identify::Digest>,
+    pub(crate) expect: Option<crate::catalog::identify::Digest>,
     /// A price set on the deployment itself.
-    pub price_override: Option<(f64, f64)>,
-    pub stream_usage: bool,
-    pub timeouts: Timeouts,
-    pub retry: RetryPolicy,
+    pub(crate) price_override: Option<(f64, f64)>,
+    pub(crate) stream_usage: bool,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) retry: RetryPolicy,
     /// Outlier ejection; `None` when turned off.
-    pub breaker: Option<BreakerConfig>,
+    pub(crate) breaker: Option<BreakerConfig>,
     /// Requests and tokens per minute it may be sent, as a limit scope named after it.
-    pub limits: Option<crate::config::scopes::Scope>,
+    pub(crate) limits: Option<crate::config::scopes::Scope>,
 }
 
 /// One model at one endpoint.
 #[derive(Clone, Debug)]
 pub struct Deployment {
     pub name: String,
-    pub model: Arc<Model>,
+    pub(crate) model: Arc<Model>,
     /// The name the backend knows the model by.
-    pub upstream_model: String,
-    pub endpoint: Arc<Endpoint>,
+    pub(crate) upstream_model: String,
+    pub(crate) endpoint: Arc<Endpoint>,
     /// What a million tokens cost here.
-    pub price: Price,
+    pub(crate) price: Price,
     /// Set when the backend listed this model itself.
-    pub discovered_as: Option<String>,
+    pub(crate) discovered_as: Option<String>,
     /// How its model was identified, and from what.
-    pub identity: Arc<crate::catalog::identify::Identity>,
+    pub(crate) identity: Arc<crate::catalog::identify::Identity>,
     /// The response headers that name this deployment, made once.
-    pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
+    pub(crate) response_headers: Vec<(http::HeaderName, HeaderValue)>,
     /// Its place in its snapshot's deployments: what run-time state about it is kept by.
-    pub index: usize,
+    pub(crate) index: usize,
     /// Where chat requests go, whole and streamed, parsed once (none for `echo`, or when the
     /// base URL does not parse).
     chat_urls: Option<Arc<[reqwest::Url; 2]>>,
     /// The model its usage is recorded under (its metrics' `model` label).
-    pub usage_model: Arc<str>,
+    pub(crate) usage_model: Arc<str>,
 }
 
 impl Deployment {
     /// Whether `other` (of another snapshot) is the same model at the same place with the same
     /// facts: what a policy decided about one holds for the other.
-    pub fn same_place(&self, other: &Deployment) -> bool {
+    pub(crate) fn same_place(&self, other: &Deployment) -> bool {
         let (a, b) = (&self.endpoint, &other.endpoint);
         self.model.id == other.model.id
             && self.upstream_model == other.upstream_model
@@ -121,7 +119,7 @@ impl Deployment {
     /// the server runs, not the model (a proxy on loopback may front any API); remote for a
     /// model without published weights, which
     /// runs only at its provider; the endpoint's locality otherwise.
-    pub fn locality(&self) -> Option<Locality> {
+    pub(crate) fn locality(&self) -> Option<Locality> {
         use crate::catalog::identify::Basis;
         if self.model.uncatalogued {
             None
@@ -138,7 +136,7 @@ impl Deployment {
     }
 
     /// The quantization of the served weights, where known.
-    pub fn quantization(&self) -> Option<&str> {
+    pub(crate) fn quantization(&self) -> Option<&str> {
         self.identity
             .quantization
             .as_deref()
@@ -146,7 +144,7 @@ impl Deployment {
     }
 
     /// A deployment with a configured model.
-    pub fn configured(
+    pub(crate) fn configured(
         name: String,
         endpoint: Arc<Endpoint>,
         model: Arc<Model>,
@@ -173,7 +171,7 @@ impl Deployment {
     }
 
     /// A deployment for a model a backend listed, identified as `identity` says.
-    pub fn discovered(
+    pub(crate) fn discovered(
         endpoint: Arc<Endpoint>,
         model: Arc<Model>,
         served: &str,
@@ -197,7 +195,7 @@ impl Deployment {
     }
 
     /// The same deployment at place `index` of a snapshot.
-    pub fn at_index(&self, index: usize) -> Deployment {
+    pub(crate) fn at_index(&self, index: usize) -> Deployment {
         Deployment {
             index,
             ..self.clone()
@@ -205,7 +203,7 @@ impl Deployment {
     }
 
     /// The same deployment, identified as `identity` says (its headers follow).
-    pub fn with_identity(&self, identity: crate::catalog::identify::Identity) -> Deployment {
+    pub(crate) fn with_identity(&self, identity: crate::catalog::identify::Identity) -> Deployment {
         let mut d = self.clone();
         d.identity = Arc::new(identity);
         d.prepared()
@@ -225,7 +223,7 @@ impl Deployment {
     }
 
     /// The URL a chat request goes to (none for `echo`, or when the base URL does not parse).
-    pub fn chat_url(&self, stream: bool) -> Option<reqwest::Url> {
+    pub(crate) fn chat_url(&self, stream: bool) -> Option<reqwest::Url> {
         self.chat_urls
             .as_ref()
             .map(|urls| urls[usize::from(stream)].clone())
@@ -233,7 +231,7 @@ impl Deployment {
 
     /// The deployment and model names its metrics and recorded usage go by. An uncatalogued
     /// model's name came from a backend, not the configuration: it stays out of labels.
-    pub fn metric_names(&self) -> (&str, &str) {
+    pub(crate) fn metric_names(&self) -> (&str, &str) {
         if self.model.uncatalogued {
             (&self.endpoint.name, "other")
         } else {

@@ -11,24 +11,24 @@ use subtle::ConstantTimeEq;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     /// The non-secret id of the key used, if any.
-    pub key_id: Option<Arc<str>>,
-    pub tenant: Arc<str>,
+    pub(crate) key_id: Option<Arc<str>>,
+    pub(crate) tenant: Arc<str>,
     /// The policy the key names, if any.
-    pub policy: Option<Arc<str>>,
+    pub(crate) policy: Option<Arc<str>>,
     /// Labels the key always carries (its tenant's included).
-    pub labels: Arc<[(String, String)]>,
+    pub(crate) labels: Arc<[(String, String)]>,
     /// The key's and the tenant's limits, where they have any.
-    pub limits: Arc<[crate::config::scopes::Scope]>,
+    pub(crate) limits: Arc<[crate::config::scopes::Scope]>,
     /// When the key stops working (seconds since the epoch).
-    pub expires: Option<u64>,
+    pub(crate) expires: Option<u64>,
     /// The digest of the key presented, so that a request can find its caller again in a
     /// newer configuration (a reload may have changed or revoked the key).
-    pub digest: Option<KeyDigest>,
+    pub(crate) digest: Option<KeyDigest>,
 }
 
 /// A key's SHA-256, never printed.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct KeyDigest([u8; 32]);
+pub(crate) struct KeyDigest([u8; 32]);
 
 impl std::fmt::Debug for KeyDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,13 +59,19 @@ struct Entry {
 
 /// The configured keys, by digest.
 #[derive(Clone, Debug, Default)]
-pub struct KeyStore {
+pub(crate) struct KeyStore {
     by_digest: HashMap<[u8; 32], Entry>,
 }
 
 impl KeyStore {
     /// Adds a key by its hex digest. Errors on a malformed or duplicate digest.
-    pub fn insert(&mut self, id: &str, tenant: &str, sha256_hex: &str) -> Result<(), String> {
+    #[cfg(test)]
+    pub(crate) fn insert(
+        &mut self,
+        id: &str,
+        tenant: &str,
+        sha256_hex: &str,
+    ) -> Result<(), String> {
         self.insert_caller(
             sha256_hex,
             Caller {
@@ -81,7 +87,11 @@ impl KeyStore {
     }
 
     /// Adds a key by its hex digest for a fully described caller.
-    pub fn insert_caller(&mut self, sha256_hex: &str, mut caller: Caller) -> Result<(), String> {
+    pub(crate) fn insert_caller(
+        &mut self,
+        sha256_hex: &str,
+        mut caller: Caller,
+    ) -> Result<(), String> {
         let digest = parse_hex32(sha256_hex).ok_or_else(|| {
             "must be 64 hexadecimal characters (the SHA-256 of the key)".to_owned()
         })?;
@@ -94,35 +104,31 @@ impl KeyStore {
     }
 
     /// The caller of the key with this (non-secret) id, for `modelgate explain`.
-    pub fn by_id(&self, id: &str) -> Option<&Caller> {
+    pub(crate) fn by_id(&self, id: &str) -> Option<&Caller> {
         self.by_digest
             .values()
             .map(|e| &e.caller)
             .find(|c| c.key_id.as_deref() == Some(id))
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
     }
 
     /// Every key's caller, in no particular order.
-    pub fn callers(&self) -> impl Iterator<Item = &Caller> {
+    pub(crate) fn callers(&self) -> impl Iterator<Item = &Caller> {
         self.by_digest.values().map(|e| &e.caller)
     }
 
-    pub fn len(&self) -> usize {
-        self.by_digest.len()
-    }
-
     /// The caller of the same key as `caller` in these keys, if it is still here.
-    pub fn again(&self, caller: &Caller) -> Option<&Caller> {
+    pub(crate) fn again(&self, caller: &Caller) -> Option<&Caller> {
         let digest = caller.digest?.0;
         let entry = self.by_digest.get(&digest)?;
         bool::from(entry.digest.ct_eq(&digest)).then_some(&entry.caller)
     }
 
     /// The caller a presented key belongs to.
-    pub fn authenticate(&self, presented: &[u8]) -> Option<&Caller> {
+    pub(crate) fn authenticate(&self, presented: &[u8]) -> Option<&Caller> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         let entry = self.by_digest.get(&digest)?;
         // The map lookup already matched; the constant-time check keeps the final comparison
@@ -143,7 +149,7 @@ pub fn generate() -> Result<String, getrandom::Error> {
     Ok(format!("mg-{}", base64url(&raw)))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -187,7 +193,7 @@ impl super::Config {
     /// the same key's caller now (its policy, labels and tenant as reloaded), or `None` when
     /// the key was revoked or expired, or the gateway now asks for keys that the request did
     /// not bring.
-    pub fn caller_again(&self, caller: &Caller) -> Option<Caller> {
+    pub(crate) fn caller_again(&self, caller: &Caller) -> Option<Caller> {
         if !self.auth_required {
             return Some(self.anonymous.clone());
         }

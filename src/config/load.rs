@@ -51,7 +51,7 @@ impl Env for HashMap<String, String> {
 pub struct Loaded {
     pub config: Config,
     /// The entry file and the catalog paths it names (files or directories).
-    pub watched: Vec<PathBuf>,
+    pub(crate) watched: Vec<PathBuf>,
     /// Deployments left out because their optional key is missing (names, for the log).
     pub disabled: Vec<String>,
 }
@@ -163,7 +163,7 @@ pub fn load(origin: &Origin, overrides: &Overrides, env: &dyn Env) -> Result<Loa
         policies,
         watched,
     };
-    build(origin, spec, sources, overrides, env, problems)
+    build(spec, sources, overrides, env, problems)
 }
 
 /// Loads a configuration given as texts: the entry file's, and catalog and policy files in
@@ -202,18 +202,10 @@ pub fn load_texts(
         ),
         watched: Vec::new(),
     };
-    build(
-        &Origin::Embedded,
-        spec,
-        sources,
-        &Overrides::default(),
-        env,
-        problems,
-    )
+    build(spec, sources, &Overrides::default(), env, problems)
 }
 
 fn build(
-    origin: &Origin,
     spec: ConfigSpec,
     sources: Sources,
     overrides: &Overrides,
@@ -267,7 +259,6 @@ fn build(
     }
     Ok(Loaded {
         config: Config {
-            origin: origin.clone(),
             hash: hex(&hasher.finalize())[..16].to_owned(),
             server: settings.server,
             auth_required: callers.auth_required,
@@ -470,7 +461,7 @@ fn resolve(base: Option<&Path>, p: &str) -> PathBuf {
 
 /// A fingerprint of the watched paths: changes when any file under them changes, appears or
 /// goes. Kubernetes swaps a ConfigMap's files through a symlink; reading contents sees it.
-pub fn fingerprint(watched: &[PathBuf]) -> [u8; 32] {
+pub(crate) fn fingerprint(watched: &[PathBuf]) -> [u8; 32] {
     let mut h = Sha256::new();
     for p in watched {
         h.update(p.as_os_str().as_encoded_bytes());

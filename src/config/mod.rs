@@ -21,7 +21,7 @@ use crate::config::keys::KeyStore;
 pub use deployment::{Deployment, Endpoint, Timeouts};
 
 /// The built-in entry file served by `modelgate serve` without `--config`.
-pub const EMBEDDED_CONFIG: &str = include_str!("default.yaml");
+pub(crate) const EMBEDDED_CONFIG: &str = include_str!("default.yaml");
 
 /// Where a configuration came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,44 +32,43 @@ pub enum Origin {
 
 /// Limits on requests and upstream answers.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub max_body_bytes: u64,
-    pub max_messages: usize,
-    pub max_json_depth: usize,
-    pub max_response_bytes: u64,
-    pub max_sse_line_bytes: usize,
-    pub body_read_timeout: std::time::Duration,
+pub(crate) struct Limits {
+    pub(crate) max_body_bytes: u64,
+    pub(crate) max_messages: usize,
+    pub(crate) max_json_depth: usize,
+    pub(crate) max_response_bytes: u64,
+    pub(crate) max_sse_line_bytes: usize,
+    pub(crate) body_read_timeout: std::time::Duration,
 }
 
 /// Listener settings, read at start.
 #[derive(Clone, Debug)]
-pub struct ServerSettings {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
-    pub drain_timeout: Duration,
-    pub header_read_timeout: Duration,
-    pub max_connections: usize,
-    pub max_concurrent_requests: usize,
-    pub write_stall_timeout: Duration,
+pub(crate) struct ServerSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_concurrent_requests: usize,
+    pub(crate) write_stall_timeout: Duration,
 }
 
 /// Reload settings.
 #[derive(Clone, Copy, Debug)]
-pub struct ReloadSettings {
-    pub poll_interval: Duration,
-    pub discovery_interval: Duration,
+pub(crate) struct ReloadSettings {
+    pub(crate) poll_interval: Duration,
+    pub(crate) discovery_interval: Duration,
 }
 
 /// A validated configuration.
 #[derive(Debug)]
 pub struct Config {
-    pub origin: Origin,
     /// SHA-256 (hex) of every file that went into it.
     pub hash: String,
-    pub server: ServerSettings,
+    pub(crate) server: ServerSettings,
     /// Callers must present a key.
-    pub auth_required: bool,
-    pub keys: KeyStore,
+    pub(crate) auth_required: bool,
+    pub(crate) keys: KeyStore,
     pub catalog: Arc<Catalog>,
     /// Deployments with a fixed model.
     pub deployments: Vec<Arc<Deployment>>,
@@ -77,18 +76,18 @@ pub struct Config {
     pub discover: Vec<Arc<Endpoint>>,
     /// Backends of configured deployments whose weights are pinned (`expect`): asked like
     /// discovered ones, served once the digest matches.
-    pub verify: Vec<Arc<Endpoint>>,
+    pub(crate) verify: Vec<Arc<Endpoint>>,
     /// Every loaded policy, validated.
-    pub policies: Vec<Arc<crate::config::policies::spec::PolicySpec>>,
+    pub(crate) policies: Vec<Arc<crate::config::policies::spec::PolicySpec>>,
     /// The policy in force for callers whose key names none.
-    pub active_policy: String,
-    pub limits: Limits,
+    pub(crate) active_policy: String,
+    pub(crate) limits: Limits,
     /// Where limit counters are kept: `memory`, or a Redis URL.
-    pub limit_store: String,
-    pub on_store_error: spec::StoreErrorMode,
+    pub(crate) limit_store: String,
+    pub(crate) on_store_error: spec::StoreErrorMode,
     /// The caller of a gateway without keys (the `default` tenant, with its limits).
-    pub anonymous: crate::config::keys::Caller,
-    pub reload: ReloadSettings,
+    pub(crate) anonymous: crate::config::keys::Caller,
+    pub(crate) reload: ReloadSettings,
 }
 
 /// What each probed backend said it serves, by endpoint name.
@@ -104,14 +103,14 @@ pub struct Snapshot {
     pub deployments: Vec<Arc<Deployment>>,
     routes: HashMap<String, Route>,
     /// Model ids for `GET /v1/models`, in catalog order, with their deployments.
-    pub listed: Vec<(Arc<crate::catalog::Model>, Vec<usize>)>,
+    pub(crate) listed: Vec<(Arc<crate::catalog::Model>, Vec<usize>)>,
     /// Deployments not served, and why (weights that do not match their pinned digest).
-    pub withheld: Vec<(String, String)>,
+    pub(crate) withheld: Vec<(String, String)>,
 }
 
 /// What a requested name stands for.
 #[derive(Clone, Debug)]
-pub enum Route {
+pub(crate) enum Route {
     /// A model id (or a name a backend serves it under): its deployments.
     Model(Vec<usize>),
     /// One deployment, asked for by name.
@@ -121,7 +120,7 @@ pub enum Route {
 }
 
 /// The alias that lets the policy choose among all models.
-pub const AUTO: &str = "auto";
+pub(crate) const AUTO: &str = "auto";
 
 impl Snapshot {
     /// Expands discovered backends into deployments and builds the route table.
@@ -144,7 +143,7 @@ impl Snapshot {
         }
     }
 
-    pub fn route(&self, requested: &str) -> Option<&Route> {
+    pub(crate) fn route(&self, requested: &str) -> Option<&Route> {
         self.routes.get(requested)
     }
 }

@@ -7,19 +7,19 @@ use super::spec::RetryOn;
 
 /// When to eject.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BreakerConfig {
+pub(crate) struct BreakerConfig {
     /// Consecutive failures that eject.
-    pub consecutive_failures: u32,
+    pub(crate) consecutive_failures: u32,
     /// Failure rate (0–1) over the recent window that ejects.
-    pub failure_rate: f64,
+    pub(crate) failure_rate: f64,
     /// Size of the recent window.
-    pub window: usize,
+    pub(crate) window: usize,
     /// Fewest attempts in the window before the rate counts.
-    pub min_requests: usize,
+    pub(crate) min_requests: usize,
     /// First ejection.
-    pub base_ejection: Duration,
+    pub(crate) base_ejection: Duration,
     /// Longest ejection.
-    pub max_ejection: Duration,
+    pub(crate) max_ejection: Duration,
 }
 
 impl Default for BreakerConfig {
@@ -37,7 +37,7 @@ impl Default for BreakerConfig {
 
 impl BreakerConfig {
     /// Settings that never eject: what an endpoint with ejection turned off is kept by.
-    pub fn never() -> BreakerConfig {
+    pub(crate) fn never() -> BreakerConfig {
         BreakerConfig {
             consecutive_failures: u32::MAX,
             failure_rate: 2.0,
@@ -48,18 +48,18 @@ impl BreakerConfig {
 
 /// How one deployment is retried.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Retries after the first try.
-    pub attempts: u32,
-    pub on: Vec<RetryOn>,
-    pub base: Duration,
-    pub max: Duration,
+    pub(crate) attempts: u32,
+    pub(crate) on: Vec<RetryOn>,
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
     /// Longest `Retry-After` waited for; a longer one moves on to the next deployment.
-    pub max_retry_after: Duration,
+    pub(crate) max_retry_after: Duration,
     /// Retries may add this fraction of recent requests...
-    pub budget_ratio: f64,
+    pub(crate) budget_ratio: f64,
     /// ...plus this many per second.
-    pub budget_min_per_second: u32,
+    pub(crate) budget_min_per_second: u32,
 }
 
 impl Default for RetryPolicy {

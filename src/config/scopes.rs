@@ -24,7 +24,7 @@ pub struct LimitSet {
 }
 
 impl LimitSet {
-    pub fn from_spec(s: &LimitSetSpec) -> LimitSet {
+    pub(crate) fn from_spec(s: &LimitSetSpec) -> LimitSet {
         LimitSet {
             requests_per_minute: s.requests_per_minute,
             tokens_per_minute: s.tokens_per_minute,
@@ -33,7 +33,7 @@ impl LimitSet {
         }
     }
 
-    pub fn for_deployment(s: &DeploymentLimitsSpec) -> LimitSet {
+    pub(crate) fn for_deployment(s: &DeploymentLimitsSpec) -> LimitSet {
         LimitSet {
             requests_per_minute: s.requests_per_minute,
             tokens_per_minute: s.tokens_per_minute,
@@ -41,11 +41,11 @@ impl LimitSet {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == LimitSet::default()
     }
 
-    pub fn has_spend(&self) -> bool {
+    pub(crate) fn has_spend(&self) -> bool {
         self.usd_micros_per_day.is_some() || self.usd_micros_per_month.is_some()
     }
 }
@@ -58,7 +58,7 @@ pub enum ScopeKind {
 }
 
 impl ScopeKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ScopeKind::Key => "key",
             ScopeKind::Tenant => "tenant",
@@ -71,8 +71,8 @@ impl ScopeKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scope {
     pub kind: ScopeKind,
-    pub name: Arc<str>,
-    pub limits: LimitSet,
+    pub(crate) name: Arc<str>,
+    pub(crate) limits: LimitSet,
 }
 
 /// The scopes a request is counted against: its key's and its tenant's, where they have limits.

@@ -5,15 +5,15 @@ use std::fmt;
 
 /// An API key or other secret, read from an environment variable or a file.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(s: String) -> Secret {
+    pub(crate) fn new(s: String) -> Secret {
         Secret(s)
     }
 
     /// The secret itself, for building the one header that carries it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -23,13 +23,13 @@ impl Secret {
 /// Made once when the configuration loads (and cheap to clone); masking uses them longest
 /// first.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Masks(std::sync::Arc<[Box<str>]>);
+pub(crate) struct Masks(std::sync::Arc<[Box<str>]>);
 
 impl Masks {
     /// Shorter secrets are not masked by value: they would mask ordinary words.
     const MIN_LEN: usize = 4;
 
-    pub fn of(secrets: &[&Secret]) -> Masks {
+    pub(crate) fn of(secrets: &[&Secret]) -> Masks {
         let mut forms: Vec<Box<str>> = Vec::new();
         for s in secrets {
             let k = s.expose();
@@ -67,12 +67,12 @@ impl Masks {
         Masks(forms.into())
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// Replaces every occurrence of every form with `with`.
-    pub fn mask(&self, text: &str, with: &str) -> String {
+    pub(crate) fn mask(&self, text: &str, with: &str) -> String {
         let mut s = text.to_owned();
         for f in self.0.iter() {
             if s.contains(&**f) {

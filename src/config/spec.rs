@@ -16,44 +16,44 @@ use serde_saphyr::Spanned;
 pub struct ConfigSpec {
     /// Address of the API listener. Default `127.0.0.1:8400`.
     #[serde(default)]
-    pub listen: Option<Spanned<String>>,
+    pub(crate) listen: Option<Spanned<String>>,
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`). Default `127.0.0.1:8401`.
     #[serde(default)]
-    pub admin_listen: Option<Spanned<String>>,
+    pub(crate) admin_listen: Option<Spanned<String>>,
     /// `keys` (default): callers present a key from `keys`; with no keys configured the API must
     /// listen on a loopback address. `none`: no authentication, on any address.
     #[serde(default)]
-    pub auth: Option<Spanned<AuthMode>>,
+    pub(crate) auth: Option<Spanned<AuthMode>>,
     /// Client keys, stored as SHA-256 hashes (`modelgate key new` makes one).
     #[serde(default)]
-    pub keys: Vec<Spanned<KeySpec>>,
+    pub(crate) keys: Vec<Spanned<KeySpec>>,
     /// Tenants: the policies their keys may use, labels they always carry, and their limits.
     /// A tenant named by a key but not listed here has no limits of its own.
     #[serde(default)]
-    pub tenants: Vec<Spanned<TenantSpec>>,
+    pub(crate) tenants: Vec<Spanned<TenantSpec>>,
     /// Which catalog files to load.
     #[serde(default)]
-    pub catalog: CatalogRefSpec,
+    pub(crate) catalog: CatalogRefSpec,
     /// Which policy files to load, and which policy is in force.
     #[serde(default)]
-    pub policies: PoliciesRefSpec,
+    pub(crate) policies: PoliciesRefSpec,
     /// Where models are served.
     #[serde(default)]
-    pub deployments: Vec<Spanned<DeploymentSpec>>,
+    pub(crate) deployments: Vec<Spanned<DeploymentSpec>>,
     /// Limits on requests.
     #[serde(default)]
-    pub limits: LimitsSpec,
+    pub(crate) limits: LimitsSpec,
     /// Listener and shutdown settings.
     #[serde(default)]
-    pub server: ServerSpec,
+    pub(crate) server: ServerSpec,
     /// Configuration reload.
     #[serde(default)]
-    pub reload: ReloadSpec,
+    pub(crate) reload: ReloadSpec,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AuthMode {
+pub(crate) enum AuthMode {
     Keys,
     None,
 }
@@ -63,23 +63,23 @@ pub enum AuthMode {
 #[serde(deny_unknown_fields)]
 pub struct KeySpec {
     /// A name for the key that is not secret (shown in logs).
-    pub id: String,
+    pub(crate) id: String,
     /// The tenant the key belongs to.
-    pub tenant: String,
+    pub(crate) tenant: String,
     /// Hex SHA-256 of the key.
-    pub sha256: String,
+    pub(crate) sha256: String,
     /// The policy this key's requests are decided by, instead of `policies.active`.
     #[serde(default)]
-    pub policy: Option<String>,
+    pub(crate) policy: Option<String>,
     /// Labels every request with this key carries; a request cannot change them.
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     /// Limits of this key alone (on top of its tenant's).
     #[serde(default)]
-    pub limits: Option<LimitSetSpec>,
+    pub(crate) limits: Option<LimitSetSpec>,
     /// The UTC day (`2027-01-31`) from which the key no longer works.
     #[serde(default)]
-    pub expires: Option<String>,
+    pub(crate) expires: Option<String>,
 }
 
 /// One tenant.
@@ -87,17 +87,17 @@ pub struct KeySpec {
 #[serde(deny_unknown_fields)]
 pub struct TenantSpec {
     /// The name keys give as their `tenant`.
-    pub name: String,
+    pub(crate) name: String,
     /// Policies the tenant's keys may name; the first decides for keys that name none. Empty:
     /// any policy, and `policies.active` by default.
     #[serde(default)]
-    pub policies: Vec<String>,
+    pub(crate) policies: Vec<String>,
     /// Labels every request of the tenant carries (a key's own labels come on top).
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     /// Limits shared by all the tenant's keys.
     #[serde(default)]
-    pub limits: Option<LimitSetSpec>,
+    pub(crate) limits: Option<LimitSetSpec>,
 }
 
 /// Caps on requests, tokens and spend. Minutes are calendar minutes, days and months calendar
@@ -107,18 +107,18 @@ pub struct TenantSpec {
 pub struct LimitSetSpec {
     /// Requests per minute.
     #[serde(default)]
-    pub requests_per_minute: Option<u64>,
+    pub(crate) requests_per_minute: Option<u64>,
     /// Tokens per minute: the prompt (estimated) and `max_tokens` count when the request is
     /// admitted, as OpenAI counts them; the actual output is added when it is known.
     #[serde(default)]
-    pub tokens_per_minute: Option<u64>,
+    pub(crate) tokens_per_minute: Option<u64>,
     /// Spend per day, in US dollars. Each request reserves its worst-case cost before the call
     /// and is charged its actual cost after it.
     #[serde(default)]
-    pub usd_per_day: Option<f64>,
+    pub(crate) usd_per_day: Option<f64>,
     /// Spend per month, in US dollars, reserved and charged as per day.
     #[serde(default)]
-    pub usd_per_month: Option<f64>,
+    pub(crate) usd_per_month: Option<f64>,
 }
 
 /// The policy files.
@@ -127,13 +127,13 @@ pub struct LimitSetSpec {
 pub struct PoliciesRefSpec {
     /// Load the policies shipped inside the binary (`default` and the examples). Default true.
     #[serde(default = "yes")]
-    pub builtin: bool,
+    pub(crate) builtin: bool,
     /// More policy files or directories of `*.yaml` files, relative to this file.
     #[serde(default)]
-    pub paths: Vec<Spanned<String>>,
+    pub(crate) paths: Vec<Spanned<String>>,
     /// The policy in force for callers whose key names none. Default `default`.
     #[serde(default)]
-    pub active: Option<Spanned<String>>,
+    pub(crate) active: Option<Spanned<String>>,
 }
 
 impl Default for PoliciesRefSpec {
@@ -152,10 +152,10 @@ impl Default for PoliciesRefSpec {
 pub struct CatalogRefSpec {
     /// Load the catalog shipped inside the binary. Default true.
     #[serde(default = "yes")]
-    pub builtin: bool,
+    pub(crate) builtin: bool,
     /// More catalog files or directories of `*.yaml` files, relative to this file.
     #[serde(default)]
-    pub paths: Vec<Spanned<String>>,
+    pub(crate) paths: Vec<Spanned<String>>,
 }
 
 impl Default for CatalogRefSpec {
@@ -202,7 +202,7 @@ impl Kind {
 /// Where the deployment runs, relative to the gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Locality {
+pub(crate) enum Locality {
     /// On this machine or in this pod.
     Local,
     /// In the same cluster or private network.
@@ -212,7 +212,7 @@ pub enum Locality {
 }
 
 impl Locality {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Locality::Local => "local",
             Locality::Cluster => "cluster",
@@ -226,93 +226,93 @@ impl Locality {
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSpec {
     /// Unique name; clients may also ask for a deployment by name.
-    pub name: String,
+    pub(crate) name: String,
     /// Wire dialect.
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// Provider label for headers and metrics (`vllm`, `ollama`). Defaults to the kind.
     #[serde(default)]
-    pub provider: Option<String>,
+    pub(crate) provider: Option<String>,
     /// Catalog id of the model served. Required unless `discover` is set.
     #[serde(default)]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Model name the backend expects. Defaults to the catalog id.
     #[serde(default)]
-    pub upstream_model: Option<String>,
+    pub(crate) upstream_model: Option<String>,
     /// Base URL of the API, up to and including the version (`http://127.0.0.1:8000/v1`).
     /// Defaults to the provider's public API for `openai`, `anthropic` and `gemini`.
     #[serde(default)]
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
     /// Environment variable holding the API key.
     #[serde(default)]
-    pub api_key_env: Option<String>,
+    pub(crate) api_key_env: Option<String>,
     /// File holding the API key (a mounted Kubernetes Secret, for instance).
     #[serde(default)]
-    pub api_key_file: Option<String>,
+    pub(crate) api_key_file: Option<String>,
     /// When the key variable or file is missing, leave the deployment out instead of refusing
     /// the configuration.
     #[serde(default)]
-    pub optional: bool,
+    pub(crate) optional: bool,
     /// Ask the backend which models it serves (`GET /models`) and serve each of them, identified
     /// from what the backend says about the weights (vLLM's `root`, Ollama's `/api/show`, the
     /// GGUF header of a file this process can read), then by the served name matched whole
     /// against the catalog's names; a model that cannot be identified is served as `unknown`.
     /// Probed at start, every second until it answers, then every `reload.discovery_interval`.
     #[serde(default)]
-    pub discover: bool,
+    pub(crate) discover: bool,
     /// The weights this backend must serve, pinned: `{sha256: <64 hex>}` (of the GGUF file, or
     /// Ollama's blob) or `{revision: <40 hex>}` (a Hugging Face commit, as vLLM's root shows it).
     /// Until the backend shows a matching digest the deployment is not served; a mismatch says
     /// which digest was expected and which was found.
     #[serde(default)]
-    pub expect: Option<ExpectSpec>,
+    pub(crate) expect: Option<ExpectSpec>,
     /// Of a discovering backend: leave out every model that cannot be identified, instead of
     /// serving it as unknown (which only policies that ask nothing about openness, license or
     /// locality allow).
     #[serde(default)]
-    pub refuse_unidentified: bool,
+    pub(crate) refuse_unidentified: bool,
     /// Where it runs. Defaults to `local` for loopback addresses, `remote` otherwise.
     #[serde(default)]
-    pub locality: Option<Locality>,
+    pub(crate) locality: Option<Locality>,
     /// What the provider does with prompts.
     #[serde(default)]
-    pub data: DataHandlingSpec,
+    pub(crate) data: DataHandlingSpec,
     /// Region the deployment runs in (`eu-west-1`), for policies.
     #[serde(default)]
-    pub region: Option<String>,
+    pub(crate) region: Option<String>,
     /// Quantization of the served weights (`q4_k_m`, `fp8`), for information.
     #[serde(default)]
-    pub quantization: Option<String>,
+    pub(crate) quantization: Option<String>,
     /// Price per million tokens on this deployment. Defaults to the catalog's list price for
     /// remote deployments and 0 for local and cluster ones.
     #[serde(default)]
-    pub price: Option<DeploymentPriceSpec>,
+    pub(crate) price: Option<DeploymentPriceSpec>,
     /// Ask for `stream_options.include_usage` on streams. Default true; turn off for backends
     /// that reject it.
     #[serde(default)]
-    pub stream_usage: Option<bool>,
+    pub(crate) stream_usage: Option<bool>,
     /// Per-phase timeouts.
     #[serde(default)]
-    pub timeouts: TimeoutsSpec,
+    pub(crate) timeouts: TimeoutsSpec,
     /// Retries of this deployment before the next allowed one is tried.
     #[serde(default)]
-    pub retries: RetriesSpec,
+    pub(crate) retries: RetriesSpec,
     /// Outlier ejection of this deployment.
     #[serde(default)]
-    pub breaker: BreakerSpec,
+    pub(crate) breaker: BreakerSpec,
     /// Requests and tokens per minute this deployment may take from this gateway (from every
     /// gateway, with a shared `limits.store`); over them, the next allowed deployment is tried.
     #[serde(default)]
-    pub limits: Option<DeploymentLimitsSpec>,
+    pub(crate) limits: Option<DeploymentLimitsSpec>,
 }
 
 /// A pinned digest of served weights.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExpectSpec {
+pub(crate) struct ExpectSpec {
     #[serde(default)]
-    pub sha256: Option<String>,
+    pub(crate) sha256: Option<String>,
     #[serde(default)]
-    pub revision: Option<String>,
+    pub(crate) revision: Option<String>,
 }
 
 /// Caps on what one deployment is sent.
@@ -321,16 +321,16 @@ pub struct ExpectSpec {
 pub struct DeploymentLimitsSpec {
     /// Requests per minute.
     #[serde(default)]
-    pub requests_per_minute: Option<u64>,
+    pub(crate) requests_per_minute: Option<u64>,
     /// Tokens per minute (the prompt, estimated, and `max_tokens`).
     #[serde(default)]
-    pub tokens_per_minute: Option<u64>,
+    pub(crate) tokens_per_minute: Option<u64>,
 }
 
 /// Failures that may be retried on the same deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RetryOn {
+pub(crate) enum RetryOn {
     /// Connection refused, or reset before any byte of the answer.
     Connect,
     /// No answer within the first-byte or first-token timeout.
@@ -352,26 +352,26 @@ pub enum RetryOn {
 pub struct RetriesSpec {
     /// Retries after the first try. Default 1; 0 moves straight to the next deployment.
     #[serde(default)]
-    pub attempts: Option<u32>,
+    pub(crate) attempts: Option<u32>,
     /// Failures retried. Default all of them.
     #[serde(default)]
-    pub on: Option<Vec<RetryOn>>,
+    pub(crate) on: Option<Vec<RetryOn>>,
     /// First backoff ceiling (waits are random up to it, doubling each retry). Default 100ms.
     #[serde(default)]
-    pub backoff: Option<Dur>,
+    pub(crate) backoff: Option<Dur>,
     /// Largest backoff ceiling. Default 2s.
     #[serde(default)]
-    pub max_backoff: Option<Dur>,
+    pub(crate) max_backoff: Option<Dur>,
     /// Longest `Retry-After` waited for; a longer one moves on to the next deployment.
     /// Default 10s.
     #[serde(default)]
-    pub max_retry_after: Option<Dur>,
+    pub(crate) max_retry_after: Option<Dur>,
     /// Retries may add at most this fraction of the deployment's recent requests. Default 0.2.
     #[serde(default)]
-    pub budget_ratio: Option<f64>,
+    pub(crate) budget_ratio: Option<f64>,
     /// ...plus this many retries per second. Default 3.
     #[serde(default)]
-    pub budget_min_per_second: Option<u32>,
+    pub(crate) budget_min_per_second: Option<u32>,
 }
 
 /// Outlier ejection of one deployment.
@@ -380,16 +380,16 @@ pub struct RetriesSpec {
 pub struct BreakerSpec {
     /// Consecutive failures that eject the deployment. Default 5; 0 turns ejection off.
     #[serde(default)]
-    pub consecutive_failures: Option<u32>,
+    pub(crate) consecutive_failures: Option<u32>,
     /// Failure rate (0 to 1) over the last 20 attempts (at least 10) that ejects it. Default 0.5.
     #[serde(default)]
-    pub failure_rate: Option<f64>,
+    pub(crate) failure_rate: Option<f64>,
     /// First ejection; each further one doubles it. Default 1s.
     #[serde(default)]
-    pub base_ejection: Option<Dur>,
+    pub(crate) base_ejection: Option<Dur>,
     /// Longest ejection. Default 30s.
     #[serde(default)]
-    pub max_ejection: Option<Dur>,
+    pub(crate) max_ejection: Option<Dur>,
 }
 
 /// What the provider does with prompts.
@@ -399,10 +399,10 @@ pub struct DataHandlingSpec {
     /// Prompts are kept after the answer (for abuse monitoring, for instance). Undeclared is
     /// unknown: a rule that requires `false` refuses it, except on a `local` deployment.
     #[serde(default)]
-    pub retains_prompts: Option<bool>,
+    pub(crate) retains_prompts: Option<bool>,
     /// Prompts are used to train models. Undeclared is unknown, as above.
     #[serde(default)]
-    pub trains_on_prompts: Option<bool>,
+    pub(crate) trains_on_prompts: Option<bool>,
 }
 
 /// A deployment's own price.
@@ -410,9 +410,9 @@ pub struct DataHandlingSpec {
 #[serde(deny_unknown_fields)]
 pub struct DeploymentPriceSpec {
     /// USD per million input tokens.
-    pub input: f64,
+    pub(crate) input: f64,
     /// USD per million output tokens.
-    pub output: f64,
+    pub(crate) output: f64,
 }
 
 /// Per-phase timeouts of a deployment.
@@ -421,24 +421,24 @@ pub struct DeploymentPriceSpec {
 pub struct TimeoutsSpec {
     /// TCP and TLS connect. Default 5s.
     #[serde(default)]
-    pub connect: Option<Dur>,
+    pub(crate) connect: Option<Dur>,
     /// From sending the request to the response headers. Default 120s.
     #[serde(default)]
-    pub first_byte: Option<Dur>,
+    pub(crate) first_byte: Option<Dur>,
     /// From the response headers of a stream to its first content (text, a tool call): until
     /// then the request can still go elsewhere. Default 120s.
     #[serde(default)]
-    pub first_token: Option<Dur>,
+    pub(crate) first_token: Option<Dur>,
     /// Longest silence between two chunks of a stream. Default 120s.
     #[serde(default)]
-    pub idle: Option<Dur>,
+    pub(crate) idle: Option<Dur>,
     /// Whole non-streaming request, retries and fallbacks included. Default 600s. Never applied
     /// to a stream once it has begun.
     #[serde(default)]
-    pub total: Option<Dur>,
+    pub(crate) total: Option<Dur>,
     /// Backstop for a stream that never ends. Default 30m.
     #[serde(default)]
-    pub stream_total: Option<Dur>,
+    pub(crate) stream_total: Option<Dur>,
 }
 
 /// Limits on requests.
@@ -447,31 +447,31 @@ pub struct TimeoutsSpec {
 pub struct LimitsSpec {
     /// Largest request body in bytes. Default 8 MiB.
     #[serde(default = "default_max_body")]
-    pub max_body_bytes: u64,
+    pub(crate) max_body_bytes: u64,
     /// Most messages in one request. Default 10,000.
     #[serde(default = "default_max_messages")]
-    pub max_messages: usize,
+    pub(crate) max_messages: usize,
     /// Deepest nesting of arrays and objects in a request body. Default 64.
     #[serde(default = "default_max_depth")]
-    pub max_json_depth: usize,
+    pub(crate) max_json_depth: usize,
     /// Largest upstream response body in bytes (non-streaming). Default 16 MiB.
     #[serde(default = "default_max_response")]
-    pub max_response_bytes: u64,
+    pub(crate) max_response_bytes: u64,
     /// Longest SSE line from an upstream, and largest SSE event (its data lines together), in
     /// bytes; over it the attempt fails. Default 1 MiB.
     #[serde(default = "default_max_sse_line")]
-    pub max_sse_line_bytes: usize,
+    pub(crate) max_sse_line_bytes: usize,
     /// Time a client has to send its whole request body (408 after it). Default 30s.
     #[serde(default)]
-    pub body_read_timeout: Option<Dur>,
+    pub(crate) body_read_timeout: Option<Dur>,
     /// Where rate-limit and budget counters are kept: `memory` (default; this process only) or
     /// `redis://host:port[/db]`, shared by every gateway using the same Redis.
     #[serde(default)]
-    pub store: Option<Spanned<String>>,
+    pub(crate) store: Option<Spanned<String>>,
     /// What happens when the store cannot be reached: `closed` (default) refuses requests that
     /// have limits with 503 `limit_store_unavailable`; `open` lets them through uncounted.
     #[serde(default)]
-    pub on_store_error: StoreErrorMode,
+    pub(crate) on_store_error: StoreErrorMode,
 }
 
 /// Behaviour when the limit store is unreachable.
@@ -520,21 +520,21 @@ fn default_max_sse_line() -> usize {
 pub struct ServerSpec {
     /// How long in-flight requests and streams may run after SIGTERM. Default 30s.
     #[serde(default)]
-    pub drain_timeout: Option<Dur>,
+    pub(crate) drain_timeout: Option<Dur>,
     /// Time a client has to send its request headers. Default 10s.
     #[serde(default)]
-    pub header_read_timeout: Option<Dur>,
+    pub(crate) header_read_timeout: Option<Dur>,
     /// Most connections open at once on the API listener. Default 10,000.
     #[serde(default)]
-    pub max_connections: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
     /// Most requests served at once; more are refused with 503 and `Retry-After` rather than
     /// queued. Also the idle connections kept per upstream host. Default 1,024. Read at start.
     #[serde(default)]
-    pub max_concurrent_requests: Option<usize>,
+    pub(crate) max_concurrent_requests: Option<usize>,
     /// A client that reads nothing of its response for this long is disconnected (and the
     /// upstream request behind it cancelled). Default 30s.
     #[serde(default)]
-    pub write_stall_timeout: Option<Dur>,
+    pub(crate) write_stall_timeout: Option<Dur>,
 }
 
 /// Reload settings.
@@ -544,15 +544,15 @@ pub struct ReloadSpec {
     /// How often the configuration files are checked for changes. Default 2s; 0 turns the
     /// check off (SIGHUP still reloads).
     #[serde(default)]
-    pub poll_interval: Option<Dur>,
+    pub(crate) poll_interval: Option<Dur>,
     /// How often backends with `discover` are asked for their models. Default 15s.
     #[serde(default)]
-    pub discovery_interval: Option<Dur>,
+    pub(crate) discovery_interval: Option<Dur>,
 }
 
 /// A duration written as `250ms`, `30s`, `5m` or `1h`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dur(pub Duration);
+pub(crate) struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -575,7 +575,7 @@ impl<'de> Deserialize<'de> for Dur {
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h` (and `0`).
-pub fn parse_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s == "0" {
         return Some(Duration::ZERO);

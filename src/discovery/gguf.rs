@@ -14,7 +14,7 @@ const MAX_HEADER: u64 = 64 << 20;
 const MAX_STRING: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
-pub enum GgufError {
+pub(crate) enum GgufError {
     #[error("not a GGUF file")]
     NotGguf,
     #[error("GGUF version {0} is not read")]
@@ -29,12 +29,12 @@ pub enum GgufError {
 
 /// What a GGUF header says.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Header {
-    pub metadata: Metadata,
+pub(crate) struct Header {
+    pub(crate) metadata: Metadata,
     /// `general.file_type`, by name (`Q4_K_M`).
-    pub quantization: Option<String>,
+    pub(crate) quantization: Option<String>,
     /// `<architecture>.context_length`.
-    pub context_length: Option<u64>,
+    pub(crate) context_length: Option<u64>,
 }
 
 struct Limited<R> {
@@ -175,7 +175,7 @@ fn file_type(n: u64) -> Option<&'static str> {
 }
 
 /// Reads the header of a GGUF stream. `source` says where it came from, for the evidence.
-pub fn read(input: impl BufRead, source: &str) -> Result<Header, GgufError> {
+pub(crate) fn read(input: impl BufRead, source: &str) -> Result<Header, GgufError> {
     let mut r = Limited {
         inner: input,
         read: 0,
@@ -228,7 +228,9 @@ pub fn read(input: impl BufRead, source: &str) -> Result<Header, GgufError> {
 /// Reads the header of the GGUF file at `path`.
 /// Opens a regular file without waiting (a FIFO named `x.gguf` would block the open itself),
 /// checked on the open descriptor, so nothing can be swapped in between a check and the open.
-pub fn open_regular(path: &std::path::Path) -> io::Result<(std::fs::File, std::fs::Metadata)> {
+pub(crate) fn open_regular(
+    path: &std::path::Path,
+) -> io::Result<(std::fs::File, std::fs::Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -241,14 +243,8 @@ pub fn open_regular(path: &std::path::Path) -> io::Result<(std::fs::File, std::f
     Ok((f, meta))
 }
 
-/// Reads the header of the GGUF file at `path`.
-pub fn read_file(path: &std::path::Path) -> Result<Header, GgufError> {
-    let (f, _) = open_regular(path)?;
-    read_open(f, path)
-}
-
 /// Reads the header of an open GGUF file.
-pub fn read_open(f: std::fs::File, path: &std::path::Path) -> Result<Header, GgufError> {
+pub(crate) fn read_open(f: std::fs::File, path: &std::path::Path) -> Result<Header, GgufError> {
     read(
         io::BufReader::with_capacity(1 << 16, f),
         &format!("the GGUF header of {}", path.display()),
@@ -260,7 +256,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A GGUF header with `kv` (strings or u32 numbers), after a large tokenizer array.
-    pub fn header(kv: &[(&str, &str)], file_type: Option<u32>) -> Vec<u8> {
+    pub(crate) fn header(kv: &[(&str, &str)], file_type: Option<u32>) -> Vec<u8> {
         let mut b = b"GGUF".to_vec();
         b.extend(3u32.to_le_bytes());
         b.extend(0u64.to_le_bytes());

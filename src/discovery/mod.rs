@@ -29,7 +29,7 @@ const ASK_WITHIN: Duration = Duration::from_secs(2);
 
 /// Asks every backend of `config` that discovers its models or has its weights pinned, at
 /// once; backends that do not answer are left out.
-pub async fn probe_all(
+pub(crate) async fn probe_all(
     config: &crate::config::Config,
     pools: &crate::upstream::client::Pools,
 ) -> crate::config::Discovered {
@@ -50,12 +50,12 @@ pub async fn probe_all(
 }
 
 /// How many backends [`probe_all`] asks.
-pub fn probed(config: &crate::config::Config) -> usize {
+pub(crate) fn probed(config: &crate::config::Config) -> usize {
     config.discover.len() + config.verify.len()
 }
 
 /// Asks `ep` what it serves and what each model is. Empty when it does not answer.
-pub async fn probe(ep: Arc<Endpoint>, client: reqwest::Client) -> Vec<Evidence> {
+pub(crate) async fn probe(ep: Arc<Endpoint>, client: reqwest::Client) -> Vec<Evidence> {
     let Some(list) = get_json(&ep, &client, &format!("{}/models", ep.base_url)).await else {
         return Vec::new();
     };
@@ -180,7 +180,7 @@ fn looks_like_ollama_tag(name: &str) -> bool {
 /// (`details`), the license text, and the digest of the weights' blob (in the modelfile's
 /// `FROM …/blobs/sha256-…`).
 /// `accept` says whether a text the backend gave may be used (printable, without its key).
-pub fn read_ollama_show(ev: &mut Evidence, show: &Value, accept: &dyn Fn(&str) -> bool) {
+pub(crate) fn read_ollama_show(ev: &mut Evidence, show: &Value, accept: &dyn Fn(&str) -> bool) {
     let info = show.get("model_info");
     // What the backend says is text it chose: printable, short, and without its key (it may
     // reach answers, logs and labels).

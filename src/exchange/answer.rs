@@ -19,7 +19,7 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FinishReason::Stop | FinishReason::StopSequence => "stop",
             FinishReason::Length => "length",
@@ -29,7 +29,7 @@ impl FinishReason {
     }
 
     /// OpenAI's `finish_reason` string, read leniently.
-    pub fn from_openai(s: &str) -> FinishReason {
+    pub(crate) fn from_openai(s: &str) -> FinishReason {
         match s {
             "length" => FinishReason::Length,
             "tool_calls" | "function_call" => FinishReason::ToolCalls,
@@ -41,26 +41,26 @@ impl FinishReason {
 
 /// A tool call of a whole answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ToolCall {
-    pub id: String,
-    pub name: String,
+pub(crate) struct ToolCall {
+    pub(crate) id: String,
+    pub(crate) name: String,
     /// The arguments as a JSON string, as OpenAI carries them.
-    pub arguments: String,
+    pub(crate) arguments: String,
 }
 
 /// One of a whole answer's choices (OpenAI's `n`; Gemini's candidates).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Choice {
-    pub text: Option<String>,
-    pub tool_calls: Vec<ToolCall>,
-    pub finish: FinishReason,
+pub(crate) struct Choice {
+    pub(crate) text: Option<String>,
+    pub(crate) tool_calls: Vec<ToolCall>,
+    pub(crate) finish: FinishReason,
     /// The stop sequence that ended the answer, when the upstream says which.
-    pub stop_sequence: Option<String>,
+    pub(crate) stop_sequence: Option<String>,
 }
 
 impl Choice {
     /// A choice of text only.
-    pub fn text(text: Option<String>, finish: FinishReason) -> Choice {
+    pub(crate) fn text(text: Option<String>, finish: FinishReason) -> Choice {
         Choice {
             text,
             tool_calls: Vec::new(),
@@ -81,18 +81,18 @@ static NO_CHOICE: Choice = Choice {
 
 /// A whole answer.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Completion {
-    pub id: String,
-    pub model: String,
-    pub created: u64,
+pub(crate) struct Completion {
+    pub(crate) id: String,
+    pub(crate) model: String,
+    pub(crate) created: u64,
     /// In index order, at least one.
-    pub choices: Vec<Choice>,
-    pub usage: Usage,
+    pub(crate) choices: Vec<Choice>,
+    pub(crate) usage: Usage,
 }
 
 impl Completion {
     /// The first choice: all an Anthropic-format client can ask for.
-    pub fn first(&self) -> &Choice {
+    pub(crate) fn first(&self) -> &Choice {
         self.choices.first().unwrap_or(&NO_CHOICE)
     }
 }
@@ -125,7 +125,7 @@ pub enum Piece<'a> {
 
 /// How a stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndReason {
+pub(crate) enum EndReason {
     /// The upstream finished and the client got the format's clean end.
     Completed,
     /// The upstream closed the stream before its end.
@@ -148,7 +148,7 @@ pub enum EndReason {
 
 impl EndReason {
     /// Whether the upstream is to blame (it counts towards the deployment's ejection).
-    pub fn is_upstream_fault(self) -> bool {
+    pub(crate) fn is_upstream_fault(self) -> bool {
         matches!(
             self,
             EndReason::UpstreamCut
@@ -159,7 +159,7 @@ impl EndReason {
         )
     }
 
-    pub const ALL: [EndReason; 9] = [
+    pub(crate) const ALL: [EndReason; 9] = [
         EndReason::Completed,
         EndReason::UpstreamCut,
         EndReason::UpstreamError,
@@ -171,7 +171,7 @@ impl EndReason {
         EndReason::ClientGone,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EndReason::Completed => "completed",
             EndReason::UpstreamCut => "upstream_cut",

@@ -33,9 +33,9 @@ const FORBIDDEN_FIELDS: &[&str] = &[
 /// Limits on a request's shape, from the configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestLimits {
-    pub max_messages: usize,
+    pub(crate) max_messages: usize,
     /// Deepest nesting of arrays and objects anywhere in the body.
-    pub max_depth: usize,
+    pub(crate) max_depth: usize,
 }
 
 impl Default for RequestLimits {
@@ -48,7 +48,7 @@ impl Default for RequestLimits {
 }
 
 /// Refuses JSON that nests deeper than `max` (400, code `too_deep`).
-pub fn check_depth(body: &[u8], max: usize) -> Result<(), RequestError> {
+pub(crate) fn check_depth(body: &[u8], max: usize) -> Result<(), RequestError> {
     if too_deep(body, max) {
         return Err(RequestError::Invalid {
             message: format!("the body nests deeper than {max} levels"),
@@ -61,7 +61,7 @@ pub fn check_depth(body: &[u8], max: usize) -> Result<(), RequestError> {
 
 /// Whether JSON nests deeper than `max`. One pass over the bytes, before any parsing, so that
 /// fields passed through as raw JSON cannot carry a structure that breaks a backend's parser.
-pub fn too_deep(body: &[u8], max: usize) -> bool {
+pub(crate) fn too_deep(body: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -92,38 +92,38 @@ pub fn too_deep(body: &[u8], max: usize) -> bool {
 }
 
 /// Unknown fields, in the client's order, as raw JSON.
-pub type Extra = Vec<(String, Box<RawValue>)>;
+pub(crate) type Extra = Vec<(String, Box<RawValue>)>;
 
 /// One chat completion request.
 #[derive(Debug)]
 pub struct ChatRequest {
-    pub model: String,
-    pub messages: Vec<Message>,
-    pub stream: bool,
+    pub(crate) model: String,
+    pub(crate) messages: Vec<Message>,
+    pub(crate) stream: bool,
     /// `stream_options` as sent; `include_usage` is read from it.
-    pub stream_options: Option<serde_json::Map<String, serde_json::Value>>,
-    pub max_tokens: Option<u32>,
-    pub max_completion_tokens: Option<u32>,
+    pub(crate) stream_options: Option<serde_json::Map<String, serde_json::Value>>,
+    pub(crate) max_tokens: Option<u32>,
+    pub(crate) max_completion_tokens: Option<u32>,
     /// Not the client's: the caller has a spend budget, so when the client set no
     /// `max_tokens`, each upstream is asked for at most its model's longest answer (what the
     /// reservation assumed).
-    pub cap_output: bool,
-    pub n: Option<u32>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub stop: Option<Box<RawValue>>,
-    pub tools: Option<Box<RawValue>>,
-    pub tool_choice: Option<Box<RawValue>>,
-    pub response_format: Option<Box<RawValue>>,
+    pub(crate) cap_output: bool,
+    pub(crate) n: Option<u32>,
+    pub(crate) temperature: Option<f64>,
+    pub(crate) top_p: Option<f64>,
+    pub(crate) stop: Option<Box<RawValue>>,
+    pub(crate) tools: Option<Box<RawValue>>,
+    pub(crate) tool_choice: Option<Box<RawValue>>,
+    pub(crate) response_format: Option<Box<RawValue>>,
     /// `metadata` (string → string, as OpenAI defines it); also a source of request labels.
-    pub metadata: Option<Vec<(String, String)>>,
-    pub extra: Extra,
+    pub(crate) metadata: Option<Vec<(String, String)>>,
+    pub(crate) extra: Extra,
 }
 
 /// A message's author.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub(crate) enum Role {
     System,
     Developer,
     User,
@@ -135,20 +135,20 @@ pub enum Role {
 /// A message's `content`: a string, or an array of parts kept raw (text, image_url, input_audio,
 /// file). Dialect adapters that need the parts parse them.
 #[derive(Debug)]
-pub enum Content {
+pub(crate) enum Content {
     Text(String),
     Parts(Box<RawValue>),
 }
 
 /// One message of the conversation.
 #[derive(Debug)]
-pub struct Message {
-    pub role: Role,
-    pub content: Option<Content>,
-    pub name: Option<String>,
-    pub tool_calls: Option<Box<RawValue>>,
-    pub tool_call_id: Option<String>,
-    pub extra: Extra,
+pub(crate) struct Message {
+    pub(crate) role: Role,
+    pub(crate) content: Option<Content>,
+    pub(crate) name: Option<String>,
+    pub(crate) tool_calls: Option<Box<RawValue>>,
+    pub(crate) tool_call_id: Option<String>,
+    pub(crate) extra: Extra,
 }
 
 impl ChatRequest {
@@ -268,7 +268,7 @@ impl ChatRequest {
     }
 
     /// Whether the client asked for the final usage chunk of a stream.
-    pub fn wants_stream_usage(&self) -> bool {
+    pub(crate) fn wants_stream_usage(&self) -> bool {
         self.stream_options
             .as_ref()
             .and_then(|o| o.get("include_usage"))
@@ -277,20 +277,20 @@ impl ChatRequest {
     }
 
     /// The output cap the client asked for, under either name.
-    pub fn max_output_tokens(&self) -> Option<u32> {
+    pub(crate) fn max_output_tokens(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
     }
 
     /// The longest answer `model` is asked for: the client's, else, for a budgeted caller,
     /// the model's longest (unknown: the context window bounds it, and the reservation too).
     /// `model_max` is the model's own longest answer, from the catalog.
-    pub fn output_limit(&self, model_max: Option<u32>) -> Option<u32> {
+    pub(crate) fn output_limit(&self, model_max: Option<u32>) -> Option<u32> {
         self.max_output_tokens()
             .or(if self.cap_output { model_max } else { None })
     }
 
     /// Whether the request uses tool calls.
-    pub fn uses_tools(&self) -> bool {
+    pub(crate) fn uses_tools(&self) -> bool {
         self.tools
             .as_ref()
             .is_some_and(|t| t.get().trim_start_matches('[').trim_start() != "]")
@@ -305,7 +305,7 @@ impl ChatRequest {
 
     /// [`Self::to_openai_body`], with the gateway's output cap (when the client set none) as
     /// `(field, tokens)`: OpenAI's reasoning models take only `max_completion_tokens`.
-    pub fn to_openai_body_capped(
+    pub(crate) fn to_openai_body_capped(
         &self,
         upstream_model: &str,
         ask_stream_usage: bool,
@@ -322,7 +322,7 @@ impl ChatRequest {
     }
 
     /// Whether any message carries an image.
-    pub fn has_images(&self) -> bool {
+    pub(crate) fn has_images(&self) -> bool {
         self.messages.iter().any(|m| match &m.content {
             Some(Content::Parts(p)) => p.get().contains("\"image_url\""),
             _ => false,
@@ -330,7 +330,7 @@ impl ChatRequest {
     }
 
     /// All text of the conversation, for token estimates.
-    pub fn text_len(&self) -> usize {
+    pub(crate) fn text_len(&self) -> usize {
         self.messages
             .iter()
             .map(|m| match &m.content {
@@ -342,7 +342,7 @@ impl ChatRequest {
     }
 
     /// The text of the last user message, if it has any.
-    pub fn last_user_text(&self) -> Option<Cow<'_, str>> {
+    pub(crate) fn last_user_text(&self) -> Option<Cow<'_, str>> {
         let m = self.messages.iter().rev().find(|m| m.role == Role::User)?;
         match m.content.as_ref()? {
             Content::Text(t) => Some(Cow::Borrowed(t)),
@@ -369,7 +369,7 @@ impl ChatRequest {
 /// One part of an array `content`, for dialects that translate parts.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Part {
+pub(crate) enum Part {
     Text {
         text: String,
     },
@@ -381,43 +381,43 @@ pub enum Part {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ImageUrl {
-    pub url: String,
+pub(crate) struct ImageUrl {
+    pub(crate) url: String,
 }
 
 /// A tool call of an assistant message, as OpenAI carries it.
 #[derive(Debug, Deserialize)]
-pub struct ToolCallIn {
+pub(crate) struct ToolCallIn {
     #[serde(default)]
-    pub id: String,
-    pub function: FunctionIn,
+    pub(crate) id: String,
+    pub(crate) function: FunctionIn,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct FunctionIn {
-    pub name: String,
+pub(crate) struct FunctionIn {
+    pub(crate) name: String,
     #[serde(default)]
-    pub arguments: String,
+    pub(crate) arguments: String,
 }
 
 /// A tool definition, as OpenAI carries it.
 #[derive(Debug, Deserialize)]
-pub struct ToolIn {
-    pub function: ToolFunction,
+pub(crate) struct ToolIn {
+    pub(crate) function: ToolFunction,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ToolFunction {
-    pub name: String,
+pub(crate) struct ToolFunction {
+    pub(crate) name: String,
     #[serde(default)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     #[serde(default)]
-    pub parameters: Option<serde_json::Value>,
+    pub(crate) parameters: Option<serde_json::Value>,
 }
 
 /// `tool_choice`, read.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ToolChoice {
+pub(crate) enum ToolChoice {
     Auto,
     None,
     Required,
@@ -426,7 +426,7 @@ pub enum ToolChoice {
 
 impl ChatRequest {
     /// The tools, read for dialects that translate them.
-    pub fn tool_list(&self) -> Result<Vec<ToolIn>, RequestError> {
+    pub(crate) fn tool_list(&self) -> Result<Vec<ToolIn>, RequestError> {
         match &self.tools {
             None => Ok(Vec::new()),
             Some(t) => serde_json::from_str(t.get())
@@ -435,7 +435,7 @@ impl ChatRequest {
     }
 
     /// `tool_choice`, read for dialects that translate it.
-    pub fn tool_choice(&self) -> Result<Option<ToolChoice>, RequestError> {
+    pub(crate) fn tool_choice(&self) -> Result<Option<ToolChoice>, RequestError> {
         let Some(raw) = &self.tool_choice else {
             return Ok(None);
         };
@@ -456,7 +456,7 @@ impl ChatRequest {
     }
 
     /// The stop sequences, as a list.
-    pub fn stop_list(&self) -> Vec<String> {
+    pub(crate) fn stop_list(&self) -> Vec<String> {
         let Some(raw) = &self.stop else {
             return Vec::new();
         };
@@ -466,7 +466,7 @@ impl ChatRequest {
     }
 
     /// A passed-through field, if the client sent it.
-    pub fn extra(&self, name: &str) -> Option<&RawValue> {
+    pub(crate) fn extra(&self, name: &str) -> Option<&RawValue> {
         self.extra
             .iter()
             .find(|(k, _)| k == name)
@@ -476,7 +476,7 @@ impl ChatRequest {
 
 impl Message {
     /// The content as text (text parts joined), if it has any.
-    pub fn text(&self) -> Option<String> {
+    pub(crate) fn text(&self) -> Option<String> {
         match &self.content {
             None => None,
             Some(Content::Text(t)) => Some(t.clone()),
@@ -495,7 +495,7 @@ impl Message {
     }
 
     /// The content's parts (a string content is one text part).
-    pub fn parts(&self) -> Result<Vec<Part>, RequestError> {
+    pub(crate) fn parts(&self) -> Result<Vec<Part>, RequestError> {
         match &self.content {
             None => Ok(Vec::new()),
             Some(Content::Text(t)) => Ok(vec![Part::Text { text: t.clone() }]),
@@ -505,7 +505,7 @@ impl Message {
     }
 
     /// The assistant's tool calls.
-    pub fn tool_call_list(&self) -> Result<Vec<ToolCallIn>, RequestError> {
+    pub(crate) fn tool_call_list(&self) -> Result<Vec<ToolCallIn>, RequestError> {
         match &self.tool_calls {
             None => Ok(Vec::new()),
             Some(t) => serde_json::from_str(t.get())

@@ -13,7 +13,7 @@ const MAX_INPUTS: usize = 2048;
 
 /// What to embed.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Input {
+pub(crate) enum Input {
     Texts(Vec<String>),
     /// Token ids, for backends that take them.
     Tokens(Vec<Vec<u32>>),
@@ -22,7 +22,7 @@ pub enum Input {
 /// How vectors are written in the answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Encoding {
+pub(crate) enum Encoding {
     #[default]
     Float,
     Base64,
@@ -31,12 +31,12 @@ pub enum Encoding {
 /// One embeddings request.
 #[derive(Debug)]
 pub struct EmbeddingsRequest {
-    pub model: String,
-    pub input: Input,
-    pub encoding: Encoding,
-    pub dimensions: Option<u32>,
+    pub(crate) model: String,
+    pub(crate) input: Input,
+    pub(crate) encoding: Encoding,
+    pub(crate) dimensions: Option<u32>,
     /// Other fields, passed through to OpenAI-compatible backends.
-    pub extra: Vec<(String, Box<RawValue>)>,
+    pub(crate) extra: Vec<(String, Box<RawValue>)>,
 }
 
 #[derive(Deserialize)]
@@ -52,7 +52,7 @@ struct Wire {
 }
 
 impl EmbeddingsRequest {
-    pub fn parse(body: &[u8], max_depth: usize) -> Result<EmbeddingsRequest, RequestError> {
+    pub(crate) fn parse(body: &[u8], max_depth: usize) -> Result<EmbeddingsRequest, RequestError> {
         super::chat::check_depth(body, max_depth)?;
         let w: Wire =
             serde_json::from_slice(body).map_err(|e| RequestError::Json(e.to_string()))?;
@@ -132,7 +132,7 @@ impl EmbeddingsRequest {
     }
 
     /// Bytes of text to embed, for estimates.
-    pub fn text_len(&self) -> usize {
+    pub(crate) fn text_len(&self) -> usize {
         match &self.input {
             Input::Texts(t) => t.iter().map(String::len).sum(),
             Input::Tokens(t) => t.iter().map(|x| x.len() * 4).sum(),
@@ -140,7 +140,7 @@ impl EmbeddingsRequest {
     }
 
     /// How many inputs (each with its own special tokens).
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         match &self.input {
             Input::Texts(t) => t.len(),
             Input::Tokens(t) => t.len(),
@@ -148,7 +148,7 @@ impl EmbeddingsRequest {
     }
 
     /// The input as OpenAI carries it.
-    pub fn input_json(&self) -> serde_json::Value {
+    pub(crate) fn input_json(&self) -> serde_json::Value {
         match &self.input {
             Input::Texts(t) => serde_json::json!(t),
             Input::Tokens(t) => serde_json::json!(t),
@@ -159,9 +159,9 @@ impl EmbeddingsRequest {
 /// Vectors, as an upstream gave them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embeddings {
-    pub model: String,
-    pub vectors: Vec<Vec<f32>>,
-    pub usage: Option<Usage>,
+    pub(crate) model: String,
+    pub(crate) vectors: Vec<Vec<f32>>,
+    pub(crate) usage: Option<Usage>,
 }
 
 #[derive(Serialize)]
@@ -213,7 +213,7 @@ pub fn base64_f32(v: &[f32]) -> String {
 }
 
 /// The answer in OpenAI's format.
-pub fn to_json(e: &Embeddings, encoding: Encoding, usage: &Usage) -> Bytes {
+pub(crate) fn to_json(e: &Embeddings, encoding: Encoding, usage: &Usage) -> Bytes {
     let data = e
         .vectors
         .iter()

@@ -7,7 +7,11 @@ use serde::Serialize;
 /// The `type` field of an OpenAI error body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorType {
+#[expect(
+    clippy::enum_variant_names,
+    reason = "OpenAI's names for its error types"
+)]
+pub(crate) enum ErrorType {
     InvalidRequestError,
     AuthenticationError,
     PermissionError,
@@ -20,11 +24,11 @@ pub enum ErrorType {
 /// An error as the client sees it: status plus the OpenAI body.
 #[derive(Clone, Debug, Serialize)]
 pub struct ErrorBody {
-    pub message: String,
+    pub(crate) message: String,
     #[serde(rename = "type")]
-    pub kind: ErrorType,
-    pub param: Option<String>,
-    pub code: Option<String>,
+    pub(crate) kind: ErrorType,
+    pub(crate) param: Option<String>,
+    pub(crate) code: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -33,7 +37,7 @@ struct Envelope<'a> {
 }
 
 impl ErrorBody {
-    pub fn new(kind: ErrorType, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorType, message: impl Into<String>) -> Self {
         ErrorBody {
             message: message.into(),
             kind,
@@ -43,19 +47,19 @@ impl ErrorBody {
     }
 
     #[must_use]
-    pub fn param(mut self, param: impl Into<String>) -> Self {
+    pub(crate) fn param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
         self
     }
 
     #[must_use]
-    pub fn code(mut self, code: impl Into<String>) -> Self {
+    pub(crate) fn code(mut self, code: impl Into<String>) -> Self {
         self.code = Some(code.into());
         self
     }
 
     /// `{"error": {...}}` as bytes.
-    pub fn to_json(&self) -> bytes::Bytes {
+    pub(crate) fn to_json(&self) -> bytes::Bytes {
         // Serialising plain strings and options cannot fail; the fallback keeps the shape anyway.
         serde_json::to_vec(&Envelope { error: self })
             .map(bytes::Bytes::from)
@@ -91,7 +95,7 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
         RequestError::Invalid {
             message: message.into(),
             param: Some(param.into()),
@@ -99,7 +103,7 @@ impl RequestError {
         }
     }
 
-    pub fn missing(param: &str) -> Self {
+    pub(crate) fn missing(param: &str) -> Self {
         RequestError::Invalid {
             message: format!("missing required parameter '{param}'"),
             param: Some(param.to_owned()),
@@ -107,7 +111,7 @@ impl RequestError {
         }
     }
 
-    pub fn unsupported(param: &str, why: &str) -> Self {
+    pub(crate) fn unsupported(param: &str, why: &str) -> Self {
         RequestError::Invalid {
             message: format!("unsupported parameter '{param}': {why}"),
             param: Some(param.to_owned()),
@@ -115,7 +119,7 @@ impl RequestError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             RequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::ContentType(_) | RequestError::ContentEncoding(_) => {
@@ -126,7 +130,7 @@ impl RequestError {
         }
     }
 
-    pub fn body(&self) -> ErrorBody {
+    pub(crate) fn body(&self) -> ErrorBody {
         let b = ErrorBody::new(ErrorType::InvalidRequestError, self.to_string());
         match self {
             RequestError::Json(_) => b.code("invalid_json"),

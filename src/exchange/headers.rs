@@ -3,15 +3,15 @@
 use http::HeaderName;
 
 /// The request's id, as the client sent it (if well-formed) or as the gateway made it.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub static X_MODEL: HeaderName = HeaderName::from_static("x-modelgate-model");
-pub static X_PROVIDER: HeaderName = HeaderName::from_static("x-modelgate-provider");
-pub static X_DEPLOYMENT: HeaderName = HeaderName::from_static("x-modelgate-deployment");
-pub static X_POLICY: HeaderName = HeaderName::from_static("x-modelgate-policy");
-pub static X_OPENNESS: HeaderName = HeaderName::from_static("x-modelgate-openness");
-pub static X_LICENSE: HeaderName = HeaderName::from_static("x-modelgate-license");
-pub static X_IDENTIFIED: HeaderName = HeaderName::from_static("x-modelgate-identified-by");
-pub static X_QUANTIZATION: HeaderName = HeaderName::from_static("x-modelgate-quantization");
-pub static X_RULE: HeaderName = HeaderName::from_static("x-modelgate-rule");
-pub static X_COST: HeaderName = HeaderName::from_static("x-modelgate-cost-usd");
+pub(crate) static X_MODEL: HeaderName = HeaderName::from_static("x-modelgate-model");
+pub(crate) static X_PROVIDER: HeaderName = HeaderName::from_static("x-modelgate-provider");
+pub(crate) static X_DEPLOYMENT: HeaderName = HeaderName::from_static("x-modelgate-deployment");
+pub(crate) static X_POLICY: HeaderName = HeaderName::from_static("x-modelgate-policy");
+pub(crate) static X_OPENNESS: HeaderName = HeaderName::from_static("x-modelgate-openness");
+pub(crate) static X_LICENSE: HeaderName = HeaderName::from_static("x-modelgate-license");
+pub(crate) static X_IDENTIFIED: HeaderName = HeaderName::from_static("x-modelgate-identified-by");
+pub(crate) static X_QUANTIZATION: HeaderName = HeaderName::from_static("x-modelgate-quantization");
+pub(crate) static X_RULE: HeaderName = HeaderName::from_static("x-modelgate-rule");
+pub(crate) static X_COST: HeaderName = HeaderName::from_static("x-modelgate-cost-usd");

@@ -12,5 +12,5 @@ pub mod headers;
 pub mod sse;
 pub mod usage;
 
-pub use error::{ErrorBody, ErrorType, RequestError};
-pub use usage::Usage;
+pub(crate) use error::{ErrorBody, ErrorType, RequestError};
+pub(crate) use usage::Usage;

@@ -7,9 +7,9 @@ use bytes::{Bytes, BytesMut};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SseEvent {
     /// The `event:` field, if the stream names its events (Anthropic does).
-    pub event: Option<Bytes>,
+    pub(crate) event: Option<Bytes>,
     /// The `data:` lines, joined with `\n`.
-    pub data: Bytes,
+    pub(crate) data: Bytes,
 }
 
 /// The stream broke the decoder's limits.
@@ -102,7 +102,8 @@ impl SseDecoder {
     }
 
     /// Whether bytes of an unfinished event are buffered (the stream ended mid-event).
-    pub fn has_partial_event(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn has_partial_event(&self) -> bool {
         !self.partial.is_empty() || self.has_data || self.event.is_some()
     }
 
@@ -154,10 +155,10 @@ impl SseDecoder {
 }
 
 /// `data: [DONE]`, the end of an OpenAI stream.
-pub const DONE: &[u8] = b"data: [DONE]\n\n";
+pub(crate) const DONE: &[u8] = b"data: [DONE]\n\n";
 
 /// Appends `data: <json>\n\n` to `out`.
-pub fn write_data(out: &mut BytesMut, json: &[u8]) {
+pub(crate) fn write_data(out: &mut BytesMut, json: &[u8]) {
     out.reserve(json.len() + 8);
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(json);

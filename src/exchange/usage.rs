@@ -6,15 +6,15 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     /// Input tokens, cached ones included.
-    pub prompt_tokens: u64,
+    pub(crate) prompt_tokens: u64,
     /// Output tokens, reasoning included.
-    pub completion_tokens: u64,
+    pub(crate) completion_tokens: u64,
     /// Input tokens read from a prompt cache (part of `prompt_tokens`).
-    pub cached_tokens: u64,
+    pub(crate) cached_tokens: u64,
     /// Input tokens written to a prompt cache (part of `prompt_tokens`).
-    pub cache_write_tokens: u64,
+    pub(crate) cache_write_tokens: u64,
     /// Output tokens spent on reasoning (part of `completion_tokens`).
-    pub reasoning_tokens: u64,
+    pub(crate) reasoning_tokens: u64,
     /// Counted or estimated by the gateway because the upstream reported none.
-    pub estimated: bool,
+    pub(crate) estimated: bool,
 }

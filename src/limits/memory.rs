@@ -65,7 +65,7 @@ impl MemoryStore {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         scopes: &[Scope],
         charge: Charge,
@@ -129,7 +129,7 @@ impl MemoryStore {
         Ok(levels)
     }
 
-    pub fn finish(
+    pub(crate) fn finish(
         &self,
         settle: Option<&(String, Vec<Scope>, Charge)>,
         e: &UsageEntry,
@@ -177,7 +177,7 @@ impl MemoryStore {
         }
     }
 
-    pub fn release(&self, id: &str, scopes: &[Scope], _charge: Charge) {
+    pub(crate) fn release(&self, id: &str, scopes: &[Scope], _charge: Charge) {
         let mut inner = self.lock();
         for s in scopes {
             if let Some(c) = inner.counters.get_mut(&(s.kind, s.name.clone())) {
@@ -186,7 +186,7 @@ impl MemoryStore {
         }
     }
 
-    pub fn usage(&self, tenant: Option<&str>, w: &Windows) -> UsageReport {
+    pub(crate) fn usage(&self, tenant: Option<&str>, w: &Windows) -> UsageReport {
         let inner = self.lock();
         let mut report = UsageReport {
             day: w.day.clone(),

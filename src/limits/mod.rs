@@ -19,15 +19,15 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 pub use crate::config::scopes::{LimitSet, Scope, ScopeKind, caller_scopes, micros};
 use crate::config::spec::StoreErrorMode;
 use crate::exchange::{ErrorBody, ErrorType};
-pub use usage::{UsageEntry, UsageReport};
-pub use window::Windows;
+pub(crate) use usage::{UsageEntry, UsageReport};
+pub(crate) use window::Windows;
 
 /// Milliseconds since the epoch, by this machine's clock.
-pub use crate::base::unix_ms;
+pub(crate) use crate::base::unix_ms;
 
 /// Which cap refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Limit {
+pub(crate) enum Limit {
     RequestsPerMinute,
     TokensPerMinute,
     UsdPerDay,
@@ -35,7 +35,7 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Limit::RequestsPerMinute => "requests_per_minute",
             Limit::TokensPerMinute => "tokens_per_minute",
@@ -45,7 +45,7 @@ impl Limit {
     }
 
     /// The cap of this kind in `l`.
-    pub fn cap(self, l: &LimitSet) -> Option<u64> {
+    pub(crate) fn cap(self, l: &LimitSet) -> Option<u64> {
         match self {
             Limit::RequestsPerMinute => l.requests_per_minute,
             Limit::TokensPerMinute => l.tokens_per_minute,
@@ -55,7 +55,7 @@ impl Limit {
     }
 
     /// Until the window of this cap starts again.
-    pub fn reset(self, w: &Windows) -> Duration {
+    pub(crate) fn reset(self, w: &Windows) -> Duration {
         match self {
             Limit::RequestsPerMinute | Limit::TokensPerMinute => w.to_next_minute,
             Limit::UsdPerDay => w.to_next_day,
@@ -79,7 +79,7 @@ pub struct Charge {
 }
 
 /// How much longer than its request a reservation lives.
-pub const RESERVATION_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const RESERVATION_MARGIN: Duration = Duration::from_secs(60);
 
 /// When a refusal by spend may be retried: in a second when reservations in flight are what
 /// fill the budget (they settle or go within seconds), else when the window starts again.
@@ -94,11 +94,11 @@ fn spend_retry(limit: Limit, w: &Windows, reservations_fill_it: bool) -> Duratio
 /// A refusal: which scope's which cap, and when to come back.
 #[derive(Clone, Debug)]
 pub struct Refused {
-    pub kind: ScopeKind,
-    pub name: Arc<str>,
-    pub limit: Limit,
-    pub cap: u64,
-    pub retry_after: Duration,
+    pub(crate) kind: ScopeKind,
+    pub(crate) name: Arc<str>,
+    pub(crate) limit: Limit,
+    pub(crate) cap: u64,
+    pub(crate) retry_after: Duration,
 }
 
 /// Why a request cannot be counted.
@@ -126,14 +126,14 @@ fn refused_message(r: &Refused) -> String {
 }
 
 impl LimitError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             LimitError::Refused(_) => StatusCode::TOO_MANY_REQUESTS,
             LimitError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    pub fn body(&self) -> ErrorBody {
+    pub(crate) fn body(&self) -> ErrorBody {
         match self {
             LimitError::Refused(r) => {
                 let code = match r.limit {
@@ -151,7 +151,7 @@ impl LimitError {
     }
 
     /// `Retry-After` and OpenAI's `x-ratelimit-*` headers.
-    pub fn headers(&self, h: &mut HeaderMap) {
+    pub(crate) fn headers(&self, h: &mut HeaderMap) {
         let LimitError::Refused(r) = self else {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             return;
@@ -188,12 +188,12 @@ pub enum Store {
 
 /// Spend levels after an admission, for the budget gauges: (scope, day, month) in micros,
 /// reservations included.
-pub type Levels = Vec<(Scope, u64, u64)>;
+pub(crate) type Levels = Vec<(Scope, u64, u64)>;
 
 /// The limiter of a running gateway: the store and what to do when it fails.
 pub struct Limiter {
     store: Store,
-    pub on_error: StoreErrorMode,
+    pub(crate) on_error: StoreErrorMode,
     /// A prefix that makes ticket ids unique across gateways sharing a store.
     instance: u64,
     next: AtomicU64,
@@ -215,7 +215,8 @@ impl std::fmt::Debug for Limiter {
 }
 
 impl Limiter {
-    pub fn memory() -> Limiter {
+    #[cfg(test)]
+    pub(crate) fn memory() -> Limiter {
         Limiter::new(
             Store::Memory(memory::MemoryStore::default()),
             StoreErrorMode::Closed,
@@ -223,7 +224,7 @@ impl Limiter {
     }
 
     /// The limiter a configuration asks for (its store was validated when it was loaded).
-    pub fn for_config(c: &crate::config::Config) -> Limiter {
+    pub(crate) fn for_config(c: &crate::config::Config) -> Limiter {
         let store = match redis_store::RedisStore::new(&c.limit_store) {
             Ok(r) if c.limit_store != "memory" => Store::Redis(r),
             _ => Store::Memory(memory::MemoryStore::default()),
@@ -232,7 +233,7 @@ impl Limiter {
     }
 
     /// Counts store failures in `errors`.
-    pub fn count_errors_in(&self, errors: prometheus::IntCounterVec) {
+    pub(crate) fn count_errors_in(&self, errors: prometheus::IntCounterVec) {
         let _ = self.errors.set(errors);
     }
 
@@ -249,7 +250,7 @@ impl Limiter {
     }
 
     /// The store's description, to tell whether a reload changed it.
-    pub fn describes(&self) -> String {
+    pub(crate) fn describes(&self) -> String {
         match &self.store {
             Store::Memory(_) => "memory".to_owned(),
             Store::Redis(r) => r.url().to_owned(),
@@ -319,7 +320,7 @@ impl Limiter {
 
     /// Counts one attempt against a deployment's own limits (no reservation: deployments have
     /// no budgets).
-    pub async fn count(&self, scope: &Scope, tokens: u64) -> Result<(), LimitError> {
+    pub(crate) async fn count(&self, scope: &Scope, tokens: u64) -> Result<(), LimitError> {
         let w = Windows::now();
         let scopes = std::slice::from_ref(scope);
         let charge = Charge {
@@ -388,7 +389,7 @@ impl Limiter {
     }
 
     /// Usage of the current day and month, for every tenant or one.
-    pub async fn usage(&self, tenant: Option<&str>) -> Result<UsageReport, LimitError> {
+    pub(crate) async fn usage(&self, tenant: Option<&str>) -> Result<UsageReport, LimitError> {
         let w = Windows::now();
         let r = match &self.store {
             Store::Memory(m) => Ok(m.usage(tenant, &w)),

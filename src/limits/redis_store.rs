@@ -23,7 +23,7 @@ use super::{Charge, Levels, Limit, Refused, Scope, Windows};
 /// How long a call to Redis may take before the store counts as unreachable.
 const TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a gateway's lease lasts without renewal.
-pub const LEASE: Duration = Duration::from_secs(10);
+pub(crate) const LEASE: Duration = Duration::from_secs(10);
 const MINUTE_TTL_MS: u64 = 120_000;
 const DAY_TTL_MS: u64 = 2 * 86_400_000;
 const MONTH_TTL_MS: u64 = 32 * 86_400_000;
@@ -194,7 +194,7 @@ impl RedisStore {
     /// Stops renewing this gateway's lease and makes no more admissions, as a crash would
     /// (for tests of what the other gateways then see).
     #[doc(hidden)]
-    pub fn simulate_crash(&self) {
+    pub(crate) fn simulate_crash(&self) {
         self.started
             .store(true, std::sync::atomic::Ordering::Release);
         self.renewing
@@ -268,7 +268,7 @@ impl RedisStore {
         });
     }
 
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
@@ -297,7 +297,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn admit(
+    pub(crate) async fn admit(
         &self,
         scopes: &[Scope],
         charge: Charge,
@@ -387,7 +387,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         settle: Option<&(String, Vec<Scope>, Charge)>,
         e: &UsageEntry,
@@ -425,7 +425,12 @@ impl RedisStore {
     }
 
     /// Drops a reservation whose request ended without an answer.
-    pub async fn release(&self, id: &str, scopes: &[Scope], charge: Charge) -> Result<(), String> {
+    pub(crate) async fn release(
+        &self,
+        id: &str,
+        scopes: &[Scope],
+        charge: Charge,
+    ) -> Result<(), String> {
         let mut conn = self.conn().map_err(|e| e.to_string())?;
         let mut pipe = redis::pipe();
         for s in scopes {
@@ -441,7 +446,11 @@ impl RedisStore {
         }
     }
 
-    pub async fn usage(&self, tenant: Option<&str>, w: &Windows) -> Result<UsageReport, String> {
+    pub(crate) async fn usage(
+        &self,
+        tenant: Option<&str>,
+        w: &Windows,
+    ) -> Result<UsageReport, String> {
         let mut conn = self.conn().map_err(|e| e.to_string())?;
         let tenants: Vec<String> = match tenant {
             Some(t) => vec![t.to_owned()],

@@ -19,22 +19,22 @@ pub struct UsageEntry {
 
 impl UsageEntry {
     /// The field prefix of this entry's totals in a store: `model|openness`.
-    pub fn field(&self) -> String {
+    pub(crate) fn field(&self) -> String {
         format!("{}|{}", self.model, self.openness)
     }
 }
 
 /// Totals of one (model, openness) or of a whole period.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
-    pub requests: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub usd_micros: u64,
+pub(crate) struct Totals {
+    pub(crate) requests: u64,
+    pub(crate) input_tokens: u64,
+    pub(crate) output_tokens: u64,
+    pub(crate) usd_micros: u64,
 }
 
 impl Totals {
-    pub fn add(&mut self, e: &UsageEntry) {
+    pub(crate) fn add(&mut self, e: &UsageEntry) {
         self.requests += 1;
         self.input_tokens += e.input_tokens;
         self.output_tokens += e.output_tokens;
@@ -42,7 +42,7 @@ impl Totals {
     }
 
     /// Adds a named counter read back from a store.
-    pub fn set(&mut self, metric: &str, v: u64) {
+    pub(crate) fn set(&mut self, metric: &str, v: u64) {
         match metric {
             "requests" => self.requests += v,
             "input_tokens" => self.input_tokens += v,
@@ -61,15 +61,15 @@ impl Totals {
 }
 
 /// One period of one tenant: totals by `model|openness`.
-pub type Period = BTreeMap<String, Totals>;
+pub(crate) type Period = BTreeMap<String, Totals>;
 
 /// Usage by tenant for the current day and month.
 #[derive(Debug, Default)]
-pub struct UsageReport {
-    pub day: String,
-    pub month: String,
+pub(crate) struct UsageReport {
+    pub(crate) day: String,
+    pub(crate) month: String,
     /// tenant → (day, month)
-    pub tenants: BTreeMap<String, (Period, Period)>,
+    pub(crate) tenants: BTreeMap<String, (Period, Period)>,
 }
 
 #[derive(Serialize)]
@@ -134,7 +134,7 @@ fn period_json(label: &str, p: &Period) -> serde_json::Value {
 }
 
 impl UsageReport {
-    pub fn to_json(&self) -> bytes::Bytes {
+    pub(crate) fn to_json(&self) -> bytes::Bytes {
         let tenants: Vec<serde_json::Value> = self
             .tenants
             .iter()

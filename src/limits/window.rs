@@ -4,31 +4,31 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Windows {
+pub(crate) struct Windows {
     /// Minutes since the epoch.
-    pub minute: u64,
+    pub(crate) minute: u64,
     /// `2026-11-27`.
-    pub day: String,
+    pub(crate) day: String,
     /// `2026-11`.
-    pub month: String,
-    pub to_next_minute: Duration,
-    pub to_next_day: Duration,
-    pub to_next_month: Duration,
+    pub(crate) month: String,
+    pub(crate) to_next_minute: Duration,
+    pub(crate) to_next_day: Duration,
+    pub(crate) to_next_month: Duration,
     /// Milliseconds since the epoch.
-    pub now_ms: u64,
+    pub(crate) now_ms: u64,
 }
 
 use crate::base::{civil, days_in_month, digits};
 
 impl Windows {
-    pub fn now() -> Windows {
+    pub(crate) fn now() -> Windows {
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Windows::at_ms(ms)
     }
 
-    pub fn at_ms(ms: u64) -> Windows {
+    pub(crate) fn at_ms(ms: u64) -> Windows {
         let secs = ms / 1000;
         let days = secs / 86_400;
         let (y, m, d) = civil(days);

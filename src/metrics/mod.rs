@@ -11,7 +11,7 @@ use prometheus::{
 mod prime;
 mod series;
 
-pub use series::{Answered, Series, SeriesTable};
+pub(crate) use series::{Answered, SeriesTable};
 
 use crate::config::Deployment;
 use crate::policy::{Decision, PolicyError};
@@ -25,33 +25,33 @@ const TTFT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Tells this registry's cached series from another's (tests run several gateways).
     id: usize,
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
-    pub in_flight: IntGauge,
-    pub open_streams: IntGauge,
-    pub fallbacks: IntCounterVec,
-    pub cancelled: IntCounterVec,
-    pub circuit: IntGaugeVec,
-    pub decisions: IntCounterVec,
-    pub refusals: IntCounterVec,
-    pub panics: IntCounter,
-    pub shed: IntCounter,
+    pub(crate) requests: IntCounterVec,
+    pub(crate) request_duration: HistogramVec,
+    pub(crate) in_flight: IntGauge,
+    pub(crate) open_streams: IntGauge,
+    pub(crate) fallbacks: IntCounterVec,
+    pub(crate) cancelled: IntCounterVec,
+    pub(crate) circuit: IntGaugeVec,
+    pub(crate) decisions: IntCounterVec,
+    pub(crate) refusals: IntCounterVec,
+    pub(crate) panics: IntCounter,
+    pub(crate) shed: IntCounter,
     /// Copied from the log writer at scrape time.
     log_dropped: IntCounter,
     /// The writer's count when it was last copied.
     log_dropped_copied: std::sync::atomic::AtomicU64,
-    pub limit_rejections: IntCounterVec,
-    pub limit_store_errors: IntCounterVec,
-    pub budget_used: prometheus::GaugeVec,
-    pub startup: Histogram,
+    pub(crate) limit_rejections: IntCounterVec,
+    pub(crate) limit_store_errors: IntCounterVec,
+    pub(crate) budget_used: prometheus::GaugeVec,
+    pub(crate) startup: Histogram,
     /// The families labelled by deployment and model.
-    pub model: ModelFamilies,
+    pub(crate) model: ModelFamilies,
     /// What the configuration in force says.
-    pub config: ConfigFamilies,
+    pub(crate) config: ConfigFamilies,
 }
 
 const MODEL_LABELS: &[&str] = &["deployment", "provider", "model", "openness", "license"];
@@ -112,7 +112,7 @@ fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
 }
 
 impl Metrics {
-    pub fn new() -> prometheus::Result<Metrics> {
+    pub(crate) fn new() -> prometheus::Result<Metrics> {
         let r = Registry::new();
         static IDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let m = Metrics {
@@ -234,7 +234,7 @@ impl Metrics {
     }
 
     /// The text exposition of every metric.
-    pub fn render(&self) -> Vec<u8> {
+    pub(crate) fn render(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(16 << 10);
         let families = self.registry.gather();
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
@@ -245,7 +245,7 @@ impl Metrics {
 
     /// Sets the ejection state of each deployment, at scrape time: the breakers keep their state
     /// without touching metrics on the request path, and removed deployments disappear.
-    pub fn set_circuits(
+    pub(crate) fn set_circuits(
         &self,
         deployments: &[std::sync::Arc<crate::config::Deployment>],
         health: &crate::upstream::health::Healths,
@@ -268,7 +268,7 @@ impl Metrics {
     /// Records the configuration now in force, and makes every series whose labels it fixes
     /// exist at 0: a dashboard or an alert (`increase(...[10m]) > 0`) must see a series
     /// before its first event, or the first event is invisible to it.
-    pub fn set_config(&self, snapshot: &crate::policy::Routing, series: &SeriesTable) {
+    pub(crate) fn set_config(&self, snapshot: &crate::policy::Routing, series: &SeriesTable) {
         self.config.config_info.reset();
         self.config
             .config_info
@@ -300,7 +300,7 @@ impl Metrics {
         self.prime(snapshot, series);
     }
 
-    pub fn attempt(&self, d: &Deployment, result: &str) {
+    pub(crate) fn attempt(&self, d: &Deployment, result: &str) {
         self.model
             .upstream_attempts
             .with_label_values(&model_labels(d, result))
@@ -308,7 +308,7 @@ impl Metrics {
     }
 
     /// What the attempts of a served request met.
-    pub fn served(
+    pub(crate) fn served(
         &self,
         failed: &[crate::upstream::Attempt],
         skipped: &[crate::upstream::Skip],
@@ -329,12 +329,12 @@ impl Metrics {
     }
 
     /// What the attempts of a failed request met.
-    pub fn failed_call(&self, e: &crate::upstream::UpstreamError) {
+    pub(crate) fn failed_call(&self, e: &crate::upstream::UpstreamError) {
         self.served(&e.attempts, &e.skipped, &e.retries);
     }
 
     /// A request the policy allowed.
-    pub fn decision(&self, d: &Decision) {
+    pub(crate) fn decision(&self, d: &Decision) {
         self.decisions
             .with_label_values(&[&d.policy, &d.rule, "allowed"])
             .inc();
@@ -346,7 +346,7 @@ impl Metrics {
     }
 
     /// A request the policy refused; returns the policy's name for the request metrics.
-    pub fn refusal(&self, e: &PolicyError) -> Option<std::sync::Arc<str>> {
+    pub(crate) fn refusal(&self, e: &PolicyError) -> Option<std::sync::Arc<str>> {
         match e {
             PolicyError::UnknownModel(_) | PolicyError::Withheld { .. } => None,
             PolicyError::NoRule { policy } => {
@@ -376,15 +376,15 @@ impl Metrics {
 }
 
 /// The families labelled by deployment and model, and the GenAI ones by model.
-pub struct ModelFamilies {
-    pub upstream_attempts: IntCounterVec,
-    pub retries: IntCounterVec,
-    pub tokens: IntCounterVec,
-    pub cost: prometheus::CounterVec,
-    pub ttft: HistogramVec,
-    pub genai_tokens: HistogramVec,
-    pub genai_duration: HistogramVec,
-    pub stream_ends: IntCounterVec,
+pub(crate) struct ModelFamilies {
+    pub(crate) upstream_attempts: IntCounterVec,
+    pub(crate) retries: IntCounterVec,
+    pub(crate) tokens: IntCounterVec,
+    pub(crate) cost: prometheus::CounterVec,
+    pub(crate) ttft: HistogramVec,
+    pub(crate) genai_tokens: HistogramVec,
+    pub(crate) genai_duration: HistogramVec,
+    pub(crate) stream_ends: IntCounterVec,
 }
 
 impl ModelFamilies {
@@ -462,14 +462,14 @@ impl ModelFamilies {
 }
 
 /// What the configuration in force says, and how reloads went.
-pub struct ConfigFamilies {
-    pub config_reloads: IntCounterVec,
-    pub config_info: IntGaugeVec,
+pub(crate) struct ConfigFamilies {
+    pub(crate) config_reloads: IntCounterVec,
+    pub(crate) config_info: IntGaugeVec,
     /// 1 per deployment served: how its model was identified, and its quantization.
-    pub identity: IntGaugeVec,
+    pub(crate) identity: IntGaugeVec,
     /// 1 per deployment withheld (weights that do not match their pin).
-    pub withheld: IntGaugeVec,
-    pub deployments: IntGauge,
+    pub(crate) withheld: IntGaugeVec,
+    pub(crate) deployments: IntGauge,
 }
 
 impl ConfigFamilies {
@@ -524,7 +524,7 @@ impl ConfigFamilies {
 }
 
 /// Labels of a deployment's model, plus one more.
-pub fn model_labels<'a>(d: &'a Deployment, extra: &'a str) -> [&'a str; 6] {
+pub(crate) fn model_labels<'a>(d: &'a Deployment, extra: &'a str) -> [&'a str; 6] {
     let (deployment, model) = d.metric_names();
     [
         deployment,
@@ -537,7 +537,7 @@ pub fn model_labels<'a>(d: &'a Deployment, extra: &'a str) -> [&'a str; 6] {
 }
 
 /// The status class label of a status.
-pub fn status_class(status: http::StatusCode) -> &'static str {
+pub(crate) fn status_class(status: http::StatusCode) -> &'static str {
     match status.as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",

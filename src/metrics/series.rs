@@ -14,7 +14,7 @@ use crate::exchange::Usage;
 impl Metrics {
     /// A deployment's series for an operation, resolved once per deployment (labels hashed
     /// and looked up at the first request, not at every one).
-    pub fn series<'a>(
+    pub(crate) fn series<'a>(
         &self,
         table: &'a SeriesTable,
         d: &Deployment,
@@ -34,7 +34,7 @@ impl Metrics {
     }
 
     /// The attempt that answered a request.
-    pub fn answered(&self, table: &SeriesTable, d: &Deployment, operation: &str) {
+    pub(crate) fn answered(&self, table: &SeriesTable, d: &Deployment, operation: &str) {
         self.series(table, d, operation).attempts_ok.inc();
     }
 
@@ -71,7 +71,7 @@ impl Metrics {
     }
 
     /// Tokens, cost (0 included, so every class shows) and duration of one answered request.
-    pub fn usage(&self, table: &SeriesTable, d: &Deployment, answered: Answered) {
+    pub(crate) fn usage(&self, table: &SeriesTable, d: &Deployment, answered: Answered) {
         let Answered {
             operation,
             usage: u,
@@ -91,20 +91,20 @@ impl Metrics {
 }
 
 /// What one answered request used and cost.
-pub struct Answered<'a> {
-    pub operation: &'a str,
-    pub usage: &'a Usage,
-    pub cost: f64,
-    pub took: Duration,
+pub(crate) struct Answered<'a> {
+    pub(crate) operation: &'a str,
+    pub(crate) usage: &'a Usage,
+    pub(crate) cost: f64,
+    pub(crate) took: Duration,
 }
 
 /// Each deployment's series of one snapshot, by its index: resolved on first use, per
 /// operation (chat, embeddings).
 #[derive(Debug)]
-pub struct SeriesTable(Box<[[OnceLock<Series>; 2]]>);
+pub(crate) struct SeriesTable(Box<[[OnceLock<Series>; 2]]>);
 
 impl SeriesTable {
-    pub fn new(snapshot: &crate::config::Snapshot) -> SeriesTable {
+    pub(crate) fn new(snapshot: &crate::config::Snapshot) -> SeriesTable {
         SeriesTable(
             snapshot
                 .deployments
@@ -118,13 +118,13 @@ impl SeriesTable {
 /// The series every answered request of one deployment and operation touches (a series is
 /// created by its first lookup, so only those: the rest stay absent until used).
 #[derive(Clone, Debug)]
-pub struct Series {
+pub(crate) struct Series {
     owner: usize,
-    pub attempts_ok: prometheus::IntCounter,
-    pub tokens_in: prometheus::IntCounter,
-    pub tokens_out: prometheus::IntCounter,
-    pub cost: prometheus::Counter,
-    pub genai_tokens_in: Histogram,
-    pub genai_tokens_out: Histogram,
-    pub genai_duration: Histogram,
+    pub(crate) attempts_ok: prometheus::IntCounter,
+    pub(crate) tokens_in: prometheus::IntCounter,
+    pub(crate) tokens_out: prometheus::IntCounter,
+    pub(crate) cost: prometheus::Counter,
+    pub(crate) genai_tokens_in: Histogram,
+    pub(crate) genai_tokens_out: Histogram,
+    pub(crate) genai_duration: Histogram,
 }

@@ -25,7 +25,7 @@ use super::record::{Cancelled, Record};
 use super::{Ctx, Failure, Opened, Outcome, Sent, undecided};
 
 /// `POST /v1/chat/completions`: OpenAI's format in and out.
-pub async fn chat_completions<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+pub(crate) async fn chat_completions<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -34,7 +34,7 @@ where
 }
 
 /// `POST /v1/messages`: Anthropic's format in and out, any dialect behind.
-pub async fn messages<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+pub(crate) async fn messages<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

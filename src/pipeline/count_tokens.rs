@@ -20,7 +20,7 @@ use crate::upstream;
 use super::{Ctx, Failure, Opened, Outcome, Sent, undecided};
 
 /// `POST /v1/messages/count_tokens`.
-pub async fn count_tokens<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+pub(crate) async fn count_tokens<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -21,7 +21,7 @@ use super::{Ctx, Failure, Opened, Outcome, Sent, undecided};
 const ENDPOINT: policy::EndpointName = policy::EndpointName::Embeddings;
 
 /// `POST /v1/embeddings`.
-pub async fn embeddings<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+pub(crate) async fn embeddings<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

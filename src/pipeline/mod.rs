@@ -19,11 +19,11 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use tokio::sync::watch;
 
-pub use chat::{chat_completions, messages};
-pub use count_tokens::count_tokens;
-pub use embeddings::embeddings;
-pub use models::models;
-pub use usage::usage;
+pub(crate) use chat::{chat_completions, messages};
+pub(crate) use count_tokens::count_tokens;
+pub(crate) use embeddings::embeddings;
+pub(crate) use models::models;
+pub(crate) use usage::usage;
 
 use crate::api::{self, Front};
 use crate::auth::{Authed, Caller};
@@ -37,17 +37,17 @@ use crate::stream::body::ResponseBody;
 use crate::upstream::relay::Deadline;
 
 /// What every request shares: metrics, the live configuration, and the drain signal.
-pub struct Ctx {
-    pub metrics: Arc<Metrics>,
+pub(crate) struct Ctx {
+    pub(crate) metrics: Arc<Metrics>,
     /// The newest current, for attempts that start after a reload.
-    pub live: crate::live::Live,
+    pub(crate) live: crate::live::Live,
     /// Turns true when the drain deadline of a shutdown has passed.
-    pub drain_deadline: watch::Receiver<bool>,
+    pub(crate) drain_deadline: watch::Receiver<bool>,
     /// One permit per request in flight (`server.max_concurrent_requests`); a stream holds its
     /// permit until it ends.
-    pub admission: Arc<tokio::sync::Semaphore>,
+    pub(crate) admission: Arc<tokio::sync::Semaphore>,
     /// Connections to upstreams, kept across reloads.
-    pub pools: Arc<crate::upstream::client::Pools>,
+    pub(crate) pools: Arc<crate::upstream::client::Pools>,
 }
 
 impl Ctx {
@@ -64,10 +64,10 @@ impl Ctx {
 
 /// A response, the policy that decided it (for the request metrics), and whether its log line
 /// is written (the boundary writes the line of every request that has none).
-pub struct Outcome {
-    pub response: Response<ResponseBody>,
-    pub policy: Option<Arc<str>>,
-    pub logged: bool,
+pub(crate) struct Outcome {
+    pub(crate) response: Response<ResponseBody>,
+    pub(crate) policy: Option<Arc<str>>,
+    pub(crate) logged: bool,
 }
 
 impl Outcome {

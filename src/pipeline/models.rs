@@ -15,7 +15,7 @@ use crate::upstream;
 use super::Outcome;
 
 /// `GET /v1/models`, or `GET /v1/models/{id}` for one.
-pub fn models<B>(authed: &Authed<B>) -> Outcome {
+pub(crate) fn models<B>(authed: &Authed<B>) -> Outcome {
     match authed.request.uri().path().strip_prefix("/v1/models/") {
         Some(id) if !id.is_empty() => get_model(authed, &percent_decode(id)),
         _ => list_models(authed),

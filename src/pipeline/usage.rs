@@ -8,7 +8,7 @@ use crate::stream::respond::json_response;
 use super::Outcome;
 
 /// `GET /v1/usage[?tenant=…]`.
-pub async fn usage<B>(authed: Authed<B>) -> Outcome {
+pub(crate) async fn usage<B>(authed: Authed<B>) -> Outcome {
     let asked = authed
         .request
         .uri()

@@ -15,12 +15,12 @@ use crate::config::policies::spec::{
 /// Why a deployment may not serve a request: a closed kind (a metric label) and the detail.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
-    pub kind: RefusalKind,
-    pub detail: Arc<str>,
+    pub(crate) kind: RefusalKind,
+    pub(crate) detail: Arc<str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RefusalKind {
+pub(crate) enum RefusalKind {
     Openness,
     License,
     Locality,
@@ -34,7 +34,7 @@ pub enum RefusalKind {
 }
 
 impl RefusalKind {
-    pub const ALL: [RefusalKind; 10] = [
+    pub(crate) const ALL: [RefusalKind; 10] = [
         RefusalKind::Openness,
         RefusalKind::License,
         RefusalKind::Locality,
@@ -47,7 +47,7 @@ impl RefusalKind {
         RefusalKind::Context,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RefusalKind::Openness => "openness",
             RefusalKind::License => "license",
@@ -72,51 +72,51 @@ fn refuse(kind: RefusalKind, detail: String) -> Option<Refusal> {
 
 /// A rule's conditions on the request.
 #[derive(Debug, Default)]
-pub struct Match {
-    pub tenants: Vec<String>,
-    pub keys: Vec<String>,
-    pub labels: Vec<(String, Vec<String>)>,
-    pub models: Vec<String>,
-    pub endpoints: Vec<EndpointName>,
+pub(crate) struct Match {
+    pub(crate) tenants: Vec<String>,
+    pub(crate) keys: Vec<String>,
+    pub(crate) labels: Vec<(String, Vec<String>)>,
+    pub(crate) models: Vec<String>,
+    pub(crate) endpoints: Vec<EndpointName>,
 }
 
 /// A rule, ready to decide.
 #[derive(Debug)]
-pub struct CompiledRule {
-    pub name: Arc<str>,
-    pub when: Match,
+pub(crate) struct CompiledRule {
+    pub(crate) name: Arc<str>,
+    pub(crate) when: Match,
     /// By deployment index: why the request-independent requirements refuse it.
-    pub static_refusal: Vec<Option<Refusal>>,
+    pub(crate) static_refusal: Vec<Option<Refusal>>,
     /// Caps checked against each request's estimate.
-    pub per_request_cap: Option<f64>,
-    pub prefer: Vec<Preference>,
+    pub(crate) per_request_cap: Option<f64>,
+    pub(crate) prefer: Vec<Preference>,
     /// By deployment index: its position in `order`, if listed.
-    pub order: Vec<Option<usize>>,
-    pub weights: Option<WeightsSpec>,
-    pub fallback: bool,
+    pub(crate) order: Vec<Option<usize>>,
+    pub(crate) weights: Option<WeightsSpec>,
+    pub(crate) fallback: bool,
 }
 
 /// A policy, ready to decide.
 #[derive(Debug)]
-pub struct CompiledPolicy {
-    pub name: Arc<str>,
-    pub header: HeaderValue,
+pub(crate) struct CompiledPolicy {
+    pub(crate) name: Arc<str>,
+    pub(crate) header: HeaderValue,
     /// Alias name → the deployment indices of its models.
-    pub aliases: HashMap<String, Vec<usize>>,
-    pub rules: Vec<CompiledRule>,
+    pub(crate) aliases: HashMap<String, Vec<usize>>,
+    pub(crate) rules: Vec<CompiledRule>,
 }
 
 /// Every policy of a snapshot.
 #[derive(Debug, Default)]
-pub struct Policies {
-    pub list: Vec<CompiledPolicy>,
+pub(crate) struct Policies {
+    pub(crate) list: Vec<CompiledPolicy>,
     by_name: HashMap<String, usize>,
     active: usize,
 }
 
 impl Policies {
     /// Compiles `specs` against `deployments`. Names were validated at load.
-    pub fn compile(
+    pub(crate) fn compile(
         specs: &[Arc<PolicySpec>],
         active: &str,
         deployments: &[Arc<Deployment>],
@@ -132,7 +132,7 @@ impl Policies {
     }
 
     /// The policy a caller gets: its key's, else the active one.
-    pub fn for_caller(&self, named: Option<&str>) -> Option<&CompiledPolicy> {
+    pub(crate) fn for_caller(&self, named: Option<&str>) -> Option<&CompiledPolicy> {
         let i = named
             .and_then(|n| self.by_name.get(n))
             .copied()
@@ -140,7 +140,8 @@ impl Policies {
         self.list.get(i)
     }
 
-    pub fn get(&self, name: &str) -> Option<&CompiledPolicy> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, name: &str) -> Option<&CompiledPolicy> {
         self.by_name.get(name).and_then(|i| self.list.get(*i))
     }
 }
@@ -219,7 +220,7 @@ fn list<T: std::fmt::Debug>(v: &[T]) -> String {
 }
 
 /// The first request-independent requirement `d` fails.
-pub fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
+pub(crate) fn static_check(req: &RequireSpec, d: &Deployment) -> Option<Refusal> {
     // In the order a refusal names its reason: what the model is, then where it runs, then
     // what it can do, then which it is, then what it costs.
     check_openness(req, d)

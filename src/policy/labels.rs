@@ -6,7 +6,7 @@ use http::HeaderMap;
 use crate::exchange::RequestError;
 
 /// The header that carries request labels.
-pub const HEADER: &str = "x-modelgate-labels";
+pub(crate) const HEADER: &str = "x-modelgate-labels";
 
 /// Most labels a request may carry (header and metadata together).
 const MAX_LABELS: usize = 48;
@@ -20,7 +20,7 @@ fn valid(s: &str) -> bool {
 }
 
 /// The labels of a request: the header's, then `metadata` entries the header did not set.
-pub fn collect(
+pub(crate) fn collect(
     headers: &HeaderMap,
     metadata: Option<&[(String, String)]>,
 ) -> Result<Vec<(String, String)>, RequestError> {

@@ -19,7 +19,7 @@ use http::{HeaderValue, StatusCode};
 
 pub use crate::config::policies::spec::EndpointName;
 use compile::{CompiledPolicy, CompiledRule, Match};
-pub use compile::{Policies, Refusal, RefusalKind};
+pub(crate) use compile::{Refusal, RefusalKind};
 pub use routing::{Observed, Routing};
 
 use crate::base::printable;
@@ -31,10 +31,10 @@ use crate::exchange::{ErrorBody, ErrorType};
 /// What the request needs whatever the rule says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Needs {
-    pub tools: bool,
-    pub vision: bool,
+    pub(crate) tools: bool,
+    pub(crate) vision: bool,
     /// Answers asked for (`n`); `None` is one. Each may be as long as the longest answer.
-    pub choices: Option<u32>,
+    pub(crate) choices: Option<u32>,
 }
 
 /// The size of a request's prompt, for context and price checks.
@@ -63,19 +63,19 @@ pub struct Ask<'a> {
 #[derive(Debug)]
 pub struct Decision {
     /// The policy that decided.
-    pub policy: Arc<str>,
-    pub policy_header: HeaderValue,
+    pub(crate) policy: Arc<str>,
+    pub(crate) policy_header: HeaderValue,
     /// The rule that decided.
-    pub rule: Arc<str>,
+    pub(crate) rule: Arc<str>,
     /// The rule matched without the request's labels, when the labels chose another one: both
     /// applied.
-    pub base_rule: Option<Arc<str>>,
+    pub(crate) base_rule: Option<Arc<str>>,
     /// The allowed deployments, most preferred first. Private: only `decide` fills it.
     candidates: Vec<Arc<Deployment>>,
     /// Allowed but not tried, because the rule says `fallback: false`.
-    pub held_back: usize,
+    pub(crate) held_back: usize,
     /// Every deployment the request could have meant that was refused, and why.
-    pub refused: Vec<(Arc<Deployment>, Refusal)>,
+    pub(crate) refused: Vec<(Arc<Deployment>, Refusal)>,
 }
 
 impl Decision {
@@ -85,7 +85,8 @@ impl Decision {
     }
 
     /// Whether `d` is one of the allowed deployments.
-    pub fn allows(&self, d: &Deployment) -> bool {
+    #[cfg(test)]
+    pub(crate) fn allows(&self, d: &Deployment) -> bool {
         self.candidates.iter().any(|c| std::ptr::eq(c.as_ref(), d))
     }
 
@@ -144,7 +145,7 @@ fn refused_message(policy: &str, rule: &str, model: &str, refused: &[(String, Re
 }
 
 impl PolicyError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             PolicyError::UnknownModel(_) => StatusCode::NOT_FOUND,
             PolicyError::Withheld { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -152,7 +153,7 @@ impl PolicyError {
         }
     }
 
-    pub fn body(&self) -> ErrorBody {
+    pub(crate) fn body(&self) -> ErrorBody {
         match self {
             PolicyError::UnknownModel(m) => ErrorBody::new(
                 ErrorType::InvalidRequestError,
@@ -336,7 +337,7 @@ pub fn decide(ask: &Ask, snapshot: &Routing) -> Result<Decision, PolicyError> {
 /// Policies no request can be decided by without request labels: every rule asks for a label
 /// that no key or tenant carries, so a request is refused whatever labels it sends (they only
 /// narrow). For `modelgate check`, as warnings.
-pub fn label_only_policies(snapshot: &Routing) -> Vec<String> {
+pub(crate) fn label_only_policies(snapshot: &Routing) -> Vec<String> {
     let cfg = &snapshot.config;
     let callers: Vec<&Caller> = cfg
         .keys
@@ -375,7 +376,12 @@ pub fn label_only_policies(snapshot: &Routing) -> Vec<String> {
 /// The deployments (of `indices`, those of model `model`) a caller may use at all: those its
 /// rule for a request of that model, without request labels, does not refuse outright. This is
 /// what `GET /v1/models` lists.
-pub fn listable(snapshot: &Routing, caller: &Caller, model: &str, indices: &[usize]) -> Vec<usize> {
+pub(crate) fn listable(
+    snapshot: &Routing,
+    caller: &Caller,
+    model: &str,
+    indices: &[usize],
+) -> Vec<usize> {
     struct NoPrompt;
     impl PromptSize for NoPrompt {
         fn bytes(&self) -> usize {
@@ -467,7 +473,7 @@ fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refus
 
 /// The longest answer a request may get on `d`: its `max_tokens`, else the model's longest
 /// answer, else what is left of the context window.
-pub fn worst_output(d: &Deployment, prompt_tokens: u64, max_output: Option<u32>) -> u64 {
+pub(crate) fn worst_output(d: &Deployment, prompt_tokens: u64, max_output: Option<u32>) -> u64 {
     let caps = &d.model.capabilities;
     max_output
         .map(u64::from)
@@ -478,7 +484,7 @@ pub fn worst_output(d: &Deployment, prompt_tokens: u64, max_output: Option<u32>)
 /// The most a request may cost on `d`, and the output tokens that assumes: every choice (`n`)
 /// as long as it may be. What the price cap enforces, what a budget reserves and what
 /// `modelgate explain` shows, from this one function.
-pub fn request_worst_case(
+pub(crate) fn request_worst_case(
     d: &Deployment,
     prompt_tokens: u64,
     max_output: Option<u32>,
@@ -489,7 +495,7 @@ pub fn request_worst_case(
 }
 
 /// The cost of these tokens on `d`.
-pub fn worst_case_cost(d: &Deployment, prompt_tokens: u64, output_tokens: u64) -> f64 {
+pub(crate) fn worst_case_cost(d: &Deployment, prompt_tokens: u64, output_tokens: u64) -> f64 {
     (prompt_tokens as f64 * d.price.input + output_tokens as f64 * d.price.output) / 1e6
 }
 

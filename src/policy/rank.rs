@@ -58,7 +58,12 @@ fn compare(p: Preference, a: &Facts, b: &Facts) -> Ordering {
 
 /// Sorts allowed deployment indices, most preferred first: explicitly ordered ones first, then
 /// by the criteria (or the weighted ranks), then in configuration order.
-pub fn rank(rule: &CompiledRule, ask: &Ask, snapshot: &Routing, allowed: Vec<usize>) -> Vec<usize> {
+pub(crate) fn rank(
+    rule: &CompiledRule,
+    ask: &Ask,
+    snapshot: &Routing,
+    allowed: Vec<usize>,
+) -> Vec<usize> {
     if allowed.len() < 2 {
         return allowed;
     }

@@ -14,7 +14,7 @@ use crate::config::keys::Caller;
 /// narrowed the policy, or changed or revoked the caller's key, and every attempt that starts
 /// after it (retries included) follows the new configuration, with the caller found again in
 /// it; a caller it no longer has may not go anywhere.
-pub struct Recheck<'a, T> {
+pub(crate) struct Recheck<'a, T> {
     /// What is in force now (a [`Routing`], or what holds one).
     live: Arc<ArcSwap<T>>,
     /// What the request was decided under: anything else (a reload, or discovery finding a
@@ -35,19 +35,19 @@ pub struct Recheck<'a, T> {
 type Allowed<T> = (Arc<T>, Vec<Arc<Deployment>>);
 
 /// What a request asks for, as a re-check needs it.
-pub struct Asked<'a> {
-    pub model: &'a str,
-    pub endpoint: EndpointName,
-    pub labels: &'a [(String, String)],
-    pub needs: Needs,
-    pub bytes: usize,
-    pub max_output: Option<u32>,
+pub(crate) struct Asked<'a> {
+    pub(crate) model: &'a str,
+    pub(crate) endpoint: EndpointName,
+    pub(crate) labels: &'a [(String, String)],
+    pub(crate) needs: Needs,
+    pub(crate) bytes: usize,
+    pub(crate) max_output: Option<u32>,
 }
 
 impl<'a, T: AsRef<Routing>> Recheck<'a, T> {
     /// A re-check of a request decided under `decided`, against whatever `live` holds when
     /// an attempt starts.
-    pub fn new(
+    pub(crate) fn new(
         live: Arc<ArcSwap<T>>,
         decided: Arc<T>,
         caller: &'a Caller,
@@ -67,7 +67,7 @@ impl<'a, T: AsRef<Routing>> Recheck<'a, T> {
         }
     }
 
-    pub fn allows(&self, d: &Deployment) -> bool {
+    pub(crate) fn allows(&self, d: &Deployment) -> bool {
         let now = self.live.load();
         // A key that expired while the request waited (a retry's backoff) goes no further.
         if self
@@ -115,7 +115,7 @@ impl<'a, T: AsRef<Routing>> Recheck<'a, T> {
 }
 
 /// A prompt measured by its bytes only (embeddings, token counts).
-pub struct ByteSize(pub usize);
+pub(crate) struct ByteSize(pub usize);
 
 impl PromptSize for ByteSize {
     fn bytes(&self) -> usize {

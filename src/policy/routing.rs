@@ -25,13 +25,13 @@ impl Observed for Nothing {
 /// A snapshot with its policies compiled against its deployments: built once per snapshot.
 #[derive(Debug)]
 pub struct Routing {
-    pub snapshot: Snapshot,
-    pub policies: Policies,
+    pub(crate) snapshot: Snapshot,
+    pub(crate) policies: Policies,
     pub(super) observed: Arc<dyn Observed>,
 }
 
 impl Routing {
-    pub fn new(snapshot: Snapshot, observed: Arc<dyn Observed>) -> Routing {
+    pub(crate) fn new(snapshot: Snapshot, observed: Arc<dyn Observed>) -> Routing {
         let config = &snapshot.config;
         let policies = Policies::compile(
             &config.policies,

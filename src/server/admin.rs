@@ -17,14 +17,14 @@ use crate::metrics::Metrics;
 use crate::server::reload::State;
 
 #[derive(Clone)]
-pub struct AdminService {
+pub(crate) struct AdminService {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     state: Arc<State>,
 }
 
 impl AdminService {
-    pub fn new(metrics: Arc<Metrics>, health: Arc<Health>, state: Arc<State>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>, health: Arc<Health>, state: Arc<State>) -> Self {
         AdminService {
             metrics,
             health,

@@ -22,7 +22,7 @@ use crate::pipeline::{self, Ctx, Outcome};
 use crate::stream::body::ResponseBody;
 
 /// The body of every API response, after the panic guard has boxed it.
-pub type ApiBody = tower_http::body::UnsyncBoxBody<Bytes, tower_http::BoxError>;
+pub(crate) type ApiBody = tower_http::body::UnsyncBoxBody<Bytes, tower_http::BoxError>;
 
 /// Headers whose values never reach logs or traces.
 fn sensitive_headers() -> [header::HeaderName; 5] {
@@ -36,7 +36,7 @@ fn sensitive_headers() -> [header::HeaderName; 5] {
 }
 
 /// The API service: the cross-cutting layers, outermost first, then the routes.
-pub fn api_service<B>(
+pub(crate) fn api_service<B>(
     live: Live,
     ctx: Arc<Ctx>,
 ) -> impl Service<Request<B>, Response = Response<ApiBody>, Error = Infallible, Future: Send>
@@ -68,7 +68,7 @@ where
 
 /// The route table of the API listener, and the requests in flight it admits.
 #[derive(Clone)]
-pub struct Routes {
+pub(crate) struct Routes {
     ctx: Arc<Ctx>,
 }
 
@@ -132,7 +132,7 @@ impl Endpoint {
 }
 
 /// The endpoint label of a path: the route it takes, `unknown` for none.
-pub fn endpoint_of(path: &str) -> &'static str {
+pub(crate) fn endpoint_of(path: &str) -> &'static str {
     Endpoint::of(path).map_or("unknown", Endpoint::label)
 }
 
@@ -210,7 +210,7 @@ fn exit(outcome: Outcome, endpoint: &'static str) -> Response<ResponseBody> {
 /// Refuses a body whose declared length is over the limit before a byte of it is read (413).
 /// Bodies without a length are capped while they are read.
 #[derive(Clone)]
-pub struct BodyLimitLayer {
+pub(crate) struct BodyLimitLayer {
     live: Live,
 }
 
@@ -225,7 +225,7 @@ impl<S> Layer<S> for BodyLimitLayer {
 }
 
 #[derive(Clone)]
-pub struct BodyLimit<S> {
+pub(crate) struct BodyLimit<S> {
     inner: S,
     live: Live,
 }

@@ -20,20 +20,20 @@ use crate::stream::body::ResponseBody;
 
 /// What the routes tell the boundary about a response, as a response extension.
 #[derive(Clone, Debug)]
-pub struct Exit {
-    pub endpoint: &'static str,
-    pub policy: Option<Arc<str>>,
+pub(crate) struct Exit {
+    pub(crate) endpoint: &'static str,
+    pub(crate) policy: Option<Arc<str>>,
     /// The pipeline wrote the request's line (or will, when its stream ends).
-    pub logged: bool,
+    pub(crate) logged: bool,
 }
 
 #[derive(Clone)]
-pub struct BoundaryLayer {
+pub(crate) struct BoundaryLayer {
     metrics: Arc<Metrics>,
 }
 
 impl BoundaryLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         BoundaryLayer { metrics }
     }
 }
@@ -49,7 +49,7 @@ impl<S> Layer<S> for BoundaryLayer {
 }
 
 #[derive(Clone)]
-pub struct Boundary<S> {
+pub(crate) struct Boundary<S> {
     inner: S,
     metrics: Arc<Metrics>,
 }

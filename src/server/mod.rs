@@ -35,12 +35,12 @@ use reload::State;
 
 /// Liveness and readiness, shared with the admin listener.
 #[derive(Default)]
-pub struct Health {
+pub(crate) struct Health {
     ready: AtomicBool,
 }
 
 impl Health {
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
     fn set_ready(&self, v: bool) {
@@ -53,7 +53,6 @@ pub struct Running {
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub state: Arc<State>,
-    pub metrics: Arc<Metrics>,
     /// Resolves when the gateway has shut down.
     pub done: tokio::task::JoinHandle<()>,
     shutdown: watch::Sender<bool>,
@@ -67,7 +66,7 @@ impl Running {
 }
 
 /// Loads the configuration and starts serving. Returns once the listeners are bound.
-pub async fn start(origin: Origin, overrides: Overrides) -> anyhow::Result<Running> {
+pub(crate) async fn start(origin: Origin, overrides: Overrides) -> anyhow::Result<Running> {
     start_with_env(origin, overrides, Box::new(ProcessEnv)).await
 }
 
@@ -140,7 +139,6 @@ pub async fn start_with_env(
         api_addr,
         admin_addr,
         state,
-        metrics,
         done,
         shutdown: shutdown_tx,
     })

@@ -16,9 +16,9 @@ use arc_swap::ArcSwap;
 pub struct State {
     pub live: Live,
     /// What is known of each deployment, kept across snapshots.
-    pub health: crate::upstream::health::HealthBook,
+    pub(crate) health: crate::upstream::health::HealthBook,
     /// Connections to upstreams, for requests and discovery alike.
-    pub pools: Arc<crate::upstream::client::Pools>,
+    pub(crate) pools: Arc<crate::upstream::client::Pools>,
     origin: Origin,
     overrides: Overrides,
     env: Box<dyn Env + Send + Sync>,
@@ -48,7 +48,7 @@ pub enum Reloaded {
 }
 
 impl State {
-    pub fn new(
+    pub(crate) fn new(
         loaded: Loaded,
         origin: Origin,
         overrides: Overrides,
@@ -210,7 +210,7 @@ impl State {
 
     /// Asks every discovering backend (and every backend whose weights are pinned) what it
     /// serves, and updates the snapshot on a change. Returns whether every one answered.
-    pub async fn discover(&self) -> bool {
+    pub(crate) async fn discover(&self) -> bool {
         let config = self.config();
         let asked = crate::discovery::probed(&config);
         if asked == 0 {
@@ -244,7 +244,7 @@ impl State {
 /// How long changed files must stay unchanged before they are loaded.
 const SETTLE: Duration = Duration::from_millis(100);
 
-pub async fn watch(state: Arc<State>) {
+pub(crate) async fn watch(state: Arc<State>) {
     let poll = state.config().reload.poll_interval;
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -291,7 +291,7 @@ pub async fn watch(state: Arc<State>) {
 /// Asks discovering backends what they serve, every `discovery_interval`.
 /// Until every backend has answered once, they are asked every second (one that starts after
 /// the gateway serves within a second of answering, not an interval later).
-pub async fn discovery(state: Arc<State>) {
+pub(crate) async fn discovery(state: Arc<State>) {
     let mut all_answered = false;
     loop {
         let every = state.config().reload.discovery_interval;

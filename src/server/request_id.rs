@@ -8,9 +8,9 @@ use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-pub use crate::exchange::headers::X_REQUEST_ID;
+pub(crate) use crate::exchange::headers::X_REQUEST_ID;
 
-pub use crate::base::fresh_id as fresh;
+pub(crate) use crate::base::fresh_id as fresh;
 
 /// Whether a client's id is safe to keep, log and echo.
 fn acceptable(v: &HeaderValue) -> bool {
@@ -22,7 +22,7 @@ fn acceptable(v: &HeaderValue) -> bool {
 }
 
 #[derive(Clone, Copy, Default)]
-pub struct RequestIdLayer;
+pub(crate) struct RequestIdLayer;
 
 impl<S> Layer<S> for RequestIdLayer {
     type Service = RequestId<S>;
@@ -32,7 +32,7 @@ impl<S> Layer<S> for RequestIdLayer {
 }
 
 #[derive(Clone)]
-pub struct RequestId<S> {
+pub(crate) struct RequestId<S> {
     inner: S,
 }
 

@@ -3,7 +3,7 @@
 use tokio::sync::watch;
 
 /// Resolves on SIGTERM or SIGINT.
-pub async fn os_signal() {
+pub(crate) async fn os_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -25,6 +25,6 @@ pub async fn os_signal() {
 }
 
 /// Resolves when the shutdown flag turns true (or its sender is gone).
-pub async fn signal(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn signal(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }

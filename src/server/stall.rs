@@ -12,7 +12,7 @@ use std::time::Duration;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use tokio::time::{Instant, Sleep};
 
-pub struct StallGuard<T> {
+pub(crate) struct StallGuard<T> {
     inner: T,
     timeout: Duration,
     /// Armed while a write is pending.
@@ -20,7 +20,7 @@ pub struct StallGuard<T> {
 }
 
 impl<T> StallGuard<T> {
-    pub fn new(inner: T, timeout: Duration) -> StallGuard<T> {
+    pub(crate) fn new(inner: T, timeout: Duration) -> StallGuard<T> {
         StallGuard {
             inner,
             timeout,

@@ -11,19 +11,15 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::upstream::relay::Relay;
 
-pub enum ResponseBody {
+pub(crate) enum ResponseBody {
     Full(Option<Bytes>),
     Relay(Box<Relay>),
     Frames(VecDeque<Bytes>),
 }
 
 impl ResponseBody {
-    pub fn full(b: Bytes) -> ResponseBody {
+    pub(crate) fn full(b: Bytes) -> ResponseBody {
         ResponseBody::Full(Some(b))
-    }
-
-    pub fn empty() -> ResponseBody {
-        ResponseBody::Full(None)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::policy::Decision;
 use crate::upstream::relay::Relay;
 
 /// A JSON response.
-pub fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
     let mut res = Response::new(ResponseBody::full(body));
     *res.status_mut() = status;
     // Room for the headers an answer gets (deployment, policy, cost, request id) without
@@ -27,19 +27,22 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> 
 }
 
 /// A whole JSON answer.
-pub fn json(body: Bytes, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
+pub(crate) fn json(body: Bytes, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
     let mut res = json_response(StatusCode::OK, body);
     decorate(&mut res, d, decision);
     res
 }
 
 /// A streamed answer relayed from upstream.
-pub fn relay(relay: Relay, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
+pub(crate) fn relay(relay: Relay, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
     sse(ResponseBody::Relay(Box::new(relay)), d, decision)
 }
 
 /// A whole answer made locally, streamed word by word in the client's format.
-pub fn local_stream(c: &Completion, enc: &mut dyn Encoder) -> std::collections::VecDeque<Bytes> {
+pub(crate) fn local_stream(
+    c: &Completion,
+    enc: &mut dyn Encoder,
+) -> std::collections::VecDeque<Bytes> {
     let mut frames = std::collections::VecDeque::new();
     let mut out = BytesMut::new();
     enc.piece(
@@ -91,7 +94,7 @@ pub fn local_stream(c: &Completion, enc: &mut dyn Encoder) -> std::collections::
 }
 
 /// A stream of frames made locally.
-pub fn frames(
+pub(crate) fn frames(
     frames: std::collections::VecDeque<Bytes>,
     d: &Deployment,
     decision: &Decision,
@@ -126,7 +129,7 @@ fn decorate(res: &mut Response<ResponseBody>, d: &Deployment, decision: &Decisio
 }
 
 /// Adds what the answer cost, in USD.
-pub fn cost(res: &mut Response<ResponseBody>, usd: f64) {
+pub(crate) fn cost(res: &mut Response<ResponseBody>, usd: f64) {
     res.headers_mut()
         .insert(X_COST.clone(), crate::accounting::cost::header(usd));
 }

@@ -22,12 +22,12 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::base::{civil as civil_date, digits};
 
 /// The event format: text or JSON.
-pub struct Lines {
-    pub json: bool,
+pub(crate) struct Lines {
+    pub(crate) json: bool,
 }
 
 /// Span fields, kept (as text) for the text lines of events inside the span.
-pub struct Fields;
+pub(crate) struct Fields;
 
 impl<'w> FormatFields<'w> for Fields {
     fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {

@@ -32,7 +32,7 @@ static WRITER: OnceLock<()> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Log lines dropped because the writer could not keep up.
-pub fn dropped_lines() -> u64 {
+pub(crate) fn dropped_lines() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
@@ -73,7 +73,7 @@ fn write_batch(spare: &mut Vec<u8>) {
 }
 
 /// One event's bytes, appended to the pending lines when the formatter is done with them.
-pub struct Line(Vec<u8>);
+pub(crate) struct Line(Vec<u8>);
 
 impl Write for Line {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -106,7 +106,7 @@ impl Drop for Line {
 }
 
 /// Hands the formatter a [`Line`] per event.
-pub struct Queued;
+pub(crate) struct Queued;
 
 impl<'a> MakeWriter<'a> for Queued {
     type Writer = Line;

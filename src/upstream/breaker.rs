@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use crate::config::resilience::BreakerConfig;
+pub(crate) use crate::config::resilience::BreakerConfig;
 
 /// The state, as exported in metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CircuitState {
+pub(crate) enum CircuitState {
     Closed,
     HalfOpen,
     Open,
@@ -21,7 +21,7 @@ pub enum CircuitState {
 
 impl CircuitState {
     /// The metric value: 0 closed, 1 half-open, 2 open.
-    pub fn value(self) -> i64 {
+    pub(crate) fn value(self) -> i64 {
         match self {
             CircuitState::Closed => 0,
             CircuitState::HalfOpen => 1,
@@ -32,7 +32,7 @@ impl CircuitState {
 
 /// Whether an attempt may go to the deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     Yes,
     /// The one request that tests an ejected deployment.
     Probe,
@@ -50,13 +50,13 @@ struct State {
 }
 
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     cfg: BreakerConfig,
     state: Mutex<State>,
 }
 
 impl Breaker {
-    pub fn new(cfg: BreakerConfig) -> Breaker {
+    pub(crate) fn new(cfg: BreakerConfig) -> Breaker {
         Breaker {
             cfg,
             state: Mutex::default(),
@@ -67,7 +67,7 @@ impl Breaker {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn admit(&self, now: Instant) -> Admit {
+    pub(crate) fn admit(&self, now: Instant) -> Admit {
         let mut s = self.lock();
         match s.open_until {
             None => Admit::Yes,
@@ -81,7 +81,7 @@ impl Breaker {
     }
 
     /// Records the outcome of an attempt (`ok` false for failures that are the deployment's).
-    pub fn record(&self, ok: bool, now: Instant) {
+    pub(crate) fn record(&self, ok: bool, now: Instant) {
         let mut s = self.lock();
         if s.probing || s.open_until.is_some_and(|u| now >= u) {
             s.probing = false;
@@ -122,7 +122,7 @@ impl Breaker {
         s.recent.clear();
     }
 
-    pub fn state(&self, now: Instant) -> CircuitState {
+    pub(crate) fn state(&self, now: Instant) -> CircuitState {
         let s = self.lock();
         match s.open_until {
             None => CircuitState::Closed,

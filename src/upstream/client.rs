@@ -17,7 +17,7 @@ static CRYPTO: Once = Once::new();
 /// Owned by the running gateway (two in one process share nothing) and kept across reloads,
 /// so a reload that keeps an endpoint keeps its connections.
 #[derive(Debug)]
-pub struct Pools {
+pub(crate) struct Pools {
     /// Idle connections kept per upstream host.
     idle_per_host: usize,
     clients: RwLock<HashMap<Duration, Slot>>,
@@ -28,7 +28,7 @@ impl Pools {
     /// requests may be in flight, since a cap below the concurrency closes connections after
     /// every burst and opens them again on the next, which costs the most exactly when the
     /// gateway is busiest.
-    pub fn new(idle_per_host: usize) -> Pools {
+    pub(crate) fn new(idle_per_host: usize) -> Pools {
         Pools {
             idle_per_host: idle_per_host.max(1),
             clients: RwLock::default(),
@@ -36,7 +36,7 @@ impl Pools {
     }
 
     /// The client for endpoints with this connect timeout.
-    pub fn client(&self, connect: Duration) -> Result<reqwest::Client, String> {
+    pub(crate) fn client(&self, connect: Duration) -> Result<reqwest::Client, String> {
         let known = self
             .clients
             .read()

@@ -18,7 +18,7 @@ use crate::exchange::{ErrorBody, ErrorType};
 
 /// The phase a timeout hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     Connect,
     FirstByte,
     FirstToken,
@@ -28,7 +28,7 @@ pub enum Phase {
 
 /// What one attempt met.
 #[derive(Debug)]
-pub enum AttemptError {
+pub(crate) enum AttemptError {
     Connect,
     Timeout(Phase),
     /// The connection failed (reset) before the answer began.
@@ -46,7 +46,7 @@ pub enum AttemptError {
 
 impl AttemptError {
     /// Whether another deployment should be tried after this.
-    pub fn falls_back(&self) -> bool {
+    pub(crate) fn falls_back(&self) -> bool {
         match self {
             AttemptError::Status { fault, .. } => {
                 let s = fault.status;
@@ -63,7 +63,7 @@ impl AttemptError {
     }
 
     /// Which retry setting covers this failure, if a retry of the same deployment can help.
-    pub fn retry_on(&self) -> Option<RetryOn> {
+    pub(crate) fn retry_on(&self) -> Option<RetryOn> {
         match self {
             AttemptError::Connect | AttemptError::Io(_) => Some(RetryOn::Connect),
             AttemptError::Timeout(Phase::Total) => None,
@@ -86,7 +86,7 @@ impl AttemptError {
 
     /// Whether the failure is the deployment's (it counts towards its ejection); `None` when it
     /// says nothing about the deployment's health.
-    pub fn is_deployment_failure(&self) -> Option<bool> {
+    pub(crate) fn is_deployment_failure(&self) -> Option<bool> {
         match self {
             AttemptError::Unsupported(_) => None,
             AttemptError::Status { fault, .. } => {
@@ -101,7 +101,7 @@ impl AttemptError {
     /// deployment's key masked in every form, key-like tokens removed, then cut. Every
     /// attempt's error passes through here before it is logged or told to the client.
     #[must_use]
-    pub fn cleaned(self, masks: &Masks) -> AttemptError {
+    pub(crate) fn cleaned(self, masks: &Masks) -> AttemptError {
         let c = |m: String| clean(&m, masks);
         match self {
             AttemptError::Io(m) => AttemptError::Io(c(m)),
@@ -122,7 +122,7 @@ impl AttemptError {
     }
 
     /// The upstream's `Retry-After`, if it sent one.
-    pub fn retry_after(&self, now_unix: u64) -> Option<Duration> {
+    pub(crate) fn retry_after(&self, now_unix: u64) -> Option<Duration> {
         match self {
             AttemptError::Status {
                 retry_after: Some(v),
@@ -134,7 +134,7 @@ impl AttemptError {
 
     /// Every label `label` gives (and `ok`), for metrics that must exist before the first
     /// event.
-    pub const LABELS: &[&str] = &[
+    pub(crate) const LABELS: &[&str] = &[
         "ok",
         "connect_error",
         "timeout",
@@ -149,7 +149,7 @@ impl AttemptError {
     ];
 
     /// A closed label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             AttemptError::Connect => "connect_error",
             AttemptError::Timeout(_) => "timeout",
@@ -198,14 +198,14 @@ impl fmt::Display for AttemptError {
 
 /// One failed attempt.
 #[derive(Debug)]
-pub struct Attempt {
-    pub deployment: Arc<Deployment>,
-    pub error: AttemptError,
+pub(crate) struct Attempt {
+    pub(crate) deployment: Arc<Deployment>,
+    pub(crate) error: AttemptError,
 }
 
 /// Why an allowed deployment was not tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SkipReason {
+pub(crate) enum SkipReason {
     /// Ejected for failing; eligible again after this long.
     Ejected(Duration),
     /// It asked (`Retry-After`) not to be called for this long yet.
@@ -218,7 +218,7 @@ pub enum SkipReason {
 
 impl SkipReason {
     /// Every label `label` gives, for metrics that must exist before the first event.
-    pub const LABELS: &[&str] = &[
+    pub(crate) const LABELS: &[&str] = &[
         "ejected",
         "cooling_down",
         "rate_limited_here",
@@ -226,7 +226,7 @@ impl SkipReason {
     ];
 
     /// A closed label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             SkipReason::Ejected(_) => "ejected",
             SkipReason::CoolingDown(_) => "cooling_down",
@@ -238,9 +238,9 @@ impl SkipReason {
 
 /// An allowed deployment that was not tried.
 #[derive(Debug)]
-pub struct Skip {
-    pub deployment: Arc<Deployment>,
-    pub reason: SkipReason,
+pub(crate) struct Skip {
+    pub(crate) deployment: Arc<Deployment>,
+    pub(crate) reason: SkipReason,
 }
 
 /// What a failed request comes to, in the order it is decided.
@@ -259,11 +259,11 @@ enum Verdict<'a> {
 /// No attempt succeeded.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", summary(.attempts, .skipped))]
-pub struct UpstreamError {
-    pub attempts: Vec<Attempt>,
-    pub skipped: Vec<Skip>,
+pub(crate) struct UpstreamError {
+    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) skipped: Vec<Skip>,
     /// The deployment of each retry made (same deployment again).
-    pub retries: Vec<Arc<Deployment>>,
+    pub(crate) retries: Vec<Arc<Deployment>>,
 }
 
 fn summary(attempts: &[Attempt], skipped: &[Skip]) -> String {
@@ -369,7 +369,7 @@ impl UpstreamError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self.verdict() {
             Verdict::Refused(f) => f.status,
             Verdict::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -380,7 +380,7 @@ impl UpstreamError {
         }
     }
 
-    pub fn body(&self) -> ErrorBody {
+    pub(crate) fn body(&self) -> ErrorBody {
         let (kind, code) = match self.verdict() {
             Verdict::Refused(f) => return f.body.clone(),
             Verdict::RateLimited => (ErrorType::RateLimitError, "upstream_rate_limited"),
@@ -396,7 +396,7 @@ impl UpstreamError {
     /// When to come back, in whole seconds: the upstream's `Retry-After` (validated and clamped
     /// as the gateway itself uses it, never relayed as sent) when every attempt was rate
     /// limited or unavailable, or the time until a skipped deployment is eligible again.
-    pub fn retry_after(&self) -> Option<HeaderValue> {
+    pub(crate) fn retry_after(&self) -> Option<HeaderValue> {
         if !matches!(self.verdict(), Verdict::RateLimited | Verdict::Unavailable) {
             return None;
         }

@@ -18,20 +18,21 @@ use crate::config::Deployment;
 use crate::policy::Decision;
 
 /// How the attempts of one request are bounded.
-pub struct Plan<'a> {
+pub(crate) struct Plan<'a> {
     /// No attempt or wait goes past this.
-    pub deadline: Instant,
+    pub(crate) deadline: Instant,
     /// Whether a deployment is still allowed when its attempt starts.
-    pub allowed: &'a (dyn Fn(&Deployment) -> bool + Sync),
+    pub(crate) allowed: &'a (dyn Fn(&Deployment) -> bool + Sync),
     /// Deployments' own rate limits, and the tokens the request counts for.
-    pub gate: Option<(&'a crate::limits::Limiter, u64)>,
+    pub(crate) gate: Option<(&'a crate::limits::Limiter, u64)>,
     /// What is known of each deployment of the decision's snapshot.
-    pub health: &'a Healths,
+    pub(crate) health: &'a Healths,
 }
 
 impl Plan<'_> {
     /// A plan with a deadline, no re-check and no deployment limits.
-    pub fn until(deadline: Instant, health: &Healths) -> Plan<'_> {
+    #[cfg(test)]
+    pub(crate) fn until(deadline: Instant, health: &Healths) -> Plan<'_> {
         Plan {
             deadline,
             allowed: &|_| true,
@@ -42,15 +43,15 @@ impl Plan<'_> {
 }
 
 /// The deployment that answered, and what came before.
-pub struct Served<T> {
-    pub deployment: Arc<Deployment>,
-    pub answer: T,
+pub(crate) struct Served<T> {
+    pub(crate) deployment: Arc<Deployment>,
+    pub(crate) answer: T,
     /// Failed attempts before the answer.
-    pub failed: Vec<Attempt>,
+    pub(crate) failed: Vec<Attempt>,
     /// Allowed deployments not tried.
-    pub skipped: Vec<Skip>,
+    pub(crate) skipped: Vec<Skip>,
     /// The deployment of each retry made.
-    pub retries: Vec<Arc<Deployment>>,
+    pub(crate) retries: Vec<Arc<Deployment>>,
 }
 
 fn record(health: &Health, d: &Deployment, error: Option<&AttemptError>) {
@@ -125,7 +126,7 @@ fn retry_wait(
 }
 
 /// Runs the attempts.
-pub async fn run<T, F, Fut>(
+pub(crate) async fn run<T, F, Fut>(
     decision: &Decision,
     plan: &Plan<'_>,
     mut attempt: F,

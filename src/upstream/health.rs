@@ -15,9 +15,9 @@ use super::retry::{RetryBudget, RetryPolicy};
 use crate::config::{Deployment, Snapshot};
 
 #[derive(Debug)]
-pub struct Health {
-    pub breaker: Breaker,
-    pub budget: RetryBudget,
+pub(crate) struct Health {
+    pub(crate) breaker: Breaker,
+    pub(crate) budget: RetryBudget,
     breaker_config: BreakerConfig,
     budget_config: (u64, u32),
     /// Moving average of the time to response headers, in microseconds; 0 before any.
@@ -27,7 +27,7 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(breaker: BreakerConfig, retry: &RetryPolicy) -> Health {
+    pub(crate) fn new(breaker: BreakerConfig, retry: &RetryPolicy) -> Health {
         Health {
             breaker: Breaker::new(breaker),
             budget: RetryBudget::new(retry.budget_ratio, retry.budget_min_per_second),
@@ -39,7 +39,7 @@ impl Health {
     }
 
     /// Keeps requests away until `until` (a later cooldown extends an earlier one).
-    pub fn cool_down(&self, until: Instant) {
+    pub(crate) fn cool_down(&self, until: Instant) {
         let mut c = self.cooldown.lock().unwrap_or_else(PoisonError::into_inner);
         if c.is_none_or(|t| t < until) {
             *c = Some(until);
@@ -47,7 +47,7 @@ impl Health {
     }
 
     /// How long the deployment still asked to be left alone, if at all.
-    pub fn cooling(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn cooling(&self, now: Instant) -> Option<Duration> {
         let c = *self.cooldown.lock().unwrap_or_else(PoisonError::into_inner);
         c.filter(|t| *t > now).map(|t| t - now)
     }
@@ -58,7 +58,7 @@ impl Health {
     }
 
     /// Folds one observation into the moving average (weight 1/5).
-    pub fn observe_first_byte(&self, d: Duration) {
+    pub(crate) fn observe_first_byte(&self, d: Duration) {
         let x = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
         let _ = self
             .first_byte_micros
@@ -72,7 +72,7 @@ impl Health {
     }
 
     /// The average time to first byte, if any was observed.
-    pub fn latency_seconds(&self) -> Option<f64> {
+    pub(crate) fn latency_seconds(&self) -> Option<f64> {
         match self.first_byte_micros.load(Ordering::Relaxed) {
             0 => None,
             us => Some(us as f64 / 1e6),
@@ -82,13 +82,13 @@ impl Health {
 
 /// Health by deployment name, kept across snapshots.
 #[derive(Debug, Default)]
-pub struct HealthBook(Mutex<HashMap<String, Arc<Health>>>);
+pub(crate) struct HealthBook(Mutex<HashMap<String, Arc<Health>>>);
 
 impl HealthBook {
     /// The health of each of a snapshot's deployments, by index: what the book knew of it
     /// when its settings did not change, fresh otherwise. Deployments that are gone are
     /// forgotten.
-    pub fn healths(&self, snapshot: &Snapshot) -> Healths {
+    pub(crate) fn healths(&self, snapshot: &Snapshot) -> Healths {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let by_index = snapshot
             .deployments
@@ -121,7 +121,7 @@ impl HealthBook {
 
 /// The health of one snapshot's deployments, by their index.
 #[derive(Debug)]
-pub struct Healths {
+pub(crate) struct Healths {
     by_index: Vec<Arc<Health>>,
     /// For a deployment of another snapshot (never on a request's path, which keeps its own).
     spare: Arc<Health>,
@@ -129,11 +129,12 @@ pub struct Healths {
 
 impl Healths {
     /// Health that knows nothing yet, for each of a snapshot's deployments.
-    pub fn fresh(snapshot: &Snapshot) -> Healths {
+    #[cfg(test)]
+    pub(crate) fn fresh(snapshot: &Snapshot) -> Healths {
         HealthBook::default().healths(snapshot)
     }
 
-    pub fn of(&self, d: &Deployment) -> &Health {
+    pub(crate) fn of(&self, d: &Deployment) -> &Health {
         self.by_index.get(d.index).unwrap_or(&self.spare)
     }
 }

@@ -23,8 +23,8 @@ use crate::exchange::chat::ChatRequest;
 use crate::exchange::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::exchange::encode::Encoder;
 use crate::policy::Decision;
-pub use error::{Attempt, AttemptError, Phase, Skip, SkipReason, UpstreamError};
-pub use fallback::{Plan, Served};
+pub(crate) use error::{Attempt, AttemptError, Phase, Skip, SkipReason, UpstreamError};
+pub(crate) use fallback::{Plan, Served};
 use health::Health;
 use relay::{Bounds, Deadline, Primed, Relay};
 
@@ -32,7 +32,7 @@ use relay::{Bounds, Deadline, Primed, Relay};
 const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// An answer from a deployment.
-pub enum Answer {
+pub(crate) enum Answer {
     /// A whole answer.
     Complete(Completed),
     /// A stream whose first content has arrived, ready to relay.
@@ -42,14 +42,14 @@ pub enum Answer {
 }
 
 /// What streams need from the request's side: the client's encoder, and the drain signal.
-pub struct StreamSetup<'a> {
+pub(crate) struct StreamSetup<'a> {
     /// The client's encoder, for the deployment that answers.
-    pub encoder: &'a (dyn Fn(&Deployment) -> Box<dyn Encoder> + Sync),
-    pub drain: &'a (dyn Fn() -> Deadline + Sync),
+    pub(crate) encoder: &'a (dyn Fn(&Deployment) -> Box<dyn Encoder> + Sync),
+    pub(crate) drain: &'a (dyn Fn() -> Deadline + Sync),
 }
 
 /// Tries the decision's deployments.
-pub async fn call(
+pub(crate) async fn call(
     pools: &client::Pools,
     decision: &Decision,
     plan: &Plan<'_>,
@@ -65,7 +65,7 @@ pub async fn call(
 }
 
 /// Seconds since the epoch, for `created` fields.
-pub use crate::base::unix_now;
+pub(crate) use crate::base::unix_now;
 
 async fn attempt(
     pools: &client::Pools,
@@ -173,7 +173,7 @@ async fn send(
 }
 
 /// Embeddings: the decision's deployments in order, as for chat.
-pub async fn embed(
+pub(crate) async fn embed(
     pools: &client::Pools,
     decision: &Decision,
     plan: &Plan<'_>,
@@ -201,7 +201,7 @@ pub async fn embed(
 
 /// Anthropic's `count_tokens` on an Anthropic deployment: the client's body with the
 /// deployment's model name.
-pub async fn count_tokens(
+pub(crate) async fn count_tokens(
     pools: &client::Pools,
     health: &Health,
     d: &Deployment,

@@ -13,7 +13,7 @@ use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -29,26 +29,25 @@ use crate::exchange::sse::{SseDecoder, SseEvent};
 use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 /// The upstream body as a stream of chunks.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+pub(crate) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
 /// What is known when a stream ends, for accounting and metrics.
 #[derive(Clone, Copy, Debug)]
-pub struct StreamEnd {
-    pub reason: EndReason,
-    pub usage: Option<Usage>,
-    pub output_chars: usize,
-    pub duration: Duration,
+pub(crate) struct StreamEnd {
+    pub(crate) reason: EndReason,
+    pub(crate) usage: Option<Usage>,
+    pub(crate) output_chars: usize,
 }
 
 /// Called once when the stream ends, however it ends.
-pub type OnEnd = Box<dyn FnOnce(StreamEnd) + Send>;
+pub(crate) type OnEnd = Box<dyn FnOnce(StreamEnd) + Send>;
 
 /// A future that completes when the gateway's drain deadline has passed.
-pub type Deadline = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type Deadline = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// How priming went.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Primed {
+pub(crate) enum Primed {
     /// The first content (or a complete, empty answer) is ready to send.
     Ready,
     /// No first content within the first-token timeout.
@@ -68,13 +67,13 @@ enum Step {
 /// How much and how long a relay reads: the longest SSE line (and event), the longest pause
 /// between chunks, and the longest stream.
 #[derive(Clone, Copy, Debug)]
-pub struct Bounds {
-    pub max_line: usize,
-    pub idle: Duration,
-    pub backstop: Duration,
+pub(crate) struct Bounds {
+    pub(crate) max_line: usize,
+    pub(crate) idle: Duration,
+    pub(crate) backstop: Duration,
 }
 
-pub struct Relay {
+pub(crate) struct Relay {
     upstream: ByteStream,
     decoder: SseDecoder,
     translator: Box<dyn StreamTranslator>,
@@ -85,7 +84,6 @@ pub struct Relay {
     idle_timer: Pin<Box<Sleep>>,
     backstop: Pin<Box<Sleep>>,
     deadline: Option<Deadline>,
-    started: Instant,
     /// Bytes for the client made before the relay was handed to the response.
     pending: Option<Bytes>,
     finished: bool,
@@ -100,7 +98,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(
+    pub(crate) fn new(
         upstream: ByteStream,
         translator: Box<dyn StreamTranslator>,
         encoder: Box<dyn Encoder>,
@@ -119,7 +117,6 @@ impl Relay {
             idle_timer: Box::pin(tokio::time::sleep(bounds.idle)),
             backstop: Box::pin(tokio::time::sleep(bounds.backstop)),
             deadline,
-            started: Instant::now(),
             pending: None,
             finished: false,
             upstream_ended: false,
@@ -131,22 +128,22 @@ impl Relay {
     }
 
     /// What to call when the stream ends.
-    pub fn on_end(&mut self, f: OnEnd) {
+    pub(crate) fn on_end(&mut self, f: OnEnd) {
         self.on_end = Some(f);
     }
 
     /// Keeps `v` until the stream ends.
-    pub fn hold(&mut self, v: Box<dyn Any + Send>) {
+    pub(crate) fn hold(&mut self, v: Box<dyn Any + Send>) {
         self.held = Some(v);
     }
 
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.finished && self.pending.is_none()
     }
 
     /// Reads the upstream until its first content (or its complete end) is ready for the
     /// client, within `timeout`. Failures before that point are the attempt's.
-    pub async fn prime(&mut self, timeout: Duration) -> Primed {
+    pub(crate) async fn prime(&mut self, timeout: Duration) -> Primed {
         let limit = tokio::time::sleep(timeout);
         tokio::pin!(limit);
         loop {
@@ -235,7 +232,6 @@ impl Relay {
                 reason,
                 usage: self.translator.usage(),
                 output_chars: self.translator.output_chars(),
-                duration: self.started.elapsed(),
             });
         }
         self.held = None;
@@ -360,7 +356,7 @@ impl Relay {
         Poll::Pending
     }
 
-    pub fn poll_frame(
+    pub(crate) fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::HeaderValue;
 use tokio::time::Instant;
 
-pub use crate::config::resilience::RetryPolicy;
-pub use crate::config::spec::RetryOn;
+pub(crate) use crate::config::resilience::RetryPolicy;
+pub(crate) use crate::config::spec::RetryOn;
 
 static SEED: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
 
@@ -25,12 +25,12 @@ fn unit() -> f64 {
 }
 
 impl RetryPolicy {
-    pub fn retries(&self, on: RetryOn) -> bool {
+    pub(crate) fn retries(&self, on: RetryOn) -> bool {
         self.on.contains(&on)
     }
 
     /// The wait before retry number `n` (from 0): full jitter over an exponential ceiling.
-    pub fn backoff(&self, n: u32) -> Duration {
+    pub(crate) fn backoff(&self, n: u32) -> Duration {
         let ceiling = self
             .base
             .saturating_mul(2u32.saturating_pow(n.min(16)))
@@ -41,10 +41,10 @@ impl RetryPolicy {
 
 /// The longest a deployment's `Retry-After` keeps requests away, and the most the gateway
 /// tells a client to wait.
-pub const MAX_COOLDOWN: Duration = Duration::from_secs(300);
+pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(300);
 
 /// `Retry-After` as a duration: seconds, or an HTTP date (relative to `now_unix`).
-pub fn retry_after(v: &HeaderValue, now_unix: u64) -> Option<Duration> {
+pub(crate) fn retry_after(v: &HeaderValue, now_unix: u64) -> Option<Duration> {
     let s = v.to_str().ok()?.trim();
     if let Ok(secs) = s.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -103,7 +103,7 @@ fn httpdate_to_unix(s: &str) -> Option<u64> {
 /// A sliding window of requests and retries: retries are allowed while they stay under
 /// `ratio × requests + min_per_second × window`.
 #[derive(Debug)]
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     ratio: f64,
     min_per_second: u32,
     /// (second, requests, retries), one slot per second of the window.
@@ -114,7 +114,7 @@ pub struct RetryBudget {
 const WINDOW: usize = 10;
 
 impl RetryBudget {
-    pub fn new(ratio: f64, min_per_second: u32) -> RetryBudget {
+    pub(crate) fn new(ratio: f64, min_per_second: u32) -> RetryBudget {
         RetryBudget {
             ratio,
             min_per_second,
@@ -138,12 +138,12 @@ impl RetryBudget {
     }
 
     /// Counts a first try.
-    pub fn request(&self, now: Instant) {
+    pub(crate) fn request(&self, now: Instant) {
         self.with_slot(now, |s, i| s[i].1 += 1);
     }
 
     /// Takes a retry from the budget, if there is one left.
-    pub fn try_retry(&self, now: Instant) -> bool {
+    pub(crate) fn try_retry(&self, now: Instant) -> bool {
         let sec = now.saturating_duration_since(self.start).as_secs();
         self.with_slot(now, |s, i| {
             let live = s

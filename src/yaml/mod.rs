@@ -20,7 +20,7 @@ fn options() -> Options {
 
 /// Parses `text` (from `file`) into `T`. On failure records one problem, with the line and the
 /// field path where parsing stopped, and returns `None`.
-pub fn parse<T: DeserializeOwned>(
+pub(crate) fn parse<T: DeserializeOwned>(
     file: &Arc<str>,
     text: &str,
     problems: &mut Problems,

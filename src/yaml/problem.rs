@@ -10,13 +10,13 @@ use serde_saphyr::Location;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     /// The file, as named in the configuration (or `<built-in>/...` for shipped files).
-    pub file: Arc<str>,
+    pub(crate) file: Arc<str>,
     /// 1-based line, 0 when the problem has no single place (a missing file).
-    pub line: u64,
-    pub column: u64,
+    pub(crate) line: u64,
+    pub(crate) column: u64,
     /// Field path, `deployments[2].model`.
-    pub path: String,
-    pub message: String,
+    pub(crate) path: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {
@@ -38,7 +38,7 @@ impl fmt::Display for Problem {
 pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
-    pub fn at(
+    pub(crate) fn at(
         &mut self,
         file: &Arc<str>,
         loc: Location,
@@ -54,7 +54,7 @@ impl Problems {
         });
     }
 
-    pub fn file(&mut self, file: &Arc<str>, message: impl Into<String>) {
+    pub(crate) fn file(&mut self, file: &Arc<str>, message: impl Into<String>) {
         self.0.push(Problem {
             file: file.clone(),
             line: 0,

@@ -15,9 +15,9 @@ use crate::config::Deployment;
 use crate::exchange::chat::ChatRequest;
 
 /// The API version the translation is written for.
-pub const VERSION: &str = "2023-06-01";
+pub(crate) const VERSION: &str = "2023-06-01";
 
-pub struct Anthropic;
+pub(crate) struct Anthropic;
 
 impl Adapter for Anthropic {
     fn build_request(

@@ -43,7 +43,7 @@ fn image_block(url: &str) -> Value {
 }
 
 /// The Messages request for `req` on `d`.
-pub fn build(req: &ChatRequest, d: &Deployment) -> Result<Value, AdapterError> {
+pub(crate) fn build(req: &ChatRequest, d: &Deployment) -> Result<Value, AdapterError> {
     if req.n.is_some_and(|n| n > 1) {
         return Err(unsupported(
             "Anthropic models answer one choice at a time ('n' > 1)",

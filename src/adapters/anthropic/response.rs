@@ -28,21 +28,21 @@ struct Message {
 
 /// Anthropic's `usage`.
 #[derive(Deserialize, Default, Clone, Copy)]
-pub struct WireUsage {
+pub(crate) struct WireUsage {
     #[serde(default)]
-    pub input_tokens: Option<u64>,
+    pub(crate) input_tokens: Option<u64>,
     #[serde(default)]
-    pub output_tokens: Option<u64>,
+    pub(crate) output_tokens: Option<u64>,
     #[serde(default)]
-    pub cache_creation_input_tokens: Option<u64>,
+    pub(crate) cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
-    pub cache_read_input_tokens: Option<u64>,
+    pub(crate) cache_read_input_tokens: Option<u64>,
 }
 
 impl WireUsage {
     /// Folds later counts over earlier ones (streams report input at the start, output at the
     /// end).
-    pub fn merge(&mut self, later: WireUsage) {
+    pub(crate) fn merge(&mut self, later: WireUsage) {
         self.input_tokens = later.input_tokens.or(self.input_tokens);
         self.output_tokens = later.output_tokens.or(self.output_tokens);
         self.cache_creation_input_tokens = later
@@ -53,7 +53,7 @@ impl WireUsage {
             .or(self.cache_read_input_tokens);
     }
 
-    pub fn to_usage(self) -> Usage {
+    pub(crate) fn to_usage(self) -> Usage {
         let read = self.cache_read_input_tokens.unwrap_or(0);
         let write = self.cache_creation_input_tokens.unwrap_or(0);
         Usage {
@@ -68,7 +68,7 @@ impl WireUsage {
 }
 
 /// OpenAI's finish reason for Anthropic's `stop_reason`.
-pub fn finish_reason(stop: &str) -> FinishReason {
+pub(crate) fn finish_reason(stop: &str) -> FinishReason {
     match stop {
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
         "tool_use" => FinishReason::ToolCalls,
@@ -80,7 +80,7 @@ pub fn finish_reason(stop: &str) -> FinishReason {
 }
 
 /// A whole Messages answer.
-pub fn parse(body: &[u8]) -> Result<Completion, AdapterError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Completion, AdapterError> {
     let m: Message = serde_json::from_slice(body)
         .map_err(|e| AdapterError::InvalidResponse(format!("not a Messages answer: {e}")))?;
     let mut text = String::new();
@@ -129,7 +129,7 @@ pub fn parse(body: &[u8]) -> Result<Completion, AdapterError> {
 
 /// An Anthropic error (`{"type":"error","error":{"type","message"}}`). Its 529 (overloaded)
 /// becomes 503, which OpenAI clients retry.
-pub fn error(status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault {
+pub(crate) fn error(status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let message = v
         .pointer("/error/message")

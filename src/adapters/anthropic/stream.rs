@@ -14,7 +14,7 @@ use crate::exchange::encode::Encoder;
 use crate::exchange::sse::SseEvent;
 
 #[derive(Default)]
-pub struct AnthropicStream {
+pub(crate) struct AnthropicStream {
     usage: WireUsage,
     saw_usage: bool,
     /// Tool-call index of each tool_use block, by block index.

@@ -15,7 +15,7 @@ use crate::config::Deployment;
 use crate::exchange::chat::ChatRequest;
 use crate::exchange::embeddings::{Embeddings, EmbeddingsRequest, Input};
 
-pub struct Gemini;
+pub(crate) struct Gemini;
 
 impl Adapter for Gemini {
     fn build_request(

@@ -36,7 +36,10 @@ fn extra(req: &ChatRequest, name: &str) -> Option<Value> {
 }
 
 /// The Gemini request for `req`.
-pub fn build(req: &ChatRequest, model: &crate::catalog::Model) -> Result<Value, AdapterError> {
+pub(crate) fn build(
+    req: &ChatRequest,
+    model: &crate::catalog::Model,
+) -> Result<Value, AdapterError> {
     let (system, turns) = conversation(req)?;
     if turns.is_empty() {
         return Err(unsupported(

@@ -15,61 +15,61 @@ use crate::exchange::{ErrorBody, Usage};
 /// One `GenerateContentResponse` (a whole answer, or one event of a stream).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct Response {
+pub(crate) struct Response {
     #[serde(default)]
-    pub candidates: Vec<Candidate>,
+    pub(crate) candidates: Vec<Candidate>,
     #[serde(default)]
-    pub usage_metadata: Option<UsageMetadata>,
+    pub(crate) usage_metadata: Option<UsageMetadata>,
     #[serde(default)]
-    pub model_version: Option<String>,
+    pub(crate) model_version: Option<String>,
     #[serde(default)]
-    pub response_id: Option<String>,
+    pub(crate) response_id: Option<String>,
     #[serde(default)]
-    pub prompt_feedback: Option<PromptFeedback>,
+    pub(crate) prompt_feedback: Option<PromptFeedback>,
     #[serde(default)]
-    pub error: Option<Value>,
+    pub(crate) error: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct Candidate {
+pub(crate) struct Candidate {
     /// Which answer of `candidateCount` this is; absent means its place in the list.
     #[serde(default)]
-    pub index: Option<u32>,
+    pub(crate) index: Option<u32>,
     #[serde(default)]
-    pub content: Option<CandidateContent>,
+    pub(crate) content: Option<CandidateContent>,
     #[serde(default)]
-    pub finish_reason: Option<String>,
+    pub(crate) finish_reason: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
-pub struct CandidateContent {
+pub(crate) struct CandidateContent {
     #[serde(default)]
-    pub parts: Vec<Value>,
+    pub(crate) parts: Vec<Value>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct PromptFeedback {
+pub(crate) struct PromptFeedback {
     #[serde(default)]
-    pub block_reason: Option<String>,
+    pub(crate) block_reason: Option<String>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
 #[serde(rename_all = "camelCase")]
-pub struct UsageMetadata {
+pub(crate) struct UsageMetadata {
     #[serde(default)]
-    pub prompt_token_count: u64,
+    pub(crate) prompt_token_count: u64,
     #[serde(default)]
-    pub candidates_token_count: u64,
+    pub(crate) candidates_token_count: u64,
     #[serde(default)]
-    pub thoughts_token_count: u64,
+    pub(crate) thoughts_token_count: u64,
     #[serde(default)]
-    pub cached_content_token_count: u64,
+    pub(crate) cached_content_token_count: u64,
 }
 
 impl UsageMetadata {
-    pub fn to_usage(self) -> Usage {
+    pub(crate) fn to_usage(self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_token_count,
             completion_tokens: self.candidates_token_count + self.thoughts_token_count,
@@ -82,13 +82,13 @@ impl UsageMetadata {
 }
 
 /// What a `finishReason` means.
-pub enum Stop {
+pub(crate) enum Stop {
     Reason(FinishReason),
     /// A stop that is an error (a malformed or unexpected tool call).
     Error(String),
 }
 
-pub fn finish(reason: &str) -> Stop {
+pub(crate) fn finish(reason: &str) -> Stop {
     match reason {
         "STOP" => Stop::Reason(FinishReason::Stop),
         "MAX_TOKENS" => Stop::Reason(FinishReason::Length),
@@ -101,7 +101,7 @@ pub fn finish(reason: &str) -> Stop {
 }
 
 /// The text and function-call parts of a candidate (thoughts left out).
-pub fn split_parts(parts: &[Value]) -> (String, Vec<(String, String)>) {
+pub(crate) fn split_parts(parts: &[Value]) -> (String, Vec<(String, String)>) {
     let mut text = String::new();
     let mut calls = Vec::new();
     for p in parts {
@@ -127,7 +127,7 @@ pub fn split_parts(parts: &[Value]) -> (String, Vec<(String, String)>) {
 }
 
 /// An id for a function call Gemini gave none.
-pub fn call_id(response_id: &str, n: usize) -> String {
+pub(crate) fn call_id(response_id: &str, n: usize) -> String {
     format!(
         "call_{}_{n}",
         response_id
@@ -139,7 +139,7 @@ pub fn call_id(response_id: &str, n: usize) -> String {
 }
 
 /// A whole answer.
-pub fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
+pub(crate) fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
     let r: Response = serde_json::from_slice(body)
         .map_err(|e| AdapterError::InvalidResponse(format!("not a Gemini answer: {e}")))?;
     if r.error.is_some() {
@@ -212,7 +212,7 @@ pub fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
 /// The wait a Gemini error asks for: `error.details[]` of `@type`
 /// `type.googleapis.com/google.rpc.RetryInfo` with `retryDelay` (`"1s"`, `"1.5s"`), in whole
 /// seconds rounded up, as a `Retry-After` value.
-pub fn retry_delay(body: &[u8]) -> Option<http::HeaderValue> {
+pub(crate) fn retry_delay(body: &[u8]) -> Option<http::HeaderValue> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let e = match &v {
         Value::Array(a) => a.first()?.get("error")?,
@@ -233,7 +233,7 @@ pub fn retry_delay(body: &[u8]) -> Option<http::HeaderValue> {
 }
 
 /// A Gemini error: `{"error":{"code","message","status"}}`, sometimes inside an array.
-pub fn error(status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault {
+pub(crate) fn error(status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let e = match &v {
         Value::Array(a) => a.first().and_then(|x| x.get("error")),

@@ -12,7 +12,7 @@ use crate::exchange::answer::{FinishReason, Piece};
 use crate::exchange::encode::Encoder;
 use crate::exchange::sse::SseEvent;
 
-pub struct GeminiStream {
+pub(crate) struct GeminiStream {
     model: String,
     id: Option<String>,
     /// Function calls so far in all candidates (their ids), and in each (their indexes).
@@ -30,7 +30,7 @@ pub struct GeminiStream {
 
 impl GeminiStream {
     /// `choices` is the `candidateCount` asked for (1 when not asked).
-    pub fn new(model: &str, choices: u32) -> Self {
+    pub(crate) fn new(model: &str, choices: u32) -> Self {
         GeminiStream {
             model: model.to_owned(),
             id: None,

@@ -6,27 +6,27 @@ use crate::exchange::Usage;
 
 /// `usage` as OpenAI-compatible servers send it.
 #[derive(Debug, Default, Deserialize)]
-pub struct WireUsage {
+pub(crate) struct WireUsage {
     #[serde(default)]
-    pub prompt_tokens: u64,
+    pub(crate) prompt_tokens: u64,
     #[serde(default)]
-    pub completion_tokens: u64,
+    pub(crate) completion_tokens: u64,
     #[serde(default)]
-    pub prompt_tokens_details: Option<PromptDetails>,
+    pub(crate) prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
-    pub completion_tokens_details: Option<CompletionDetails>,
+    pub(crate) completion_tokens_details: Option<CompletionDetails>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct PromptDetails {
+pub(crate) struct PromptDetails {
     #[serde(default)]
-    pub cached_tokens: Option<u64>,
+    pub(crate) cached_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct CompletionDetails {
+pub(crate) struct CompletionDetails {
     #[serde(default)]
-    pub reasoning_tokens: Option<u64>,
+    pub(crate) reasoning_tokens: Option<u64>,
 }
 
 impl From<WireUsage> for Usage {

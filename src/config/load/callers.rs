@@ -14,11 +14,11 @@ use crate::yaml::problem::Problems;
 
 /// Who may call, as a configuration says.
 pub(super) struct Callers {
-    pub keys: KeyStore,
+    pub(crate) keys: KeyStore,
     /// Callers must present a key.
-    pub auth_required: bool,
+    pub(crate) auth_required: bool,
     /// The caller of a gateway without keys (the `default` tenant, with its limits).
-    pub anonymous: Caller,
+    pub(crate) anonymous: Caller,
 }
 
 type Tenants<'a> = HashMap<&'a str, &'a TenantSpec>;

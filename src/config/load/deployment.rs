@@ -64,11 +64,11 @@ impl DeploymentCx<'_> {
 }
 
 pub(super) struct DeploymentCx<'a> {
-    pub file: &'a Arc<str>,
-    pub loc: Location,
-    pub index: usize,
-    pub catalog: &'a Catalog,
-    pub env: &'a dyn Env,
+    pub(crate) file: &'a Arc<str>,
+    pub(crate) loc: Location,
+    pub(crate) index: usize,
+    pub(crate) catalog: &'a Catalog,
+    pub(crate) env: &'a dyn Env,
 }
 
 impl DeploymentCx<'_> {
@@ -125,7 +125,6 @@ impl DeploymentCx<'_> {
             data: d.data,
             region: d.region.clone(),
             quantization: d.quantization.clone(),
-            discover: d.discover,
             refuse_unidentified: d.refuse_unidentified,
             expect,
             price_override,
@@ -443,10 +442,10 @@ fn is_loopback_url(u: &str) -> bool {
 /// weights, and the deployments left out for a missing key. `own` are the gateway's own
 /// addresses, which no deployment may point at.
 pub(super) struct Deployments {
-    pub deployments: Vec<Arc<Deployment>>,
-    pub discover: Vec<Arc<Endpoint>>,
-    pub verify: Vec<Arc<Endpoint>>,
-    pub disabled: Vec<String>,
+    pub(crate) deployments: Vec<Arc<Deployment>>,
+    pub(crate) discover: Vec<Arc<Endpoint>>,
+    pub(crate) verify: Vec<Arc<Endpoint>>,
+    pub(crate) disabled: Vec<String>,
 }
 
 pub(super) fn deployments(

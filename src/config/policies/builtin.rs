@@ -2,7 +2,7 @@
 //! missing).
 
 /// `(file name, contents)` of each shipped policy file.
-pub const FILES: &[(&str, &str)] = &[
+pub(crate) const FILES: &[(&str, &str)] = &[
     (
         "cheapest-capable.yaml",
         include_str!("../../../policies/cheapest-capable.yaml"),

@@ -6,4 +6,4 @@ pub mod spec;
 pub mod validate;
 
 /// The name of the shipped policy that allows everything.
-pub const DEFAULT_POLICY: &str = "default";
+pub(crate) const DEFAULT_POLICY: &str = "default";

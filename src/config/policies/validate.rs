@@ -12,7 +12,7 @@ use crate::catalog::Catalog;
 use crate::yaml::problem::Problems;
 
 /// Checks policies against the catalog, collecting every problem.
-pub fn validate(
+pub(crate) fn validate(
     file: &Arc<str>,
     policies: &[Spanned<PolicySpec>],
     catalog: &Catalog,
