@@ -8,31 +8,31 @@
 //! every request reads.
 
 pub mod api;
-pub mod auth;
-pub mod base;
+pub(crate) mod auth;
+pub(crate) mod base;
 pub mod exchange;
 pub mod server;
 
 pub mod limits;
-pub mod live;
+pub(crate) mod live;
 pub mod policy;
 
 pub mod adapters;
 pub mod upstream;
 
-pub mod accounting;
-pub mod metrics;
-pub mod stream;
+pub(crate) mod accounting;
+pub(crate) mod metrics;
+pub(crate) mod stream;
 
 pub mod catalog;
 pub mod config;
-pub mod discovery;
+pub(crate) mod discovery;
 
 pub mod cli;
-pub mod error;
+pub(crate) mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hop;
-pub mod pipeline;
+pub(crate) mod pipeline;
 pub mod telemetry;
-pub mod yaml;
+pub(crate) mod yaml;

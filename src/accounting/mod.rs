@@ -1,5 +1,5 @@
 //! ⑧ Accounting: tokens and cost, estimated before a call (for the policy's caps) and settled
 //! after it from the usage the upstream reported.
 
-pub mod cost;
-pub mod tokens;
+pub(crate) mod cost;
+pub(crate) mod tokens;

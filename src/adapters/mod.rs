@@ -1,12 +1,12 @@
 //! ⑤ Translate: one adapter per wire dialect, not per vendor. Adapters are pure and synchronous
 //! (no I/O), so each is tested with plain `#[test]`s; `upstream` does the calling.
 
-pub mod anthropic;
-pub mod echo;
-pub mod gemini;
-pub mod media;
-pub mod openai_compat;
-pub mod sanitize;
+pub(crate) mod anthropic;
+pub(crate) mod echo;
+pub(crate) mod gemini;
+pub(crate) mod media;
+pub(crate) mod openai_compat;
+pub(crate) mod sanitize;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, StatusCode};

@@ -1,10 +1,10 @@
 //! ③ Our OpenAI-compatible wire contract: request parsing, response shapes and errors. Owned
 //! types; no SDK crate's.
 
-pub mod anthropic_out;
+pub(crate) mod anthropic_out;
 pub mod messages;
-pub mod models;
-pub mod openai_out;
+pub(crate) mod models;
+pub(crate) mod openai_out;
 
 use std::time::Duration;
 

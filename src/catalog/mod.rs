@@ -1,9 +1,9 @@
 //! The model catalog: what each model is (artifacts, derived openness class, license terms,
 //! capabilities, list price), built from `providers/*.yaml` and validated once at load.
 
-pub mod builtin;
-pub mod identify;
-pub mod names;
+pub(crate) mod builtin;
+pub(crate) mod identify;
+pub(crate) mod names;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -522,7 +522,7 @@ mod tests;
 
 /// The shipped catalog, for tests elsewhere in the crate.
 #[cfg(test)]
-pub mod tests_support {
+pub(crate) mod tests_support {
     use std::sync::Arc;
 
     use super::{Catalog, builtin, spec::CatalogFileSpec};

@@ -1,13 +1,13 @@
 //! Configuration: the entry file and the catalog, validated into [`Config`]; with what local
 //! backends were found to serve, turned into the [`Snapshot`] each request reads once.
 
-pub mod deployment;
+pub(crate) mod deployment;
 pub mod keys;
 pub mod load;
 pub mod policies;
-pub mod resilience;
-pub mod scopes;
-pub mod secret;
+pub(crate) mod resilience;
+pub(crate) mod scopes;
+pub(crate) mod secret;
 pub mod spec;
 
 use std::collections::HashMap;

@@ -6,7 +6,7 @@
 //! on a volume this process can read. The catalog decides what the evidence means
 //! (`catalog::identify`); this module only gathers it, bounded in size and time.
 
-pub mod gguf;
+pub(crate) mod gguf;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};

@@ -3,14 +3,14 @@
 //! sent, and the encoder that writes pieces in a client's format. Everything above reads and
 //! writes these; nothing here knows a deployment, a policy or a socket.
 
-pub mod answer;
+pub(crate) mod answer;
 pub mod chat;
 pub mod embeddings;
 pub mod encode;
-pub mod error;
-pub mod headers;
+pub(crate) mod error;
+pub(crate) mod headers;
 pub mod sse;
-pub mod usage;
+pub(crate) mod usage;
 
 pub(crate) use error::{ErrorBody, ErrorType, RequestError};
 pub(crate) use usage::Usage;

@@ -5,10 +5,10 @@
 //! shared by a fleet of gateways; every answered request's usage is recorded in the same store
 //! for `GET /v1/usage`.
 
-pub mod memory;
+pub(crate) mod memory;
 pub mod redis_store;
 pub mod usage;
-pub mod window;
+pub(crate) mod window;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

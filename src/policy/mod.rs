@@ -7,10 +7,10 @@
 //! upstream layer, and only this module can make one, so no retry or fallback can reach a
 //! deployment the decision left out.
 
-pub mod compile;
-pub mod labels;
+pub(crate) mod compile;
+pub(crate) mod labels;
 mod rank;
-pub mod recheck;
+pub(crate) mod recheck;
 mod routing;
 
 use std::sync::Arc;

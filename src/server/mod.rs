@@ -1,12 +1,12 @@
 //! ① Accept: bind the API and admin listeners, serve HTTP/1.1 and h2c on each connection, and
 //! shut down gracefully.
 
-pub mod admin;
-pub mod app;
-pub mod boundary;
+pub(crate) mod admin;
+pub(crate) mod app;
+pub(crate) mod boundary;
 pub mod reload;
-pub mod request_id;
-pub mod shutdown;
+pub(crate) mod request_id;
+pub(crate) mod shutdown;
 mod stall;
 
 use std::convert::Infallible;

@@ -1,5 +1,5 @@
 //! ⑦ The response the client gets: JSON or SSE (the relay that reads an upstream stream is in
 //! `upstream::relay`), with the headers that name the decision.
 
-pub mod body;
-pub mod respond;
+pub(crate) mod body;
+pub(crate) mod respond;

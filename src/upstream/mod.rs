@@ -4,13 +4,13 @@
 //! answer. A stream is read up to its first content before it counts as answered: until then a
 //! failure can still go to the next deployment.
 
-pub mod breaker;
+pub(crate) mod breaker;
 pub mod client;
-pub mod error;
-pub mod fallback;
-pub mod health;
-pub mod relay;
-pub mod retry;
+pub(crate) mod error;
+pub(crate) mod fallback;
+pub(crate) mod health;
+pub(crate) mod relay;
+pub(crate) mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;

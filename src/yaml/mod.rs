@@ -1,7 +1,7 @@
 //! Every YAML call of the gateway, so the parser can be swapped in one place. serde-saphyr:
 //! pure Rust, budgets against alias bombs and deep nesting, duplicate keys refused.
 
-pub mod problem;
+pub(crate) mod problem;
 
 use std::sync::Arc;
 
