@@ -3,6 +3,7 @@
 
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::conversations::ConversationError;
 use crate::exchange::{ErrorBody, ErrorType, RequestError};
 use crate::policy::PolicyError;
 use crate::stream::body::ResponseBody;
@@ -33,6 +34,8 @@ pub(crate) enum GatewayError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Conversation(#[from] ConversationError),
     #[error("unknown path {0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -85,6 +88,11 @@ impl GatewayError {
             GatewayError::Policy(e) => e.status(),
             GatewayError::Upstream(e) => e.status(),
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::Conversation(e) => match e {
+                ConversationError::NotFound(_) => StatusCode::NOT_FOUND,
+                ConversationError::TooLarge(_) => StatusCode::BAD_REQUEST,
+                ConversationError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Limit(e) => e.status(),
@@ -101,6 +109,11 @@ impl GatewayError {
             }
             GatewayError::Auth(_) => ErrorKind::Auth,
             GatewayError::NotFound(_) => ErrorKind::NotFound,
+            GatewayError::Conversation(e) => match e {
+                ConversationError::NotFound(_) => ErrorKind::NotFound,
+                ConversationError::TooLarge(_) => ErrorKind::BadRequest,
+                ConversationError::Unavailable(_) => ErrorKind::Internal,
+            },
             GatewayError::Policy(e) => {
                 if matches!(e, PolicyError::UnknownModel(_)) {
                     ErrorKind::NotFound
@@ -133,11 +146,25 @@ impl GatewayError {
             GatewayError::NotFound(path) => ErrorBody::new(
                 ErrorType::InvalidRequestError,
                 format!(
-                    "unknown path {}: modelgate serves /v1/chat/completions, /v1/messages, /v1/embeddings and /v1/models",
+                    "unknown path {}: modelgate serves /v1/chat/completions, /v1/responses, /v1/messages, /v1/embeddings and /v1/models",
                     printable(path)
                 ),
             )
             .code("unknown_url"),
+            GatewayError::Conversation(e) => {
+                let (kind, code) = match e {
+                    ConversationError::NotFound(_) => {
+                        (ErrorType::InvalidRequestError, "response_not_found")
+                    }
+                    ConversationError::TooLarge(_) => {
+                        (ErrorType::InvalidRequestError, "conversation_too_large")
+                    }
+                    ConversationError::Unavailable(_) => {
+                        (ErrorType::ServerError, "response_store_unavailable")
+                    }
+                };
+                ErrorBody::new(kind, e.to_string()).code(code)
+            }
             GatewayError::MethodNotAllowed { allow } => ErrorBody::new(
                 ErrorType::InvalidRequestError,
                 format!("method not allowed: use {allow}"),
@@ -172,7 +199,7 @@ impl GatewayError {
     pub(crate) fn into_response_for(self, front: crate::api::Front) -> Response<ResponseBody> {
         let status = self.status();
         let body = match front {
-            crate::api::Front::OpenAi => self.body().to_json(),
+            crate::api::Front::OpenAi | crate::api::Front::Responses => self.body().to_json(),
             crate::api::Front::Anthropic => {
                 crate::api::anthropic_out::error_json(&self.body(), status.as_u16())
             }

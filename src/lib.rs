@@ -13,6 +13,7 @@ pub(crate) mod base;
 pub mod exchange;
 pub mod server;
 
+pub(crate) mod conversations;
 pub mod limits;
 pub(crate) mod live;
 pub mod policy;

@@ -1,7 +1,8 @@
 //! The official `openai` and `anthropic` Python SDKs as clients of the gateway, routed to each
-//! upstream dialect (strict fakes run here, in Rust). Runs `tests/python/test_dialects.py` with
-//! the Python named by `MODELGATE_PYTHON` (`.ci/run` sets it to a virtualenv with both SDKs);
-//! without it the test says so and passes, unless `MODELGATE_REQUIRE_PYTHON=1`.
+//! upstream dialect (strict fakes run here, in Rust). Runs `tests/python/test_dialects.py` and
+//! `test_responses.py` (the Responses API) with the Python named by `MODELGATE_PYTHON` (`.ci/run`
+//! sets it to a virtualenv with both SDKs); without it the test says so and passes, unless
+//! `MODELGATE_REQUIRE_PYTHON=1`.
 
 #![allow(
     clippy::unwrap_used,
@@ -68,9 +69,11 @@ deployments:
 "
     ))
     .await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/test_dialects.py");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python");
     let out = tokio::process::Command::new(&python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(format!("{dir}/test_dialects.py"))
+        .arg(format!("{dir}/test_responses.py"))
         .env("MODELGATE_URL", &gw.base)
         .output()
         .await

@@ -200,12 +200,7 @@ impl AnthropicEncoder {
 
 impl Encoder for AnthropicEncoder {
     fn piece(&mut self, p: Piece<'_>, out: &mut BytesMut) {
-        if self.other_choice
-            && matches!(
-                p,
-                Piece::Text(_) | Piece::ToolCall { .. } | Piece::StopSequence(_) | Piece::Finish(_)
-            )
-        {
+        if self.other_choice && p.of_a_choice() {
             return;
         }
         match p {

@@ -5,6 +5,7 @@ pub(crate) mod anthropic_out;
 pub mod messages;
 pub(crate) mod models;
 pub(crate) mod openai_out;
+pub(crate) mod responses;
 
 use std::time::Duration;
 
@@ -72,6 +73,8 @@ pub enum Front {
     OpenAi,
     /// `/v1/messages`.
     Anthropic,
+    /// `/v1/responses`: OpenAI's error format; its answers are written by `responses::output`.
+    Responses,
 }
 
 impl Front {
@@ -79,6 +82,7 @@ impl Front {
         match self {
             Front::OpenAi => crate::policy::EndpointName::ChatCompletions,
             Front::Anthropic => crate::policy::EndpointName::Messages,
+            Front::Responses => crate::policy::EndpointName::Responses,
         }
     }
 
@@ -93,7 +97,7 @@ impl Front {
         model: &str,
     ) -> Box<dyn crate::exchange::encode::Encoder> {
         match self {
-            Front::OpenAi => Box::new(openai_out::OpenAiEncoder::new(
+            Front::OpenAi | Front::Responses => Box::new(openai_out::OpenAiEncoder::new(
                 wants_usage,
                 prompt_estimate,
                 output_limit,
@@ -116,8 +120,10 @@ impl Front {
     ) -> Result<Bytes, crate::adapters::AdapterError> {
         use crate::adapters::AnswerBody;
         Ok(match (self, body) {
-            (Front::OpenAi, AnswerBody::OpenAi(b)) => with_model(&b, model).unwrap_or(b),
-            (Front::OpenAi, AnswerBody::Parsed(mut c)) => {
+            (Front::OpenAi | Front::Responses, AnswerBody::OpenAi(b)) => {
+                with_model(&b, model).unwrap_or(b)
+            }
+            (Front::OpenAi | Front::Responses, AnswerBody::Parsed(mut c)) => {
                 c.model = model.to_owned();
                 openai_out::completion_json(&c)
             }

@@ -11,7 +11,9 @@ use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
 
 use super::spec::ConfigSpec;
-use super::{Config, EMBEDDED_CONFIG, Limits, Origin, ReloadSettings, ServerSettings};
+use super::{
+    Config, EMBEDDED_CONFIG, Limits, Origin, ReloadSettings, ResponsesSettings, ServerSettings,
+};
 use crate::catalog::spec::CatalogFileSpec;
 use crate::catalog::{Catalog, builtin};
 use crate::config::keys::hex;
@@ -274,6 +276,7 @@ fn build(
             on_store_error: spec.limits.on_store_error,
             anonymous: callers.anonymous,
             reload: settings.reload,
+            responses: settings.responses,
         },
         watched: sources.watched,
         disabled: built.disabled,
@@ -336,6 +339,31 @@ struct Settings {
     limits: Limits,
     limit_store: String,
     reload: ReloadSettings,
+    responses: ResponsesSettings,
+}
+
+/// A store setting: `memory` (the default) or a Redis URL the client accepts.
+fn store(
+    file: &Arc<str>,
+    field: &str,
+    value: &Option<Spanned<String>>,
+    problems: &mut Problems,
+) -> String {
+    let Some(s) = value.as_ref().filter(|s| s.value != "memory") else {
+        return "memory".to_owned();
+    };
+    if !s.value.starts_with("redis://") {
+        problems.at(
+            file,
+            s.referenced,
+            field,
+            "must be 'memory' or a redis:// URL",
+        );
+    } else if let Err(e) = redis::Client::open(s.value.as_str()) {
+        // The store opens the same URL the same way when it starts.
+        problems.at(file, s.referenced, field, format!("not a Redis URL: {e}"));
+    }
+    s.value.clone()
 }
 
 fn settings(
@@ -364,29 +392,7 @@ fn settings(
             problems.at(file, Location::UNKNOWN, field, "must be more than 0");
         }
     }
-    let limit_store = match &spec.limits.store {
-        None => "memory".to_owned(),
-        Some(s) if s.value == "memory" => "memory".to_owned(),
-        Some(s) => {
-            if !s.value.starts_with("redis://") {
-                problems.at(
-                    file,
-                    s.referenced,
-                    "limits.store",
-                    "must be 'memory' or a redis:// URL",
-                );
-            } else if let Err(e) = redis::Client::open(s.value.as_str()) {
-                // The limiter opens the same URL the same way when it starts.
-                problems.at(
-                    file,
-                    s.referenced,
-                    "limits.store",
-                    format!("not a Redis URL: {e}"),
-                );
-            }
-            s.value.clone()
-        }
-    };
+    let limit_store = store(file, "limits.store", &spec.limits.store, problems);
     let limits = Limits {
         max_body_bytes: spec.limits.max_body_bytes,
         max_messages: spec.limits.max_messages,
@@ -413,11 +419,28 @@ fn settings(
         discovery_interval: dur(&spec.reload.discovery_interval, 15)
             .max(Duration::from_millis(100)),
     };
+    let r = &spec.responses;
+    let responses = ResponsesSettings {
+        store: store(file, "responses.store", &r.store, problems),
+        ttl: dur(&r.ttl, 720 * 3600),
+        max_items: r.max_items.unwrap_or(1000),
+        max_bytes: r.max_bytes.unwrap_or(4 << 20),
+        memory_bytes: r.memory_bytes.unwrap_or(256 << 20),
+    };
+    if responses.ttl.is_zero() || responses.max_items == 0 || responses.max_bytes == 0 {
+        problems.at(
+            file,
+            Location::UNKNOWN,
+            "responses",
+            "ttl, max_items and max_bytes must be more than 0",
+        );
+    }
     Settings {
         server,
         limits,
         limit_store,
         reload,
+        responses,
     }
 }
 

@@ -53,6 +53,17 @@ pub(crate) struct ServerSettings {
     pub(crate) write_stall_timeout: Duration,
 }
 
+/// Where and for how long responses are kept for `previous_response_id`; read at start.
+#[derive(Clone, Debug)]
+pub(crate) struct ResponsesSettings {
+    /// `memory` or a `redis://` URL.
+    pub(crate) store: String,
+    pub(crate) ttl: Duration,
+    pub(crate) max_items: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) memory_bytes: usize,
+}
+
 /// Reload settings.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReloadSettings {
@@ -88,6 +99,7 @@ pub struct Config {
     /// The caller of a gateway without keys (the `default` tenant, with its limits).
     pub(crate) anonymous: crate::config::keys::Caller,
     pub(crate) reload: ReloadSettings,
+    pub(crate) responses: ResponsesSettings,
 }
 
 /// What each probed backend said it serves, by endpoint name.

@@ -3,11 +3,8 @@
 //! (`docs/configuration.md`) is checked against these names by a test.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 use serde_saphyr::Spanned;
 
 /// `modelgate.yaml`.
@@ -49,6 +46,9 @@ pub struct ConfigSpec {
     /// Configuration reload.
     #[serde(default)]
     pub(crate) reload: ReloadSpec,
+    /// Responses kept for `previous_response_id` (the Responses API's `store`).
+    #[serde(default)]
+    pub(crate) responses: ResponsesSpec,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -550,51 +550,37 @@ pub struct ReloadSpec {
     pub(crate) discovery_interval: Option<Dur>,
 }
 
-/// A duration written as `250ms`, `30s`, `5m` or `1h`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Dur;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as 250ms, 30s, 5m or 1h")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
-                parse_duration(v).map(Dur).ok_or_else(|| {
-                    E::custom(format_args!(
-                        "invalid duration {v:?}: write a number and a unit, such as 250ms, 30s, 5m or 1h"
-                    ))
-                })
-            }
-        }
-        d.deserialize_str(V)
-    }
+/// Responses the Responses API keeps (`store: true`, its default) so that a later request can
+/// continue them with `previous_response_id`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesSpec {
+    /// Where they are kept: `memory` (default; this process only) or `redis://host:port[/db]`,
+    /// shared by every gateway using the same Redis (each also keeps its own in memory).
+    /// Read at start.
+    #[serde(default)]
+    pub(crate) store: Option<Spanned<String>>,
+    /// How long one is kept after it was written. Default 720h (30 days, as OpenAI).
+    #[serde(default)]
+    pub(crate) ttl: Option<Dur>,
+    /// Most items one conversation may hold, its history included; a turn over it is refused
+    /// with 400. Default 1,000.
+    #[serde(default)]
+    pub(crate) max_items: Option<usize>,
+    /// Most bytes of JSON one conversation may hold; over it, 400. Default 4 MiB.
+    #[serde(default)]
+    pub(crate) max_bytes: Option<usize>,
+    /// Most bytes all kept responses may take in memory; the oldest are forgotten first.
+    /// Default 256 MiB.
+    #[serde(default)]
+    pub(crate) memory_bytes: Option<usize>,
 }
 
-/// Parses `250ms`, `30s`, `5m`, `1h` (and `0`).
-pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        return None;
-    }
-    Some(Duration::from_secs_f64(secs))
-}
+mod duration;
+
+pub(crate) use duration::Dur;
+#[cfg(test)]
+pub(crate) use duration::parse_duration;
 
 #[cfg(test)]
 mod tests;

@@ -123,6 +123,16 @@ pub enum Piece<'a> {
     Usage(Usage),
 }
 
+impl Piece<'_> {
+    /// Whether it belongs to the current choice (what a one-choice format drops of the others).
+    pub(crate) fn of_a_choice(&self) -> bool {
+        matches!(
+            self,
+            Piece::Text(_) | Piece::ToolCall { .. } | Piece::StopSequence(_) | Piece::Finish(_)
+        )
+    }
+}
+
 /// How a stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum EndReason {

@@ -174,6 +174,17 @@ fn cap(c: Option<u64>) -> i64 {
     c.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// A connection to Redis made on first use, which gives up on a call after `TIMEOUT` and
+/// reconnects once: a stalled Redis costs a request half a second, never a hang.
+pub(crate) fn lazy_connection(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
+}
+
 impl RedisStore {
     /// A store for `url` (`redis://host:port[/db]`); connects on first use.
     pub fn new(url: &str) -> Result<RedisStore, String> {
@@ -276,12 +287,7 @@ impl RedisStore {
         if let Some(c) = self.conn.get() {
             return Ok(c.clone());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let c = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        let c = lazy_connection(&self.client)?;
         Ok(self.conn.get_or_init(|| c).clone())
     }
 

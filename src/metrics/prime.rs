@@ -13,11 +13,17 @@ impl Metrics {
         for phase in ["request", "stream"] {
             self.cancelled.with_label_values(&[phase]);
         }
-        let decided = ["chat_completions", "messages", "count_tokens", "embeddings"];
+        let decided = [
+            "chat_completions",
+            "responses",
+            "messages",
+            "count_tokens",
+            "embeddings",
+        ];
         let classes = ["2xx", "4xx", "5xx", "cancelled"];
         for endpoint in decided
             .iter()
-            .chain(&["models", "model", "usage", "unknown"])
+            .chain(&["models", "model", "response", "usage", "unknown"])
         {
             for class in classes {
                 self.requests.with_label_values(&[endpoint, class, "none"]);
@@ -30,7 +36,7 @@ impl Metrics {
                 }
             }
         }
-        for endpoint in ["chat_completions", "messages", "embeddings"] {
+        for endpoint in ["chat_completions", "responses", "messages", "embeddings"] {
             for stream in ["true", "false"] {
                 self.request_duration.with_label_values(&[endpoint, stream]);
             }

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::accounting::tokens::PromptText;
+use crate::adapters::{AdapterError, AnswerBody};
+use crate::api::responses::output::ResponsesEncoder;
 use crate::api::{self, Front};
 use crate::auth::Authed;
 use crate::config::Deployment;
 use crate::error::GatewayError;
 use crate::exchange::answer::EndReason;
 use crate::exchange::chat::{ChatRequest, RequestLimits};
+use crate::exchange::encode::Encoder;
 use crate::metrics::model_labels;
 use crate::policy::recheck::Asked;
 use crate::policy::{self, Ask, Decision, Needs};
@@ -22,6 +25,7 @@ use crate::upstream::{self, Answer, Plan, Served, StreamSetup};
 
 use super::admit::{deadline_of, reservation};
 use super::record::{Cancelled, Record};
+use super::responses::Turn;
 use super::{Ctx, Failure, Opened, Outcome, Sent, undecided};
 
 /// `POST /v1/chat/completions`: OpenAI's format in and out.
@@ -56,19 +60,32 @@ where
 }
 
 async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure> {
-    let (current, caller, front) = (&opened.current, &opened.caller, opened.front);
-    let limits = current.config.limits;
+    let limits = opened.current.config.limits;
     let request_limits = RequestLimits {
         max_messages: limits.max_messages,
         max_depth: limits.max_json_depth,
     };
-    let mut req = match front {
-        Front::OpenAi => ChatRequest::parse(&sent.body, request_limits),
+    let req = match opened.front {
         Front::Anthropic => api::messages::parse(&sent.body, request_limits),
+        Front::OpenAi | Front::Responses => ChatRequest::parse(&sent.body, request_limits),
     }
     .map_err(undecided)?;
     let labels = super::labels(&sent.headers, req.metadata.as_deref())?;
     drop(sent);
+    serve_chat(ctx, opened, req, labels, None).await
+}
+
+/// A chat request from its decision to its answer; `turn` is set for the Responses API, whose
+/// answers have their own shape and may be kept.
+pub(super) async fn serve_chat(
+    ctx: &Ctx,
+    opened: &Opened,
+    mut req: ChatRequest,
+    labels: Vec<(String, String)>,
+    turn: Option<&Turn>,
+) -> Result<Outcome, Failure> {
+    let (current, caller, front) = (&opened.current, &opened.caller, opened.front);
+    let limits = current.config.limits;
 
     // ④ Decide.
     let needs = Needs {
@@ -123,13 +140,22 @@ async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure
     let output_limit = req
         .max_output_tokens()
         .map(|m| u64::from(m) * u64::from(req.n.unwrap_or(1)));
-    let encoder = |d: &Deployment| {
-        front.encoder(
-            req.wants_stream_usage(),
-            prompt_estimate,
-            output_limit,
-            &api::answer_model(d, &req.model),
-        )
+    let encoder = |d: &Deployment| -> Box<dyn Encoder> {
+        let model = api::answer_model(d, &req.model);
+        match turn {
+            Some(t) => Box::new(ResponsesEncoder::new(
+                t.head(model),
+                prompt_estimate,
+                output_limit,
+                t.keep(),
+            )),
+            None => front.encoder(
+                req.wants_stream_usage(),
+                prompt_estimate,
+                output_limit,
+                &model,
+            ),
+        }
     };
     let drain = || ctx.deadline();
     let setup = StreamSetup {
@@ -143,18 +169,7 @@ async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure
         ctx.metrics.failed_call(&e);
         (GatewayError::from(e), Some(policy.clone()))
     })?;
-    ctx.metrics
-        .served(&served.failed, &served.skipped, &served.retries);
-    let d = served.deployment.clone();
-    ctx.metrics
-        .answered(&current.series, &d, front.endpoint().operation());
-    if !decision
-        .candidates()
-        .first()
-        .is_some_and(|first| Arc::ptr_eq(first, &d))
-    {
-        ctx.metrics.fallbacks.with_label_values(&[&policy]).inc();
-    }
+    let d = count_served(ctx, opened, &decision, &served);
     let record = Record::new(
         opened,
         &decision,
@@ -166,12 +181,42 @@ async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure
     .with_estimates(prompt_estimate, output_limit);
 
     // ⑦ Respond.
-    let response = respond_with(ctx, opened, &req, &decision, served, record, &encoder)?;
+    let whole = |body: AnswerBody, d: &Deployment| {
+        let model = api::answer_model(d, &req.model);
+        match turn {
+            Some(t) => t.whole(body, model),
+            None => front.whole(body, &model),
+        }
+    };
+    let response = respond_with(ctx, opened, &decision, served, record, &encoder, &whole)?;
     Ok(Outcome {
         response,
         policy: Some(policy),
         logged: true,
     })
+}
+
+/// Counts who answered, after how many failures and skips, and whether it was a fallback.
+fn count_served(
+    ctx: &Ctx,
+    opened: &Opened,
+    decision: &Decision,
+    served: &Served<Answer>,
+) -> Arc<Deployment> {
+    let metrics = &ctx.metrics;
+    metrics.served(&served.failed, &served.skipped, &served.retries);
+    let d = served.deployment.clone();
+    let operation = opened.front.endpoint().operation();
+    metrics.answered(&opened.current.series, &d, operation);
+    if !decision
+        .candidates()
+        .first()
+        .is_some_and(|first| Arc::ptr_eq(first, &d))
+    {
+        let policy = &decision.policy;
+        metrics.fallbacks.with_label_values(&[&**policy]).inc();
+    }
+    d
 }
 
 /// What a request is charged on admission: its tokens, and the most it can cost reserved for
@@ -202,28 +247,28 @@ fn charge(req: &ChatRequest, decision: &Decision, tokens: u64) -> crate::limits:
     }
 }
 
+/// A whole answer in the client's shape, naming the deployment's model.
+type Whole<'a> = dyn Fn(AnswerBody, &Deployment) -> Result<Bytes, AdapterError> + 'a;
+
 /// The client's response to a served answer: whole, made locally, or relayed as it streams
 /// (settled when the stream ends).
 fn respond_with(
     ctx: &Ctx,
     opened: &Opened,
-    req: &ChatRequest,
     decision: &Decision,
     served: Served<Answer>,
     record: Record,
-    encoder: &dyn Fn(&Deployment) -> Box<dyn crate::exchange::encode::Encoder>,
+    encoder: &dyn Fn(&Deployment) -> Box<dyn Encoder>,
+    whole: &Whole<'_>,
 ) -> Result<http::Response<ResponseBody>, Failure> {
     let d = served.deployment;
     Ok(match served.answer {
         Answer::Complete(done) => {
             let usage = done.usage.unwrap_or_else(|| record.estimate(0));
-            let body = opened
-                .front
-                .whole(done.body, &api::answer_model(&d, &req.model))
-                .map_err(|e| {
-                    let policy = Some(decision.policy.clone());
-                    (GatewayError::Internal(e.to_string()), policy)
-                })?;
+            let body = whole(done.body, &d).map_err(|e| {
+                let policy = Some(decision.policy.clone());
+                (GatewayError::Internal(e.to_string()), policy)
+            })?;
             let cost = record.finish(&ctx.metrics, &usage, None);
             let mut res = respond::json(body, &d, decision);
             respond::cost(&mut res, cost);

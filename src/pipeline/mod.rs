@@ -10,6 +10,7 @@ mod count_tokens;
 mod embeddings;
 mod models;
 mod record;
+pub(crate) mod responses;
 mod usage;
 
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub(crate) struct Ctx {
     pub(crate) admission: Arc<tokio::sync::Semaphore>,
     /// Connections to upstreams, kept across reloads.
     pub(crate) pools: Arc<crate::upstream::client::Pools>,
+    /// Responses kept for `previous_response_id`.
+    pub(crate) conversations: Arc<crate::conversations::Conversations>,
 }
 
 impl Ctx {

@@ -63,6 +63,21 @@ pub(crate) fn collect(
     Ok(out)
 }
 
+/// The labels of a turn: the conversation's, then those the request adds. A label the
+/// conversation has keeps its value: a later turn cannot relabel its history.
+pub(crate) fn inherit(
+    stored: Vec<(String, String)>,
+    asked: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut labels = stored;
+    for (k, v) in asked {
+        if !labels.iter().any(|(sk, _)| *sk == k) {
+            labels.push((k, v));
+        }
+    }
+    labels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +108,20 @@ mod tests {
         assert!(collect(&h("a=b c"), None).is_err());
         assert!(collect(&h(&format!("a={}", "x".repeat(65))), None).is_err());
         assert_eq!(collect(&HeaderMap::new(), None).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_later_turn_cannot_relabel_its_conversation() {
+        let l = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let got = super::inherit(
+            l(&[("data", "confidential")]),
+            l(&[("data", "public"), ("team", "a")]),
+        );
+        assert_eq!(got, l(&[("data", "confidential"), ("team", "a")]));
     }
 }

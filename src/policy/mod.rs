@@ -180,7 +180,9 @@ impl PolicyError {
 fn task_of(endpoint: EndpointName) -> Task {
     match endpoint {
         EndpointName::Embeddings => Task::Embedding,
-        EndpointName::ChatCompletions | EndpointName::Messages => Task::Chat,
+        EndpointName::ChatCompletions | EndpointName::Messages | EndpointName::Responses => {
+            Task::Chat
+        }
     }
 }
 

@@ -84,6 +84,9 @@ struct RequestFacts {
     target: usize,
     tenant: usize,
     label: Option<usize>,
+    /// It continues a stored conversation (the Responses API's `previous_response_id`)
+    /// decided with this label: the conversation's label wins over the request's.
+    continues: Option<usize>,
     tools: bool,
     vision: bool,
     prompt: usize,
@@ -187,20 +190,24 @@ fn world() -> impl Strategy<Value = World> {
                 prop_oneof![2 => Just(n_models + n_deps), 3 => 0..n_models + n_deps + 2],
                 0..3usize,
                 proptest::option::of(0..2usize),
+                maybe(0..2usize),
                 rarely(),
                 rarely(),
                 prop_oneof![8 => Just(10usize), 1 => Just(20_000), 1 => Just(200_000)],
                 proptest::option::of(prop_oneof![Just(16u32), Just(100_000)]),
             )
                 .prop_map(
-                    |(target, tenant, label, tools, vision, prompt, max_output)| RequestFacts {
-                        target,
-                        tenant,
-                        label,
-                        tools,
-                        vision,
-                        prompt,
-                        max_output,
+                    |(target, tenant, label, continues, tools, vision, prompt, max_output)| {
+                        RequestFacts {
+                            target,
+                            tenant,
+                            label,
+                            continues,
+                            tools,
+                            vision,
+                            prompt,
+                            max_output,
+                        }
                     },
                 );
             (
@@ -483,7 +490,7 @@ fn reference(w: &World) -> Expected {
                 }))
             && match r.label {
                 None => true,
-                Some(l) => with_labels && req.label == Some(l),
+                Some(l) => with_labels && req.continues.or(req.label) == Some(l),
             }
     };
     // Request labels only narrow: with no rule for the request without them, nothing is
@@ -616,12 +623,13 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
         tenant: Arc::from(format!("t{}", w.request.tenant)),
         ..Caller::anonymous()
     };
-    let labels: Vec<(String, String)> = w
-        .request
-        .label
-        .map(|l| ("data".to_owned(), format!("v{l}")))
-        .into_iter()
-        .collect();
+    let label = |l: Option<usize>| -> Vec<(String, String)> {
+        l.map(|l| ("data".to_owned(), format!("v{l}")))
+            .into_iter()
+            .collect()
+    };
+    // A turn of a stored conversation carries the conversation's labels first.
+    let labels = crate::policy::labels::inherit(label(w.request.continues), label(w.request.label));
     let requested = w.requested();
     let prompt = Bytes(w.request.prompt);
     let ask = Ask {

@@ -76,6 +76,8 @@ pub(crate) struct Routes {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     ChatCompletions,
+    Responses,
+    Response,
     Messages,
     CountTokens,
     Embeddings,
@@ -87,6 +89,8 @@ enum Endpoint {
 /// Path, endpoint: exact paths first, then prefixes (`*`).
 const ROUTES: &[(&str, Endpoint)] = &[
     ("/v1/chat/completions", Endpoint::ChatCompletions),
+    ("/v1/responses", Endpoint::Responses),
+    ("/v1/responses/*", Endpoint::Response),
     ("/v1/messages", Endpoint::Messages),
     ("/v1/messages/count_tokens", Endpoint::CountTokens),
     ("/v1/embeddings", Endpoint::Embeddings),
@@ -110,6 +114,8 @@ impl Endpoint {
     fn label(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Responses => "responses",
+            Endpoint::Response => "response",
             Endpoint::Messages => "messages",
             Endpoint::CountTokens => "count_tokens",
             Endpoint::Embeddings => "embeddings",
@@ -119,15 +125,22 @@ impl Endpoint {
         }
     }
 
-    /// The method it answers: model requests are posted, the rest read.
-    fn method(self) -> Method {
+    /// The methods it answers (for `Allow`): model requests are posted, the rest read, and
+    /// a stored response can be deleted.
+    fn allow(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions
+            | Endpoint::Responses
             | Endpoint::Messages
             | Endpoint::CountTokens
-            | Endpoint::Embeddings => Method::POST,
-            Endpoint::Usage | Endpoint::Models | Endpoint::Model => Method::GET,
+            | Endpoint::Embeddings => "POST",
+            Endpoint::Response => "GET, DELETE",
+            Endpoint::Usage | Endpoint::Models | Endpoint::Model => "GET",
         }
+    }
+
+    fn allows(self, method: &Method) -> bool {
+        self.allow().split(", ").any(|m| m == method.as_str())
     }
 }
 
@@ -169,15 +182,12 @@ where
             };
             let outcome = match route {
                 None => GatewayError::NotFound(authed.request.uri().path().to_owned()).into(),
-                Some(e) if authed.request.method() != e.method() => {
-                    let allow = if e.method() == Method::POST {
-                        "POST"
-                    } else {
-                        "GET"
-                    };
-                    GatewayError::MethodNotAllowed { allow }.into()
+                Some(e) if !e.allows(authed.request.method()) => {
+                    GatewayError::MethodNotAllowed { allow: e.allow() }.into()
                 }
                 Some(Endpoint::ChatCompletions) => pipeline::chat_completions(&ctx, authed).await,
+                Some(Endpoint::Responses) => pipeline::responses::create(&ctx, authed).await,
+                Some(Endpoint::Response) => pipeline::responses::stored(&ctx, authed).await,
                 Some(Endpoint::Messages) => pipeline::messages(&ctx, authed).await,
                 Some(Endpoint::CountTokens) => pipeline::count_tokens(&ctx, authed).await,
                 Some(Endpoint::Embeddings) => pipeline::embeddings(&ctx, authed).await,

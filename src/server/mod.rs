@@ -109,6 +109,8 @@ pub async fn start_with_env(
         drain_deadline: deadline_rx,
         admission: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
         pools: state.pools.clone(),
+        conversations: crate::conversations::Conversations::new(&state.config().responses)
+            .map_err(|e| anyhow::anyhow!("responses.store: {e}"))?,
     });
     let api_svc = app::api_service::<Incoming>(state.live.clone(), ctx);
     let admin_svc = admin::AdminService::new(metrics.clone(), health.clone(), state.clone());

@@ -52,11 +52,28 @@ pub fn wants_tool_call(body: &Value) -> bool {
         && !last_is_result(body.get("contents").and_then(Value::as_array))
 }
 
-fn first_tool(body: &Value, pointer: &str) -> String {
-    body.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or("f")
-        .to_owned()
+/// The tools the fake calls: the first one, or, when the request asks for calls "in parallel",
+/// every tool offered (`list` points at the tools, `name` at a tool's name within one).
+pub fn tools_to_call(body: &Value, list: &str, name: &str) -> Vec<String> {
+    let names: Vec<String> = body
+        .pointer(list)
+        .and_then(Value::as_array)
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| t.pointer(name).and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        return vec!["f".to_owned()];
+    }
+    if body.to_string().contains("in parallel") {
+        names
+    } else {
+        names.into_iter().take(1).collect()
+    }
 }
 
 // === Anthropic ===
@@ -255,7 +272,7 @@ pub fn anthropic(
         Script::Sse { events, delay, .. } => return sse(events.clone(), *delay, false),
         _ => return anthropic_error(500, "api_error", "unscripted"),
     };
-    let tool = wants_tool_call(body).then(|| first_tool(body, "/tools/0/name"));
+    let tool = wants_tool_call(body).then(|| tools_to_call(body, "/tools", "/name"));
     let (text, stopped_at) = cut_at_stop(&text, body.get("stop_sequences"));
     let (end, stop_sequence) = match &stopped_at {
         Some(s) => ("stop_sequence", json!(s)),
@@ -263,10 +280,13 @@ pub fn anthropic(
     };
     if !stream {
         let (content, stop) = match &tool {
-            Some(name) => (
-                json!([{"type": "text", "text": "I'll check."}, {"type": "tool_use", "id": "toolu_fake_1", "name": name, "input": {"city": "Paris"}}]),
-                "tool_use",
-            ),
+            Some(names) => {
+                let mut blocks = vec![json!({"type": "text", "text": "I'll check."})];
+                for (i, name) in names.iter().enumerate() {
+                    blocks.push(json!({"type": "tool_use", "id": format!("toolu_fake_{}", i + 1), "name": name, "input": {"city": "Paris"}}));
+                }
+                (Value::Array(blocks), "tool_use")
+            }
             None => (json!([{"type": "text", "text": text}]), end),
         };
         return json_response(
@@ -298,19 +318,20 @@ pub fn anthropic(
         "content_block_stop",
         &json!({"type": "content_block_stop", "index": 0}),
     ));
-    if let Some(name) = &tool {
-        ev.push(anthropic_event("content_block_start", &json!({"type": "content_block_start", "index": 1,
-            "content_block": {"type": "tool_use", "id": "toolu_fake_1", "name": name, "input": {}}})));
+    for (i, name) in tool.iter().flatten().enumerate() {
+        let index = i + 1;
+        ev.push(anthropic_event("content_block_start", &json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "tool_use", "id": format!("toolu_fake_{index}"), "name": name, "input": {}}})));
         for part in ["", "{\"city\": ", "\"Paris\"}"] {
             ev.push(anthropic_event(
                 "content_block_delta",
-                &json!({"type": "content_block_delta", "index": 1,
+                &json!({"type": "content_block_delta", "index": index,
                 "delta": {"type": "input_json_delta", "partial_json": part}}),
             ));
         }
         ev.push(anthropic_event(
             "content_block_stop",
-            &json!({"type": "content_block_stop", "index": 1}),
+            &json!({"type": "content_block_stop", "index": index}),
         ));
     }
     let (stop, stop_sequence) = if tool.is_some() {
@@ -564,8 +585,8 @@ pub fn gemini(
         Script::Sse { events, delay, .. } => return sse(events.clone(), *delay, false),
         _ => return gemini_error(500, "INTERNAL", "unscripted"),
     };
-    let tool =
-        wants_tool_call(body).then(|| first_tool(body, "/tools/0/functionDeclarations/0/name"));
+    let tool = wants_tool_call(body)
+        .then(|| tools_to_call(body, "/tools/0/functionDeclarations", "/name"));
     let usage = json!({"promptTokenCount": 17, "candidatesTokenCount": 6, "thoughtsTokenCount": 2, "totalTokenCount": 25});
     // Gemini answers `candidateCount` candidates (at most 8), each with its `index`; candidate
     // i says one more word than candidate i - 1, so they end in different events of a stream.
@@ -603,7 +624,14 @@ pub fn gemini(
         }
         r
     };
-    let call = |name: &str| json!([{"functionCall": {"name": name, "args": {"city": "Paris"}}}]);
+    let call = |names: &Vec<String>| {
+        Value::Array(
+            names
+                .iter()
+                .map(|name| json!({"functionCall": {"name": name, "args": {"city": "Paris"}}}))
+                .collect(),
+        )
+    };
     if !stream {
         let cands = (0..count)
             .map(|i| {

@@ -35,6 +35,7 @@ pub mod backends;
 mod dialects;
 pub mod faults;
 pub mod process;
+pub mod redis;
 
 pub use faults::{Connection, End};
 
@@ -459,48 +460,53 @@ async fn respond(
     }
 }
 
-/// A completion that calls the request's first tool with `{"city":"Paris"}`.
+/// A completion that calls the request's first tool (or, asked to call them "in parallel",
+/// each of them) with `{"city":"Paris"}`.
 fn tool_call_completion(model: &str, body: &Value) -> Value {
-    let name = body
-        .pointer("/tools/0/function/name")
-        .and_then(Value::as_str)
-        .unwrap_or("f");
+    let calls: Vec<Value> = dialects::tools_to_call(body, "/tools", "/function/name")
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            json!({"id": format!("call_fake_{}", i + 1), "type": "function",
+            "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}})
+        })
+        .collect();
     json!({
         "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": null,
-            "tool_calls": [{"id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}]},
+            "tool_calls": calls},
             "logprobs": null, "finish_reason": "tool_calls"}],
         "usage": {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}
     })
 }
 
-/// The chunks OpenAI streams for a call of the request's first tool.
+/// The chunks OpenAI streams for the calls of `tool_call_completion`.
 fn tool_call_chunks(model: &str, body: &Value, usage: bool) -> Vec<String> {
-    let name = body
-        .pointer("/tools/0/function/name")
-        .and_then(Value::as_str)
-        .unwrap_or("f");
     let chunk = |delta: Value, finish: Value| {
         json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null})
         .to_string()
     };
-    let mut out = vec![
-        chunk(json!({"role": "assistant", "content": null}), Value::Null),
-        chunk(
-            json!({"tool_calls": [{"index": 0, "id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": ""}}]}),
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": null}),
+        Value::Null,
+    )];
+    let names = dialects::tools_to_call(body, "/tools", "/function/name");
+    for (i, name) in names.iter().enumerate() {
+        out.push(chunk(
+            json!({"tool_calls": [{"index": i, "id": format!("call_fake_{}", i + 1), "type": "function", "function": {"name": name, "arguments": ""}}]}),
             Value::Null,
-        ),
-        chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+        ));
+        out.push(chunk(
+            json!({"tool_calls": [{"index": i, "function": {"arguments": "{\"city\":"}}]}),
             Value::Null,
-        ),
-        chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+        ));
+        out.push(chunk(
+            json!({"tool_calls": [{"index": i, "function": {"arguments": "\"Paris\"}"}}]}),
             Value::Null,
-        ),
-        chunk(json!({}), json!("tool_calls")),
-    ];
+        ));
+    }
+    out.push(chunk(json!({}), json!("tool_calls")));
     if usage {
         out.push(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
             "choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}}).to_string());

@@ -115,6 +115,7 @@ pub enum EndpointName {
     ChatCompletions,
     Messages,
     Embeddings,
+    Responses,
 }
 
 impl EndpointName {
@@ -123,13 +124,16 @@ impl EndpointName {
             EndpointName::ChatCompletions => "chat_completions",
             EndpointName::Messages => "messages",
             EndpointName::Embeddings => "embeddings",
+            EndpointName::Responses => "responses",
         }
     }
 
     /// The OpenTelemetry GenAI operation name.
     pub(crate) fn operation(self) -> &'static str {
         match self {
-            EndpointName::ChatCompletions | EndpointName::Messages => "chat",
+            EndpointName::ChatCompletions | EndpointName::Messages | EndpointName::Responses => {
+                "chat"
+            }
             EndpointName::Embeddings => "embeddings",
         }
     }

@@ -1,0 +1,768 @@
+//! End-to-end: OpenAI's Responses API (`/v1/responses`) served through every upstream dialect
+//! (OpenAI-compatible, Anthropic, Gemini) by the strict fakes, whole and streamed, and the
+//! conversations it keeps (`previous_response_id`), their tenants and their labels.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+
+const MODELS: [&str; 3] = [
+    "llama-3.1-8b-instruct",
+    "claude-sonnet-4-5",
+    "gemini-2.5-flash",
+];
+
+fn deployments(a: std::net::SocketAddr) -> String {
+    format!(
+        "  - {{name: oa, kind: openai-compatible, model: llama-3.1-8b-instruct, base_url: 'http://{a}/v1', api_key_env: CANARY}}
+  - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{a}/v1', api_key_env: CANARY, locality: remote}}
+  - {{name: ge, kind: gemini, model: gemini-2.5-flash, base_url: 'http://{a}/v1beta', api_key_env: CANARY, locality: remote}}
+"
+    )
+}
+
+async fn gateway_with(script: Script, extra: &str) -> (Gateway, FakeUpstream) {
+    let fake = FakeUpstream::start(script, Some(CANARY_KEY)).await;
+    let yaml = format!(
+        "reload: {{poll_interval: 0}}\n{extra}deployments:\n{}",
+        deployments(fake.addr)
+    );
+    (Gateway::start(&yaml).await, fake)
+}
+
+async fn gateway() -> (Gateway, FakeUpstream) {
+    gateway_with(
+        Script::Ok {
+            text: "Hello from the fake".into(),
+        },
+        "",
+    )
+    .await
+}
+
+async fn send(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut r = client().request(method, gw.url(path));
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+async fn create(gw: &Gateway, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let (s, h, t) = send(gw, reqwest::Method::POST, "/v1/responses", None, Some(body)).await;
+    (
+        s,
+        h,
+        serde_json::from_str(&t).unwrap_or_else(|_| panic!("{s}: {t}")),
+    )
+}
+
+/// The typed events of a streamed response: (event name, data).
+async fn stream(gw: &Gateway, body: &Value) -> (u16, Vec<(String, Value)>) {
+    let (s, _, text) = send(gw, reqwest::Method::POST, "/v1/responses", None, Some(body)).await;
+    let events = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_else(|| panic!("an event without its name: {e}"));
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name.to_owned(), serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    (s, events)
+}
+
+fn weather_tool() -> Value {
+    json!([{"type": "function", "name": "get_weather", "description": "Current weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "strict": true}])
+}
+
+/// The text of a response object's message items.
+fn output_text(r: &Value) -> String {
+    r["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "message")
+        .flat_map(|i| i["content"].as_array().unwrap().iter())
+        .filter_map(|c| c["text"].as_str())
+        .collect()
+}
+
+/// Checks the events of a stream: numbered from 0 without a gap, the lifecycle in order, and
+/// what the deltas add up to is what the `.done` events and the final response say.
+fn check_stream(events: &[(String, Value)]) -> Value {
+    for (i, (name, data)) in events.iter().enumerate() {
+        assert_eq!(data["type"], name.as_str(), "{data}");
+        assert_eq!(data["sequence_number"], i, "{name}");
+    }
+    assert_eq!(events[0].0, "response.created");
+    assert_eq!(events[1].0, "response.in_progress");
+    assert_eq!(events[0].1["response"]["status"], "in_progress");
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{events:?}");
+    let mut text = String::new();
+    let mut args = String::new();
+    for (name, d) in events {
+        match name.as_str() {
+            "response.output_text.delta" => text.push_str(d["delta"].as_str().unwrap()),
+            "response.output_text.done" => assert_eq!(d["text"], text.as_str()),
+            "response.function_call_arguments.delta" => args.push_str(d["delta"].as_str().unwrap()),
+            "response.function_call_arguments.done" => {
+                assert_eq!(d["arguments"], args.as_str());
+                args.clear();
+            }
+            _ => {}
+        }
+    }
+    let response = data["response"].clone();
+    assert_eq!(response["status"], "completed");
+    assert_eq!(output_text(&response), text);
+    response
+}
+
+#[tokio::test]
+async fn text_through_every_dialect_whole_and_streamed() {
+    let (gw, _fake) = gateway().await;
+    for model in MODELS {
+        let (s, h, r) = create(
+            &gw,
+            &json!({"model": model, "instructions": "Be brief.", "input": "Say hello",
+                    "max_output_tokens": 100, "temperature": 0.5, "metadata": {"ticket": "t-1"}}),
+        )
+        .await;
+        assert_eq!(s, 200, "{model}: {r}");
+        assert_eq!(h["x-modelgate-model"], model);
+        assert_eq!(r["object"], "response");
+        assert!(r["id"].as_str().unwrap().starts_with("resp_"), "{r}");
+        assert_eq!(r["status"], "completed");
+        assert_eq!(r["model"], model);
+        assert_eq!(r["instructions"], "Be brief.");
+        assert_eq!(r["temperature"], 0.5);
+        assert_eq!(r["max_output_tokens"], 100);
+        assert_eq!(r["metadata"]["ticket"], "t-1");
+        assert_eq!(output_text(&r), "Hello from the fake", "{model}: {r}");
+        let item = &r["output"][0];
+        assert_eq!(item["type"], "message");
+        assert_eq!(item["role"], "assistant");
+        assert!(item["id"].as_str().unwrap().starts_with("msg_"));
+        let u = &r["usage"];
+        assert!(u["input_tokens"].as_u64().unwrap() > 0, "{r}");
+        assert!(u["output_tokens"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(
+            u["total_tokens"].as_u64().unwrap(),
+            u["input_tokens"].as_u64().unwrap() + u["output_tokens"].as_u64().unwrap()
+        );
+        assert!(u["input_tokens_details"]["cached_tokens"].is_u64());
+        assert!(u["output_tokens_details"]["reasoning_tokens"].is_u64());
+
+        let (s, events) = stream(
+            &gw,
+            &json!({"model": model, "input": "Say hello", "stream": true}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let done = check_stream(&events);
+        assert_eq!(output_text(&done), "Hello from the fake", "{model}");
+        assert!(done["usage"]["output_tokens"].as_u64().unwrap() > 0);
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        for want in [
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+        ] {
+            assert!(names.contains(&want), "{model}: no {want} in {names:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_function_call_round_trip_through_every_dialect() {
+    let (gw, fake) = gateway().await;
+    for model in MODELS {
+        for streamed in [false, true] {
+            let first = json!({"model": model, "input": "Weather in Paris?", "tools": weather_tool(),
+                               "tool_choice": "auto", "stream": streamed, "store": false});
+            let r = if streamed {
+                let (s, events) = stream(&gw, &first).await;
+                assert_eq!(s, 200);
+                check_stream(&events)
+            } else {
+                let (s, _, r) = create(&gw, &first).await;
+                assert_eq!(s, 200, "{model}: {r}");
+                r
+            };
+            let call = r["output"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["type"] == "function_call")
+                .unwrap_or_else(|| panic!("{model}: no call in {r}"))
+                .clone();
+            assert_eq!(call["name"], "get_weather");
+            let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+            assert_eq!(args["city"], "Paris", "{model}");
+            assert!(call["id"].as_str().unwrap().starts_with("fc_"));
+            // The result goes back with the call, as a client without a stored
+            // conversation sends it.
+            let second = json!({"model": model, "tools": weather_tool(), "stream": streamed, "input": [
+                {"role": "user", "content": "Weather in Paris?"},
+                call,
+                {"type": "function_call_output", "call_id": call["call_id"], "output": "{\"temp\": 21}"},
+            ]});
+            let r = if streamed {
+                let (s, events) = stream(&gw, &second).await;
+                assert_eq!(s, 200);
+                check_stream(&events)
+            } else {
+                let (s, _, r) = create(&gw, &second).await;
+                assert_eq!(s, 200, "{model}: {r}");
+                r
+            };
+            assert_eq!(output_text(&r), "Hello from the fake", "{model}: {r}");
+        }
+    }
+    // Each dialect got the result attached to its call, in its own terms (the strict fakes
+    // refuse a result without its call).
+    let seen = fake.seen();
+    assert!(seen.iter().any(|s| {
+        s.body["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"))
+    }));
+}
+
+#[tokio::test]
+async fn an_image_and_a_json_schema_reach_every_dialect() {
+    let (gw, fake) = gateway().await;
+    let png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let schema = json!({"format": {"type": "json_schema", "name": "answer", "strict": true,
+        "schema": {"type": "object", "properties": {"what": {"type": "string"}},
+                   "required": ["what"], "additionalProperties": false}}});
+    for model in MODELS {
+        let (s, _, r) = create(
+            &gw,
+            &json!({"model": model, "input": "What is this?", "text": schema}),
+        )
+        .await;
+        assert_eq!(s, 200, "{model}: {r}");
+        assert_eq!(r["text"]["format"]["type"], "json_schema");
+    }
+    // Images go to the models that take them; the one that takes none is refused by policy.
+    for model in [
+        "claude-sonnet-4-5",
+        "gemini-2.5-flash",
+        "llama-3.1-8b-instruct",
+    ] {
+        let (s, _, r) = create(
+            &gw,
+            &json!({"model": model, "input": [{"role": "user", "content": [
+                {"type": "input_text", "text": "What is this?"},
+                {"type": "input_image", "image_url": png, "detail": "low"}]}]}),
+        )
+        .await;
+        let want = if model.starts_with("llama") { 403 } else { 200 };
+        assert_eq!(s, want, "{model}: {r}");
+    }
+    let seen = fake.seen();
+    let oa = seen
+        .iter()
+        .find(|s| s.path == "/v1/chat/completions")
+        .unwrap();
+    assert_eq!(oa.body["response_format"]["type"], "json_schema");
+    assert_eq!(oa.body["response_format"]["json_schema"]["name"], "answer");
+    let an: Vec<_> = seen.iter().filter(|s| s.path == "/v1/messages").collect();
+    assert!(
+        an[0].body["output_config"]["format"]["schema"].is_object(),
+        "{}",
+        an[0].body
+    );
+    assert_eq!(an[1].body["messages"][0]["content"][1]["type"], "image");
+    let ge: Vec<_> = seen
+        .iter()
+        .filter(|s| s.path.starts_with("/v1beta/"))
+        .collect();
+    assert_eq!(
+        ge[0].body["generationConfig"]["responseMimeType"],
+        "application/json"
+    );
+    assert!(
+        ge[1].body["contents"][0]["parts"][1]["inlineData"].is_object(),
+        "{}",
+        ge[1].body
+    );
+}
+
+#[tokio::test]
+async fn three_turns_with_previous_response_id_on_each_dialect() {
+    let (gw, fake) = gateway().await;
+    for model in [
+        "claude-sonnet-4-5",
+        "gemini-2.5-flash",
+        "llama-3.1-8b-instruct",
+    ] {
+        let mut previous = Value::Null;
+        for (turn, said) in ["My name is Ada.", "I live in Paris.", "Where do I live?"]
+            .iter()
+            .enumerate()
+        {
+            let streamed = turn == 1;
+            let body = json!({"model": model, "input": said, "previous_response_id": previous,
+                              "stream": streamed, "instructions": "Be brief."});
+            let r = if streamed {
+                let (s, events) = stream(&gw, &body).await;
+                assert_eq!(s, 200);
+                check_stream(&events)
+            } else {
+                let (s, _, r) = create(&gw, &body).await;
+                assert_eq!(s, 200, "{model} turn {turn}: {r}");
+                r
+            };
+            assert_eq!(r["previous_response_id"], previous);
+            previous = r["id"].clone();
+        }
+        // The third request carried the whole conversation: three user turns, two answers.
+        let last = fake.seen().last().unwrap().body.clone();
+        let text = last.to_string();
+        for said in ["My name is Ada.", "I live in Paris.", "Where do I live?"] {
+            assert!(text.contains(said), "{model}: {said} missing from {last}");
+        }
+        assert_eq!(
+            text.matches("Hello from the fake").count(),
+            2,
+            "{model}: {last}"
+        );
+        // The stored response and its input items read back.
+        let id = previous.as_str().unwrap();
+        let (s, _, t) = send(
+            &gw,
+            reqwest::Method::GET,
+            &format!("/v1/responses/{id}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{t}");
+        let got: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(got["id"], id);
+        assert_eq!(output_text(&got), "Hello from the fake");
+        let (s, _, t) = send(
+            &gw,
+            reqwest::Method::GET,
+            &format!("/v1/responses/{id}/input_items"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{t}");
+        let items: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(items["object"], "list");
+        assert_eq!(items["data"].as_array().unwrap().len(), 1, "{items}");
+        assert_eq!(items["data"][0]["content"][0]["text"], "Where do I live?");
+        // Deleted, it is gone.
+        let (s, _, t) = send(
+            &gw,
+            reqwest::Method::DELETE,
+            &format!("/v1/responses/{id}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{t}");
+        assert_eq!(serde_json::from_str::<Value>(&t).unwrap()["deleted"], true);
+        let (s, _, t) = send(
+            &gw,
+            reqwest::Method::GET,
+            &format!("/v1/responses/{id}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, 404, "{t}");
+        assert_openai_error(&serde_json::from_str(&t).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_stream_broken_midway_ends_failed_and_is_not_kept() {
+    let (gw, _fake) = gateway_with(
+        Script::Stream {
+            first: std::time::Duration::ZERO,
+            every: std::time::Duration::from_millis(5),
+            chunks: 3,
+            end: End::Cut,
+        },
+        "",
+    )
+    .await;
+    let (s, events) = stream(
+        &gw,
+        &json!({"model": "llama-3.1-8b-instruct", "input": "hi", "stream": true}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(!names.contains(&"response.completed"), "{names:?}");
+    assert_eq!(names.last(), Some(&"response.failed"), "{names:?}");
+    assert!(names.contains(&"error"), "{names:?}");
+    let failed = &events.last().unwrap().1["response"];
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["error"]["message"].is_string());
+    let id = failed["id"].as_str().unwrap();
+    let (s, _, _) = send(
+        &gw,
+        reqwest::Method::GET,
+        &format!("/v1/responses/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn built_in_tools_and_unknown_fields_are_refused_by_name() {
+    let (gw, fake) = gateway().await;
+    for (body, param) in [
+        (
+            json!({"model": "llama-3.1-8b-instruct", "input": "hi", "tools": [{"type": "web_search"}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"model": "llama-3.1-8b-instruct", "input": "hi", "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"model": "llama-3.1-8b-instruct", "input": [{"type": "web_search_call", "id": "ws_1"}]}),
+            "input[0].type",
+        ),
+        (
+            json!({"model": "llama-3.1-8b-instruct", "input": "hi", "previous_response_id": "resp_nope"}),
+            "",
+        ),
+    ] {
+        let (s, _, r) = create(&gw, &body).await;
+        let e = assert_openai_error(&r);
+        if param.is_empty() {
+            assert_eq!(s, 404, "{r}");
+        } else {
+            assert_eq!(s, 400, "{r}");
+            assert_eq!(e["param"], param, "{r}");
+        }
+    }
+    let (s, _, r) = create(&gw, &json!({"model": "llama-3.1-8b-instruct", "input": "hi", "tools": [{"type": "web_search"}]})).await;
+    assert_eq!(s, 400);
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("web_search"),
+        "{r}"
+    );
+    let (s, _, r) = create(
+        &gw,
+        &json!({"model": "llama-3.1-8b-instruct", "input": "hi", "frobnicate": 1}),
+    )
+    .await;
+    assert_eq!(s, 400, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("frobnicate"),
+        "{r}"
+    );
+    assert!(
+        fake.seen().is_empty(),
+        "nothing refused reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_conversation_belongs_to_its_tenant_and_keeps_its_labels() {
+    let fake = FakeUpstream::start(
+        Script::Ok {
+            text: "Hello from the fake".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let a = fake.addr;
+    let local = FakeUpstream::start(
+        Script::Ok {
+            text: "Hello from the local model".into(),
+        },
+        None,
+    )
+    .await;
+    let yaml = format!(
+        "reload: {{poll_interval: 0}}
+keys:
+  - {{id: key-a, tenant: a, sha256: {}}}
+  - {{id: key-a2, tenant: a, sha256: {}}}
+  - {{id: key-b, tenant: b, sha256: {}}}
+policies: {{active: confidential-local}}
+deployments:
+  - {{name: closed, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{a}/v1', api_key_env: CANARY, locality: remote}}
+  - {{name: local, kind: openai-compatible, model: llama-3.1-8b-instruct, base_url: '{}', locality: local, data: {{retains_prompts: false, trains_on_prompts: false}}}}
+",
+        modelgate::config::keys::hash_hex("sk-a"),
+        modelgate::config::keys::hash_hex("sk-a2"),
+        modelgate::config::keys::hash_hex("sk-b"),
+        local.base_url(),
+    );
+    let gw = Gateway::start(&yaml).await;
+    let post = |key: &'static str, body: Value| {
+        let gw = &gw;
+        async move {
+            let (s, h, t) = send(
+                gw,
+                reqwest::Method::POST,
+                "/v1/responses",
+                Some(key),
+                Some(&body),
+            )
+            .await;
+            (s, h, serde_json::from_str::<Value>(&t).unwrap())
+        }
+    };
+    // A confidential first turn, on the local model.
+    let (s, h, first) = post(
+        "sk-a",
+        json!({"model": "auto", "input": "Our secret plan", "metadata": {"data": "confidential"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(h["x-modelgate-deployment"], "local");
+    let id = first["id"].as_str().unwrap().to_owned();
+
+    // Another tenant cannot see, continue or delete it.
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/responses/{id}")),
+        (
+            reqwest::Method::GET,
+            format!("/v1/responses/{id}/input_items"),
+        ),
+        (reqwest::Method::DELETE, format!("/v1/responses/{id}")),
+    ] {
+        let (s, _, t) = send(&gw, method, &path, Some("sk-b"), None).await;
+        assert_eq!(s, 404, "{path}: {t}");
+        assert!(!t.contains("secret"), "{t}");
+    }
+    let (s, _, r) = post(
+        "sk-b",
+        json!({"model": "auto", "input": "go on", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(s, 404, "{r}");
+    assert!(!r.to_string().contains("secret"));
+
+    // The same tenant continues it; the second turn asks for the closed model and says
+    // nothing of confidentiality, and still stays local, or is refused.
+    let (s, h, r) = post(
+        "sk-a2",
+        json!({"model": "auto", "input": "And the next step?", "previous_response_id": id,
+               "metadata": {"data": "public"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(h["x-modelgate-deployment"], "local");
+    assert_eq!(h["x-modelgate-rule"], "confidential-stays-local");
+    let (s, _, r) = post(
+        "sk-a",
+        json!({"model": "claude-sonnet-4-5", "input": "Summarise", "previous_response_id": r["id"]}),
+    )
+    .await;
+    assert_eq!(s, 403, "{r}");
+    assert!(
+        fake.seen().is_empty(),
+        "no turn of a confidential conversation reached the closed deployment"
+    );
+    // Its first turn reads back for its own tenant.
+    let (s, _, t) = send(
+        &gw,
+        reqwest::Method::GET,
+        &format!("/v1/responses/{id}"),
+        Some("sk-a"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{t}");
+}
+
+#[tokio::test]
+async fn two_parallel_calls_and_their_outputs_through_every_dialect() {
+    let (gw, _fake) = gateway().await;
+    let tools = json!([
+        {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+    ]);
+    for model in MODELS {
+        for streamed in [false, true] {
+            let body = json!({"model": model, "input": "Weather and time in Paris, in parallel",
+                              "tools": tools, "parallel_tool_calls": true, "stream": streamed});
+            let r = if streamed {
+                let (s, events) = stream(&gw, &body).await;
+                assert_eq!(s, 200);
+                let added = events
+                    .iter()
+                    .filter(|(n, d)| {
+                        n == "response.output_item.added" && d["item"]["type"] == "function_call"
+                    })
+                    .count();
+                assert_eq!(added, 2, "{model}: {events:?}");
+                check_stream(&events)
+            } else {
+                let (s, _, r) = create(&gw, &body).await;
+                assert_eq!(s, 200, "{model}: {r}");
+                r
+            };
+            let calls: Vec<&Value> = r["output"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["type"] == "function_call")
+                .collect();
+            let names: Vec<&str> = calls.iter().map(|c| c["name"].as_str().unwrap()).collect();
+            assert_eq!(names, ["get_weather", "get_time"], "{model}: {r}");
+            assert_ne!(calls[0]["call_id"], calls[1]["call_id"]);
+            // Both outputs go back on the stored conversation.
+            let outputs: Vec<Value> = calls
+                .iter()
+                .map(|c| json!({"type": "function_call_output", "call_id": c["call_id"], "output": "ok"}))
+                .collect();
+            let (s, _, r) = create(
+                &gw,
+                &json!({"model": model, "tools": tools, "previous_response_id": r["id"], "input": outputs}),
+            )
+            .await;
+            assert_eq!(s, 200, "{model}: {r}");
+            assert_eq!(output_text(&r), "Hello from the fake", "{model}: {r}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn gateways_sharing_redis_continue_each_others_conversations() {
+    let Some(binary) = support::redis::Redis::find() else {
+        return;
+    };
+    let mut redis = support::redis::Redis::start(binary);
+    let store = format!("responses: {{store: '{}', ttl: 1h}}\n", redis.url());
+    let (one, _fake) = gateway_with(
+        Script::Ok {
+            text: "Hello from the fake".into(),
+        },
+        &store,
+    )
+    .await;
+    let (two, fake) = gateway_with(
+        Script::Ok {
+            text: "Hello from the fake".into(),
+        },
+        &store,
+    )
+    .await;
+    let (s, _, first) = create(
+        &one,
+        &json!({"model": "claude-sonnet-4-5", "input": "My name is Ada."}),
+    )
+    .await;
+    assert_eq!(s, 200, "{first}");
+    // Written in the background: the other gateway finds it once Redis has it.
+    let id = first["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (s, _, _) = send(
+            &two,
+            reqwest::Method::GET,
+            &format!("/v1/responses/{id}"),
+            None,
+            None,
+        )
+        .await;
+        if s == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reached Redis");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (s, _, r) = create(
+        &two,
+        &json!({"model": "claude-sonnet-4-5", "input": "What is my name?", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(
+        fake.seen()
+            .last()
+            .unwrap()
+            .body
+            .to_string()
+            .contains("My name is Ada."),
+        "the other gateway replayed the conversation"
+    );
+    // Deleted through one, gone for both.
+    let (s, _, _) = send(
+        &two,
+        reqwest::Method::DELETE,
+        &format!("/v1/responses/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    for gw in [&one, &two] {
+        let (s, _, _) = send(
+            gw,
+            reqwest::Method::GET,
+            &format!("/v1/responses/{id}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, 404);
+    }
+    // With Redis gone, a conversation this gateway never saw cannot be read: 503, not 404.
+    redis.down();
+    let (s, _, t) = send(
+        &two,
+        reqwest::Method::GET,
+        "/v1/responses/resp_elsewhere",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 503, "{t}");
+    let e = assert_openai_error(&serde_json::from_str(&t).unwrap()).clone();
+    assert_eq!(e["code"], "response_store_unavailable");
+}
