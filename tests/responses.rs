@@ -766,3 +766,49 @@ async fn gateways_sharing_redis_continue_each_others_conversations() {
     let e = assert_openai_error(&serde_json::from_str(&t).unwrap()).clone();
     assert_eq!(e["code"], "response_store_unavailable");
 }
+
+#[tokio::test]
+async fn a_namespace_of_functions_is_called_by_its_names_on_every_dialect() {
+    let (gw, fake) = gateway().await;
+    let tools = json!([{"type": "namespace", "name": "weather", "description": "Weather tools",
+        "tools": [{"type": "function", "name": "current", "description": "Current weather",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]}]);
+    for model in MODELS {
+        for streamed in [false, true] {
+            let body = json!({"model": model, "input": "Weather in Paris?", "tools": tools, "stream": streamed});
+            let r = if streamed {
+                let (s, events) = stream(&gw, &body).await;
+                assert_eq!(s, 200);
+                check_stream(&events)
+            } else {
+                let (s, _, r) = create(&gw, &body).await;
+                assert_eq!(s, 200, "{model}: {r}");
+                r
+            };
+            let call = r["output"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["type"] == "function_call")
+                .unwrap_or_else(|| panic!("{model}: no call in {r}"))
+                .clone();
+            assert_eq!(call["namespace"], "weather", "{model}: {call}");
+            assert_eq!(call["name"], "current", "{model}: {call}");
+            assert_eq!(r["tools"], tools, "the response repeats the tools as sent");
+            let (s, _, r) = create(
+                &gw,
+                &json!({"model": model, "tools": tools, "previous_response_id": r["id"], "input": [
+                    {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}]}),
+            )
+            .await;
+            assert_eq!(s, 200, "{model}: {r}");
+        }
+    }
+    // The dialects saw one function, named with its namespace.
+    let seen = fake.seen();
+    let oa = seen
+        .iter()
+        .find(|s| s.path == "/v1/chat/completions")
+        .unwrap();
+    assert_eq!(oa.body["tools"][0]["function"]["name"], "weather__current");
+}

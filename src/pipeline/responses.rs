@@ -30,6 +30,7 @@ pub(super) struct Turn {
     id: String,
     created_at: u64,
     echo: serde_json::Map<String, Value>,
+    namespaced: Arc<crate::api::responses::Namespaced>,
     keep: Option<Keep>,
 }
 
@@ -51,6 +52,7 @@ impl Turn {
             created_at: self.created_at,
             model,
             echo: self.echo.clone(),
+            namespaced: self.namespaced.clone(),
         }
     }
 
@@ -150,6 +152,7 @@ async fn respond(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Fail
         id: response_id(),
         created_at: crate::base::unix_now(),
         echo: parsed.echo.clone(),
+        namespaced: Arc::new(parsed.namespaced.clone()),
         keep: parsed.store.then(|| Keep {
             conversations: conversations.clone(),
             tenant: tenant.to_owned(),

@@ -23,8 +23,13 @@ pub(super) fn push(item: &Value, messages: &mut Vec<Value>) -> bool {
             }
         }
         "function_call" => {
+            // A namespace's function goes by the name the dialects were given for it.
+            let name = match item.get("namespace").and_then(Value::as_str) {
+                Some(ns) => format!("{ns}{}{}", super::tools::SEPARATOR, field("name")),
+                None => field("name").to_owned(),
+            };
             let call = json!({"id": field("call_id"), "type": "function",
-                "function": {"name": field("name"), "arguments": field("arguments")}});
+                "function": {"name": name, "arguments": field("arguments")}});
             // Calls of one turn go in one assistant message, after its text if it has some.
             match messages.last_mut() {
                 Some(Value::Object(last))

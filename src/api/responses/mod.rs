@@ -6,6 +6,9 @@
 mod messages;
 pub(crate) mod output;
 pub(crate) mod request;
+mod tools;
+
+pub(crate) use tools::Namespaced;
 
 /// A fresh id for an output or input item: `msg_…`, `fc_…`.
 pub(crate) fn item_id(prefix: &str) -> String {

@@ -3,6 +3,8 @@
 //! numbered), which ends in `response.failed` or `response.incomplete` when the answer did not
 //! complete, never in something that looks complete.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value, json};
 
@@ -12,6 +14,7 @@ use crate::exchange::encode::{Encoder, End};
 use crate::exchange::{ErrorBody, Usage};
 
 use super::item_id;
+use super::tools::Namespaced;
 
 /// What every shape of one response shares: its id, when it was created, the model that
 /// answers, and the request's settings the object repeats.
@@ -21,6 +24,8 @@ pub(crate) struct Head {
     pub(crate) created_at: u64,
     pub(crate) model: String,
     pub(crate) echo: Map<String, Value>,
+    /// The functions of namespaces, to name their calls back.
+    pub(crate) namespaced: Arc<Namespaced>,
 }
 
 /// A response that completed: its output items and the whole object, for the store.
@@ -91,10 +96,24 @@ fn message_item(id: &str, text: &str, status: &str) -> Value {
            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
 }
 
-/// A function call output item.
-fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
-    json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
-           "arguments": arguments, "status": status})
+impl Head {
+    /// A function call output item; the call of a namespace's function names its namespace.
+    fn call_item(
+        &self,
+        id: &str,
+        call_id: &str,
+        name: &str,
+        arguments: &str,
+        status: &str,
+    ) -> Value {
+        let mut item = json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
+               "arguments": arguments, "status": status});
+        if let Some((_, ns, own)) = self.namespaced.iter().find(|(flat, ..)| flat == name) {
+            item["namespace"] = json!(ns);
+            item["name"] = json!(own);
+        }
+        item
+    }
 }
 
 /// A tool call's id, or a fresh one when the upstream gave none.
@@ -114,7 +133,7 @@ pub(crate) fn whole(c: &Completion, head: &Head, finished: Option<OnFinished>) -
         output.push(message_item(&item_id("msg"), t, "completed"));
     }
     for t in &first.tool_calls {
-        output.push(call_item(
+        output.push(head.call_item(
             &item_id("fc"),
             &call_id(&t.id),
             &t.name,
@@ -244,7 +263,8 @@ impl ResponsesEncoder {
                 );
                 (
                     index,
-                    call_item(&id, &call_id, &name, &arguments, "completed"),
+                    self.head
+                        .call_item(&id, &call_id, &name, &arguments, "completed"),
                 )
             }
         };
@@ -314,7 +334,7 @@ impl ResponsesEncoder {
                 out,
                 "response.output_item.added",
                 obj(json!({"output_index": index,
-                    "item": call_item(&item, &call_id, name, "", "in_progress")})),
+                    "item": self.head.call_item(&item, &call_id, name, "", "in_progress")})),
             );
             self.open = Some(Open::Call {
                 index,

@@ -8,26 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::exchange::RequestError;
 use crate::exchange::chat::{ChatRequest, RequestLimits, check_depth};
 
-use super::item_id;
-
-/// Tools OpenAI runs itself: no other dialect can, so a request naming one is refused rather
-/// than answered without it.
-const BUILT_IN_TOOLS: &[&str] = &[
-    "web_search",
-    "web_search_preview",
-    "web_search_2025_08_26",
-    "web_search_preview_2025_03_11",
-    "file_search",
-    "computer_use_preview",
-    "computer_use",
-    "code_interpreter",
-    "image_generation",
-    "mcp",
-    "local_shell",
-    "shell",
-    "apply_patch",
-    "custom",
-];
+use super::{item_id, tools};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +68,10 @@ struct Wire {
     #[serde(default)]
     #[expect(dead_code, reason = "accepted; obfuscation is not added")]
     stream_options: Option<Value>,
+    /// What a client says about itself (Codex sends it); not carried.
+    #[serde(default)]
+    #[expect(dead_code, reason = "accepted and not carried")]
+    client_metadata: Option<Value>,
     #[serde(default)]
     truncation: Option<String>,
     #[serde(default)]
@@ -127,6 +112,8 @@ pub(crate) struct Parsed {
     pub(crate) previous_response_id: Option<String>,
     /// `metadata`, a source of labels as in chat.
     pub(crate) metadata: Option<Map<String, Value>>,
+    /// The functions of namespaces, by the name the dialects call them.
+    pub(crate) namespaced: tools::Namespaced,
     /// The request's settings as the response object repeats them.
     pub(crate) echo: Map<String, Value>,
     /// Chat fields other than the messages, ready for the gateway's request.
@@ -140,7 +127,7 @@ fn invalid(param: &str, message: impl Into<String>) -> RequestError {
 /// Reads a Responses request.
 pub(crate) fn parse(body: &[u8], limits: RequestLimits) -> Result<Parsed, RequestError> {
     check_depth(body, limits.max_depth)?;
-    let w: Wire = serde_json::from_slice(body).map_err(|e| RequestError::Json(e.to_string()))?;
+    let w: Wire = serde_json::from_slice(body).map_err(wire_error)?;
     refuse_unserved(&w)?;
     let input = match w.input {
         Some(Value::String(s)) => vec![json!({
@@ -190,8 +177,8 @@ pub(crate) fn parse(body: &[u8], limits: RequestLimits) -> Result<Parsed, Reques
         // The usage is part of the last event: ask every backend for it.
         chat.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    tools(w.tools, w.tool_choice, &mut chat, &mut echo)?;
-    let format = text_format(w.text.and_then(|t| t.format), &mut chat)?;
+    let namespaced = tools::tools(w.tools, w.tool_choice, &mut chat, &mut echo)?;
+    let format = tools::text_format(w.text.and_then(|t| t.format), &mut chat)?;
     echo.insert("text".into(), json!({"format": format}));
     let reasoning = w.reasoning.unwrap_or(Reasoning {
         effort: None,
@@ -242,6 +229,7 @@ pub(crate) fn parse(body: &[u8], limits: RequestLimits) -> Result<Parsed, Reques
     echo.insert("max_tool_calls".into(), json!(w.max_tool_calls));
     echo.insert("service_tier".into(), json!("default"));
     Ok(Parsed {
+        namespaced,
         input,
         instructions: w.instructions,
         store,
@@ -250,6 +238,22 @@ pub(crate) fn parse(body: &[u8], limits: RequestLimits) -> Result<Parsed, Reques
         echo,
         chat,
     })
+}
+
+/// A body serde refused: an unknown parameter is named as OpenAI names it.
+fn wire_error(e: serde_json::Error) -> RequestError {
+    let text = e.to_string();
+    match text
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        Some((name, _)) => RequestError::Invalid {
+            message: format!("unknown parameter: '{}'", crate::base::printable(name)),
+            param: Some(crate::base::printable(name)),
+            code: "unknown_parameter",
+        },
+        None => RequestError::Json(text),
+    }
 }
 
 /// Refuses what the gateway cannot do rather than answering without it.
@@ -428,133 +432,6 @@ fn check_part(p: &Value, param: &str) -> Result<(), RequestError> {
             format!("an '{kind}' part is missing its content"),
         ))
     }
-}
-
-/// Function tools in chat's terms; a built-in tool is refused, naming it.
-fn tools(
-    tools: Option<Vec<Value>>,
-    choice: Option<Value>,
-    chat: &mut Map<String, Value>,
-    echo: &mut Map<String, Value>,
-) -> Result<(), RequestError> {
-    let tools = tools.unwrap_or_default();
-    let mut out = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
-        if kind != "function" {
-            let param = format!("tools[{i}].type");
-            return Err(if BUILT_IN_TOOLS.contains(&kind) {
-                RequestError::Invalid {
-                    message: format!(
-                        "the built-in tool '{kind}' runs only inside OpenAI's platform and is not served by this gateway; declare a function tool instead"
-                    ),
-                    param: Some(param),
-                    code: "unsupported_tool",
-                }
-            } else {
-                invalid(&param, format!("unknown tool type '{kind}'"))
-            });
-        }
-        let name = t
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| RequestError::missing(&format!("tools[{i}].name")))?;
-        let mut f = Map::new();
-        f.insert("name".into(), json!(name));
-        if let Some(d) = t.get("description").filter(|d| !d.is_null()) {
-            f.insert("description".into(), d.clone());
-        }
-        f.insert(
-            "parameters".into(),
-            t.get("parameters")
-                .filter(|p| !p.is_null())
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-        );
-        if let Some(s) = t.get("strict").filter(|s| !s.is_null()) {
-            f.insert("strict".into(), s.clone());
-        }
-        out.push(json!({"type": "function", "function": f}));
-    }
-    echo.insert("tools".into(), Value::Array(tools));
-    if !out.is_empty() {
-        chat.insert("tools".into(), Value::Array(out));
-    }
-    let choice = choice.unwrap_or_else(|| json!("auto"));
-    let chat_choice = match &choice {
-        Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => choice.clone(),
-        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-            let name = o
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| RequestError::missing("tool_choice.name"))?;
-            json!({"type": "function", "function": {"name": name}})
-        }
-        Value::Object(o) => {
-            let kind = o.get("type").and_then(Value::as_str).unwrap_or("");
-            return Err(invalid(
-                "tool_choice",
-                format!(
-                    "a tool_choice of type '{kind}' is not served; use 'auto', 'none', 'required' or a function"
-                ),
-            ));
-        }
-        _ => {
-            return Err(invalid(
-                "tool_choice",
-                "'tool_choice' is 'auto', 'none', 'required' or a function",
-            ));
-        }
-    };
-    if chat.contains_key("tools") {
-        chat.insert("tool_choice".into(), chat_choice);
-    }
-    echo.insert("tool_choice".into(), choice);
-    Ok(())
-}
-
-/// `text.format` as chat's `response_format`; returns the format the response repeats.
-fn text_format(
-    format: Option<Value>,
-    chat: &mut Map<String, Value>,
-) -> Result<Value, RequestError> {
-    let Some(format) = format.filter(|f| !f.is_null()) else {
-        return Ok(json!({"type": "text"}));
-    };
-    match format.get("type").and_then(Value::as_str) {
-        Some("text") => {}
-        Some("json_object") => {
-            chat.insert("response_format".into(), json!({"type": "json_object"}));
-        }
-        Some("json_schema") => {
-            let schema = format
-                .get("schema")
-                .ok_or_else(|| RequestError::missing("text.format.schema"))?;
-            let name = format
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| RequestError::missing("text.format.name"))?;
-            let mut js = Map::new();
-            js.insert("name".into(), json!(name));
-            js.insert("schema".into(), schema.clone());
-            for k in ["strict", "description"] {
-                if let Some(v) = format.get(k).filter(|v| !v.is_null()) {
-                    js.insert(k.into(), v.clone());
-                }
-            }
-            chat.insert(
-                "response_format".into(),
-                json!({"type": "json_schema", "json_schema": js}),
-            );
-        }
-        _ => {
-            return Err(invalid(
-                "text.format.type",
-                "'text.format.type' is 'text', 'json_object' or 'json_schema'",
-            ));
-        }
-    }
-    Ok(format)
 }
 
 impl Parsed {
