@@ -812,3 +812,56 @@ async fn a_namespace_of_functions_is_called_by_its_names_on_every_dialect() {
         .unwrap();
     assert_eq!(oa.body["tools"][0]["function"]["name"], "weather__current");
 }
+
+#[tokio::test]
+async fn a_conversation_over_its_bounds_is_refused_and_store_false_keeps_nothing() {
+    let (gw, fake) = gateway_with(
+        Script::Ok {
+            text: "Hello from the fake".into(),
+        },
+        "responses: {max_items: 4}\n",
+    )
+    .await;
+    let model = "claude-sonnet-4-5";
+    // One input item and one output item per turn: the third turn would hold five.
+    let mut previous = Value::Null;
+    for turn in 0..2 {
+        let (s, _, r) = create(
+            &gw,
+            &json!({"model": model, "input": format!("turn {turn}"), "previous_response_id": previous}),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        previous = r["id"].clone();
+    }
+    let before = fake.seen().len();
+    let (s, _, r) = create(
+        &gw,
+        &json!({"model": model, "input": "turn 2", "previous_response_id": previous}),
+    )
+    .await;
+    assert_eq!(s, 400, "{r}");
+    assert_eq!(assert_openai_error(&r)["code"], "conversation_too_large");
+    assert_eq!(
+        fake.seen().len(),
+        before,
+        "refused before any upstream call"
+    );
+
+    let (s, _, r) = create(
+        &gw,
+        &json!({"model": model, "input": "forget me", "store": false}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["store"], false);
+    let (s, _, _) = send(
+        &gw,
+        reqwest::Method::GET,
+        &format!("/v1/responses/{}", r["id"].as_str().unwrap()),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+}

@@ -432,3 +432,84 @@ impl Encoder for ResponsesEncoder {
         self.event(out, "response.failed", obj(json!({"response": response})));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head() -> Head {
+        Head {
+            id: "resp_1".into(),
+            created_at: 1,
+            model: "m".into(),
+            echo: Map::new(),
+            namespaced: Arc::new(Vec::new()),
+        }
+    }
+
+    fn events(out: &BytesMut) -> Vec<(String, Value)> {
+        std::str::from_utf8(out)
+            .unwrap_or("")
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .filter_map(|e| {
+                let name = e.lines().next()?.strip_prefix("event: ")?;
+                let data = e.lines().nth(1)?.strip_prefix("data: ")?;
+                Some((name.to_owned(), serde_json::from_str(data).ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_answer_cut_by_its_length_ends_incomplete_and_is_kept_as_such() {
+        let kept = Arc::new(std::sync::Mutex::new(None));
+        let k = kept.clone();
+        let mut e = ResponsesEncoder::new(
+            head(),
+            3,
+            Some(2),
+            Some(Box::new(move |f: Finished| {
+                *k.lock().unwrap_or_else(|p| p.into_inner()) = Some(f.response);
+            })),
+        );
+        let mut out = BytesMut::new();
+        e.piece(Piece::Text("Hello"), &mut out);
+        e.piece(Piece::Finish(FinishReason::Length), &mut out);
+        e.done(End::default(), &mut out);
+        let ev = events(&out);
+        let (last, data) = ev.last().unwrap_or_else(|| panic!("no events"));
+        assert_eq!(last, "response.incomplete");
+        assert_eq!(data["response"]["status"], "incomplete");
+        assert_eq!(
+            data["response"]["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
+        for (i, (_, d)) in ev.iter().enumerate() {
+            assert_eq!(d["sequence_number"], i);
+        }
+        let kept = kept.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(kept.map(|r| r["status"].clone()), Some(json!("incomplete")));
+    }
+
+    #[test]
+    fn a_failed_stream_is_not_kept_and_drops_its_unfinished_item() {
+        let mut e = ResponsesEncoder::new(
+            head(),
+            3,
+            None,
+            Some(Box::new(|_| panic!("a failed response is not kept"))),
+        );
+        let mut out = BytesMut::new();
+        e.piece(Piece::Text("Hel"), &mut out);
+        let body =
+            ErrorBody::new(crate::exchange::ErrorType::ServerError, "cut").code("upstream_cut");
+        e.error(&body, &mut out);
+        let ev = events(&out);
+        let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names[names.len() - 2..], ["error", "response.failed"]);
+        let failed = &ev[ev.len() - 1].1["response"];
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["error"]["code"], "upstream_cut");
+        assert_eq!(failed["output"], json!([]));
+    }
+}
