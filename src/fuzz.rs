@@ -59,9 +59,14 @@ fn deployment(name: &str) -> &'static Arc<Deployment> {
 /// Client request parsing and validation, in both client formats, and the upstream bodies
 /// built from what parses.
 pub fn request(data: &[u8]) {
+    // The Responses API's request, as its first turn would be sent.
+    let responses = crate::api::responses::request::parse(data, LIMITS)
+        .and_then(|p| p.to_chat(&[], LIMITS))
+        .map(|(req, _)| req);
     let parsed = [
         ChatRequest::parse(data, LIMITS),
         crate::api::messages::parse(data, LIMITS),
+        responses,
     ];
     for req in parsed.into_iter().flatten() {
         let _ = req.to_openai_body("m", true);

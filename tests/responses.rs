@@ -865,3 +865,62 @@ async fn a_conversation_over_its_bounds_is_refused_and_store_false_keeps_nothing
     .await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn malformed_requests_get_openai_errors_and_nothing_breaks() {
+    let (gw, fake) = gateway().await;
+    let m = "llama-3.1-8b-instruct";
+    let bodies = [
+        json!({"input": "no model"}),
+        json!({"model": m}),
+        json!({"model": m, "input": 7}),
+        json!({"model": m, "input": []}),
+        json!({"model": m, "input": [7]}),
+        json!({"model": m, "input": [{"type": "message", "role": "tool", "content": "x"}]}),
+        json!({"model": m, "input": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
+        json!({"model": m, "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}]}),
+        json!({"model": m, "input": [{"type": "function_call", "name": "f"}]}),
+        json!({"model": m, "input": [{"type": "function_call_output", "call_id": "c"}]}),
+        json!({"model": m, "input": [{"type": "item_reference", "id": "msg_1"}]}),
+        json!({"model": m, "input": "x", "tools": [{"type": "function"}]}),
+        json!({"model": m, "input": "x", "tools": [{"type": "function", "name": "a"}, {"type": "function", "name": "a"}]}),
+        json!({"model": m, "input": "x", "tool_choice": {"type": "allowed_tools"}}),
+        json!({"model": m, "input": "x", "text": {"format": {"type": "json_schema"}}}),
+        json!({"model": m, "input": "x", "text": {"format": {"type": "yaml"}}}),
+        json!({"model": m, "input": "x", "metadata": {"k": 1}}),
+        json!({"model": m, "input": "x", "background": true}),
+        json!({"model": m, "input": "x", "conversation": "conv_1"}),
+        json!({"model": m, "input": "x", "truncation": "sometimes"}),
+        json!({"model": m, "input": "x", "previous_response_id": ""}),
+        json!({"model": m, "input": "x", "max_output_tokens": -1}),
+    ];
+    for body in bodies {
+        let (s, _, r) = create(&gw, &body).await;
+        assert_eq!(s, 400, "{body}: {r}");
+        assert_openai_error(&r);
+    }
+    let (s, _, t) = send(&gw, reqwest::Method::POST, "/v1/responses", None, None).await;
+    assert_eq!(s, 400, "{t}");
+    let (s, h, _) = send(
+        &gw,
+        reqwest::Method::PUT,
+        "/v1/responses/resp_1",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 405);
+    assert_eq!(h["allow"], "GET, DELETE");
+    let (s, _, _) = send(
+        &gw,
+        reqwest::Method::GET,
+        "/v1/responses/resp_1/other",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert!(fake.seen().is_empty());
+    let (s, _, r) = create(&gw, &json!({"model": m, "input": "still here"})).await;
+    assert_eq!(s, 200, "{r}");
+}
