@@ -529,6 +529,8 @@ async fn a_stored_conversation_belongs_to_its_tenant_and_keeps_its_labels() {
 keys:
   - {{id: key-a, tenant: a, sha256: {}}}
   - {{id: key-a2, tenant: a, sha256: {}}}
+  - {{id: key-public, tenant: a, sha256: {}, labels: {{data: public}}}}
+  - {{id: key-secret, tenant: a, sha256: {}, labels: {{data: confidential}}}}
   - {{id: key-b, tenant: b, sha256: {}}}
 policies: {{active: confidential-local}}
 deployments:
@@ -537,6 +539,8 @@ deployments:
 ",
         modelgate::config::keys::hash_hex("sk-a"),
         modelgate::config::keys::hash_hex("sk-a2"),
+        modelgate::config::keys::hash_hex("sk-public"),
+        modelgate::config::keys::hash_hex("sk-secret"),
         modelgate::config::keys::hash_hex("sk-b"),
         local.base_url(),
     );
@@ -607,6 +611,26 @@ deployments:
         fake.seen().is_empty(),
         "no turn of a confidential conversation reached the closed deployment"
     );
+    // A key whose own label says otherwise cannot continue it.
+    let (s, _, r) = post(
+        "sk-public",
+        json!({"model": "auto", "input": "go on", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(s, 400, "{r}");
+    assert_eq!(r["error"]["code"], "conversation_label_conflict");
+    // A conversation confidential by its key's label stays so when another key continues it.
+    let (s, h, r) = post("sk-secret", json!({"model": "auto", "input": "Plan B"})).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(h["x-modelgate-deployment"], "local");
+    let (s, h, r) = post(
+        "sk-a",
+        json!({"model": "auto", "input": "more", "previous_response_id": r["id"]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(h["x-modelgate-rule"], "confidential-stays-local");
+    assert_eq!(h["x-modelgate-deployment"], "local");
     // Its first turn reads back for its own tenant.
     let (s, _, t) = send(
         &gw,

@@ -147,7 +147,27 @@ async fn respond(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Fail
     });
     let asked = super::labels(&sent.headers, metadata.as_deref())?;
     drop(sent);
+    let caller_labels = opened.caller.labels.to_vec();
+    // A key's own labels are fixed and decide before a request's: one that sets a label of
+    // the conversation otherwise cannot continue it (it would relabel the history).
+    if let Some((k, _)) = stored_labels
+        .iter()
+        .find(|(k, v)| caller_labels.iter().any(|(ck, cv)| ck == k && cv != v))
+    {
+        let message = format!(
+            "this conversation was decided with label '{}', which this key sets otherwise; continue it with a key that agrees",
+            crate::base::printable(k)
+        );
+        return Err(undecided(crate::exchange::RequestError::Invalid {
+            message,
+            param: Some("previous_response_id".into()),
+            code: "conversation_label_conflict",
+        }));
+    }
     let labels = crate::policy::labels::inherit(stored_labels, asked);
+    // What it is kept with: every label it was decided with, the key's too, so that a later
+    // turn by another key of the tenant is decided with them.
+    let kept_labels = crate::policy::labels::inherit(caller_labels, labels.clone());
     let turn = Turn {
         id: response_id(),
         created_at: crate::base::unix_now(),
@@ -156,7 +176,7 @@ async fn respond(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Fail
         keep: parsed.store.then(|| Keep {
             conversations: conversations.clone(),
             tenant: tenant.to_owned(),
-            labels: labels.clone(),
+            labels: kept_labels,
             items,
             input_at,
         }),
