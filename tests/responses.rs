@@ -948,3 +948,96 @@ async fn malformed_requests_get_openai_errors_and_nothing_breaks() {
     let (s, _, r) = create(&gw, &json!({"model": m, "input": "still here"})).await;
     assert_eq!(s, 200, "{r}");
 }
+
+#[tokio::test]
+async fn an_openai_deployment_gets_the_responses_api_itself_and_keeps_its_reasoning() {
+    let fake = FakeUpstream::start(
+        Script::Ok {
+            text: "Hello from the fake".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: gpt, kind: openai, model: gpt-4o, base_url: 'http://{a}/v1', api_key_env: CANARY}}\n  - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{a}/v1', api_key_env: CANARY}}\n",
+        a = fake.addr
+    ))
+    .await;
+    let mut previous = Value::Null;
+    for (turn, streamed) in [false, true, false].into_iter().enumerate() {
+        let body = json!({"model": "gpt-4o", "input": format!("turn {turn}"), "stream": streamed,
+                          "previous_response_id": previous, "reasoning": {"effort": "low"}});
+        let r = if streamed {
+            let (s, events) = stream(&gw, &body).await;
+            assert_eq!(s, 200);
+            check_stream(&events)
+        } else {
+            let (s, _, r) = create(&gw, &body).await;
+            assert_eq!(s, 200, "{r}");
+            r
+        };
+        assert_ne!(r["id"], "resp_fake", "the gateway's own id");
+        assert_eq!(r["model"], "gpt-4o");
+        assert_eq!(r["output"][0]["type"], "reasoning", "{r}");
+        assert_eq!(r["output"][0]["encrypted_content"], "gAAAA-fake");
+        assert_eq!(output_text(&r), "Hello from the fake");
+        assert_eq!(r["usage"]["output_tokens_details"]["reasoning_tokens"], 5);
+        assert_eq!(r["usage"]["input_tokens_details"]["cached_tokens"], 4);
+        previous = r["id"].clone();
+    }
+    let seen = fake.seen();
+    assert!(
+        seen.iter().all(|s| s.path == "/v1/responses"),
+        "chat was never used"
+    );
+    // The third turn carried the whole conversation, reasoning items included.
+    let last = &seen.last().unwrap().body;
+    let input = last["input"].as_array().unwrap();
+    let kinds: Vec<&str> = input.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "message",
+            "reasoning",
+            "message",
+            "message",
+            "reasoning",
+            "message",
+            "message"
+        ],
+        "{last}"
+    );
+    assert!(last.get("previous_response_id").is_none());
+    // Continued on a translated dialect, the reasoning items stay behind, and it says so.
+    let (s, h, r) = create(
+        &gw,
+        &json!({"model": "claude-sonnet-4-5", "input": "and now?", "previous_response_id": previous}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(h["x-modelgate-dropped-items"], "reasoning=3");
+
+    // A tool round trip, whole and streamed.
+    for streamed in [false, true] {
+        let body = json!({"model": "gpt-4o", "input": "Weather in Paris?", "tools": weather_tool(), "stream": streamed});
+        let r = if streamed {
+            let (s, events) = stream(&gw, &body).await;
+            assert_eq!(s, 200);
+            check_stream(&events)
+        } else {
+            let (s, _, r) = create(&gw, &body).await;
+            assert_eq!(s, 200, "{r}");
+            r
+        };
+        let call = r["output"][1].clone();
+        assert_eq!(call["type"], "function_call", "{r}");
+        let (s, _, r) = create(
+            &gw,
+            &json!({"model": "gpt-4o", "tools": weather_tool(), "previous_response_id": r["id"], "input": [
+                {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}]}),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(output_text(&r), "Hello from the fake");
+    }
+}

@@ -6,6 +6,7 @@ pub(crate) mod echo;
 pub(crate) mod gemini;
 pub(crate) mod media;
 pub(crate) mod openai_compat;
+pub(crate) mod openai_responses;
 pub(crate) mod sanitize;
 
 use bytes::{Bytes, BytesMut};
@@ -39,6 +40,8 @@ pub struct Completed {
 pub(crate) enum AnswerBody {
     OpenAi(Bytes),
     Parsed(crate::exchange::answer::Completion),
+    /// A response object of OpenAI's Responses API, for a Responses client.
+    Responses(Bytes),
 }
 
 /// What the upstream said was wrong, in OpenAI's shape, with nothing secret left in it.

@@ -40,6 +40,9 @@ impl Adapter for OpenAiCompat {
         d: &Deployment,
     ) -> Result<UpstreamRequest, AdapterError> {
         let ep = &d.endpoint;
+        if let Some(native) = native(req, d) {
+            return super::openai_responses::build(native, d);
+        }
         // OpenAI's own API refuses arguments it does not define (400 `unrecognized request
         // argument`); servers such as vLLM, llama.cpp, Ollama and TGI take their own (`top_k`,
         // `min_p`, …). A field OpenAI does not take is refused here, naming it, rather than sent.
@@ -85,9 +88,12 @@ impl Adapter for OpenAiCompat {
     fn parse_response(
         &self,
         body: Bytes,
-        _req: &ChatRequest,
-        _d: &Deployment,
+        req: &ChatRequest,
+        d: &Deployment,
     ) -> Result<Completed, AdapterError> {
+        if native(req, d).is_some() {
+            return super::openai_responses::parse(body);
+        }
         let probe: AnswerProbe = serde_json::from_slice(&body)
             .map_err(|e| AdapterError::InvalidResponse(format!("not a JSON object: {e}")))?;
         if probe.error.is_some() {
@@ -184,10 +190,23 @@ impl Adapter for OpenAiCompat {
     }
 
     fn stream_translator(&self, req: &ChatRequest, d: &Deployment) -> Box<dyn StreamTranslator> {
+        if native(req, d).is_some() {
+            return Box::<super::openai_responses::NativeStream>::default();
+        }
         Box::new(OpenAiStream::new(
             d.endpoint.stream_usage && !req.wants_stream_usage(),
         ))
     }
+}
+
+/// The Responses request to send as it is, when the deployment is OpenAI's own API.
+fn native<'a>(
+    req: &'a ChatRequest,
+    d: &Deployment,
+) -> Option<&'a serde_json::Map<String, serde_json::Value>> {
+    req.native
+        .as_deref()
+        .filter(|_| d.endpoint.kind == crate::config::spec::Kind::Openai)
 }
 
 /// The OpenAI error type that goes with an upstream status.

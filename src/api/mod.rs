@@ -136,6 +136,12 @@ impl Front {
                 c.model = model.to_owned();
                 anthropic_out::message_json(&c)
             }
+            // Only a Responses client's request is sent to OpenAI's Responses API.
+            (_, AnswerBody::Responses(_)) => {
+                return Err(crate::adapters::AdapterError::InvalidResponse(
+                    "a Responses API answer to a chat request".into(),
+                ));
+            }
         })
     }
 }

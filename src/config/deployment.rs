@@ -222,6 +222,11 @@ impl Deployment {
         self
     }
 
+    /// The URL of OpenAI's Responses API on this deployment's base URL.
+    pub(crate) fn responses_url(&self) -> Option<reqwest::Url> {
+        reqwest::Url::parse(&format!("{}/responses", self.endpoint.base_url)).ok()
+    }
+
     /// The URL a chat request goes to (none for `echo`, or when the base URL does not parse).
     pub(crate) fn chat_url(&self, stream: bool) -> Option<reqwest::Url> {
         self.chat_urls

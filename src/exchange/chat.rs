@@ -118,6 +118,10 @@ pub struct ChatRequest {
     /// `metadata` (string → string, as OpenAI defines it); also a source of request labels.
     pub(crate) metadata: Option<Vec<(String, String)>>,
     pub(crate) extra: Extra,
+    /// A Responses API request as OpenAI's own `/v1/responses` takes it (the conversation's
+    /// items in `input`, no `model`): what an OpenAI deployment is sent instead of chat, so
+    /// that reasoning items and the rest of what chat cannot carry reach it.
+    pub(crate) native: Option<std::sync::Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// A message's author.

@@ -37,4 +37,7 @@ pub trait Encoder: Send {
 
     /// The stream failed: an error event, and nothing that looks like a clean end.
     fn error(&mut self, e: &ErrorBody, out: &mut BytesMut);
+
+    /// An event of OpenAI's Responses API, for the format that relays them as they are.
+    fn native(&mut self, _event: &serde_json::Value, _out: &mut BytesMut) {}
 }

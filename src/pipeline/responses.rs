@@ -89,6 +89,9 @@ impl Turn {
         let mut c = match body {
             AnswerBody::OpenAi(b) => crate::adapters::openai_compat::parse_completion(&b)?,
             AnswerBody::Parsed(c) => c,
+            AnswerBody::Responses(b) => {
+                return output::native_whole(&b, &self.head(model), self.keep());
+            }
         };
         c.model.clone_from(&model);
         Ok(output::whole(&c, &self.head(model), self.keep()))
@@ -137,9 +140,10 @@ async fn respond(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Fail
             conversations.max_bytes()
         ))));
     }
-    let (req, dropped) = parsed
+    let (mut req, dropped) = parsed
         .to_chat(&items[..input_at], limits)
         .map_err(undecided)?;
+    req.native = native_body(&sent.body, &items).map(Arc::new);
     let metadata: Option<Vec<(String, String)>> = parsed.metadata.as_ref().map(|m| {
         m.iter()
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
@@ -182,17 +186,51 @@ async fn respond(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Fail
         }),
     };
     let mut outcome = serve_chat(ctx, opened, req, labels, Some(&turn)).await?;
-    if dropped > 0 {
-        // Reasoning items of earlier turns are kept in the conversation but no chat dialect
-        // can take them: say so rather than drop them silently.
-        if let Ok(v) = http::HeaderValue::from_str(&format!("reasoning={dropped}")) {
-            outcome
-                .response
-                .headers_mut()
-                .insert("x-modelgate-dropped-items", v);
-        }
+    // Reasoning items of earlier turns are kept in the conversation but no chat dialect can
+    // take them (OpenAI's own Responses API got them): say so rather than drop them silently.
+    let served_by = outcome
+        .response
+        .headers()
+        .get("x-modelgate-deployment")
+        .and_then(|v| v.to_str().ok());
+    let native = opened.current.deployments.iter().any(|d| {
+        Some(d.name.as_str()) == served_by && d.endpoint.kind == crate::config::spec::Kind::Openai
+    });
+    if dropped > 0
+        && !native
+        && let Ok(v) = http::HeaderValue::from_str(&format!("reasoning={dropped}"))
+    {
+        outcome
+            .response
+            .headers_mut()
+            .insert("x-modelgate-dropped-items", v);
     }
     Ok(outcome)
+}
+
+/// The request as OpenAI's own Responses API takes it: the client's body with the whole
+/// conversation as its `input` (OpenAI does not know this gateway's response ids) and the
+/// gateway's own ids left off the items OpenAI gives no id.
+fn native_body(body: &[u8], items: &[Value]) -> Option<serde_json::Map<String, Value>> {
+    let mut m: serde_json::Map<String, Value> = serde_json::from_slice(body).ok()?;
+    m.remove("previous_response_id");
+    m.remove("model");
+    let input = items
+        .iter()
+        .map(|item| {
+            let mut item = item.clone();
+            let kind = item.get("type").and_then(Value::as_str).unwrap_or("");
+            let role = item.get("role").and_then(Value::as_str).unwrap_or("");
+            let no_id =
+                (kind == "message" && role != "assistant") || kind == "function_call_output";
+            if let (true, Some(o)) = (no_id, item.as_object_mut()) {
+                o.remove("id");
+            }
+            item
+        })
+        .collect();
+    m.insert("input".into(), Value::Array(input));
+    Some(m)
 }
 
 /// `GET /v1/responses/{id}`, `GET /v1/responses/{id}/input_items` and

@@ -11,7 +11,9 @@ import pytest
 URL = os.environ.get("MODELGATE_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="run by tests/sdk.rs")
 
-MODELS = ["llama-3.1-8b-instruct", "claude-sonnet-4-5", "gemini-2.5-flash"]
+# gpt-4o is served by OpenAI's own Responses API (the fake's); the others are translated.
+MODELS = ["llama-3.1-8b-instruct", "claude-sonnet-4-5", "gemini-2.5-flash", "gpt-4o"]
+REASONING_TOKENS = {"gemini-2.5-flash": 2, "gpt-4o": 5}
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Current weather",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                          "required": ["city"], "additionalProperties": False},
@@ -30,8 +32,8 @@ def test_create(model):
     assert resp.object == "response" and resp.status == "completed"
     assert resp.output_text == "Hello from the fake"
     assert resp.usage.input_tokens > 0 and resp.usage.output_tokens > 0
-    # Gemini reports its thinking tokens; the others none.
-    assert resp.usage.output_tokens_details.reasoning_tokens == (2 if model.startswith("gemini") else 0)
+    # Gemini and OpenAI's reasoning report their thinking tokens; the others none.
+    assert resp.usage.output_tokens_details.reasoning_tokens == REASONING_TOKENS.get(model, 0)
 
 
 @pytest.mark.parametrize("model", MODELS)

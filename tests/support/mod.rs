@@ -36,6 +36,7 @@ mod dialects;
 pub mod faults;
 pub mod process;
 pub mod redis;
+mod responses;
 
 pub use faults::{Connection, End};
 
@@ -359,6 +360,9 @@ async fn respond(
     }
     if method == "POST" && path == "/v1/messages/count_tokens" {
         return dialects::anthropic_count_tokens(headers, body, key.as_deref());
+    }
+    if method == "POST" && path == "/v1/responses" {
+        return responses::openai_responses(headers, body, &current, key.as_deref());
     }
     if method == "POST" && path == "/v1/messages" {
         return dialects::anthropic(headers, body, &current, key.as_deref());

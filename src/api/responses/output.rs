@@ -150,6 +150,36 @@ pub(crate) fn whole(c: &Completion, head: &Head, finished: Option<OnFinished>) -
     bytes
 }
 
+/// A whole answer of OpenAI's Responses API as this gateway's response object: OpenAI's output
+/// items as they are (reasoning items too), under this response's id and settings.
+pub(crate) fn native_whole(
+    body: &[u8],
+    head: &Head,
+    finished: Option<OnFinished>,
+) -> Result<Bytes, crate::adapters::AdapterError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| crate::adapters::AdapterError::InvalidResponse(e.to_string()))?;
+    let output = v
+        .get("output")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let usage = v
+        .get("usage")
+        .and_then(crate::adapters::openai_responses::usage_of);
+    let status = match v.get("status").and_then(Value::as_str) {
+        Some("incomplete") => "incomplete",
+        _ => "completed",
+    };
+    let incomplete = v.get("incomplete_details").cloned().unwrap_or(Value::Null);
+    let response = head.object(status, &output, usage.as_ref(), Value::Null, incomplete);
+    let bytes = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
+    if let Some(f) = finished {
+        f(Finished { output, response });
+    }
+    Ok(bytes)
+}
+
 // === impl ResponsesEncoder ===
 
 /// The item being written.
@@ -412,6 +442,41 @@ impl Encoder for ResponsesEncoder {
                 output: std::mem::take(&mut self.output),
                 response,
             });
+        }
+    }
+
+    fn native(&mut self, event: &Value, out: &mut BytesMut) {
+        self.start(out);
+        let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            // Already said, under this response's id.
+            "response.created" | "response.in_progress" | "response.queued" => {}
+            // Said by `done`, with this response's id, once the relay has its usage.
+            "response.completed" | "response.incomplete" => {
+                if let Some(output) = event.pointer("/response/output").and_then(Value::as_array) {
+                    self.output.clone_from(output);
+                }
+                self.finish = Some(
+                    match event
+                        .pointer("/response/incomplete_details/reason")
+                        .and_then(Value::as_str)
+                    {
+                        Some("content_filter") => FinishReason::ContentFilter,
+                        Some(_) => FinishReason::Length,
+                        None => FinishReason::Stop,
+                    },
+                );
+            }
+            _ => {
+                if kind == "response.output_item.done"
+                    && let Some(item) = event.get("item")
+                {
+                    self.output.push(item.clone());
+                }
+                let mut data = obj(event.clone());
+                data.remove("sequence_number");
+                self.event(out, kind, data);
+            }
         }
     }
 

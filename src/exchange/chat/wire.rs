@@ -209,6 +209,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             response_format: response_format.flatten().filter(|s| s.get() != "null"),
             metadata: metadata.flatten(),
             extra,
+            native: None,
         })
     }
 }
