@@ -115,6 +115,19 @@ fn output_text(r: &Value) -> String {
         .collect()
 }
 
+/// A response to `body`, whole or streamed (its events checked), which must succeed.
+async fn answer(gw: &Gateway, body: &Value, streamed: bool) -> Value {
+    if streamed {
+        let (s, events) = stream(gw, body).await;
+        assert_eq!(s, 200, "{body}: {events:?}");
+        check_stream(&events)
+    } else {
+        let (s, _, r) = create(gw, body).await;
+        assert_eq!(s, 200, "{body}: {r}");
+        r
+    }
+}
+
 /// Checks the events of a stream: numbered from 0 without a gap, the lifecycle in order, and
 /// what the deltas add up to is what the `.done` events and the final response say.
 fn check_stream(events: &[(String, Value)]) -> Value {
@@ -212,15 +225,7 @@ async fn a_function_call_round_trip_through_every_dialect() {
         for streamed in [false, true] {
             let first = json!({"model": model, "input": "Weather in Paris?", "tools": weather_tool(),
                                "tool_choice": "auto", "stream": streamed, "store": false});
-            let r = if streamed {
-                let (s, events) = stream(&gw, &first).await;
-                assert_eq!(s, 200);
-                check_stream(&events)
-            } else {
-                let (s, _, r) = create(&gw, &first).await;
-                assert_eq!(s, 200, "{model}: {r}");
-                r
-            };
+            let r = answer(&gw, &first, streamed).await;
             let call = r["output"]
                 .as_array()
                 .unwrap()
@@ -239,15 +244,7 @@ async fn a_function_call_round_trip_through_every_dialect() {
                 call,
                 {"type": "function_call_output", "call_id": call["call_id"], "output": "{\"temp\": 21}"},
             ]});
-            let r = if streamed {
-                let (s, events) = stream(&gw, &second).await;
-                assert_eq!(s, 200);
-                check_stream(&events)
-            } else {
-                let (s, _, r) = create(&gw, &second).await;
-                assert_eq!(s, 200, "{model}: {r}");
-                r
-            };
+            let r = answer(&gw, &second, streamed).await;
             assert_eq!(output_text(&r), "Hello from the fake", "{model}: {r}");
         }
     }
@@ -338,15 +335,7 @@ async fn three_turns_with_previous_response_id_on_each_dialect() {
             let streamed = turn == 1;
             let body = json!({"model": model, "input": said, "previous_response_id": previous,
                               "stream": streamed, "instructions": "Be brief."});
-            let r = if streamed {
-                let (s, events) = stream(&gw, &body).await;
-                assert_eq!(s, 200);
-                check_stream(&events)
-            } else {
-                let (s, _, r) = create(&gw, &body).await;
-                assert_eq!(s, 200, "{model} turn {turn}: {r}");
-                r
-            };
+            let r = answer(&gw, &body, streamed).await;
             assert_eq!(r["previous_response_id"], previous);
             previous = r["id"].clone();
         }
@@ -800,15 +789,7 @@ async fn a_namespace_of_functions_is_called_by_its_names_on_every_dialect() {
     for model in MODELS {
         for streamed in [false, true] {
             let body = json!({"model": model, "input": "Weather in Paris?", "tools": tools, "stream": streamed});
-            let r = if streamed {
-                let (s, events) = stream(&gw, &body).await;
-                assert_eq!(s, 200);
-                check_stream(&events)
-            } else {
-                let (s, _, r) = create(&gw, &body).await;
-                assert_eq!(s, 200, "{model}: {r}");
-                r
-            };
+            let r = answer(&gw, &body, streamed).await;
             let call = r["output"]
                 .as_array()
                 .unwrap()
@@ -967,15 +948,7 @@ async fn an_openai_deployment_gets_the_responses_api_itself_and_keeps_its_reason
     for (turn, streamed) in [false, true, false].into_iter().enumerate() {
         let body = json!({"model": "gpt-4o", "input": format!("turn {turn}"), "stream": streamed,
                           "previous_response_id": previous, "reasoning": {"effort": "low"}});
-        let r = if streamed {
-            let (s, events) = stream(&gw, &body).await;
-            assert_eq!(s, 200);
-            check_stream(&events)
-        } else {
-            let (s, _, r) = create(&gw, &body).await;
-            assert_eq!(s, 200, "{r}");
-            r
-        };
+        let r = answer(&gw, &body, streamed).await;
         assert_ne!(r["id"], "resp_fake", "the gateway's own id");
         assert_eq!(r["model"], "gpt-4o");
         assert_eq!(r["output"][0]["type"], "reasoning", "{r}");
@@ -1020,15 +993,7 @@ async fn an_openai_deployment_gets_the_responses_api_itself_and_keeps_its_reason
     // A tool round trip, whole and streamed.
     for streamed in [false, true] {
         let body = json!({"model": "gpt-4o", "input": "Weather in Paris?", "tools": weather_tool(), "stream": streamed});
-        let r = if streamed {
-            let (s, events) = stream(&gw, &body).await;
-            assert_eq!(s, 200);
-            check_stream(&events)
-        } else {
-            let (s, _, r) = create(&gw, &body).await;
-            assert_eq!(s, 200, "{r}");
-            r
-        };
+        let r = answer(&gw, &body, streamed).await;
         let call = r["output"][1].clone();
         assert_eq!(call["type"], "function_call", "{r}");
         let (s, _, r) = create(
