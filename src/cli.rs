@@ -288,6 +288,7 @@ pub fn explain(
             tools: req.uses_tools(),
             vision: req.has_images(),
             choices: req.n,
+            hosted_tool: None,
         },
         prompt: &prompt,
         max_output: req.max_output_tokens(),

@@ -255,6 +255,7 @@ pub fn policy(data: &[u8]) {
             tools: flags & 1 != 0,
             vision: flags & 2 != 0,
             choices: (flags & 4 != 0).then_some(u32::from(next() % 8) + 1),
+            hosted_tool: (flags & 8 != 0).then_some("web_search"),
         },
         prompt: &prompt,
         max_output,

@@ -439,61 +439,70 @@ async fn a_stream_broken_midway_ends_failed_and_is_not_kept() {
 }
 
 #[tokio::test]
-async fn built_in_tools_and_unknown_fields_are_refused_by_name() {
-    let (gw, fake) = gateway().await;
-    for (body, param) in [
-        (
-            json!({"model": "llama-3.1-8b-instruct", "input": "hi", "tools": [{"type": "web_search"}]}),
-            "tools[0].type",
-        ),
-        (
-            json!({"model": "llama-3.1-8b-instruct", "input": "hi", "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}),
-            "tools[0].type",
-        ),
-        (
-            json!({"model": "llama-3.1-8b-instruct", "input": [{"type": "web_search_call", "id": "ws_1"}]}),
-            "input[0].type",
-        ),
-        (
-            json!({"model": "llama-3.1-8b-instruct", "input": "hi", "previous_response_id": "resp_nope"}),
-            "",
-        ),
+async fn built_in_tools_go_only_to_openai_and_unknown_fields_are_refused_by_name() {
+    let fake = FakeUpstream::start(
+        Script::Ok {
+            text: "Hello from the fake".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let a = fake.addr;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}
+deployments:
+{}  - {{name: gpt, kind: openai, model: gpt-4o, base_url: 'http://{a}/v1', api_key_env: CANARY}}
+",
+        deployments(a)
+    ))
+    .await;
+    // No OpenAI deployment among those asked for: refused by the policy, naming the tool.
+    for body in [
+        json!({"model": "llama-3.1-8b-instruct", "input": "hi", "tools": [{"type": "web_search"}]}),
+        json!({"model": "claude-sonnet-4-5", "input": "hi", "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}),
+        json!({"model": "llama-3.1-8b-instruct", "input": [{"role": "user", "content": "news?"}, {"type": "web_search_call", "id": "ws_1", "status": "completed"}]}),
     ] {
         let (s, _, r) = create(&gw, &body).await;
+        assert_eq!(s, 403, "{r}");
         let e = assert_openai_error(&r);
-        if param.is_empty() {
-            assert_eq!(s, 404, "{r}");
-        } else {
-            assert_eq!(s, 400, "{r}");
-            assert_eq!(e["param"], param, "{r}");
-        }
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("only OpenAI's own API runs"),
+            "{r}"
+        );
     }
-    let (s, _, r) = create(&gw, &json!({"model": "llama-3.1-8b-instruct", "input": "hi", "tools": [{"type": "web_search"}]})).await;
-    assert_eq!(s, 400);
     assert!(
-        r["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("web_search"),
-        "{r}"
+        fake.seen().is_empty(),
+        "nothing refused reached an upstream"
     );
+    // Among several, the OpenAI deployment serves it, with the tool as the client sent it.
+    let (s, h, r) = create(
+        &gw,
+        &json!({"model": "auto", "input": "news?", "tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(h["x-modelgate-deployment"], "gpt");
+    let sent = fake.seen().last().unwrap().body.clone();
+    assert_eq!(sent["tools"][0]["type"], "web_search");
+    assert_eq!(sent["tool_choice"]["type"], "web_search");
+
+    let (s, _, r) = create(
+        &gw,
+        &json!({"model": "llama-3.1-8b-instruct", "input": "hi", "previous_response_id": "resp_nope"}),
+    )
+    .await;
+    assert_eq!(s, 404, "{r}");
     let (s, _, r) = create(
         &gw,
         &json!({"model": "llama-3.1-8b-instruct", "input": "hi", "frobnicate": 1}),
     )
     .await;
     assert_eq!(s, 400, "{r}");
-    assert!(
-        r["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("frobnicate"),
-        "{r}"
-    );
-    assert!(
-        fake.seen().is_empty(),
-        "nothing refused reached the upstream"
-    );
+    assert_eq!(r["error"]["param"], "frobnicate", "{r}");
+    assert_eq!(r["error"]["code"], "unknown_parameter", "{r}");
 }
 
 #[tokio::test]

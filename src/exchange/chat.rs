@@ -122,6 +122,8 @@ pub struct ChatRequest {
     /// items in `input`, no `model`): what an OpenAI deployment is sent instead of chat, so
     /// that reasoning items and the rest of what chat cannot carry reach it.
     pub(crate) native: Option<std::sync::Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// A tool of the Responses API that only OpenAI's platform runs, if the request has one.
+    pub(crate) hosted_tool: Option<&'static str>,
 }
 
 /// A message's author.

@@ -92,6 +92,7 @@ pub(super) async fn serve_chat(
         tools: req.uses_tools(),
         vision: req.has_images(),
         choices: req.n,
+        hosted_tool: req.hosted_tool,
     };
     let (decided, prompt_estimate) = {
         let prompt = PromptText::new(&req);

@@ -144,6 +144,7 @@ async fn respond(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Fail
         .to_chat(&items[..input_at], limits)
         .map_err(undecided)?;
     req.native = native_body(&sent.body, &items).map(Arc::new);
+    req.hosted_tool = parsed.hosted;
     let metadata: Option<Vec<(String, String)>> = parsed.metadata.as_ref().map(|m| {
         m.iter()
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))

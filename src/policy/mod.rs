@@ -35,6 +35,9 @@ pub struct Needs {
     pub(crate) vision: bool,
     /// Answers asked for (`n`); `None` is one. Each may be as long as the longest answer.
     pub(crate) choices: Option<u32>,
+    /// A tool only OpenAI's platform runs (`web_search`…), named: only an OpenAI deployment
+    /// can serve the request.
+    pub(crate) hosted_tool: Option<&'static str>,
 }
 
 /// The size of a request's prompt, for context and price checks.
@@ -433,6 +436,17 @@ fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refus
         return refusal(
             RefusalKind::Capability,
             format!("model {} has no tool calls and the request has tools", m.id),
+        );
+    }
+    if let Some(tool) = ask.needs.hosted_tool
+        && d.endpoint.kind != crate::config::spec::Kind::Openai
+    {
+        return refusal(
+            RefusalKind::Capability,
+            format!(
+                "the request has the built-in tool '{tool}', which only OpenAI's own API runs, and deployment {} is not OpenAI's",
+                d.name
+            ),
         );
     }
     if ask.needs.vision && !caps.vision {

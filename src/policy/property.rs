@@ -641,6 +641,7 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
             tools: w.request.tools,
             vision: w.request.vision,
             choices: None,
+            hosted_tool: None,
         },
         prompt: &prompt,
         max_output: w.request.max_output,

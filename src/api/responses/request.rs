@@ -114,6 +114,8 @@ pub(crate) struct Parsed {
     pub(crate) metadata: Option<Map<String, Value>>,
     /// The functions of namespaces, by the name the dialects call them.
     pub(crate) namespaced: tools::Namespaced,
+    /// The first built-in tool (or item of one) the request has: only OpenAI's API can serve it.
+    pub(crate) hosted: Option<&'static str>,
     /// The request's settings as the response object repeats them.
     pub(crate) echo: Map<String, Value>,
     /// Chat fields other than the messages, ready for the gateway's request.
@@ -129,33 +131,7 @@ pub(crate) fn parse(body: &[u8], limits: RequestLimits) -> Result<Parsed, Reques
     check_depth(body, limits.max_depth)?;
     let w: Wire = serde_json::from_slice(body).map_err(wire_error)?;
     refuse_unserved(&w)?;
-    let input = match w.input {
-        Some(Value::String(s)) => vec![json!({
-            "type": "message", "id": item_id("msg"), "role": "user", "status": "completed",
-            "content": [{"type": "input_text", "text": s}],
-        })],
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| normalise(item, &format!("input[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => {
-            return Err(invalid(
-                "input",
-                "'input' must be a string or a list of items",
-            ));
-        }
-        None => return Err(RequestError::missing("input")),
-    };
-    if input.is_empty() && w.previous_response_id.is_none() {
-        return Err(invalid("input", "'input' must contain at least one item"));
-    }
-    if input.len() > limits.max_messages {
-        return Err(invalid(
-            "input",
-            format!("'input' holds more than {} items", limits.max_messages),
-        ));
-    }
+    let input = input_of(w.input, w.previous_response_id.is_some(), limits)?;
 
     let mut chat = Map::new();
     let mut echo = Map::new();
@@ -177,7 +153,14 @@ pub(crate) fn parse(body: &[u8], limits: RequestLimits) -> Result<Parsed, Reques
         // The usage is part of the last event: ask every backend for it.
         chat.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    let namespaced = tools::tools(w.tools, w.tool_choice, &mut chat, &mut echo)?;
+    let tools = tools::tools(w.tools, w.tool_choice, &mut chat, &mut echo)?;
+    // An item of a built-in tool's call in the input needs OpenAI's own API as much as the tool.
+    let hosted = tools.hosted.or_else(|| {
+        input
+            .iter()
+            .filter_map(|i| i.get("type").and_then(Value::as_str))
+            .find_map(tools::hosted_item)
+    });
     let format = tools::text_format(w.text.and_then(|t| t.format), &mut chat)?;
     echo.insert("text".into(), json!({"format": format}));
     let reasoning = w.reasoning.unwrap_or(Reasoning {
@@ -229,7 +212,8 @@ pub(crate) fn parse(body: &[u8], limits: RequestLimits) -> Result<Parsed, Reques
     echo.insert("max_tool_calls".into(), json!(w.max_tool_calls));
     echo.insert("service_tier".into(), json!("default"));
     Ok(Parsed {
-        namespaced,
+        namespaced: tools.namespaced,
+        hosted,
         input,
         instructions: w.instructions,
         store,
@@ -238,6 +222,42 @@ pub(crate) fn parse(body: &[u8], limits: RequestLimits) -> Result<Parsed, Reques
         echo,
         chat,
     })
+}
+
+/// This turn's input as stored items: a string is one user message.
+fn input_of(
+    input: Option<Value>,
+    continues: bool,
+    limits: RequestLimits,
+) -> Result<Vec<Value>, RequestError> {
+    let input = match input {
+        Some(Value::String(s)) => vec![json!({
+            "type": "message", "id": item_id("msg"), "role": "user", "status": "completed",
+            "content": [{"type": "input_text", "text": s}],
+        })],
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| normalise(item, &format!("input[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(invalid(
+                "input",
+                "'input' must be a string or a list of items",
+            ));
+        }
+        None => return Err(RequestError::missing("input")),
+    };
+    if input.is_empty() && !continues {
+        return Err(invalid("input", "'input' must contain at least one item"));
+    }
+    if input.len() > limits.max_messages {
+        return Err(invalid(
+            "input",
+            format!("'input' holds more than {} items", limits.max_messages),
+        ));
+    }
+    Ok(input)
 }
 
 /// A body serde refused: an unknown parameter is named as OpenAI names it.
@@ -374,12 +394,12 @@ fn normalise(item: Value, param: &str) -> Result<Value, RequestError> {
                 "item references are not served; send the item itself or use 'previous_response_id'",
             ));
         }
+        // The call of a built-in tool, or its output: for OpenAI's own API.
+        other if tools::hosted_item(other).is_some() => {}
         other => {
             return Err(invalid(
                 &format!("{param}.type"),
-                format!(
-                    "input items of type '{other}' are not served (built-in tools run only on OpenAI)"
-                ),
+                format!("input items of type '{other}' are not served"),
             ));
         }
     }

@@ -6,9 +6,9 @@ use serde_json::{Map, Value, json};
 
 use crate::exchange::RequestError;
 
-/// Tools OpenAI runs itself: no other dialect can, so a request naming one is refused rather
-/// than answered without it.
-const BUILT_IN_TOOLS: &[&str] = &[
+/// Tools OpenAI runs itself: no other dialect can, so a request naming one goes only to an
+/// OpenAI deployment (the policy refuses every other), never answered without it.
+pub(crate) const BUILT_IN_TOOLS: &[&str] = &[
     "web_search",
     "web_search_preview",
     "web_search_2025_08_26",
@@ -35,17 +35,60 @@ pub(crate) const SEPARATOR: &str = "__";
 /// A function of a namespace: the name the dialects call it by, its namespace, its own name.
 pub(crate) type Namespaced = Vec<(String, String, String)>;
 
-/// Function tools in chat's terms; a built-in tool is refused, naming it. Returns the functions
-/// of namespaces, to name their calls back.
+/// What a request's tools are: the functions of its namespaces (to name their calls back), and
+/// the first built-in tool it has, if any.
+#[derive(Default)]
+pub(crate) struct Tools {
+    pub(crate) namespaced: Namespaced,
+    pub(crate) hosted: Option<&'static str>,
+}
+
+/// Items of built-in tools' calls, and the tool each belongs to.
+const HOSTED_ITEMS: &[(&str, &str)] = &[
+    ("web_search_call", "web_search"),
+    ("file_search_call", "file_search"),
+    ("computer_call", "computer_use_preview"),
+    ("computer_call_output", "computer_use_preview"),
+    ("code_interpreter_call", "code_interpreter"),
+    ("image_generation_call", "image_generation"),
+    ("local_shell_call", "local_shell"),
+    ("local_shell_call_output", "local_shell"),
+    ("shell_call", "shell"),
+    ("shell_call_output", "shell"),
+    ("apply_patch_call", "apply_patch"),
+    ("apply_patch_call_output", "apply_patch"),
+    ("mcp_call", "mcp"),
+    ("mcp_list_tools", "mcp"),
+    ("mcp_approval_request", "mcp"),
+    ("mcp_approval_response", "mcp"),
+    ("custom_tool_call", "custom"),
+    ("custom_tool_call_output", "custom"),
+];
+
+/// The built-in tool an input item of type `kind` belongs to, if it is such an item.
+pub(crate) fn hosted_item(kind: &str) -> Option<&'static str> {
+    HOSTED_ITEMS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, t)| *t)
+}
+
+/// The built-in tool (or item of one) named `kind`, as a name that lives as long as the process.
+pub(crate) fn hosted(kind: &str) -> Option<&'static str> {
+    BUILT_IN_TOOLS.iter().copied().find(|t| *t == kind)
+}
+
+/// Function tools in chat's terms; a built-in tool is kept for OpenAI's own API and named.
 pub(super) fn tools(
     tools: Option<Vec<Value>>,
     choice: Option<Value>,
     chat: &mut Map<String, Value>,
     echo: &mut Map<String, Value>,
-) -> Result<Namespaced, RequestError> {
+) -> Result<Tools, RequestError> {
     let tools = tools.unwrap_or_default();
     let mut out = Vec::with_capacity(tools.len());
     let mut namespaced = Vec::new();
+    let mut first_hosted = None;
     for (i, t) in tools.iter().enumerate() {
         match t.get("type").and_then(Value::as_str).unwrap_or("") {
             "function" => out.push(function(t, None, &format!("tools[{i}]"))?),
@@ -72,7 +115,12 @@ pub(super) fn tools(
                     out.push(tool);
                 }
             }
-            _ => return Err(refused(t, &format!("tools[{i}].type"))),
+            kind => match hosted(kind) {
+                Some(h) => {
+                    first_hosted.get_or_insert(h);
+                }
+                None => return Err(refused(t, &format!("tools[{i}].type"))),
+            },
         }
     }
     let mut names: Vec<&str> = out
@@ -101,6 +149,14 @@ pub(super) fn tools(
             };
             json!({"type": "function", "function": {"name": name}})
         }
+        // A built-in tool chosen: only OpenAI's own API, which takes it as sent, runs it.
+        Value::Object(o)
+            if o.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|k| hosted(k).is_some()) =>
+        {
+            Value::Null
+        }
         Value::Object(o) => {
             let kind = o.get("type").and_then(Value::as_str).unwrap_or("");
             return Err(invalid(
@@ -117,11 +173,14 @@ pub(super) fn tools(
             ));
         }
     };
-    if chat.contains_key("tools") {
+    if chat.contains_key("tools") && !chat_choice.is_null() {
         chat.insert("tool_choice".into(), chat_choice);
     }
     echo.insert("tool_choice".into(), choice);
-    Ok(namespaced)
+    Ok(Tools {
+        namespaced,
+        hosted: first_hosted,
+    })
 }
 
 /// A tool this gateway cannot give a dialect: a built-in one (named as such) or an unknown type.

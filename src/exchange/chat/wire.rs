@@ -210,6 +210,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             metadata: metadata.flatten(),
             extra,
             native: None,
+            hosted_tool: None,
         })
     }
 }

@@ -111,6 +111,7 @@ fn check_real_reload(
         tools: w.request.tools,
         vision: w.request.vision,
         choices: None,
+        hosted_tool: None,
     };
     fn ask<'a>(
         model: &'a str,
