@@ -456,22 +456,23 @@ deployments:
         deployments(a)
     ))
     .await;
-    // No OpenAI deployment among those asked for: refused by the policy, naming the tool.
+    // No OpenAI deployment among those asked for: a request no deployment can serve, naming
+    // the tool.
     for body in [
         json!({"model": "llama-3.1-8b-instruct", "input": "hi", "tools": [{"type": "web_search"}]}),
         json!({"model": "claude-sonnet-4-5", "input": "hi", "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}),
         json!({"model": "llama-3.1-8b-instruct", "input": [{"role": "user", "content": "news?"}, {"type": "web_search_call", "id": "ws_1", "status": "completed"}]}),
     ] {
         let (s, _, r) = create(&gw, &body).await;
-        assert_eq!(s, 403, "{r}");
+        assert_eq!(s, 400, "{r}");
         let e = assert_openai_error(&r);
-        assert!(
-            e["message"]
-                .as_str()
-                .unwrap()
-                .contains("only OpenAI's own API runs"),
-            "{r}"
-        );
+        assert_eq!(e["code"], "unsupported_tool", "{r}");
+        let tool = if body.to_string().contains("file_search") {
+            "file_search"
+        } else {
+            "web_search"
+        };
+        assert!(e["message"].as_str().unwrap().contains(tool), "{r}");
     }
     assert!(
         fake.seen().is_empty(),

@@ -186,7 +186,10 @@ async fn respond(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Fail
             input_at,
         }),
     };
-    let mut outcome = serve_chat(ctx, opened, req, labels, Some(&turn)).await?;
+    let hosted = parsed.hosted;
+    let mut outcome = serve_chat(ctx, opened, req, labels, Some(&turn))
+        .await
+        .map_err(|(e, policy)| (hosted_tool_error(e, hosted), policy))?;
     // Reasoning items of earlier turns are kept in the conversation but no chat dialect can
     // take them (OpenAI's own Responses API got them): say so rather than drop them silently.
     let served_by = outcome
@@ -207,6 +210,23 @@ async fn respond(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Fail
             .insert("x-modelgate-dropped-items", v);
     }
     Ok(outcome)
+}
+
+/// A policy refusal only for a built-in tool: no deployment the policy allows can run it, which
+/// is the request's trouble, named as such (400 `unsupported_tool`).
+fn hosted_tool_error(e: GatewayError, hosted: Option<&'static str>) -> GatewayError {
+    match (&e, hosted) {
+        (GatewayError::Policy(p), Some(tool)) if p.only_for_hosted_tools() => {
+            GatewayError::Request(crate::exchange::RequestError::Invalid {
+                message: format!(
+                    "the built-in tool '{tool}' runs only on OpenAI's own API, and no deployment allowed for this request is one; declare a function tool instead"
+                ),
+                param: Some("tools".into()),
+                code: "unsupported_tool",
+            })
+        }
+        _ => e,
+    }
 }
 
 /// The request as OpenAI's own Responses API takes it: the client's body with the whole

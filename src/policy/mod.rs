@@ -108,6 +108,22 @@ impl Decision {
     }
 }
 
+/// What a refusal for a built-in tool says: only OpenAI's own API runs those tools.
+pub(crate) const HOSTED_ONLY: &str = "which only OpenAI's own API runs";
+
+impl PolicyError {
+    /// Whether every deployment was refused only because none can run the request's built-in
+    /// tool: the request, not the policy, is what no deployment here can serve.
+    pub(crate) fn only_for_hosted_tools(&self) -> bool {
+        match self {
+            PolicyError::Refused { refused, .. } => {
+                !refused.is_empty() && refused.iter().all(|(_, r)| r.detail.contains(HOSTED_ONLY))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Why no deployment may serve a request.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -444,7 +460,7 @@ fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refus
         return refusal(
             RefusalKind::Capability,
             format!(
-                "the request has the built-in tool '{tool}', which only OpenAI's own API runs, and deployment {} is not OpenAI's",
+                "the request has the built-in tool '{tool}', {HOSTED_ONLY}, and deployment {} is not OpenAI's",
                 d.name
             ),
         );
