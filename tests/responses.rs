@@ -1016,3 +1016,94 @@ async fn an_openai_deployment_gets_the_responses_api_itself_and_keeps_its_reason
         assert_eq!(output_text(&r), "Hello from the fake");
     }
 }
+
+#[tokio::test]
+async fn an_openai_deployment_gets_parallel_calls_images_schemas_and_breaks_visibly() {
+    let fake = FakeUpstream::start(
+        Script::Ok {
+            text: "Hello from the fake".into(),
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
+    let gw = Gateway::start(&format!(
+        "reload: {{poll_interval: 0}}\ndeployments:\n  - {{name: gpt, kind: openai, model: gpt-4o, base_url: 'http://{}/v1', api_key_env: CANARY}}\n",
+        fake.addr
+    ))
+    .await;
+    let tools = json!([
+        {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+        {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}},
+    ]);
+    for streamed in [false, true] {
+        let r = answer(
+            &gw,
+            &json!({"model": "gpt-4o", "input": "Weather and time, in parallel", "tools": tools, "stream": streamed}),
+            streamed,
+        )
+        .await;
+        let names: Vec<&str> = r["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["type"] == "function_call")
+            .map(|i| i["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["get_weather", "get_time"], "{r}");
+    }
+    let png = "data:image/png;base64,iVBORw0KGgo=";
+    let r = answer(
+        &gw,
+        &json!({"model": "gpt-4o", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "What is this?"}, {"type": "input_image", "image_url": png}]}],
+            "text": {"format": {"type": "json_schema", "name": "answer", "schema": {"type": "object"}}}}),
+        false,
+    )
+    .await;
+    assert_eq!(r["text"]["format"]["name"], "answer");
+    let sent = fake.seen().last().unwrap().body.clone();
+    assert_eq!(sent["input"][0]["content"][1]["image_url"], png);
+    assert_eq!(sent["text"]["format"]["type"], "json_schema");
+
+    // OpenAI's stream stops after its first delta: the client's ends failed, and nothing is kept.
+    let created = json!({"type": "response.created", "sequence_number": 0,
+        "response": {"id": "resp_fake", "object": "response", "status": "in_progress", "output": []}});
+    let added = json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+        "item": {"type": "message", "id": "msg_fake", "status": "in_progress", "role": "assistant", "content": []}});
+    let delta = json!({"type": "response.output_text.delta", "sequence_number": 2, "item_id": "msg_fake",
+        "output_index": 0, "content_index": 0, "delta": "Hel"});
+    fake.set(Script::Sse {
+        events: [
+            ("response.created", created),
+            ("response.output_item.added", added),
+            ("response.output_text.delta", delta),
+        ]
+        .iter()
+        .map(|(k, v)| format!("event: {k}\ndata: {v}"))
+        .collect(),
+        delay: std::time::Duration::ZERO,
+        done: false,
+    });
+    let (s, events) = stream(
+        &gw,
+        &json!({"model": "gpt-4o", "input": "hi", "stream": true}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.last(), Some(&"response.failed"), "{names:?}");
+    assert!(!names.contains(&"response.completed"));
+    let id = events.last().unwrap().1["response"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _, _) = send(
+        &gw,
+        reqwest::Method::GET,
+        &format!("/v1/responses/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+}

@@ -133,6 +133,36 @@ fn check(headers: &HeaderMap, body: &Value, key: Option<&str>) -> Result<(), Res
                 Some(&format!("input[{i}]")),
             ));
         }
+        for (j, part) in item
+            .get("content")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let ok = match part["type"].as_str().unwrap_or("") {
+                "input_text" | "output_text" => part["text"].is_string(),
+                "refusal" => part["refusal"].is_string(),
+                "input_image" => part["image_url"].is_string() || part["file_id"].is_string(),
+                "input_file" => part["file_data"].is_string() || part["file_id"].is_string(),
+                _ => false,
+            };
+            if !ok {
+                let param = format!("input[{i}].content[{j}]");
+                return Err(error(400, "Invalid content part.", Some(&param)));
+            }
+        }
+    }
+    if let Some(f) = obj.get("text").and_then(|t| t.get("format")) {
+        let ok = match f["type"].as_str().unwrap_or("") {
+            "text" | "json_object" => true,
+            "json_schema" => f["name"].is_string() && f["schema"].is_object(),
+            _ => false,
+        };
+        if !ok {
+            return Err(error(400, "Invalid 'text.format'.", Some("text.format")));
+        }
     }
     Ok(())
 }
@@ -151,19 +181,32 @@ fn response(model: &str, status: &str, output: &[Value], usage: Value) -> Value 
            "truncation": "disabled", "usage": usage, "user": null, "metadata": {}})
 }
 
-/// Whether the fake calls a tool: tools offered and no tool output at the end of the input.
-fn calls_tool(body: &Value) -> Option<String> {
-    let name = body
-        .pointer("/tools/0/name")
-        .and_then(Value::as_str)?
-        .to_owned();
+/// The functions the fake calls: with function tools offered and no tool output at the end of
+/// the input, the first one, or every one when the request asks for calls "in parallel".
+fn calls_tools(body: &Value) -> Vec<String> {
+    let names: Vec<String> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|t| {
+            t.iter()
+                .filter(|t| t["type"] == "function")
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     let last = body
         .get("input")
         .and_then(Value::as_array)
         .and_then(|i| i.last());
     let answered =
         last.is_some_and(|l| l.get("type").and_then(Value::as_str) == Some("function_call_output"));
-    (!answered).then_some(name)
+    if answered {
+        Vec::new()
+    } else if body.to_string().contains("in parallel") {
+        names
+    } else {
+        names.into_iter().take(1).collect()
+    }
 }
 
 /// The fake `POST /v1/responses`.
@@ -181,19 +224,28 @@ pub fn openai_responses(
     }
     let text = match script {
         Script::Ok { text } => text.clone(),
+        // Scripted events, as a test wants them (a stream cut in the middle).
+        Script::Sse {
+            events,
+            delay,
+            done,
+        } => return super::sse(events.clone(), *delay, *done),
         _ => return error(500, "unscripted", None),
     };
     let model = body["model"].as_str().unwrap_or("");
     let reasoning = json!({"type": "reasoning", "id": "rs_fake", "summary": [], "encrypted_content": "gAAAA-fake"});
-    let last = match calls_tool(body) {
-        Some(name) => json!({"type": "function_call", "id": "fc_fake", "call_id": "call_fake_1",
-                             "name": name, "arguments": "{\"city\":\"Paris\"}", "status": "completed"}),
-        None => {
+    let calls = calls_tools(body);
+    let mut output = vec![reasoning];
+    if calls.is_empty() {
+        output.push(
             json!({"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
-                       "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
-        }
-    };
-    let output = [reasoning.clone(), last.clone()];
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}),
+        );
+    }
+    for (i, name) in calls.iter().enumerate() {
+        output.push(json!({"type": "function_call", "id": format!("fc_fake_{i}"), "call_id": format!("call_fake_{}", i + 1),
+            "name": name, "arguments": "{\"city\":\"Paris\"}", "status": "completed"}));
+    }
     if body.get("stream") != Some(&Value::Bool(true)) {
         return json_response(200, &response(model, "completed", &output, usage()));
     }
@@ -205,65 +257,72 @@ pub fn openai_responses(
     let pending = response(model, "in_progress", &[], Value::Null);
     ev("response.created", json!({"response": pending}));
     ev("response.in_progress", json!({"response": pending}));
-    ev(
-        "response.output_item.added",
-        json!({"output_index": 0, "item": reasoning}),
-    );
-    ev(
-        "response.output_item.done",
-        json!({"output_index": 0, "item": reasoning}),
-    );
-    let mut added = last.clone();
-    added["status"] = json!("in_progress");
-    if last["type"] == "message" {
-        added["content"] = json!([]);
-        ev(
-            "response.output_item.added",
-            json!({"output_index": 1, "item": added}),
-        );
-        let at = json!({"item_id": "msg_fake", "output_index": 1, "content_index": 0});
-        let part =
-            |t: &str| json!({"type": "output_text", "text": t, "annotations": [], "logprobs": []});
-        let mut with = |kind: &str, extra: Value| {
-            let mut d = at.clone();
-            for (k, v) in extra.as_object().unwrap() {
-                d[k] = v.clone();
+    for (index, item) in output.iter().enumerate() {
+        let mut added = item.clone();
+        match item["type"].as_str().unwrap_or("") {
+            "message" => {
+                added["status"] = json!("in_progress");
+                added["content"] = json!([]);
+                ev(
+                    "response.output_item.added",
+                    json!({"output_index": index, "item": added}),
+                );
+                let at = json!({"item_id": item["id"], "output_index": index, "content_index": 0});
+                let part = |t: &str| json!({"type": "output_text", "text": t, "annotations": [], "logprobs": []});
+                let with = |extra: Value| {
+                    let mut d = at.clone();
+                    for (k, v) in extra.as_object().unwrap() {
+                        d[k] = v.clone();
+                    }
+                    d
+                };
+                ev(
+                    "response.content_part.added",
+                    with(json!({"part": part("")})),
+                );
+                for w in text.split_inclusive(' ') {
+                    ev(
+                        "response.output_text.delta",
+                        with(json!({"delta": w, "logprobs": []})),
+                    );
+                }
+                ev(
+                    "response.output_text.done",
+                    with(json!({"text": text, "logprobs": []})),
+                );
+                ev(
+                    "response.content_part.done",
+                    with(json!({"part": part(&text)})),
+                );
             }
-            ev(kind, d);
-        };
-        with("response.content_part.added", json!({"part": part("")}));
-        for w in text.split_inclusive(' ') {
-            with(
-                "response.output_text.delta",
-                json!({"delta": w, "logprobs": []}),
-            );
-        }
-        with(
-            "response.output_text.done",
-            json!({"text": text, "logprobs": []}),
-        );
-        with("response.content_part.done", json!({"part": part(&text)}));
-    } else {
-        added["arguments"] = json!("");
-        ev(
-            "response.output_item.added",
-            json!({"output_index": 1, "item": added}),
-        );
-        for d in ["{\"city\":", "\"Paris\"}"] {
-            ev(
-                "response.function_call_arguments.delta",
-                json!({"item_id": "fc_fake", "output_index": 1, "delta": d}),
-            );
+            "function_call" => {
+                added["status"] = json!("in_progress");
+                added["arguments"] = json!("");
+                ev(
+                    "response.output_item.added",
+                    json!({"output_index": index, "item": added}),
+                );
+                for d in ["{\"city\":", "\"Paris\"}"] {
+                    ev(
+                        "response.function_call_arguments.delta",
+                        json!({"item_id": item["id"], "output_index": index, "delta": d}),
+                    );
+                }
+                ev(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": item["id"], "output_index": index, "arguments": item["arguments"]}),
+                );
+            }
+            _ => ev(
+                "response.output_item.added",
+                json!({"output_index": index, "item": added}),
+            ),
         }
         ev(
-            "response.function_call_arguments.done",
-            json!({"item_id": "fc_fake", "output_index": 1, "arguments": "{\"city\":\"Paris\"}"}),
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
         );
     }
-    ev(
-        "response.output_item.done",
-        json!({"output_index": 1, "item": last}),
-    );
     ev(
         "response.completed",
         json!({"response": response(model, "completed", &output, usage())}),
