@@ -25,6 +25,7 @@ fn deployments(a: std::net::SocketAddr) -> String {
         "  - {{name: oa, kind: openai-compatible, model: llama-3.1-8b-instruct, base_url: 'http://{a}/v1', api_key_env: CANARY}}
   - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{a}/v1', api_key_env: CANARY, locality: remote}}
   - {{name: ge, kind: gemini, model: gemini-2.5-flash, base_url: 'http://{a}/v1beta', api_key_env: CANARY, locality: remote}}
+  - {{name: vis, kind: openai-compatible, model: gemma-3-12b-it, base_url: 'http://{a}/v1', api_key_env: CANARY}}
 "
     )
 }
@@ -278,6 +279,7 @@ async fn an_image_and_a_json_schema_reach_every_dialect() {
     for model in [
         "claude-sonnet-4-5",
         "gemini-2.5-flash",
+        "gemma-3-12b-it",
         "llama-3.1-8b-instruct",
     ] {
         let (s, _, r) = create(
@@ -296,6 +298,18 @@ async fn an_image_and_a_json_schema_reach_every_dialect() {
         .find(|s| s.path == "/v1/chat/completions")
         .unwrap();
     assert_eq!(oa.body["response_format"]["type"], "json_schema");
+    let vis = seen
+        .iter()
+        .find(|s| s.body["model"] == "gemma-3-12b-it")
+        .unwrap();
+    assert_eq!(
+        vis.body["messages"][0]["content"][1]["image_url"]["url"],
+        png
+    );
+    assert_eq!(
+        vis.body["messages"][0]["content"][1]["image_url"]["detail"],
+        "low"
+    );
     assert_eq!(oa.body["response_format"]["json_schema"]["name"], "answer");
     let an: Vec<_> = seen.iter().filter(|s| s.path == "/v1/messages").collect();
     assert!(
