@@ -19,12 +19,8 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_exec_gets_its_answer_through_the_gateway() {
-    let Ok(codex) = std::env::var("MODELGATE_CODEX") else {
-        assert!(
-            std::env::var("MODELGATE_REQUIRE_CODEX").as_deref() != Ok("1"),
-            "MODELGATE_CODEX is not set"
-        );
-        eprintln!("skipped: set MODELGATE_CODEX to the Codex CLI's launcher");
+    let Some(codex) = program_from_env("MODELGATE_CODEX", "CODEX", "the Codex CLI's launcher")
+    else {
         return;
     };
     // Whatever Codex asks, the model answers in words: the task ends after one turn.

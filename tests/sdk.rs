@@ -18,12 +18,11 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_against_every_dialect() {
-    let Ok(python) = std::env::var("MODELGATE_PYTHON") else {
-        assert!(
-            std::env::var("MODELGATE_REQUIRE_PYTHON").as_deref() != Ok("1"),
-            "MODELGATE_PYTHON is not set"
-        );
-        eprintln!("skipped: set MODELGATE_PYTHON to a Python with the openai and anthropic SDKs");
+    let Some(python) = program_from_env(
+        "MODELGATE_PYTHON",
+        "PYTHON",
+        "a Python with the openai and anthropic SDKs",
+    ) else {
         return;
     };
     let fake = FakeUpstream::start(

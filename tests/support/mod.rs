@@ -681,6 +681,21 @@ impl Gateway {
     }
 }
 
+/// A client program the test drives, named by the environment variable `var` (`.ci/run` sets it
+/// and `MODELGATE_REQUIRE_<what>=1`); without it the test says so and is skipped, unless required.
+#[expect(clippy::print_stderr, reason = "a skipped test says why")]
+pub fn program_from_env(var: &str, what: &str, hint: &str) -> Option<String> {
+    if let Ok(p) = std::env::var(var) {
+        return Some(p);
+    }
+    assert!(
+        std::env::var(format!("MODELGATE_REQUIRE_{what}")).as_deref() != Ok("1"),
+        "{var} is not set"
+    );
+    eprintln!("skipped: set {var} to {hint}");
+    None
+}
+
 /// A plain HTTP client for tests.
 pub fn client() -> reqwest::Client {
     modelgate::upstream::client::install_crypto();
