@@ -22,7 +22,7 @@ use crate::exchange::{ErrorBody, ErrorType, Usage};
 
 /// An HTTP request to an upstream, built from the parsed request, never from client bytes.
 pub struct UpstreamRequest {
-    pub(crate) url: reqwest::Url,
+    pub(crate) url: http::Uri,
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) body: Bytes,
 }
@@ -75,13 +75,13 @@ pub(crate) fn json_headers(d: &Deployment) -> Vec<(http::HeaderName, http::Heade
 }
 
 /// An upstream URL made from configured parts (never from a client's).
-pub(crate) fn upstream_url(url: &str) -> Result<reqwest::Url, AdapterError> {
-    reqwest::Url::parse(url)
-        .map_err(|e| AdapterError::Unsupported(format!("the upstream URL is invalid: {e}")))
+pub(crate) fn upstream_url(url: &str) -> Result<http::Uri, AdapterError> {
+    crate::config::deployment::parse_url(url)
+        .ok_or_else(|| AdapterError::Unsupported("the upstream URL is invalid".into()))
 }
 
 /// The URL a chat request to `d` goes to, made when the configuration loaded.
-fn chat_url(d: &Deployment, stream: bool) -> Result<reqwest::Url, AdapterError> {
+fn chat_url(d: &Deployment, stream: bool) -> Result<http::Uri, AdapterError> {
     d.chat_url(stream).ok_or_else(|| {
         AdapterError::Unsupported("the deployment's base URL is not a valid URL".into())
     })

@@ -86,7 +86,7 @@ pub struct Deployment {
     pub(crate) index: usize,
     /// Where chat requests go, whole and streamed, parsed once (none for `echo`, or when the
     /// base URL does not parse).
-    chat_urls: Option<Arc<[reqwest::Url; 2]>>,
+    chat_urls: Option<Arc<[http::Uri; 2]>>,
     /// The model its usage is recorded under (its metrics' `model` label).
     pub(crate) usage_model: Arc<str>,
 }
@@ -215,7 +215,7 @@ impl Deployment {
         self.response_headers = deployment_headers(&self);
         let url = |stream| {
             let path = chat_path(self.kind(), &self.upstream_model, stream)?;
-            reqwest::Url::parse(&format!("{}{path}", self.endpoint.base_url)).ok()
+            parse_url(&format!("{}{path}", self.endpoint.base_url))
         };
         self.chat_urls = url(false).zip(url(true)).map(|(a, b)| Arc::new([a, b]));
         self.usage_model = Arc::from(self.metric_names().1);
@@ -223,12 +223,12 @@ impl Deployment {
     }
 
     /// The URL of OpenAI's Responses API on this deployment's base URL.
-    pub(crate) fn responses_url(&self) -> Option<reqwest::Url> {
-        reqwest::Url::parse(&format!("{}/responses", self.endpoint.base_url)).ok()
+    pub(crate) fn responses_url(&self) -> Option<http::Uri> {
+        parse_url(&format!("{}/responses", self.endpoint.base_url))
     }
 
     /// The URL a chat request goes to (none for `echo`, or when the base URL does not parse).
-    pub(crate) fn chat_url(&self, stream: bool) -> Option<reqwest::Url> {
+    pub(crate) fn chat_url(&self, stream: bool) -> Option<http::Uri> {
         self.chat_urls
             .as_ref()
             .map(|urls| urls[usize::from(stream)].clone())
@@ -251,6 +251,13 @@ impl Deployment {
 
 /// The path, after the endpoint's base URL, that chat requests for `upstream_model` go to in
 /// a dialect (none for `echo`, which is never called).
+/// A configured URL as requests carry it: checked and normalised as a browser would (a host
+/// in Unicode becomes its ASCII form), then made the `Uri` the HTTP client takes.
+pub(crate) fn parse_url(url: &str) -> Option<http::Uri> {
+    let url = reqwest::Url::parse(url).ok()?;
+    http::Uri::try_from(String::from(url)).ok()
+}
+
 fn chat_path(kind: Kind, upstream_model: &str, stream: bool) -> Option<String> {
     Some(match kind {
         Kind::Openai | Kind::OpenaiCompatible => "/chat/completions".into(),

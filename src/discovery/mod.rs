@@ -35,7 +35,7 @@ pub(crate) async fn probe_all(
 ) -> crate::config::Discovered {
     let endpoints: Vec<&Arc<Endpoint>> = config.discover.iter().chain(&config.verify).collect();
     let found = futures_util::future::join_all(endpoints.iter().map(|ep| async {
-        match pools.client(ep.timeouts.connect) {
+        match pools.control(ep.timeouts.connect) {
             Ok(client) => probe(Arc::clone(ep), client).await,
             Err(_) => Vec::new(),
         }

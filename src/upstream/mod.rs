@@ -94,7 +94,7 @@ async fn attempt(
             ));
         }
         let mut relay = Relay::new(
-            Box::pin(response.bytes_stream()),
+            client::chunks(response),
             adapter.stream_translator(req, d),
             (setup.encoder)(d),
             Bounds {
@@ -133,20 +133,24 @@ async fn send(
     adapter: &dyn adapters::Adapter,
     d: &Deployment,
     up: adapters::UpstreamRequest,
-) -> Result<reqwest::Response, AttemptError> {
+) -> Result<client::Response, AttemptError> {
     let ep = &d.endpoint;
     let client = pools
-        .client(ep.timeouts.connect)
+        .data(ep.timeouts.connect)
         .map_err(AttemptError::Unsupported)?;
-    let mut builder = client
-        .post(up.url)
-        .body(up.body)
-        .header(crate::hop::HOPS.clone(), crate::hop::outgoing());
+    let mut request = http::Request::new(client::Body::new(up.body));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = up.url;
+    let headers = request.headers_mut();
+    headers.reserve(up.headers.len() + 2);
+    headers.insert(http::header::USER_AGENT, client::USER_AGENT.clone());
+    headers.insert(crate::hop::HOPS.clone(), crate::hop::outgoing());
     for (name, value) in up.headers {
-        builder = builder.header(name, value);
+        headers.append(name, value);
     }
     let sent = std::time::Instant::now();
-    let response = match tokio::time::timeout(ep.timeouts.first_byte, builder.send()).await {
+    let response = match tokio::time::timeout(ep.timeouts.first_byte, client.request(request)).await
+    {
         Err(_) => return Err(AttemptError::Timeout(Phase::FirstByte)),
         Ok(Err(e)) => return Err(send_error(&e)),
         Ok(Ok(r)) => r,
@@ -229,53 +233,71 @@ fn echo(d: &Deployment, req: &ChatRequest) -> Answer {
     }
 }
 
-fn send_error(e: &reqwest::Error) -> AttemptError {
+fn send_error(e: &client::Error) -> AttemptError {
     if e.is_connect() {
-        if e.is_timeout() {
+        if timed_out(e) {
             AttemptError::Timeout(Phase::Connect)
         } else {
             AttemptError::Connect
         }
-    } else if e.is_timeout() {
-        AttemptError::Timeout(Phase::FirstByte)
     } else {
-        AttemptError::Io(error_chain_kind(e))
+        AttemptError::Io("transport error".into())
     }
 }
 
-/// A short, secret-free description of a transport error.
-fn error_chain_kind(e: &reqwest::Error) -> String {
-    if e.is_body() || e.is_decode() {
-        "body error".into()
-    } else if e.is_request() {
-        "request error".into()
-    } else {
-        "transport error".into()
+/// Whether the connector gave up at its connect timeout (an I/O error of kind `TimedOut` under
+/// the client's error).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = c.source();
     }
+    false
 }
 
-/// Reads a body up to `limit` bytes within `total`.
+/// Reads a body up to `limit` bytes within `total`. A body that comes in one chunk (most
+/// whole answers) is passed on as it came, not copied.
 async fn read_capped(
-    mut response: reqwest::Response,
+    response: client::Response,
     limit: u64,
     total: Duration,
 ) -> Result<Bytes, AttemptError> {
-    if response.content_length().is_some_and(|n| n > limit) {
+    use http_body::Body as _;
+    use http_body_util::BodyExt as _;
+    let mut body = response.into_body();
+    if body.size_hint().lower() > limit {
         return Err(AttemptError::TooLarge(limit));
     }
     let read = async {
+        let mut first: Option<Bytes> = None;
         let mut buf = BytesMut::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| AttemptError::Io(error_chain_kind(&e)))?
-        {
-            if buf.len() as u64 + chunk.len() as u64 > limit {
+        let mut len: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| AttemptError::Io("body error".into()))?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            len += chunk.len() as u64;
+            if len > limit {
                 return Err(AttemptError::TooLarge(limit));
             }
-            buf.extend_from_slice(&chunk);
+            match first.take() {
+                None if buf.is_empty() => first = Some(chunk),
+                held => {
+                    if let Some(held) = held {
+                        buf.reserve(held.len() + chunk.len());
+                        buf.extend_from_slice(&held);
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+            }
         }
-        Ok(buf.freeze())
+        Ok(first.unwrap_or_else(|| buf.freeze()))
     };
     tokio::time::timeout(total, read)
         .await

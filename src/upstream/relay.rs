@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use http_body::Frame;
 use tokio::time::Sleep;
 
@@ -28,8 +28,7 @@ use crate::exchange::encode::{Encoder, End};
 use crate::exchange::sse::{SseDecoder, SseEvent};
 use crate::exchange::{ErrorBody, ErrorType, Usage};
 
-/// The upstream body as a stream of chunks.
-pub(crate) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+pub(crate) use super::client::ByteStream;
 
 /// What is known when a stream ends, for accounting and metrics.
 #[derive(Clone, Copy, Debug)]

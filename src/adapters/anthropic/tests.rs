@@ -50,7 +50,7 @@ fn headers_url_and_a_plain_request() {
         {"role": "user", "content": "Weather in Paris?"}],
         "stop": "END", "temperature": 0.5, "top_p": 0.9, "seed": 3, "logit_bias": {"1": 2}}));
     let up = Anthropic.build_request(&req, &d).unwrap();
-    assert_eq!(up.url.as_str(), "https://api.anthropic.com/v1/messages");
+    assert_eq!(up.url.to_string(), "https://api.anthropic.com/v1/messages");
     let h: HashMap<String, String> = up
         .headers
         .iter()

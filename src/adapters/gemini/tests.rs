@@ -52,7 +52,7 @@ fn the_documented_request_shape() {
         "response_format": {"type": "json_object"}}));
     let up = Gemini.build_request(&req, &d).unwrap();
     assert_eq!(
-        up.url.as_str(),
+        up.url.to_string(),
         "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
     );
     let key = up
@@ -85,7 +85,11 @@ fn the_documented_request_shape() {
         "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "f"}}}),
     );
     let up = Gemini.build_request(&s, &d).unwrap();
-    assert!(up.url.as_str().ends_with(":streamGenerateContent?alt=sse"));
+    assert!(
+        up.url
+            .to_string()
+            .ends_with(":streamGenerateContent?alt=sse")
+    );
     let b: Value = serde_json::from_slice(&up.body).unwrap();
     assert_eq!(
         b["toolConfig"],

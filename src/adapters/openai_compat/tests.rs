@@ -39,7 +39,7 @@ fn builds_the_upstream_request_from_the_parsed_one() {
     );
     let up = OpenAiCompat.build_request(&req, &d).unwrap();
     assert_eq!(
-        up.url.as_str(),
+        up.url.to_string(),
         "https://api.openai.com/v1/chat/completions"
     );
     let auth = up
