@@ -432,33 +432,31 @@ async fn over_the_concurrency_limit_requests_are_shed_with_503_and_retry_after()
     })
     .await;
     let yaml = format!(
-        "server: {{max_concurrent_requests: 2}}\n{}",
+        "server: {{max_concurrent_requests: 2, max_open_streams: 1}}\n{}",
         one(&primary, "")
     );
     let gw = Gateway::start(&yaml).await;
-    // Two streams hold the two permits for as long as they last (about a second).
-    let streams: Vec<_> = (0..2)
-        .map(|_| {
-            let url = gw.url("/v1/chat/completions");
-            tokio::spawn(async move {
-                let r = client()
-                    .post(url)
-                    .body(hello_stream().to_string())
-                    .send()
-                    .await
-                    .unwrap();
-                sse_events(r).await
-            })
-        })
-        .collect();
-    wait_until(|| primary.seen().len() == 2).await;
+    // Three streams, each started (its answer under way) before the next: the first gives its
+    // request slot back for the one open-stream slot; the other two, finding none, keep theirs
+    // for as long as they last (about a second), and then no slot is left.
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .body(hello_stream().to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(tokio::spawn(sse_events(r)));
+    }
     let (status, h, v) = chat(&gw, hello()).await;
     assert_eq!(status, 503);
     assert_eq!(h["retry-after"], "1");
     assert_eq!(assert_openai_error(&v)["code"], "overloaded");
     assert_eq!(
         primary.seen().len(),
-        2,
+        3,
         "a shed request reached the upstream"
     );
     // Listing models is not shed.
@@ -473,6 +471,41 @@ async fn over_the_concurrency_limit_requests_are_shed_with_503_and_retry_after()
     assert_eq!(
         metric(&gw.metrics().await, "modelgate_shed_total", &[]),
         1.0
+    );
+}
+
+#[tokio::test]
+async fn started_streams_leave_the_request_slots_to_requests_being_decided() {
+    let primary = fake(Script::Stream {
+        first: Duration::ZERO,
+        every: Duration::from_millis(100),
+        chunks: 10,
+        end: End::Done,
+    })
+    .await;
+    // One request slot, the default number of open-stream slots.
+    let gw = Gateway::start(&format!(
+        "server: {{max_concurrent_requests: 1}}\n{}",
+        one(&primary, "")
+    ))
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .body(hello_stream().to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "a started stream still held the one slot");
+        streams.push(tokio::spawn(sse_events(r)));
+    }
+    for s in streams {
+        assert_eq!(s.await.unwrap().last().unwrap(), "[DONE]");
+    }
+    assert_eq!(
+        metric(&gw.metrics().await, "modelgate_shed_total", &[]),
+        0.0
     );
 }
 

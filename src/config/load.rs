@@ -382,6 +382,7 @@ fn settings(
         header_read_timeout: dur(&spec.server.header_read_timeout, 10),
         max_connections: spec.server.max_connections.unwrap_or(10_000).max(1),
         max_concurrent_requests: spec.server.max_concurrent_requests.unwrap_or(1024).max(1),
+        max_open_streams: spec.server.max_open_streams.unwrap_or(4096),
         write_stall_timeout: dur(&spec.server.write_stall_timeout, 30),
     };
     for (field, d) in [

@@ -50,6 +50,7 @@ pub(crate) struct ServerSettings {
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_concurrent_requests: usize,
+    pub(crate) max_open_streams: usize,
     pub(crate) write_stall_timeout: Duration,
 }
 

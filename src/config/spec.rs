@@ -527,10 +527,17 @@ pub struct ServerSpec {
     /// Most connections open at once on the API listener. Default 10,000.
     #[serde(default)]
     pub(crate) max_connections: Option<usize>,
-    /// Most requests served at once; more are refused with 503 and `Retry-After` rather than
-    /// queued. Also the idle connections kept per upstream host. Default 1,024. Read at start.
+    /// Most requests served at once until their answer starts (a stream's first content);
+    /// more are refused with 503 and `Retry-After` rather than queued. Default 1,024. Read at
+    /// start.
     #[serde(default)]
     pub(crate) max_concurrent_requests: Option<usize>,
+    /// Most streams past their first content counted apart from the requests above: a stream
+    /// that has started gives its request slot back and holds one of these until it ends (when
+    /// none is free it keeps its request slot). An open stream costs about 40 KiB. Default
+    /// 4,096. Read at start.
+    #[serde(default)]
+    pub(crate) max_open_streams: Option<usize>,
     /// A client that reads nothing of its response for this long is disconnected (and the
     /// upstream request behind it cancelled). Default 30s.
     #[serde(default)]

@@ -44,9 +44,12 @@ pub(crate) struct Ctx {
     pub(crate) live: crate::live::Live,
     /// Turns true when the drain deadline of a shutdown has passed.
     pub(crate) drain_deadline: watch::Receiver<bool>,
-    /// One permit per request in flight (`server.max_concurrent_requests`); a stream holds its
-    /// permit until it ends.
+    /// One permit per request in flight until its answer starts
+    /// (`server.max_concurrent_requests`).
     pub(crate) admission: Arc<tokio::sync::Semaphore>,
+    /// One permit per stream past its first content (`server.max_open_streams`), taken in
+    /// exchange for its admission permit, held until it ends.
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
     /// Connections to upstreams, kept across reloads.
     pub(crate) pools: Arc<crate::upstream::client::Pools>,
     /// Responses kept for `previous_response_id`.

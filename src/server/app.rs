@@ -196,7 +196,14 @@ where
             };
             let mut response = exit(outcome, endpoint);
             if let (Some(p), ResponseBody::Relay(relay)) = (permit, response.body_mut()) {
-                relay.hold(Box::new(p));
+                // A started stream is mostly an idle connection: it leaves the slots of requests
+                // still being decided for them, and counts among open streams instead. With
+                // none of those free it keeps its request slot (refusing it now would waste the
+                // answer under way).
+                match ctx.streams.clone().try_acquire_owned() {
+                    Ok(stream) => relay.hold(Box::new(stream)),
+                    Err(_) => relay.hold(Box::new(p)),
+                }
             }
             Ok(response)
         })

@@ -108,6 +108,7 @@ pub async fn start_with_env(
         live: state.live.clone(),
         drain_deadline: deadline_rx,
         admission: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
+        streams: Arc::new(Semaphore::new(settings.max_open_streams)),
         pools: state.pools.clone(),
         conversations: crate::conversations::Conversations::new(&state.config().responses)
             .map_err(|e| anyhow::anyhow!("responses.store: {e}"))?,
