@@ -13,7 +13,9 @@
 //! - p1: the overhead of modelgate and of the floor (a bare hyper forwarder, `floor.rs`) over
 //!   the direct path, non-streaming, at 500, 2,000 and 5,000 requests/s offered; CPU per request
 //!   of each proxy process; the closed-loop maximum.
-//! - p2: streams: time to first token, gaps between chunks, memory per open stream at two N.
+//! - p2: streams: time to first token, gaps between chunks and CPU per stream at 200 streams/s;
+//!   memory per open stream with 500 and 2,000 open at once (default settings, 0 errors).
+//! - p3: a request by deployment name with 1 and 1,000 deployments, and `auto` over 1,000.
 //!
 //! `--quick` shortens every scenario (a check that the harness works); `--rates` and
 //! `--secs` change p1's rates and p1/p2's measuring time. `MODELGATE_BENCH_WRAP` prefixes the
@@ -30,6 +32,7 @@
 mod floor;
 mod load_gen;
 mod mock;
+mod scale;
 mod sut;
 
 use std::time::{Duration, Instant};
@@ -41,10 +44,10 @@ use sut::Proxy;
 const MODEL: &str = "llama-3.1-8b-instruct";
 
 /// A realistic configuration: the company policy (four rules), 24 deployments of three models
-/// on the mock, metrics and the per-request log line on.
+/// on the mock, metrics and the per-request log line on, every other setting its default.
 fn config(upstream: &str) -> String {
     let mut y = String::from(
-        "auth: none\nreload: {poll_interval: 0}\npolicies: {active: company}\nserver: {max_concurrent_requests: 4096}\ndeployments:\n",
+        "auth: none\nreload: {poll_interval: 0}\npolicies: {active: company}\ndeployments:\n",
     );
     for (m, model) in [
         "llama-3.1-8b-instruct",
@@ -69,13 +72,13 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
-struct Args {
+pub(crate) struct Args {
     scenarios: Vec<String>,
-    quick: bool,
     soak: Duration,
     /// P1's offered rates, and the seconds P1 and P2 measure each for.
     rates: Vec<u32>,
-    secs: Option<f64>,
+    pub(crate) secs: Option<f64>,
+    pub(crate) quick: bool,
 }
 
 fn args() -> Args {
@@ -116,7 +119,9 @@ fn args() -> Args {
         }
     }
     if a.scenarios.is_empty() {
-        a.scenarios = ["p1", "p2", "r1", "r2", "r3"].map(String::from).to_vec();
+        a.scenarios = ["p1", "p2", "p3", "r1", "r2", "r3"]
+            .map(String::from)
+            .to_vec();
     }
     if a.quick {
         a.soak = a.soak.min(Duration::from_secs(30));
@@ -150,6 +155,7 @@ fn main() {
             "r3" => rt.block_on(r3(&args)),
             "p1" => rt.block_on(p1(&args)),
             "p2" => rt.block_on(p2(&args)),
+            "p3" => rt.block_on(scale::p3(&args)),
             other => panic!("no scenario {other}"),
         };
         if !ok {
@@ -462,7 +468,7 @@ fn rotated(urls: &[String], round: usize) -> impl Iterator<Item = (usize, &Strin
 }
 
 /// `a / b`, printed with two decimals, or `-` when `b` is zero.
-fn ratio(a: f64, b: f64) -> String {
+pub(crate) fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}", a / b)
     } else {
@@ -645,9 +651,10 @@ async fn p1(args: &Args) -> bool {
     ok
 }
 
-/// P2: streams. Time to first token and the gap between chunks with streams starting at a
-/// steady 50 per second (zero-delay first chunk, then 20 chunks 10 ms apart); then memory per
-/// open stream with 500 and 2,000 streams open at once, each in a fresh proxy process.
+/// P2: streams. Time to first token, the gap between chunks and the proxy's CPU time per stream
+/// with streams starting at a steady 200 per second (zero-delay first chunk, then 20 chunks
+/// 10 ms apart); then memory per open stream with 500 and 2,000 streams open at once, each in a
+/// fresh proxy process with default settings.
 async fn p2(args: &Args) -> bool {
     let secs = args.secs.unwrap_or(if args.quick { 1.0 } else { 15.0 });
     let chunks = 20;
@@ -665,25 +672,39 @@ async fn p2(args: &Args) -> bool {
     let rounds = if args.quick { 1 } else { 3 };
     let proxies: Vec<Option<Proxy>> = Path::ALL.iter().map(|p| proxy(*p, mock.addr)).collect();
     let urls = chat_urls(&proxies, mock.addr);
+    let rate = 200;
     for url in &urls {
-        load_gen::streams_open_loop(&c, url, &body, 50, Duration::from_secs(1), chunks).await;
+        load_gen::streams_open_loop(&c, url, &body, rate, Duration::from_secs(1), chunks).await;
     }
     let mut pooled: Vec<Vec<load_gen::StreamSeen>> = (0..3).map(|_| Vec::new()).collect();
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); 3];
     for round in 0..rounds {
         for (pi, url) in rotated(&urls, round) {
-            pooled[pi].extend(
-                load_gen::streams_open_loop(
-                    &c,
-                    url,
-                    &body,
-                    50,
-                    Duration::from_secs_f64(secs / rounds as f64),
-                    chunks,
-                )
-                .await,
-            );
+            let p = proxies[pi].as_ref();
+            let cpu0 = p.map(|p| sut::cpu_time(p.pid()));
+            let seen = load_gen::streams_open_loop(
+                &c,
+                url,
+                &body,
+                rate,
+                Duration::from_secs_f64(secs / rounds as f64),
+                chunks,
+            )
+            .await;
+            if let (Some(p), Some(c0)) = (p, cpu0) {
+                let spent = sut::cpu_time(p.pid()).saturating_sub(c0);
+                cpu[pi].push(spent.as_secs_f64() * 1e6 / seen.len().max(1) as f64);
+            }
+            pooled[pi].extend(seen);
         }
     }
+    let cpu: Vec<f64> = cpu
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        })
+        .collect();
     drop(proxies);
     let mut rows = Vec::new();
     for (path, s) in Path::ALL.iter().zip(&pooled) {
@@ -763,12 +784,12 @@ async fn p2(args: &Args) -> bool {
     }
 
     println!(
-        "\n## P2: streams starting at 50/s, first chunk at once then {chunks} chunks 10 ms apart\n"
+        "\n## P2: streams starting at {rate}/s, first chunk at once then {chunks} chunks 10 ms apart\n"
     );
     println!(
-        "| path | streams | truncated or corrupted | TTFT p50 ms | TTFT p99 ms | added TTFT p50 ms | ÷ floor's | inter-chunk p50 ms | inter-chunk p99 ms |"
+        "| path | streams | truncated or corrupted | TTFT p50 ms | TTFT p99 ms | added TTFT p50 ms | ÷ floor's | inter-chunk p50 ms | inter-chunk p99 ms | CPU µs/stream | ÷ floor's |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let floor_add = us(rows[1].2.saturating_sub(rows[0].2));
     for (i, path) in Path::ALL.iter().enumerate() {
@@ -779,8 +800,13 @@ async fn p2(args: &Args) -> bool {
         } else {
             (format!("{:.3}", add / 1e3), ratio(add, floor_add))
         };
+        let (c, cx) = match path {
+            Path::Direct => ("-".to_owned(), "-".to_owned()),
+            Path::Floor => (format!("{:.0}", cpu[i]), "1.00".to_owned()),
+            Path::Gateway => (format!("{:.0}", cpu[i]), ratio(cpu[i], cpu[1])),
+        };
         println!(
-            "| {} | {} | {} | {:.3} | {:.3} | {a} | {x} | {} | {} |",
+            "| {} | {} | {} | {:.3} | {:.3} | {a} | {x} | {} | {} | {c} | {cx} |",
             path.name(),
             r.0,
             r.1,
