@@ -49,7 +49,11 @@ pub async fn p3(args: &Args) -> bool {
     // (label, proxy, body)
     let cases: [(&str, &Proxy, String); 3] = [
         ("by name, 1 deployment", &one, chat_body("d0", false)),
-        ("by name, 1,000 deployments", &many, chat_body("d500", false)),
+        (
+            "by name, 1,000 deployments",
+            &many,
+            chat_body("d500", false),
+        ),
         ("auto, 1,000 deployments", &many, chat_body("auto", false)),
     ];
     for (_, p, body) in &cases {

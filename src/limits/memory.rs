@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use super::usage::{Period, Totals, UsageEntry, UsageReport};
+use super::window::Stamp;
 use super::{Charge, Levels, Limit, Refused, Scope, ScopeKind, Windows};
 
 #[derive(Debug, Default)]
@@ -12,9 +13,9 @@ struct Counters {
     minute: u64,
     requests: u64,
     tokens: u64,
-    day: String,
+    day: Stamp,
     day_micros: u64,
-    month: String,
+    month: Stamp,
     month_micros: u64,
     /// Reservations in flight, by ticket: micros, and when the reservation lapses.
     reserved: HashMap<String, (u64, Instant)>,
@@ -28,11 +29,11 @@ impl Counters {
             self.tokens = 0;
         }
         if self.day != w.day {
-            self.day.clone_from(&w.day);
+            self.day = w.day;
             self.day_micros = 0;
         }
         if self.month != w.month {
-            self.month.clone_from(&w.month);
+            self.month = w.month;
             self.month_micros = 0;
         }
     }
@@ -53,8 +54,8 @@ struct Inner {
     /// (tenant, model, openness) → totals of the day and of the month [`Self::usage_day`] and
     /// [`Self::usage_month`]: keys of shared strings, so recording a request allocates nothing.
     usage: HashMap<UsageKey, (Totals, Totals)>,
-    usage_day: String,
-    usage_month: String,
+    usage_day: Stamp,
+    usage_month: Stamp,
 }
 
 #[derive(Default)]
@@ -152,13 +153,13 @@ impl MemoryStore {
         // got here first counts in the periods that are still current (ISO dates compare as
         // text).
         if inner.usage_month < w.month {
-            inner.usage_month.clone_from(&w.month);
+            inner.usage_month = w.month;
             for (_, month) in inner.usage.values_mut() {
                 *month = Totals::default();
             }
         }
         if inner.usage_day < w.day {
-            inner.usage_day.clone_from(&w.day);
+            inner.usage_day = w.day;
             inner.usage.retain(|_, (day, month)| {
                 *day = Totals::default();
                 *month != Totals::default()
@@ -189,8 +190,8 @@ impl MemoryStore {
     pub(crate) fn usage(&self, tenant: Option<&str>, w: &Windows) -> UsageReport {
         let inner = self.lock();
         let mut report = UsageReport {
-            day: w.day.clone(),
-            month: w.month.clone(),
+            day: w.day.to_string(),
+            month: w.month.to_string(),
             ..UsageReport::default()
         };
         // Totals of a day or month that has passed since the last request are not reported.

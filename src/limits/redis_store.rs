@@ -470,8 +470,8 @@ impl RedisStore {
             }
         };
         let mut report = UsageReport {
-            day: w.day.clone(),
-            month: w.month.clone(),
+            day: w.day.to_string(),
+            month: w.month.to_string(),
             ..UsageReport::default()
         };
         for t in tenants {

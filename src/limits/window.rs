@@ -8,9 +8,9 @@ pub(crate) struct Windows {
     /// Minutes since the epoch.
     pub(crate) minute: u64,
     /// `2026-11-27`.
-    pub(crate) day: String,
+    pub(crate) day: Stamp,
     /// `2026-11`.
-    pub(crate) month: String,
+    pub(crate) month: Stamp,
     pub(crate) to_next_minute: Duration,
     pub(crate) to_next_day: Duration,
     pub(crate) to_next_month: Duration,
@@ -19,6 +19,68 @@ pub(crate) struct Windows {
 }
 
 use crate::base::{civil, days_in_month, digits};
+
+/// A day (`2026-11-27`) or a month (`2026-11`), kept inline: built digit by digit, never on
+/// the heap, since every request's limit bookkeeping makes two (`format!` and two strings
+/// were most of its cost).
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Stamp {
+    /// Room for any year a `u64` of milliseconds reaches (nine digits) and `-MM-DD`.
+    buf: [u8; 16],
+    len: u8,
+}
+
+impl Stamp {
+    fn date(y: u64, m: u64, d: u64) -> Stamp {
+        let mut buf = [0u8; 16];
+        let year = y.checked_ilog10().unwrap_or(0) as usize + 1;
+        let year = year.max(4);
+        digits(&mut buf[..year], y);
+        buf[year] = b'-';
+        digits(&mut buf[year + 1..year + 3], m);
+        buf[year + 3] = b'-';
+        digits(&mut buf[year + 4..year + 6], d);
+        Stamp {
+            buf,
+            len: (year + 6) as u8,
+        }
+    }
+
+    /// The month of a day.
+    fn month(self) -> Stamp {
+        let mut month = self;
+        let len = usize::from(self.len) - 3;
+        month.buf[len..].fill(0);
+        month.len = len as u8;
+        month
+    }
+}
+
+impl std::ops::Deref for Stamp {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Only ASCII digits and dashes are ever written.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl PartialEq<&str> for Stamp {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
 
 impl Windows {
     pub(crate) fn now() -> Windows {
@@ -35,19 +97,10 @@ impl Windows {
         let into_day = ms - days * 86_400_000;
         let to_next_day = 86_400_000 - into_day;
         let to_next_month = (days_in_month(y, m) - d) * 86_400_000 + to_next_day;
-        // Built digit by digit: `format!` was most of a request's limit bookkeeping.
-        let day = if y > 9999 {
-            format!("{y}-{m:02}-{d:02}")
-        } else {
-            let mut date = *b"0000-00-00";
-            digits(&mut date[0..4], y);
-            digits(&mut date[5..7], m);
-            digits(&mut date[8..10], d);
-            String::from_utf8_lossy(&date).into_owned()
-        };
+        let day = Stamp::date(y, m, d);
         Windows {
             minute: secs / 60,
-            month: day[..day.len() - 3].to_owned(),
+            month: day.month(),
             day,
             to_next_minute: Duration::from_millis(60_000 - ms % 60_000),
             to_next_day: Duration::from_millis(to_next_day),
@@ -76,10 +129,7 @@ mod tests {
         );
         // A leap day and the end of a year.
         let w = Windows::at_ms(1_709_164_800_000); // 2024-02-29T00:00:00Z
-        assert_eq!(
-            (w.day.as_str(), w.month.as_str()),
-            ("2024-02-29", "2024-02")
-        );
+        assert_eq!((&*w.day, &*w.month), ("2024-02-29", "2024-02"));
         assert_eq!(w.to_next_month, Duration::from_millis(86_400_000));
         let w = Windows::at_ms(1_798_761_599_000); // 2026-12-31T23:59:59Z
         assert_eq!(w.day, "2026-12-31");
@@ -89,5 +139,9 @@ mod tests {
         assert_eq!(day_start("2024-02-29"), Some(1_709_164_800));
         assert_eq!(day_start("2023-02-29"), None);
         assert_eq!(day_start("tomorrow"), None);
+        // Years past 9999 (a clock gone wrong) still make a day and its month.
+        let far = Windows::at_ms(u64::MAX);
+        assert!(far.day.starts_with(&*far.month) && far.day.len() == far.month.len() + 3);
+        assert!(far.day.len() > 10, "{far:?}");
     }
 }

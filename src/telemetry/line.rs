@@ -241,8 +241,20 @@ fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
 /// quoted otherwise (with Rust's escapes, `\n` and `\u{1b}`), so that a line splits on spaces
 /// and `=` whatever the values hold.
 fn bare_or_quoted(w: &mut impl Write, s: &str) -> fmt::Result {
-    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.:/@+".contains(&b);
-    if !s.is_empty() && s.bytes().all(plain) {
+    /// The bytes a value may have and stay bare, looked up rather than searched: every field
+    /// of every line passes here.
+    static PLAIN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_alphanumeric()
+                || matches!(c, b'-' | b'_' | b'.' | b':' | b'/' | b'@' | b'+');
+            b += 1;
+        }
+        t
+    };
+    if !s.is_empty() && s.bytes().all(|b| PLAIN[usize::from(b)]) {
         w.write_str(s)
     } else {
         quoted(w, s)
