@@ -43,6 +43,9 @@ pub struct Endpoint {
     pub(crate) provider: String,
     /// Base URL without a trailing slash; empty for `echo`.
     pub(crate) base_url: String,
+    /// The `Host` header of its requests when they go in plain HTTP/1.1, made once (over
+    /// HTTPS the client sets it, since HTTP/2 carries the authority in a pseudo-header).
+    pub(crate) host: Option<HeaderValue>,
     /// The header that carries the key (`authorization: Bearer …`), marked sensitive.
     pub(crate) auth_header: Option<(http::HeaderName, HeaderValue)>,
     /// The key in every form an upstream could echo it in, masked in any text passed on.
@@ -251,6 +254,20 @@ impl Deployment {
 
 /// The path, after the endpoint's base URL, that chat requests for `upstream_model` go to in
 /// a dialect (none for `echo`, which is never called).
+/// The `Host` header of plain-HTTP requests to `base_url`: its host, and its port unless 80.
+pub(crate) fn plain_http_host(base_url: &str) -> Option<HeaderValue> {
+    let uri = parse_url(base_url)?;
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    let host = uri.host()?;
+    let value = match uri.port_u16() {
+        Some(port) if port != 80 => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::from_str(&value).ok()
+}
+
 /// A configured URL as requests carry it: checked and normalised as a browser would (a host
 /// in Unicode becomes its ASCII form), then made the `Uri` the HTTP client takes.
 pub(crate) fn parse_url(url: &str) -> Option<http::Uri> {
@@ -309,5 +326,29 @@ fn effective_price(ep: &Endpoint, model: &Model) -> Price {
     match (remote, &model.price) {
         (true, Some(p)) => p.clone(),
         _ => Price::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_host;
+
+    #[test]
+    fn the_host_header_of_plain_http_is_made_as_the_client_would() {
+        let host = |u: &str| plain_http_host(u).map(|h| h.to_str().unwrap().to_owned());
+        assert_eq!(
+            host("http://127.0.0.1:8000/v1").as_deref(),
+            Some("127.0.0.1:8000")
+        );
+        assert_eq!(host("http://localhost/v1").as_deref(), Some("localhost"));
+        assert_eq!(host("http://vllm:80/v1").as_deref(), Some("vllm"));
+        assert_eq!(host("http://[::1]:9/v1").as_deref(), Some("[::1]:9"));
+        assert_eq!(
+            host("http://BÜCHER.example/v1").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+        // Over HTTPS the client sets it (HTTP/2 has no Host header).
+        assert_eq!(host("https://api.openai.com/v1"), None);
+        assert_eq!(host(""), None);
     }
 }

@@ -145,6 +145,9 @@ async fn send(
     headers.reserve(up.headers.len() + 2);
     headers.insert(http::header::USER_AGENT, client::USER_AGENT.clone());
     headers.insert(crate::hop::HOPS.clone(), crate::hop::outgoing());
+    if let Some(host) = &ep.host {
+        headers.insert(http::header::HOST, host.clone());
+    }
     for (name, value) in up.headers {
         headers.append(name, value);
     }

@@ -118,6 +118,7 @@ impl DeploymentCx<'_> {
                 .provider
                 .clone()
                 .unwrap_or_else(|| d.kind.as_str().to_owned()),
+            host: crate::config::deployment::plain_http_host(&base_url),
             base_url,
             auth_header,
             masks,
