@@ -54,7 +54,12 @@ fn snapshot(n: usize) -> Routing {
             _ => ("openai-compatible", ""),
         };
         let url = if kind == "openai-compatible" {
-            format!("base_url: 'http://10.{}.{}.{}:8000/v1', ", i / 40_000, (i / 200) % 200, i % 200)
+            format!(
+                "base_url: 'http://10.{}.{}.{}:8000/v1', ",
+                i / 40_000,
+                (i / 200) % 200,
+                i % 200
+            )
         } else {
             String::new()
         };
