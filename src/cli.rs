@@ -336,7 +336,7 @@ fn explain_json(
         }))
         .collect();
     let refused: Vec<_> = d
-        .refused
+        .refused()
         .iter()
         .map(
             |(c, r)| json!({"deployment": c.name, "reason": r.kind.as_str(), "detail": &*r.detail}),
@@ -387,9 +387,10 @@ fn explain_text(
             d.held_back
         );
     }
-    if !d.refused.is_empty() {
+    let refused = d.refused();
+    if !refused.is_empty() {
         let _ = writeln!(out, "refused:");
-        for (c, r) in &d.refused {
+        for (c, r) in &refused {
             let _ = writeln!(out, "  {} — {}: {}", c.name, r.kind.as_str(), r.detail);
         }
     }

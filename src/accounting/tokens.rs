@@ -51,6 +51,9 @@ pub(crate) struct PromptText<'a> {
     req: &'a ChatRequest,
     bytes: usize,
     o200k: OnceCell<u64>,
+    /// What `upper_bound` adds to any model's count, found once: a budget's reservation asks
+    /// for every deployment the request may reach, hundreds for `auto`.
+    overhead: OnceCell<u64>,
 }
 
 impl<'a> PromptText<'a> {
@@ -59,6 +62,7 @@ impl<'a> PromptText<'a> {
             req,
             bytes: req.text_len(),
             o200k: OnceCell::new(),
+            overhead: OnceCell::new(),
         }
     }
 
@@ -70,6 +74,15 @@ impl<'a> PromptText<'a> {
     /// known, else one token per byte (no tokenizer in use makes more of a byte) plus a generous
     /// template overhead per message. What a budget reserves, so spend cannot pass the budget.
     pub(crate) fn upper_bound(&self, model: &Model) -> u64 {
+        let overhead = *self.overhead.get_or_init(|| self.overhead());
+        if uses_o200k(model) {
+            return *self.o200k.get_or_init(|| self.count_o200k()) + overhead;
+        }
+        self.bytes as u64 + overhead
+    }
+
+    /// What any model sees beyond the text's tokens, at most.
+    fn overhead(&self) -> u64 {
         // Tool definitions are prompt tokens too, and an image costs more than its URL's
         // bytes (up to about 1,600 tokens at Anthropic, 765 at OpenAI, 258 at Google).
         let tools = self.req.tools.as_ref().map_or(0, |t| t.get().len()) as u64;
@@ -86,10 +99,7 @@ impl<'a> PromptText<'a> {
         // A serving template adds its own tokens around each message (vLLM's harmony template
         // for gpt-oss adds dozens), even where the tokenizer is known.
         let template = TEMPLATE_BOUND_PER_MESSAGE * self.messages() + TEMPLATE_BOUND;
-        if uses_o200k(model) {
-            return *self.o200k.get_or_init(|| self.count_o200k()) + template + extra;
-        }
-        self.bytes as u64 + template + extra
+        template + extra
     }
 
     /// The approximation used for models without a known tokenizer.

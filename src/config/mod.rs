@@ -159,6 +159,11 @@ impl Snapshot {
     pub(crate) fn route(&self, requested: &str) -> Option<&Route> {
         self.routes.get(requested)
     }
+
+    /// Every requested name with what it stands for (for tables built once per snapshot).
+    pub(crate) fn routes(&self) -> impl Iterator<Item = (&str, &Route)> {
+        self.routes.iter().map(|(name, r)| (name.as_str(), r))
+    }
 }
 
 /// The configured deployments that are served: all but those whose pinned weights the

@@ -14,7 +14,7 @@ mod series;
 pub(crate) use series::{Answered, SeriesTable};
 
 use crate::config::Deployment;
-use crate::policy::{Decision, PolicyError};
+use crate::policy::{Decision, PolicyError, RefusalKind};
 
 /// OpenTelemetry's recommended buckets for GenAI durations (seconds).
 const DURATION_BUCKETS: &[f64] = &[
@@ -338,10 +338,11 @@ impl Metrics {
         self.decisions
             .with_label_values(&[&d.policy, &d.rule, "allowed"])
             .inc();
-        for (_, r) in &d.refused {
+        // Counted by reason, not one by one: `auto` may refuse hundreds of deployments.
+        for (kind, n) in d.refusal_kinds() {
             self.refusals
-                .with_label_values(&[&d.policy, &d.rule, r.kind.as_str()])
-                .inc();
+                .with_label_values(&[&d.policy, &d.rule, kind.as_str()])
+                .inc_by(n as u64);
         }
     }
 
@@ -364,10 +365,18 @@ impl Metrics {
                 self.decisions
                     .with_label_values(&[policy, rule, "refused"])
                     .inc();
+                let mut by_kind = [0u64; RefusalKind::ALL.len()];
                 for (_, r) in refused {
-                    self.refusals
-                        .with_label_values(&[policy, rule, r.kind.as_str()])
-                        .inc();
+                    if let Some(n) = by_kind.get_mut(r.kind as usize) {
+                        *n += 1;
+                    }
+                }
+                for (kind, n) in RefusalKind::ALL.into_iter().zip(by_kind) {
+                    if n > 0 {
+                        self.refusals
+                            .with_label_values(&[policy, rule, kind.as_str()])
+                            .inc_by(n);
+                    }
                 }
                 Some(policy.clone())
             }

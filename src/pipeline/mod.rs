@@ -212,7 +212,7 @@ impl Opened {
         ctx.metrics.decision(&decision);
         if tracing::enabled!(tracing::Level::DEBUG) {
             let refused: Vec<String> = decision
-                .refused
+                .refused()
                 .iter()
                 .map(|(d, r)| format!("{}: {}", d.name, r.detail))
                 .collect();

@@ -54,7 +54,7 @@ impl Record {
             caller: opened.caller.clone(),
             policy: decision.policy.clone(),
             rule: decision.rule.clone(),
-            refused: decision.refused.len(),
+            refused: decision.refused_count(),
             deployment: d.clone(),
             attempts,
             started: opened.started,

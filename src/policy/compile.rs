@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use super::sets::Target;
 use crate::config::Deployment;
 use crate::config::policies::spec::{
     EndpointName, PolicySpec, Preference, RequireSpec, RuleSpec, WeightsSpec,
@@ -101,53 +102,20 @@ pub(crate) struct CompiledRule {
 pub(crate) struct CompiledPolicy {
     pub(crate) name: Arc<str>,
     pub(crate) header: HeaderValue,
-    /// Alias name → the deployment indices of its models.
-    pub(crate) aliases: HashMap<String, Vec<usize>>,
+    /// Alias name → the deployments of its models, grouped.
+    pub(crate) aliases: HashMap<String, Target>,
     pub(crate) rules: Vec<CompiledRule>,
 }
 
-/// Every policy of a snapshot.
-#[derive(Debug, Default)]
-pub(crate) struct Policies {
-    pub(crate) list: Vec<CompiledPolicy>,
-    by_name: HashMap<String, usize>,
-    active: usize,
-}
-
-impl Policies {
-    /// Compiles `specs` against `deployments`. Names were validated at load.
-    pub(crate) fn compile(
-        specs: &[Arc<PolicySpec>],
-        active: &str,
-        deployments: &[Arc<Deployment>],
-    ) -> Policies {
-        let mut p = Policies::default();
-        for spec in specs {
-            let compiled = CompiledPolicy::compile(spec, deployments);
-            p.by_name.insert(spec.name.clone(), p.list.len());
-            p.list.push(compiled);
-        }
-        p.active = p.by_name.get(active).copied().unwrap_or(0);
-        p
-    }
-
-    /// The policy a caller gets: its key's, else the active one.
-    pub(crate) fn for_caller(&self, named: Option<&str>) -> Option<&CompiledPolicy> {
-        let i = named
-            .and_then(|n| self.by_name.get(n))
-            .copied()
-            .unwrap_or(self.active);
-        self.list.get(i)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn get(&self, name: &str) -> Option<&CompiledPolicy> {
-        self.by_name.get(name).and_then(|i| self.list.get(*i))
-    }
-}
+/// Alias name → the deployment indices of its models (ascending).
+pub(super) type AliasMembers = HashMap<String, Vec<usize>>;
 
 impl CompiledPolicy {
-    fn compile(spec: &PolicySpec, deployments: &[Arc<Deployment>]) -> CompiledPolicy {
+    /// The policy, its aliases still to be grouped (they are returned beside it).
+    pub(super) fn compile(
+        spec: &PolicySpec,
+        deployments: &[Arc<Deployment>],
+    ) -> (CompiledPolicy, AliasMembers) {
         let aliases = spec
             .aliases
             .iter()
@@ -161,16 +129,17 @@ impl CompiledPolicy {
                 (name.clone(), idx)
             })
             .collect();
-        CompiledPolicy {
+        let policy = CompiledPolicy {
             name: Arc::from(spec.name.as_str()),
             header: HeaderValue::from_str(&spec.name).unwrap_or(HeaderValue::from_static("-")),
-            aliases,
+            aliases: HashMap::new(),
             rules: spec
                 .rules
                 .iter()
                 .map(|r| CompiledRule::compile(&r.value, deployments))
                 .collect(),
-        }
+        };
+        (policy, aliases)
     }
 }
 

@@ -8,24 +8,28 @@
 //! deployment the decision left out.
 
 pub(crate) mod compile;
+mod decision;
 pub(crate) mod labels;
 mod rank;
 pub(crate) mod recheck;
 mod routing;
+mod sets;
 
 use std::sync::Arc;
 
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 
 pub use crate::config::policies::spec::EndpointName;
-use compile::{CompiledPolicy, CompiledRule, Match};
+use compile::{CompiledRule, Match};
 pub(crate) use compile::{Refusal, RefusalKind};
+use decision::{Applied, Checked, Listing, Refused};
+pub use decision::{CandidateIter, Candidates, Decision};
 pub use routing::{Observed, Routing};
 
 use crate::base::printable;
 use crate::catalog::{Model, Task};
+use crate::config::Deployment;
 use crate::config::keys::Caller;
-use crate::config::{Deployment, Route, Snapshot};
 use crate::exchange::{ErrorBody, ErrorType};
 
 /// What the request needs whatever the rule says.
@@ -60,52 +64,6 @@ pub struct Ask<'a> {
     pub prompt: &'a dyn PromptSize,
     /// The output cap the request asked for.
     pub max_output: Option<u32>,
-}
-
-/// The outcome of deciding one request.
-#[derive(Debug)]
-pub struct Decision {
-    /// The policy that decided.
-    pub(crate) policy: Arc<str>,
-    pub(crate) policy_header: HeaderValue,
-    /// The rule that decided.
-    pub(crate) rule: Arc<str>,
-    /// The rule matched without the request's labels, when the labels chose another one: both
-    /// applied.
-    pub(crate) base_rule: Option<Arc<str>>,
-    /// The allowed deployments, most preferred first. Private: only `decide` fills it.
-    candidates: Vec<Arc<Deployment>>,
-    /// Allowed but not tried, because the rule says `fallback: false`.
-    pub(crate) held_back: usize,
-    /// Every deployment the request could have meant that was refused, and why.
-    pub(crate) refused: Vec<(Arc<Deployment>, Refusal)>,
-}
-
-impl Decision {
-    /// The deployments this request may use, in the order to try them.
-    pub fn candidates(&self) -> &[Arc<Deployment>] {
-        &self.candidates
-    }
-
-    /// Whether `d` is one of the allowed deployments.
-    #[cfg(test)]
-    pub(crate) fn allows(&self, d: &Deployment) -> bool {
-        self.candidates.iter().any(|c| std::ptr::eq(c.as_ref(), d))
-    }
-
-    /// A decision that allows exactly `candidates`, for tests of the layers after `decide`.
-    #[cfg(test)]
-    pub(crate) fn allowing(candidates: Vec<Arc<Deployment>>) -> Decision {
-        Decision {
-            policy: Arc::from("test"),
-            policy_header: HeaderValue::from_static("test"),
-            rule: Arc::from("test"),
-            base_rule: None,
-            candidates,
-            held_back: 0,
-            refused: Vec::new(),
-        }
-    }
 }
 
 /// What a refusal for a built-in tool says: only OpenAI's own API runs those tools.
@@ -205,31 +163,6 @@ fn task_of(endpoint: EndpointName) -> Task {
     }
 }
 
-/// The deployment indices a requested name stands for under a policy.
-fn candidates_for(
-    policy: &CompiledPolicy,
-    snapshot: &Snapshot,
-    model: &str,
-    task: Task,
-) -> Option<Vec<usize>> {
-    if let Some(idx) = policy.aliases.get(model) {
-        return Some(idx.clone());
-    }
-    match snapshot.route(model)? {
-        Route::Deployment(i) => Some(vec![*i]),
-        Route::Model(idx) => Some(idx.clone()),
-        Route::Auto => Some(
-            snapshot
-                .deployments
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| !d.model.test_only && d.model.task == task)
-                .map(|(i, _)| i)
-                .collect(),
-        ),
-    }
-}
-
 fn label_fits(m: &Match, labels: &dyn Fn(&str) -> Option<String>) -> bool {
     m.labels
         .iter()
@@ -276,12 +209,18 @@ fn matches(rule: &CompiledRule, ask: &Ask, with_request_labels: bool) -> bool {
 
 /// Decides where a request may go.
 pub fn decide(ask: &Ask, snapshot: &Routing) -> Result<Decision, PolicyError> {
-    let Some(policy) = snapshot.policies.for_caller(ask.caller.policy.as_deref()) else {
+    let compiled = &snapshot.policies;
+    let p = compiled.index_for_caller(ask.caller.policy.as_deref());
+    let Some(policy) = compiled.list.get(p) else {
         return Err(PolicyError::NoRule {
             policy: Arc::from("(none)"),
         });
     };
-    let Some(indices) = candidates_for(policy, snapshot, ask.model, task_of(ask.endpoint)) else {
+    let target = match policy.aliases.get(ask.model) {
+        Some(t) => Some(t),
+        None => compiled.sets.target(ask.model, task_of(ask.endpoint)),
+    };
+    let Some(target) = target else {
         if let Some((name, why)) = snapshot.withheld.iter().find(|(n, _)| n == ask.model) {
             return Err(PolicyError::Withheld {
                 name: name.clone(),
@@ -290,37 +229,57 @@ pub fn decide(ask: &Ask, snapshot: &Routing) -> Result<Decision, PolicyError> {
         }
         return Err(PolicyError::UnknownModel(ask.model.to_owned()));
     };
-    if indices.is_empty() {
+    if target.members().is_empty() {
         return Err(PolicyError::UnknownModel(ask.model.to_owned()));
     }
     // Request labels only narrow: the rule found without them must exist and applies as well,
     // so a label can never reach what the caller could not reach without it.
-    let base = policy.rules.iter().find(|r| matches(r, ask, false));
-    let rule = policy.rules.iter().find(|r| matches(r, ask, true));
-    let (Some(base), Some(rule)) = (base, rule) else {
+    let base = policy.rules.iter().position(|r| matches(r, ask, false));
+    let found = policy.rules.iter().position(|r| matches(r, ask, true));
+    let (Some(base), Some(found)) = (base, found) else {
         return Err(PolicyError::NoRule {
             policy: policy.name.clone(),
         });
     };
-    let base = Some(base).filter(|b| !std::ptr::eq(*b, rule));
+    let applied = Applied {
+        policy: p,
+        rule: found,
+        base: Some(base).filter(|b| *b != found),
+    };
+    let Some((rule, base)) = applied.rules(compiled) else {
+        return Err(PolicyError::NoRule {
+            policy: policy.name.clone(),
+        });
+    };
 
-    let mut allowed = Vec::with_capacity(indices.len());
-    let mut refused = Vec::new();
-    for i in indices {
-        let Some(d) = snapshot.deployments.get(i) else {
+    // One verdict per group of alike deployments: its first member's is every member's.
+    let mut allowed: Vec<&[usize]> = Vec::new();
+    let mut refused = Refused::default();
+    let mut checked: Vec<(usize, Checked)> = Vec::new();
+    for group in target.groups() {
+        let Some(&first) = group.first() else {
             continue;
         };
-        let verdict = rule
-            .static_refusal
-            .get(i)
-            .cloned()
-            .flatten()
-            .or_else(|| base.and_then(|b| b.static_refusal.get(i).cloned().flatten()))
-            .or_else(|| dynamic_check(rule, ask, d))
-            .or_else(|| base.and_then(|b| dynamic_check(b, ask, d)));
-        match verdict {
-            Some(r) => refused.push((d.clone(), r)),
-            None => allowed.push(i),
+        let (Some(d), Some(class)) = (compiled.deployments.get(first), compiled.sets.class(first))
+        else {
+            continue;
+        };
+        let kind = match fixed(rule, first).or_else(|| base.and_then(|b| fixed(b, first))) {
+            Some(r) => r.kind,
+            None => {
+                let c = request_check(rule, ask, d)
+                    .or_else(|| base.and_then(|b| request_check(b, ask, d)));
+                let Some(c) = c else {
+                    allowed.push(group);
+                    continue;
+                };
+                let kind = c.kind();
+                checked.push((class, c));
+                kind
+            }
+        };
+        if let Some(n) = refused.by_kind.get_mut(kind as usize) {
+            *n += group.len();
         }
     }
     if allowed.is_empty() {
@@ -328,31 +287,40 @@ pub fn decide(ask: &Ask, snapshot: &Routing) -> Result<Decision, PolicyError> {
             policy: policy.name.clone(),
             rule: rule.name.clone(),
             model: ask.model.to_owned(),
-            refused: refused
+            refused: decision::list_refused(compiled, applied, target, &checked)
                 .into_iter()
                 .map(|(d, r)| (d.name.clone(), r))
                 .collect(),
         });
     }
-    let ranked = rank::rank(rule, ask, snapshot, allowed);
-    let mut candidates: Vec<Arc<Deployment>> = ranked
-        .into_iter()
-        .filter_map(|i| snapshot.deployments.get(i).cloned())
-        .collect();
+    let mut candidates = rank::rank_groups(rule, ask, snapshot, &allowed);
     let mut held_back = 0;
     if !rule.fallback || base.is_some_and(|b| !b.fallback) {
         held_back = candidates.len().saturating_sub(1);
         candidates.truncate(1);
+    }
+    if refused.by_kind.iter().any(|n| *n > 0) {
+        refused.listing = Some(Listing {
+            applied,
+            target: target.clone(),
+            checked,
+        });
     }
     Ok(Decision {
         policy: policy.name.clone(),
         policy_header: policy.header.clone(),
         rule: rule.name.clone(),
         base_rule: base.map(|b| b.name.clone()),
+        compiled: compiled.clone(),
         candidates,
         held_back,
         refused,
     })
+}
+
+/// Why `rule` refuses deployment `i` whatever the request.
+fn fixed(rule: &CompiledRule, i: usize) -> Option<&Refusal> {
+    rule.static_refusal.get(i)?.as_ref()
 }
 
 /// Policies no request can be decided by without request labels: every rule asks for a label
@@ -434,9 +402,27 @@ pub(crate) fn listable(
         .collect()
 }
 
-/// The checks that need the request: what it needs of the model, whether it fits the context
-/// window, and its worst-case price.
+/// The checks that need the request, for deployment `d`.
+#[cfg(test)]
 fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refusal> {
+    request_check(rule, ask, d).map(|c| c.of(d))
+}
+
+/// What a request's built-in tool refuses of a deployment that is not OpenAI's.
+fn hosted_refusal(tool: &str, d: &Deployment) -> Refusal {
+    Refusal {
+        kind: RefusalKind::Capability,
+        detail: Arc::from(format!(
+            "the request has the built-in tool '{tool}', {HOSTED_ONLY}, and deployment {} is not OpenAI's",
+            d.name
+        )),
+    }
+}
+
+/// The checks that need the request: what it needs of the model, whether it fits the context
+/// window, and its worst-case price. What they read of `d` (model, price, whether it is
+/// OpenAI's) is what its whole group shares; only the built-in tool's refusal names `d`.
+fn request_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Checked> {
     let m = &d.model;
     let caps = &m.capabilities;
     let task = task_of(ask.endpoint);
@@ -457,13 +443,7 @@ fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refus
     if let Some(tool) = ask.needs.hosted_tool
         && d.endpoint.kind != crate::config::spec::Kind::Openai
     {
-        return refusal(
-            RefusalKind::Capability,
-            format!(
-                "the request has the built-in tool '{tool}', {HOSTED_ONLY}, and deployment {} is not OpenAI's",
-                d.name
-            ),
-        );
+        return Some(Checked::Hosted(tool));
     }
     if ask.needs.vision && !caps.vision {
         return refusal(
@@ -531,11 +511,11 @@ pub(crate) fn worst_case_cost(d: &Deployment, prompt_tokens: u64, output_tokens:
     (prompt_tokens as f64 * d.price.input + output_tokens as f64 * d.price.output) / 1e6
 }
 
-fn refusal(kind: RefusalKind, detail: String) -> Option<Refusal> {
-    Some(Refusal {
+fn refusal(kind: RefusalKind, detail: String) -> Option<Checked> {
+    Some(Checked::Same(Refusal {
         kind,
         detail: Arc::from(detail),
-    })
+    }))
 }
 
 #[cfg(test)]

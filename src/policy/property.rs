@@ -551,6 +551,7 @@ fn every_attempt_stays_inside_the_allowed_set() {
 mod identity;
 mod reference;
 mod reload;
+mod scan;
 mod yaml;
 
 use reference::{Expected, reference};

@@ -56,6 +56,91 @@ fn compare(p: Preference, a: &Facts, b: &Facts) -> Ordering {
     }
 }
 
+/// What ranking knows of deployment `i`, its observed latency as given.
+fn facts(rule: &CompiledRule, ask: &Ask, i: usize, d: &Deployment, latency: f64) -> Facts {
+    Facts {
+        index: i,
+        order: rule.order.get(i).copied().flatten(),
+        // Unknown ranks with remote: where an unidentified model runs is not known.
+        local: d.locality().map_or(2, locality_rank),
+        cost: comparable_cost(d, ask),
+        latency,
+        openness: openness_rank(d),
+    }
+}
+
+/// One integer key per deployment, compared as a whole: listed position, each criterion in
+/// turn (non-negative floats order like their bits), then configuration order.
+fn key(rule: &CompiledRule, f: &Facts) -> [u64; 6] {
+    let mut key = [u64::MAX; 6];
+    key[0] = f.order.map_or(u64::MAX, |o| o as u64);
+    for (slot, p) in key[1..5].iter_mut().zip(&rule.prefer) {
+        *slot = match p {
+            Preference::Local => u64::from(f.local),
+            Preference::Cheapest => f.cost.max(0.0).to_bits(),
+            Preference::Fastest => f.latency.max(0.0).to_bits(),
+            Preference::MostOpen => u64::from(f.openness),
+        };
+    }
+    key[5] = f.index as u64;
+    key
+}
+
+/// Whether the rule ranks by what a group of alike deployments shares: not by observed latency,
+/// which is each deployment's own, nor by weights, whose ranks count every deployment.
+fn by_group(rule: &CompiledRule) -> bool {
+    rule.weights.is_none() && !rule.prefer.contains(&Preference::Fastest)
+}
+
+/// Sorts the allowed deployments, given as groups of alike ones (each ascending), most preferred
+/// first: the same order as [`rank`] gives them one by one. A group's members share every key
+/// but configuration order, so groups are sorted by their first member's key and their members
+/// follow in configuration order (merged where groups tie).
+pub(crate) fn rank_groups(
+    rule: &CompiledRule,
+    ask: &Ask,
+    snapshot: &Routing,
+    groups: &[&[usize]],
+) -> Vec<usize> {
+    let total = groups.iter().map(|g| g.len()).sum();
+    if !by_group(rule) {
+        let mut allowed: Vec<usize> = Vec::with_capacity(total);
+        for g in groups {
+            allowed.extend_from_slice(g);
+        }
+        allowed.sort_unstable();
+        return rank(rule, ask, snapshot, allowed);
+    }
+    let mut keyed: Vec<([u64; 6], &[usize])> = groups
+        .iter()
+        .filter_map(|g| {
+            let first = *g.first()?;
+            let d = snapshot.deployments.get(first)?;
+            let f = facts(rule, ask, first, d, f64::INFINITY);
+            Some((key(rule, &f), *g))
+        })
+        .collect();
+    keyed.sort_unstable_by_key(|(k, _)| *k);
+    let mut out = Vec::with_capacity(total);
+    let mut rest = keyed.as_slice();
+    while let Some(((k, _), _)) = rest.split_first() {
+        let tied = rest
+            .iter()
+            .take_while(|(other, _)| other[..5] == k[..5])
+            .count();
+        let (run, after) = rest.split_at(tied);
+        let start = out.len();
+        for (_, g) in run {
+            out.extend_from_slice(g);
+        }
+        if run.len() > 1 {
+            out[start..].sort_unstable();
+        }
+        rest = after;
+    }
+    out
+}
+
 /// Sorts allowed deployment indices, most preferred first: explicitly ordered ones first, then
 /// by the criteria (or the weighted ranks), then in configuration order.
 pub(crate) fn rank(
@@ -71,18 +156,11 @@ pub(crate) fn rank(
         .into_iter()
         .filter_map(|i| {
             let d = snapshot.deployments.get(i)?;
-            Some(Facts {
-                index: i,
-                order: rule.order.get(i).copied().flatten(),
-                // Unknown ranks with remote: where an unidentified model runs is not known.
-                local: d.locality().map_or(2, locality_rank),
-                cost: comparable_cost(d, ask),
-                latency: snapshot
-                    .observed
-                    .latency_seconds(d)
-                    .unwrap_or(f64::INFINITY),
-                openness: openness_rank(d),
-            })
+            let latency = snapshot
+                .observed
+                .latency_seconds(d)
+                .unwrap_or(f64::INFINITY);
+            Some(facts(rule, ask, i, d, latency))
         })
         .collect();
     let by_order = |a: &Facts, b: &Facts| match (a.order, b.order) {
@@ -122,25 +200,7 @@ pub(crate) fn rank(
         });
         return keyed.into_iter().map(|(_, f)| f.index).collect();
     }
-    // One integer key per deployment, compared as a whole: listed position, each criterion in
-    // turn (non-negative floats order like their bits), then configuration order.
-    let mut keyed: Vec<([u64; 6], usize)> = facts
-        .iter()
-        .map(|f| {
-            let mut key = [u64::MAX; 6];
-            key[0] = f.order.map_or(u64::MAX, |o| o as u64);
-            for (slot, p) in key[1..5].iter_mut().zip(&rule.prefer) {
-                *slot = match p {
-                    Preference::Local => u64::from(f.local),
-                    Preference::Cheapest => f.cost.max(0.0).to_bits(),
-                    Preference::Fastest => f.latency.max(0.0).to_bits(),
-                    Preference::MostOpen => u64::from(f.openness),
-                };
-            }
-            key[5] = f.index as u64;
-            (key, f.index)
-        })
-        .collect();
+    let mut keyed: Vec<([u64; 6], usize)> = facts.iter().map(|f| (key(rule, f), f.index)).collect();
     keyed.sort_unstable_by_key(|(k, _)| *k);
     keyed.into_iter().map(|(_, i)| i).collect()
 }

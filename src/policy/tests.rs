@@ -105,8 +105,8 @@ fn names(d: &Decision) -> Vec<&str> {
 
 fn refused(d: &Decision) -> Vec<(&str, RefusalKind)> {
     let mut v: Vec<(&str, RefusalKind)> = d
-        .refused
-        .iter()
+        .refused()
+        .into_iter()
         .map(|(d, r)| (d.name.as_str(), r.kind))
         .collect();
     v.sort();
@@ -136,7 +136,7 @@ fn default_policy_allows_all_and_prefers_local_then_cheap() {
             "openai-gpt-4o"
         ]
     );
-    assert!(d.refused.is_empty());
+    assert!(d.refused().is_empty());
     // A model id means that model's deployments only; never another model.
     let d = Case::new("llama-3.1-8b-instruct").decide(&s).unwrap();
     assert_eq!(names(&d), ["local-llama", "hosted-llama"]);
@@ -198,7 +198,7 @@ fn research_uses_only_open_source_models_under_osi_licenses() {
         .decide(&s)
         .unwrap();
     assert_eq!(names(&d), ["local-smol", "cluster-olmo"]);
-    for (dep, r) in &d.refused {
+    for (dep, r) in d.refused() {
         assert!(
             dep.model.openness != crate::catalog::Openness::OpenSource,
             "{}",
@@ -219,8 +219,8 @@ fn product_traffic_never_uses_a_license_that_restricts_commercial_use() {
         names(&d)
     );
     let llama: Vec<_> = d
-        .refused
-        .iter()
+        .refused()
+        .into_iter()
         .filter(|(d, _)| d.name.contains("llama"))
         .collect();
     assert_eq!(llama.len(), 2);
@@ -557,8 +557,8 @@ fn undeclared_data_handling_is_unknown_and_a_requirement_refuses_it() {
     allowed.sort_unstable();
     assert_eq!(allowed, ["local-undeclared", "remote-declared"]);
     let why: HashMap<&str, String> = d
-        .refused
-        .iter()
+        .refused()
+        .into_iter()
         .map(|(d, r)| (d.name.as_str(), r.detail.to_string()))
         .collect();
     assert!(

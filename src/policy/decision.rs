@@ -1,0 +1,265 @@
+//! ④ The outcome of deciding one request: the deployments it may use, in order, and what was
+//! refused and why. It shares the snapshot's compiled tables (one `Arc`) instead of copying
+//! from them: candidates are positions in the snapshot's deployments, and refusals are counted
+//! when deciding and listed only when something asks (an explanation, a debug log), so a
+//! decision over a thousand deployments copies none of them.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use super::compile::{CompiledRule, Refusal, RefusalKind};
+use super::routing::Policies;
+use super::sets::Target;
+use crate::config::Deployment;
+
+/// The outcome of deciding one request.
+pub struct Decision {
+    /// The policy that decided.
+    pub(crate) policy: Arc<str>,
+    pub(crate) policy_header: HeaderValue,
+    /// The rule that decided.
+    pub(crate) rule: Arc<str>,
+    /// The rule matched without the request's labels, when the labels chose another one: both
+    /// applied.
+    pub(crate) base_rule: Option<Arc<str>>,
+    /// The compiled tables of the snapshot decided under, its deployments among them.
+    pub(super) compiled: Arc<Policies>,
+    /// The allowed deployments (positions in `compiled.deployments`), most preferred first.
+    /// Private to the policy module: only `decide` fills it.
+    pub(super) candidates: Vec<usize>,
+    /// Allowed but not tried, because the rule says `fallback: false`.
+    pub(crate) held_back: usize,
+    /// The deployments the request could have meant that were refused.
+    pub(super) refused: Refused,
+}
+
+/// The rules a decision applied: where they are in the compiled policies.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Applied {
+    pub(super) policy: usize,
+    pub(super) rule: usize,
+    /// The rule matched without request labels, when it is another one.
+    pub(super) base: Option<usize>,
+}
+
+impl Applied {
+    /// The rule, and the base rule if any.
+    pub(super) fn rules<'a>(
+        &self,
+        compiled: &'a Policies,
+    ) -> Option<(&'a CompiledRule, Option<&'a CompiledRule>)> {
+        let rules = &compiled.list.get(self.policy)?.rules;
+        let base = match self.base {
+            Some(b) => Some(rules.get(b)?),
+            None => None,
+        };
+        Some((rules.get(self.rule)?, base))
+    }
+}
+
+/// Why a check of the request refuses a group of alike deployments: the same refusal for all,
+/// or a built-in tool only OpenAI runs, which the refusal names with each deployment.
+#[derive(Clone, Debug)]
+pub(super) enum Checked {
+    Same(Refusal),
+    Hosted(&'static str),
+}
+
+impl Checked {
+    pub(super) fn kind(&self) -> RefusalKind {
+        match self {
+            Checked::Same(r) => r.kind,
+            Checked::Hosted(_) => RefusalKind::Capability,
+        }
+    }
+
+    /// The refusal of deployment `d` of the group.
+    pub(super) fn of(&self, d: &Deployment) -> Refusal {
+        match self {
+            Checked::Same(r) => r.clone(),
+            Checked::Hosted(tool) => super::hosted_refusal(tool, d),
+        }
+    }
+}
+
+/// The refused deployments: how many of each kind, and what it takes to list them.
+#[derive(Debug, Default)]
+pub(super) struct Refused {
+    /// By kind, in the order of [`RefusalKind::ALL`].
+    pub(super) by_kind: [usize; RefusalKind::ALL.len()],
+    /// What it takes to list them; none when nothing was refused.
+    pub(super) listing: Option<Listing>,
+}
+
+/// What listing a decision's refusals takes: the rules, the requested name's deployments, and
+/// the groups a check of the request refused (by class), with why.
+#[derive(Debug)]
+pub(super) struct Listing {
+    pub(super) applied: Applied,
+    pub(super) target: Target,
+    pub(super) checked: Vec<(usize, Checked)>,
+}
+
+/// Every deployment of `target` the rules refuse, in configuration order, and why: the rule's
+/// static refusal, else the base rule's, else the check of the request that refused its group.
+pub(super) fn list_refused<'a>(
+    compiled: &'a Policies,
+    applied: Applied,
+    target: &Target,
+    checked: &[(usize, Checked)],
+) -> Vec<(&'a Arc<Deployment>, Refusal)> {
+    let Some((rule, base)) = applied.rules(compiled) else {
+        return Vec::new();
+    };
+    let fixed = |r: &CompiledRule, i: usize| r.static_refusal.get(i).cloned().flatten();
+    target
+        .members()
+        .iter()
+        .filter_map(|&i| {
+            let d = compiled.deployments.get(i)?;
+            let why = fixed(rule, i)
+                .or_else(|| base.and_then(|b| fixed(b, i)))
+                .or_else(|| {
+                    let class = compiled.sets.class(i)?;
+                    let (_, c) = checked.iter().find(|(k, _)| *k == class)?;
+                    Some(c.of(d))
+                })?;
+            Some((d, why))
+        })
+        .collect()
+}
+
+/// The allowed deployments of a decision, in the order to try them.
+#[derive(Clone, Copy)]
+pub struct Candidates<'a> {
+    deployments: &'a [Arc<Deployment>],
+    ranked: &'a [usize],
+}
+
+impl<'a> Candidates<'a> {
+    pub fn len(&self) -> usize {
+        self.ranked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranked.is_empty()
+    }
+
+    /// The first to try.
+    pub fn first(&self) -> Option<&'a Arc<Deployment>> {
+        self.iter().next()
+    }
+
+    pub fn iter(&self) -> CandidateIter<'a> {
+        CandidateIter {
+            deployments: self.deployments,
+            ranked: self.ranked.iter(),
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<Arc<Deployment>> {
+        self.iter().cloned().collect()
+    }
+}
+
+impl<'a> IntoIterator for Candidates<'a> {
+    type Item = &'a Arc<Deployment>;
+    type IntoIter = CandidateIter<'a>;
+
+    fn into_iter(self) -> CandidateIter<'a> {
+        self.iter()
+    }
+}
+
+/// The allowed deployments, in order.
+#[derive(Clone)]
+pub struct CandidateIter<'a> {
+    deployments: &'a [Arc<Deployment>],
+    ranked: std::slice::Iter<'a, usize>,
+}
+
+impl<'a> Iterator for CandidateIter<'a> {
+    type Item = &'a Arc<Deployment>;
+
+    fn next(&mut self) -> Option<&'a Arc<Deployment>> {
+        // Positions come from the same snapshot's list: every one is in it.
+        self.ranked.find_map(|&i| self.deployments.get(i))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.ranked.size_hint()
+    }
+}
+
+impl ExactSizeIterator for CandidateIter<'_> {}
+
+impl Decision {
+    /// The deployments this request may use, in the order to try them.
+    pub fn candidates(&self) -> Candidates<'_> {
+        Candidates {
+            deployments: &self.compiled.deployments,
+            ranked: &self.candidates,
+        }
+    }
+
+    /// How many deployments the request could have meant were refused.
+    pub(crate) fn refused_count(&self) -> usize {
+        self.refused.by_kind.iter().sum()
+    }
+
+    /// How many were refused for each reason (reasons with none left out).
+    pub(crate) fn refusal_kinds(&self) -> impl Iterator<Item = (RefusalKind, usize)> + '_ {
+        RefusalKind::ALL
+            .into_iter()
+            .zip(self.refused.by_kind)
+            .filter(|(_, n)| *n > 0)
+    }
+
+    /// Every deployment the request could have meant that was refused, and why, in
+    /// configuration order. Listed on each call: for explanations and logs, not every request.
+    pub(crate) fn refused(&self) -> Vec<(&Arc<Deployment>, Refusal)> {
+        match &self.refused.listing {
+            Some(l) => list_refused(&self.compiled, l.applied, &l.target, &l.checked),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether `d` is one of the allowed deployments.
+    #[cfg(test)]
+    pub(crate) fn allows(&self, d: &Deployment) -> bool {
+        self.candidates()
+            .iter()
+            .any(|c| std::ptr::eq(c.as_ref(), d))
+    }
+
+    /// A decision that allows exactly `candidates`, for tests of the layers after `decide`.
+    #[cfg(test)]
+    pub(crate) fn allowing(candidates: Vec<Arc<Deployment>>) -> Decision {
+        let ranked = (0..candidates.len()).collect();
+        Decision {
+            policy: Arc::from("test"),
+            policy_header: HeaderValue::from_static("test"),
+            rule: Arc::from("test"),
+            base_rule: None,
+            compiled: Arc::new(Policies::over(candidates)),
+            candidates: ranked,
+            held_back: 0,
+            refused: Refused::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.candidates().iter().map(|d| d.name.as_str()).collect();
+        f.debug_struct("Decision")
+            .field("policy", &self.policy)
+            .field("rule", &self.rule)
+            .field("base_rule", &self.base_rule)
+            .field("candidates", &names)
+            .field("held_back", &self.held_back)
+            .field("refused", &self.refused_count())
+            .finish_non_exhaustive()
+    }
+}
