@@ -111,6 +111,9 @@ pub(crate) fn rank_groups(
         allowed.sort_unstable();
         return rank(rule, ask, snapshot, allowed);
     }
+    if let Some(out) = rank_packed(rule, ask, snapshot, groups, total) {
+        return out;
+    }
     let mut keyed: Vec<([u64; 6], &[usize])> = groups
         .iter()
         .filter_map(|g| {
@@ -129,16 +132,87 @@ pub(crate) fn rank_groups(
             .take_while(|(other, _)| other[..5] == k[..5])
             .count();
         let (run, after) = rest.split_at(tied);
-        let start = out.len();
-        for (_, g) in run {
-            out.extend_from_slice(g);
-        }
-        if run.len() > 1 {
-            out[start..].sort_unstable();
-        }
+        merge_run(&mut out, run.iter().map(|(_, g)| *g));
         rest = after;
     }
     out
+}
+
+/// Bits of a packed key below the criteria: the group's position.
+const GROUP_BITS: u32 = 20;
+
+/// [`rank_groups`] with each group's key packed into one integer (listed position, then each
+/// criterion in as few bits as it has values, then the group's position), which sorts several
+/// times faster than six-word keys: with a thousand groups (deployments that all differ in
+/// price) the sort was most of a decision. `None` when a key does not fit: the caller sorts
+/// the wide keys.
+fn rank_packed(
+    rule: &CompiledRule,
+    ask: &Ask,
+    snapshot: &Routing,
+    groups: &[&[usize]],
+    total: usize,
+) -> Option<Vec<usize>> {
+    let widths: u32 = rule
+        .prefer
+        .iter()
+        .map(|p| match p {
+            Preference::Local => 2,
+            Preference::MostOpen => 3,
+            Preference::Cheapest | Preference::Fastest => 64,
+        })
+        .sum();
+    if widths + 16 + GROUP_BITS > 128 || groups.len() >= 1 << GROUP_BITS {
+        return None;
+    }
+    let mut keyed: Vec<u128> = Vec::with_capacity(groups.len());
+    for (at, g) in groups.iter().enumerate() {
+        let Some(&first) = g.first() else {
+            continue;
+        };
+        let d = snapshot.deployments.get(first)?;
+        let f = facts(rule, ask, first, d, f64::INFINITY);
+        let order = match f.order {
+            None => u128::from(u16::MAX),
+            Some(o) => u128::from(u16::try_from(o).ok().filter(|&o| o < u16::MAX)?),
+        };
+        let mut k = order;
+        for p in &rule.prefer {
+            k = match p {
+                Preference::Local => (k << 2) | u128::from(f.local),
+                Preference::MostOpen => (k << 3) | u128::from(f.openness),
+                Preference::Cheapest => (k << 64) | u128::from(f.cost.max(0.0).to_bits()),
+                Preference::Fastest => (k << 64) | u128::from(f.latency.max(0.0).to_bits()),
+            };
+        }
+        keyed.push((k << GROUP_BITS) | at as u128);
+    }
+    keyed.sort_unstable();
+    let mut out = Vec::with_capacity(total);
+    let group = |k: u128| groups[(k & ((1 << GROUP_BITS) - 1)) as usize];
+    let mut rest = keyed.as_slice();
+    while let Some((&k, _)) = rest.split_first() {
+        let tied = rest
+            .iter()
+            .take_while(|&&other| other >> GROUP_BITS == k >> GROUP_BITS)
+            .count();
+        let (run, after) = rest.split_at(tied);
+        merge_run(&mut out, run.iter().map(|&k| group(k)));
+        rest = after;
+    }
+    Some(out)
+}
+
+/// Appends groups whose keys tie: their members in configuration order.
+fn merge_run<'a>(out: &mut Vec<usize>, run: impl ExactSizeIterator<Item = &'a [usize]>) {
+    let start = out.len();
+    let several = run.len() > 1;
+    for g in run {
+        out.extend_from_slice(g);
+    }
+    if several {
+        out[start..].sort_unstable();
+    }
 }
 
 /// Sorts allowed deployment indices, most preferred first: explicitly ordered ones first, then
