@@ -38,7 +38,9 @@ pub struct Completed {
 /// clients), or translated into the gateway's own picture.
 #[derive(Debug)]
 pub(crate) enum AnswerBody {
-    OpenAi(Bytes),
+    /// With where its top-level `model` value lies, found while the answer was checked, so
+    /// that naming the model that answered does not read it again.
+    OpenAi(Bytes, Option<std::ops::Range<usize>>),
     Parsed(crate::exchange::answer::Completion),
     /// A response object of OpenAI's Responses API, for a Responses client.
     Responses(Bytes),

@@ -24,7 +24,9 @@ use usage::WireUsage;
 pub(crate) struct OpenAiCompat;
 
 #[derive(Deserialize)]
-struct AnswerProbe {
+struct AnswerProbe<'a> {
+    #[serde(default, borrow)]
+    model: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
     choices: Option<Vec<IgnoredAny>>,
     #[serde(default)]
@@ -104,9 +106,15 @@ impl Adapter for OpenAiCompat {
         if probe.choices.is_none() {
             return Err(AdapterError::InvalidResponse("missing 'choices'".into()));
         }
+        let model_at = probe.model.and_then(|raw| {
+            let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+            let end = start + raw.get().len();
+            (end <= body.len()).then_some(start..end)
+        });
+        let usage = probe.usage.map(Usage::from);
         Ok(Completed {
-            usage: probe.usage.map(Usage::from),
-            body: AnswerBody::OpenAi(body),
+            usage,
+            body: AnswerBody::OpenAi(body, model_at),
         })
     }
 

@@ -120,14 +120,15 @@ impl Front {
     ) -> Result<Bytes, crate::adapters::AdapterError> {
         use crate::adapters::AnswerBody;
         Ok(match (self, body) {
-            (Front::OpenAi | Front::Responses, AnswerBody::OpenAi(b)) => {
-                with_model(&b, model).unwrap_or(b)
-            }
+            (Front::OpenAi | Front::Responses, AnswerBody::OpenAi(b, at)) => match at {
+                Some(at) => model_at(&b, at, model).unwrap_or(b),
+                None => with_model(&b, model).unwrap_or(b),
+            },
             (Front::OpenAi | Front::Responses, AnswerBody::Parsed(mut c)) => {
                 c.model = model.to_owned();
                 openai_out::completion_json(&c)
             }
-            (Front::Anthropic, AnswerBody::OpenAi(b)) => {
+            (Front::Anthropic, AnswerBody::OpenAi(b, _)) => {
                 let mut c = crate::adapters::openai_compat::parse_completion(&b)?;
                 c.model = model.to_owned();
                 anthropic_out::message_json(&c)
@@ -175,19 +176,21 @@ pub(crate) fn with_model(json: &[u8], model: &str) -> Option<Bytes> {
     }
     let probe: Probe<'_> = serde_json::from_slice(json).ok()?;
     let raw = probe.model?.get();
-    let want = serde_json::to_string(model).ok()?;
-    if raw == want {
-        return None;
-    }
     let start = (raw.as_ptr() as usize).checked_sub(json.as_ptr() as usize)?;
-    let end = start + raw.len();
-    if end > json.len() {
+    model_at(json, start..start + raw.len(), model)
+}
+
+/// [`with_model`] where the `model` value is known to lie at `at` (its JSON, quotes included).
+pub(crate) fn model_at(json: &[u8], at: std::ops::Range<usize>, model: &str) -> Option<Bytes> {
+    let raw = json.get(at.clone())?;
+    let want = serde_json::to_string(model).ok()?;
+    if raw == want.as_bytes() {
         return None;
     }
     let mut out = Vec::with_capacity(json.len() + want.len());
-    out.extend_from_slice(&json[..start]);
+    out.extend_from_slice(&json[..at.start]);
     out.extend_from_slice(want.as_bytes());
-    out.extend_from_slice(&json[end..]);
+    out.extend_from_slice(&json[at.end..]);
     Some(Bytes::from(out))
 }
 

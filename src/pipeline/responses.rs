@@ -87,7 +87,7 @@ impl Turn {
     /// A whole answer as a response object.
     pub(super) fn whole(&self, body: AnswerBody, model: String) -> Result<Bytes, AdapterError> {
         let mut c = match body {
-            AnswerBody::OpenAi(b) => crate::adapters::openai_compat::parse_completion(&b)?,
+            AnswerBody::OpenAi(b, _) => crate::adapters::openai_compat::parse_completion(&b)?,
             AnswerBody::Parsed(c) => c,
             AnswerBody::Responses(b) => {
                 return output::native_whole(&b, &self.head(model), self.keep());

@@ -64,7 +64,7 @@ fn whole_answers_pass_through_with_their_usage() {
     let done = OpenAiCompat
         .parse_response(Bytes::from_static(body), &req, &d)
         .unwrap();
-    let AnswerBody::OpenAi(relayed) = &done.body else {
+    let AnswerBody::OpenAi(relayed, _) = &done.body else {
         panic!("not relayed as it was")
     };
     assert_eq!(&relayed[..], &body[..]);

@@ -1,0 +1,51 @@
+#!/bin/bash
+# Allocations (dhat) and instructions (callgrind) per request of a gateway binary, by
+# difference: the same process serves FEW then MANY requests in two runs, and
+# (total(MANY) - total(FEW)) / (MANY - FEW) is what one request costs once warm (start-up and
+# loading the configuration cancel out). Loopback only; the upstream is a small Python mock.
+#
+#   benches/profile/run.sh target/release/modelgate dhat        # allocations per request
+#   benches/profile/run.sh target/release/modelgate callgrind   # instructions per request
+#   MODEL=auto DEPLOYMENTS=1000 benches/profile/run.sh BIN callgrind
+set -euo pipefail
+BIN=$1 TOOL=$2
+FEW=${FEW:-200} MANY=${MANY:-1200} MODEL=${MODEL:-llama-3.1-8b-instruct}
+DEPLOYMENTS=${DEPLOYMENTS:-24}
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+up=18081 api=18080 admin=18090
+# The load benchmark's configuration: the company policy, three models on the mock.
+python3 - "$work/modelgate.yaml" "$DEPLOYMENTS" "$up" <<'PY'
+import sys
+path, n, port = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+models = ["llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "mistral-7b-instruct-v0.3"]
+y = "auth: none\nreload: {poll_interval: 0}\n"
+y += "policies: {active: company}\n" if n <= 24 else ""
+y += "deployments:\n"
+for i in range(n):
+    m = i % 3
+    name = "%s-%d" % (models[m], i // 3) if n <= 24 else "d%d" % i
+    y += "  - {name: %s, kind: openai-compatible, model: %s, base_url: 'http://127.0.0.1:%s/v1', price: {input: %.4f, output: %.4f}}\n" % (name, models[m], port, 0.01 * (i // 3 + 1) + m, 0.02 * (i // 3 + 1))
+open(path, "w").write(y)
+PY
+total() {
+  local n=$1 out="$work/$TOOL.$1"
+  python3 "$here/mock.py" $up & local mock=$!
+  local wrap
+  if [ "$TOOL" = dhat ]; then wrap="valgrind --tool=dhat --dhat-out-file=$out.x"
+  else wrap="valgrind --tool=callgrind --callgrind-out-file=$out.x"; fi
+  RUST_LOG=warn,modelgate=info $wrap "$BIN" serve --config "$work/modelgate.yaml" \
+    --listen 127.0.0.1:$api --admin-listen 127.0.0.1:$admin >/dev/null 2>"$out.err" & local gw=$!
+  for _ in $(seq 1 300); do grep -q "modelgate is serving" "$out.err" 2>/dev/null && break; sleep 0.2; done
+  python3 "$here/drive.py" $api "$n" "$MODEL" >&2
+  kill -TERM $gw; wait $gw || true
+  kill $mock; wait $mock 2>/dev/null || true
+  if [ "$TOOL" = dhat ]; then
+    grep "Total:" "$out.err" | head -1 | sed 's/.* in \([0-9,]*\) blocks.*/\1/; s/,//g'
+  else
+    grep "Collected" "$out.err" | sed 's/.*: *//'
+  fi
+}
+a=$(total "$FEW"); b=$(total "$MANY")
+echo "$TOOL: $(( (b - a) / (MANY - FEW) )) per request ($a at $FEW requests, $b at $MANY)"
