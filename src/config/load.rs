@@ -366,6 +366,9 @@ fn store(
     s.value.clone()
 }
 
+/// The most connections, requests or streams a setting may allow at once.
+const MAX_PERMITS: usize = 1_000_000;
+
 fn settings(
     file: &Arc<str>,
     spec: &ConfigSpec,
@@ -391,6 +394,20 @@ fn settings(
     ] {
         if d.is_zero() {
             problems.at(file, Location::UNKNOWN, field, "must be more than 0");
+        }
+    }
+    // Each is a pool of permits made at start: a number past any machine's sockets is a
+    // mistake, and would not start.
+    for (field, n) in [
+        ("server.max_connections", server.max_connections),
+        (
+            "server.max_concurrent_requests",
+            server.max_concurrent_requests,
+        ),
+        ("server.max_open_streams", server.max_open_streams),
+    ] {
+        if n > MAX_PERMITS {
+            problems.at(file, Location::UNKNOWN, field, "must be at most 1,000,000");
         }
     }
     let limit_store = store(file, "limits.store", &spec.limits.store, problems);

@@ -151,6 +151,24 @@ fn unknown_and_mistyped_fields_are_refused() {
     assert_eq!(p.0[0].line, 2, "{p}");
     let p = load_text("server: {drain_timeout: forever}\n", &[]).unwrap_err();
     assert!(p.0[0].message.contains("duration"), "{p}");
+    // Pools of permits past any machine's sockets would not start: refused, by field.
+    for field in [
+        "max_connections",
+        "max_concurrent_requests",
+        "max_open_streams",
+    ] {
+        let p =
+            load_text(&format!("server: {{{field}: 18446744073709551615}}\n"), &[]).unwrap_err();
+        assert_eq!(p.0[0].path, format!("server.{field}"), "{p}");
+        assert!(p.0[0].message.contains("at most"), "{p}");
+    }
+    assert!(
+        load_text(
+            "server: {max_open_streams: 0, max_concurrent_requests: 1000000}\n",
+            &[]
+        )
+        .is_ok()
+    );
 }
 
 #[test]
