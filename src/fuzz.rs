@@ -87,15 +87,23 @@ pub fn sse(data: &[u8]) {
         return;
     };
     let step = usize::from(step).max(1);
+    // Fed as copied slices and as chunks the decoder keeps parts of, the same events come out.
     let mut dec = SseDecoder::new(4096);
-    let mut events = Vec::new();
+    let mut kept = SseDecoder::new(4096);
+    let (mut events, mut shared) = (Vec::new(), Vec::new());
     for chunk in rest.chunks(step) {
-        if dec.feed(chunk, &mut events).is_err() {
+        let a = dec.feed(chunk, &mut events);
+        let b = kept.feed_bytes(&Bytes::copy_from_slice(chunk), &mut shared);
+        assert_eq!(a, b);
+        assert_eq!(events, shared);
+        if a.is_err() {
             return;
         }
         events.clear();
+        shared.clear();
     }
-    let _ = dec.finish(&mut events);
+    assert_eq!(dec.finish(&mut events), kept.finish(&mut shared));
+    assert_eq!(events, shared);
 }
 
 /// Upstream text the gateway passes on: an error message cleaned with a key's masks (the

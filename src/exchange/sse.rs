@@ -33,6 +33,9 @@ pub struct SseDecoder {
     /// A `\r` ended the last chunk: a `\n` starting the next one belongs to it.
     pending_cr: bool,
     data: BytesMut,
+    /// The event's one `data:` line so far, shared with the chunk it came in rather than
+    /// copied (the common case: an event within one chunk, one data line).
+    shared: Option<Bytes>,
     has_data: bool,
     event: Option<Bytes>,
 }
@@ -44,6 +47,7 @@ impl SseDecoder {
             partial: BytesMut::new(),
             pending_cr: false,
             data: BytesMut::new(),
+            shared: None,
             has_data: false,
             event: None,
         }
@@ -51,6 +55,21 @@ impl SseDecoder {
 
     /// Decodes `chunk`, appending every event it completes to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        self.feed_from(chunk, None, out)
+    }
+
+    /// [`Self::feed`] for a chunk the decoder may keep parts of: an event's data and name that
+    /// lie whole within it are handed on as slices of it, not copies.
+    pub fn feed_bytes(&mut self, chunk: &Bytes, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        self.feed_from(chunk, Some(chunk), out)
+    }
+
+    fn feed_from(
+        &mut self,
+        chunk: &[u8],
+        source: Option<&Bytes>,
+        out: &mut Vec<SseEvent>,
+    ) -> Result<(), SseError> {
         if chunk.is_empty() {
             return Ok(());
         }
@@ -73,12 +92,12 @@ impl SseDecoder {
             }
             if self.partial.is_empty() {
                 self.check_len(line.len())?;
-                self.line(line, out)?;
+                self.line(line, source, out)?;
             } else {
                 self.check_len(self.partial.len() + line.len())?;
                 let mut whole = std::mem::take(&mut self.partial);
                 whole.extend_from_slice(line);
-                let done = self.line(&whole, out);
+                let done = self.line(&whole, None, out);
                 whole.clear();
                 self.partial = whole;
                 done?;
@@ -96,9 +115,9 @@ impl SseDecoder {
     pub fn finish(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
-            self.line(&line, out)?;
+            self.line(&line, None, out)?;
         }
-        self.line(b"", out)
+        self.line(b"", None, out)
     }
 
     /// Whether bytes of an unfinished event are buffered (the stream ended mid-event).
@@ -115,12 +134,22 @@ impl SseDecoder {
         }
     }
 
-    fn line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+    /// One line; `source`, when given, is the chunk `line` lies in.
+    fn line(
+        &mut self,
+        line: &[u8],
+        source: Option<&Bytes>,
+        out: &mut Vec<SseEvent>,
+    ) -> Result<(), SseError> {
         if line.is_empty() {
             if self.has_data || self.event.is_some() {
+                let data = match self.shared.take() {
+                    Some(shared) => shared,
+                    None => self.data.split().freeze(),
+                };
                 out.push(SseEvent {
                     event: self.event.take(),
-                    data: self.data.split().freeze(),
+                    data,
                 });
                 self.has_data = false;
             }
@@ -138,16 +167,30 @@ impl SseDecoder {
         };
         match name {
             b"data" => {
-                if self.data.len() + value.len() + 1 > self.max_line {
+                let held = self.shared.as_ref().map_or(self.data.len(), Bytes::len);
+                if held + value.len() + 1 > self.max_line {
                     return Err(SseError::EventTooLarge(self.max_line));
                 }
-                if self.has_data {
-                    self.data.extend_from_slice(b"\n");
+                match (self.has_data, source) {
+                    (false, Some(chunk)) => self.shared = Some(chunk.slice_ref(value)),
+                    (false, None) => self.data.extend_from_slice(value),
+                    (true, _) => {
+                        // A second data line: the event is joined in the decoder's own buffer.
+                        if let Some(first) = self.shared.take() {
+                            self.data.extend_from_slice(&first);
+                        }
+                        self.data.extend_from_slice(b"\n");
+                        self.data.extend_from_slice(value);
+                    }
                 }
-                self.data.extend_from_slice(value);
                 self.has_data = true;
             }
-            b"event" => self.event = Some(Bytes::copy_from_slice(value)),
+            b"event" => {
+                self.event = Some(match source {
+                    Some(chunk) => chunk.slice_ref(value),
+                    None => Bytes::copy_from_slice(value),
+                });
+            }
             _ => {} // id, retry and unknown fields do not matter to a relay
         }
         Ok(())
@@ -209,6 +252,43 @@ mod tests {
                 assert_eq!(got, whole, "split at {i},{j}");
             }
         }
+    }
+
+    /// Chunks the decoder may keep slices of decode as copied ones do, at every split; an event
+    /// that lies whole in one chunk is handed on without a copy.
+    #[test]
+    fn shared_chunks_give_the_same_events_without_copies() {
+        let whole = decode_all(&[STREAM]);
+        let shared = |chunks: &[&[u8]]| {
+            let mut d = SseDecoder::new(1 << 20);
+            let mut out = Vec::new();
+            for c in chunks {
+                d.feed_bytes(&Bytes::copy_from_slice(c), &mut out).unwrap();
+            }
+            d.finish(&mut out).unwrap();
+            out
+        };
+        for i in 0..=STREAM.len() {
+            for j in i..=STREAM.len() {
+                let got = shared(&[&STREAM[..i], &STREAM[i..j], &STREAM[j..]]);
+                assert_eq!(got, whole, "split at {i},{j}");
+            }
+        }
+        let chunk = Bytes::from_static(b"event: delta\ndata: {\"t\":\"hi\"}\n\n");
+        let mut d = SseDecoder::new(1024);
+        let mut out = Vec::new();
+        d.feed_bytes(&chunk, &mut out).unwrap();
+        let within = |b: &Bytes| chunk.as_ptr_range().contains(&b.as_ptr());
+        assert!(within(&out[0].data) && out[0].event.as_ref().is_some_and(within));
+        // The bound counts a shared first line too.
+        let mut d = SseDecoder::new(16);
+        let mut out = Vec::new();
+        d.feed_bytes(&Bytes::from_static(b"data: 0123456789\n"), &mut out)
+            .unwrap();
+        assert_eq!(
+            d.feed_bytes(&Bytes::from_static(b"data: 0123456789\n"), &mut out),
+            Err(SseError::EventTooLarge(16))
+        );
     }
 
     #[test]

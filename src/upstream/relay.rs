@@ -269,7 +269,7 @@ impl Relay {
                     self.idle_timer
                         .as_mut()
                         .reset(tokio::time::Instant::now() + self.idle);
-                    if let Err(e) = self.decoder.feed(&chunk, &mut self.events) {
+                    if let Err(e) = self.decoder.feed_bytes(&chunk, &mut self.events) {
                         let body = ErrorBody::new(ErrorType::ApiError, e.to_string())
                             .code("upstream_invalid_response");
                         return Poll::Ready(Step::End(EndReason::InvalidUpstream, Some(body)));
