@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use modelgate::adapters::Flow;
 use modelgate::api::Front;
@@ -139,7 +139,9 @@ fn gemini_stream() -> String {
 
 /// Decodes, translates and encodes one whole stream as the relay does, in upstream reads of
 /// about 1 KiB; returns the client's bytes.
-fn relay(d: &Deployment, req: &ChatRequest, front: Front, stream: &[u8]) -> usize {
+/// Decodes, translates and encodes a stream that arrives in `chunks`, as the relay does (which
+/// lets the decoder keep slices of each chunk; `copied` feeds copies of them instead).
+fn relay(d: &Deployment, req: &ChatRequest, front: Front, chunks: &[Bytes], copied: bool) -> usize {
     let adapter = d.kind().adapter().unwrap();
     let mut t = adapter.stream_translator(req, d);
     let mut enc = front.encoder(true, 4, None, "m");
@@ -147,8 +149,12 @@ fn relay(d: &Deployment, req: &ChatRequest, front: Front, stream: &[u8]) -> usiz
     let mut out = BytesMut::with_capacity(4096);
     let mut events = Vec::with_capacity(16);
     let mut written = 0;
-    for chunk in stream.chunks(1024) {
-        dec.feed(chunk, &mut events).unwrap();
+    for chunk in chunks {
+        if copied {
+            dec.feed(chunk, &mut events).unwrap();
+        } else {
+            dec.feed_bytes(chunk, &mut events).unwrap();
+        }
         for e in events.drain(..) {
             match t.event(&e, enc.as_mut(), &mut out).unwrap() {
                 Flow::More => {}
@@ -239,13 +245,23 @@ fn bench(c: &mut Criterion) {
     for (dep, s) in &streams {
         let d = find(&snapshot, dep);
         g.throughput(Throughput::Elements(count_events(s.as_bytes()) as u64));
+        let chunks: Vec<Bytes> = s
+            .as_bytes()
+            .chunks(1024)
+            .map(Bytes::copy_from_slice)
+            .collect();
         for (front, fname) in [
             (Front::OpenAi, "to chat/completions"),
             (Front::Anthropic, "to messages"),
         ] {
-            assert!(relay(d, &req, front, s.as_bytes()) > 0);
+            assert!(relay(d, &req, front, &chunks, false) > 0);
             g.bench_function(format!("{} {fname}", d.kind().as_str()), |b| {
-                b.iter(|| relay(d, black_box(&req), front, s.as_bytes()));
+                b.iter(|| relay(d, black_box(&req), front, &chunks, false));
+            });
+        }
+        if d.kind().as_str() == "openai" {
+            g.bench_function("openai to chat/completions, chunks copied", |b| {
+                b.iter(|| relay(d, black_box(&req), Front::OpenAi, &chunks, true));
             });
         }
     }
