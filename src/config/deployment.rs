@@ -252,8 +252,6 @@ impl Deployment {
     }
 }
 
-/// The path, after the endpoint's base URL, that chat requests for `upstream_model` go to in
-/// a dialect (none for `echo`, which is never called).
 /// The `Host` header of plain-HTTP requests to `base_url`: its host, and its port unless 80.
 pub(crate) fn plain_http_host(base_url: &str) -> Option<HeaderValue> {
     let uri = parse_url(base_url)?;
@@ -275,6 +273,8 @@ pub(crate) fn parse_url(url: &str) -> Option<http::Uri> {
     http::Uri::try_from(String::from(url)).ok()
 }
 
+/// The path, after the endpoint's base URL, that chat requests for `upstream_model` go to in
+/// a dialect (none for `echo`, which is never called).
 fn chat_path(kind: Kind, upstream_model: &str, stream: bool) -> Option<String> {
     Some(match kind {
         Kind::Openai | Kind::OpenaiCompatible => "/chat/completions".into(),

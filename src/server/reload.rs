@@ -59,7 +59,10 @@ impl State {
         let health = crate::upstream::health::HealthBook::default();
         // As many idle connections per upstream host as requests and streams may be open.
         let pools = Arc::new(crate::upstream::client::Pools::new(
-            (config.server.max_concurrent_requests).saturating_add(config.server.max_open_streams),
+            config
+                .server
+                .max_concurrent_requests
+                .saturating_add(config.server.max_open_streams),
         ));
         let limiter = Arc::new(crate::limits::Limiter::for_config(&config));
         limiter.count_errors_in(metrics.limit_store_errors.clone());
