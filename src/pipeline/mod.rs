@@ -162,17 +162,18 @@ impl Opened {
             Ok(o) => return o,
             Err(f) => f,
         };
-        tracing::info!(
-            endpoint = self.endpoint,
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            tenant = &*self.caller.tenant,
-            policy = policy.as_deref().unwrap_or("-"),
-            status = e.status().as_u16(),
-            error = e.kind().as_str(),
-            detail = e.to_string().as_str(),
-            duration_ms = self.started.elapsed().as_millis() as u64,
-            "request failed"
-        );
+        if tracing::enabled!(tracing::Level::INFO)
+            && let Some(mut line) = crate::telemetry::info_line("request failed")
+        {
+            line.str("endpoint", self.endpoint)
+                .str("request_id", self.request_id.to_str().unwrap_or("-"))
+                .str("tenant", &self.caller.tenant)
+                .str("policy", policy.as_deref().unwrap_or("-"))
+                .u64("status", e.status().as_u16().into())
+                .str("error", e.kind().as_str())
+                .str("detail", &e.to_string())
+                .u64("duration_ms", self.started.elapsed().as_millis() as u64);
+        }
         Outcome {
             response: e.into_response_for(self.front),
             policy,

@@ -108,29 +108,30 @@ impl Record {
                 if stream.is_some() { "true" } else { "false" },
             ])
             .observe(took.as_secs_f64());
-        tracing::info!(
-            endpoint = self.endpoint.as_str(),
-            status = 200,
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            tenant = &*self.caller.tenant,
-            key = self.caller.key_id.as_deref().unwrap_or("-"),
-            policy = &*self.policy,
-            rule = &*self.rule,
-            refused = self.refused,
-            deployment = d.name.as_str(),
-            model = d.model.id.as_str(),
-            provider = d.endpoint.provider.as_str(),
-            openness = d.model.openness.as_str(),
-            license = d.model.license.id.as_str(),
-            attempts = self.attempts,
-            stream = stream.map_or("-", EndReason::as_str),
-            prompt_tokens = usage.prompt_tokens,
-            completion_tokens = usage.completion_tokens,
-            tokens_estimated = usage.estimated,
-            cost_usd = cost,
-            duration_ms = took.as_millis() as u64,
-            "request served"
-        );
+        if tracing::enabled!(tracing::Level::INFO)
+            && let Some(mut line) = crate::telemetry::info_line("request served")
+        {
+            line.str("endpoint", self.endpoint.as_str())
+                .u64("status", 200)
+                .str("request_id", self.request_id.to_str().unwrap_or("-"))
+                .str("tenant", &self.caller.tenant)
+                .str("key", self.caller.key_id.as_deref().unwrap_or("-"))
+                .str("policy", &self.policy)
+                .str("rule", &self.rule)
+                .u64("refused", self.refused as u64)
+                .str("deployment", d.name.as_str())
+                .str("model", d.model.id.as_str())
+                .str("provider", d.endpoint.provider.as_str())
+                .str("openness", d.model.openness.as_str())
+                .str("license", d.model.license.id.as_str())
+                .u64("attempts", self.attempts as u64)
+                .str("stream", stream.map_or("-", EndReason::as_str))
+                .u64("prompt_tokens", usage.prompt_tokens)
+                .u64("completion_tokens", usage.completion_tokens)
+                .bool("tokens_estimated", usage.estimated)
+                .f64("cost_usd", cost)
+                .u64("duration_ms", took.as_millis() as u64);
+        }
         cost
     }
 }

@@ -129,16 +129,17 @@ impl Guard {
             } else {
                 r.status().canonical_reason().unwrap_or("error")
             };
-            tracing::info!(
-                request_id = self.request_id.to_str().unwrap_or("-"),
-                method = self.method.as_str(),
-                path = crate::base::printable(&self.path).as_str(),
-                endpoint,
-                status = r.status().as_u16(),
-                error,
-                duration_ms = self.started.elapsed().as_millis() as u64,
-                "request answered"
-            );
+            if tracing::enabled!(tracing::Level::INFO)
+                && let Some(mut line) = crate::telemetry::info_line("request answered")
+            {
+                line.str("request_id", self.request_id.to_str().unwrap_or("-"))
+                    .str("method", self.method.as_str())
+                    .str("path", &crate::base::printable(&self.path))
+                    .str("endpoint", endpoint)
+                    .u64("status", r.status().as_u16().into())
+                    .str("error", error)
+                    .u64("duration_ms", self.started.elapsed().as_millis() as u64);
+            }
         }
     }
 
@@ -164,13 +165,14 @@ impl Drop for Guard {
             ("cancelled", "request cancelled: the client went away")
         };
         self.finish(endpoint, class, "none");
-        tracing::info!(
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            method = self.method.as_str(),
-            path = crate::base::printable(&self.path).as_str(),
-            endpoint,
-            duration_ms = self.started.elapsed().as_millis() as u64,
-            "{what}"
-        );
+        if tracing::enabled!(tracing::Level::INFO)
+            && let Some(mut line) = crate::telemetry::info_line(what)
+        {
+            line.str("request_id", self.request_id.to_str().unwrap_or("-"))
+                .str("method", self.method.as_str())
+                .str("path", &crate::base::printable(&self.path))
+                .str("endpoint", endpoint)
+                .u64("duration_ms", self.started.elapsed().as_millis() as u64);
+        }
     }
 }

@@ -90,7 +90,7 @@ where
     }
 }
 
-fn level_name(level: Level) -> &'static str {
+pub(super) fn level_name(level: Level) -> &'static str {
     match level {
         Level::TRACE => "TRACE",
         Level::DEBUG => "DEBUG",
@@ -106,7 +106,7 @@ thread_local! {
 }
 
 /// RFC 3339 in UTC with microseconds: the date and time of day are formatted once a second.
-fn timestamp(w: &mut impl Write) -> fmt::Result {
+pub(super) fn timestamp(w: &mut impl Write) -> fmt::Result {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -224,7 +224,7 @@ impl Visit for TextVisitor<'_> {
 }
 
 /// `n` in decimal, in the end of `buf`.
-fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
+pub(super) fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -240,7 +240,7 @@ fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
 /// A value as logfmt writes it: bare when it is a plain word (letters, digits and `-_.:/@+`),
 /// quoted otherwise (with Rust's escapes, `\n` and `\u{1b}`), so that a line splits on spaces
 /// and `=` whatever the values hold.
-fn bare_or_quoted(w: &mut impl Write, s: &str) -> fmt::Result {
+pub(super) fn bare_or_quoted(w: &mut impl Write, s: &str) -> fmt::Result {
     /// The bytes a value may have and stay bare, looked up rather than searched: every field
     /// of every line passes here.
     static PLAIN: [bool; 256] = {
@@ -277,7 +277,7 @@ fn quoted(w: &mut impl Write, s: &str) -> fmt::Result {
 
 /// Writes text with control characters escaped (all but tab: line breaks, ESC and the other C0
 /// and C1 controls, DEL): a logged text can neither break its line nor drive the terminal.
-struct Sanitized<'a, W: Write>(&'a mut W);
+pub(super) struct Sanitized<'a, W: Write>(pub(super) &'a mut W);
 
 impl<W: Write> Write for Sanitized<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
@@ -356,7 +356,7 @@ impl Visit for JsonVisitor<'_, '_> {
     }
 }
 
-fn json_string(w: &mut impl Write, s: &str) -> fmt::Result {
+pub(super) fn json_string(w: &mut impl Write, s: &str) -> fmt::Result {
     w.write_char('"')?;
     JsonEscaped(w).write_str(s)?;
     w.write_char('"')

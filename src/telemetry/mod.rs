@@ -8,7 +8,10 @@
 //! by more than [`BACKLOG`] bytes, lines are dropped and counted
 //! (`modelgate_log_lines_dropped_total`) rather than stalling the request path.
 
+mod direct;
 mod line;
+
+pub(crate) use direct::info as info_line;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,6 +172,8 @@ pub fn init(format: LogFormat, level: &str) {
             json: format == LogFormat::Json,
         })
         .try_init();
-    // A subscriber is already installed (tests): keep it.
-    let _ = result;
+    // A subscriber is already installed (tests): keep it, and log through it.
+    if result.is_ok() {
+        direct::install(format == LogFormat::Json);
+    }
 }
