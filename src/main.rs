@@ -37,50 +37,14 @@ fn run(cli: Cli) -> ExitCode {
             let overrides = Overrides {
                 listen,
                 admin_listen,
+                ..Overrides::default()
             };
             match runtime.block_on(modelgate::server::run(origin, overrides)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("{e:#}")),
             }
         }
-        Command::Check { config } => {
-            telemetry::init(LogFormat::Text, "warn");
-            let origin = config.map_or(Origin::Embedded, Origin::File);
-            // The files first; then the backends, asked once, for what they serve.
-            match load::load(&origin, &Overrides::default(), &ProcessEnv) {
-                Ok(loaded) => {
-                    out(&format!(
-                        "configuration is valid: {} deployments, {} discovered backends, {} catalog models, hash {}",
-                        loaded.config.deployments.len(),
-                        loaded.config.discover.len(),
-                        loaded.config.catalog.models.len(),
-                        loaded.config.hash
-                    ));
-                    for d in &loaded.disabled {
-                        out(&format!(
-                            "note: deployment '{d}' is left out: its key is not set"
-                        ));
-                    }
-                    if let Ok(snapshot) = modelgate::cli::load_snapshot(match &origin {
-                        Origin::File(p) => Some(p.clone()),
-                        _ => None,
-                    }) {
-                        for n in modelgate::cli::check_notes(&snapshot) {
-                            out(&n);
-                        }
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(problems) => {
-                    err(&format!("{problems}"));
-                    err(&format!(
-                        "{} problem(s); the configuration is invalid",
-                        problems.len()
-                    ));
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Check { config } => check(config),
         Command::Explain {
             config,
             request,
@@ -101,6 +65,18 @@ fn run(cli: Cli) -> ExitCode {
                 }
                 Err(e) => fail(&e),
             }
+        }
+        Command::Test { files, config } => {
+            telemetry::init(LogFormat::Text, "warn");
+            policy_test(files, config.as_deref())
+        }
+        Command::Diff {
+            config,
+            policy_files,
+            json,
+        } => {
+            telemetry::init(LogFormat::Text, "warn");
+            diff(&config, &policy_files, json)
         }
         Command::Catalog { config, json } => {
             telemetry::init(LogFormat::Text, "warn");
@@ -129,6 +105,92 @@ fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => fail(&format!("no randomness available: {e}")),
         },
+    }
+}
+
+/// `modelgate check`: the files' problems, or what the configuration serves.
+fn check(config: Option<std::path::PathBuf>) -> ExitCode {
+    telemetry::init(LogFormat::Text, "warn");
+    let origin = config.map_or(Origin::Embedded, Origin::File);
+    // The files first; then the backends, asked once, for what they serve.
+    match load::load(&origin, &Overrides::default(), &ProcessEnv) {
+        Ok(loaded) => {
+            out(&format!(
+                "configuration is valid: {} deployments, {} discovered backends, {} catalog models, hash {}",
+                loaded.config.deployments.len(),
+                loaded.config.discover.len(),
+                loaded.config.catalog.models.len(),
+                loaded.config.hash
+            ));
+            for d in &loaded.disabled {
+                out(&format!(
+                    "note: deployment '{d}' is left out: its key is not set"
+                ));
+            }
+            if let Ok(snapshot) = modelgate::cli::load_snapshot(match &origin {
+                Origin::File(p) => Some(p.clone()),
+                _ => None,
+            }) {
+                for n in modelgate::cli::check_notes(&snapshot) {
+                    out(&n);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            err(&format!("{problems}"));
+            err(&format!(
+                "{} problem(s); the configuration is invalid",
+                problems.len()
+            ));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `modelgate test`: the failures, then the count; success only when something passed and
+/// nothing failed.
+fn policy_test(files: Vec<std::path::PathBuf>, config: Option<&std::path::Path>) -> ExitCode {
+    let files = if files.is_empty() {
+        vec!["policies/tests".into()]
+    } else {
+        files
+    };
+    let report = modelgate::cli::test(&files, config);
+    if !report.text.is_empty() {
+        out(report.text.trim_end());
+    }
+    out(&format!(
+        "{} passed, {} failed",
+        report.passed, report.failed
+    ));
+    if report.failed == 0 && report.passed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `modelgate diff`: exit 0 when nothing moves, 1 when something does (as diff(1)), 2 when
+/// the inputs are wrong.
+fn diff(
+    configs: &[std::path::PathBuf],
+    policy_files: &[std::path::PathBuf],
+    json: bool,
+) -> ExitCode {
+    match modelgate::cli::diff(configs, policy_files, json) {
+        Ok(report) => {
+            out(report.text.trim_end());
+            if report.changed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            err(&format!("modelgate: {e}"));
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Loading: read the entry file and the catalog, parse them, and validate everything into a
 //! [`Config`], collecting every problem (file, line, field) before refusing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +17,6 @@ use super::{
 use crate::catalog::spec::CatalogFileSpec;
 use crate::catalog::{Catalog, builtin};
 use crate::config::keys::hex;
-use crate::config::policies::spec::PolicyFileSpec;
 use crate::yaml;
 use crate::yaml::problem::Problems;
 
@@ -26,6 +25,9 @@ use crate::yaml::problem::Problems;
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
+    /// A policy file whose policies take the place of the configuration's policies of the
+    /// same names (`modelgate diff` of two versions of a policy file).
+    pub policy_file: Option<PathBuf>,
 }
 
 /// How secrets are looked up: the process environment in production, a map in tests.
@@ -63,6 +65,9 @@ struct Sources {
     entry: (Arc<str>, String),
     catalog: Vec<(Arc<str>, String)>,
     policies: Vec<(Arc<str>, String)>,
+    /// The policy file (its place in `policies`) whose policies replace those of the same
+    /// names.
+    replacing: Option<usize>,
     watched: Vec<PathBuf>,
 }
 
@@ -147,7 +152,7 @@ pub fn load(origin: &Origin, overrides: &Overrides, env: &dyn Env) -> Result<Loa
         &mut problems,
         &mut watched,
     );
-    let policies = read(
+    let mut policies = read(
         if spec.policies.builtin {
             crate::config::policies::builtin::FILES
         } else {
@@ -159,10 +164,22 @@ pub fn load(origin: &Origin, overrides: &Overrides, env: &dyn Env) -> Result<Loa
         &mut problems,
         &mut watched,
     );
+    let mut replacing = None;
+    if let Some(path) = &overrides.policy_file {
+        let name: Arc<str> = Arc::from(path.display().to_string());
+        match std::fs::read_to_string(path) {
+            Ok(t) => {
+                replacing = Some(policies.len());
+                policies.push((name, t));
+            }
+            Err(e) => problems.file(&name, format!("cannot read: {e}")),
+        }
+    }
     let sources = Sources {
         entry: (entry_name.clone(), entry_text),
         catalog,
         policies,
+        replacing,
         watched,
     };
     build(spec, sources, overrides, env, problems)
@@ -202,6 +219,7 @@ pub fn load_texts(
             "policies",
             policies,
         ),
+        replacing: None,
         watched: Vec::new(),
     };
     build(spec, sources, &Overrides::default(), env, problems)
@@ -229,7 +247,7 @@ fn build(
     let catalog = Arc::new(Catalog::build(catalog_files, &mut problems));
 
     let (policies, policy_names, active_policy) =
-        policies(&file, &spec, &sources, &catalog, &mut hasher, &mut problems);
+        policies::policies(&file, &spec, &sources, &catalog, &mut hasher, &mut problems);
     let listen = address(
         &file,
         spec.listen.as_ref(),
@@ -275,62 +293,13 @@ fn build(
             limit_store: settings.limit_store,
             on_store_error: spec.limits.on_store_error,
             anonymous: callers.anonymous,
+            tenants: callers.tenants,
             reload: settings.reload,
             responses: settings.responses,
         },
         watched: sources.watched,
         disabled: built.disabled,
     })
-}
-
-/// The policies of a configuration's files, validated against the catalog, their names, and
-/// the policy in force.
-fn policies(
-    file: &Arc<str>,
-    spec: &ConfigSpec,
-    sources: &Sources,
-    catalog: &Catalog,
-    hasher: &mut Sha256,
-    problems: &mut Problems,
-) -> (
-    Vec<Arc<crate::config::policies::spec::PolicySpec>>,
-    HashSet<String>,
-    String,
-) {
-    let mut policies = Vec::new();
-    let mut policy_names = HashSet::new();
-    for (name, text) in &sources.policies {
-        hasher.update(name.as_bytes());
-        hasher.update(text.as_bytes());
-        if let Some(f) = yaml::parse::<PolicyFileSpec>(name, text, problems) {
-            crate::config::policies::validate::validate(
-                name,
-                &f.policies,
-                catalog,
-                &mut policy_names,
-                problems,
-            );
-            policies.extend(f.policies.into_iter().map(|p| Arc::new(p.value)));
-        }
-    }
-    let active_policy = spec.policies.active.as_ref().map_or_else(
-        || crate::config::policies::DEFAULT_POLICY.to_owned(),
-        |a| a.value.clone(),
-    );
-    if !policy_names.contains(&active_policy) {
-        let loc = spec
-            .policies
-            .active
-            .as_ref()
-            .map_or(Location::UNKNOWN, |a| a.referenced);
-        problems.at(
-            file,
-            loc,
-            "policies.active",
-            format!("no policy is named '{active_policy}'"),
-        );
-    }
-    (policies, policy_names, active_policy)
 }
 
 /// The server's, the limits' and reloading's settings.
@@ -523,7 +492,7 @@ pub(crate) fn fingerprint(watched: &[PathBuf]) -> [u8; 32] {
 }
 
 /// A catalog or policy path: a file, or a directory whose `*.yaml` / `*.yml` files are read in name order.
-fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     if path.is_dir() {
         let mut out: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?
@@ -545,6 +514,7 @@ fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
 
 mod callers;
 mod deployment;
+mod policies;
 #[cfg(test)]
 mod tests;
 

@@ -99,6 +99,8 @@ pub struct Config {
     pub(crate) on_store_error: spec::StoreErrorMode,
     /// The caller of a gateway without keys (the `default` tenant, with its limits).
     pub(crate) anonymous: crate::config::keys::Caller,
+    /// Each configured tenant as a caller without a key.
+    pub(crate) tenants: std::collections::BTreeMap<String, crate::config::keys::Caller>,
     pub(crate) reload: ReloadSettings,
     pub(crate) responses: ResponsesSettings,
 }

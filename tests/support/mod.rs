@@ -652,6 +652,7 @@ impl Gateway {
             Overrides {
                 listen: Some("127.0.0.1:0".parse().unwrap()),
                 admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+                ..Overrides::default()
             },
             Box::new(env),
         )

@@ -19,6 +19,9 @@ pub(super) struct Callers {
     pub(crate) auth_required: bool,
     /// The caller of a gateway without keys (the `default` tenant, with its limits).
     pub(crate) anonymous: Caller,
+    /// Each configured tenant as a caller without a key (its labels, first policy and limits),
+    /// for `modelgate test` and `diff`.
+    pub(crate) tenants: BTreeMap<String, Caller>,
 }
 
 type Tenants<'a> = HashMap<&'a str, &'a TenantSpec>;
@@ -35,10 +38,20 @@ pub(super) fn callers(
     let keys = keys(file, spec, &tenants, policy_names, problems);
     let auth_required = auth_required(file, spec, &keys, listen, problems);
     let anonymous = caller_of(&tenants, None, "default", None, &BTreeMap::new());
+    let by_name = tenants
+        .keys()
+        .map(|t| {
+            (
+                (*t).to_owned(),
+                caller_of(&tenants, None, t, None, &BTreeMap::new()),
+            )
+        })
+        .collect();
     Callers {
         keys,
         auth_required,
         anonymous,
+        tenants: by_name,
     }
 }
 

@@ -65,6 +65,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run policy tests: YAML cases (a request, and what must happen to it), one line per
+    /// failing case and a count; exit 1 if any fails.
+    Test {
+        /// Test files, or directories of them. Default `policies/tests`.
+        files: Vec<PathBuf>,
+        /// Decide under this configuration instead of the one each file names.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Show which decisions change between two configurations (`--config A --config B`) or two
+    /// versions of a policy file (`A.yaml B.yaml`, with the configuration of `--config`): for
+    /// each rule, deployments newly allowed, newly refused or tried in another order, and for
+    /// which requests. Exit 1 if any decision changes.
+    Diff {
+        /// Two configurations, or one to which both policy files are applied.
+        #[arg(long, short)]
+        config: Vec<PathBuf>,
+        /// Two policy files: the second's policies in place of the first's.
+        policy_files: Vec<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the model catalog: class, license, commercial use and price of every model.
     Catalog {
         /// The entry file; without it the built-in configuration is used.
@@ -95,6 +118,13 @@ pub enum KeyCommand {
 }
 
 // === The commands that print ===
+
+mod cases;
+mod diff;
+mod policy_test;
+
+pub use diff::{DiffReport, run as diff};
+pub use policy_test::{Report, run as test};
 
 use std::fmt::Write as _;
 use std::sync::Arc;
