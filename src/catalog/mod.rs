@@ -46,6 +46,9 @@ pub(crate) struct License {
     /// brings on, in ASCII), made once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) notice: Option<String>,
+    /// `notice` as the `x-modelgate-license-notice` header value.
+    #[serde(skip)]
+    pub(crate) notice_header: Option<http::HeaderValue>,
 }
 
 /// Price in USD per million tokens.
@@ -485,7 +488,7 @@ fn check_price(p: &PriceSpec) -> Result<(), String> {
 
 impl License {
     fn from_spec(l: LicenseSpec) -> License {
-        let notice = duties::answer_notice(&l.duties).map(|(text, _)| text);
+        let (notice, notice_header) = duties::answer_notice(&l.duties).unzip();
         License {
             open_per_mof: l.open_per_mof.unwrap_or(l.osi_approved),
             id: l.id,
@@ -506,6 +509,7 @@ impl License {
             verified: l.verified,
             duties: l.duties,
             notice,
+            notice_header,
         }
     }
 
@@ -530,6 +534,7 @@ impl License {
             verified: false,
             duties: Vec::new(),
             notice: None,
+            notice_header: None,
         }
     }
 }

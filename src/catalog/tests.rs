@@ -183,6 +183,7 @@ fn shipped_licenses_list_their_duties_and_the_notice_answers_carry() {
     ] {
         let lic = l(id);
         assert_eq!(lic.notice.as_deref(), Some("Built with Llama"), "{id}");
+        assert_eq!(lic.notice_header.as_ref().unwrap(), "Built with Llama");
         let notice = lic
             .duties
             .iter()
