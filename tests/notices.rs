@@ -109,6 +109,17 @@ async fn a_policy_with_notices_puts_them_on_every_answer_it_decides() {
         policy.display()
     );
     let (gw, _fake) = gateway(&extra).await;
+    // The model list says so of every deployment whose license has a notice.
+    let r = client().get(gw.url("/v1/models")).send().await.unwrap();
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    for m in v["data"].as_array().unwrap() {
+        let has_notice = m["license"].get("notice").is_some();
+        assert_eq!(
+            m["deployments"][0].get("notices").is_some(),
+            has_notice,
+            "{m}"
+        );
+    }
     for stream in [false, true] {
         for model in ["llama-3.1-8b-instruct", "llama-3.3-70b-instruct"] {
             assert_eq!(

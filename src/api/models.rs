@@ -60,7 +60,8 @@ pub(crate) struct DeploymentSummary<'a> {
     /// How its model was identified (configuration, digest, metadata, name, unknown), from
     /// what, and the quantization where known.
     pub(crate) identified: &'a crate::catalog::identify::Identity,
-    /// Its answers carry the license notice (`deployments[].notices`).
+    /// Its answers to this caller carry the license notice (`deployments[].notices`, or the
+    /// caller's policy's `notices`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(crate) notices: bool,
 }
@@ -86,6 +87,7 @@ impl<'a> ModelObject<'a> {
         model: &'a Model,
         deployments: &[&'a Deployment],
         created: u64,
+        policy_notices: bool,
     ) -> Self {
         ModelObject {
             id,
@@ -113,7 +115,8 @@ impl<'a> ModelObject<'a> {
                     locality: d.locality().map_or("unknown", |l| l.as_str()),
                     price: (&d.price).into(),
                     identified: &d.identity,
-                    notices: d.endpoint.notices && d.model.license.notice.is_some(),
+                    notices: (d.endpoint.notices || policy_notices)
+                        && d.model.license.notice.is_some(),
                 })
                 .collect(),
         }
