@@ -57,7 +57,7 @@ async fn official_sdks_against_every_dialect() {
     let gw = Gateway::start(&format!(
         "reload: {{poll_interval: 0}}
 deployments:
-  - {{name: oa, kind: openai-compatible, model: llama-3.1-8b-instruct, upstream_model: '/models/Llama-3.1-8B-Instruct-Q4_K_M.gguf', base_url: 'http://{a}/v1', api_key_env: CANARY}}
+  - {{name: oa, kind: openai-compatible, model: llama-3.1-8b-instruct, upstream_model: '/models/Llama-3.1-8B-Instruct-Q4_K_M.gguf', base_url: 'http://{a}/v1', api_key_env: CANARY, notices: true}}
   - {{name: an, kind: anthropic, model: claude-sonnet-4-5, base_url: 'http://{a}/v1', api_key_env: CANARY, locality: remote}}
   - {{name: ge, kind: gemini, model: gemini-2.5-flash, base_url: 'http://{a}/v1beta', api_key_env: CANARY, locality: remote}}
   - {{name: ge-busy, kind: gemini, model: gemini-2.5-pro, base_url: 'http://{b}/v1beta', api_key_env: CANARY, locality: remote, retries: {{attempts: 0}}}}

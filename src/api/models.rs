@@ -41,6 +41,13 @@ pub(crate) struct LicenseSummary<'a> {
     pub(crate) osi_approved: bool,
     pub(crate) commercial_use: &'static str,
     pub(crate) use_restrictions: bool,
+    /// What the license obliges whoever uses, serves or passes on the model to do, each with
+    /// its clause (none listed when it obliges nothing or nobody checked).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub(crate) duties: &'a [crate::catalog::spec::DutySpec],
+    /// The notice answers from it carry where notices are turned on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) notice: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -53,6 +60,10 @@ pub(crate) struct DeploymentSummary<'a> {
     /// How its model was identified (configuration, digest, metadata, name, unknown), from
     /// what, and the quantization where known.
     pub(crate) identified: &'a crate::catalog::identify::Identity,
+    /// Its answers to this caller carry the license notice (`deployments[].notices`, or the
+    /// caller's policy's `notices`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) notices: bool,
 }
 
 #[derive(Serialize)]
@@ -76,6 +87,7 @@ impl<'a> ModelObject<'a> {
         model: &'a Model,
         deployments: &[&'a Deployment],
         created: u64,
+        policy_notices: bool,
     ) -> Self {
         ModelObject {
             id,
@@ -89,6 +101,8 @@ impl<'a> ModelObject<'a> {
                 osi_approved: model.license.osi_approved,
                 commercial_use: model.license.commercial_use.as_str(),
                 use_restrictions: model.license.use_restrictions,
+                duties: &model.license.duties,
+                notice: model.license.notice.as_deref(),
             },
             context_window: model.capabilities.context_window,
             test_only: model.test_only,
@@ -101,6 +115,8 @@ impl<'a> ModelObject<'a> {
                     locality: d.locality().map_or("unknown", |l| l.as_str()),
                     price: (&d.price).into(),
                     identified: &d.identity,
+                    notices: (d.endpoint.notices || policy_notices)
+                        && d.model.license.notice.is_some(),
                 })
                 .collect(),
         }

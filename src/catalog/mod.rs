@@ -2,6 +2,7 @@
 //! capabilities, list price), built from `providers/*.yaml` and validated once at load.
 
 pub(crate) mod builtin;
+pub(crate) mod duties;
 pub(crate) mod identify;
 pub(crate) mod names;
 pub mod spec;
@@ -17,7 +18,7 @@ pub(crate) use spec::{
     ArtifactsSpec, CapabilitiesSpec, CommercialUse, LicenseKind, MofClass, Openness, OutputUse,
     PriceSpec, SourcesSpec, Task, TrainingCode, TrainingData,
 };
-use spec::{CatalogFileSpec, LicenseSpec, ModelSpec};
+use spec::{CatalogFileSpec, DutySpec, LicenseSpec, ModelSpec};
 
 /// A license with the attributes policies test.
 #[derive(Debug, Serialize)]
@@ -39,6 +40,15 @@ pub(crate) struct License {
     pub(crate) url: Option<String>,
     pub(crate) source: String,
     pub(crate) verified: bool,
+    /// What the license obliges the licensee to do, each with its clause.
+    pub(crate) duties: Vec<DutySpec>,
+    /// The notice answers carry where notices are turned on (the texts of the duties serving
+    /// brings on, in ASCII), made once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) notice: Option<String>,
+    /// `notice` as the `x-modelgate-license-notice` header value.
+    #[serde(skip)]
+    pub(crate) notice_header: Option<http::HeaderValue>,
 }
 
 /// Price in USD per million tokens.
@@ -157,6 +167,11 @@ impl Catalog {
                         format!("duplicate license id '{}'", l.id),
                     );
                     continue;
+                }
+                for (j, d) in l.duties.iter().enumerate() {
+                    if let Some(e) = duties::check(d) {
+                        problems.at(&file, loc, format!("licenses[{i}].duties[{j}]"), e);
+                    }
                 }
                 let license = Arc::new(License::from_spec(l));
                 license_order.push(license.clone());
@@ -473,6 +488,7 @@ fn check_price(p: &PriceSpec) -> Result<(), String> {
 
 impl License {
     fn from_spec(l: LicenseSpec) -> License {
+        let (notice, notice_header) = duties::answer_notice(&l.duties).unzip();
         License {
             open_per_mof: l.open_per_mof.unwrap_or(l.osi_approved),
             id: l.id,
@@ -491,6 +507,9 @@ impl License {
             url: l.url,
             source: l.source,
             verified: l.verified,
+            duties: l.duties,
+            notice,
+            notice_header,
         }
     }
 
@@ -513,6 +532,9 @@ impl License {
             url: None,
             source: "modelgate: assumed unknown".into(),
             verified: false,
+            duties: Vec::new(),
+            notice: None,
+            notice_header: None,
         }
     }
 }

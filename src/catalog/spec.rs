@@ -64,6 +64,70 @@ pub struct LicenseSpec {
     /// The facts were checked against the license text itself.
     #[serde(default)]
     pub(crate) verified: bool,
+    /// What the license obliges whoever uses, serves or passes on the model to do: show a
+    /// text, keep a notice, pass use restrictions on. Listed by `GET /v1/models`; the texts of
+    /// the duties that come `when: serve` are the `x-modelgate-license-notice` header of answers
+    /// where notices are turned on. Empty when the license obliges nothing or nobody checked.
+    #[serde(default)]
+    pub(crate) duties: Vec<DutySpec>,
+}
+
+/// One thing a license obliges its licensee to do, with the clause it comes from.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DutySpec {
+    /// What is to be done.
+    pub(crate) kind: DutyKind,
+    /// What brings the duty on (at least one).
+    pub(crate) when: Vec<Trigger>,
+    /// The text to show, keep or pass on. Required for `display`, `notice` and `flow_down`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) text: Option<String>,
+    /// `text` is the license's own wording, to be reproduced as it is; otherwise the wording
+    /// is the catalog's, and `source` says what the license asks for.
+    #[serde(default)]
+    pub(crate) verbatim: bool,
+    /// The document the duty points to (the use policy, the license to hand on). Required for
+    /// `use_policy` and `license_copy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) url: Option<String>,
+    /// The clause the duty comes from, and which text of the license was read.
+    pub(crate) source: String,
+}
+
+/// The kinds of duty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DutyKind {
+    /// Show `text` where the product's users see it (a website, user interface, about page or
+    /// product documentation): Llama's "Built with Llama".
+    Display,
+    /// Keep `text` with every copy passed on (a "Notice" file).
+    Notice,
+    /// Hand recipients a copy of the license (`url`).
+    LicenseCopy,
+    /// Keep copyright and license notices with copies (Apache-2.0 §4, MIT, CC-BY).
+    Attribution,
+    /// The licensee's own use is bound by a use policy (`url`); nothing to pass on.
+    UsePolicy,
+    /// Use restrictions bind the licensee's users too: they go into the terms the users accept,
+    /// and the users are told (`text`).
+    FlowDown,
+}
+
+/// What brings a duty on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Trigger {
+    /// Any use of the model by the licensee.
+    Use,
+    /// Making the model available to others: answers from it in a product, a hosted API, this
+    /// gateway serving third parties.
+    Serve,
+    /// Passing on copies of the weights.
+    Redistribute,
+    /// Distributing a model trained, fine-tuned or improved with it or its outputs.
+    Train,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]

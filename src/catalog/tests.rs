@@ -167,6 +167,125 @@ fn license_attributes() {
     assert!(!l("gemma-tou").open_per_mof);
 }
 
+#[test]
+fn shipped_licenses_list_their_duties_and_the_notice_answers_carry() {
+    use super::spec::{DutyKind, Trigger};
+    let cat = shipped();
+    let l = |id: &str| cat.license(id).unwrap().clone();
+    // Llama 3.1 and later: "Built with Llama" where the product is made available; the
+    // Notice text (with its ©) goes with copies of the weights only.
+    for id in [
+        "llama3.1-community",
+        "llama3.2-community",
+        "llama3.2-community-vision",
+        "llama3.3-community",
+        "llama4-community",
+    ] {
+        let lic = l(id);
+        assert_eq!(lic.notice.as_deref(), Some("Built with Llama"), "{id}");
+        assert_eq!(lic.notice_header.as_ref().unwrap(), "Built with Llama");
+        let notice = lic
+            .duties
+            .iter()
+            .find(|d| d.kind == DutyKind::Notice)
+            .unwrap();
+        assert!(
+            notice.text.as_deref().unwrap().contains("Copyright ©"),
+            "{id}"
+        );
+        assert_eq!(notice.when, [Trigger::Redistribute], "{id}");
+        assert!(lic.duties.iter().any(|d| d.kind == DutyKind::UsePolicy));
+    }
+    assert_eq!(
+        l("llama3.1-community").duties[2].text.as_deref(),
+        Some(
+            "Llama 3.1 is licensed under the Llama 3.1 Community License, Copyright © Meta Platforms, Inc. All Rights Reserved."
+        )
+    );
+    assert_eq!(
+        l("llama3-community").notice.as_deref(),
+        Some("Built with Meta Llama 3")
+    );
+    // Gemma and DeepSeek v1: hosting is distribution, and the use restrictions flow down.
+    for id in ["gemma-tou", "deepseek-model-1.0"] {
+        let lic = l(id);
+        let flow = lic
+            .duties
+            .iter()
+            .find(|d| d.kind == DutyKind::FlowDown)
+            .unwrap();
+        assert!(flow.when.contains(&Trigger::Serve), "{id}");
+        assert_eq!(lic.notice, flow.text, "{id}");
+    }
+    // Licenses whose conditions are on copies or on trained models put nothing on answers.
+    for id in [
+        "apache-2.0",
+        "mit",
+        "gpt2-modified-mit",
+        "qwen-2024",
+        "qwen-research-2024",
+    ] {
+        let lic = l(id);
+        assert!(!lic.duties.is_empty(), "{id}");
+        assert!(lic.notice.is_none(), "{id}");
+        assert!(
+            lic.duties.iter().all(|d| !d.when.contains(&Trigger::Serve)),
+            "{id}"
+        );
+    }
+    // Every duty says where it comes from.
+    for lic in &cat.licenses {
+        for d in &lic.duties {
+            assert!(!d.source.trim().is_empty(), "{}", lic.id);
+        }
+    }
+}
+
+#[test]
+fn duties_are_checked_where_they_are_written() {
+    let text = "licenses:
+  - id: x
+    name: X
+    kind: custom_community
+    osi_approved: false
+    commercial_use: allowed
+    use_restrictions: false
+    attribution_required: true
+    output_use_restricted: none
+    source: test
+    duties:
+      - {kind: display, text: Built with X, verbatim: true, when: [serve], source: '§1'}
+      - {kind: display, when: [serve], source: '§2'}
+      - {kind: notice, text: 'X™ 通义', when: [serve], source: '§3'}
+      - {kind: use_policy, when: [use], source: '§4'}
+      - {kind: notice, text: kept, when: [], source: '§5'}
+      - {kind: display, text: shown, when: [serve], source: ''}
+";
+    let (cat, problems) = load(&[("t.yaml", text)]);
+    let paths: Vec<&str> = problems.0.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "licenses[0].duties[1]",
+            "licenses[0].duties[2]",
+            "licenses[0].duties[3]",
+            "licenses[0].duties[4]",
+            "licenses[0].duties[5]",
+        ],
+        "{problems}"
+    );
+    assert!(problems.0[1].message.contains("U+901A"), "{problems}");
+    // An unknown kind or trigger is refused by name.
+    let bad = text.replace("kind: use_policy", "kind: shout");
+    let (_, problems) = load(&[("t.yaml", &bad)]);
+    assert!(problems.to_string().contains("shout"), "{problems}");
+    let bad = text.replace("when: [use]", "when: [sell]");
+    let (_, problems) = load(&[("t.yaml", &bad)]);
+    assert!(problems.to_string().contains("sell"), "{problems}");
+    // The license is still there, for the models that name it, with the problems reported.
+    assert!(cat.license("x").is_some());
+}
+
 const LICENSES: &str = "licenses:
   - {id: open, name: Open, kind: permissive, osi_approved: true, commercial_use: allowed, use_restrictions: false, attribution_required: true, output_use_restricted: none, source: test}
   - {id: custom, name: Custom, kind: custom_community, osi_approved: false, commercial_use: conditional, use_restrictions: true, attribution_required: true, output_use_restricted: naming, source: test}

@@ -67,6 +67,8 @@ pub struct Endpoint {
     pub(crate) breaker: Option<BreakerConfig>,
     /// Requests and tokens per minute it may be sent, as a limit scope named after it.
     pub(crate) limits: Option<crate::config::scopes::Scope>,
+    /// Its answers carry the notice of their model's license.
+    pub(crate) notices: bool,
 }
 
 /// One model at one endpoint.
@@ -288,9 +290,10 @@ fn chat_path(kind: Kind, upstream_model: &str, stream: bool) -> Option<String> {
 /// The headers that name a deployment on its answers, made once when the snapshot is built.
 fn deployment_headers(d: &Deployment) -> Vec<(http::HeaderName, HeaderValue)> {
     use crate::exchange::headers::{
-        X_DEPLOYMENT, X_IDENTIFIED, X_LICENSE, X_MODEL, X_OPENNESS, X_PROVIDER, X_QUANTIZATION,
+        X_DEPLOYMENT, X_IDENTIFIED, X_LICENSE, X_LICENSE_NOTICE, X_MODEL, X_OPENNESS, X_PROVIDER,
+        X_QUANTIZATION,
     };
-    let mut out = Vec::with_capacity(7);
+    let mut out = Vec::with_capacity(8);
     for (name, value) in [
         (&X_MODEL, d.model.id.as_str()),
         (&X_PROVIDER, d.endpoint.provider.as_str()),
@@ -306,6 +309,11 @@ fn deployment_headers(d: &Deployment) -> Vec<(http::HeaderName, HeaderValue)> {
         if let Ok(v) = HeaderValue::from_str(value) {
             out.push((name.clone(), v));
         }
+    }
+    if d.endpoint.notices
+        && let Some(v) = &d.model.license.notice_header
+    {
+        out.push((X_LICENSE_NOTICE.clone(), v.clone()));
     }
     out
 }

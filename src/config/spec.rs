@@ -303,6 +303,12 @@ pub struct DeploymentSpec {
     /// gateway, with a shared `limits.store`); over them, the next allowed deployment is tried.
     #[serde(default)]
     pub(crate) limits: Option<DeploymentLimitsSpec>,
+    /// Put the notice its model's license asks to be shown ("Built with Llama", Gemma's use
+    /// restrictions) on every answer, in the `x-modelgate-license-notice` header, for an
+    /// application that serves third parties to show. Only licenses with a duty that serving
+    /// brings on have one (`GET /v1/models` lists the duties). Default false.
+    #[serde(default)]
+    pub(crate) notices: bool,
 }
 
 /// A pinned digest of served weights.

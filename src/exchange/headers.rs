@@ -14,4 +14,8 @@ pub(crate) static X_LICENSE: HeaderName = HeaderName::from_static("x-modelgate-l
 pub(crate) static X_IDENTIFIED: HeaderName = HeaderName::from_static("x-modelgate-identified-by");
 pub(crate) static X_QUANTIZATION: HeaderName = HeaderName::from_static("x-modelgate-quantization");
 pub(crate) static X_RULE: HeaderName = HeaderName::from_static("x-modelgate-rule");
+/// The notice the served model's license asks to be shown (`deployments[].notices`, or a
+/// policy's `notices`).
+pub(crate) static X_LICENSE_NOTICE: HeaderName =
+    HeaderName::from_static("x-modelgate-license-notice");
 pub(crate) static X_COST: HeaderName = HeaderName::from_static("x-modelgate-cost-usd");

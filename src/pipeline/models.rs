@@ -26,6 +26,7 @@ pub(crate) fn models<B>(authed: &Authed<B>) -> Outcome {
 fn list_models<B>(authed: &Authed<B>) -> Outcome {
     let current = &authed.current;
     let created = upstream::unix_now();
+    let notices = policy_notices(authed);
     let data = current
         .listed
         .iter()
@@ -34,7 +35,7 @@ fn list_models<B>(authed: &Authed<B>) -> Outcome {
                 .into_iter()
                 .filter_map(|i| current.deployments.get(i).map(AsRef::as_ref))
                 .collect();
-            (!deps.is_empty()).then(|| ModelObject::new(&m.id, m, &deps, created))
+            (!deps.is_empty()).then(|| ModelObject::new(&m.id, m, &deps, created, notices))
         })
         .collect();
     let body = serde_json::to_vec(&ModelList {
@@ -60,12 +61,21 @@ fn get_model<B>(authed: &Authed<B>, id: &str) -> Outcome {
         .collect();
     match deps.first() {
         Some(d) => {
-            let body = serde_json::to_vec(&ModelObject::new(id, &d.model, &deps, created))
-                .unwrap_or_default();
+            let object = ModelObject::new(id, &d.model, &deps, created, policy_notices(authed));
+            let body = serde_json::to_vec(&object).unwrap_or_default();
             Outcome::unlogged(json_response(StatusCode::OK, Bytes::from(body)))
         }
         None => GatewayError::from(PolicyError::UnknownModel(id.to_owned())).into(),
     }
+}
+
+/// Whether the caller's policy puts license notices on every answer.
+fn policy_notices<B>(authed: &Authed<B>) -> bool {
+    authed
+        .current
+        .policies
+        .for_caller(authed.caller.policy.as_deref())
+        .is_some_and(|p| p.notices)
 }
 
 /// Decodes `%XX` escapes of a path segment (model ids such as `llama3.2:3b` arrive escaped).

@@ -102,6 +102,8 @@ pub(crate) struct CompiledRule {
 pub(crate) struct CompiledPolicy {
     pub(crate) name: Arc<str>,
     pub(crate) header: HeaderValue,
+    /// Its answers carry their model's license notice.
+    pub(crate) notices: bool,
     /// Alias name → the deployments of its models, grouped.
     pub(crate) aliases: HashMap<String, Target>,
     pub(crate) rules: Vec<CompiledRule>,
@@ -132,6 +134,7 @@ impl CompiledPolicy {
         let policy = CompiledPolicy {
             name: Arc::from(spec.name.as_str()),
             header: HeaderValue::from_str(&spec.name).unwrap_or(HeaderValue::from_static("-")),
+            notices: spec.notices,
             aliases: HashMap::new(),
             rules: spec
                 .rules

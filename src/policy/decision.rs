@@ -18,6 +18,8 @@ pub struct Decision {
     /// The policy that decided.
     pub(crate) policy: Arc<str>,
     pub(crate) policy_header: HeaderValue,
+    /// The policy puts license notices on its answers.
+    pub(crate) notices: bool,
     /// The rule that decided.
     pub(crate) rule: Arc<str>,
     /// The rule matched without the request's labels, when the labels chose another one: both
@@ -240,6 +242,7 @@ impl Decision {
         Decision {
             policy: Arc::from("test"),
             policy_header: HeaderValue::from_static("test"),
+            notices: false,
             rule: Arc::from("test"),
             base_rule: None,
             compiled: Arc::new(Policies::over(candidates)),

@@ -309,6 +309,7 @@ pub fn decide(ask: &Ask, snapshot: &Routing) -> Result<Decision, PolicyError> {
     Ok(Decision {
         policy: policy.name.clone(),
         policy_header: policy.header.clone(),
+        notices: policy.notices,
         rule: rule.name.clone(),
         base_rule: base.map(|b| b.name.clone()),
         compiled: compiled.clone(),

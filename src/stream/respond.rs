@@ -8,7 +8,7 @@ use super::body::ResponseBody;
 use crate::config::Deployment;
 use crate::exchange::answer::{Completion, Piece};
 use crate::exchange::encode::{Encoder, End};
-use crate::exchange::headers::{X_COST, X_POLICY, X_RULE};
+use crate::exchange::headers::{X_COST, X_LICENSE_NOTICE, X_POLICY, X_RULE};
 use crate::policy::Decision;
 use crate::upstream::relay::Relay;
 
@@ -125,6 +125,12 @@ fn decorate(res: &mut Response<ResponseBody>, d: &Deployment, decision: &Decisio
     h.insert(X_POLICY.clone(), decision.policy_header.clone());
     if let Ok(v) = HeaderValue::from_str(&decision.rule) {
         h.insert(X_RULE.clone(), v);
+    }
+    // A deployment with `notices` has it among its own headers already.
+    if decision.notices
+        && let Some(v) = &d.model.license.notice_header
+    {
+        h.insert(X_LICENSE_NOTICE.clone(), v.clone());
     }
 }
 

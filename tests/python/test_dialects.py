@@ -106,6 +106,29 @@ def test_openai_image_to_a_text_only_model_is_refused():
             {"type": "image_url", "image_url": {"url": PNG}}]}])
 
 
+def test_license_duties_parse_and_the_notice_reaches_both_clients():
+    # The SDK's Model keeps modelgate's fields as extras; the duties are plain JSON there.
+    models = {m.id: m for m in oa().models.list().data}
+    llama = models["llama-3.1-8b-instruct"]
+    assert llama.object == "model" and llama.owned_by == "Meta"
+    lic = llama.model_extra["license"]
+    assert lic["notice"] == "Built with Llama"
+    assert [d["kind"] for d in lic["duties"]] == ["display", "license_copy", "notice", "use_policy"]
+    assert "©" in lic["duties"][2]["text"]
+    assert "notice" not in models["claude-sonnet-4-5"].model_extra["license"]
+    msgs = [{"role": "user", "content": "Say hello"}]
+    r = oa().chat.completions.with_raw_response.create(model="llama-3.1-8b-instruct", messages=msgs)
+    assert r.headers["x-modelgate-license-notice"] == "Built with Llama"
+    with oa().chat.completions.with_streaming_response.create(
+            model="llama-3.1-8b-instruct", messages=msgs, stream=True) as r:
+        assert r.headers["x-modelgate-license-notice"] == "Built with Llama"
+        assert "Hello" in "".join(r.iter_lines())
+    m = an().messages.with_raw_response.create(model="llama-3.1-8b-instruct", max_tokens=100, messages=msgs)
+    assert m.headers["x-modelgate-license-notice"] == "Built with Llama"
+    m = an().messages.with_raw_response.create(model="claude-sonnet-4-5", max_tokens=100, messages=msgs)
+    assert "x-modelgate-license-notice" not in m.headers
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_anthropic_plain(model):
     m = an().messages.create(model=model, max_tokens=100, system="Be brief.",

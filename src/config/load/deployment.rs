@@ -143,6 +143,7 @@ impl DeploymentCx<'_> {
                     name: Arc::from(d.name.as_str()),
                     limits,
                 }),
+            notices: d.notices,
         }))
     }
 

@@ -34,6 +34,12 @@ pub struct PolicySpec {
     pub(crate) aliases: BTreeMap<String, Vec<String>>,
     /// Rules, tried in order; the first that matches decides.
     pub(crate) rules: Vec<Spanned<RuleSpec>>,
+    /// Every answer this policy decides carries the notice its model's license asks to be
+    /// shown, in the `x-modelgate-license-notice` header (as `deployments[].notices` does for
+    /// one deployment): for the callers, tenants or keys of an application that serves third
+    /// parties. Default false.
+    #[serde(default)]
+    pub(crate) notices: bool,
 }
 
 /// One rule.
