@@ -246,7 +246,13 @@ fn build(
         overrides.admin_listen,
         &mut problems,
     );
-    let callers = callers::callers(&file, &spec, &policy_names, listen, &mut problems);
+    let named = callers::Named {
+        names: &policy_names,
+        order: &policies,
+        active: &active_policy,
+        shadow: spec.policies.shadow.as_ref().map(|s| s.value.as_str()),
+    };
+    let callers = callers::callers(&file, &spec, &named, listen, &mut problems);
     let built = deployment::deployments(
         &file,
         &spec,
@@ -329,6 +335,12 @@ fn policies(
             "policies.active",
             format!("no policy is named '{active_policy}'"),
         );
+    }
+    if let Some(s) = &spec.policies.shadow
+        && !policy_names.contains(&s.value)
+    {
+        let why = format!("no policy is named '{}'", s.value);
+        problems.at(file, s.referenced, "policies.shadow", why);
     }
     (policies, policy_names, active_policy)
 }

@@ -71,6 +71,10 @@ pub struct KeySpec {
     /// The policy this key's requests are decided by, instead of `policies.active`.
     #[serde(default)]
     pub(crate) policy: Option<String>,
+    /// The shadow policy of this key's requests, instead of its tenant's or `policies.shadow`.
+    /// Any policy, whatever the tenant's `policies` allow: a shadow routes nothing.
+    #[serde(default)]
+    pub(crate) shadow: Option<String>,
     /// Labels every request with this key carries; a request cannot change them.
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
@@ -92,6 +96,10 @@ pub struct TenantSpec {
     /// any policy, and `policies.active` by default.
     #[serde(default)]
     pub(crate) policies: Vec<String>,
+    /// The shadow policy of the tenant's requests, instead of `policies.shadow` (a key's own
+    /// comes first).
+    #[serde(default)]
+    pub(crate) shadow: Option<String>,
     /// Labels every request of the tenant carries (a key's own labels come on top).
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
@@ -134,6 +142,13 @@ pub struct PoliciesRefSpec {
     /// The policy in force for callers whose key names none. Default `default`.
     #[serde(default)]
     pub(crate) active: Option<Spanned<String>>,
+    /// A policy every request is decided by as well, without being routed by it: where it
+    /// would have sent the request, or why it would have refused it, is counted in
+    /// `modelgate_shadow_decisions_total` and written in the request's log line. For trying a
+    /// policy on real traffic before it is made `active`. A caller whose own policy it is gets
+    /// no shadow decision. Default none.
+    #[serde(default)]
+    pub(crate) shadow: Option<Spanned<String>>,
 }
 
 /// The catalog files.

@@ -9,6 +9,7 @@ impl Default for PoliciesRefSpec {
             builtin: true,
             paths: Vec::new(),
             active: None,
+            shadow: None,
         }
     }
 }
