@@ -195,6 +195,12 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 impl super::Config {
+    /// The caller of requests without a key, as this configuration makes it: its tenant's
+    /// labels and limits, and the policies that decide and shadow its requests.
+    pub fn anonymous_caller(&self) -> &Caller {
+        &self.anonymous
+    }
+
     /// The caller of a request that began under an older configuration, as this one sees it:
     /// the same key's caller now (its policy, labels and tenant as reloaded), or `None` when
     /// the key was revoked or expired, or the gateway now asks for keys that the request did
