@@ -55,11 +55,13 @@ async fn a_shadow_policy_is_counted_and_logged_but_never_routes() {
     let llama = FakeUpstream::start(ok("llama"), Some(CANARY_KEY)).await;
     let smol = FakeUpstream::start(ok("smol"), Some(CANARY_KEY)).await;
     let closed = FakeUpstream::start(ok("closed"), Some(CANARY_KEY)).await;
+    let emb = FakeUpstream::start(ok("emb"), Some(CANARY_KEY)).await;
     // The open-source model costs a little, so `auto` goes to llama first under the live
     // policy and to smol (the only open-source one) under the shadow's research rule.
     let yaml = format!(
-        "reload: {{poll_interval: 0}}\npolicies: {{active: confidential-local, shadow: research-open-source}}\ndeployments:\n{}  - {{name: local-smol, kind: openai-compatible, model: smollm2-135m-instruct, upstream_model: up-smollm2-135m-instruct, base_url: '{}', api_key_env: CANARY, price: {{input: 0.01, output: 0.01}}}}\n  - {{name: closed-gpt-4o, kind: openai, model: gpt-4o, base_url: '{}', api_key_env: CANARY, locality: remote, data: {{retains_prompts: true}}}}\n",
+        "reload: {{poll_interval: 0}}\npolicies: {{active: confidential-local, shadow: research-open-source}}\ndeployments:\n{}{}  - {{name: local-smol, kind: openai-compatible, model: smollm2-135m-instruct, upstream_model: up-smollm2-135m-instruct, base_url: '{}', api_key_env: CANARY, price: {{input: 0.01, output: 0.01}}}}\n  - {{name: closed-gpt-4o, kind: openai, model: gpt-4o, base_url: '{}', api_key_env: CANARY, locality: remote, data: {{retains_prompts: true}}}}\n",
         deployment("local-llama", "llama-3.1-8b-instruct", &llama),
+        deployment("emb", "text-embedding-3-small", &emb),
         smol.base_url(),
         closed.base_url()
     );
@@ -80,11 +82,13 @@ async fn a_shadow_policy_is_counted_and_logged_but_never_routes() {
     }
 
     let chat = "/v1/chat/completions";
-    // Both send it to llama: the same.
+    // Both send it to llama, in each API's format: the same.
     assert_eq!(post(&p, chat, msg("local-llama"), None).await, 200);
     assert_eq!(post(&p, chat, msg("local-llama"), None).await, 200);
     let anthropic = json!({"model": "local-llama", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(post(&p, "/v1/messages", anthropic, None).await, 200);
+    let responses = json!({"model": "local-llama", "input": "hi", "store": false});
+    assert_eq!(post(&p, "/v1/responses", responses, None).await, 200);
     // Both refuse it (no such model): the same.
     assert_eq!(post(&p, chat, msg("no-such-model"), None).await, 404);
     // The shadow's research rule sends `auto` to the open-source model instead.
@@ -93,20 +97,24 @@ async fn a_shadow_policy_is_counted_and_logged_but_never_routes() {
     // ...and refuses llama, which is open-weight, not open-source.
     let llama_model = msg("llama-3.1-8b-instruct");
     assert_eq!(post(&p, chat, llama_model, research).await, 200);
+    // ...and the closed embedding model.
+    let embed = json!({"model": "text-embedding-3-small", "input": "hi"});
+    assert_eq!(post(&p, "/v1/embeddings", embed, research).await, 200);
     // The live policy keeps confidential data local; the shadow has no such rule.
     let confidential = Some("data=confidential");
     assert_eq!(post(&p, chat, msg("gpt-4o"), confidential).await, 403);
 
     let m = p.metrics().await;
-    assert_eq!(shadowed(&m, "same"), 4.0, "{m}");
+    assert_eq!(shadowed(&m, "same"), 5.0, "{m}");
     assert_eq!(shadowed(&m, "other_deployment"), 1.0, "{m}");
-    assert_eq!(shadowed(&m, "shadow_refuses"), 1.0, "{m}");
+    assert_eq!(shadowed(&m, "shadow_refuses"), 2.0, "{m}");
     assert_eq!(shadowed(&m, "shadow_allows"), 1.0, "{m}");
-    assert_eq!(metric(&m, SERIES, &[]), 7.0, "{m}");
+    assert_eq!(metric(&m, SERIES, &[]), 9.0, "{m}");
 
     // Routed by the live policy alone: the shadow's choices (smol for `auto`, the closed API
     // for the confidential request) were never called.
-    assert_eq!(llama.seen().len(), 5);
+    assert_eq!(llama.seen().len(), 6);
+    assert_eq!(emb.seen().len(), 1);
     assert!(smol.seen().is_empty(), "the shadow's choice was called");
     assert!(closed.seen().is_empty(), "the shadow's choice was called");
 
