@@ -2,6 +2,9 @@
 //! policy of 50 rules (49 that do not match the request, then the one that decides). Prints
 //! criterion's estimate and, from a separate timed loop, the median and 99th percentile of one
 //! decision. `auto` over 1,000 deployments should cost about what a request by name does.
+//! Each case runs twice: the decision alone, and with the caller's shadow policy decided beside
+//! it (`decide+shadow`, a second policy of 50 rules whose last one asks for open weights and
+//! prefers the most open), which is what a request costs when `policies.shadow` is set.
 //!
 //! `cargo bench --bench decide` (a filter such as `-- 1,000` runs only those cases)
 
@@ -23,7 +26,7 @@ use modelgate::catalog::Model;
 use modelgate::config::keys::Caller;
 use modelgate::config::load::load_texts;
 use modelgate::config::{Discovered, Snapshot};
-use modelgate::policy::{Ask, EndpointName, Needs, PromptSize, Routing, decide};
+use modelgate::policy::{Ask, EndpointName, Needs, PromptSize, Routing, decide, shadow};
 
 /// Open-weight and closed models of the shipped catalog, spread over the deployments.
 const MODELS: &[&str] = &[
@@ -44,7 +47,7 @@ const MODELS: &[&str] = &[
 ];
 
 fn snapshot(n: usize) -> Routing {
-    let mut cfg = String::from("policies: {active: big}\ndeployments:\n");
+    let mut cfg = String::from("policies: {active: big, shadow: big-shadow}\ndeployments:\n");
     for i in 0..n {
         let model = MODELS[i % MODELS.len()];
         let (kind, extra) = match model {
@@ -75,10 +78,17 @@ fn snapshot(n: usize) -> Routing {
             "      - {{name: r{r}, match: {{tenants: [team-{r}], labels: {{project: p{r}}}}}, require: {{openness: [open-weight, open-source], locality: [local], license: {{osi_approved: true}}}}}}\n"
         );
     }
+    let mut shadow = policy.replace("name: big", "name: big-shadow");
     policy += "      - {name: default, require: {license: {commercial_use: [allowed, conditional]}, max_price: {input_per_million: 5, per_request: 0.5}, regions: [eu, us]}, prefer: [local, cheapest, most_open]}\n";
+    shadow += "      - {name: open-only, require: {openness: [open-weight, open-source], max_price: {per_request: 0.5}}, prefer: [most_open, cheapest]}\n";
     let env: HashMap<String, String> = [("KEY".to_owned(), "k".to_owned())].into();
-    let loaded =
-        load_texts(&cfg, &[], &[("big.yaml", &policy)], &env).unwrap_or_else(|p| panic!("{p}"));
+    let loaded = load_texts(
+        &cfg,
+        &[],
+        &[("big.yaml", &policy), ("shadow.yaml", &shadow)],
+        &env,
+    )
+    .unwrap_or_else(|p| panic!("{p}"));
     Routing::at_rest(Snapshot::build(
         Arc::new(loaded.config),
         &Discovered::default(),
@@ -96,18 +106,20 @@ impl PromptSize for Prompt {
     }
 }
 
-fn bench(c: &mut Criterion) {
-    let caller = Caller::anonymous();
-    let labels = vec![("data".to_owned(), "internal".to_owned())];
-    let ask = |model: &'static str| Ask {
+fn ask<'a>(model: &'a str, caller: &'a Caller, labels: &'a [(String, String)]) -> Ask<'a> {
+    Ask {
         model,
         endpoint: EndpointName::ChatCompletions,
-        caller: &caller,
-        labels: &labels,
+        caller,
+        labels,
         needs: Needs::default(),
         prompt: &Prompt,
         max_output: Some(512),
-    };
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let labels = vec![("data".to_owned(), "internal".to_owned())];
     for (n, cases) in [
         (
             200,
@@ -134,19 +146,35 @@ fn bench(c: &mut Criterion) {
     ] {
         let s = snapshot(n);
         assert_eq!(s.deployments.len(), n);
+        // The caller without a key: `big` decides, `big-shadow` shadows.
+        let caller = s.config.anonymous_caller();
         for (name, model) in cases {
-            if !c_filter_matches(name) {
-                continue;
+            if c_filter_matches(name) {
+                let a = ask(model, caller, &labels);
+                let d = decide(&a, &s).unwrap();
+                assert!(!d.candidates().is_empty());
+                c.bench_function(name, |b| {
+                    b.iter(|| black_box(decide(black_box(&a), &s).unwrap()))
+                });
+                percentiles(name, || {
+                    black_box(decide(black_box(&a), &s).unwrap());
+                });
             }
-            let a = ask(model);
-            let d = decide(&a, &s).unwrap();
-            assert!(!d.candidates().is_empty());
-            c.bench_function(name, |b| {
-                b.iter(|| black_box(decide(black_box(&a), &s).unwrap()))
-            });
-            percentiles(name, || {
-                black_box(decide(black_box(&a), &s).unwrap());
-            });
+            let name = name.replacen("decide", "decide+shadow", 1);
+            if c_filter_matches(&name) {
+                let a = ask(model, caller, &labels);
+                let d = decide(&a, &s);
+                assert!(shadow(&a, &s, d.as_ref()).is_some());
+                let both = || {
+                    let d = decide(black_box(&a), &s);
+                    black_box(shadow(black_box(&a), &s, d.as_ref()));
+                    black_box(d.unwrap())
+                };
+                c.bench_function(&name, |b| b.iter(both));
+                percentiles(&name, || {
+                    both();
+                });
+            }
         }
     }
 }

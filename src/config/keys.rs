@@ -15,6 +15,10 @@ pub struct Caller {
     pub(crate) tenant: Arc<str>,
     /// The policy the key names, if any.
     pub(crate) policy: Option<Arc<str>>,
+    /// The policy its requests are also decided by without being routed by it (a shadow), as
+    /// its position among the configuration's policies, found at load: none when it has no
+    /// shadow, or when the shadow is its own policy.
+    pub(crate) shadow: Option<usize>,
     /// Labels the key always carries (its tenant's included).
     pub(crate) labels: Arc<[(String, String)]>,
     /// The key's and the tenant's limits, where they have any.
@@ -43,6 +47,7 @@ impl Caller {
             key_id: None,
             tenant: Arc::from("default"),
             policy: None,
+            shadow: None,
             labels: Arc::from(Vec::new()),
             limits: Arc::from(Vec::new()),
             expires: None,
@@ -78,6 +83,7 @@ impl KeyStore {
                 key_id: Some(Arc::from(id)),
                 tenant: Arc::from(tenant),
                 policy: None,
+                shadow: None,
                 labels: Arc::from(Vec::new()),
                 limits: Arc::from(Vec::new()),
                 expires: None,
@@ -189,6 +195,12 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 impl super::Config {
+    /// The caller of requests without a key, as this configuration makes it: its tenant's
+    /// labels and limits, and the policies that decide and shadow its requests.
+    pub fn anonymous_caller(&self) -> &Caller {
+        &self.anonymous
+    }
+
     /// The caller of a request that began under an older configuration, as this one sees it:
     /// the same key's caller now (its policy, labels and tenant as reloaded), or `None` when
     /// the key was revoked or expired, or the gateway now asks for keys that the request did

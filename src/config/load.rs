@@ -264,7 +264,13 @@ fn build(
         overrides.admin_listen,
         &mut problems,
     );
-    let callers = callers::callers(&file, &spec, &policy_names, listen, &mut problems);
+    let named = callers::Named {
+        names: &policy_names,
+        order: &policies,
+        active: &active_policy,
+        shadow: spec.policies.shadow.as_ref().map(|s| s.value.as_str()),
+    };
+    let callers = callers::callers(&file, &spec, &named, listen, &mut problems);
     let built = deployment::deployments(
         &file,
         &spec,

@@ -71,6 +71,10 @@ pub struct KeySpec {
     /// The policy this key's requests are decided by, instead of `policies.active`.
     #[serde(default)]
     pub(crate) policy: Option<String>,
+    /// The shadow policy of this key's requests, instead of its tenant's or `policies.shadow`.
+    /// Any policy, whatever the tenant's `policies` allow: a shadow routes nothing.
+    #[serde(default)]
+    pub(crate) shadow: Option<String>,
     /// Labels every request with this key carries; a request cannot change them.
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
@@ -92,6 +96,10 @@ pub struct TenantSpec {
     /// any policy, and `policies.active` by default.
     #[serde(default)]
     pub(crate) policies: Vec<String>,
+    /// The shadow policy of the tenant's requests, instead of `policies.shadow` (a key's own
+    /// comes first).
+    #[serde(default)]
+    pub(crate) shadow: Option<String>,
     /// Labels every request of the tenant carries (a key's own labels come on top).
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
@@ -126,7 +134,7 @@ pub struct LimitSetSpec {
 #[serde(deny_unknown_fields)]
 pub struct PoliciesRefSpec {
     /// Load the policies shipped inside the binary (`default` and the examples). Default true.
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub(crate) builtin: bool,
     /// More policy files or directories of `*.yaml` files, relative to this file.
     #[serde(default)]
@@ -134,16 +142,13 @@ pub struct PoliciesRefSpec {
     /// The policy in force for callers whose key names none. Default `default`.
     #[serde(default)]
     pub(crate) active: Option<Spanned<String>>,
-}
-
-impl Default for PoliciesRefSpec {
-    fn default() -> Self {
-        PoliciesRefSpec {
-            builtin: true,
-            paths: Vec::new(),
-            active: None,
-        }
-    }
+    /// A policy every request is decided by as well, without being routed by it: where it
+    /// would have sent the request, or why it would have refused it, is counted in
+    /// `modelgate_shadow_decisions_total` and written in the request's log line. For trying a
+    /// policy on real traffic before it is made `active`. A caller whose own policy it is gets
+    /// no shadow decision. Default none.
+    #[serde(default)]
+    pub(crate) shadow: Option<Spanned<String>>,
 }
 
 /// The catalog files.
@@ -151,24 +156,11 @@ impl Default for PoliciesRefSpec {
 #[serde(deny_unknown_fields)]
 pub struct CatalogRefSpec {
     /// Load the catalog shipped inside the binary. Default true.
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub(crate) builtin: bool,
     /// More catalog files or directories of `*.yaml` files, relative to this file.
     #[serde(default)]
     pub(crate) paths: Vec<Spanned<String>>,
-}
-
-impl Default for CatalogRefSpec {
-    fn default() -> Self {
-        CatalogRefSpec {
-            builtin: true,
-            paths: Vec::new(),
-        }
-    }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// The wire dialect and defaults of a deployment.
@@ -452,20 +444,20 @@ pub struct TimeoutsSpec {
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
     /// Largest request body in bytes. Default 8 MiB.
-    #[serde(default = "default_max_body")]
+    #[serde(default = "defaults::max_body")]
     pub(crate) max_body_bytes: u64,
     /// Most messages in one request. Default 10,000.
-    #[serde(default = "default_max_messages")]
+    #[serde(default = "defaults::max_messages")]
     pub(crate) max_messages: usize,
     /// Deepest nesting of arrays and objects in a request body. Default 64.
-    #[serde(default = "default_max_depth")]
+    #[serde(default = "defaults::max_depth")]
     pub(crate) max_json_depth: usize,
     /// Largest upstream response body in bytes (non-streaming). Default 16 MiB.
-    #[serde(default = "default_max_response")]
+    #[serde(default = "defaults::max_response")]
     pub(crate) max_response_bytes: u64,
     /// Longest SSE line from an upstream, and largest SSE event (its data lines together), in
     /// bytes; over it the attempt fails. Default 1 MiB.
-    #[serde(default = "default_max_sse_line")]
+    #[serde(default = "defaults::max_sse_line")]
     pub(crate) max_sse_line_bytes: usize,
     /// Time a client has to send its whole request body (408 after it). Default 30s.
     #[serde(default)]
@@ -487,37 +479,6 @@ pub enum StoreErrorMode {
     #[default]
     Closed,
     Open,
-}
-
-impl Default for LimitsSpec {
-    fn default() -> Self {
-        LimitsSpec {
-            max_body_bytes: default_max_body(),
-            max_messages: default_max_messages(),
-            max_json_depth: default_max_depth(),
-            max_response_bytes: default_max_response(),
-            max_sse_line_bytes: default_max_sse_line(),
-            body_read_timeout: None,
-            store: None,
-            on_store_error: StoreErrorMode::Closed,
-        }
-    }
-}
-
-fn default_max_body() -> u64 {
-    8 << 20
-}
-fn default_max_messages() -> usize {
-    10_000
-}
-fn default_max_depth() -> usize {
-    64
-}
-fn default_max_response() -> u64 {
-    16 << 20
-}
-fn default_max_sse_line() -> usize {
-    1 << 20
 }
 
 /// Listener and shutdown settings. Changing them needs a restart.
@@ -589,6 +550,7 @@ pub struct ResponsesSpec {
     pub(crate) memory_bytes: Option<usize>,
 }
 
+mod defaults;
 mod duration;
 
 pub(crate) use duration::Dur;

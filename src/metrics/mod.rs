@@ -38,6 +38,7 @@ pub(crate) struct Metrics {
     pub(crate) circuit: IntGaugeVec,
     pub(crate) decisions: IntCounterVec,
     pub(crate) refusals: IntCounterVec,
+    pub(crate) shadow_decisions: IntCounterVec,
     pub(crate) panics: IntCounter,
     pub(crate) shed: IntCounter,
     /// Copied from the log writer at scrape time.
@@ -99,6 +100,24 @@ fn histogram(
     Ok(h)
 }
 
+fn int_gauges(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    registered(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+/// `c`, registered on `r`.
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: C,
+) -> prometheus::Result<C> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 fn int_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
     let c = IntCounter::new(name, help)?;
     r.register(Box::new(c.clone()))?;
@@ -142,17 +161,12 @@ impl Metrics {
                 "Upstream calls cancelled because the client went away, by phase (request or stream).",
                 &["phase"],
             )?,
-            circuit: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "modelgate_circuit_state",
-                        "Outlier ejection state per deployment: 0 closed, 1 half-open (probing), 2 open (ejected).",
-                    ),
-                    &["deployment"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
+            circuit: int_gauges(
+                &r,
+                "modelgate_circuit_state",
+                "Outlier ejection state per deployment: 0 closed, 1 half-open (probing), 2 open (ejected).",
+                &["deployment"],
+            )?,
             fallbacks: counter(
                 &r,
                 "modelgate_fallbacks_total",
@@ -171,6 +185,12 @@ impl Metrics {
                 "Deployments a rule refused for a request, by reason.",
                 &["policy", "rule", "reason"],
             )?,
+            shadow_decisions: counter(
+                &r,
+                "modelgate_shadow_decisions_total",
+                "Requests decided by a shadow policy as well, by live policy, shadow policy and agreement (same, other_deployment, shadow_refuses, shadow_allows).",
+                &["policy", "shadow", "agreement"],
+            )?,
             limit_rejections: counter(
                 &r,
                 "modelgate_limit_rejections_total",
@@ -183,17 +203,16 @@ impl Metrics {
                 "Failures to reach the limit store, by operation (admit, settle, usage).",
                 &["operation"],
             )?,
-            budget_used: {
-                let g = prometheus::GaugeVec::new(
+            budget_used: registered(
+                &r,
+                prometheus::GaugeVec::new(
                     Opts::new(
                         "modelgate_budget_used_ratio",
                         "Share of a spend budget used or reserved (0 to 1), by scope and window (day, month), as of the scope's last admitted request.",
                     ),
                     &["scope_kind", "scope", "window"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
+                )?,
+            )?,
             log_dropped: int_counter(
                 &r,
                 "modelgate_log_lines_dropped_total",
@@ -346,6 +365,13 @@ impl Metrics {
         }
     }
 
+    /// A request its shadow policy decided as well.
+    pub(crate) fn shadowed(&self, s: &crate::policy::Shadowed) {
+        self.shadow_decisions
+            .with_label_values(&[&s.live, &s.policy, s.agreement.as_str()])
+            .inc();
+    }
+
     /// A request the policy refused; returns the policy's name for the request metrics.
     pub(crate) fn refusal(&self, e: &PolicyError) -> Option<std::sync::Arc<str>> {
         match e {
@@ -490,39 +516,24 @@ impl ConfigFamilies {
                 "Configuration reloads, by result (ok, error, unchanged).",
                 &["result"],
             )?,
-            config_info: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "modelgate_config_info",
-                        "The configuration in force (value 1), by its hash.",
-                    ),
-                    &["hash"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            identity: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "modelgate_deployment_identity",
-                        "1 per deployment served: its model, how the model was identified (configured, digest, metadata, name, unknown), and the quantization where known.",
-                    ),
-                    &["deployment", "model", "basis", "quantization"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            withheld: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "modelgate_deployment_withheld",
-                        "1 per deployment not served because its weights are not the pinned ones (or not shown yet).",
-                    ),
-                    &["deployment"],
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
+            config_info: int_gauges(
+                r,
+                "modelgate_config_info",
+                "The configuration in force (value 1), by its hash.",
+                &["hash"],
+            )?,
+            identity: int_gauges(
+                r,
+                "modelgate_deployment_identity",
+                "1 per deployment served: its model, how the model was identified (configured, digest, metadata, name, unknown), and the quantization where known.",
+                &["deployment", "model", "basis", "quantization"],
+            )?,
+            withheld: int_gauges(
+                r,
+                "modelgate_deployment_withheld",
+                "1 per deployment not served because its weights are not the pinned ones (or not shown yet).",
+                &["deployment"],
+            )?,
             deployments: gauge(
                 r,
                 "modelgate_deployments",

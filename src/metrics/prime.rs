@@ -51,8 +51,19 @@ impl Metrics {
                 self.limit_rejections.with_label_values(&[kind, limit]);
             }
         }
-        let cfg = &snapshot.config;
+        let (cfg, policies) = (&snapshot.config, &snapshot.policies);
         for caller in cfg.keys.callers().chain(std::iter::once(&cfg.anonymous)) {
+            if let Some(shadow) = caller.shadow.and_then(|i| policies.list.get(i))
+                && let Some(live) = policies.for_caller(caller.policy.as_deref())
+            {
+                for a in crate::policy::Agreement::ALL {
+                    self.shadow_decisions.with_label_values(&[
+                        &live.name,
+                        &shadow.name,
+                        a.as_str(),
+                    ]);
+                }
+            }
             for scope in caller.limits.iter() {
                 for (window, cap) in [
                     ("day", scope.limits.usd_micros_per_day),

@@ -17,7 +17,7 @@ use crate::exchange::chat::{ChatRequest, RequestLimits};
 use crate::exchange::encode::Encoder;
 use crate::metrics::model_labels;
 use crate::policy::recheck::Asked;
-use crate::policy::{self, Ask, Decision, Needs};
+use crate::policy::{Ask, Decision, Needs};
 use crate::stream::body::ResponseBody;
 use crate::stream::respond;
 use crate::upstream::relay::{OnEnd, StreamEnd};
@@ -94,7 +94,7 @@ pub(super) async fn serve_chat(
         choices: req.n,
         hosted_tool: req.hosted_tool,
     };
-    let (decided, prompt_estimate) = {
+    let (decision, prompt_estimate) = {
         let prompt = PromptText::new(&req);
         let ask = Ask {
             model: &req.model,
@@ -105,9 +105,9 @@ pub(super) async fn serve_chat(
             prompt: &prompt,
             max_output: req.max_output_tokens(),
         };
-        (policy::decide(&ask, current), prompt.approximate())
+        (opened.decide(ctx, &ask), prompt.approximate())
     };
-    let decision = opened.decided(ctx, decided)?;
+    let decision = decision?;
     let policy = decision.policy.clone();
 
     // ④ Count it against the caller's rates and budgets, reserving what it can cost at most.

@@ -39,7 +39,8 @@ async fn embed(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
     let limits = current.config.limits;
     let req = EmbeddingsRequest::parse(&sent.body, limits.max_json_depth).map_err(undecided)?;
     let labels = super::labels(&sent.headers, None)?;
-    let decided = policy::decide(
+    let decision = opened.decide(
+        ctx,
         &Ask {
             model: &req.model,
             endpoint: ENDPOINT,
@@ -49,9 +50,7 @@ async fn embed(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
             prompt: &ByteSize(req.text_len()),
             max_output: None,
         },
-        current,
-    );
-    let decision = opened.decided(ctx, decided)?;
+    )?;
     let policy = decision.policy.clone();
     let tokens = (req.text_len() as u64).div_ceil(4);
     // A token per byte at most, whatever the model's tokenizer, and each input's own

@@ -111,6 +111,8 @@ struct Opened {
     endpoint: &'static str,
     /// The format its errors are written in.
     front: Front,
+    /// What its caller's shadow policy made of it, once decided: for its log line.
+    shadow: std::sync::OnceLock<policy::Shadowed>,
 }
 
 /// What a model request sent: its headers and its JSON body.
@@ -150,6 +152,7 @@ impl Opened {
             started,
             endpoint,
             front,
+            shadow: std::sync::OnceLock::new(),
         };
         let sent = read(request, limits.max_body_bytes, limits.body_read_timeout).await;
         (opened, sent)
@@ -168,8 +171,16 @@ impl Opened {
             line.str("endpoint", self.endpoint)
                 .str("request_id", self.request_id.to_str().unwrap_or("-"))
                 .str("tenant", &self.caller.tenant)
-                .str("policy", policy.as_deref().unwrap_or("-"))
-                .u64("status", e.status().as_u16().into())
+                .str("policy", policy.as_deref().unwrap_or("-"));
+            for (name, value) in self
+                .shadow
+                .get()
+                .into_iter()
+                .flat_map(record::shadow_fields)
+            {
+                line.str(name, value);
+            }
+            line.u64("status", e.status().as_u16().into())
                 .str("error", e.kind().as_str())
                 .str("detail", &e.to_string())
                 .u64("duration_ms", self.started.elapsed().as_millis() as u64);
@@ -198,6 +209,19 @@ impl Opened {
     /// still allowed for what was asked.
     fn recheck<'a>(&'a self, ctx: &Ctx, asked: Asked<'a>) -> Recheck<'a, Current> {
         Recheck::new(ctx.live.clone(), self.current.clone(), &self.caller, asked)
+    }
+
+    /// Decides `ask` under its caller's policy, and under the caller's shadow policy if it has
+    /// one: that is counted and kept for the log line, never routed by, and whatever it says
+    /// leaves the live decision as it is.
+    fn decide(&self, ctx: &Ctx, ask: &policy::Ask) -> Result<Decision, Failure> {
+        let live = policy::decide(ask, &self.current);
+        if let Some(s) = policy::shadow(ask, &self.current, live.as_ref()) {
+            ctx.metrics.shadowed(&s);
+            // Set once: a request is decided once.
+            let _ = self.shadow.set(s);
+        }
+        self.decided(ctx, live)
     }
 
     /// Records a decision, or its refusal, in the metrics and (at debug level) the log.

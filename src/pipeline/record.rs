@@ -28,6 +28,8 @@ pub(super) struct Record {
     pub(super) policy: Arc<str>,
     pub(super) rule: Arc<str>,
     pub(super) refused: usize,
+    /// What its caller's shadow policy made of it, if it has one.
+    pub(super) shadow: Option<policy::Shadowed>,
     pub(super) deployment: Arc<Deployment>,
     pub(super) attempts: usize,
     pub(super) started: Instant,
@@ -55,6 +57,7 @@ impl Record {
             policy: decision.policy.clone(),
             rule: decision.rule.clone(),
             refused: decision.refused_count(),
+            shadow: opened.shadow.get().cloned(),
             deployment: d.clone(),
             attempts,
             started: opened.started,
@@ -118,8 +121,11 @@ impl Record {
                 .str("key", self.caller.key_id.as_deref().unwrap_or("-"))
                 .str("policy", &self.policy)
                 .str("rule", &self.rule)
-                .u64("refused", self.refused as u64)
-                .str("deployment", d.name.as_str())
+                .u64("refused", self.refused as u64);
+            for (name, value) in self.shadow.iter().flat_map(shadow_fields) {
+                line.str(name, value);
+            }
+            line.str("deployment", d.name.as_str())
                 .str("model", d.model.id.as_str())
                 .str("provider", d.endpoint.provider.as_str())
                 .str("openness", d.model.openness.as_str())
@@ -134,6 +140,19 @@ impl Record {
         }
         cost
     }
+}
+
+/// The fields a shadow decision adds to a request's line: the shadow policy, its rule, the
+/// deployment it would have tried first and why it would have refused (`-` for none), and how
+/// that compares with the live decision.
+pub(super) fn shadow_fields(s: &policy::Shadowed) -> [(&'static str, &str); 5] {
+    [
+        ("shadow", &s.policy),
+        ("shadow_rule", s.rule.as_deref().unwrap_or("-")),
+        ("shadow_deployment", s.deployment().unwrap_or("-")),
+        ("shadow_refused", s.refused.unwrap_or("-")),
+        ("shadow_agreement", s.agreement.as_str()),
+    ]
 }
 
 /// Counts a request whose client went away while the upstream was being called: dropping the

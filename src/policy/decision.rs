@@ -103,6 +103,53 @@ pub(super) struct Listing {
     pub(super) checked: Vec<(usize, Checked)>,
 }
 
+/// Why a policy sends a request nowhere, before anything is listed: deciding under a shadow
+/// policy needs only the reasons, and `auto` may refuse a thousand deployments.
+pub(super) enum Undecided {
+    /// An unknown model, a withheld deployment, no rule: said whole.
+    Error(super::PolicyError),
+    /// Every deployment the request could mean refused, counted by reason.
+    Refused(Box<AllRefused>),
+}
+
+/// A request whose policy refused every deployment it could mean.
+pub(super) struct AllRefused {
+    pub(super) policy: Arc<str>,
+    pub(super) rule: Arc<str>,
+    /// By kind, in the order of [`RefusalKind::ALL`].
+    pub(super) by_kind: [usize; RefusalKind::ALL.len()],
+    pub(super) listing: Listing,
+}
+
+impl From<super::PolicyError> for Undecided {
+    fn from(e: super::PolicyError) -> Undecided {
+        Undecided::Error(e)
+    }
+}
+
+impl Undecided {
+    /// The error a client is told, every refused deployment of `model` listed with why.
+    pub(super) fn into_error(self, compiled: &Policies, model: &str) -> super::PolicyError {
+        match self {
+            Undecided::Error(e) => e,
+            Undecided::Refused(all) => super::PolicyError::Refused {
+                model: model.to_owned(),
+                refused: list_refused(
+                    compiled,
+                    all.listing.applied,
+                    &all.listing.target,
+                    &all.listing.checked,
+                )
+                .into_iter()
+                .map(|(d, r)| (d.name.clone(), r))
+                .collect(),
+                policy: all.policy,
+                rule: all.rule,
+            },
+        }
+    }
+}
+
 /// Every deployment of `target` the rules refuse, in configuration order, and why: the rule's
 /// static refusal, else the base rule's, else the check of the request that refused its group.
 pub(super) fn list_refused<'a>(

@@ -14,6 +14,7 @@ mod rank;
 pub(crate) mod recheck;
 mod routing;
 mod sets;
+mod shadow;
 
 use std::sync::Arc;
 
@@ -22,9 +23,10 @@ use http::StatusCode;
 pub use crate::config::policies::spec::EndpointName;
 use compile::{CompiledRule, Match};
 pub(crate) use compile::{Refusal, RefusalKind};
-use decision::{Applied, Checked, Listing, Refused};
+use decision::{AllRefused, Applied, Checked, Listing, Refused, Undecided};
 pub use decision::{CandidateIter, Candidates, Decision};
 pub use routing::{Observed, Routing};
+pub use shadow::{Agreement, Shadowed, shadow};
 
 use crate::base::printable;
 use crate::catalog::{Model, Task};
@@ -207,14 +209,23 @@ fn matches(rule: &CompiledRule, ask: &Ask, with_request_labels: bool) -> bool {
     label_fits(m, &lookup)
 }
 
-/// Decides where a request may go.
+/// Decides where a request may go, under its caller's policy.
 pub fn decide(ask: &Ask, snapshot: &Routing) -> Result<Decision, PolicyError> {
+    let p = snapshot
+        .policies
+        .index_for_caller(ask.caller.policy.as_deref());
+    decide_under(ask, snapshot, p).map_err(|u| u.into_error(&snapshot.policies, ask.model))
+}
+
+/// Decides where a request may go under the policy at position `p` of the snapshot's, whichever
+/// its caller's is; a refusal of every deployment is left unlisted (counted by reason).
+fn decide_under(ask: &Ask, snapshot: &Routing, p: usize) -> Result<Decision, Undecided> {
     let compiled = &snapshot.policies;
-    let p = compiled.index_for_caller(ask.caller.policy.as_deref());
     let Some(policy) = compiled.list.get(p) else {
         return Err(PolicyError::NoRule {
             policy: Arc::from("(none)"),
-        });
+        }
+        .into());
     };
     let target = match policy.aliases.get(ask.model) {
         Some(t) => Some(t),
@@ -225,12 +236,13 @@ pub fn decide(ask: &Ask, snapshot: &Routing) -> Result<Decision, PolicyError> {
             return Err(PolicyError::Withheld {
                 name: name.clone(),
                 why: why.clone(),
-            });
+            }
+            .into());
         }
-        return Err(PolicyError::UnknownModel(ask.model.to_owned()));
+        return Err(PolicyError::UnknownModel(ask.model.to_owned()).into());
     };
     if target.members().is_empty() {
-        return Err(PolicyError::UnknownModel(ask.model.to_owned()));
+        return Err(PolicyError::UnknownModel(ask.model.to_owned()).into());
     }
     // Request labels only narrow: the rule found without them must exist and applies as well,
     // so a label can never reach what the caller could not reach without it.
@@ -239,7 +251,8 @@ pub fn decide(ask: &Ask, snapshot: &Routing) -> Result<Decision, PolicyError> {
     let (Some(base), Some(found)) = (base, found) else {
         return Err(PolicyError::NoRule {
             policy: policy.name.clone(),
-        });
+        }
+        .into());
     };
     let applied = Applied {
         policy: p,
@@ -249,7 +262,8 @@ pub fn decide(ask: &Ask, snapshot: &Routing) -> Result<Decision, PolicyError> {
     let Some((rule, base)) = applied.rules(compiled) else {
         return Err(PolicyError::NoRule {
             policy: policy.name.clone(),
-        });
+        }
+        .into());
     };
 
     // One verdict per group of alike deployments: its first member's is every member's.
@@ -283,15 +297,16 @@ pub fn decide(ask: &Ask, snapshot: &Routing) -> Result<Decision, PolicyError> {
         }
     }
     if allowed.is_empty() {
-        return Err(PolicyError::Refused {
+        return Err(Undecided::Refused(Box::new(AllRefused {
             policy: policy.name.clone(),
             rule: rule.name.clone(),
-            model: ask.model.to_owned(),
-            refused: decision::list_refused(compiled, applied, target, &checked)
-                .into_iter()
-                .map(|(d, r)| (d.name.clone(), r))
-                .collect(),
-        });
+            by_kind: refused.by_kind,
+            listing: Listing {
+                applied,
+                target: target.clone(),
+                checked,
+            },
+        })));
     }
     let mut candidates = rank::rank_groups(rule, ask, snapshot, &allowed);
     let mut held_back = 0;

@@ -72,6 +72,7 @@ impl AsRef<Routing> for Routing {
 /// Every policy of a snapshot, and the snapshot's deployments grouped for them.
 #[derive(Debug, Default)]
 pub(crate) struct Policies {
+    /// In the configuration's order: a caller's shadow is a position in it, found at load.
     pub(crate) list: Vec<CompiledPolicy>,
     by_name: HashMap<String, usize>,
     active: usize,

@@ -8,8 +8,9 @@ use serde_saphyr::Location;
 
 use super::check_limit_set;
 use crate::config::keys::{Caller, KeyStore};
+use crate::config::policies::spec::PolicySpec;
 use crate::config::scopes::LimitSet;
-use crate::config::spec::{AuthMode, ConfigSpec, LimitSetSpec, TenantSpec};
+use crate::config::spec::{AuthMode, ConfigSpec, KeySpec, TenantSpec};
 use crate::yaml::problem::Problems;
 
 /// Who may call, as a configuration says.
@@ -26,26 +27,47 @@ pub(super) struct Callers {
 
 type Tenants<'a> = HashMap<&'a str, &'a TenantSpec>;
 
+/// The policies callers may name: which exist, in which order (a caller keeps its shadow as a
+/// position in it), and the ones that decide and shadow the requests of callers naming none.
+pub(super) struct Named<'a> {
+    pub(super) names: &'a HashSet<String>,
+    pub(super) order: &'a [Arc<PolicySpec>],
+    pub(super) active: &'a str,
+    pub(super) shadow: Option<&'a str>,
+}
+
+impl Named<'_> {
+    /// Refuses `name` at `path` when no policy has it.
+    fn check(&self, file: &Arc<str>, loc: Location, path: String, name: &str, p: &mut Problems) {
+        if !self.names.contains(name) {
+            p.at(file, loc, path, format!("no policy is named '{name}'"));
+        }
+    }
+
+    /// The shadow of a caller decided by policy `live` that names `own` (its key's or its
+    /// tenant's), else `policies.shadow`: its position, or none when it is `live` itself (it
+    /// would always agree).
+    fn shadow_of(&self, live: &str, own: Option<&str>) -> Option<usize> {
+        let shadow = own.or(self.shadow).filter(|s| *s != live)?;
+        self.order.iter().position(|p| p.name == shadow)
+    }
+}
+
 /// The callers of `spec`; the API listens on `listen`.
 pub(super) fn callers(
     file: &Arc<str>,
     spec: &ConfigSpec,
-    policy_names: &HashSet<String>,
+    named: &Named<'_>,
     listen: SocketAddr,
     problems: &mut Problems,
 ) -> Callers {
-    let tenants = tenants(file, spec, policy_names, problems);
-    let keys = keys(file, spec, &tenants, policy_names, problems);
+    let tenants = tenants(file, spec, named, problems);
+    let keys = keys(file, spec, &tenants, named, problems);
     let auth_required = auth_required(file, spec, &keys, listen, problems);
-    let anonymous = caller_of(&tenants, None, "default", None, &BTreeMap::new());
+    let anonymous = caller_of(&tenants, named, None, "default");
     let by_name = tenants
         .keys()
-        .map(|t| {
-            (
-                (*t).to_owned(),
-                caller_of(&tenants, None, t, None, &BTreeMap::new()),
-            )
-        })
+        .map(|t| ((*t).to_owned(), caller_of(&tenants, named, None, t)))
         .collect();
     Callers {
         keys,
@@ -58,7 +80,7 @@ pub(super) fn callers(
 fn tenants<'a>(
     file: &Arc<str>,
     spec: &'a ConfigSpec,
-    policy_names: &HashSet<String>,
+    named: &Named<'_>,
     problems: &mut Problems,
 ) -> Tenants<'a> {
     let mut tenants: Tenants<'a> = HashMap::new();
@@ -75,14 +97,10 @@ fn tenants<'a>(
             );
         }
         for p in &t.policies {
-            if !policy_names.contains(p) {
-                problems.at(
-                    file,
-                    loc,
-                    path("policies"),
-                    format!("no policy is named '{p}'"),
-                );
-            }
+            named.check(file, loc, path("policies"), p, problems);
+        }
+        if let Some(s) = &t.shadow {
+            named.check(file, loc, path("shadow"), s, problems);
         }
         if let Some(l) = &t.limits {
             check_limit_set(l, file, loc, &path("limits"), problems);
@@ -91,28 +109,39 @@ fn tenants<'a>(
     tenants
 }
 
-/// The caller of a key (none: of the tenant itself), with its tenant's labels and limits.
+/// The caller of a key (none: of tenant `tenant` without a key), with its tenant's labels and
+/// limits, and the policies that decide and shadow its requests.
 fn caller_of(
     tenants: &Tenants<'_>,
-    key: Option<(&str, Option<&LimitSetSpec>)>,
+    named: &Named<'_>,
+    key: Option<&KeySpec>,
     tenant: &str,
-    policy: Option<&str>,
-    labels: &BTreeMap<String, String>,
 ) -> Caller {
+    let tenant = key.map_or(tenant, |k| k.tenant.as_str());
     let t = tenants.get(tenant);
     let mut all: BTreeMap<String, String> = t.map(|t| t.labels.clone()).unwrap_or_default();
-    all.extend(labels.iter().map(|(a, b)| (a.clone(), b.clone())));
+    if let Some(k) = key {
+        all.extend(k.labels.iter().map(|(a, b)| (a.clone(), b.clone())));
+    }
     let none = LimitSet::default();
     let tenant_limits = t
         .and_then(|t| t.limits.as_ref())
         .map_or(none, LimitSet::from_spec);
-    let key_limits = key.map(|(id, l)| (id, l.map_or(none, LimitSet::from_spec)));
+    let key_limits = key.map(|k| {
+        let limits = k.limits.as_ref().map_or(none, LimitSet::from_spec);
+        (k.id.as_str(), limits)
+    });
+    let policy = key
+        .and_then(|k| k.policy.as_deref())
+        .or_else(|| t.and_then(|t| t.policies.first()).map(String::as_str));
+    let own_shadow = key
+        .and_then(|k| k.shadow.as_deref())
+        .or_else(|| t.and_then(|t| t.shadow.as_deref()));
     Caller {
-        key_id: key.map(|(id, _)| Arc::from(id)),
+        key_id: key.map(|k| Arc::from(k.id.as_str())),
         tenant: Arc::from(tenant),
-        policy: policy
-            .or_else(|| t.and_then(|t| t.policies.first()).map(String::as_str))
-            .map(Arc::from),
+        policy: policy.map(Arc::from),
+        shadow: named.shadow_of(policy.unwrap_or(named.active), own_shadow),
         labels: Arc::from(all.into_iter().collect::<Vec<_>>()),
         limits: Arc::from(crate::config::scopes::caller_scopes(
             key_limits.as_ref().map(|(id, l)| (*id, l)),
@@ -127,7 +156,7 @@ fn keys(
     file: &Arc<str>,
     spec: &ConfigSpec,
     tenants: &Tenants<'_>,
-    policy_names: &HashSet<String>,
+    named: &Named<'_>,
     problems: &mut Problems,
 ) -> KeyStore {
     let mut keys = KeyStore::default();
@@ -147,15 +176,11 @@ fn keys(
         if k.tenant.trim().is_empty() {
             problems.at(file, loc, path("tenant"), "must not be empty");
         }
-        if let Some(p) = &k.policy
-            && !policy_names.contains(p)
-        {
-            problems.at(
-                file,
-                loc,
-                path("policy"),
-                format!("no policy is named '{p}'"),
-            );
+        if let Some(p) = &k.policy {
+            named.check(file, loc, path("policy"), p, problems);
+        }
+        if let Some(s) = &k.shadow {
+            named.check(file, loc, path("shadow"), s, problems);
         }
         if let (Some(p), Some(t)) = (&k.policy, tenants.get(k.tenant.as_str()))
             && !t.policies.is_empty()
@@ -175,13 +200,7 @@ fn keys(
         if let Some(l) = &k.limits {
             check_limit_set(l, file, loc, &path("limits"), problems);
         }
-        let mut caller = caller_of(
-            tenants,
-            Some((k.id.as_str(), k.limits.as_ref())),
-            &k.tenant,
-            k.policy.as_deref(),
-            &k.labels,
-        );
+        let mut caller = caller_of(tenants, named, Some(k), "");
         if let Some(e) = &k.expires {
             caller.expires = crate::base::day_start(e);
             if caller.expires.is_none() {

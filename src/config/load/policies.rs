@@ -69,5 +69,11 @@ pub(super) fn policies(
             format!("no policy is named '{active_policy}'"),
         );
     }
+    if let Some(s) = &spec.policies.shadow
+        && !policy_names.contains(&s.value)
+    {
+        let why = format!("no policy is named '{}'", s.value);
+        problems.at(file, s.referenced, "policies.shadow", why);
+    }
     (policies, policy_names, active_policy)
 }

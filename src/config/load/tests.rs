@@ -275,3 +275,59 @@ fn a_deployment_pointing_at_the_gateway_itself_is_refused() {
     assert!(!points_at([listen, admin], "http://api.example:9000"));
     assert!(!points_at([listen, admin], "https://127.0.0.1/v1"));
 }
+
+#[test]
+fn an_unknown_shadow_policy_is_refused_with_file_line_and_field() {
+    let key = crate::config::keys::hash_hex("mg-test");
+    let text = format!(
+        "policies:\n  shadow: nope\ntenants:\n  - {{name: t, shadow: nor-this}}\nkeys:\n  - {{id: k, tenant: t, shadow: nor-that, sha256: {key}}}\n"
+    );
+    let problems = load_text(&text, &[]).unwrap_err();
+    let got: Vec<(u64, &str, &str)> = problems
+        .0
+        .iter()
+        .map(|p| (p.line, p.path.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "policies.shadow", "no policy is named 'nope'"),
+            (4, "tenants[0].shadow", "no policy is named 'nor-this'"),
+            (6, "keys[0].shadow", "no policy is named 'nor-that'"),
+        ],
+        "{problems}"
+    );
+    assert!(
+        problems
+            .0
+            .iter()
+            .all(|p| p.file.ends_with("modelgate.yaml"))
+    );
+}
+
+#[test]
+fn a_callers_shadow_is_its_keys_else_its_tenants_else_the_global_one_found_at_load() {
+    let key = |n: &str| crate::config::keys::hash_hex(&format!("mg-{n}"));
+    let text = format!(
+        "policies: {{active: default, shadow: company}}\ntenants:\n  - {{name: t, shadow: commercial-safe}}\n  - {{name: own, policies: [company]}}\nkeys:\n  - {{id: by-tenant, tenant: t, sha256: {}}}\n  - {{id: by-key, tenant: t, shadow: research-open-source, sha256: {}}}\n  - {{id: global, tenant: u, sha256: {}}}\n  - {{id: its-own, tenant: u, policy: company, sha256: {}}}\n  - {{id: tenants-own, tenant: own, sha256: {}}}\n",
+        key("a"),
+        key("b"),
+        key("c"),
+        key("d"),
+        key("e")
+    );
+    let loaded = load_text(&text, &[]).unwrap();
+    let c = &loaded.config;
+    let shadow_of =
+        |caller: &crate::config::keys::Caller| caller.shadow.map(|i| c.policies[i].name.clone());
+    let by_id = |id: &str| shadow_of(c.keys.by_id(id).unwrap());
+    assert_eq!(by_id("by-tenant").as_deref(), Some("commercial-safe"));
+    assert_eq!(by_id("by-key").as_deref(), Some("research-open-source"));
+    assert_eq!(by_id("global").as_deref(), Some("company"));
+    // A shadow that is the caller's own policy would always agree: none.
+    assert_eq!(by_id("its-own"), None);
+    assert_eq!(by_id("tenants-own"), None);
+    assert_eq!(shadow_of(&c.anonymous).as_deref(), Some("company"));
+    let none = load_text("deployments: []\n", &[]).unwrap();
+    assert_eq!(none.config.anonymous.shadow, None);
+}
