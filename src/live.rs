@@ -23,11 +23,19 @@ pub struct Current {
     pub(crate) series: SeriesTable,
     /// Rate limits and budgets: kept across reloads while the store stays the same.
     pub(crate) limiter: Arc<Limiter>,
+    /// The trace exporter, when traces are exported: kept across reloads while its settings
+    /// stay the same.
+    pub(crate) tracer: Option<Arc<crate::telemetry::traces::Tracer>>,
 }
 
 impl Current {
     /// The state for `snapshot`, keeping what `book` knows of its deployments.
-    pub(crate) fn new(snapshot: Snapshot, book: &HealthBook, limiter: Arc<Limiter>) -> Current {
+    pub(crate) fn new(
+        snapshot: Snapshot,
+        book: &HealthBook,
+        limiter: Arc<Limiter>,
+        tracer: Option<Arc<crate::telemetry::traces::Tracer>>,
+    ) -> Current {
         let health = Arc::new(book.healths(&snapshot));
         let series = SeriesTable::new(&snapshot);
         Current {
@@ -35,6 +43,7 @@ impl Current {
             health,
             series,
             limiter,
+            tracer,
         }
     }
 }

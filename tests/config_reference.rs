@@ -1,6 +1,6 @@
 //! The configuration reference (`docs/configuration.md`) is generated from the configuration
 //! types: their field names, types and doc comments in `src/config/spec.rs`,
-//! `src/catalog/spec.rs` and `src/config/policies/spec.rs`. This test regenerates it and fails when the
+//! `src/catalog/spec.rs`, `src/config/policies/spec.rs` and `src/config/otlp.rs`. This test regenerates it and fails when the
 //! file differs; `MODELGATE_WRITE_README=1 cargo test --test config_reference` writes it.
 
 #![allow(
@@ -35,6 +35,8 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("config", "ServerSpec", "server"),
     ("config", "ReloadSpec", "reload"),
     ("config", "ResponsesSpec", "responses"),
+    ("config/otlp", "TelemetrySpec", "telemetry"),
+    ("config/otlp", "OtlpSpec", "telemetry.otlp"),
     ("catalog", "CatalogFileSpec", "providers/*.yaml (top level)"),
     ("catalog", "LicenseSpec", "licenses[]"),
     ("catalog", "DutySpec", "licenses[].duties[]"),
@@ -210,8 +212,10 @@ fn generate() -> String {
     let config = std::fs::read_to_string(format!("{root}/src/config/spec.rs")).unwrap();
     let catalog = std::fs::read_to_string(format!("{root}/src/catalog/spec.rs")).unwrap();
     let policy = std::fs::read_to_string(format!("{root}/src/config/policies/spec.rs")).unwrap();
+    let otlp = std::fs::read_to_string(format!("{root}/src/config/otlp.rs")).unwrap();
     let sources: HashMap<&str, &str> = [
         ("config", config.as_str()),
+        ("config/otlp", otlp.as_str()),
         ("catalog", catalog.as_str()),
         ("config/policies", policy.as_str()),
     ]
@@ -256,11 +260,21 @@ fn readme_reference_matches_the_config_types() {
     );
 }
 
+/// The file a section's type is in: `<file>/spec.rs`, or `<file>.rs` for a module of its own.
+fn source(file: &str) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let spec = format!("{root}/src/{file}/spec.rs");
+    if std::path::Path::new(&spec).exists() {
+        spec
+    } else {
+        format!("{root}/src/{file}.rs")
+    }
+}
+
 #[test]
 fn every_field_is_documented() {
-    let root = env!("CARGO_MANIFEST_DIR");
     for (file, name, _) in SECTIONS {
-        let src = std::fs::read_to_string(format!("{root}/src/{file}/spec.rs")).unwrap();
+        let src = std::fs::read_to_string(source(file)).unwrap();
         for f in fields(&src, name) {
             assert!(!f.doc.is_empty(), "{name}.{} has no doc comment", f.name);
         }
@@ -295,7 +309,6 @@ fn documented_fields_are_the_fields_the_loader_accepts() {
     use modelgate::catalog::spec as c;
     use modelgate::config::policies::spec as p;
     use modelgate::config::spec as g;
-    let root = env!("CARGO_MANIFEST_DIR");
     for (file, name, place) in SECTIONS {
         let taken = match *name {
             "ConfigSpec" => accepted::<g::ConfigSpec>(),
@@ -315,6 +328,8 @@ fn documented_fields_are_the_fields_the_loader_accepts() {
             "ServerSpec" => accepted::<g::ServerSpec>(),
             "ReloadSpec" => accepted::<g::ReloadSpec>(),
             "ResponsesSpec" => accepted::<g::ResponsesSpec>(),
+            "TelemetrySpec" => accepted::<modelgate::config::otlp::TelemetrySpec>(),
+            "OtlpSpec" => accepted::<modelgate::config::otlp::OtlpSpec>(),
             "CatalogFileSpec" => accepted::<c::CatalogFileSpec>(),
             "LicenseSpec" => accepted::<c::LicenseSpec>(),
             "DutySpec" => accepted::<c::DutySpec>(),
@@ -336,7 +351,7 @@ fn documented_fields_are_the_fields_the_loader_accepts() {
             other => panic!("no probe for {other}"),
         };
         let mut taken = taken.unwrap_or_else(|e| panic!("{place}: {e}"));
-        let src = std::fs::read_to_string(format!("{root}/src/{file}/spec.rs")).unwrap();
+        let src = std::fs::read_to_string(source(file)).unwrap();
         let mut documented: Vec<String> = fields(&src, name).into_iter().map(|f| f.name).collect();
         taken.sort();
         documented.sort();

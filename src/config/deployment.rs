@@ -69,6 +69,8 @@ pub struct Endpoint {
     pub(crate) limits: Option<crate::config::scopes::Scope>,
     /// Its answers carry the notice of their model's license.
     pub(crate) notices: bool,
+    /// Requests to it carry the trace context, when traces are exported.
+    pub(crate) trace_context: bool,
 }
 
 /// One model at one endpoint.

@@ -280,6 +280,7 @@ fn build(
         &mut problems,
     );
     let settings = settings(&file, &spec, [listen, admin_listen], &mut problems);
+    let otlp = crate::config::otlp::resolve(&file, &spec.telemetry, env, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -302,6 +303,7 @@ fn build(
             tenants: callers.tenants,
             reload: settings.reload,
             responses: settings.responses,
+            otlp,
         },
         watched: sources.watched,
         disabled: built.disabled,

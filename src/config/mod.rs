@@ -4,6 +4,7 @@
 pub(crate) mod deployment;
 pub mod keys;
 pub mod load;
+pub mod otlp;
 pub mod policies;
 pub(crate) mod resilience;
 pub(crate) mod scopes;
@@ -103,6 +104,8 @@ pub struct Config {
     pub(crate) tenants: std::collections::BTreeMap<String, crate::config::keys::Caller>,
     pub(crate) reload: ReloadSettings,
     pub(crate) responses: ResponsesSettings,
+    /// Trace export, when on.
+    pub(crate) otlp: Option<Arc<otlp::OtlpSettings>>,
 }
 
 /// What each probed backend said it serves, by endpoint name.

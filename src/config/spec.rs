@@ -2,6 +2,7 @@
 //! Every field's doc comment is its user documentation; the configuration reference
 //! (`docs/configuration.md`) is checked against these names by a test.
 
+use crate::config::otlp::TelemetrySpec;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -49,6 +50,9 @@ pub struct ConfigSpec {
     /// Responses kept for `previous_response_id` (the Responses API's `store`).
     #[serde(default)]
     pub(crate) responses: ResponsesSpec,
+    /// Traces: each request exported as OpenTelemetry spans.
+    #[serde(default)]
+    pub(crate) telemetry: TelemetrySpec,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -301,6 +305,11 @@ pub struct DeploymentSpec {
     /// brings on have one (`GET /v1/models` lists the duties). Default false.
     #[serde(default)]
     pub(crate) notices: bool,
+    /// Send the trace context (`traceparent`, naming the attempt's span) with requests to this
+    /// deployment, when traces are exported: for a backend that records its own spans into the
+    /// request's trace. Default false: a third party learns nothing of the caller's traces.
+    #[serde(default)]
+    pub(crate) trace_context: bool,
 }
 
 /// A pinned digest of served weights.

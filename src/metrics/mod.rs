@@ -39,6 +39,8 @@ pub(crate) struct Metrics {
     pub(crate) decisions: IntCounterVec,
     pub(crate) refusals: IntCounterVec,
     pub(crate) shadow_decisions: IntCounterVec,
+    /// Trace spans by what became of them: exported, or dropped (queue full, export failed).
+    pub(crate) trace_spans: IntCounterVec,
     pub(crate) panics: IntCounter,
     pub(crate) shed: IntCounter,
     /// Copied from the log writer at scrape time.
@@ -118,6 +120,20 @@ fn registered<C: prometheus::core::Collector + Clone + 'static>(
     Ok(c)
 }
 
+/// `modelgate_budget_used_ratio`.
+fn budget_gauges(r: &Registry) -> prometheus::Result<prometheus::GaugeVec> {
+    registered(
+        r,
+        prometheus::GaugeVec::new(
+            Opts::new(
+                "modelgate_budget_used_ratio",
+                "Share of a spend budget used or reserved (0 to 1), by scope and window (day, month), as of the scope's last admitted request.",
+            ),
+            &["scope_kind", "scope", "window"],
+        )?,
+    )
+}
+
 fn int_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
     let c = IntCounter::new(name, help)?;
     r.register(Box::new(c.clone()))?;
@@ -191,6 +207,12 @@ impl Metrics {
                 "Requests decided by a shadow policy as well, by live policy, shadow policy and agreement (same, other_deployment, shadow_refuses, shadow_allows).",
                 &["policy", "shadow", "agreement"],
             )?,
+            trace_spans: counter(
+                &r,
+                "modelgate_trace_spans_total",
+                "Trace spans, by result: exported, queue_full (dropped: the export queue was full), export_failed (dropped: the collector did not take them).",
+                &["result"],
+            )?,
             limit_rejections: counter(
                 &r,
                 "modelgate_limit_rejections_total",
@@ -203,16 +225,7 @@ impl Metrics {
                 "Failures to reach the limit store, by operation (admit, settle, usage).",
                 &["operation"],
             )?,
-            budget_used: registered(
-                &r,
-                prometheus::GaugeVec::new(
-                    Opts::new(
-                        "modelgate_budget_used_ratio",
-                        "Share of a spend budget used or reserved (0 to 1), by scope and window (day, month), as of the scope's last admitted request.",
-                    ),
-                    &["scope_kind", "scope", "window"],
-                )?,
-            )?,
+            budget_used: budget_gauges(&r)?,
             log_dropped: int_counter(
                 &r,
                 "modelgate_log_lines_dropped_total",
@@ -229,27 +242,41 @@ impl Metrics {
                 "modelgate_panics_total",
                 "Request handlers that panicked (answered 500).",
             )?,
-            startup: {
-                let h = Histogram::with_opts(
+            startup: registered(
+                &r,
+                Histogram::with_opts(
                     HistogramOpts::new(
                         "modelgate_startup_seconds",
                         "Time from process start to ready.",
                     )
                     .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
-                )?;
-                r.register(Box::new(h.clone()))?;
-                h
-            },
-
+                )?,
+            )?,
             model: ModelFamilies::new(&r)?,
             config: ConfigFamilies::new(&r)?,
             registry: r,
         };
-        // Zero from the start, so dashboards and alerts see the series before any failure.
-        for op in ["admit", "settle", "usage"] {
-            m.limit_store_errors.with_label_values(&[op]);
-        }
+        m.zeros();
         Ok(m)
+    }
+
+    /// Zero from the start, so dashboards and alerts see the series before any failure.
+    fn zeros(&self) {
+        for op in ["admit", "settle", "usage"] {
+            self.limit_store_errors.with_label_values(&[op]);
+        }
+        for result in ["exported", "queue_full", "export_failed"] {
+            self.trace_spans.with_label_values(&[result]);
+        }
+    }
+
+    /// The counters a trace exporter adds to.
+    pub(crate) fn trace_counters(&self) -> crate::telemetry::traces::Counters {
+        crate::telemetry::traces::Counters {
+            exported: self.trace_spans.with_label_values(&["exported"]),
+            queue_full: self.trace_spans.with_label_values(&["queue_full"]),
+            export_failed: self.trace_spans.with_label_values(&["export_failed"]),
+        }
     }
 
     /// The text exposition of every metric.

@@ -71,6 +71,7 @@ async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure
     }
     .map_err(undecided)?;
     let labels = super::labels(&sent.headers, req.metadata.as_deref())?;
+    super::trace::keep(&opened.trace, &sent.body);
     drop(sent);
     serve_chat(ctx, opened, req, labels, None).await
 }
@@ -109,6 +110,7 @@ pub(super) async fn serve_chat(
     };
     let decision = decision?;
     let policy = decision.policy.clone();
+    super::trace::asked(&opened.trace, &req, &decision, &labels, caller);
 
     // ④ Count it against the caller's rates and budgets, reserving what it can cost at most.
     // With a budget and no `max_tokens`, the upstream is asked for no longer an answer than
@@ -119,7 +121,6 @@ pub(super) async fn serve_chat(
         + u64::from(req.max_output_tokens().unwrap_or(0)) * u64::from(req.n.unwrap_or(1));
     let charge = (!caller.limits.is_empty()).then(|| charge(&req, &decision, tokens));
     let ticket = opened.admit(ctx, &policy, charge).await?;
-
     // ⑤⑥ Call.
     let recheck = opened.recheck(
         ctx,
@@ -137,6 +138,7 @@ pub(super) async fn serve_chat(
         allowed: &|d: &Deployment| recheck.allows(d),
         gate: Some((&current.limiter, tokens)),
         health: &current.health,
+        trace: &opened.trace,
     };
     let output_limit = req
         .max_output_tokens()
@@ -270,6 +272,8 @@ fn respond_with(
                 let policy = Some(decision.policy.clone());
                 (GatewayError::Internal(e.to_string()), policy)
             })?;
+            super::trace::committed(&opened.trace, opened.started.elapsed());
+            super::trace::output(&opened.trace, &body);
             let cost = record.finish(&ctx.metrics, &usage, None);
             let mut res = respond::json(body, &d, decision);
             respond::cost(&mut res, cost);
@@ -289,6 +293,7 @@ fn respond_with(
                 .ttft
                 .with_label_values(&model_labels(&d, "")[..5])
                 .observe(opened.started.elapsed().as_secs_f64());
+            super::trace::committed(&opened.trace, opened.started.elapsed());
             ctx.metrics.open_streams.inc();
             relay.on_end(stream_end(ctx, record));
             respond::relay(*relay, &d, decision)

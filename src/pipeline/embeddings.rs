@@ -78,6 +78,7 @@ async fn embed(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
         allowed: &|d: &Deployment| recheck.allows(d),
         gate: Some((&current.limiter, tokens)),
         health: &current.health,
+        trace: &opened.trace,
     };
     let served = match upstream::embed(&ctx.pools, &decision, &plan, &req, &limits).await {
         Ok(s) => s,

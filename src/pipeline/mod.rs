@@ -11,6 +11,7 @@ mod embeddings;
 mod models;
 mod record;
 pub(crate) mod responses;
+mod trace;
 mod usage;
 
 use std::sync::Arc;
@@ -113,6 +114,8 @@ struct Opened {
     front: Front,
     /// What its caller's shadow policy made of it, once decided: for its log line.
     shadow: std::sync::OnceLock<policy::Shadowed>,
+    /// Its trace, when traces are exported and it is sampled.
+    trace: crate::telemetry::traces::Trace,
 }
 
 /// What a model request sent: its headers and its JSON body.
@@ -145,6 +148,8 @@ impl Opened {
             .cloned()
             .unwrap_or(HeaderValue::from_static("-"));
         let limits = current.config.limits;
+        let trace = trace::open(&current, request.headers(), endpoint);
+        trace::caller(&trace, &caller, request_id.to_str().unwrap_or("-"));
         let opened = Opened {
             caller,
             current,
@@ -153,6 +158,7 @@ impl Opened {
             endpoint,
             front,
             shadow: std::sync::OnceLock::new(),
+            trace,
         };
         let sent = read(request, limits.max_body_bytes, limits.body_read_timeout).await;
         (opened, sent)
@@ -165,6 +171,7 @@ impl Opened {
             Ok(o) => return o,
             Err(f) => f,
         };
+        trace::failed(&self.trace, &e);
         if tracing::enabled!(tracing::Level::INFO)
             && let Some(mut line) = crate::telemetry::info_line("request failed")
         {
@@ -221,6 +228,7 @@ impl Opened {
             // Set once: a request is decided once.
             let _ = self.shadow.set(s);
         }
+        trace::decided(&self.trace, ask, &live, self.shadow.get());
         self.decided(ctx, live)
     }
 

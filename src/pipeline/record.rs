@@ -36,6 +36,8 @@ pub(super) struct Record {
     pub(super) prompt_estimate: u64,
     /// The most output the request allowed (`max_tokens` × `n`), bounding estimates.
     pub(super) output_limit: Option<u64>,
+    /// Its trace, exported when the record (the stream's end) is done with it.
+    pub(super) trace: crate::telemetry::traces::Trace,
 }
 
 impl Record {
@@ -63,6 +65,7 @@ impl Record {
             started: opened.started,
             prompt_estimate: 0,
             output_limit: None,
+            trace: opened.trace.clone(),
         }
     }
 
@@ -84,6 +87,7 @@ impl Record {
         let d = &self.deployment;
         let cost = accounting::cost::of(usage, &d.price);
         let took = self.started.elapsed();
+        super::trace::served(&self.trace, d, usage, cost, self.attempts, stream);
         self.current.limiter.finish(
             self.ticket.as_ref(),
             crate::limits::UsageEntry {

@@ -151,6 +151,7 @@ async fn respond(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Fail
             .collect()
     });
     let asked = super::labels(&sent.headers, metadata.as_deref())?;
+    super::trace::keep(&opened.trace, &sent.body);
     drop(sent);
     let caller_labels = opened.caller.labels.to_vec();
     // A key's own labels are fixed and decide before a request's: one that sets a label of

@@ -104,6 +104,8 @@ pub(crate) struct CompiledPolicy {
     pub(crate) header: HeaderValue,
     /// Its answers carry their model's license notice.
     pub(crate) notices: bool,
+    /// Its requests' prompts and answers go on their traces.
+    pub(crate) trace_content: bool,
     /// Alias name → the deployments of its models, grouped.
     pub(crate) aliases: HashMap<String, Target>,
     pub(crate) rules: Vec<CompiledRule>,
@@ -135,6 +137,7 @@ impl CompiledPolicy {
             name: Arc::from(spec.name.as_str()),
             header: HeaderValue::from_str(&spec.name).unwrap_or(HeaderValue::from_static("-")),
             notices: spec.notices,
+            trace_content: spec.trace_content,
             aliases: HashMap::new(),
             rules: spec
                 .rules

@@ -20,6 +20,8 @@ pub struct Decision {
     pub(crate) policy_header: HeaderValue,
     /// The policy puts license notices on its answers.
     pub(crate) notices: bool,
+    /// The policy puts prompts and answers on traces (never of confidential requests).
+    pub(crate) trace_content: bool,
     /// The rule that decided.
     pub(crate) rule: Arc<str>,
     /// The rule matched without the request's labels, when the labels chose another one: both
@@ -290,6 +292,7 @@ impl Decision {
             policy: Arc::from("test"),
             policy_header: HeaderValue::from_static("test"),
             notices: false,
+            trace_content: false,
             rule: Arc::from("test"),
             base_rule: None,
             compiled: Arc::new(Policies::over(candidates)),

@@ -325,6 +325,7 @@ fn decide_under(ask: &Ask, snapshot: &Routing, p: usize) -> Result<Decision, Und
         policy: policy.name.clone(),
         policy_header: policy.header.clone(),
         notices: policy.notices,
+        trace_content: policy.trace_content,
         rule: rule.name.clone(),
         base_rule: base.map(|b| b.name.clone()),
         compiled: compiled.clone(),

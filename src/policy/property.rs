@@ -442,6 +442,7 @@ fn check(w: &World, rt: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
         allowed: &still_allowed,
         gate: None,
         health: &crate::upstream::health::Healths::fresh(&snapshot),
+        trace: &None,
     };
     let served = rt.block_on(upstream::fallback::run(&decision, &plan, |d| {
         attempted.lock().unwrap().push(d.name.clone());

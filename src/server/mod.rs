@@ -128,7 +128,8 @@ pub async fn start_with_env(
     // Whoever waits for this line (a supervisor, a test) sees it now, not a batch later.
     crate::telemetry::flush();
 
-    let done = tokio::spawn(serve(
+    let live = state.live.clone();
+    let served = serve(
         api,
         admin,
         api_svc,
@@ -137,7 +138,15 @@ pub async fn start_with_env(
         health,
         shutdown_rx,
         deadline_tx,
-    ));
+    );
+    let done = tokio::spawn(async move {
+        served.await;
+        // The last requests' spans go out before the process does.
+        let tracer = live.load().tracer.clone();
+        if let Some(t) = tracer {
+            t.flush(Duration::from_secs(5)).await;
+        }
+    });
     Ok(Running {
         api_addr,
         admin_addr,

@@ -10,6 +10,7 @@ use crate::config::load::{self, Env, Loaded, Overrides};
 use crate::config::{Config, Discovered, Origin, Snapshot};
 use crate::live::{Current, Live};
 use crate::metrics::Metrics;
+use crate::telemetry::traces::Tracer;
 use arc_swap::ArcSwap;
 
 /// The reloadable state of a running gateway.
@@ -26,6 +27,8 @@ pub struct State {
     /// The limiter in force; replaced only when `limits.store` changes, so counters survive
     /// reloads.
     limiter: Mutex<Arc<crate::limits::Limiter>>,
+    /// The trace exporter in force; replaced only when its settings change.
+    tracer: Mutex<Option<Arc<Tracer>>>,
     inner: Mutex<Inner>,
 }
 
@@ -66,10 +69,12 @@ impl State {
         ));
         let limiter = Arc::new(crate::limits::Limiter::for_config(&config));
         limiter.count_errors_in(metrics.limit_store_errors.clone());
+        let tracer = tracer_for(&config, None, &pools, &metrics);
         let current = Current::new(
             Snapshot::build(config.clone(), &Discovered::default()),
             &health,
             limiter.clone(),
+            tracer.clone(),
         );
         metrics.set_config(&current, &current.series);
         let fingerprint = load::fingerprint(&loaded.watched);
@@ -82,6 +87,7 @@ impl State {
             env,
             metrics,
             limiter: Mutex::new(limiter),
+            tracer: Mutex::new(tracer),
             inner: Mutex::new(Inner {
                 config,
                 watched: loaded.watched,
@@ -182,10 +188,16 @@ impl State {
             }
             l.clone()
         };
+        let tracer = {
+            let mut t = self.tracer.lock().unwrap_or_else(PoisonError::into_inner);
+            *t = tracer_for(&inner.config, t.take(), &self.pools, &self.metrics);
+            t.clone()
+        };
         let snapshot = Current::new(
             Snapshot::build(inner.config.clone(), &inner.discovered),
             &self.health,
             limiter,
+            tracer,
         );
         self.metrics.set_config(&snapshot, &snapshot.series);
         let before = self.live.load();
@@ -306,4 +318,30 @@ pub(crate) async fn discovery(state: Arc<State>) {
         tokio::time::sleep(wait).await;
         all_answered = state.discover().await;
     }
+}
+
+/// The trace exporter for `config`: `kept` while the settings are the same (its queue and
+/// connection stay), a new one when they change, none when export is off.
+fn tracer_for(
+    config: &Config,
+    kept: Option<Arc<Tracer>>,
+    pools: &crate::upstream::client::Pools,
+    metrics: &Metrics,
+) -> Option<Arc<Tracer>> {
+    let settings = config.otlp.as_ref()?;
+    if let Some(t) = kept.filter(|t| t.settings == *settings) {
+        return Some(t);
+    }
+    let client = match pools.control(Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot make the trace exporter's client: traces are not exported");
+            return None;
+        }
+    };
+    Some(Tracer::start(
+        settings.clone(),
+        client,
+        metrics.trace_counters(),
+    ))
 }

@@ -10,6 +10,7 @@
 
 mod direct;
 mod line;
+pub(crate) mod traces;
 
 pub(crate) use direct::info as info_line;
 

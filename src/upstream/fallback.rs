@@ -16,6 +16,7 @@ use super::health::{Health, Healths};
 use super::retry::{MAX_COOLDOWN, RetryPolicy};
 use crate::config::Deployment;
 use crate::policy::Decision;
+use crate::telemetry::traces::{self, Trace};
 
 /// How the attempts of one request are bounded.
 pub(crate) struct Plan<'a> {
@@ -27,6 +28,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) gate: Option<(&'a crate::limits::Limiter, u64)>,
     /// What is known of each deployment of the decision's snapshot.
     pub(crate) health: &'a Healths,
+    /// The request's trace, which gets a span per attempt (when traces are exported).
+    pub(crate) trace: &'a Trace,
 }
 
 impl Plan<'_> {
@@ -38,6 +41,7 @@ impl Plan<'_> {
             allowed: &|_| true,
             gate: None,
             health,
+            trace: &None,
         }
     }
 }
@@ -143,6 +147,12 @@ where
         let last = i + 1 == candidates.len();
         let health = plan.health.of(d);
         if let Some(reason) = not_now(plan, d, health).await {
+            traces::with(plan.trace, |t| {
+                t.event("modelgate.skipped", |a| {
+                    a.str("modelgate.deployment", d.name.as_str())
+                        .str("modelgate.skip_reason", reason.label());
+                });
+            });
             skipped.push(Skip {
                 deployment: d.clone(),
                 reason,
@@ -159,10 +169,20 @@ where
                 });
                 break 'candidates;
             }
+            let kind = if tries > 0 {
+                "retry"
+            } else if failed.is_empty() && skipped.is_empty() {
+                "first"
+            } else {
+                "fallback"
+            };
+            let span = trace_start(plan.trace, d);
             let result = match tokio::time::timeout_at(plan.deadline, attempt(d.clone())).await {
                 Ok(r) => r,
                 Err(_) => Err(AttemptError::Timeout(Phase::Total)),
             };
+            let result = result.map_err(|e| e.cleaned(&d.endpoint.masks));
+            trace_end(plan.trace, span, d, kind, result.as_ref().err());
             let error = match result {
                 Ok(answer) => {
                     record(health, d, None);
@@ -174,7 +194,7 @@ where
                         retries,
                     });
                 }
-                Err(e) => e.cleaned(&d.endpoint.masks),
+                Err(e) => e,
             };
             record(health, d, Some(&error));
             tracing::warn!(deployment = %d.name, error = %error, retry = tries, "upstream attempt failed");
@@ -216,6 +236,41 @@ where
         skipped,
         retries,
     })
+}
+
+/// Starts an attempt's span, and makes it the one whose `traceparent` goes upstream.
+fn trace_start(trace: &Trace, d: &Deployment) -> Option<traces::AttemptSpan> {
+    let mut started = None;
+    traces::with(trace, |t| {
+        started = Some(t.start_attempt(&d.upstream_model, d.endpoint.trace_context));
+    });
+    started
+}
+
+/// Ends an attempt's span with what became of it.
+fn trace_end(
+    trace: &Trace,
+    span: Option<traces::AttemptSpan>,
+    d: &Deployment,
+    kind: &str,
+    error: Option<&AttemptError>,
+) {
+    let Some(span) = span else { return };
+    let message = error.map(ToString::to_string);
+    traces::with(trace, |t| {
+        let error = error.zip(message.as_deref()).map(|(e, m)| (e.label(), m));
+        t.end_attempt(span, error, |a| {
+            a.str("modelgate.deployment", d.name.as_str())
+                .str("modelgate.attempt", kind)
+                .str(
+                    "gen_ai.provider.name",
+                    traces::provider_name(d.endpoint.provider.as_str()),
+                )
+                .str("gen_ai.request.model", d.upstream_model.as_str())
+                .str("modelgate.openness", d.model.openness.as_str())
+                .str("modelgate.license", d.model.license.id.as_str());
+        });
+    });
 }
 
 #[cfg(test)]

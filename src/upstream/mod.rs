@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::adapters::{self, AdapterError, Completed};
+use crate::adapters::{self, AdapterError, Completed, UpstreamRequest};
 use crate::config::{Deployment, Limits};
 use crate::exchange::chat::ChatRequest;
 use crate::exchange::embeddings::{Embeddings, EmbeddingsRequest};
 use crate::exchange::encode::Encoder;
 use crate::policy::Decision;
+use crate::telemetry::traces::{self, Trace};
 pub(crate) use error::{Attempt, AttemptError, Phase, Skip, SkipReason, UpstreamError};
 pub(crate) use fallback::{Plan, Served};
 use health::Health;
@@ -59,9 +60,18 @@ pub(crate) async fn call(
 ) -> Result<Served<Answer>, UpstreamError> {
     fallback::run(decision, plan, |d| {
         let health = plan.health.of(&d);
-        attempt(pools, health, d, req, limits, setup)
+        attempt(pools, health, d, req, limits, setup, plan.trace)
     })
     .await
+}
+
+/// The trace context on a request to a deployment that may have it (the attempt in
+/// progress set it when it started).
+fn traced(mut up: UpstreamRequest, trace: &Trace) -> UpstreamRequest {
+    if let Some(tp) = traces::upstream_traceparent(trace) {
+        up.headers.push((traces::TRACEPARENT, tp));
+    }
+    up
 }
 
 /// Seconds since the epoch, for `created` fields.
@@ -74,12 +84,13 @@ async fn attempt(
     req: &ChatRequest,
     limits: &Limits,
     setup: &StreamSetup<'_>,
+    trace: &Trace,
 ) -> Result<Answer, AttemptError> {
     let d = d.as_ref();
     let Some(adapter) = d.kind().adapter() else {
         return Ok(echo(d, req));
     };
-    let up = adapter.build_request(req, d).map_err(adapter_error)?;
+    let up = traced(adapter.build_request(req, d).map_err(adapter_error)?, trace);
     let response = send(pools, health, adapter, d, up).await?;
     let t = &d.endpoint.timeouts;
     if req.stream {
@@ -193,7 +204,10 @@ pub(crate) async fn embed(
             .kind()
             .adapter()
             .ok_or_else(|| AttemptError::Unsupported("the echo model has no embeddings".into()))?;
-        let up = adapter.build_embeddings(req, &d).map_err(adapter_error)?;
+        let up = traced(
+            adapter.build_embeddings(req, &d).map_err(adapter_error)?,
+            plan.trace,
+        );
         let response = send(pools, health, adapter, &d, up).await?;
         let body = read_capped(
             response,

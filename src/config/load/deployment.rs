@@ -144,6 +144,7 @@ impl DeploymentCx<'_> {
                     limits,
                 }),
             notices: d.notices,
+            trace_context: d.trace_context,
         }))
     }
 

@@ -40,6 +40,11 @@ pub struct PolicySpec {
     /// parties. Default false.
     #[serde(default)]
     pub(crate) notices: bool,
+    /// Put the prompt and the answer on the exported trace of this policy's requests
+    /// (`gen_ai.input.messages`, `gen_ai.output.messages`). Never for a request labelled
+    /// `data: confidential`, whatever this says. Default false: traces carry no content.
+    #[serde(default)]
+    pub(crate) trace_content: bool,
 }
 
 /// One rule.

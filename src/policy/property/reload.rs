@@ -176,6 +176,7 @@ fn check_real_reload(
         allowed: &allowed,
         gate: None,
         health: &crate::upstream::health::Healths::fresh(&a),
+        trace: &None,
     };
     let failure = |name: &str| name[1..].parse::<usize>().ok().and_then(|i| w.failures[i]);
     let _ = rt.block_on(upstream::fallback::run(&decision, &plan, |d| {

@@ -327,6 +327,7 @@ async fn a_deployment_a_reload_disallowed_is_not_tried() {
         allowed: &not_a,
         gate: None,
         health: health(),
+        trace: &None,
     };
     let (served, log) = script(&fleet, &plan, HashMap::new()).await;
     let served = served.unwrap();
@@ -372,6 +373,7 @@ async fn a_retry_after_a_narrowing_reload_is_not_made() {
         allowed: &allowed,
         gate: None,
         health: health(),
+        trace: &None,
     };
     let decision = Decision::allowing(fleet[..2].to_vec());
     let log = Mutex::new(Vec::new());
