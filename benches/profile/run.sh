@@ -7,6 +7,7 @@
 #   benches/profile/run.sh target/release/modelgate dhat        # allocations per request
 #   benches/profile/run.sh target/release/modelgate callgrind   # instructions per request
 #   MODEL=auto DEPLOYMENTS=1000 benches/profile/run.sh BIN callgrind
+#   OTLP=1 benches/profile/run.sh BIN callgrind    # with every request traced (the mock takes the exports)
 set -euo pipefail
 BIN=$1 TOOL=$2
 FEW=${FEW:-200} MANY=${MANY:-1200} MODEL=${MODEL:-llama-3.1-8b-instruct}
@@ -29,6 +30,9 @@ for i in range(n):
     y += "  - {name: %s, kind: openai-compatible, model: %s, base_url: 'http://127.0.0.1:%s/v1', price: {input: %.4f, output: %.4f}}\n" % (name, models[m], port, 0.01 * (i // 3 + 1) + m, 0.02 * (i // 3 + 1))
 open(path, "w").write(y)
 PY
+if [ "${OTLP:-0}" = 1 ]; then
+  printf "telemetry: {otlp: {endpoint: 'http://127.0.0.1:%s/v1/traces', sample_ratio: 1}}\n" $up >> "$work/modelgate.yaml"
+fi
 total() {
   local n=$1 out="$work/$TOOL.$1"
   python3 "$here/mock.py" $up & local mock=$!
