@@ -352,6 +352,17 @@ async fn content_only_where_a_policy_opts_in_and_never_when_confidential() {
         Some(CANARY_KEY),
     )
     .await;
+    // Slow to start: a client that gives up leaves its attempt in progress.
+    let slow = FakeUpstream::start(
+        Script::Stream {
+            first: Duration::from_secs(3),
+            every: Duration::ZERO,
+            chunks: 2,
+            end: End::Done,
+        },
+        Some(CANARY_KEY),
+    )
+    .await;
     let dir = temp_dir();
     let policy = dir.join("traced.yaml");
     std::fs::write(
@@ -363,7 +374,8 @@ async fn content_only_where_a_policy_opts_in_and_never_when_confidential() {
         "reload: {{poll_interval: 0}}\npolicies: {{active: traced, paths: ['{}']}}\ntelemetry:\n  otlp: {{endpoint: 'http://127.0.0.1:{}/v1/traces', sample_ratio: 1}}\ndeployments:\n{}",
         policy.display(),
         receiver.port,
-        deployment("local", "llama-3.1-8b-instruct", &up),
+        deployment("local", "llama-3.1-8b-instruct", &up)
+            + &deployment("slow", "qwen2.5-7b-instruct", &slow),
     );
     let mut p = Process::start(&yaml);
     let ask =
@@ -385,6 +397,30 @@ async fn content_only_where_a_policy_opts_in_and_never_when_confidential() {
     )
     .await;
     assert_eq!(r.status(), 200);
+    // A client that gives up mid-call: its request and attempt are exported as cancelled.
+    let gone = client()
+        .post(format!("{}/v1/chat/completions", p.base))
+        .header("content-type", "application/json")
+        .header("x-request-id", "req-gone")
+        .timeout(Duration::from_millis(300))
+        .body(json!({"model": "slow", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await;
+    assert!(gone.is_err());
+    let spans = receiver.trace_of("modelgate.request_id", "req-gone", 2);
+    let req = root(&spans);
+    assert_eq!(req["status"]["code"], 2, "{req}");
+    assert!(
+        req["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("client went away"),
+        "{req}"
+    );
+    let tries = attempts(&spans);
+    assert_eq!(tries.len(), 1);
+    assert_eq!(tries[0]["attributes"]["error.type"], "cancelled");
+    assert_eq!(tries[0]["parent_span_id"], req["span_id"]);
     // Shut down at once: the spans still queued are sent before the process exits.
     p.signal("-TERM");
     p.wait(Duration::from_secs(10));

@@ -46,7 +46,7 @@ pub struct OtlpSpec {
 }
 
 /// Trace export, resolved.
-#[derive(Debug, PartialEq)]
+#[derive(PartialEq)]
 pub(crate) struct OtlpSettings {
     /// The traces endpoint's full URL.
     pub(crate) endpoint: String,
@@ -55,6 +55,20 @@ pub(crate) struct OtlpSettings {
     pub(crate) sample_ratio: f64,
     pub(crate) service_name: String,
     pub(crate) queue: usize,
+}
+
+impl std::fmt::Debug for OtlpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The headers and the endpoint's user part and query may carry a key: the host only.
+        let host = reqwest::Url::parse(&self.endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        f.debug_struct("OtlpSettings")
+            .field("host", &host)
+            .field("sample_ratio", &self.sample_ratio)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The settings, or `None` when export is off. Problems name the field (or the variable).
@@ -71,85 +85,31 @@ pub(crate) fn resolve(
         return None;
     }
     let given = spec.otlp.as_ref();
-    let at = given.map_or(Location::UNKNOWN, |s| s.referenced);
     let o = given.map(|s| &s.value);
-    let mut problem = |field: &str, message: String| {
-        let path = if field.starts_with("OTEL_") {
-            String::new()
-        } else {
-            format!("telemetry.otlp.{field}")
-        };
-        let message = if path.is_empty() {
-            format!("{field}: {message}")
-        } else {
-            message
-        };
-        problems.at(file, at, path, message);
+    let mut report = Report {
+        file,
+        at: given.map_or(Location::UNKNOWN, |s| s.referenced),
+        problems,
     };
-    let endpoint = match o.and_then(|o| o.endpoint.clone()) {
-        Some(e) => traces_url(&e),
-        None => match env.var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-            Some(e) => e,
-            None => traces_url(&env.var("OTEL_EXPORTER_OTLP_ENDPOINT")?),
-        },
-    };
-    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        || reqwest::Url::parse(&endpoint).is_err()
-    {
-        problem("endpoint", format!("'{endpoint}' is not an http(s) URL"));
-        return None;
-    }
-    if let Some(p) = env.var("OTEL_EXPORTER_OTLP_PROTOCOL")
-        && p != "http/protobuf"
-    {
-        problem(
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            format!("'{p}' is not supported; traces are sent as http/protobuf"),
-        );
-    }
-    let headers_var = o.and_then(|o| o.headers_env.as_deref());
-    let raw = match headers_var {
-        Some(var) => match env.var(var) {
-            Some(v) => Some(v),
-            None => {
-                problem(
-                    "headers_env",
-                    format!("environment variable {var} is not set"),
-                );
-                None
-            }
-        },
-        None => env
-            .var("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-            .or_else(|| env.var("OTEL_EXPORTER_OTLP_HEADERS")),
-    };
-    let headers = match raw.as_deref().map(parse_headers).transpose() {
-        Ok(h) => h.unwrap_or_default(),
-        Err(e) => {
-            // The value itself is a secret: only what is wrong with it is said.
-            problem(
-                headers_var.map_or("OTEL_EXPORTER_OTLP_HEADERS", |_| "headers_env"),
-                e,
-            );
-            Vec::new()
-        }
-    };
+    let (endpoint, file_names_endpoint) = endpoint(o, given.is_some(), env, &mut report)?;
+    let headers = headers(o, file_names_endpoint, env, &mut report);
     let sample_ratio = match o.and_then(|o| o.sample_ratio) {
         Some(r) => r,
-        None => env
-            .var("OTEL_TRACES_SAMPLER_ARG")
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(1.0),
+        None => match env.var("OTEL_TRACES_SAMPLER_ARG") {
+            Some(v) => v.trim().parse().unwrap_or_else(|_| {
+                report.problem("OTEL_TRACES_SAMPLER_ARG", "is not a number".into());
+                1.0
+            }),
+            None => 1.0,
+        },
     };
     if !(0.0..=1.0).contains(&sample_ratio) {
-        problem(
-            "sample_ratio",
-            format!("{sample_ratio} is not between 0 and 1"),
-        );
+        let why = format!("{sample_ratio} is not between 0 and 1");
+        report.problem("sample_ratio", why);
     }
     let queue = o.and_then(|o| o.queue).unwrap_or(4096);
     if queue == 0 || queue > 1_000_000 {
-        problem("queue", format!("{queue} is not between 1 and 1,000,000"));
+        report.problem("queue", format!("{queue} is not between 1 and 1,000,000"));
         return None;
     }
     Some(Arc::new(OtlpSettings {
@@ -161,6 +121,110 @@ pub(crate) fn resolve(
             .unwrap_or_else(|| "modelgate".to_owned()),
         queue,
     }))
+}
+
+/// Where problems of the `telemetry.otlp` block are reported.
+struct Report<'a> {
+    file: &'a Arc<str>,
+    at: Location,
+    problems: &'a mut Problems,
+}
+
+impl Report<'_> {
+    /// A problem with `field` of the block, or with the variable `field` names.
+    fn problem(&mut self, field: &str, message: String) {
+        if field.starts_with("OTEL_") {
+            let message = format!("{field}: {message}");
+            self.problems.at(self.file, self.at, String::new(), message);
+        } else {
+            let path = format!("telemetry.otlp.{field}");
+            self.problems.at(self.file, self.at, path, message);
+        }
+    }
+}
+
+/// The traces endpoint, and whether the file named it; `None` when export is off or the
+/// endpoint is wrong.
+fn endpoint(
+    o: Option<&OtlpSpec>,
+    block: bool,
+    env: &dyn Env,
+    report: &mut Report<'_>,
+) -> Option<(String, bool)> {
+    let from_file = o.and_then(|o| o.endpoint.clone());
+    let file_names_endpoint = from_file.is_some();
+    // Where the endpoint came from: a problem names the field, or the variable.
+    let (endpoint, source) = match from_file {
+        Some(e) => (traces_url(&e), "endpoint"),
+        None => match env.var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            Some(e) => (e, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            None => match env.var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                Some(e) => (traces_url(&e), "OTEL_EXPORTER_OTLP_ENDPOINT"),
+                None if block => {
+                    let why = "is required (or OTEL_EXPORTER_OTLP_ENDPOINT in the environment)";
+                    report.problem("endpoint", why.into());
+                    return None;
+                }
+                None => return None,
+            },
+        },
+    };
+    // Not echoed: a URL may carry a token in its user part or query.
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        || reqwest::Url::parse(&endpoint).is_err()
+    {
+        report.problem(source, "is not an http(s) URL".into());
+        return None;
+    }
+    for var in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        if let Some(p) = env.var(var)
+            && p != "http/protobuf"
+        {
+            let why = format!("'{p}' is not supported; traces are sent as http/protobuf");
+            report.problem(var, why);
+        }
+    }
+    Some((endpoint, file_names_endpoint))
+}
+
+/// The collector's headers. For the file's endpoint they come only from the file's
+/// `headers_env`: a vendor's key in the environment is not sent to an endpoint the file chose.
+fn headers(
+    o: Option<&OtlpSpec>,
+    file_names_endpoint: bool,
+    env: &dyn Env,
+    report: &mut Report<'_>,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let headers_var = o.and_then(|o| o.headers_env.as_deref());
+    let (raw, source) = match headers_var {
+        Some(var) => match env.var(var) {
+            Some(v) => (Some(v), "headers_env"),
+            None => {
+                let why = format!("environment variable {var} is not set");
+                report.problem("headers_env", why);
+                (None, "headers_env")
+            }
+        },
+        None if file_names_endpoint => (None, "headers_env"),
+        None => match env.var("OTEL_EXPORTER_OTLP_TRACES_HEADERS") {
+            Some(v) => (Some(v), "OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+            None => (
+                env.var("OTEL_EXPORTER_OTLP_HEADERS"),
+                "OTEL_EXPORTER_OTLP_HEADERS",
+            ),
+        },
+    };
+    match raw.as_deref().map(parse_headers).transpose() {
+        Ok(h) => h.unwrap_or_default(),
+        Err(e) => {
+            // The value itself is a secret: only what is wrong with it is said.
+            report.problem(source, e);
+            Vec::new()
+        }
+    }
 }
 
 /// A base URL gets OTLP/HTTP's traces path; a URL with a path is used as it is.
@@ -293,6 +357,46 @@ mod tests {
             text.contains("OTEL_EXPORTER_OTLP_HEADERS") && !text.contains("s3cret"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_files_endpoint_gets_no_headers_from_the_environment() {
+        let spec: TelemetrySpec =
+            serde_json::from_str(r#"{"otlp": {"endpoint": "http://127.0.0.1:4318"}}"#).unwrap();
+        let (s, p) = resolved(
+            &spec,
+            &env(&[(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20vendor",
+            )]),
+        );
+        assert!(p.is_empty(), "{p}");
+        assert!(s.unwrap().headers.is_empty());
+    }
+
+    #[test]
+    fn problems_name_where_the_value_came_from() {
+        let (_, p) = resolved(
+            &TelemetrySpec::default(),
+            &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://h?token=abc")]),
+        );
+        let text = p.to_string();
+        assert!(
+            text.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && !text.contains("token=abc"),
+            "{text}"
+        );
+        let spec: TelemetrySpec =
+            serde_json::from_str(r#"{"otlp": {"sample_ratio": 0.5}}"#).unwrap();
+        let (_, p) = resolved(&spec, &env(&[]));
+        assert!(p.to_string().contains("telemetry.otlp.endpoint"), "{p}");
+        let (_, p) = resolved(
+            &TelemetrySpec::default(),
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+                ("OTEL_TRACES_SAMPLER_ARG", "half"),
+            ]),
+        );
+        assert!(p.to_string().contains("OTEL_TRACES_SAMPLER_ARG"), "{p}");
     }
 
     #[test]

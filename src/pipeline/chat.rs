@@ -280,6 +280,7 @@ fn respond_with(
             res
         }
         Answer::Local(c) => {
+            super::trace::committed(&opened.trace, opened.started.elapsed());
             let cost = record.finish(&ctx.metrics, &c.usage, Some(EndReason::Completed));
             let frames = respond::local_stream(&c, encoder(&d).as_mut());
             let mut res = respond::frames(frames, &d, decision);

@@ -101,6 +101,7 @@ async fn embed(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failur
         ticket,
     )
     .with_estimates(tokens, None);
+    super::trace::committed(&opened.trace, opened.started.elapsed());
     let usage = served.answer.usage.unwrap_or_else(|| record.estimate(0));
     let cost = record.finish(&ctx.metrics, &usage, None);
     let body = crate::exchange::embeddings::to_json(&served.answer, req.encoding, &usage);

@@ -16,10 +16,30 @@ use crate::telemetry::traces::{self, Trace};
 
 /// Refusals listed on a span, at most (the count is always there).
 const MAX_REFUSALS: usize = 50;
+/// Bytes of a prompt or an answer on a span, at most: the export queue is bounded in spans,
+/// and a collector refuses a batch with one oversized span.
+const MAX_CONTENT: usize = 16 << 10;
+
+/// `text` cut to [`MAX_CONTENT`] bytes (at a character boundary), and whether it was cut.
+fn capped(mut text: String) -> (String, bool) {
+    if text.len() <= MAX_CONTENT {
+        return (text, false);
+    }
+    let mut end = MAX_CONTENT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    (text, true)
+}
 
 /// A request's trace, when traces are exported and it is sampled.
 pub(super) fn open(current: &Current, headers: &HeaderMap, endpoint: &str) -> Trace {
     let tracer = current.tracer.as_ref()?;
+    // Counting tokens asks no model for an answer: not a GenAI operation to trace.
+    if endpoint == "count_tokens" {
+        return None;
+    }
     let parent = headers
         .get(&traces::TRACEPARENT)
         .and_then(|v| traces::parse_traceparent(v.as_bytes()));
@@ -70,8 +90,6 @@ pub(super) fn decided(
             if let Some(n) = ask.needs.choices {
                 a.int("gen_ai.request.choice.count", i64::from(n));
             }
-            let labels = ask.labels.iter().chain(ask.caller.labels.iter());
-            a.strs("modelgate.labels", labels.map(|(k, v)| format!("{k}={v}")));
             match live {
                 Ok(d) => {
                     a.str("modelgate.policy", &*d.policy)
@@ -183,8 +201,12 @@ fn content(
     traces::with(trace, |t| {
         t.content = true;
         if let Some(input) = input {
+            let (input, cut) = capped(input);
             t.attributes(|a| {
                 a.str("gen_ai.input.messages", input);
+                if cut {
+                    a.bool("modelgate.content_truncated", true);
+                }
             });
         }
     });
@@ -207,8 +229,12 @@ pub(super) fn output(trace: &Trace, body: &Bytes) {
             serde_json::to_string(out).ok()
         });
     if let Some(output) = output {
+        let (output, cut) = capped(output);
         t.attributes(|a| {
             a.str("gen_ai.output.messages", output);
+            if cut {
+                a.bool("modelgate.content_truncated", true);
+            }
         });
     }
 }
@@ -222,13 +248,20 @@ fn confidential(labels: &[(String, String)], caller: &crate::auth::Caller) -> bo
         .any(|(k, v)| k == "data" && v == "confidential")
 }
 
-/// The request failed: the status and error on the span.
+/// The request failed: the status and error on the span. A bad request's message is left
+/// out: a parser's message can quote the request, which only `trace_content` may export.
 pub(super) fn failed(trace: &Trace, e: &GatewayError) {
     traces::with(trace, |t| {
         t.attributes(|a| {
             a.int("http.response.status_code", i64::from(e.status().as_u16()));
         });
-        t.fail(e.kind().as_str(), &e.to_string());
+        let kind = e.kind();
+        let message = match kind {
+            crate::error::ErrorKind::BadRequest => String::new(),
+            _ => e.to_string(),
+        };
+        t.fail(kind.as_str(), &message);
+        t.finished();
     });
 }
 
@@ -240,8 +273,9 @@ pub(super) fn committed(trace: &Trace, since_start: std::time::Duration) {
         t.event("modelgate.commit", |a| {
             a.float("gen_ai.server.time_to_first_token", secs);
         });
-        t.last_attempt(|a| {
-            a.float("gen_ai.server.time_to_first_token", secs);
+        // The answering attempt's own: from its start, not the request's.
+        t.last_attempt(|a, took| {
+            a.float("gen_ai.server.time_to_first_token", took.as_secs_f64());
         });
     });
 }
@@ -273,6 +307,7 @@ pub(super) fn served(
             .int("modelgate.attempts", attempts as i64)
             .int("http.response.status_code", 200);
         });
+        t.finished();
         if let Some(end) = stream {
             t.event("modelgate.stream_end", |a| {
                 a.str("modelgate.end_reason", end.as_str());

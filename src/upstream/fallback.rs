@@ -147,12 +147,7 @@ where
         let last = i + 1 == candidates.len();
         let health = plan.health.of(d);
         if let Some(reason) = not_now(plan, d, health).await {
-            traces::with(plan.trace, |t| {
-                t.event("modelgate.skipped", |a| {
-                    a.str("modelgate.deployment", d.name.as_str())
-                        .str("modelgate.skip_reason", reason.label());
-                });
-            });
+            trace_skip(plan.trace, d, &reason);
             skipped.push(Skip {
                 deployment: d.clone(),
                 reason,
@@ -176,13 +171,13 @@ where
             } else {
                 "fallback"
             };
-            let span = trace_start(plan.trace, d);
+            trace_start(plan.trace, d);
             let result = match tokio::time::timeout_at(plan.deadline, attempt(d.clone())).await {
                 Ok(r) => r,
                 Err(_) => Err(AttemptError::Timeout(Phase::Total)),
             };
             let result = result.map_err(|e| e.cleaned(&d.endpoint.masks));
-            trace_end(plan.trace, span, d, kind, result.as_ref().err());
+            trace_end(plan.trace, d, kind, result.as_ref().err());
             let error = match result {
                 Ok(answer) => {
                     record(health, d, None);
@@ -214,6 +209,7 @@ where
                     // Every attempt is checked, retries too: a reload during the wait may
                     // have taken this deployment away from the request.
                     if !(plan.allowed)(d) {
+                        trace_skip(plan.trace, d, &SkipReason::Reloaded);
                         skipped.push(Skip {
                             deployment: d.clone(),
                             reason: SkipReason::Reloaded,
@@ -238,28 +234,32 @@ where
     })
 }
 
-/// Starts an attempt's span, and makes it the one whose `traceparent` goes upstream.
-fn trace_start(trace: &Trace, d: &Deployment) -> Option<traces::AttemptSpan> {
-    let mut started = None;
+/// An allowed deployment not tried, on the request's span.
+fn trace_skip(trace: &Trace, d: &Deployment, reason: &SkipReason) {
     traces::with(trace, |t| {
-        started = Some(t.start_attempt(&d.upstream_model, d.endpoint.trace_context));
+        t.event("modelgate.skipped", |a| {
+            a.str("modelgate.deployment", d.name.as_str())
+                .str("modelgate.skip_reason", reason.label());
+        });
     });
-    started
+}
+
+/// Starts an attempt's span, and makes it the one whose `traceparent` goes upstream.
+fn trace_start(trace: &Trace, d: &Deployment) {
+    traces::with(trace, |t| {
+        t.start_attempt(&d.upstream_model, d.endpoint.trace_context);
+    });
 }
 
 /// Ends an attempt's span with what became of it.
-fn trace_end(
-    trace: &Trace,
-    span: Option<traces::AttemptSpan>,
-    d: &Deployment,
-    kind: &str,
-    error: Option<&AttemptError>,
-) {
-    let Some(span) = span else { return };
+fn trace_end(trace: &Trace, d: &Deployment, kind: &str, error: Option<&AttemptError>) {
+    if trace.is_none() {
+        return;
+    }
     let message = error.map(ToString::to_string);
     traces::with(trace, |t| {
         let error = error.zip(message.as_deref()).map(|(e, m)| (e.label(), m));
-        t.end_attempt(span, error, |a| {
+        t.end_attempt(error, |a| {
             a.str("modelgate.deployment", d.name.as_str())
                 .str("modelgate.attempt", kind)
                 .str(

@@ -82,7 +82,15 @@ thread_local! {
     /// wyrand state, seeded from the OS once per thread.
     static STATE: Cell<u64> = Cell::new({
         let mut seed = [0u8; 8];
-        let _ = getrandom::getrandom(&mut seed);
+        if getrandom::getrandom(&mut seed).is_err() {
+            // No OS randomness: the clock and this thread's stack address, so that threads
+            // and processes still start apart.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let here = &seed as *const _ as u64;
+            seed = (nanos ^ here.rotate_left(32)).to_le_bytes();
+        }
         u64::from_le_bytes(seed) | 1
     });
 }

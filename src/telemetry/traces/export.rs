@@ -67,10 +67,16 @@ impl Queue {
         .await;
     }
 
-    /// Queues a finished span, or drops and counts it.
-    pub(crate) fn push(&self, span: Span) {
-        if self.tx.try_send(span).is_err() {
-            self.counters.queue_full.inc();
+    /// Queues a request's finished spans, all or none (a parent dropped without its children,
+    /// or the reverse, would leave orphans); what is dropped is counted.
+    pub(crate) fn push_all(&self, spans: Vec<Span>) {
+        match self.tx.try_reserve_many(spans.len()) {
+            Ok(permits) => {
+                for (permit, span) in permits.zip(spans) {
+                    permit.send(span);
+                }
+            }
+            Err(_) => self.counters.queue_full.inc_by(spans.len() as u64),
         }
     }
 }

@@ -30,8 +30,12 @@ pub(crate) struct Tracer {
 impl std::fmt::Debug for Tracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The headers (an API key, typically) stay out.
+        // The endpoint's user part and query may carry a token too: the host only.
+        let host = reqwest::Url::parse(&self.settings.endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
         f.debug_struct("Tracer")
-            .field("endpoint", &self.settings.endpoint)
+            .field("host", &host)
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +89,8 @@ impl Tracer {
             children: Vec::new(),
             upstream: None,
             kept: None,
+            attempt: None,
+            finished: false,
             content: false,
         })))
     }
@@ -122,6 +128,10 @@ pub(crate) struct RequestTrace {
     upstream: Option<http::HeaderValue>,
     /// The request's body, kept until the policy says whether its content goes on the span.
     kept: Option<bytes::Bytes>,
+    /// The attempt in progress.
+    attempt: Option<Span>,
+    /// Answered or refused (see [`RequestTrace::finished`]).
+    finished: bool,
     /// Its prompt and answer go on the span.
     pub(crate) content: bool,
 }
@@ -183,22 +193,6 @@ impl Attributes {
     }
 }
 
-/// An upstream attempt being timed; recorded into its request's trace by [`RequestTrace::attempt`].
-pub(crate) struct AttemptSpan {
-    span: Span,
-}
-
-impl AttemptSpan {
-    /// The `traceparent` naming this attempt, for the upstream.
-    pub(crate) fn traceparent(&self) -> http::HeaderValue {
-        let mut t = [0u8; 16];
-        let mut s = [0u8; 8];
-        t.copy_from_slice(&self.span.trace_id);
-        s.copy_from_slice(&self.span.span_id);
-        context::format(&t, &s, true)
-    }
-}
-
 impl RequestTrace {
     /// The span's name (`chat gpt-4o`).
     pub(crate) fn name(&mut self, name: String) {
@@ -236,22 +230,31 @@ impl RequestTrace {
     }
 
     /// Starts timing an attempt (a child span) of `model`; with `propagate`, its
-    /// `traceparent` is what the attempt sends upstream.
-    pub(crate) fn start_attempt(&mut self, model: &str, propagate: bool) -> AttemptSpan {
-        let attempt = AttemptSpan {
-            span: Span {
-                trace_id: self.span.trace_id.clone(),
-                span_id: context::span_id().to_vec(),
-                parent_span_id: self.span.span_id.clone(),
-                flags: 1,
-                name: format!("{} {model}", self.operation),
-                kind: Kind::Client as i32,
-                start_time_unix_nano: now(),
-                ..Span::default()
-            },
-        };
-        self.upstream = propagate.then(|| attempt.traceparent());
-        attempt
+    /// `traceparent` is what the attempt sends upstream. An attempt not ended (its request
+    /// was dropped mid-call) is exported as cancelled with the request.
+    pub(crate) fn start_attempt(&mut self, model: &str, propagate: bool) {
+        let span_id = context::span_id();
+        self.upstream = propagate.then(|| {
+            let mut t = [0u8; 16];
+            t.copy_from_slice(&self.span.trace_id);
+            context::format(&t, &span_id, true)
+        });
+        self.attempt = Some(Span {
+            trace_id: self.span.trace_id.clone(),
+            span_id: span_id.to_vec(),
+            parent_span_id: self.span.span_id.clone(),
+            flags: 1,
+            name: format!("{} {model}", self.operation),
+            kind: Kind::Client as i32,
+            start_time_unix_nano: now(),
+            ..Span::default()
+        });
+    }
+
+    /// The request was answered or refused: what [`Drop`] finds otherwise is a request
+    /// that ended without either (its client went away, or the gateway panicked).
+    pub(crate) fn finished(&mut self) {
+        self.finished = true;
     }
 
     /// Keeps the request's body (a reference, not a copy) until [`Self::take_kept`].
@@ -268,33 +271,38 @@ impl RequestTrace {
         self.operation
     }
 
-    /// Ends an attempt now, with its attributes and, if it failed, its error.
+    /// Ends the attempt in progress now, with its attributes and, if it failed, its error.
     pub(crate) fn end_attempt(
         &mut self,
-        mut attempt: AttemptSpan,
         error: Option<(&str, &str)>,
         f: impl FnOnce(&mut Attributes),
     ) {
+        self.upstream = None;
+        let Some(mut attempt) = self.attempt.take() else {
+            return;
+        };
         let mut a = Attributes::default();
         f(&mut a);
         if let Some((kind, message)) = error {
             a.str("error.type", kind);
-            attempt.span.status = Some(Status {
+            attempt.status = Some(Status {
                 message: message.to_owned(),
                 code: StatusCode::Error as i32,
             });
         }
-        attempt.span.attributes = a.0;
-        attempt.span.end_time_unix_nano = now();
-        self.children.push(attempt.span);
-        self.upstream = None;
+        attempt.attributes = a.0;
+        attempt.end_time_unix_nano = now();
+        self.children.push(attempt);
     }
 
-    /// Adds attributes to the last attempt (the one that answered).
-    pub(crate) fn last_attempt(&mut self, f: impl FnOnce(&mut Attributes)) {
+    /// Adds attributes to the last attempt (the one that answered), given how long it took.
+    pub(crate) fn last_attempt(&mut self, f: impl FnOnce(&mut Attributes, std::time::Duration)) {
         if let Some(last) = self.children.last_mut() {
+            let took = last
+                .end_time_unix_nano
+                .saturating_sub(last.start_time_unix_nano);
             let mut a = Attributes(std::mem::take(&mut last.attributes));
-            f(&mut a);
+            f(&mut a, std::time::Duration::from_nanos(took));
             last.attributes = a.0;
         }
     }
@@ -303,17 +311,27 @@ impl RequestTrace {
 impl Drop for RequestTrace {
     fn drop(&mut self) {
         let end = now();
-        self.span.end_time_unix_nano = end;
-        // The answering attempt lasts as long as its answer (a stream's end).
-        if let Some(last) = self.children.last_mut()
+        let why = if std::thread::panicking() {
+            "the gateway panicked"
+        } else {
+            "cancelled: the client went away"
+        };
+        // An attempt cut off with its request.
+        if self.attempt.is_some() {
+            self.end_attempt(Some(("cancelled", why)), |_| {});
+        } else if let Some(last) = self.children.last_mut()
             && last.status.is_none()
         {
+            // The answering attempt lasts as long as its answer (a stream's end).
             last.end_time_unix_nano = last.end_time_unix_nano.max(end);
         }
-        for child in self.children.drain(..) {
-            self.tracer.queue.push(child);
+        if !self.finished {
+            self.fail("cancelled", why);
         }
-        self.tracer.queue.push(std::mem::take(&mut self.span));
+        self.span.end_time_unix_nano = end;
+        let mut spans = std::mem::take(&mut self.children);
+        spans.push(std::mem::take(&mut self.span));
+        self.tracer.queue.push_all(spans);
     }
 }
 
