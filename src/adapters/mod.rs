@@ -77,8 +77,9 @@ pub(crate) fn json_headers(d: &Deployment) -> Vec<(http::HeaderName, http::Heade
 }
 
 /// An upstream URL made from configured parts (never from a client's).
-pub(crate) fn upstream_url(url: &str) -> Result<http::Uri, AdapterError> {
-    crate::config::deployment::parse_url(url)
+/// A URL the deployment prepared at load, or why there is none.
+pub(crate) fn prepared(url: Option<&http::Uri>) -> Result<http::Uri, AdapterError> {
+    url.cloned()
         .ok_or_else(|| AdapterError::Unsupported("the upstream URL is invalid".into()))
 }
 

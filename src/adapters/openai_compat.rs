@@ -138,7 +138,6 @@ impl Adapter for OpenAiCompat {
         req: &EmbeddingsRequest,
         d: &Deployment,
     ) -> Result<UpstreamRequest, AdapterError> {
-        let ep = &d.endpoint;
         let mut body = serde_json::Map::new();
         body.insert("model".into(), serde_json::json!(d.upstream_model));
         body.insert("input".into(), req.input_json());
@@ -155,7 +154,7 @@ impl Adapter for OpenAiCompat {
         }
         let headers = super::json_headers(d);
         Ok(UpstreamRequest {
-            url: super::upstream_url(&format!("{}/embeddings", ep.base_url))?,
+            url: super::prepared(d.urls().embeddings.as_ref())?,
             headers,
             body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         })

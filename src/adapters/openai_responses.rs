@@ -19,7 +19,7 @@ pub(crate) fn build(
     native: &Map<String, Value>,
     d: &Deployment,
 ) -> Result<UpstreamRequest, AdapterError> {
-    let url = d.responses_url().ok_or_else(|| {
+    let url = d.urls().responses.clone().ok_or_else(|| {
         AdapterError::Unsupported("the deployment's base URL is not a valid URL".into())
     })?;
     let mut body = native.clone();

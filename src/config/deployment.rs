@@ -73,6 +73,16 @@ pub struct Endpoint {
     pub(crate) trace_context: bool,
 }
 
+/// Where a deployment's requests go, parsed once when it is prepared (`None` where the base
+/// URL does not make a valid URL).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Urls {
+    chat: Option<[http::Uri; 2]>,
+    pub(crate) responses: Option<http::Uri>,
+    pub(crate) embeddings: Option<http::Uri>,
+    pub(crate) count_tokens: Option<http::Uri>,
+}
+
 /// One model at one endpoint.
 #[derive(Clone, Debug)]
 pub struct Deployment {
@@ -93,7 +103,7 @@ pub struct Deployment {
     pub(crate) index: usize,
     /// Where chat requests go, whole and streamed, parsed once (none for `echo`, or when the
     /// base URL does not parse).
-    chat_urls: Option<Arc<[http::Uri; 2]>>,
+    urls: Arc<Urls>,
     /// The model its usage is recorded under (its metrics' `model` label).
     pub(crate) usage_model: Arc<str>,
 }
@@ -171,7 +181,7 @@ impl Deployment {
             discovered_as: None,
             response_headers: Vec::new(),
             index: 0,
-            chat_urls: None,
+            urls: Arc::default(),
             usage_model: Arc::from(""),
         }
         .prepared()
@@ -195,7 +205,7 @@ impl Deployment {
             discovered_as: Some(served.to_owned()),
             response_headers: Vec::new(),
             index: 0,
-            chat_urls: None,
+            urls: Arc::default(),
             usage_model: Arc::from(""),
         }
         .prepared()
@@ -224,21 +234,36 @@ impl Deployment {
             let path = chat_path(self.kind(), &self.upstream_model, stream)?;
             parse_url(&format!("{}{path}", self.endpoint.base_url))
         };
-        self.chat_urls = url(false).zip(url(true)).map(|(a, b)| Arc::new([a, b]));
+        let at = |path: &str| parse_url(&format!("{}{path}", self.endpoint.base_url));
+        let embeddings = match self.kind() {
+            Kind::Gemini => at(&format!(
+                "/models/{}:batchEmbedContents",
+                self.upstream_model
+            )),
+            _ => at("/embeddings"),
+        };
+        self.urls = Arc::new(Urls {
+            chat: url(false).zip(url(true)).map(|(a, b)| [a, b]),
+            responses: at("/responses"),
+            embeddings,
+            count_tokens: at("/messages/count_tokens"),
+        });
         self.usage_model = Arc::from(self.metric_names().1);
         self
     }
 
-    /// The URL of OpenAI's Responses API on this deployment's base URL.
-    pub(crate) fn responses_url(&self) -> Option<http::Uri> {
-        parse_url(&format!("{}/responses", self.endpoint.base_url))
-    }
-
     /// The URL a chat request goes to (none for `echo`, or when the base URL does not parse).
     pub(crate) fn chat_url(&self, stream: bool) -> Option<http::Uri> {
-        self.chat_urls
+        self.urls
+            .chat
             .as_ref()
             .map(|urls| urls[usize::from(stream)].clone())
+    }
+
+    /// Where its other requests go: OpenAI's Responses API, embeddings (Gemini's batch form
+    /// for Gemini), Anthropic's token count.
+    pub(crate) fn urls(&self) -> &Urls {
+        &self.urls
     }
 
     /// The deployment and model names its metrics and recorded usage go by. An uncatalogued

@@ -46,7 +46,7 @@ impl Adapter for Anthropic {
             o.remove("max_tokens");
         }
         Ok(UpstreamRequest {
-            url: super::upstream_url(&format!("{}/messages/count_tokens", d.endpoint.base_url))?,
+            url: super::prepared(d.urls().count_tokens.as_ref())?,
             headers: headers(d),
             body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         })

@@ -80,10 +80,7 @@ impl Adapter for Gemini {
             .collect();
         let headers = super::json_headers(d);
         Ok(UpstreamRequest {
-            url: super::upstream_url(&format!(
-                "{}/models/{}:batchEmbedContents",
-                d.endpoint.base_url, d.upstream_model
-            ))?,
+            url: super::prepared(d.urls().embeddings.as_ref())?,
             headers,
             body: Bytes::from(
                 serde_json::to_vec(&serde_json::json!({"requests": requests})).unwrap_or_default(),
