@@ -34,7 +34,7 @@ pub(super) fn reservation(
     let choices = u64::from(choices.unwrap_or(1));
     let worst = decision
         .candidates()
-        .iter()
+        .unordered()
         .map(|d| {
             let out = policy::worst_output(d, 0, max_output) * choices;
             // The prompt at its dearest rate: writing it to a provider's cache costs more.

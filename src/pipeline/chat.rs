@@ -236,7 +236,7 @@ fn charge(req: &ChatRequest, decision: &Decision, tokens: u64) -> crate::limits:
     let stream = if req.stream {
         decision
             .candidates()
-            .iter()
+            .unordered()
             .map(|d| d.endpoint.timeouts.stream_total)
             .max()
             .unwrap_or_default()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use super::compile::{CompiledRule, Refusal, RefusalKind};
+use super::rank::{Ranked, Tail};
 use super::routing::Policies;
 use super::sets::Target;
 use crate::config::Deployment;
@@ -31,7 +32,7 @@ pub struct Decision {
     pub(super) compiled: Arc<Policies>,
     /// The allowed deployments (positions in `compiled.deployments`), most preferred first.
     /// Private to the policy module: only `decide` fills it.
-    pub(super) candidates: Vec<usize>,
+    pub(super) candidates: Ranked,
     /// Allowed but not tried, because the rule says `fallback: false`.
     pub(crate) held_back: usize,
     /// The deployments the request could have meant that were refused.
@@ -82,7 +83,7 @@ impl Checked {
     pub(super) fn of(&self, d: &Deployment) -> Refusal {
         match self {
             Checked::Same(r) => r.clone(),
-            Checked::Hosted(tool) => super::hosted_refusal(tool, d),
+            Checked::Hosted(tool) => super::check::hosted_refusal(tool, d),
         }
     }
 }
@@ -185,7 +186,7 @@ pub(super) fn list_refused<'a>(
 #[derive(Clone, Copy)]
 pub struct Candidates<'a> {
     deployments: &'a [Arc<Deployment>],
-    ranked: &'a [usize],
+    ranked: &'a Ranked,
 }
 
 impl<'a> Candidates<'a> {
@@ -194,19 +195,34 @@ impl<'a> Candidates<'a> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ranked.is_empty()
+        self.ranked.len() == 0
     }
 
     /// The first to try.
     pub fn first(&self) -> Option<&'a Arc<Deployment>> {
-        self.iter().next()
+        self.deployments.get(self.ranked.first()?)
     }
 
+    /// In order: reading past the first few ranks the rest (once per decision).
     pub fn iter(&self) -> CandidateIter<'a> {
         CandidateIter {
             deployments: self.deployments,
-            ranked: self.ranked.iter(),
+            now: self.ranked.head().iter(),
+            tail: self.ranked.tail(),
         }
+    }
+
+    /// Every one, in no particular order: for what holds whichever is tried (a budget's
+    /// reservation, the longest timeout), without ranking them all.
+    pub fn unordered(&self) -> impl Iterator<Item = &'a Arc<Deployment>> + use<'a> {
+        let deployments = self.deployments;
+        let tail = self.ranked.tail().into_iter().flat_map(Tail::unordered);
+        self.ranked
+            .head()
+            .iter()
+            .copied()
+            .chain(tail)
+            .filter_map(move |i| deployments.get(i))
     }
 
     pub fn to_vec(&self) -> Vec<Arc<Deployment>> {
@@ -227,19 +243,27 @@ impl<'a> IntoIterator for Candidates<'a> {
 #[derive(Clone)]
 pub struct CandidateIter<'a> {
     deployments: &'a [Arc<Deployment>],
-    ranked: std::slice::Iter<'a, usize>,
+    now: std::slice::Iter<'a, usize>,
+    /// Still to be read after `now`.
+    tail: Option<&'a Tail>,
 }
 
 impl<'a> Iterator for CandidateIter<'a> {
     type Item = &'a Arc<Deployment>;
 
     fn next(&mut self) -> Option<&'a Arc<Deployment>> {
-        // Positions come from the same snapshot's list: every one is in it.
-        self.ranked.find_map(|&i| self.deployments.get(i))
+        loop {
+            // Positions come from the same snapshot's list: every one is in it.
+            if let Some(d) = self.now.find_map(|&i| self.deployments.get(i)) {
+                return Some(d);
+            }
+            self.now = self.tail.take()?.sorted().iter();
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.ranked.size_hint()
+        let n = self.now.len() + self.tail.map_or(0, Tail::len);
+        (n, Some(n))
     }
 }
 
@@ -296,7 +320,7 @@ impl Decision {
             rule: Arc::from("test"),
             base_rule: None,
             compiled: Arc::new(Policies::over(candidates)),
-            candidates: ranked,
+            candidates: Ranked::all(ranked),
             held_back: 0,
             refused: Refused::default(),
         }

@@ -7,6 +7,7 @@
 //! upstream layer, and only this module can make one, so no retry or fallback can reach a
 //! deployment the decision left out.
 
+mod check;
 pub(crate) mod compile;
 mod decision;
 pub(crate) mod labels;
@@ -15,18 +16,25 @@ pub(crate) mod recheck;
 mod routing;
 mod sets;
 mod shadow;
+mod table;
 
 use std::sync::Arc;
 
 use http::StatusCode;
 
 pub use crate::config::policies::spec::EndpointName;
+use check::Memo;
+#[cfg(test)]
+use check::dynamic_check;
 use compile::{CompiledRule, Match};
 pub(crate) use compile::{Refusal, RefusalKind};
 use decision::{AllRefused, Applied, Checked, Listing, Refused, Undecided};
 pub use decision::{CandidateIter, Candidates, Decision};
+use rank::Ranked;
 pub use routing::{Observed, Routing};
+use sets::Target;
 pub use shadow::{Agreement, Shadowed, shadow};
+use table::Table;
 
 use crate::base::printable;
 use crate::catalog::{Model, Task};
@@ -266,37 +274,24 @@ fn decide_under(ask: &Ask, snapshot: &Routing, p: usize) -> Result<Decision, Und
         .into());
     };
 
-    // One verdict per group of alike deployments: its first member's is every member's.
-    let mut allowed: Vec<&[usize]> = Vec::new();
-    let mut refused = Refused::default();
-    let mut checked: Vec<(usize, Checked)> = Vec::new();
-    for group in target.groups() {
-        let Some(&first) = group.first() else {
-            continue;
-        };
-        let (Some(d), Some(class)) = (compiled.deployments.get(first), compiled.sets.class(first))
-        else {
-            continue;
-        };
-        let kind = match fixed(rule, first).or_else(|| base.and_then(|b| fixed(b, first))) {
-            Some(r) => r.kind,
-            None => {
-                let c = request_check(rule, ask, d)
-                    .or_else(|| base.and_then(|b| request_check(b, ask, d)));
-                let Some(c) = c else {
-                    allowed.push(group);
-                    continue;
-                };
-                let kind = c.kind();
-                checked.push((class, c));
-                kind
-            }
-        };
-        if let Some(n) = refused.by_kind.get_mut(kind as usize) {
-            *n += group.len();
-        }
-    }
-    if allowed.is_empty() {
+    let table = match base {
+        None => compiled.rule_number(p, found).and_then(|n| {
+            target.table(n, || {
+                Table::build(
+                    rule,
+                    &compiled.deployments,
+                    |i| compiled.sets.class(i),
+                    target,
+                )
+            })
+        }),
+        Some(_) => None,
+    };
+    let (ranked, mut refused, checked) = match table {
+        Some(t) => t.decide(rule, ask, &compiled.deployments, target),
+        None => scan(rule, base, ask, snapshot, target),
+    };
+    let Some(mut candidates) = ranked else {
         return Err(Undecided::Refused(Box::new(AllRefused {
             policy: policy.name.clone(),
             rule: rule.name.clone(),
@@ -307,12 +302,10 @@ fn decide_under(ask: &Ask, snapshot: &Routing, p: usize) -> Result<Decision, Und
                 checked,
             },
         })));
-    }
-    let mut candidates = rank::rank_groups(rule, ask, snapshot, &allowed);
+    };
     let mut held_back = 0;
     if !rule.fallback || base.is_some_and(|b| !b.fallback) {
-        held_back = candidates.len().saturating_sub(1);
-        candidates.truncate(1);
+        held_back = candidates.keep_first();
     }
     if refused.by_kind.iter().any(|n| *n > 0) {
         refused.listing = Some(Listing {
@@ -333,6 +326,50 @@ fn decide_under(ask: &Ask, snapshot: &Routing, p: usize) -> Result<Decision, Und
         held_back,
         refused,
     })
+}
+
+/// Decides by checking every group of `target` under the rules: the allowed deployments
+/// ranked (none if every one is refused), what was refused, and the checks that refused groups.
+fn scan(
+    rule: &CompiledRule,
+    base: Option<&CompiledRule>,
+    ask: &Ask,
+    snapshot: &Routing,
+    target: &Target,
+) -> (Option<Ranked>, Refused, Vec<(usize, Checked)>) {
+    let compiled = &snapshot.policies;
+    // One verdict per group of alike deployments: its first member's is every member's.
+    let mut allowed: Vec<(usize, &[usize])> = Vec::with_capacity(target.group_count());
+    let mut refused = Refused::default();
+    let mut checked: Vec<(usize, Checked)> = Vec::new();
+    let mut memo = Memo::new(rule, base, target.group_count());
+    for (at, group) in target.groups().enumerate() {
+        let Some(&first) = group.first() else {
+            continue;
+        };
+        let (Some(d), Some(class)) = (compiled.deployments.get(first), compiled.sets.class(first))
+        else {
+            continue;
+        };
+        let kind = match fixed(rule, first).or_else(|| base.and_then(|b| fixed(b, first))) {
+            Some(r) => r.kind,
+            None => {
+                let Some(c) = memo.check(rule, base, ask, d) else {
+                    allowed.push((at, group));
+                    continue;
+                };
+                let kind = c.kind();
+                checked.push((class, c));
+                kind
+            }
+        };
+        if let Some(n) = refused.by_kind.get_mut(kind as usize) {
+            *n += group.len();
+        }
+    }
+    let ranked =
+        (!allowed.is_empty()).then(|| rank::rank_groups(rule, ask, snapshot, target, &allowed));
+    (ranked, refused, checked)
 }
 
 /// Why `rule` refuses deployment `i` whatever the request.
@@ -419,87 +456,6 @@ pub(crate) fn listable(
         .collect()
 }
 
-/// The checks that need the request, for deployment `d`.
-#[cfg(test)]
-fn dynamic_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Refusal> {
-    request_check(rule, ask, d).map(|c| c.of(d))
-}
-
-/// What a request's built-in tool refuses of a deployment that is not OpenAI's.
-fn hosted_refusal(tool: &str, d: &Deployment) -> Refusal {
-    Refusal {
-        kind: RefusalKind::Capability,
-        detail: Arc::from(format!(
-            "the request has the built-in tool '{tool}', {HOSTED_ONLY}, and deployment {} is not OpenAI's",
-            d.name
-        )),
-    }
-}
-
-/// The checks that need the request: what it needs of the model, whether it fits the context
-/// window, and its worst-case price. What they read of `d` (model, price, whether it is
-/// OpenAI's) is what its whole group shares; only the built-in tool's refusal names `d`.
-fn request_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Checked> {
-    let m = &d.model;
-    let caps = &m.capabilities;
-    let task = task_of(ask.endpoint);
-    if m.task != task {
-        let what = if m.task == Task::Embedding {
-            "an embedding model"
-        } else {
-            "not an embedding model"
-        };
-        return refusal(RefusalKind::Capability, format!("model {} is {what}", m.id));
-    }
-    if ask.needs.tools && !caps.tools {
-        return refusal(
-            RefusalKind::Capability,
-            format!("model {} has no tool calls and the request has tools", m.id),
-        );
-    }
-    if let Some(tool) = ask.needs.hosted_tool
-        && d.endpoint.kind != crate::config::spec::Kind::Openai
-    {
-        return Some(Checked::Hosted(tool));
-    }
-    if ask.needs.vision && !caps.vision {
-        return refusal(
-            RefusalKind::Capability,
-            format!("model {} takes no images and the request has some", m.id),
-        );
-    }
-    let window = u64::from(caps.context_window);
-    let out = u64::from(ask.max_output.unwrap_or(1));
-    // Byte-level tokenizers make at most one token per byte: small prompts fit without counting.
-    let bound = ask.prompt.bytes() as u64;
-    let mut tokens = None;
-    if bound + out > window {
-        let t = ask.prompt.tokens(m);
-        tokens = Some(t);
-        if t + out > window {
-            return refusal(
-                RefusalKind::Context,
-                format!(
-                    "about {t} prompt tokens and {out} of output do not fit a context window of {window}"
-                ),
-            );
-        }
-    }
-    if let Some(cap) = rule.per_request_cap {
-        let prompt = tokens.unwrap_or_else(|| ask.prompt.tokens(m));
-        let (cost, worst_out) = request_worst_case(d, prompt, ask.max_output, ask.needs.choices);
-        if cost > cap {
-            return refusal(
-                RefusalKind::Price,
-                format!(
-                    "this request may cost up to ${cost:.6} ({prompt} prompt tokens, {worst_out} output tokens), over the cap of ${cap}"
-                ),
-            );
-        }
-    }
-    None
-}
-
 /// The longest answer a request may get on `d`: its `max_tokens`, else the model's longest
 /// answer, else what is left of the context window.
 pub(crate) fn worst_output(d: &Deployment, prompt_tokens: u64, max_output: Option<u32>) -> u64 {
@@ -526,13 +482,6 @@ pub(crate) fn request_worst_case(
 /// The cost of these tokens on `d`.
 pub(crate) fn worst_case_cost(d: &Deployment, prompt_tokens: u64, output_tokens: u64) -> f64 {
     (prompt_tokens as f64 * d.price.input + output_tokens as f64 * d.price.output) / 1e6
-}
-
-fn refusal(kind: RefusalKind, detail: String) -> Option<Checked> {
-    Some(Checked::Same(Refusal {
-        kind,
-        detail: Arc::from(detail),
-    }))
 }
 
 #[cfg(test)]

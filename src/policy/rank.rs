@@ -1,8 +1,10 @@
 //! ④ Ranking the allowed deployments by the rule's preferences.
 
 use std::cmp::Ordering;
+use std::sync::OnceLock;
 
 use super::compile::CompiledRule;
+use super::sets::Target;
 use super::{Ask, Routing};
 use crate::catalog::Openness;
 use crate::config::Deployment;
@@ -21,7 +23,7 @@ struct Facts {
     openness: u8,
 }
 
-fn locality_rank(l: Locality) -> u8 {
+pub(super) fn locality_rank(l: Locality) -> u8 {
     match l {
         Locality::Local => 0,
         Locality::Cluster => 1,
@@ -29,7 +31,7 @@ fn locality_rank(l: Locality) -> u8 {
     }
 }
 
-fn openness_rank(d: &Deployment) -> u8 {
+pub(super) fn openness_rank(d: &Deployment) -> u8 {
     let class = match d.model.openness {
         Openness::OpenSource => 0,
         Openness::OpenWeight => 2,
@@ -42,9 +44,17 @@ fn openness_rank(d: &Deployment) -> u8 {
 /// Estimated cost of this request on `d`, for comparison: prompt tokens approximated from its
 /// bytes, output at the request's cap (or 256 tokens).
 fn comparable_cost(d: &Deployment, ask: &Ask) -> f64 {
-    let prompt = (ask.prompt.bytes() as u64).div_ceil(4);
-    let out = ask.max_output.map_or(ASSUMED_OUTPUT_TOKENS, u64::from);
+    let (prompt, out) = comparable_tokens(ask);
     super::worst_case_cost(d, prompt, out)
+}
+
+/// The prompt and output tokens [`comparable_cost`] assumes.
+pub(super) fn comparable_tokens(ask: &Ask) -> (u64, u64) {
+    let prompt = (ask.prompt.bytes() as u64).div_ceil(4);
+    (
+        prompt,
+        ask.max_output.map_or(ASSUMED_OUTPUT_TOKENS, u64::from),
+    )
 }
 
 fn compare(p: Preference, a: &Facts, b: &Facts) -> Ordering {
@@ -88,35 +98,122 @@ fn key(rule: &CompiledRule, f: &Facts) -> [u64; 6] {
 
 /// Whether the rule ranks by what a group of alike deployments shares: not by observed latency,
 /// which is each deployment's own, nor by weights, whose ranks count every deployment.
-fn by_group(rule: &CompiledRule) -> bool {
+pub(super) fn by_group(rule: &CompiledRule) -> bool {
     rule.weights.is_none() && !rule.prefer.contains(&Preference::Fastest)
 }
 
-/// Sorts the allowed deployments, given as groups of alike ones (each ascending), most preferred
-/// first: the same order as [`rank`] gives them one by one. A group's members share every key
-/// but configuration order, so groups are sorted by their first member's key and their members
-/// follow in configuration order (merged where groups tie).
+/// How many groups are ranked when a request is decided, when there are many: a request is
+/// almost always served by its first choice or one of the next few, and the rest are ranked
+/// only if a fallback gets that far. Small in tests, so that the property tests reach the rest.
+const HEAD: usize = if cfg!(test) { 2 } else { 8 };
+
+/// The allowed deployments in the order to try them. With many groups of them, only the first
+/// few groups are sorted when deciding; the rest keep their keys, unsorted, until something
+/// reads past the first few (a fallback that far, an explanation), which sorts them once. So
+/// `auto` over a thousand deployments that all differ in price costs a selection, not a sort.
+#[derive(Debug, Default)]
+pub(crate) struct Ranked {
+    /// Most preferred first: whole runs of tied groups, so the rest only follow them.
+    head: Vec<usize>,
+    tail: Option<Box<Tail>>,
+}
+
+/// The allowed groups after the head, not yet sorted.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    /// Packed keys (see [`rank_packed`]); the low bits are a group's position in `target`.
+    keys: Vec<u128>,
+    target: Target,
+    /// How many deployments the groups hold.
+    len: usize,
+    sorted: OnceLock<Vec<usize>>,
+}
+
+impl Tail {
+    /// The tail's deployments, in order (sorted on the first call).
+    pub(crate) fn sorted(&self) -> &[usize] {
+        self.sorted.get_or_init(|| {
+            let mut keys = self.keys.clone();
+            keys.sort_unstable();
+            let mut out = Vec::with_capacity(self.len);
+            resolve(&mut out, &keys, |g| self.target.group(g));
+            out
+        })
+    }
+
+    /// The tail's deployments, in no particular order, without sorting.
+    pub(crate) fn unordered(&self) -> impl Iterator<Item = usize> + '_ {
+        self.keys
+            .iter()
+            .flat_map(|&k| self.target.group(group_of(k)).iter().copied())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Ranked {
+    /// Every deployment, already in order.
+    pub(crate) fn all(ranked: Vec<usize>) -> Ranked {
+        Ranked {
+            head: ranked,
+            tail: None,
+        }
+    }
+
+    pub(crate) fn head(&self) -> &[usize] {
+        &self.head
+    }
+
+    pub(crate) fn tail(&self) -> Option<&Tail> {
+        self.tail.as_deref()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.tail.as_ref().map_or(0, |t| t.len)
+    }
+
+    pub(crate) fn first(&self) -> Option<usize> {
+        self.head.first().copied()
+    }
+
+    /// Keeps only the first; how many were dropped.
+    pub(crate) fn keep_first(&mut self) -> usize {
+        let dropped = self.len().saturating_sub(1);
+        self.head.truncate(1);
+        self.tail = None;
+        dropped
+    }
+}
+
+/// Sorts the allowed deployments, given as groups of alike ones (each ascending, with its
+/// position among `target`'s groups), most preferred first: the same order as [`rank`] gives
+/// them one by one. A group's members share every key but configuration order, so groups are
+/// sorted by their first member's key and their members follow in configuration order (merged
+/// where groups tie).
 pub(crate) fn rank_groups(
     rule: &CompiledRule,
     ask: &Ask,
     snapshot: &Routing,
-    groups: &[&[usize]],
-) -> Vec<usize> {
-    let total = groups.iter().map(|g| g.len()).sum();
+    target: &Target,
+    groups: &[(usize, &[usize])],
+) -> Ranked {
+    let total = groups.iter().map(|(_, g)| g.len()).sum();
     if !by_group(rule) {
         let mut allowed: Vec<usize> = Vec::with_capacity(total);
-        for g in groups {
+        for (_, g) in groups {
             allowed.extend_from_slice(g);
         }
         allowed.sort_unstable();
-        return rank(rule, ask, snapshot, allowed);
+        return Ranked::all(rank(rule, ask, snapshot, allowed));
     }
-    if let Some(out) = rank_packed(rule, ask, snapshot, groups, total) {
+    if let Some(out) = rank_packed(rule, ask, snapshot, target, groups, total) {
         return out;
     }
     let mut keyed: Vec<([u64; 6], &[usize])> = groups
         .iter()
-        .filter_map(|g| {
+        .filter_map(|(_, g)| {
             let first = *g.first()?;
             let d = snapshot.deployments.get(first)?;
             let f = facts(rule, ask, first, d, f64::INFINITY);
@@ -135,24 +232,29 @@ pub(crate) fn rank_groups(
         merge_run(&mut out, run.iter().map(|(_, g)| *g));
         rest = after;
     }
-    out
+    Ranked::all(out)
 }
 
 /// Bits of a packed key below the criteria: the group's position.
-const GROUP_BITS: u32 = 20;
+pub(super) const GROUP_BITS: u32 = 20;
+
+fn group_of(k: u128) -> usize {
+    (k & ((1 << GROUP_BITS) - 1)) as usize
+}
 
 /// [`rank_groups`] with each group's key packed into one integer (listed position, then each
-/// criterion in as few bits as it has values, then the group's position), which sorts several
-/// times faster than six-word keys: with a thousand groups (deployments that all differ in
-/// price) the sort was most of a decision. `None` when a key does not fit: the caller sorts
+/// criterion in as few bits as it has values, then the group's position among the target's),
+/// which compares several times faster than six-word keys; with more than a few groups only
+/// the first few are sorted (see [`Ranked`]). `None` when a key does not fit: the caller sorts
 /// the wide keys.
 fn rank_packed(
     rule: &CompiledRule,
     ask: &Ask,
     snapshot: &Routing,
-    groups: &[&[usize]],
+    target: &Target,
+    groups: &[(usize, &[usize])],
     total: usize,
-) -> Option<Vec<usize>> {
+) -> Option<Ranked> {
     let widths: u32 = rule
         .prefer
         .iter()
@@ -162,45 +264,97 @@ fn rank_packed(
             Preference::Cheapest | Preference::Fastest => 64,
         })
         .sum();
-    if widths + 16 + GROUP_BITS > 128 || groups.len() >= 1 << GROUP_BITS {
+    if widths + 16 + GROUP_BITS > 128 {
         return None;
     }
+    // What every group's cost is computed from, read once.
+    let (prompt, out_tokens) = comparable_tokens(ask);
     let mut keyed: Vec<u128> = Vec::with_capacity(groups.len());
-    for (at, g) in groups.iter().enumerate() {
+    for &(at, g) in groups {
         let Some(&first) = g.first() else {
             continue;
         };
+        if at >= 1 << GROUP_BITS {
+            return None;
+        }
         let d = snapshot.deployments.get(first)?;
-        let f = facts(rule, ask, first, d, f64::INFINITY);
-        let order = match f.order {
+        let order = match rule.order.get(first).copied().flatten() {
             None => u128::from(u16::MAX),
             Some(o) => u128::from(u16::try_from(o).ok().filter(|&o| o < u16::MAX)?),
         };
         let mut k = order;
         for p in &rule.prefer {
             k = match p {
-                Preference::Local => (k << 2) | u128::from(f.local),
-                Preference::MostOpen => (k << 3) | u128::from(f.openness),
-                Preference::Cheapest => (k << 64) | u128::from(f.cost.max(0.0).to_bits()),
-                Preference::Fastest => (k << 64) | u128::from(f.latency.max(0.0).to_bits()),
+                Preference::Local => (k << 2) | u128::from(d.locality().map_or(2, locality_rank)),
+                Preference::MostOpen => (k << 3) | u128::from(openness_rank(d)),
+                Preference::Cheapest => {
+                    let cost = super::worst_case_cost(d, prompt, out_tokens);
+                    (k << 64) | u128::from(cost.max(0.0).to_bits())
+                }
+                Preference::Fastest => (k << 64) | u128::from(f64::INFINITY.to_bits()),
             };
         }
         keyed.push((k << GROUP_BITS) | at as u128);
     }
-    keyed.sort_unstable();
-    let mut out = Vec::with_capacity(total);
-    let group = |k: u128| groups[(k & ((1 << GROUP_BITS) - 1)) as usize];
-    let mut rest = keyed.as_slice();
+    Some(select(keyed, target, total))
+}
+
+/// The deployments of the groups of packed `keys` (positions among `target`'s groups), `total`
+/// in all, most preferred first: the first few groups sorted, the rest left for later.
+pub(super) fn select(mut keyed: Vec<u128>, target: &Target, total: usize) -> Ranked {
+    let group = |g: usize| target.group(g);
+    if keyed.len() <= 2 * HEAD {
+        keyed.sort_unstable();
+        let mut out = Vec::with_capacity(total);
+        resolve(&mut out, &keyed, group);
+        return Ranked::all(out);
+    }
+    // The HEAD smallest keys, kept sorted in one pass (a key rarely beats the worst of them),
+    // then every key tied with the last of them, since tied groups merge.
+    let mut least = [u128::MAX; HEAD];
+    for &k in &keyed {
+        if k < least[HEAD - 1] {
+            let at = least.partition_point(|&l| l < k);
+            least.copy_within(at..HEAD - 1, at + 1);
+            least[at] = k;
+        }
+    }
+    let last = least[HEAD - 1] >> GROUP_BITS;
+    let mut first: Vec<u128> = Vec::with_capacity(HEAD);
+    keyed.retain(|&k| {
+        let ahead = k >> GROUP_BITS <= last;
+        if ahead {
+            first.push(k);
+        }
+        !ahead
+    });
+    first.sort_unstable();
+    let mut head = Vec::with_capacity(first.len() * 2);
+    resolve(&mut head, &first, group);
+    let len = total - head.len();
+    Ranked {
+        head,
+        tail: Some(Box::new(Tail {
+            keys: keyed,
+            target: target.clone(),
+            len,
+            sorted: OnceLock::new(),
+        })),
+    }
+}
+
+/// Appends the groups of sorted packed `keys`, each run of tied groups merged.
+fn resolve<'a>(out: &mut Vec<usize>, keys: &[u128], group: impl Fn(usize) -> &'a [usize]) {
+    let mut rest = keys;
     while let Some((&k, _)) = rest.split_first() {
         let tied = rest
             .iter()
             .take_while(|&&other| other >> GROUP_BITS == k >> GROUP_BITS)
             .count();
         let (run, after) = rest.split_at(tied);
-        merge_run(&mut out, run.iter().map(|&k| group(k)));
+        merge_run(out, run.iter().map(|&k| group(group_of(k))));
         rest = after;
     }
-    Some(out)
 }
 
 /// Appends groups whose keys tie: their members in configuration order.

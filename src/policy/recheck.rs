@@ -99,7 +99,7 @@ impl<'a, T: AsRef<Routing>> Recheck<'a, T> {
                         max_output: self.max_output,
                     };
                     decide(&ask, routing)
-                        .map(|dec| dec.candidates().to_vec())
+                        .map(|dec| dec.candidates().unordered().cloned().collect())
                         .unwrap_or_default()
                 }
                 None => Vec::new(),

@@ -80,6 +80,8 @@ pub(crate) struct Policies {
     pub(crate) deployments: Vec<Arc<Deployment>>,
     /// What each requested name stands for, grouped.
     pub(crate) sets: Sets,
+    /// By policy: the number of its first rule among every policy's rules.
+    first_rule: Vec<usize>,
 }
 
 impl Policies {
@@ -92,8 +94,11 @@ impl Policies {
         let deployments = &snapshot.deployments;
         let mut p = Policies::default();
         let mut aliases = Vec::with_capacity(specs.len());
+        let mut rules = 0;
         for spec in specs {
             let (compiled, members) = CompiledPolicy::compile(spec, deployments);
+            p.first_rule.push(rules);
+            rules += compiled.rules.len();
             p.by_name.insert(spec.name.clone(), p.list.len());
             p.list.push(compiled);
             aliases.push(members);
@@ -119,6 +124,11 @@ impl Policies {
             deployments,
             ..Policies::default()
         }
+    }
+
+    /// The number of rule `rule` of policy `policy` among every policy's rules.
+    pub(crate) fn rule_number(&self, policy: usize, rule: usize) -> Option<usize> {
+        Some(self.first_rule.get(policy)? + rule)
     }
 
     /// The policy a caller gets: its key's, else the active one.

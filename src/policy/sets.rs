@@ -5,9 +5,10 @@
 //! not one per deployment.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::compile::{CompiledRule, RefusalKind};
+use super::table::{MIN_GROUPS, Table};
 use crate::catalog::Task;
 use crate::config::spec::{Kind, Locality};
 use crate::config::{Deployment, Route, Snapshot};
@@ -23,11 +24,14 @@ pub(crate) struct Set {
     grouped: Vec<usize>,
     /// Where each group ends in `grouped`.
     ends: Vec<usize>,
+    /// By rule (its number among every policy's rules): what it decides of the groups whatever
+    /// the request, made on first use. None for sets of few groups, which are scanned.
+    tables: Box<[OnceLock<Option<Table>>]>,
 }
 
 impl Set {
     /// `members` (ascending) grouped by their class.
-    fn of(members: Vec<usize>, class_of: &[usize]) -> Set {
+    fn of(members: Vec<usize>, class_of: &[usize], rules: usize) -> Set {
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut at: HashMap<usize, usize> = HashMap::new();
         for &i in &members {
@@ -52,10 +56,16 @@ impl Set {
             grouped.extend(g);
             ends.push(grouped.len());
         }
+        let tables = if ends.len() >= MIN_GROUPS {
+            (0..rules).map(|_| OnceLock::new()).collect()
+        } else {
+            Box::default()
+        };
         Set {
             members,
             grouped,
             ends,
+            tables,
         }
     }
 }
@@ -79,6 +89,43 @@ impl Target {
         match self {
             Target::One(i) => std::slice::from_ref(i),
             Target::Set(s) => &s.members,
+        }
+    }
+
+    /// The table of rule number `rule` over this target, made by `build` on first use; `None`
+    /// for a target of few groups, or a rule that needs the scan.
+    pub(crate) fn table(
+        &self,
+        rule: usize,
+        build: impl FnOnce() -> Option<Table>,
+    ) -> Option<&Table> {
+        match self {
+            Target::One(_) => None,
+            Target::Set(s) => s.tables.get(rule)?.get_or_init(build).as_ref(),
+        }
+    }
+
+    /// How many groups.
+    pub(crate) fn group_count(&self) -> usize {
+        match self {
+            Target::One(_) => 1,
+            Target::Set(s) => s.ends.len(),
+        }
+    }
+
+    /// Group `g` (in the order [`Target::groups`] gives them); empty past the last.
+    pub(crate) fn group(&self, g: usize) -> &[usize] {
+        match self {
+            Target::One(i) if g == 0 => std::slice::from_ref(i),
+            Target::One(_) => &[],
+            Target::Set(s) => {
+                let start = match g.checked_sub(1) {
+                    Some(before) => s.ends.get(before).copied().unwrap_or(usize::MAX),
+                    None => 0,
+                };
+                let end = s.ends.get(g).copied().unwrap_or(0);
+                s.grouped.get(start..end).unwrap_or_default()
+            }
         }
     }
 
@@ -110,6 +157,8 @@ enum Entry {
 pub(crate) struct Sets {
     /// By deployment: its class. Deployments of one class are alike to every rule.
     class_of: Vec<usize>,
+    /// How many rules every policy has together.
+    rules: usize,
     /// `auto` for chat, and for embeddings.
     auto: [Target; 2],
     /// Model ids, served names and deployment names.
@@ -136,16 +185,18 @@ impl Sets {
                 .filter(|(_, d)| !d.model.test_only && d.model.task == task)
                 .map(|(i, _)| i)
                 .collect();
-            Target::Set(Arc::new(Set::of(members, &class_of)))
+            Target::Set(Arc::new(Set::of(members, &class_of, rules.len())))
         });
         let named = snapshot
             .routes()
             .map(|(name, route)| {
                 let entry = match route {
                     Route::Deployment(i) => Entry::Target(Target::One(*i)),
-                    Route::Model(idx) => {
-                        Entry::Target(Target::Set(Arc::new(Set::of(idx.clone(), &class_of))))
-                    }
+                    Route::Model(idx) => Entry::Target(Target::Set(Arc::new(Set::of(
+                        idx.clone(),
+                        &class_of,
+                        rules.len(),
+                    )))),
                     Route::Auto => Entry::Auto,
                 };
                 (name.to_owned(), entry)
@@ -153,6 +204,7 @@ impl Sets {
             .collect();
         Sets {
             class_of,
+            rules: rules.len(),
             auto,
             named,
         }
@@ -160,7 +212,7 @@ impl Sets {
 
     /// An alias's deployments (ascending), grouped.
     pub(crate) fn grouped(&self, members: Vec<usize>) -> Target {
-        Target::Set(Arc::new(Set::of(members, &self.class_of)))
+        Target::Set(Arc::new(Set::of(members, &self.class_of, self.rules)))
     }
 
     /// What `name` stands for, for a request of `task`.

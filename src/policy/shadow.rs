@@ -115,10 +115,10 @@ pub fn shadow(
             .name
             .clone(),
     };
-    let live_first = live.ok().and_then(|d| d.candidates.first().copied());
+    let live_first = live.ok().and_then(|d| d.candidates.first());
     let (rule, refused, first) = match decide_under(ask, snapshot, p) {
         Ok(d) => {
-            let first = d.candidates.first().copied();
+            let first = d.candidates.first();
             (Some(d.rule), None, first.map(|i| (d.compiled, i)))
         }
         Err(Undecided::Refused(all)) => (Some(all.rule), Some(main_reason(&all.by_kind)), None),
