@@ -93,6 +93,26 @@ impl Memo {
 /// window, and its worst-case price. What they read of `d` (model, price, whether it is
 /// OpenAI's) is what its whole group shares; only the built-in tool's refusal names `d`.
 pub(super) fn request_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> Option<Checked> {
+    let tokens = match model_check(ask, d) {
+        Ok(tokens) => tokens,
+        Err(c) => return Some(c),
+    };
+    let cap = rule.per_request_cap?;
+    let prompt = tokens.unwrap_or_else(|| ask.prompt.tokens(&d.model));
+    let (cost, worst_out) = request_worst_case(d, prompt, ask.max_output, ask.needs.choices);
+    over_cap(cap, cost, prompt, worst_out)
+}
+
+/// The checks that read only the model and whether the deployment is OpenAI's: what the
+/// request needs of the model, and whether it fits the context window. The prompt's tokens, if
+/// they had to be counted.
+pub(super) fn model_check(ask: &Ask, d: &Deployment) -> Result<Option<u64>, Checked> {
+    let refused = |kind, detail| {
+        Err(Checked::Same(Refusal {
+            kind,
+            detail: Arc::from(detail),
+        }))
+    };
     let m = &d.model;
     let caps = &m.capabilities;
     let task = task_of(ask.endpoint);
@@ -102,10 +122,10 @@ pub(super) fn request_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> O
         } else {
             "not an embedding model"
         };
-        return refusal(RefusalKind::Capability, format!("model {} is {what}", m.id));
+        return refused(RefusalKind::Capability, format!("model {} is {what}", m.id));
     }
     if ask.needs.tools && !caps.tools {
-        return refusal(
+        return refused(
             RefusalKind::Capability,
             format!("model {} has no tool calls and the request has tools", m.id),
         );
@@ -113,10 +133,10 @@ pub(super) fn request_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> O
     if let Some(tool) = ask.needs.hosted_tool
         && d.endpoint.kind != crate::config::spec::Kind::Openai
     {
-        return Some(Checked::Hosted(tool));
+        return Err(Checked::Hosted(tool));
     }
     if ask.needs.vision && !caps.vision {
-        return refusal(
+        return refused(
             RefusalKind::Capability,
             format!("model {} takes no images and the request has some", m.id),
         );
@@ -125,37 +145,28 @@ pub(super) fn request_check(rule: &CompiledRule, ask: &Ask, d: &Deployment) -> O
     let out = u64::from(ask.max_output.unwrap_or(1));
     // Byte-level tokenizers make at most one token per byte: small prompts fit without counting.
     let bound = ask.prompt.bytes() as u64;
-    let mut tokens = None;
-    if bound + out > window {
-        let t = ask.prompt.tokens(m);
-        tokens = Some(t);
-        if t + out > window {
-            return refusal(
-                RefusalKind::Context,
-                format!(
-                    "about {t} prompt tokens and {out} of output do not fit a context window of {window}"
-                ),
-            );
-        }
+    if bound + out <= window {
+        return Ok(None);
     }
-    if let Some(cap) = rule.per_request_cap {
-        let prompt = tokens.unwrap_or_else(|| ask.prompt.tokens(m));
-        let (cost, worst_out) = request_worst_case(d, prompt, ask.max_output, ask.needs.choices);
-        if cost > cap {
-            return refusal(
-                RefusalKind::Price,
-                format!(
-                    "this request may cost up to ${cost:.6} ({prompt} prompt tokens, {worst_out} output tokens), over the cap of ${cap}"
-                ),
-            );
-        }
+    let t = ask.prompt.tokens(m);
+    if t + out > window {
+        return refused(
+            RefusalKind::Context,
+            format!(
+                "about {t} prompt tokens and {out} of output do not fit a context window of {window}"
+            ),
+        );
     }
-    None
+    Ok(Some(t))
 }
 
-fn refusal(kind: RefusalKind, detail: String) -> Option<Checked> {
-    Some(Checked::Same(Refusal {
-        kind,
-        detail: Arc::from(detail),
+/// The price cap's refusal of a request that may cost `cost` (`prompt` and `worst_out`
+/// tokens), if over `cap`.
+pub(super) fn over_cap(cap: f64, cost: f64, prompt: u64, worst_out: u64) -> Option<Checked> {
+    (cost > cap).then(|| Checked::Same(Refusal {
+        kind: RefusalKind::Price,
+        detail: Arc::from(format!(
+            "this request may cost up to ${cost:.6} ({prompt} prompt tokens, {worst_out} output tokens), over the cap of ${cap}"
+        )),
     }))
 }

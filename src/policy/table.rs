@@ -3,18 +3,19 @@
 //! request is worked out once per set and rule, on first use: its static refusal, and its key
 //! but for the request's cost (listed position, place, openness, position). A request then
 //! checks each model once (the checks read only the model and whether the deployment is
-//! OpenAI's), prices each allowed group and selects the first few (see [`super::rank::Ranked`]).
-//! Rules this cannot serve (a price cap, which reads each price; weights or observed latency,
-//! which rank deployments one by one; a base rule beside the labels' rule) take the scan.
+//! OpenAI's), prices each allowed group (against the rule's price cap, and for ranking) and
+//! selects the first few (see [`super::rank::Ranked`]). Rules this cannot serve (weights or
+//! observed latency, which rank deployments one by one; a base rule beside the labels' rule)
+//! take the scan.
 
 use std::sync::Arc;
 
-use super::check::request_check;
+use super::check::{model_check, over_cap};
 use super::compile::{CompiledRule, RefusalKind};
 use super::decision::Checked;
 use super::rank::{self, GROUP_BITS, Ranked};
 use super::sets::Target;
-use super::{Ask, Refused};
+use super::{Ask, Refused, worst_output};
 use crate::catalog::Model;
 use crate::config::Deployment;
 use crate::config::policies::spec::Preference;
@@ -58,7 +59,7 @@ impl Table {
         class_of: impl Fn(usize) -> Option<usize>,
         target: &Target,
     ) -> Option<Table> {
-        if rule.per_request_cap.is_some() || !rank::by_group(rule) {
+        if !rank::by_group(rule) {
             return None;
         }
         let widths: u32 = rule
@@ -143,10 +144,21 @@ impl Table {
         deployments: &[Arc<Deployment>],
         target: &Target,
     ) -> (Option<Ranked>, Refused, Vec<(usize, Checked)>) {
-        let verdicts: Vec<Option<Checked>> = self
+        let cap = rule.per_request_cap;
+        // By kind of model: its refusal, else the tokens its price cap counts.
+        let verdicts: Vec<Result<(u64, u64), Checked>> = self
             .checked
             .iter()
-            .map(|&i| deployments.get(i).and_then(|d| request_check(rule, ask, d)))
+            .filter_map(|&i| deployments.get(i))
+            .map(|d| {
+                let tokens = model_check(ask, d)?;
+                if cap.is_none() {
+                    return Ok((0, 0));
+                }
+                let prompt = tokens.unwrap_or_else(|| ask.prompt.tokens(&d.model));
+                let choices = u64::from(ask.needs.choices.unwrap_or(1));
+                Ok((prompt, worst_output(d, prompt, ask.max_output) * choices))
+            })
             .collect();
         let mut refused = Refused {
             by_kind: self.fixed,
@@ -157,11 +169,22 @@ impl Table {
         let mut keyed: Vec<u128> = Vec::with_capacity(self.allowed.len());
         let mut total = 0;
         for g in &self.allowed {
-            if let Some(Some(c)) = verdicts.get(g.check) {
+            let refusal = match (verdicts.get(g.check), cap) {
+                (Some(Err(c)), _) => Some(c.clone()),
+                (Some(Ok((prompt, out))), Some(cap)) => {
+                    // As `request_worst_case` computes it: the cap refuses what the scan does.
+                    let cost = (*prompt as f64 * g.price[0] + *out as f64 * g.price[1]) / 1e6;
+                    over_cap(cap, cost, *prompt, *out)
+                }
+                (Some(Ok(_)), None) => None,
+                // The table is of this snapshot's deployments: every kind was found.
+                (None, _) => continue,
+            };
+            if let Some(c) = refusal {
                 if let Some(n) = refused.by_kind.get_mut(c.kind() as usize) {
                     *n += g.len;
                 }
-                checked.push((g.class, c.clone()));
+                checked.push((g.class, c));
                 continue;
             }
             let mut k = g.key;
