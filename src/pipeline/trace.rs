@@ -96,8 +96,9 @@ pub(super) fn decided(
                         .str("modelgate.rule", &*d.rule)
                         .strs(
                             "modelgate.allowed",
-                            d.candidates().iter().map(|c| c.name.clone()),
+                            d.candidates().ranked().map(|c| c.name.clone()),
                         )
+                        .int("modelgate.allowed.count", d.candidates().len() as i64)
                         .int("modelgate.refused", d.refused_count() as i64);
                     if d.refused_count() > 0 {
                         let listed = d.refused();

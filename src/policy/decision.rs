@@ -212,6 +212,16 @@ impl<'a> Candidates<'a> {
         }
     }
 
+    /// Those ranked when deciding, in order: every one, or with many groups the first few
+    /// (eight groups or more), without ranking the rest.
+    pub fn ranked(&self) -> impl Iterator<Item = &'a Arc<Deployment>> + use<'a> {
+        let deployments = self.deployments;
+        self.ranked
+            .head()
+            .iter()
+            .filter_map(move |&i| deployments.get(i))
+    }
+
     /// Every one, in no particular order: for what holds whichever is tried (a budget's
     /// reservation, the longest timeout), without ranking them all.
     pub fn unordered(&self) -> impl Iterator<Item = &'a Arc<Deployment>> + use<'a> {

@@ -146,19 +146,10 @@ impl Table {
     ) -> (Option<Ranked>, Refused, Vec<(usize, Checked)>) {
         let cap = rule.per_request_cap;
         // By kind of model: its refusal, else the tokens its price cap counts.
-        let verdicts: Vec<Result<(u64, u64), Checked>> = self
+        let verdicts: Vec<Option<Result<(u64, u64), Checked>>> = self
             .checked
             .iter()
-            .filter_map(|&i| deployments.get(i))
-            .map(|d| {
-                let tokens = model_check(ask, d)?;
-                if cap.is_none() {
-                    return Ok((0, 0));
-                }
-                let prompt = tokens.unwrap_or_else(|| ask.prompt.tokens(&d.model));
-                let choices = u64::from(ask.needs.choices.unwrap_or(1));
-                Ok((prompt, worst_output(d, prompt, ask.max_output) * choices))
-            })
+            .map(|&i| deployments.get(i).map(|d| verdict(d, ask, cap)))
             .collect();
         let mut refused = Refused {
             by_kind: self.fixed,
@@ -170,15 +161,16 @@ impl Table {
         let mut total = 0;
         for g in &self.allowed {
             let refusal = match (verdicts.get(g.check), cap) {
-                (Some(Err(c)), _) => Some(c.clone()),
-                (Some(Ok((prompt, out))), Some(cap)) => {
+                (Some(Some(Err(c))), _) => Some(c.clone()),
+                (Some(Some(Ok((prompt, out)))), Some(cap)) => {
                     // As `request_worst_case` computes it: the cap refuses what the scan does.
                     let cost = (*prompt as f64 * g.price[0] + *out as f64 * g.price[1]) / 1e6;
                     over_cap(cap, cost, *prompt, *out)
                 }
-                (Some(Ok(_)), None) => None,
-                // The table is of this snapshot's deployments: every kind was found.
-                (None, _) => continue,
+                (Some(Some(Ok(_))), None) => None,
+                // The table is of this snapshot's deployments: every kind is found, and a
+                // group whose deployment is not is skipped, as the scan skips it.
+                (Some(None) | None, _) => continue,
             };
             if let Some(c) = refusal {
                 if let Some(n) = refused.by_kind.get_mut(c.kind() as usize) {
@@ -199,4 +191,16 @@ impl Table {
         let ranked = (!keyed.is_empty()).then(|| rank::select(keyed, target, total));
         (ranked, refused, checked)
     }
+}
+
+/// What the checks say of a kind of model (`d` one of it): its refusal, else the prompt tokens
+/// and the longest output its price cap counts (none without a cap).
+fn verdict(d: &Deployment, ask: &Ask, cap: Option<f64>) -> Result<(u64, u64), Checked> {
+    let tokens = model_check(ask, d)?;
+    if cap.is_none() {
+        return Ok((0, 0));
+    }
+    let prompt = tokens.unwrap_or_else(|| ask.prompt.tokens(&d.model));
+    let choices = u64::from(ask.needs.choices.unwrap_or(1));
+    Ok((prompt, worst_output(d, prompt, ask.max_output) * choices))
 }

@@ -119,10 +119,29 @@ fn scan(ask: &Ask, snapshot: &Routing) -> Result<Outcome, String> {
 
 fn grouped(ask: &Ask, snapshot: &Routing) -> Result<Outcome, String> {
     let d = decide(ask, snapshot).map_err(|e| format!("{e:?}"))?;
+    let candidates: Vec<String> = d.candidates().iter().map(|c| c.name.clone()).collect();
+    // Read unordered (what a reservation reads) or ranked so far (what a trace lists), the
+    // same deployments: all of them, or the first of them.
+    let mut all = candidates.clone();
+    let mut unordered: Vec<String> = d.candidates().unordered().map(|c| c.name.clone()).collect();
+    all.sort();
+    unordered.sort();
+    let ranked: Vec<String> = d.candidates().ranked().map(|c| c.name.clone()).collect();
+    if unordered != all
+        || d.candidates().len() != all.len()
+        || d.candidates().iter().len() != all.len()
+        || !candidates.starts_with(&ranked)
+        || ranked.is_empty()
+    {
+        return Err(format!(
+            "candidates read three ways differ: {candidates:?}, unordered {unordered:?}, ranked {ranked:?}, len {}",
+            d.candidates().len()
+        ));
+    }
     Ok(Outcome {
         rule: d.rule.to_string(),
         base_rule: d.base_rule.as_deref().map(str::to_owned),
-        candidates: d.candidates().iter().map(|c| c.name.clone()).collect(),
+        candidates,
         held_back: d.held_back,
         refused: d
             .refused()
@@ -346,11 +365,17 @@ fn check(w: &World, x: &Extra) -> Result<(), TestCaseError> {
         .collect();
     let r = &w.request;
     for model in &names {
-        for (caller, endpoint, hosted) in [
-            (&anonymous, EndpointName::ChatCompletions, None),
-            (&keyed, EndpointName::ChatCompletions, None),
-            (&anonymous, EndpointName::Responses, Some("web_search")),
-            (&anonymous, EndpointName::Embeddings, None),
+        // Several choices (`n`) multiply the worst case a price cap counts.
+        for (caller, endpoint, hosted, choices) in [
+            (&anonymous, EndpointName::ChatCompletions, None, None),
+            (&keyed, EndpointName::ChatCompletions, None, Some(3)),
+            (
+                &anonymous,
+                EndpointName::Responses,
+                Some("web_search"),
+                None,
+            ),
+            (&anonymous, EndpointName::Embeddings, None, None),
         ] {
             let ask = Ask {
                 model,
@@ -360,7 +385,7 @@ fn check(w: &World, x: &Extra) -> Result<(), TestCaseError> {
                 needs: Needs {
                     tools: r.tools,
                     vision: r.vision,
-                    choices: None,
+                    choices,
                     hosted_tool: hosted,
                 },
                 prompt: &super::Bytes(r.prompt),
