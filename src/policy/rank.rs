@@ -242,6 +242,21 @@ fn group_of(k: u128) -> usize {
     (k & ((1 << GROUP_BITS) - 1)) as usize
 }
 
+/// Bits a criterion takes in a packed key.
+pub(super) fn width(p: Preference) -> u32 {
+    match p {
+        Preference::Local => 2,
+        Preference::MostOpen => 3,
+        Preference::Cheapest | Preference::Fastest => 64,
+    }
+}
+
+/// Whether the rule's keys fit one integer: the listed position (16 bits), each criterion,
+/// then the group's position.
+pub(super) fn packs(rule: &CompiledRule) -> bool {
+    rule.prefer.iter().map(|p| width(*p)).sum::<u32>() + 16 + GROUP_BITS <= 128
+}
+
 /// [`rank_groups`] with each group's key packed into one integer (listed position, then each
 /// criterion in as few bits as it has values, then the group's position among the target's),
 /// which compares several times faster than six-word keys; with more than a few groups only
@@ -255,16 +270,7 @@ fn rank_packed(
     groups: &[(usize, &[usize])],
     total: usize,
 ) -> Option<Ranked> {
-    let widths: u32 = rule
-        .prefer
-        .iter()
-        .map(|p| match p {
-            Preference::Local => 2,
-            Preference::MostOpen => 3,
-            Preference::Cheapest | Preference::Fastest => 64,
-        })
-        .sum();
-    if widths + 16 + GROUP_BITS > 128 {
+    if !packs(rule) {
         return None;
     }
     // What every group's cost is computed from, read once.

@@ -62,20 +62,8 @@ impl Table {
         if !rank::by_group(rule) {
             return None;
         }
-        let widths: u32 = rule
-            .prefer
-            .iter()
-            .map(|p| match p {
-                Preference::Local => 2,
-                Preference::MostOpen => 3,
-                Preference::Cheapest | Preference::Fastest => 64,
-            })
-            .sum();
         let by_cost = rule.prefer.iter().filter(|p| **p == Preference::Cheapest);
-        if widths + 16 + GROUP_BITS > 128
-            || by_cost.count() > 1
-            || target.group_count() >= 1 << GROUP_BITS
-        {
+        if !rank::packs(rule) || by_cost.count() > 1 || target.group_count() >= 1 << GROUP_BITS {
             return None;
         }
         let mut table = Table {
@@ -98,15 +86,16 @@ impl Table {
             };
             let (mut k, mut after_cost) = (order, None::<u32>);
             for p in &rule.prefer {
-                let (width, value) = match p {
-                    Preference::Local => (2, d.locality().map_or(2, rank::locality_rank)),
-                    Preference::MostOpen => (3, rank::openness_rank(d)),
+                let value = match p {
+                    Preference::Local => d.locality().map_or(2, rank::locality_rank),
+                    Preference::MostOpen => rank::openness_rank(d),
                     Preference::Cheapest => {
                         after_cost = Some(0);
-                        (64, 0)
+                        0
                     }
                     Preference::Fastest => return None,
                 };
+                let width = rank::width(*p);
                 k = (k << width) | u128::from(value);
                 if *p != Preference::Cheapest
                     && let Some(a) = after_cost.as_mut()
