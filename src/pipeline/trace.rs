@@ -20,17 +20,21 @@ const MAX_REFUSALS: usize = 50;
 /// and a collector refuses a batch with one oversized span.
 const MAX_CONTENT: usize = 16 << 10;
 
-/// `text` cut to [`MAX_CONTENT`] bytes (at a character boundary), and whether it was cut.
-fn capped(mut text: String) -> (String, bool) {
-    if text.len() <= MAX_CONTENT {
-        return (text, false);
+/// Puts a prompt or an answer on the span under `key`, cut to [`MAX_CONTENT`] bytes (at a
+/// character boundary) and marked when cut.
+fn put_content(a: &mut traces::Attributes, key: &str, mut text: String) {
+    let cut = text.len() > MAX_CONTENT;
+    if cut {
+        let mut end = MAX_CONTENT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
-    let mut end = MAX_CONTENT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    a.str(key, text);
+    if cut {
+        a.bool("modelgate.content_truncated", true);
     }
-    text.truncate(end);
-    (text, true)
 }
 
 /// A request's trace, when traces are exported and it is sampled.
@@ -202,13 +206,7 @@ fn content(
     traces::with(trace, |t| {
         t.content = true;
         if let Some(input) = input {
-            let (input, cut) = capped(input);
-            t.attributes(|a| {
-                a.str("gen_ai.input.messages", input);
-                if cut {
-                    a.bool("modelgate.content_truncated", true);
-                }
-            });
+            t.attributes(|a| put_content(a, "gen_ai.input.messages", input));
         }
     });
 }
@@ -230,13 +228,7 @@ pub(super) fn output(trace: &Trace, body: &Bytes) {
             serde_json::to_string(out).ok()
         });
     if let Some(output) = output {
-        let (output, cut) = capped(output);
-        t.attributes(|a| {
-            a.str("gen_ai.output.messages", output);
-            if cut {
-                a.bool("modelgate.content_truncated", true);
-            }
-        });
+        t.attributes(|a| put_content(a, "gen_ai.output.messages", output));
     }
 }
 

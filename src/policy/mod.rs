@@ -481,7 +481,17 @@ pub(crate) fn request_worst_case(
 
 /// The cost of these tokens on `d`.
 pub(crate) fn worst_case_cost(d: &Deployment, prompt_tokens: u64, output_tokens: u64) -> f64 {
-    (prompt_tokens as f64 * d.price.input + output_tokens as f64 * d.price.output) / 1e6
+    cost_at(
+        [d.price.input, d.price.output],
+        prompt_tokens,
+        output_tokens,
+    )
+}
+
+/// The cost of these tokens at `price` (input and output, per million tokens): the one
+/// formula, so that a decision by table prices to the bit what the scan does.
+fn cost_at(price: [f64; 2], prompt_tokens: u64, output_tokens: u64) -> f64 {
+    (prompt_tokens as f64 * price[0] + output_tokens as f64 * price[1]) / 1e6
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::compile::{CompiledRule, RefusalKind};
 use super::decision::Checked;
 use super::rank::{self, GROUP_BITS, Ranked};
 use super::sets::Target;
-use super::{Ask, Refused, worst_output};
+use super::{Ask, Refused, cost_at, worst_output};
 use crate::catalog::Model;
 use crate::config::Deployment;
 use crate::config::policies::spec::Preference;
@@ -152,9 +152,7 @@ impl Table {
             let refusal = match (verdicts.get(g.check), cap) {
                 (Some(Some(Err(c))), _) => Some(c.clone()),
                 (Some(Some(Ok((prompt, out)))), Some(cap)) => {
-                    // As `request_worst_case` computes it: the cap refuses what the scan does.
-                    let cost = (*prompt as f64 * g.price[0] + *out as f64 * g.price[1]) / 1e6;
-                    over_cap(cap, cost, *prompt, *out)
+                    over_cap(cap, cost_at(g.price, *prompt, *out), *prompt, *out)
                 }
                 (Some(Some(Ok(_))), None) => None,
                 // The table is of this snapshot's deployments: every kind is found, and a
@@ -170,8 +168,7 @@ impl Table {
             }
             let mut k = g.key;
             if let Some(shift) = self.cost_shift {
-                // As `worst_case_cost` computes it, to the bit: the scan must rank alike.
-                let cost = (prompt as f64 * g.price[0] + out as f64 * g.price[1]) / 1e6;
+                let cost = cost_at(g.price, prompt, out);
                 k |= u128::from(cost.max(0.0).to_bits()) << shift;
             }
             keyed.push(k);
