@@ -9,6 +9,10 @@ use modelgate::config::keys;
 use modelgate::config::load::{self, Overrides, ProcessEnv};
 use modelgate::telemetry::{self, LogFormat};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let code = run(Cli::parse());
     // Log lines are written by a thread of their own: let it finish before exiting.

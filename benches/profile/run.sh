@@ -5,6 +5,10 @@
 # loading the configuration cancel out). Loopback only; the upstream is a small Python mock.
 #
 #   benches/profile/run.sh target/release/modelgate dhat        # allocations per request
+#
+# dhat sees allocations through malloc only: the gateway's own allocator (mimalloc, the default
+# feature) is invisible to it, so count allocations on a build without it:
+#   cargo build --release --no-default-features && benches/profile/run.sh target/release/modelgate dhat
 #   benches/profile/run.sh target/release/modelgate callgrind   # instructions per request
 #   MODEL=auto DEPLOYMENTS=1000 benches/profile/run.sh BIN callgrind
 #   OTLP=1 benches/profile/run.sh BIN callgrind    # with every request traced (the mock takes the exports)
@@ -52,4 +56,8 @@ total() {
   fi
 }
 a=$(total "$FEW"); b=$(total "$MANY")
-echo "$TOOL: $(( (b - a) / (MANY - FEW) )) per request ($a at $FEW requests, $b at $MANY)"
+per=$(( (b - a) / (MANY - FEW) ))
+echo "$TOOL: $per per request ($a at $FEW requests, $b at $MANY)"
+if [ "$TOOL" = dhat ] && [ "$per" -lt 5 ]; then
+  echo "(too few to be true: this binary allocates through mimalloc; build it with --no-default-features)" >&2
+fi
