@@ -1,5 +1,5 @@
-//! Shared primitives, below everything else: the clock, fresh ids and hex, decimal digits, and
-//! text fit to echo. Nothing here knows about requests, models or configuration.
+//! Shared primitives, below everything else: the clock, fresh ids and hex, decimal digits,
+//! text fit to echo, and JSON read from bytes. Nothing here knows about requests, models or configuration.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +17,16 @@ pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// JSON from bytes, checked for UTF-8 once as a whole: read from bytes, serde_json checks each
+/// string it meets on its own, which costs more than one pass over a small body. Invalid UTF-8
+/// is read from the bytes, for serde_json's own error with its position.
+pub(crate) fn json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
 }
 
 static SEED: OnceLock<u64> = OnceLock::new();

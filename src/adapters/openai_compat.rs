@@ -96,7 +96,7 @@ impl Adapter for OpenAiCompat {
         if native(req, d).is_some() {
             return super::openai_responses::parse(body);
         }
-        let probe: AnswerProbe = serde_json::from_slice(&body)
+        let probe: AnswerProbe = crate::base::json(&body)
             .map_err(|e| AdapterError::InvalidResponse(format!("not a JSON object: {e}")))?;
         if probe.error.is_some() {
             return Err(AdapterError::InvalidResponse(

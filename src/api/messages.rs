@@ -278,7 +278,7 @@ fn tools_of(
 pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestError> {
     check_depth(body, limits.max_depth)?;
     let r: MessagesRequest =
-        serde_json::from_slice(body).map_err(|e| RequestError::Json(e.to_string()))?;
+        crate::base::json(body).map_err(|e| RequestError::Json(e.to_string()))?;
     let max_tokens = r
         .max_tokens
         .ok_or_else(|| RequestError::missing("max_tokens"))?;

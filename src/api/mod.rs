@@ -174,7 +174,7 @@ pub(crate) fn with_model(json: &[u8], model: &str) -> Option<Bytes> {
         #[serde(borrow)]
         model: Option<&'a serde_json::value::RawValue>,
     }
-    let probe: Probe<'_> = serde_json::from_slice(json).ok()?;
+    let probe: Probe<'_> = crate::base::json(json).ok()?;
     let raw = probe.model?.get();
     let start = (raw.as_ptr() as usize).checked_sub(json.as_ptr() as usize)?;
     model_at(json, start..start + raw.len(), model)

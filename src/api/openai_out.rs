@@ -285,7 +285,7 @@ impl Encoder for OpenAiEncoder {
     fn raw(&mut self, data: &[u8], out: &mut BytesMut) {
         if !self.started {
             // Kept for a chunk the gateway may add at the end.
-            if let Ok(h) = serde_json::from_slice::<Head>(data) {
+            if let Ok(h) = crate::base::json::<Head>(data) {
                 self.id = h.id.unwrap_or_default();
                 self.created = h.created.unwrap_or(self.created);
             }

@@ -162,12 +162,14 @@ impl ChatRequest {
     pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestError> {
         check_depth(body, limits.max_depth)?;
         let failed_param = Cell::new(None);
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let parsed = RequestSeed {
-            failed_param: &failed_param,
-        }
-        .deserialize(&mut de)
-        .and_then(|req| de.end().map(|()| req));
+        // One UTF-8 check of the whole body (see `base::json`).
+        let parsed = match std::str::from_utf8(body) {
+            Ok(text) => read_request(&mut serde_json::Deserializer::from_str(text), &failed_param),
+            Err(_) => read_request(
+                &mut serde_json::Deserializer::from_slice(body),
+                &failed_param,
+            ),
+        };
         let req = match parsed {
             Ok(req) => req,
             Err(e) => {
@@ -561,6 +563,16 @@ fn role_name(r: Role) -> &'static str {
         Role::Tool => "tool",
         Role::Function => "function",
     }
+}
+
+/// The request from `de`, which must hold nothing after it.
+fn read_request<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    failed_param: &wire::Failed,
+) -> serde_json::Result<ChatRequest> {
+    let req = RequestSeed { failed_param }.deserialize(&mut *de)?;
+    de.end()?;
+    Ok(req)
 }
 
 /// serde_json appends " at line L column C" to its messages; a client's body is one line.

@@ -85,6 +85,8 @@ pub(crate) struct Match {
 #[derive(Debug)]
 pub(crate) struct CompiledRule {
     pub(crate) name: Arc<str>,
+    /// The name as the answer's `x-modelgate-rule` header (none if it cannot be one).
+    pub(crate) header: Option<HeaderValue>,
     pub(crate) when: Match,
     /// By deployment index: why the request-independent requirements refuse it.
     pub(crate) static_refusal: Vec<Option<Refusal>>,
@@ -154,6 +156,7 @@ impl CompiledRule {
         let m = &r.when;
         CompiledRule {
             name: Arc::from(r.name.as_str()),
+            header: HeaderValue::from_str(&r.name).ok(),
             when: Match {
                 tenants: m.tenants.clone(),
                 keys: m.keys.clone(),

@@ -25,6 +25,7 @@ pub struct Decision {
     pub(crate) trace_content: bool,
     /// The rule that decided.
     pub(crate) rule: Arc<str>,
+    pub(crate) rule_header: Option<HeaderValue>,
     /// The rule matched without the request's labels, when the labels chose another one: both
     /// applied.
     pub(crate) base_rule: Option<Arc<str>>,
@@ -328,6 +329,7 @@ impl Decision {
             notices: false,
             trace_content: false,
             rule: Arc::from("test"),
+            rule_header: Some(HeaderValue::from_static("test")),
             base_rule: None,
             compiled: Arc::new(Policies::over(candidates)),
             candidates: Ranked::all(ranked),

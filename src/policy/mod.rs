@@ -320,6 +320,7 @@ fn decide_under(ask: &Ask, snapshot: &Routing, p: usize) -> Result<Decision, Und
         notices: policy.notices,
         trace_content: policy.trace_content,
         rule: rule.name.clone(),
+        rule_header: rule.header.clone(),
         base_rule: base.map(|b| b.name.clone()),
         compiled: compiled.clone(),
         candidates,

@@ -123,8 +123,8 @@ fn decorate(res: &mut Response<ResponseBody>, d: &Deployment, decision: &Decisio
         h.insert(name.clone(), value.clone());
     }
     h.insert(X_POLICY.clone(), decision.policy_header.clone());
-    if let Ok(v) = HeaderValue::from_str(&decision.rule) {
-        h.insert(X_RULE.clone(), v);
+    if let Some(v) = &decision.rule_header {
+        h.insert(X_RULE.clone(), v.clone());
     }
     // A deployment with `notices` has it among its own headers already.
     if decision.notices

@@ -81,7 +81,7 @@ pub(crate) fn finish_reason(stop: &str) -> FinishReason {
 
 /// A whole Messages answer.
 pub(crate) fn parse(body: &[u8]) -> Result<Completion, AdapterError> {
-    let m: Message = serde_json::from_slice(body)
+    let m: Message = crate::base::json(body)
         .map_err(|e| AdapterError::InvalidResponse(format!("not a Messages answer: {e}")))?;
     let mut text = String::new();
     let mut tool_calls = Vec::new();

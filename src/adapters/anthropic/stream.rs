@@ -86,8 +86,7 @@ impl StreamTranslator for AnthropicStream {
         enc: &mut dyn Encoder,
         out: &mut BytesMut,
     ) -> Result<Flow, StreamFault> {
-        let e: Event =
-            serde_json::from_slice(&ev.data).map_err(|_| StreamFault::invalid("event"))?;
+        let e: Event = crate::base::json(&ev.data).map_err(|_| StreamFault::invalid("event"))?;
         match e.kind.as_str() {
             "message_start" => {
                 let m = e.message.unwrap_or(Value::Null);

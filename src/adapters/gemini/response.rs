@@ -140,7 +140,7 @@ pub(crate) fn call_id(response_id: &str, n: usize) -> String {
 
 /// A whole answer.
 pub(crate) fn parse(body: &[u8], model: &str) -> Result<Completion, AdapterError> {
-    let r: Response = serde_json::from_slice(body)
+    let r: Response = crate::base::json(body)
         .map_err(|e| AdapterError::InvalidResponse(format!("not a Gemini answer: {e}")))?;
     if r.error.is_some() {
         return Err(AdapterError::InvalidResponse(

@@ -56,8 +56,7 @@ impl StreamTranslator for GeminiStream {
         enc: &mut dyn Encoder,
         out: &mut BytesMut,
     ) -> Result<Flow, StreamFault> {
-        let r: Response =
-            serde_json::from_slice(&ev.data).map_err(|_| StreamFault::invalid("event"))?;
+        let r: Response = crate::base::json(&ev.data).map_err(|_| StreamFault::invalid("event"))?;
         if let Some(e) = &r.error {
             let m = e
                 .get("message")

@@ -125,7 +125,7 @@ impl OpenAiStream {
         out: &mut BytesMut,
     ) -> Result<(), StreamFault> {
         let chunk: FullChunk =
-            serde_json::from_slice(data).map_err(|_| StreamFault::invalid("chunk"))?;
+            crate::base::json(data).map_err(|_| StreamFault::invalid("chunk"))?;
         if !self.started {
             self.started = true;
             enc.piece(
@@ -175,7 +175,7 @@ impl StreamTranslator for OpenAiStream {
             return Ok(Flow::Done);
         }
         let probe: ChunkProbe =
-            serde_json::from_slice(&ev.data).map_err(|_| StreamFault::invalid("chunk"))?;
+            crate::base::json(&ev.data).map_err(|_| StreamFault::invalid("chunk"))?;
         if let Some(err) = probe.error {
             let message = error_message(format!("{{\"error\":{}}}", err.get()).as_bytes())
                 .unwrap_or_else(|| "upstream reported an error".into());

@@ -129,7 +129,7 @@ fn invalid(param: &str, message: impl Into<String>) -> RequestError {
 /// Reads a Responses request.
 pub(crate) fn parse(body: &[u8], limits: RequestLimits) -> Result<Parsed, RequestError> {
     check_depth(body, limits.max_depth)?;
-    let w: Wire = serde_json::from_slice(body).map_err(wire_error)?;
+    let w: Wire = crate::base::json(body).map_err(wire_error)?;
     refuse_unserved(&w)?;
     let input = input_of(w.input, w.previous_response_id.is_some(), limits)?;
 
