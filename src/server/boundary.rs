@@ -96,7 +96,8 @@ struct Guard {
     started: Instant,
     request_id: HeaderValue,
     method: http::Method,
-    path: String,
+    /// The request's URI (a shared handle on the bytes hyper read, not a copy).
+    uri: http::Uri,
     done: bool,
 }
 
@@ -112,14 +113,15 @@ impl Guard {
                 .cloned()
                 .unwrap_or(HeaderValue::from_static("-")),
             method: req.method().clone(),
-            path: req.uri().path().to_owned(),
+            uri: req.uri().clone(),
             done: false,
         }
     }
 
     fn answered<R>(&mut self, r: &Response<R>) {
         let exit = r.extensions().get::<Exit>();
-        let endpoint = exit.map_or_else(|| super::app::endpoint_of(&self.path), |e| e.endpoint);
+        let endpoint =
+            exit.map_or_else(|| super::app::endpoint_of(self.uri.path()), |e| e.endpoint);
         let policy = exit.and_then(|e| e.policy.as_deref()).unwrap_or("none");
         let class = status_class(r.status());
         self.finish(endpoint, class, policy);
@@ -134,7 +136,7 @@ impl Guard {
             {
                 line.str("request_id", self.request_id.to_str().unwrap_or("-"))
                     .str("method", self.method.as_str())
-                    .str("path", &crate::base::printable(&self.path))
+                    .str("path", &crate::base::printable(self.uri.path()))
                     .str("endpoint", endpoint)
                     .u64("status", r.status().as_u16().into())
                     .str("error", error)
@@ -158,7 +160,7 @@ impl Drop for Guard {
         if self.done {
             return;
         }
-        let endpoint = super::app::endpoint_of(&self.path);
+        let endpoint = super::app::endpoint_of(self.uri.path());
         let (class, what) = if std::thread::panicking() {
             ("5xx", "request failed: the gateway panicked")
         } else {
@@ -170,7 +172,7 @@ impl Drop for Guard {
         {
             line.str("request_id", self.request_id.to_str().unwrap_or("-"))
                 .str("method", self.method.as_str())
-                .str("path", &crate::base::printable(&self.path))
+                .str("path", &crate::base::printable(self.uri.path()))
                 .str("endpoint", endpoint)
                 .u64("duration_ms", self.started.elapsed().as_millis() as u64);
         }

@@ -153,7 +153,8 @@ async fn send(
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = up.url;
     let headers = request.headers_mut();
-    headers.reserve(up.headers.len() + 2);
+    // Room for all of them, so the map never grows: user agent, hops, host and the dialect's.
+    headers.reserve(up.headers.len() + 3);
     headers.insert(http::header::USER_AGENT, client::USER_AGENT.clone());
     headers.insert(crate::hop::HOPS.clone(), crate::hop::outgoing());
     if let Some(host) = &ep.host {

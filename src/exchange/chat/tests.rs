@@ -207,6 +207,9 @@ fn depth_scan_ignores_brackets_in_strings() {
     assert!(!too_deep(br#"{"a":"[[[[[[[[[[[[","b":[[1]]}"#, 3));
     assert!(too_deep(br#"{"a":[[[1]]]}"#, 3));
     assert!(!too_deep(br#"{"a":"\"[[[["}"#, 2));
+    // More brackets than the limit, in strings and side by side: the scan decides.
+    assert!(!too_deep(br#"{"a":[1],"b":[2],"c":{"d":[3]}}"#, 3));
+    assert!(!too_deep(br#"{"a":"{{{{{{"}"#, 3));
 }
 
 #[test]
@@ -236,4 +239,19 @@ fn escaped_keys_are_understood() {
             .model,
         "m"
     );
+}
+
+#[test]
+fn text_content_is_unescaped_only_when_it_has_escapes() {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"héllo \"you\"\n\u00e9"},{"role":"user","content":"plain é 😀"},{"role":"user","content":""}]}"#;
+    let r = ChatRequest::parse(body.as_bytes(), RequestLimits::default()).unwrap();
+    let texts: Vec<&str> = r
+        .messages
+        .iter()
+        .map(|m| match &m.content {
+            Some(Content::Text(t)) => t.as_str(),
+            _ => panic!("text content"),
+        })
+        .collect();
+    assert_eq!(texts, ["héllo \"you\"\né", "plain é 😀", ""]);
 }

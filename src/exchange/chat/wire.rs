@@ -88,6 +88,16 @@ fn push_extra<E: de::Error>(
     Ok(())
 }
 
+/// The request from `de`, which must hold nothing after it.
+pub(super) fn read_request<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    failed_param: &Failed,
+) -> serde_json::Result<ChatRequest> {
+    let req = RequestSeed { failed_param }.deserialize(&mut *de)?;
+    de.end()?;
+    Ok(req)
+}
+
 pub(super) struct RequestSeed<'c> {
     pub(super) failed_param: &'c Failed,
 }
@@ -262,9 +272,12 @@ impl<'de> Visitor<'de> for MessageVisitor {
         let content = match content.flatten() {
             None => None,
             Some(raw) => match raw.get().as_bytes().first() {
-                Some(b'"') => Some(Content::Text(
-                    serde_json::from_str(raw.get()).map_err(de::Error::custom)?,
-                )),
+                // Without escapes the text is what lies between the quotes (the string was
+                // checked when it was read); with them, it is read again to unescape it.
+                Some(b'"') => Some(Content::Text(match raw.get() {
+                    s if !s.contains('\\') && s.len() >= 2 => s[1..s.len() - 1].to_owned(),
+                    s => serde_json::from_str(s).map_err(de::Error::custom)?,
+                })),
                 Some(b'n') => None,
                 Some(b'[') => Some(Content::Parts(raw)),
                 _ => {
