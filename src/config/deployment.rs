@@ -97,8 +97,8 @@ pub struct Deployment {
     pub(crate) discovered_as: Option<String>,
     /// How its model was identified, and from what.
     pub(crate) identity: Arc<crate::catalog::identify::Identity>,
-    /// The response headers that name this deployment, made once.
-    pub(crate) response_headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// The headers of its answers, made once.
+    pub(crate) response_headers: AnswerHeaders,
     /// Its place in its snapshot's deployments: what run-time state about it is kept by.
     pub(crate) index: usize,
     /// Where chat requests go, whole and streamed, parsed once (none for `echo`, or when the
@@ -179,7 +179,7 @@ impl Deployment {
             endpoint,
             price,
             discovered_as: None,
-            response_headers: Vec::new(),
+            response_headers: AnswerHeaders::default(),
             index: 0,
             urls: Arc::default(),
             usage_model: Arc::from(""),
@@ -203,7 +203,7 @@ impl Deployment {
             endpoint,
             price,
             discovered_as: Some(served.to_owned()),
-            response_headers: Vec::new(),
+            response_headers: AnswerHeaders::default(),
             index: 0,
             urls: Arc::default(),
             usage_model: Arc::from(""),
@@ -315,7 +315,7 @@ fn chat_path(kind: Kind, upstream_model: &str, stream: bool) -> Option<String> {
 }
 
 /// The headers that name a deployment on its answers, made once when the snapshot is built.
-fn deployment_headers(d: &Deployment) -> Vec<(http::HeaderName, HeaderValue)> {
+fn deployment_headers(d: &Deployment) -> AnswerHeaders {
     use crate::exchange::headers::{
         X_DEPLOYMENT, X_IDENTIFIED, X_LICENSE, X_LICENSE_NOTICE, X_MODEL, X_OPENNESS, X_PROVIDER,
         X_QUANTIZATION,
@@ -342,7 +342,35 @@ fn deployment_headers(d: &Deployment) -> Vec<(http::HeaderName, HeaderValue)> {
     {
         out.push((X_LICENSE_NOTICE.clone(), v.clone()));
     }
-    out
+    // Cloning a made map costs a copy; inserting a dozen headers per answer costs a hash each.
+    let map = |first: &[(http::HeaderName, &'static str)]| {
+        let mut m = http::HeaderMap::with_capacity(16);
+        for (name, value) in first {
+            m.insert(name.clone(), HeaderValue::from_static(value));
+        }
+        for (name, value) in &out {
+            m.insert(name.clone(), value.clone());
+        }
+        m
+    };
+    use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+    AnswerHeaders {
+        json: map(&[(CONTENT_TYPE, "application/json")]),
+        sse: map(&[
+            (CONTENT_TYPE, "text/event-stream"),
+            (CACHE_CONTROL, "no-cache"),
+            // Proxies in front (nginx and the like) must not buffer the stream.
+            (http::HeaderName::from_static("x-accel-buffering"), "no"),
+        ]),
+    }
+}
+
+/// The headers every answer from a deployment starts with: the content type (and, for a
+/// stream, no caching or buffering on the way), then the ones that name the deployment.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AnswerHeaders {
+    pub(crate) json: http::HeaderMap,
+    pub(crate) sse: http::HeaderMap,
 }
 
 /// The deployment's own price, else the list price for remote deployments, else nothing

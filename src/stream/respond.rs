@@ -28,7 +28,8 @@ pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<Respons
 
 /// A whole JSON answer.
 pub(crate) fn json(body: Bytes, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
-    let mut res = json_response(StatusCode::OK, body);
+    let mut res = Response::new(ResponseBody::full(body));
+    *res.headers_mut() = d.response_headers.json.clone();
     decorate(&mut res, d, decision);
     res
 }
@@ -104,24 +105,14 @@ pub(crate) fn frames(
 
 fn sse(body: ResponseBody, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
     let mut res = Response::new(body);
-    *res.headers_mut() = http::HeaderMap::with_capacity(16);
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Proxies in front (nginx and the like) must not buffer the stream.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    *res.headers_mut() = d.response_headers.sse.clone();
     decorate(&mut res, d, decision);
     res
 }
 
+/// The headers that name the decision, after the deployment's (made with it).
 fn decorate(res: &mut Response<ResponseBody>, d: &Deployment, decision: &Decision) {
     let h = res.headers_mut();
-    for (name, value) in &d.response_headers {
-        h.insert(name.clone(), value.clone());
-    }
     h.insert(X_POLICY.clone(), decision.policy_header.clone());
     if let Some(v) = &decision.rule_header {
         h.insert(X_RULE.clone(), v.clone());
