@@ -12,6 +12,8 @@
 #   benches/profile/run.sh target/release/modelgate callgrind   # instructions per request
 #   MODEL=auto DEPLOYMENTS=1000 benches/profile/run.sh BIN callgrind
 #   OTLP=1 benches/profile/run.sh BIN callgrind    # with every request traced (the mock takes the exports)
+#   FLOOR=1 benches/profile/run.sh LOAD_BENCH_BIN callgrind   # the floor (benches/load started
+#                                                  # with --floor), to compare with
 set -euo pipefail
 BIN=$1 TOOL=$2
 FEW=${FEW:-200} MANY=${MANY:-1200} MODEL=${MODEL:-llama-3.1-8b-instruct}
@@ -43,10 +45,17 @@ total() {
   local wrap
   if [ "$TOOL" = dhat ]; then wrap="valgrind --tool=dhat --dhat-out-file=$out.x"
   else wrap="valgrind --tool=callgrind --callgrind-out-file=$out.x"; fi
-  RUST_LOG=warn,modelgate=info $wrap "$BIN" serve --config "$work/modelgate.yaml" \
-    --listen 127.0.0.1:$api --admin-listen 127.0.0.1:$admin >/dev/null 2>"$out.err" & local gw=$!
-  for _ in $(seq 1 300); do grep -q "modelgate is serving" "$out.err" 2>/dev/null && break; sleep 0.2; done
-  python3 "$here/drive.py" $api "$n" "$MODEL" >&2
+  local port=$api
+  if [ "${FLOOR:-0}" = 1 ]; then
+    $wrap "$BIN" --floor 127.0.0.1:$up >"$out.out" 2>"$out.err" & local gw=$!
+    for _ in $(seq 1 300); do grep -q "floor listening" "$out.out" 2>/dev/null && break; sleep 0.2; done
+    port=$(sed -n 's/.*listening .*:\([0-9]*\)$/\1/p' "$out.out")
+  else
+    RUST_LOG=warn,modelgate=info $wrap "$BIN" serve --config "$work/modelgate.yaml" \
+      --listen 127.0.0.1:$api --admin-listen 127.0.0.1:$admin >/dev/null 2>"$out.err" & local gw=$!
+    for _ in $(seq 1 300); do grep -q "modelgate is serving" "$out.err" 2>/dev/null && break; sleep 0.2; done
+  fi
+  python3 "$here/drive.py" $port "$n" "$MODEL" >&2
   kill -TERM $gw; wait $gw || true
   kill $mock; wait $mock 2>/dev/null || true
   if [ "$TOOL" = dhat ]; then
