@@ -1,5 +1,6 @@
 //! Shared primitives, below everything else: the clock, fresh ids and hex, decimal digits,
-//! text fit to echo, and JSON read from bytes. Nothing here knows about requests, models or configuration.
+//! text fit to echo, and JSON read from bytes. Nothing here knows about requests, models or
+//! configuration.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -314,12 +314,13 @@ fn chat_path(kind: Kind, upstream_model: &str, stream: bool) -> Option<String> {
     })
 }
 
-/// The headers that name a deployment on its answers, made once when the snapshot is built.
+/// The headers a deployment's answers start with, made once when the snapshot is built.
 fn deployment_headers(d: &Deployment) -> AnswerHeaders {
     use crate::exchange::headers::{
         X_DEPLOYMENT, X_IDENTIFIED, X_LICENSE, X_LICENSE_NOTICE, X_MODEL, X_OPENNESS, X_PROVIDER,
         X_QUANTIZATION,
     };
+    use http::header::{CACHE_CONTROL, CONTENT_TYPE};
     let mut out = Vec::with_capacity(8);
     for (name, value) in [
         (&X_MODEL, d.model.id.as_str()),
@@ -353,7 +354,6 @@ fn deployment_headers(d: &Deployment) -> AnswerHeaders {
         }
         m
     };
-    use http::header::{CACHE_CONTROL, CONTENT_TYPE};
     AnswerHeaders {
         json: map(&[(CONTENT_TYPE, "application/json")]),
         sse: map(&[

@@ -25,6 +25,7 @@ pub struct Decision {
     pub(crate) trace_content: bool,
     /// The rule that decided.
     pub(crate) rule: Arc<str>,
+    /// `rule` as the answer's `x-modelgate-rule` value, made with the policy.
     pub(crate) rule_header: Option<HeaderValue>,
     /// The rule matched without the request's labels, when the labels chose another one: both
     /// applied.
