@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 pub(crate) mod app;
 pub(crate) mod boundary;
+mod pacemaker;
 pub mod reload;
 pub(crate) mod request_id;
 pub(crate) mod shutdown;
@@ -99,6 +100,9 @@ pub async fn start_with_env(
     let _ = tokio::time::timeout(Duration::from_secs(2), state.discover()).await;
     tokio::spawn(reload::watch(state.clone()));
     tokio::spawn(reload::discovery(state.clone()));
+    tokio::spawn(pacemaker::run(pacemaker::period(
+        settings.header_read_timeout,
+    )));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (deadline_tx, deadline_rx) = watch::channel(false);
