@@ -106,6 +106,9 @@ pub struct Deployment {
     urls: Arc<Urls>,
     /// The model its usage is recorded under (its metrics' `model` label).
     pub(crate) usage_model: Arc<str>,
+    /// Its fields of a request's log line (name, model, provider, openness, license), written
+    /// by the first line that names it, in the format then installed, and copied after.
+    pub(crate) log_fields: std::sync::OnceLock<Box<str>>,
 }
 
 impl Deployment {
@@ -183,6 +186,7 @@ impl Deployment {
             index: 0,
             urls: Arc::default(),
             usage_model: Arc::from(""),
+            log_fields: std::sync::OnceLock::new(),
         }
         .prepared()
     }
@@ -207,6 +211,7 @@ impl Deployment {
             index: 0,
             urls: Arc::default(),
             usage_model: Arc::from(""),
+            log_fields: std::sync::OnceLock::new(),
         }
         .prepared()
     }
@@ -249,6 +254,7 @@ impl Deployment {
             count_tokens: at("/messages/count_tokens"),
         });
         self.usage_model = Arc::from(self.metric_names().1);
+        self.log_fields = std::sync::OnceLock::new();
         self
     }
 

@@ -31,6 +31,8 @@ pub(crate) struct Metrics {
     registry: Registry,
     pub(crate) requests: IntCounterVec,
     pub(crate) request_duration: HistogramVec,
+    /// Its series, looked up once.
+    pub(crate) durations: series::Durations,
     pub(crate) in_flight: IntGauge,
     pub(crate) open_streams: IntGauge,
     pub(crate) fallbacks: IntCounterVec,
@@ -150,6 +152,13 @@ impl Metrics {
     pub(crate) fn new() -> prometheus::Result<Metrics> {
         let r = Registry::new();
         static IDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let request_duration = histogram(
+            &r,
+            "modelgate_request_duration_seconds",
+            "Time from request to the end of the answer (streams included), by endpoint.",
+            &["endpoint", "stream"],
+            DURATION_BUCKETS,
+        )?;
         let m = Metrics {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             requests: counter(
@@ -158,13 +167,8 @@ impl Metrics {
                 "Requests answered, by endpoint, status class and policy.",
                 &["endpoint", "status_class", "policy"],
             )?,
-            request_duration: histogram(
-                &r,
-                "modelgate_request_duration_seconds",
-                "Time from request to the end of the answer (streams included), by endpoint.",
-                &["endpoint", "stream"],
-                DURATION_BUCKETS,
-            )?,
+            durations: series::Durations::of(&request_duration),
+            request_duration,
             in_flight: gauge(
                 &r,
                 "modelgate_in_flight_requests",

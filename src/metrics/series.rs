@@ -5,11 +5,42 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use prometheus::Histogram;
+use prometheus::{Histogram, HistogramVec};
 
 use super::{Metrics, model_labels};
 use crate::config::Deployment;
 use crate::exchange::Usage;
+use crate::policy::EndpointName;
+
+/// `modelgate_request_duration_seconds`' series, by endpoint and whether the answer streamed:
+/// eight, known at start, so no request hashes their labels.
+pub(crate) struct Durations([[Histogram; 2]; 4]);
+
+const DURATION_ENDPOINTS: [EndpointName; 4] = [
+    EndpointName::ChatCompletions,
+    EndpointName::Messages,
+    EndpointName::Embeddings,
+    EndpointName::Responses,
+];
+
+impl Durations {
+    pub(super) fn of(family: &HistogramVec) -> Durations {
+        Durations(DURATION_ENDPOINTS.map(|e| {
+            ["false", "true"].map(|stream| family.with_label_values(&[e.as_str(), stream]))
+        }))
+    }
+
+    pub(crate) fn get(&self, endpoint: EndpointName, stream: bool) -> &Histogram {
+        // The order of DURATION_ENDPOINTS.
+        let i = match endpoint {
+            EndpointName::ChatCompletions => 0,
+            EndpointName::Messages => 1,
+            EndpointName::Embeddings => 2,
+            EndpointName::Responses => 3,
+        };
+        &self.0[i][usize::from(stream)]
+    }
+}
 
 impl Metrics {
     /// A deployment's series for an operation, resolved once per deployment (labels hashed
@@ -127,4 +158,27 @@ pub(crate) struct Series {
     pub(crate) genai_tokens_in: Histogram,
     pub(crate) genai_tokens_out: Histogram,
     pub(crate) genai_duration: Histogram,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_duration_is_the_series_its_labels_name() {
+        let m = Metrics::new().unwrap();
+        for (n, e) in DURATION_ENDPOINTS.into_iter().enumerate() {
+            for stream in [false, true] {
+                for _ in 0..=n {
+                    m.durations.get(e, stream).observe(0.1);
+                }
+                let labels = [e.as_str(), if stream { "true" } else { "false" }];
+                let count = m
+                    .request_duration
+                    .with_label_values(&labels)
+                    .get_sample_count();
+                assert_eq!(count, n as u64 + 1, "{labels:?}");
+            }
+        }
+    }
 }

@@ -109,11 +109,8 @@ impl Record {
                 took,
             },
         );
-        m.request_duration
-            .with_label_values(&[
-                self.endpoint.as_str(),
-                if stream.is_some() { "true" } else { "false" },
-            ])
+        m.durations
+            .get(self.endpoint, stream.is_some())
             .observe(took.as_secs_f64());
         if tracing::enabled!(tracing::Level::INFO)
             && let Some(mut line) = crate::telemetry::info_line("request served")
@@ -129,18 +126,20 @@ impl Record {
             for (name, value) in self.shadow.iter().flat_map(shadow_fields) {
                 line.str(name, value);
             }
-            line.str("deployment", d.name.as_str())
-                .str("model", d.model.id.as_str())
-                .str("provider", d.endpoint.provider.as_str())
-                .str("openness", d.model.openness.as_str())
-                .str("license", d.model.license.id.as_str())
-                .u64("attempts", self.attempts as u64)
-                .str("stream", stream.map_or("-", EndReason::as_str))
-                .u64("prompt_tokens", usage.prompt_tokens)
-                .u64("completion_tokens", usage.completion_tokens)
-                .bool("tokens_estimated", usage.estimated)
-                .f64("cost_usd", cost)
-                .u64("duration_ms", took.as_millis() as u64);
+            line.fixed(&d.log_fields, |f| {
+                f.str("deployment", d.name.as_str())
+                    .str("model", d.model.id.as_str())
+                    .str("provider", d.endpoint.provider.as_str())
+                    .str("openness", d.model.openness.as_str())
+                    .str("license", d.model.license.id.as_str());
+            })
+            .u64("attempts", self.attempts as u64)
+            .str("stream", stream.map_or("-", EndReason::as_str))
+            .u64("prompt_tokens", usage.prompt_tokens)
+            .u64("completion_tokens", usage.completion_tokens)
+            .bool("tokens_estimated", usage.estimated)
+            .f64("cost_usd", cost)
+            .u64("duration_ms", took.as_millis() as u64);
         }
         cost
     }

@@ -9,6 +9,7 @@
 //! request id anyway.
 
 use std::fmt::Write;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use tracing::Level;
@@ -96,6 +97,29 @@ impl Fields {
     pub(crate) fn bool(&mut self, name: &str, value: bool) -> &mut Self {
         self.name(name);
         self.text.push_str(if value { "true" } else { "false" });
+        self
+    }
+
+    /// Fields that read the same on every line they are on (a deployment's), written by `write`
+    /// into `slot` the first time and copied from there after. The format cannot change under
+    /// the slot: it is installed once, before the first line.
+    pub(crate) fn fixed(
+        &mut self,
+        slot: &OnceLock<Box<str>>,
+        write: impl FnOnce(&mut Fields),
+    ) -> &mut Self {
+        let text = slot.get_or_init(|| {
+            let mut fields = Fields {
+                text: String::with_capacity(128),
+                json: self.json,
+            };
+            write(&mut fields);
+            let text = std::mem::take(&mut fields.text).into_boxed_str();
+            // Not a line of its own: nothing to queue.
+            std::mem::forget(fields);
+            text
+        });
+        self.text.push_str(text);
         self
     }
 
@@ -194,6 +218,29 @@ mod tests {
             v.to_string()
         } else {
             line[27..].to_owned()
+        }
+    }
+
+    #[test]
+    fn fixed_fields_are_written_once_and_read_the_same() {
+        for json in [false, true] {
+            let slot = OnceLock::new();
+            let fresh = || Fields {
+                text: String::new(),
+                json,
+            };
+            let (mut a, mut b, mut c) = (fresh(), fresh(), fresh());
+            a.str("deployment", "two words").str("model", "m\"1");
+            b.fixed(&slot, |f| {
+                f.str("deployment", "two words").str("model", "m\"1");
+            });
+            // The slot is filled: what the second writer would write is not asked for.
+            c.fixed(&slot, |_| unreachable!());
+            assert_eq!(a.text, b.text, "json: {json}");
+            assert_eq!(b.text, c.text, "json: {json}");
+            for f in [a, b, c] {
+                std::mem::forget(f);
+            }
         }
     }
 
