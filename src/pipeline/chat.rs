@@ -120,7 +120,9 @@ pub(super) async fn serve_chat(
     let tokens = prompt_estimate
         + u64::from(req.max_output_tokens().unwrap_or(0)) * u64::from(req.n.unwrap_or(1));
     let charge = (!caller.limits.is_empty()).then(|| charge(&req, &decision, tokens));
-    let ticket = opened.admit(ctx, &policy, charge).await?;
+    // Boxed, as the call below: the future of this function holds a pointer to each rather
+    // than the larger of the two, and so do the four that await it.
+    let ticket = Box::pin(opened.admit(ctx, &policy, charge)).await?;
     // ⑤⑥ Call.
     let recheck = opened.recheck(
         ctx,
@@ -166,7 +168,10 @@ pub(super) async fn serve_chat(
         drain: &drain,
     };
     let mut cancelled = Cancelled::new(ctx);
-    let called = upstream::call(&ctx.pools, &decision, &plan, &req, &limits, &setup).await;
+    let called = Box::pin(upstream::call(
+        &ctx.pools, &decision, &plan, &req, &limits, &setup,
+    ))
+    .await;
     cancelled.disarm();
     let served = called.map_err(|e| {
         ctx.metrics.failed_call(&e);

@@ -185,13 +185,21 @@ where
                 Some(e) if !e.allows(authed.request.method()) => {
                     GatewayError::MethodNotAllowed { allow: e.allow() }.into()
                 }
-                Some(Endpoint::ChatCompletions) => pipeline::chat_completions(&ctx, authed).await,
-                Some(Endpoint::Responses) => pipeline::responses::create(&ctx, authed).await,
-                Some(Endpoint::Response) => pipeline::responses::stored(&ctx, authed).await,
-                Some(Endpoint::Messages) => pipeline::messages(&ctx, authed).await,
-                Some(Endpoint::CountTokens) => pipeline::count_tokens(&ctx, authed).await,
-                Some(Endpoint::Embeddings) => pipeline::embeddings(&ctx, authed).await,
-                Some(Endpoint::Usage) => pipeline::usage(authed).await,
+                // Each endpoint's future in a box of its own size: awaited inline, every
+                // request would move (and its box hold) the largest endpoint's, ~6 KiB.
+                Some(Endpoint::ChatCompletions) => {
+                    Box::pin(pipeline::chat_completions(&ctx, authed)).await
+                }
+                Some(Endpoint::Responses) => {
+                    Box::pin(pipeline::responses::create(&ctx, authed)).await
+                }
+                Some(Endpoint::Response) => {
+                    Box::pin(pipeline::responses::stored(&ctx, authed)).await
+                }
+                Some(Endpoint::Messages) => Box::pin(pipeline::messages(&ctx, authed)).await,
+                Some(Endpoint::CountTokens) => Box::pin(pipeline::count_tokens(&ctx, authed)).await,
+                Some(Endpoint::Embeddings) => Box::pin(pipeline::embeddings(&ctx, authed)).await,
+                Some(Endpoint::Usage) => Box::pin(pipeline::usage(authed)).await,
                 Some(Endpoint::Models | Endpoint::Model) => pipeline::models(&authed),
             };
             let mut response = exit(outcome, endpoint);
