@@ -87,7 +87,6 @@ pub(super) async fn serve_chat(
 ) -> Result<Outcome, Failure> {
     let (current, caller, front) = (&opened.current, &opened.caller, opened.front);
     let limits = current.config.limits;
-
     // ④ Decide.
     let needs = Needs {
         tools: req.uses_tools(),
@@ -120,8 +119,7 @@ pub(super) async fn serve_chat(
     let tokens = prompt_estimate
         + u64::from(req.max_output_tokens().unwrap_or(0)) * u64::from(req.n.unwrap_or(1));
     let charge = (!caller.limits.is_empty()).then(|| charge(&req, &decision, tokens));
-    // Boxed, as the call below: the future of this function holds a pointer to each rather
-    // than the larger of the two, and so do the four that await it.
+    // Boxed, as the call: this future (and the four above it) holds pointers, not their size.
     let ticket = Box::pin(opened.admit(ctx, &policy, charge)).await?;
     // ⑤⑥ Call.
     let recheck = opened.recheck(
@@ -162,16 +160,13 @@ pub(super) async fn serve_chat(
             ),
         }
     };
-    let drain = || ctx.deadline();
     let setup = StreamSetup {
         encoder: &encoder,
-        drain: &drain,
+        drain: &|| ctx.deadline(),
     };
     let mut cancelled = Cancelled::new(ctx);
-    let called = Box::pin(upstream::call(
-        &ctx.pools, &decision, &plan, &req, &limits, &setup,
-    ))
-    .await;
+    let call = upstream::call(&ctx.pools, &decision, &plan, &req, &limits, &setup);
+    let called = Box::pin(call).await;
     cancelled.disarm();
     let served = called.map_err(|e| {
         ctx.metrics.failed_call(&e);
