@@ -12,7 +12,10 @@ pub(crate) mod health;
 pub(crate) mod relay;
 pub(crate) mod retry;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -31,6 +34,37 @@ use relay::{Bounds, Deadline, Primed, Relay};
 
 /// Longest upstream error body read, in bytes.
 const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// An attempt's one timer, moved from phase to phase (first byte, then the body or the first
+/// token). Moving it later only extends a registered timer, a store rather than another
+/// registration with the time driver, so an attempt registers one timer whatever its phases.
+type Timer<'a> = Pin<&'a mut tokio::time::Sleep>;
+
+/// A new attempt's timer, set by the first phase.
+fn timer() -> tokio::time::Sleep {
+    tokio::time::sleep(Duration::MAX)
+}
+
+/// `work`, unless `limit` passes first (from now): then a timeout in `phase`.
+async fn within<T>(
+    mut timer: Timer<'_>,
+    limit: Duration,
+    phase: Phase,
+    work: impl Future<Output = Result<T, AttemptError>>,
+) -> Result<T, AttemptError> {
+    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = work.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(AttemptError::Timeout(phase))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
 
 /// An answer from a deployment.
 pub(crate) enum Answer {
@@ -91,7 +125,8 @@ async fn attempt(
         return Ok(echo(d, req));
     };
     let up = traced(adapter.build_request(req, d).map_err(adapter_error)?, trace);
-    let response = send(pools, health, adapter, d, up).await?;
+    let mut timer = std::pin::pin!(timer());
+    let response = send(pools, health, adapter, d, up, timer.as_mut()).await?;
     let t = &d.endpoint.timeouts;
     if req.stream {
         let is_sse = response
@@ -116,13 +151,16 @@ async fn attempt(
             Some((setup.drain)()),
             d.endpoint.masks.clone(),
         );
-        return match relay.prime(t.first_token).await {
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + t.first_token);
+        return match relay.prime(timer).await {
             Primed::Ready => Ok(Answer::Stream(Box::new(relay))),
             Primed::TimedOut => Err(AttemptError::Timeout(Phase::FirstToken)),
             Primed::Failed(why) => Err(AttemptError::Stream(why)),
         };
     }
-    let body = read_capped(response, limits.max_response_bytes, t.total).await?;
+    let body = read_capped(response, limits.max_response_bytes, timer, t.total).await?;
     adapter
         .parse_response(body, req, d)
         .map(Answer::Complete)
@@ -144,6 +182,7 @@ async fn send(
     adapter: &dyn adapters::Adapter,
     d: &Deployment,
     up: adapters::UpstreamRequest,
+    mut timer: Timer<'_>,
 ) -> Result<client::Response, AttemptError> {
     let ep = &d.endpoint;
     let client = pools
@@ -164,12 +203,14 @@ async fn send(
         headers.append(name, value);
     }
     let sent = std::time::Instant::now();
-    let response = match tokio::time::timeout(ep.timeouts.first_byte, client.request(request)).await
-    {
-        Err(_) => return Err(AttemptError::Timeout(Phase::FirstByte)),
-        Ok(Err(e)) => return Err(send_error(&e)),
-        Ok(Ok(r)) => r,
-    };
+    let request = async { client.request(request).await.map_err(|e| send_error(&e)) };
+    let response = within(
+        timer.as_mut(),
+        ep.timeouts.first_byte,
+        Phase::FirstByte,
+        request,
+    )
+    .await?;
     health.observe_first_byte(sent.elapsed());
     let status = response.status();
     if status.is_success() {
@@ -180,7 +221,7 @@ async fn send(
         .get(http::header::RETRY_AFTER)
         .filter(|v| v.len() <= 64)
         .cloned();
-    let body = read_capped(response, MAX_ERROR_BODY as u64, ep.timeouts.total)
+    let body = read_capped(response, MAX_ERROR_BODY as u64, timer, ep.timeouts.total)
         .await
         .unwrap_or_default();
     // Some dialects say how long to wait in the body (Gemini's RetryInfo), not in a header.
@@ -209,10 +250,12 @@ pub(crate) async fn embed(
             adapter.build_embeddings(req, &d).map_err(adapter_error)?,
             plan.trace,
         );
-        let response = send(pools, health, adapter, &d, up).await?;
+        let mut timer = std::pin::pin!(timer());
+        let response = send(pools, health, adapter, &d, up, timer.as_mut()).await?;
         let body = read_capped(
             response,
             limits.max_response_bytes,
+            timer,
             d.endpoint.timeouts.total,
         )
         .await?;
@@ -234,8 +277,15 @@ pub(crate) async fn count_tokens(
         .adapter()
         .ok_or_else(|| AttemptError::Unsupported("no token counting here".into()))?;
     let up = adapter.build_count_tokens(body, d).map_err(adapter_error)?;
-    let response = send(pools, health, adapter, d, up).await?;
-    read_capped(response, MAX_ERROR_BODY as u64, d.endpoint.timeouts.total).await
+    let mut timer = std::pin::pin!(timer());
+    let response = send(pools, health, adapter, d, up, timer.as_mut()).await?;
+    read_capped(
+        response,
+        MAX_ERROR_BODY as u64,
+        timer,
+        d.endpoint.timeouts.total,
+    )
+    .await
 }
 
 fn echo(d: &Deployment, req: &ChatRequest) -> Answer {
@@ -283,6 +333,7 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 async fn read_capped(
     response: client::Response,
     limit: u64,
+    timer: Timer<'_>,
     total: Duration,
 ) -> Result<Bytes, AttemptError> {
     use http_body::Body as _;
@@ -317,7 +368,5 @@ async fn read_capped(
         }
         Ok(first.unwrap_or_else(|| buf.freeze()))
     };
-    tokio::time::timeout(total, read)
-        .await
-        .unwrap_or(Err(AttemptError::Timeout(Phase::Total)))
+    within(timer, total, Phase::Total, read).await
 }

@@ -141,10 +141,8 @@ impl Relay {
     }
 
     /// Reads the upstream until its first content (or its complete end) is ready for the
-    /// client, within `timeout`. Failures before that point are the attempt's.
-    pub(crate) async fn prime(&mut self, timeout: Duration) -> Primed {
-        let limit = tokio::time::sleep(timeout);
-        tokio::pin!(limit);
+    /// client, before `limit` fires. Failures before that point are the attempt's.
+    pub(crate) async fn prime(&mut self, mut limit: Pin<&mut Sleep>) -> Primed {
         loop {
             if self.translator.committed() {
                 self.pending = Some(self.out.split().freeze());
