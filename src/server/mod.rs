@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 pub(crate) mod app;
 pub(crate) mod boundary;
+mod coarse_timer;
 mod pacemaker;
 pub mod reload;
 pub(crate) mod request_id;
@@ -100,9 +101,6 @@ pub async fn start_with_env(
     let _ = tokio::time::timeout(Duration::from_secs(2), state.discover()).await;
     tokio::spawn(reload::watch(state.clone()));
     tokio::spawn(reload::discovery(state.clone()));
-    tokio::spawn(pacemaker::run(pacemaker::period(
-        settings.header_read_timeout,
-    )));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (deadline_tx, deadline_rx) = watch::channel(false);
@@ -189,10 +187,15 @@ async fn serve<A, M>(
     M::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let sweep = Arc::new(coarse_timer::Sweep::default());
+    tokio::spawn(pacemaker::run(
+        pacemaker::period(settings.header_read_timeout),
+        sweep.clone(),
+    ));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(coarse_timer::CoarseTimer(sweep))
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(64 << 10);
     builder
