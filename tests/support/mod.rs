@@ -627,6 +627,8 @@ pub fn temp_dir() -> PathBuf {
         std::process::id(),
         DIRS.fetch_add(1, Ordering::Relaxed)
     ));
+    // A process of the same id (ids are reused) may have left one behind, with its files.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
