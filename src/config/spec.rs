@@ -497,7 +497,8 @@ pub struct ServerSpec {
     /// How long in-flight requests and streams may run after SIGTERM. Default 30s.
     #[serde(default)]
     pub(crate) drain_timeout: Option<Dur>,
-    /// Time a client has to send its request headers. Default 10s.
+    /// Time a client has to send its request headers, enforced to within a tenth of it (at
+    /// most 1s late). Default 10s.
     #[serde(default)]
     pub(crate) header_read_timeout: Option<Dur>,
     /// Most connections open at once on the API listener. Default 10,000.
