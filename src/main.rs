@@ -20,6 +20,32 @@ fn main() -> ExitCode {
     code
 }
 
+/// The runtime: on one thread when the process has one core to run on (a sidecar's usual CPU
+/// limit, or `taskset`), as linkerd2-proxy does. A multi-threaded runtime with a single worker
+/// still pays, on every request, for what only several workers need: hand-offs through shared
+/// queues and their atomics, and its queue tuning's two clock reads per batch of tasks.
+/// `TOKIO_WORKER_THREADS` (tokio's own variable) overrides the count.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .thread_name("modelgate-rt")
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("modelgate-rt")
+            .enable_all()
+            .build()
+    }
+}
+
 fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve {
@@ -31,10 +57,7 @@ fn run(cli: Cli) -> ExitCode {
         } => {
             telemetry::init(log_format, &log_level);
             let origin = config.map_or(Origin::Embedded, Origin::File);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(r) => r,
                 Err(e) => return fail(&format!("cannot start the runtime: {e}")),
             };

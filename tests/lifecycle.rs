@@ -156,6 +156,28 @@ async fn sighup_reloads_the_binary() {
 
 #[tokio::test]
 async fn s01_sigterm_drains_the_streams_in_flight_and_exits_cleanly() {
+    drains_on_sigterm("2").await;
+}
+
+/// On one core (a sidecar's usual limit) the binary runs on one thread, with no worker threads,
+/// and serves and drains as it does on several.
+#[tokio::test]
+async fn on_one_core_the_binary_runs_on_one_thread_and_drains_the_same() {
+    drains_on_sigterm("1").await;
+}
+
+/// The names of a process's threads (the runtime's are `modelgate-rt`).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+/// Twenty streams in flight, SIGTERM, each finishes whole and the process exits cleanly; the
+/// runtime's worker count set as an operator would (`TOKIO_WORKER_THREADS`, tokio's own).
+async fn drains_on_sigterm(threads: &str) {
     let events = chunks("m", "one two three four five six seven eight", false);
     let n = events.len();
     let fake = FakeUpstream::start(
@@ -167,10 +189,22 @@ async fn s01_sigterm_drains_the_streams_in_flight_and_exits_cleanly() {
         None,
     )
     .await;
-    let mut p = Process::start(&format!(
-        "server: {{drain_timeout: 20s}}\nreload: {{poll_interval: 0}}\ndeployments:\n{}",
-        deployment("a", "qwen3-8b", &fake)
-    ));
+    let mut p = Process::start_with(
+        &format!(
+            "server: {{drain_timeout: 20s}}\nreload: {{poll_interval: 0}}\ndeployments:\n{}",
+            deployment("a", "qwen3-8b", &fake)
+        ),
+        &[("TOKIO_WORKER_THREADS", threads)],
+    );
+    let workers = thread_names(p.child.id())
+        .iter()
+        .filter(|n| *n == "modelgate-rt")
+        .count();
+    if threads == "1" {
+        assert_eq!(workers, 0, "{:?}", thread_names(p.child.id()));
+    } else {
+        assert_eq!(workers.to_string(), threads);
+    }
     let body = json!({"model": "qwen3-8b", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let mut streams = Vec::new();
     for _ in 0..20 {

@@ -51,7 +51,8 @@ total() {
     for _ in $(seq 1 300); do grep -q "floor listening" "$out.out" 2>/dev/null && break; sleep 0.2; done
     port=$(sed -n 's/.*listening .*:\([0-9]*\)$/\1/p' "$out.out")
   else
-    RUST_LOG=warn,modelgate=info $wrap "$BIN" serve --config "$work/modelgate.yaml" \
+    # One runtime thread, as on the one core benches/load pins it to (the floor has one worker).
+    TOKIO_WORKER_THREADS=1 RUST_LOG=warn,modelgate=info $wrap "$BIN" serve --config "$work/modelgate.yaml" \
       --listen 127.0.0.1:$api --admin-listen 127.0.0.1:$admin >/dev/null 2>"$out.err" & local gw=$!
     for _ in $(seq 1 300); do grep -q "modelgate is serving" "$out.err" 2>/dev/null && break; sleep 0.2; done
   fi
