@@ -166,7 +166,8 @@ async fn on_one_core_the_binary_runs_on_one_thread_and_drains_the_same() {
     drains_on_sigterm("1").await;
 }
 
-/// The names of a process's threads (the runtime's are `modelgate-rt`).
+/// The names of a process's threads (the runtime's are `modelgate-rt`: its workers, and the
+/// blocking pool's once something is spawned on it, which nothing is before a request).
 fn thread_names(pid: u32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
