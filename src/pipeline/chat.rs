@@ -26,53 +26,68 @@ use crate::upstream::{self, Answer, Plan, Served, StreamSetup};
 use super::admit::{deadline_of, reservation};
 use super::record::{Cancelled, Record};
 use super::responses::Turn;
-use super::{Ctx, Failure, Opened, Outcome, Sent, undecided};
+use super::{Ctx, Failure, Opened, Outcome, Unread, undecided};
 
 /// `POST /v1/chat/completions`: OpenAI's format in and out.
-pub(crate) async fn chat_completions<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+pub(crate) fn chat_completions<B>(
+    ctx: &Arc<Ctx>,
+    authed: Authed<B>,
+) -> impl Future<Output = Outcome>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve(ctx, Front::OpenAi, authed).await
+    serve(ctx, Front::OpenAi, authed)
 }
 
 /// `POST /v1/messages`: Anthropic's format in and out, any dialect behind.
-pub(crate) async fn messages<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+pub(crate) fn messages<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> impl Future<Output = Outcome>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve(ctx, Front::Anthropic, authed).await
+    serve(ctx, Front::Anthropic, authed)
 }
 
-async fn serve<B>(ctx: &Arc<Ctx>, front: Front, authed: Authed<B>) -> Outcome
+/// Not async itself (nor the two above): its future is made already opened, and holds neither
+/// the request nor a copy of the futures it awaits from a level above (see `Opened::open`).
+fn serve<B>(ctx: &Arc<Ctx>, front: Front, authed: Authed<B>) -> impl Future<Output = Outcome>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (opened, sent) = Opened::open(authed, front.endpoint().as_str(), front).await;
-    let result = match sent {
-        Ok(sent) => chat(ctx, &opened, sent).await,
-        Err(f) => Err(f),
-    };
-    opened.exit(result)
-}
-
-async fn chat(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Failure> {
-    let limits = opened.current.config.limits;
-    let request_limits = RequestLimits {
-        max_messages: limits.max_messages,
-        max_depth: limits.max_json_depth,
-    };
-    let req = match opened.front {
-        Front::Anthropic => api::messages::parse(&sent.body, request_limits),
-        Front::OpenAi | Front::Responses => ChatRequest::parse(&sent.body, request_limits),
+    let (opened, unread) = Opened::open(authed, front.endpoint().as_str(), front);
+    async move {
+        let result = match unread {
+            Ok(unread) => chat(ctx, &opened, unread).await,
+            Err(f) => Err(f),
+        };
+        opened.exit(result)
     }
-    .map_err(undecided)?;
-    let labels = super::labels(&sent.headers, req.metadata.as_deref())?;
-    super::trace::keep(&opened.trace, &sent.body);
-    drop(sent);
+}
+
+async fn chat<B>(ctx: &Ctx, opened: &Opened, unread: Unread<B>) -> Result<Outcome, Failure>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // In a block, so that the body and its headers are not kept beside the call's future.
+    let (req, labels) = {
+        let sent = unread.read().await?;
+        let limits = opened.current.config.limits;
+        let request_limits = RequestLimits {
+            max_messages: limits.max_messages,
+            max_depth: limits.max_json_depth,
+        };
+        let req = match opened.front {
+            Front::Anthropic => api::messages::parse(&sent.body, request_limits),
+            Front::OpenAi | Front::Responses => ChatRequest::parse(&sent.body, request_limits),
+        }
+        .map_err(undecided)?;
+        let labels = super::labels(&sent.headers, req.metadata.as_deref())?;
+        super::trace::keep(&opened.trace, &sent.body);
+        (req, labels)
+    };
     serve_chat(ctx, opened, req, labels, None).await
 }
 

@@ -25,9 +25,12 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (opened, sent) = Opened::open(authed, "count_tokens", Front::Anthropic).await;
-    let result = match sent {
-        Ok(sent) => count(ctx, &opened, sent).await,
+    let (opened, unread) = Opened::open(authed, "count_tokens", Front::Anthropic);
+    let result = match unread {
+        Ok(unread) => match unread.read().await {
+            Ok(sent) => count(ctx, &opened, sent).await,
+            Err(f) => Err(f),
+        },
         Err(f) => Err(f),
     };
     opened.exit(result)

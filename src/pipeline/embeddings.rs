@@ -26,9 +26,12 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (opened, sent) = Opened::open(authed, ENDPOINT.as_str(), Front::OpenAi).await;
-    let result = match sent {
-        Ok(sent) => embed(ctx, &opened, sent).await,
+    let (opened, unread) = Opened::open(authed, ENDPOINT.as_str(), Front::OpenAi);
+    let result = match unread {
+        Ok(unread) => match unread.read().await {
+            Ok(sent) => embed(ctx, &opened, sent).await,
+            Err(f) => Err(f),
+        },
         Err(f) => Err(f),
     };
     opened.exit(result)

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Response};
 use tokio::sync::watch;
 
 pub(crate) use chat::{chat_completions, messages};
@@ -125,17 +125,15 @@ struct Sent {
 }
 
 impl Opened {
-    /// Opens a request: notes who asks and when, then checks that it sent JSON and reads its
-    /// body within the configured size and time.
-    async fn open<B>(
+    /// Opens a request: notes who asks and when, and checks that it sent JSON; its body is
+    /// read next (`Unread::read`). Not async, so that the futures of the endpoints hold what
+    /// was opened rather than the request as well (each level of a future holds its arguments
+    /// for as long as it lives, and is copied whole when it is made).
+    fn open<B>(
         authed: Authed<B>,
         endpoint: &'static str,
         front: Front,
-    ) -> (Opened, Result<Sent, Failure>)
-    where
-        B: http_body::Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    ) -> (Opened, Result<Unread<B>, Failure>) {
         let started = Instant::now();
         let Authed {
             caller,
@@ -160,8 +158,17 @@ impl Opened {
             shadow: std::sync::OnceLock::new(),
             trace,
         };
-        let sent = read(request, limits.max_body_bytes, limits.body_read_timeout).await;
-        (opened, sent)
+        let (parts, body) = request.into_parts();
+        let unread = match api::check_json_content_type(&parts.headers) {
+            Ok(()) => Ok(Unread {
+                headers: parts.headers,
+                body,
+                limit: limits.max_body_bytes,
+                within: limits.body_read_timeout,
+            }),
+            Err(e) => Err(undecided(e)),
+        };
+        (opened, unread)
     }
 
     /// The one way out of a model request: an answer as it is, a failure logged with what was
@@ -269,24 +276,33 @@ impl Opened {
 }
 
 /// The headers and JSON body of a request.
-async fn read<B>(
-    request: Request<B>,
+/// A model request whose body is still to be read: its headers (JSON, checked) and its body,
+/// with the size and time it may take.
+struct Unread<B> {
+    headers: HeaderMap,
+    body: B,
     limit: u64,
     within: std::time::Duration,
-) -> Result<Sent, Failure>
+}
+
+impl<B> Unread<B>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (parts, body) = request.into_parts();
-    api::check_json_content_type(&parts.headers).map_err(undecided)?;
-    let body = api::read_body(body, limit, within)
-        .await
-        .map_err(undecided)?;
-    Ok(Sent {
-        headers: parts.headers,
-        body,
-    })
+    /// Reads the body within the configured size and time.
+    async fn read(self) -> Result<Sent, Failure> {
+        let Unread {
+            headers,
+            body,
+            limit,
+            within,
+        } = self;
+        let body = api::read_body(body, limit, within)
+            .await
+            .map_err(undecided)?;
+        Ok(Sent { headers, body })
+    }
 }
 
 /// The labels a request carries in its headers (and, for chat, its metadata).

@@ -104,9 +104,12 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (opened, sent) = Opened::open(authed, "responses", Front::Responses).await;
-    let result = match sent {
-        Ok(sent) => respond(ctx, &opened, sent).await,
+    let (opened, unread) = Opened::open(authed, "responses", Front::Responses);
+    let result = match unread {
+        Ok(unread) => match unread.read().await {
+            Ok(sent) => respond(ctx, &opened, sent).await,
+            Err(f) => Err(f),
+        },
         Err(f) => Err(f),
     };
     opened.exit(result)
