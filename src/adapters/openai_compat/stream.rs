@@ -43,28 +43,68 @@ impl OpenAiStream {
     }
 }
 
+/// What a chunk is read for on every event: read from the event's bytes without a copy of
+/// anything in it (no list of choices, no text) and summed as it is read.
 #[derive(Deserialize)]
-struct ChunkProbe {
+struct ChunkProbe<'a> {
     #[serde(default)]
-    choices: Option<Vec<ChoiceProbe>>,
+    choices: Option<ChoicesProbe>,
     #[serde(default)]
     usage: Option<WireUsage>,
-    #[serde(default)]
-    error: Option<Box<RawValue>>,
+    #[serde(default, borrow)]
+    error: Option<&'a RawValue>,
+}
+
+/// The chunk's choices: how many, the characters of text they carry, and whether any carries
+/// text or a tool call (the answer has begun).
+#[derive(Default)]
+struct ChoicesProbe {
+    count: usize,
+    chars: usize,
+    committed: bool,
+}
+
+impl<'de> Deserialize<'de> for ChoicesProbe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ChoicesProbe;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ChoicesProbe, A::Error> {
+                let mut p = ChoicesProbe::default();
+                while let Some(c) = seq.next_element::<ChoiceProbe<'de>>()? {
+                    p.count += 1;
+                    if let Some(d) = c.delta {
+                        let text = d.content.map_or(0, content_len)
+                            + d.reasoning_content.map_or(0, content_len);
+                        p.chars += text;
+                        p.committed |= text > 0 || d.tool_calls.is_some();
+                    }
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 #[derive(Deserialize)]
-struct ChoiceProbe {
-    #[serde(default)]
-    delta: Option<DeltaProbe>,
+struct ChoiceProbe<'a> {
+    #[serde(default, borrow)]
+    delta: Option<DeltaProbe<'a>>,
 }
 
 #[derive(Deserialize)]
-struct DeltaProbe {
-    #[serde(default)]
-    content: Option<Box<RawValue>>,
-    #[serde(default)]
-    reasoning_content: Option<Box<RawValue>>,
+struct DeltaProbe<'a> {
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<&'a RawValue>,
     #[serde(default)]
     tool_calls: Option<IgnoredAny>,
 }
@@ -182,17 +222,9 @@ impl StreamTranslator for OpenAiStream {
             return Err(StreamFault::reported(message, "upstream_error"));
         }
         let choices = probe.choices.unwrap_or_default();
-        for c in &choices {
-            if let Some(d) = &c.delta {
-                let text = d.content.as_ref().map_or(0, |c| content_len(c))
-                    + d.reasoning_content.as_ref().map_or(0, |c| content_len(c));
-                self.chars += text;
-                if text > 0 || d.tool_calls.is_some() {
-                    self.committed = true;
-                }
-            }
-        }
-        let usage_only = choices.is_empty();
+        self.chars += choices.chars;
+        self.committed |= choices.committed;
+        let usage_only = choices.count == 0;
         if let Some(u) = probe.usage {
             self.usage = Some(u.into());
             if usage_only && (self.strip_usage_chunk || !enc.passthrough()) {
