@@ -30,6 +30,12 @@ pub(crate) fn json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> serde_json
     }
 }
 
+/// A hash map for keys that the configuration or the gateway makes (names, ids, durations), never
+/// for keys a client can choose to insert: FxHash costs a tenth of SipHash on short keys, and
+/// SipHash's defence is against collisions crafted among inserted keys. A client's string may
+/// still be looked up in one.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
+
 static SEED: OnceLock<u64> = OnceLock::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -43,21 +49,29 @@ pub(crate) fn fresh_id() -> String {
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let a = splitmix(seed ^ n);
-    let mut id = String::with_capacity(32);
-    push_hex(&mut id, a);
-    push_hex(&mut id, splitmix(a ^ seed.rotate_left(32)));
-    id
+    let mut id = [0u8; 32];
+    hex_into(&mut id[..16], a);
+    hex_into(&mut id[16..], splitmix(a ^ seed.rotate_left(32)));
+    // Hex digits are ASCII: the check cannot fail.
+    String::from_utf8(id.to_vec()).unwrap_or_default()
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes the low `out.len()` hex digits of `n` into `out`, most significant first.
+fn hex_into(out: &mut [u8], n: u64) {
+    let last = out.len().saturating_sub(1);
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[(n >> ((last - i) * 4)) as usize & 0xf];
+    }
 }
 
 /// Appends `n` as 16 lowercase hex digits: what `{n:016x}` writes, without `format!`'s
 /// machinery on every request.
 pub(crate) fn push_hex(out: &mut String, n: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    out.extend(
-        (0..16)
-            .rev()
-            .map(|i| char::from(DIGITS[(n >> (i * 4)) as usize & 0xf])),
-    );
+    let mut digits = [0u8; 16];
+    hex_into(&mut digits, n);
+    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
 }
 
 fn splitmix(mut z: u64) -> u64 {

@@ -1,6 +1,6 @@
 //! ④ Counters in this process: one lock, held for a few comparisons and additions.
 
-use std::collections::HashMap;
+use crate::base::FastMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ struct Counters {
     month: Stamp,
     month_micros: u64,
     /// Reservations in flight, by ticket: micros, and when the reservation lapses.
-    reserved: HashMap<String, (u64, Instant)>,
+    reserved: FastMap<String, (u64, Instant)>,
 }
 
 impl Counters {
@@ -50,10 +50,10 @@ type UsageKey = (Arc<str>, Arc<str>, &'static str);
 
 #[derive(Default)]
 struct Inner {
-    counters: HashMap<(ScopeKind, Arc<str>), Counters>,
+    counters: FastMap<(ScopeKind, Arc<str>), Counters>,
     /// (tenant, model, openness) → totals of the day and of the month [`Self::usage_day`] and
     /// [`Self::usage_month`]: keys of shared strings, so recording a request allocates nothing.
-    usage: HashMap<UsageKey, (Totals, Totals)>,
+    usage: FastMap<UsageKey, (Totals, Totals)>,
     usage_day: Stamp,
     usage_month: Stamp,
 }

@@ -109,7 +109,7 @@ pub(crate) struct CompiledPolicy {
     /// Its requests' prompts and answers go on their traces.
     pub(crate) trace_content: bool,
     /// Alias name → the deployments of its models, grouped.
-    pub(crate) aliases: HashMap<String, Target>,
+    pub(crate) aliases: crate::base::FastMap<String, Target>,
     pub(crate) rules: Vec<CompiledRule>,
 }
 
@@ -140,7 +140,7 @@ impl CompiledPolicy {
             header: HeaderValue::from_str(&spec.name).unwrap_or(HeaderValue::from_static("-")),
             notices: spec.notices,
             trace_content: spec.trace_content,
-            aliases: HashMap::new(),
+            aliases: crate::base::FastMap::default(),
             rules: spec
                 .rules
                 .iter()

@@ -1,7 +1,6 @@
 //! ④ What a decision reads: a snapshot, its policies compiled against its deployments, and
 //! what has been observed of them at run time (kept by their users, read here).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::compile::{CompiledPolicy, CompiledRule};
@@ -74,7 +73,7 @@ impl AsRef<Routing> for Routing {
 pub(crate) struct Policies {
     /// In the configuration's order: a caller's shadow is a position in it, found at load.
     pub(crate) list: Vec<CompiledPolicy>,
-    by_name: HashMap<String, usize>,
+    by_name: crate::base::FastMap<String, usize>,
     active: usize,
     /// The snapshot's deployments, which a decision names by their position.
     pub(crate) deployments: Vec<Arc<Deployment>>,

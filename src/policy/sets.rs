@@ -162,7 +162,7 @@ pub(crate) struct Sets {
     /// `auto` for chat, and for embeddings.
     auto: [Target; 2],
     /// Model ids, served names and deployment names.
-    named: HashMap<String, Entry>,
+    named: crate::base::FastMap<String, Entry>,
 }
 
 fn task_slot(task: Task) -> usize {

@@ -13,7 +13,6 @@
 //! the process, and are kept across reloads, so a reload that keeps an endpoint keeps its
 //! connections.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Once, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
@@ -56,7 +55,7 @@ pub(crate) static USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("modelgate/", env!("CARGO_PKG_VERSION")));
 
 type Slot<T> = Arc<OnceLock<Result<T, String>>>;
-type Book<T> = RwLock<HashMap<Duration, Slot<T>>>;
+type Book<T> = RwLock<crate::base::FastMap<Duration, Slot<T>>>;
 
 /// The connection pools of one gateway: clients per connect timeout, built on first use.
 /// Owned by the running gateway (two in one process share nothing).
