@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::exchange::RequestError;
-use crate::exchange::chat::{ChatRequest, RequestLimits, check_depth};
+use crate::exchange::chat::{ChatRequest, RequestLimits};
+use crate::exchange::depth::check_depth;
 
 #[derive(Deserialize)]
 struct MessagesRequest {

@@ -11,6 +11,7 @@ use std::cell::Cell;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::depth::check_depth;
 use super::error::RequestError;
 
 /// Top-level fields a client may not set: they would let a request choose an upstream, a key
@@ -44,55 +45,6 @@ impl Default for RequestLimits {
             max_depth: 64,
         }
     }
-}
-
-/// Refuses JSON that nests deeper than `max` (400, code `too_deep`).
-pub(crate) fn check_depth(body: &[u8], max: usize) -> Result<(), RequestError> {
-    if too_deep(body, max) {
-        return Err(RequestError::Invalid {
-            message: format!("the body nests deeper than {max} levels"),
-            param: None,
-            code: "too_deep",
-        });
-    }
-    Ok(())
-}
-
-/// Whether JSON nests deeper than `max`. One pass over the bytes, before any parsing, so that
-/// fields passed through as raw JSON cannot carry a structure that breaks a backend's parser.
-pub(crate) fn too_deep(body: &[u8], max: usize) -> bool {
-    // Depth cannot pass the number of opening brackets: counting them is a vectorised pass,
-    // several times cheaper than the scan below, and settles every body of modest size.
-    if body.iter().filter(|&&b| b == b'[' || b == b'{').count() <= max {
-        return false;
-    }
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in body {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
 }
 
 /// Unknown fields, in the client's order, as raw JSON.

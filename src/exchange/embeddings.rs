@@ -53,7 +53,7 @@ struct Wire {
 
 impl EmbeddingsRequest {
     pub(crate) fn parse(body: &[u8], max_depth: usize) -> Result<EmbeddingsRequest, RequestError> {
-        super::chat::check_depth(body, max_depth)?;
+        super::depth::check_depth(body, max_depth)?;
         let w: Wire =
             serde_json::from_slice(body).map_err(|e| RequestError::Json(e.to_string()))?;
         let model = w

@@ -5,6 +5,7 @@
 
 pub(crate) mod answer;
 pub mod chat;
+pub(crate) mod depth;
 pub mod embeddings;
 pub mod encode;
 pub(crate) mod error;

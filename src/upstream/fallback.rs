@@ -78,16 +78,21 @@ fn now_unix() -> u64 {
 
 /// Why a deployment is not tried now, if it is not: a reload disallowed it, it is ejected,
 /// it asked for a pause, or it is over its own rate limit.
-async fn not_now(plan: &Plan<'_>, d: &Deployment, health: &Health) -> Option<SkipReason> {
+async fn not_now(
+    plan: &Plan<'_>,
+    d: &Deployment,
+    health: &Health,
+    now: Instant,
+) -> Option<SkipReason> {
     if !(plan.allowed)(d) {
         return Some(SkipReason::Reloaded);
     }
     if d.endpoint.breaker.is_some()
-        && let Admit::No(wait) = health.breaker.admit(Instant::now())
+        && let Admit::No(wait) = health.breaker.admit(now)
     {
         return Some(SkipReason::Ejected(wait));
     }
-    if let Some(wait) = health.cooling(Instant::now()) {
+    if let Some(wait) = health.cooling(now) {
         return Some(SkipReason::CoolingDown(wait));
     }
     if let (Some((limiter, tokens)), Some(scope)) = (&plan.gate, &d.endpoint.limits) {
@@ -146,7 +151,9 @@ where
     'candidates: for (i, d) in candidates.iter().enumerate() {
         let last = i + 1 == candidates.len();
         let health = plan.health.of(d);
-        if let Some(reason) = not_now(plan, d, health).await {
+        // One reading of the clock for the checks before the first try.
+        let now = Instant::now();
+        if let Some(reason) = not_now(plan, d, health, now).await {
             trace_skip(plan.trace, d, &reason);
             skipped.push(Skip {
                 deployment: d.clone(),
@@ -154,7 +161,7 @@ where
             });
             continue;
         }
-        health.budget.request(Instant::now());
+        health.budget.request(now);
         let mut tries = 0u32;
         loop {
             if Instant::now() >= plan.deadline {

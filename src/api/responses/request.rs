@@ -6,7 +6,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::exchange::RequestError;
-use crate::exchange::chat::{ChatRequest, RequestLimits, check_depth};
+use crate::exchange::chat::{ChatRequest, RequestLimits};
+use crate::exchange::depth::check_depth;
 
 use super::{item_id, tools};
 
