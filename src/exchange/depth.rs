@@ -29,8 +29,7 @@ fn opening_brackets(body: &[u8]) -> usize {
         .sum()
 }
 
-/// Whether JSON nests deeper than `max`. One pass over the bytes, before any parsing, so that
-/// fields passed through as raw JSON cannot carry a structure that breaks a backend's parser.
+/// Whether JSON nests deeper than `max`, in one pass over the bytes.
 pub(crate) fn too_deep(body: &[u8], max: usize) -> bool {
     // Depth cannot pass the number of opening brackets: counting them is a vectorised pass,
     // several times cheaper than the scan below, and settles every body of modest size.

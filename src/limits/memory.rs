@@ -1,8 +1,9 @@
 //! ④ Counters in this process: one lock, held for a few comparisons and additions.
 
-use crate::base::FastMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
+
+use crate::base::FastMap;
 
 use super::usage::{Period, Totals, UsageEntry, UsageReport};
 use super::window::Stamp;

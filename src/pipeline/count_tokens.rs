@@ -26,11 +26,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (opened, unread) = Opened::open(authed, "count_tokens", Front::Anthropic);
-    let result = match unread {
-        Ok(unread) => match unread.read().await {
-            Ok(sent) => count(ctx, &opened, sent).await,
-            Err(f) => Err(f),
-        },
+    let result = match super::read(unread).await {
+        Ok(sent) => count(ctx, &opened, sent).await,
         Err(f) => Err(f),
     };
     opened.exit(result)

@@ -27,11 +27,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (opened, unread) = Opened::open(authed, ENDPOINT.as_str(), Front::OpenAi);
-    let result = match unread {
-        Ok(unread) => match unread.read().await {
-            Ok(sent) => embed(ctx, &opened, sent).await,
-            Err(f) => Err(f),
-        },
+    let result = match super::read(unread).await {
+        Ok(sent) => embed(ctx, &opened, sent).await,
         Err(f) => Err(f),
     };
     opened.exit(result)

@@ -275,7 +275,6 @@ impl Opened {
     }
 }
 
-/// The headers and JSON body of a request.
 /// A model request whose body is still to be read: its headers (JSON, checked) and its body,
 /// with the size and time it may take.
 struct Unread<B> {
@@ -303,6 +302,15 @@ where
             .map_err(undecided)?;
         Ok(Sent { headers, body })
     }
+}
+
+/// The body of a request that `Opened::open` let through, read; or why it was not.
+async fn read<B>(unread: Result<Unread<B>, Failure>) -> Result<Sent, Failure>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    unread?.read().await
 }
 
 /// The labels a request carries in its headers (and, for chat, its metadata).

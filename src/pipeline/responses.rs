@@ -105,11 +105,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (opened, unread) = Opened::open(authed, "responses", Front::Responses);
-    let result = match unread {
-        Ok(unread) => match unread.read().await {
-            Ok(sent) => respond(ctx, &opened, sent).await,
-            Err(f) => Err(f),
-        },
+    let result = match super::read(unread).await {
+        Ok(sent) => respond(ctx, &opened, sent).await,
         Err(f) => Err(f),
     };
     opened.exit(result)
