@@ -96,26 +96,15 @@ impl Adapter for OpenAiCompat {
         if native(req, d).is_some() {
             return super::openai_responses::parse(body);
         }
-        let probe: AnswerProbe = crate::base::json(&body)
-            .map_err(|e| AdapterError::InvalidResponse(format!("not a JSON object: {e}")))?;
-        if probe.error.is_some() {
-            return Err(AdapterError::InvalidResponse(
-                "an error object in a successful response".into(),
-            ));
+        // One pass finds the fields; serde's derive reads the body only when the pass cannot
+        // vouch for it (and then gives the error it always gave).
+        if let Some(done) = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|text| scanned(text, &body))
+        {
+            return done;
         }
-        if probe.choices.is_none() {
-            return Err(AdapterError::InvalidResponse("missing 'choices'".into()));
-        }
-        let model_at = probe.model.and_then(|raw| {
-            let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-            let end = start + raw.get().len();
-            (end <= body.len()).then_some(start..end)
-        });
-        let usage = probe.usage.map(Usage::from);
-        Ok(Completed {
-            usage,
-            body: AnswerBody::OpenAi(body, model_at),
-        })
+        probed(body)
     }
 
     fn parse_error(&self, status: StatusCode, body: &[u8], d: &Deployment) -> UpstreamFault {
@@ -226,6 +215,61 @@ pub(crate) fn error_type(status: StatusCode) -> ErrorType {
         400..=499 => ErrorType::InvalidRequestError,
         _ => ErrorType::ApiError,
     }
+}
+
+/// A whole answer read through [`crate::exchange::scan`], as the serde probe reads it (`null`
+/// counts as absent); `None` when the scan cannot vouch for the body or `usage` does not read.
+fn scanned(text: &str, body: &Bytes) -> Option<Result<Completed, AdapterError>> {
+    let [model, choices, usage, error] =
+        crate::exchange::scan::fields(text, ["model", "choices", "usage", "error"])?;
+    let present = |r: Option<std::ops::Range<usize>>| r.filter(|r| &text[r.clone()] != "null");
+    if present(error).is_some() {
+        return Some(Err(error_in_success()));
+    }
+    match present(choices) {
+        None => return Some(Err(missing_choices())),
+        // Anything else than an array is serde's to refuse, with its message.
+        Some(r) if !text[r.clone()].starts_with('[') => return None,
+        Some(_) => {}
+    }
+    let usage = match present(usage) {
+        Some(r) => Some(usage::scanned(&text[r])?),
+        None => None,
+    };
+    Some(Ok(Completed {
+        usage,
+        body: AnswerBody::OpenAi(body.clone(), present(model)),
+    }))
+}
+
+/// A whole answer read with serde's derive.
+fn probed(body: Bytes) -> Result<Completed, AdapterError> {
+    let probe: AnswerProbe = crate::base::json(&body)
+        .map_err(|e| AdapterError::InvalidResponse(format!("not a JSON object: {e}")))?;
+    if probe.error.is_some() {
+        return Err(error_in_success());
+    }
+    if probe.choices.is_none() {
+        return Err(missing_choices());
+    }
+    let model_at = probe.model.and_then(|raw| {
+        let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+        let end = start + raw.get().len();
+        (end <= body.len()).then_some(start..end)
+    });
+    let usage = probe.usage.map(Usage::from);
+    Ok(Completed {
+        usage,
+        body: AnswerBody::OpenAi(body, model_at),
+    })
+}
+
+fn error_in_success() -> AdapterError {
+    AdapterError::InvalidResponse("an error object in a successful response".into())
+}
+
+fn missing_choices() -> AdapterError {
+    AdapterError::InvalidResponse("missing 'choices'".into())
 }
 
 /// `max_tokens: 0` (from the Messages API) asks only to warm a prompt cache: Anthropic's.

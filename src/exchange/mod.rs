@@ -10,6 +10,7 @@ pub mod embeddings;
 pub mod encode;
 pub(crate) mod error;
 pub(crate) mod headers;
+pub(crate) mod scan;
 pub mod sse;
 pub(crate) mod usage;
 

@@ -233,3 +233,56 @@ fn a_usage_chunk_is_estimated_when_the_client_asked_and_the_upstream_sent_none()
     assert_eq!(usage["usage"]["completion_tokens"], 2);
     assert_eq!(usage["usage"]["modelgate_estimated"], true);
 }
+
+/// The one-pass read of a whole answer finds what serde's derive finds, or leaves it to serde.
+#[test]
+fn the_scanned_answer_reads_as_the_probed_one() {
+    let view = |r: Result<Completed, AdapterError>| match r {
+        Ok(Completed {
+            usage,
+            body: AnswerBody::OpenAi(b, model_at),
+        }) => Ok((format!("{usage:?}"), model_at.map(|r| b.slice(r)))),
+        Ok(_) => Err("another body".to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    let mut vouched = 0;
+    for body in [
+        r#"{"choices":[],"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+        r#" { "model" : {"a":[1]} , "choices" : [ {"x":null} ] , "usage" : null } "#,
+        r#"{"choices":[],"model":null,"error":null}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":1},"completion_tokens_details":{"reasoning_tokens":2}}}"#,
+        r#"{"choices":null}"#,
+        r#"{"model":"m"}"#,
+        r#"{"choices":[],"error":{"message":"boom"}}"#,
+        r#"{"choices":[],"error":"x"}"#,
+        r#"{"choices":{},"model":"m"}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":-1}}"#,
+        r#"{"choices":[],"usage":[1]}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":null}}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":1.0}}"#,
+        r#"{"choices":[],"usage":{"completion_tokens":1e2}}"#,
+        r#"{"choices":[],"usage":{"completion_tokens":99999999999999999999}}"#,
+        r#"{"choices":[],"usage":{"completion_tokens":18446744073709551615}}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens_details":null,"completion_tokens_details":{}}}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens_details":{"cached_tokens":null,"x":[]}}}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens_details":{"cached_tokens":-2}}}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens_details":[3]}}"#,
+        r#"{"choices":[],"usage":{"completion_tokens_details":{"reasoning_tokens":5,"reasoning_tokens":6}}}"#,
+        r#"{"choices":[],"usage":{}}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":1,"prompt_tokens":2}}"#,
+        r#"{"choices":[],"choices":[]}"#,
+        r#"{"choices":[],"mod\u0065l":"m"}"#,
+        r#"{"choices":[] "#,
+        r#"[]"#,
+        "{\"choices\":[],\"model\":\"\u{e9}\"}",
+    ] {
+        let bytes = Bytes::from(body);
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let probed = view(probed(bytes.clone()));
+        if let Some(scanned) = scanned(text, &bytes) {
+            vouched += 1;
+            assert_eq!(view(scanned), probed, "{body}");
+        }
+    }
+    assert!(vouched >= 10, "the scan vouched for {vouched} bodies");
+}
