@@ -57,7 +57,7 @@ async fn codex_exec_gets_its_answer_through_the_gateway() {
         .args(["-c", &provider])
         .arg("Say hello")
         .current_dir(&home)
-        .env("CODEX_HOME", &home)
+        .env("CODEX_HOME", &*home)
         .env("MODELGATE_TEST_KEY", "unused")
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")

@@ -147,6 +147,8 @@ async fn promtool_accepts_the_live_metrics() {
 struct Prometheus {
     child: Child,
     base: String,
+    /// Its configuration and storage, removed after it is stopped.
+    _dir: support::TempDir,
 }
 
 impl Prometheus {
@@ -179,6 +181,7 @@ impl Prometheus {
         Prometheus {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
         }
     }
 

@@ -38,7 +38,7 @@ fn repo() -> PathBuf {
 }
 
 /// The shipped fleet, copied beside the test files of a temporary directory.
-fn with_fleet() -> PathBuf {
+fn with_fleet() -> support::TempDir {
     let dir = support::temp_dir();
     std::fs::create_dir_all(dir.join("fleet")).unwrap();
     std::fs::copy(

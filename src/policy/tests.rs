@@ -11,6 +11,15 @@ use crate::config::{Discovered, Origin, Snapshot};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
+/// Removes a test's directory when the test is done with it.
+struct Gone(std::path::PathBuf);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A snapshot from a configuration text (the shipped catalog and policies included).
 fn snapshot(yaml: &str) -> Routing {
     let dir = std::env::temp_dir().join(format!(
@@ -19,6 +28,7 @@ fn snapshot(yaml: &str) -> Routing {
         N.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
+    let _gone = Gone(dir.clone());
     let path = dir.join("modelgate.yaml");
     std::fs::write(&path, yaml).unwrap();
     let env: HashMap<String, String> = [("KEY".to_owned(), "sk-test".to_owned())].into();
@@ -293,6 +303,7 @@ fn request_labels_narrow_the_callers_rule_never_widen_it() {
     let yaml = format!("policies: {{active: p, paths: [p.yaml]}}\n{FLEET}");
     let dir = std::env::temp_dir().join(format!("modelgate-policy-narrow-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let _gone = Gone(dir.clone());
     std::fs::write(
         dir.join("p.yaml"),
         "policies:
@@ -347,6 +358,7 @@ fn request_labels_narrow_the_callers_rule_never_widen_it() {
 fn order_weights_and_fallback() {
     let dir = std::env::temp_dir().join(format!("modelgate-policy-order-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let _gone = Gone(dir.clone());
     std::fs::write(
         dir.join("p.yaml"),
         "policies:
@@ -458,6 +470,7 @@ fn the_company_policy_combines_the_cases() {
 fn invalid_policies_are_refused_with_their_place() {
     let dir = std::env::temp_dir().join(format!("modelgate-policy-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let _gone = Gone(dir.clone());
     std::fs::write(
         dir.join("p.yaml"),
         "policies:
@@ -498,6 +511,7 @@ fn invalid_policies_are_refused_with_their_place() {
 fn with_policy_file(tag: &str, deployments: &str, policy_yaml: &str) -> Routing {
     let dir = std::env::temp_dir().join(format!("modelgate-policy-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let _gone = Gone(dir.clone());
     std::fs::write(dir.join("p.yaml"), policy_yaml).unwrap();
     let yaml = format!("policies: {{active: p, paths: [p.yaml]}}\n{deployments}");
     std::fs::write(dir.join("modelgate.yaml"), &yaml).unwrap();

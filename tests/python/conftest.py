@@ -3,6 +3,7 @@
 import hashlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -52,6 +53,8 @@ class Gateway:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def start_gateway(deployments: str, keys: bool = True) -> Gateway:

@@ -11,6 +11,7 @@ provides both. Without them the tests are skipped, unless MODELGATE_REQUIRE_LLAM
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 import subprocess
 import sys
@@ -68,6 +69,8 @@ class LlamaServer:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -620,8 +620,8 @@ fn async_stream(
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
-/// A fresh temporary directory.
-pub fn temp_dir() -> PathBuf {
+/// A fresh temporary directory, removed with what it holds when dropped.
+pub fn temp_dir() -> TempDir {
     let dir = std::env::temp_dir().join(format!(
         "modelgate-test-{}-{}",
         std::process::id(),
@@ -630,7 +630,29 @@ pub fn temp_dir() -> PathBuf {
     // A process of the same id (ids are reused) may have left one behind, with its files.
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// A directory of [`temp_dir`]'s.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A gateway running in this process.
@@ -639,6 +661,8 @@ pub struct Gateway {
     pub config_path: PathBuf,
     pub base: String,
     pub admin: String,
+    /// Holds the configuration; removed when the gateway is dropped.
+    _dir: TempDir,
 }
 
 impl Gateway {
@@ -665,6 +689,7 @@ impl Gateway {
             admin: format!("http://{}", running.admin_addr),
             running,
             config_path: path,
+            _dir: dir,
         }
     }
 

@@ -16,6 +16,7 @@ pub struct Process {
     pub base: String,
     pub admin: String,
     pub config: PathBuf,
+    _dir: super::TempDir,
 }
 
 impl Process {
@@ -75,6 +76,7 @@ impl Process {
             base,
             admin,
             config,
+            _dir: dir,
         }
     }
 

@@ -7,8 +7,17 @@ use crate::config::spec::Locality;
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
-/// Writes `files` into a fresh directory and returns the path of the first.
-fn write(files: &[(&str, &str)]) -> PathBuf {
+/// A directory of [`write`]'s, removed when dropped.
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `files` into a fresh directory; returns it and the path of the first.
+fn write(files: &[(&str, &str)]) -> (Dir, PathBuf) {
     let dir = std::env::temp_dir().join(format!(
         "modelgate-load-{}-{}",
         std::process::id(),
@@ -20,7 +29,8 @@ fn write(files: &[(&str, &str)]) -> PathBuf {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     }
-    dir.join(files[0].0)
+    let first = dir.join(files[0].0);
+    (Dir(dir), first)
 }
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -31,7 +41,7 @@ fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 }
 
 fn load_text(text: &str, env_pairs: &[(&str, &str)]) -> Result<Loaded, Problems> {
-    let path = write(&[("modelgate.yaml", text)]);
+    let (_dir, path) = write(&[("modelgate.yaml", text)]);
     load(&Origin::File(path), &Overrides::default(), &env(env_pairs))
 }
 
@@ -210,7 +220,7 @@ fn secrets_stay_out_of_problems() {
 
 #[test]
 fn catalog_paths_extend_the_catalog() {
-    let path = write(&[
+    let (_dir, path) = write(&[
         (
             "modelgate.yaml",
             "catalog: {paths: [extra]}\ndeployments:\n  - {name: mine, kind: openai-compatible, base_url: 'http://127.0.0.1:1/v1', model: my-model}\n",
@@ -230,7 +240,7 @@ fn catalog_paths_extend_the_catalog() {
 
 #[test]
 fn a_bad_catalog_file_names_itself() {
-    let path = write(&[
+    let (_dir, path) = write(&[
         ("modelgate.yaml", "catalog: {paths: [bad.yaml]}\n"),
         ("bad.yaml", "models:\n  - {id: x}\n"),
     ]);
@@ -241,7 +251,7 @@ fn a_bad_catalog_file_names_itself() {
 
 #[test]
 fn fingerprint_sees_changes() {
-    let path = write(&[("modelgate.yaml", "listen: 127.0.0.1:1\n")]);
+    let (_dir, path) = write(&[("modelgate.yaml", "listen: 127.0.0.1:1\n")]);
     let a = fingerprint(std::slice::from_ref(&path));
     std::fs::write(&path, "listen: 127.0.0.1:2\n").unwrap();
     assert_ne!(a, fingerprint(std::slice::from_ref(&path)));
