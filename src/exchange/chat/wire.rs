@@ -242,7 +242,8 @@ impl<'de> Visitor<'de> for MessageVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
         let mut role = None;
-        let mut content: Option<Option<Box<RawValue>>> = None;
+        // Borrowed from the body: a string's text is copied out once, parts are boxed.
+        let mut content: Option<Option<&'de RawValue>> = None;
         let mut name = None;
         let mut tool_calls = None;
         let mut tool_call_id = None;
@@ -279,7 +280,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
                     s => serde_json::from_str(s).map_err(de::Error::custom)?,
                 })),
                 Some(b'n') => None,
-                Some(b'[') => Some(Content::Parts(raw)),
+                Some(b'[') => Some(Content::Parts(raw.to_owned())),
                 _ => {
                     return Err(de::Error::custom(
                         "message content must be a string or an array of content parts",
