@@ -11,7 +11,12 @@ pub struct Proxy {
     child: Child,
     pub base: String,
     pub started_in: Duration,
+    /// The gateway's configuration directory, removed when it is stopped.
+    dir: Option<PathBuf>,
 }
+
+/// Numbers the gateways' directories within this process.
+static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn taskset() -> bool {
     Command::new("taskset")
@@ -83,13 +88,17 @@ impl Proxy {
             child,
             base: format!("http://{addr}"),
             started_in,
+            dir: None,
         }
     }
 
     /// The gateway with the configuration `yaml`.
     pub fn gateway(yaml: &str, cpus: &str) -> Proxy {
-        let dir: PathBuf =
-            std::env::temp_dir().join(format!("modelgate-bench-{}", std::process::id()));
+        let dir: PathBuf = std::env::temp_dir().join(format!(
+            "modelgate-bench-{}-{}",
+            std::process::id(),
+            DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("modelgate.yaml");
         std::fs::write(&config, yaml).unwrap();
@@ -126,6 +135,7 @@ impl Proxy {
             child,
             base: format!("http://{api}"),
             started_in,
+            dir: Some(dir),
         }
     }
 
@@ -141,14 +151,20 @@ impl Drop for Proxy {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        let mut stopped = false;
+        while !stopped && Instant::now() < deadline {
+            stopped = matches!(self.child.try_wait(), Ok(Some(_)));
+            if !stopped {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
