@@ -1,7 +1,8 @@
 //! Where some top-level fields of a JSON object sit, found in one pass that checks the whole
 //! text. An answer that passes through needs only a few of its fields read (`usage`, `model`,
-//! whether `choices` and `error` are there); serde's derive over a whole chat answer cost ~20
-//! instructions a byte, this pass a few.
+//! whether `choices` and `error` are there). For the load benchmark's answer, serde's derive
+//! over the whole body cost 5,400 instructions; this pass, with `usage` read from its span,
+//! 4,700. Most of either is per token, not per byte.
 //!
 //! It says yes only to what serde_json accepts, and says nothing (`None`) otherwise: not JSON,
 //! a field named twice, a name written with escapes, nesting past [`MAX_DEPTH`]. The caller then
