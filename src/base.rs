@@ -138,6 +138,45 @@ pub(crate) fn days_in_month(y: u64, m: u64) -> u64 {
     }
 }
 
+/// What unit tests of several modules share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fresh directory, removed with its files when dropped.
+    pub(crate) struct TempDir(PathBuf);
+
+    impl TempDir {
+        /// `modelgate-<what>-<pid>-<n>` in the temporary directory, empty.
+        pub(crate) fn new(what: &str) -> TempDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "modelgate-{what}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            // A process of the same id (ids are reused) may have left one behind.
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

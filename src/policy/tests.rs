@@ -2,33 +2,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
+use crate::base::testing::TempDir;
 use crate::catalog::Model;
 use crate::config::load::{Overrides, load};
 use crate::config::{Discovered, Origin, Snapshot};
 
-static N: AtomicUsize = AtomicUsize::new(0);
-
-/// Removes a test's directory when the test is done with it.
-struct Gone(std::path::PathBuf);
-
-impl Drop for Gone {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A snapshot from a configuration text (the shipped catalog and policies included).
 fn snapshot(yaml: &str) -> Routing {
-    let dir = std::env::temp_dir().join(format!(
-        "modelgate-policy-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _gone = Gone(dir.clone());
+    let dir = TempDir::new("policy");
     let path = dir.join("modelgate.yaml");
     std::fs::write(&path, yaml).unwrap();
     let env: HashMap<String, String> = [("KEY".to_owned(), "sk-test".to_owned())].into();
@@ -301,9 +284,7 @@ fn request_labels_narrow_the_callers_rule_never_widen_it() {
     // A permissive rule for a label comes before the strict rule of a tenant: a caller of that
     // tenant cannot escape by sending the label.
     let yaml = format!("policies: {{active: p, paths: [p.yaml]}}\n{FLEET}");
-    let dir = std::env::temp_dir().join(format!("modelgate-policy-narrow-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _gone = Gone(dir.clone());
+    let dir = TempDir::new("policy-narrow");
     std::fs::write(
         dir.join("p.yaml"),
         "policies:
@@ -356,9 +337,7 @@ fn request_labels_narrow_the_callers_rule_never_widen_it() {
 
 #[test]
 fn order_weights_and_fallback() {
-    let dir = std::env::temp_dir().join(format!("modelgate-policy-order-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _gone = Gone(dir.clone());
+    let dir = TempDir::new("policy-order");
     std::fs::write(
         dir.join("p.yaml"),
         "policies:
@@ -468,9 +447,7 @@ fn the_company_policy_combines_the_cases() {
 
 #[test]
 fn invalid_policies_are_refused_with_their_place() {
-    let dir = std::env::temp_dir().join(format!("modelgate-policy-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _gone = Gone(dir.clone());
+    let dir = TempDir::new("policy-bad");
     std::fs::write(
         dir.join("p.yaml"),
         "policies:
@@ -509,9 +486,7 @@ fn invalid_policies_are_refused_with_their_place() {
 
 /// A snapshot with `policy_yaml` as policy `p` beside `FLEET`-like deployments.
 fn with_policy_file(tag: &str, deployments: &str, policy_yaml: &str) -> Routing {
-    let dir = std::env::temp_dir().join(format!("modelgate-policy-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _gone = Gone(dir.clone());
+    let dir = TempDir::new(&format!("policy-{tag}"));
     std::fs::write(dir.join("p.yaml"), policy_yaml).unwrap();
     let yaml = format!("policies: {{active: p, paths: [p.yaml]}}\n{deployments}");
     std::fs::write(dir.join("modelgate.yaml"), &yaml).unwrap();

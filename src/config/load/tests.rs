@@ -1,36 +1,20 @@
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::deployment::points_at;
 use super::*;
+use crate::base::testing::TempDir;
 use crate::config::spec::Locality;
 
-static N: AtomicUsize = AtomicUsize::new(0);
-
-/// A directory of [`write`]'s, removed when dropped.
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Writes `files` into a fresh directory; returns it and the path of the first.
-fn write(files: &[(&str, &str)]) -> (Dir, PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "modelgate-load-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+fn write(files: &[(&str, &str)]) -> (TempDir, PathBuf) {
+    let dir = TempDir::new("load");
     for (name, text) in files {
         let p = dir.join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     }
     let first = dir.join(files[0].0);
-    (Dir(dir), first)
+    (dir, first)
 }
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
