@@ -100,12 +100,32 @@ pub(super) struct Refused {
 }
 
 /// What listing a decision's refusals takes: the rules, the requested name's deployments, and
-/// the groups a check of the request refused (by class), with why.
+/// what the checks of the request refused, with why.
 #[derive(Debug)]
 pub(super) struct Listing {
     pub(super) applied: Applied,
     pub(super) target: Target,
-    pub(super) checked: Vec<(usize, Checked)>,
+    pub(super) checked: Checks,
+}
+
+/// What the checks of a request refused, as a decision found it.
+#[derive(Debug)]
+pub(super) enum Checks {
+    /// By the scan: the groups refused, by class, with why.
+    ByClass(Vec<(usize, Checked)>),
+    /// By a table: the verdict on each kind of model, which a deployment's refusal, if any,
+    /// is worked out from when listed.
+    ByKind(Box<KindChecks>),
+}
+
+/// A table's verdicts on the kinds of model a set holds.
+#[derive(Debug)]
+pub(super) struct KindChecks {
+    /// One deployment of each kind (see `Table`).
+    pub(super) kinds: Vec<usize>,
+    /// By kind: its refusal, else the tokens the price cap counts.
+    pub(super) verdicts: Vec<Option<Result<(u64, u64), Checked>>>,
+    pub(super) cap: Option<f64>,
 }
 
 /// Why a policy sends a request nowhere, before anything is listed: deciding under a shadow
@@ -161,7 +181,7 @@ pub(super) fn list_refused<'a>(
     compiled: &'a Policies,
     applied: Applied,
     target: &Target,
-    checked: &[(usize, Checked)],
+    checked: &Checks,
 ) -> Vec<(&'a Arc<Deployment>, Refusal)> {
     let Some((rule, base)) = applied.rules(compiled) else {
         return Vec::new();
@@ -174,10 +194,13 @@ pub(super) fn list_refused<'a>(
             let d = compiled.deployments.get(i)?;
             let why = fixed(rule, i)
                 .or_else(|| base.and_then(|b| fixed(b, i)))
-                .or_else(|| {
-                    let class = compiled.sets.class(i)?;
-                    let (_, c) = checked.iter().find(|(k, _)| *k == class)?;
-                    Some(c.of(d))
+                .or_else(|| match checked {
+                    Checks::ByClass(by_class) => {
+                        let class = compiled.sets.class(i)?;
+                        let (_, c) = by_class.iter().find(|(k, _)| *k == class)?;
+                        Some(c.of(d))
+                    }
+                    Checks::ByKind(k) => super::table::refusal_of(k, &compiled.deployments, d),
                 })?;
             Some((d, why))
         })

@@ -28,7 +28,7 @@ use check::Memo;
 use check::dynamic_check;
 use compile::{CompiledRule, Match};
 pub(crate) use compile::{Refusal, RefusalKind};
-use decision::{AllRefused, Applied, Checked, Listing, Refused, Undecided};
+use decision::{AllRefused, Applied, Checked, Checks, Listing, Refused, Undecided};
 pub use decision::{CandidateIter, Candidates, Decision};
 use rank::Ranked;
 pub use routing::{Observed, Routing};
@@ -276,19 +276,13 @@ fn decide_under(ask: &Ask, snapshot: &Routing, p: usize) -> Result<Decision, Und
 
     let table = match base {
         None => compiled.rule_number(p, found).and_then(|n| {
-            target.table(n, || {
-                Table::build(
-                    rule,
-                    &compiled.deployments,
-                    |i| compiled.sets.class(i),
-                    target,
-                )
-            })
+            let t = target.table(n, || Table::build(rule, &compiled.deployments, target))?;
+            Some((t, n))
         }),
         Some(_) => None,
     };
     let (ranked, mut refused, checked) = match table {
-        Some(t) => t.decide(rule, ask, &compiled.deployments, target),
+        Some((t, n)) => t.decide(rule, n, ask, &compiled.deployments, target),
         None => scan(rule, base, ask, snapshot, target),
     };
     let Some(mut candidates) = ranked else {
@@ -337,7 +331,7 @@ fn scan(
     ask: &Ask,
     snapshot: &Routing,
     target: &Target,
-) -> (Option<Ranked>, Refused, Vec<(usize, Checked)>) {
+) -> (Option<Ranked>, Refused, Checks) {
     let compiled = &snapshot.policies;
     // One verdict per group of alike deployments: its first member's is every member's.
     let mut allowed: Vec<(usize, &[usize])> = Vec::with_capacity(target.group_count());
@@ -370,7 +364,7 @@ fn scan(
     }
     let ranked =
         (!allowed.is_empty()).then(|| rank::rank_groups(rule, ask, snapshot, target, &allowed));
-    (ranked, refused, checked)
+    (ranked, refused, Checks::ByClass(checked))
 }
 
 /// Why `rule` refuses deployment `i` whatever the request.

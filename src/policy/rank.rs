@@ -5,11 +5,18 @@ use std::sync::OnceLock;
 
 use super::compile::CompiledRule;
 use super::sets::Target;
+use super::table::Rest;
 use super::{Ask, Routing};
 use crate::catalog::Openness;
 use crate::config::Deployment;
 use crate::config::policies::spec::Preference;
 use crate::config::spec::Locality;
+
+/// A cost as a key's bits: non-negative floats order like their bits (a negative cost, or
+/// minus zero, counts as zero).
+pub(super) fn cost_bits(cost: f64) -> u64 {
+    if cost > 0.0 { cost.to_bits() } else { 0 }
+}
 
 /// Output tokens assumed when the request sets no cap, to compare costs.
 const ASSUMED_OUTPUT_TOKENS: u64 = 256;
@@ -87,7 +94,7 @@ fn key(rule: &CompiledRule, f: &Facts) -> [u64; 6] {
     for (slot, p) in key[1..5].iter_mut().zip(&rule.prefer) {
         *slot = match p {
             Preference::Local => u64::from(f.local),
-            Preference::Cheapest => f.cost.max(0.0).to_bits(),
+            Preference::Cheapest => cost_bits(f.cost),
             Preference::Fastest => f.latency.max(0.0).to_bits(),
             Preference::MostOpen => u64::from(f.openness),
         };
@@ -105,12 +112,13 @@ pub(super) fn by_group(rule: &CompiledRule) -> bool {
 /// How many groups are ranked when a request is decided, when there are many: a request is
 /// almost always served by its first choice or one of the next few, and the rest are ranked
 /// only if a fallback gets that far. Small in tests, so that the property tests reach the rest.
-const HEAD: usize = if cfg!(test) { 2 } else { 8 };
+pub(super) const HEAD: usize = if cfg!(test) { 2 } else { 8 };
 
 /// The allowed deployments in the order to try them. With many groups of them, only the first
 /// few groups are sorted when deciding; the rest keep their keys, unsorted, until something
 /// reads past the first few (a fallback that far, an explanation), which sorts them once. So
-/// `auto` over a thousand deployments that all differ in price costs a selection, not a sort.
+/// `auto` over a thousand deployments that all differ in price costs a selection, not a sort;
+/// decided by a table (see `table.rs`), the rest are not even keyed until then.
 #[derive(Debug, Default)]
 pub(crate) struct Ranked {
     /// Most preferred first: whole runs of tied groups, so the rest only follow them.
@@ -121,8 +129,10 @@ pub(crate) struct Ranked {
 /// The allowed groups after the head, not yet sorted.
 #[derive(Debug)]
 pub(crate) struct Tail {
+    /// What keys them, when a table decided: they are keyed on first use.
+    rest: Option<Box<Rest>>,
     /// Packed keys (see [`rank_packed`]); the low bits are a group's position in `target`.
-    keys: Vec<u128>,
+    keys: OnceLock<Vec<u128>>,
     target: Target,
     /// How many deployments the groups hold.
     len: usize,
@@ -130,10 +140,18 @@ pub(crate) struct Tail {
 }
 
 impl Tail {
+    fn keys(&self) -> &[u128] {
+        self.keys.get_or_init(|| {
+            self.rest
+                .as_ref()
+                .map_or_else(Vec::new, |r| r.keys(&self.target))
+        })
+    }
+
     /// The tail's deployments, in order (sorted on the first call).
     pub(crate) fn sorted(&self) -> &[usize] {
         self.sorted.get_or_init(|| {
-            let mut keys = self.keys.clone();
+            let mut keys = self.keys().to_vec();
             keys.sort_unstable();
             let mut out = Vec::with_capacity(self.len);
             resolve(&mut out, &keys, |g| self.target.group(g));
@@ -143,7 +161,7 @@ impl Tail {
 
     /// The tail's deployments, in no particular order, without sorting.
     pub(crate) fn unordered(&self) -> impl Iterator<Item = usize> + '_ {
-        self.keys
+        self.keys()
             .iter()
             .flat_map(|&k| self.target.group(group_of(k)).iter().copied())
     }
@@ -295,7 +313,7 @@ fn rank_packed(
                 Preference::MostOpen => (k << 3) | u128::from(openness_rank(d)),
                 Preference::Cheapest => {
                     let cost = super::worst_case_cost(d, prompt, out_tokens);
-                    (k << 64) | u128::from(cost.max(0.0).to_bits())
+                    (k << 64) | u128::from(cost_bits(cost))
                 }
                 Preference::Fastest => (k << 64) | u128::from(f64::INFINITY.to_bits()),
             };
@@ -341,12 +359,46 @@ pub(super) fn select(mut keyed: Vec<u128>, target: &Target, total: usize) -> Ran
     Ranked {
         head,
         tail: Some(Box::new(Tail {
-            keys: keyed,
+            rest: None,
+            keys: OnceLock::from(keyed),
             target: target.clone(),
             len,
             sorted: OnceLock::new(),
         })),
     }
+}
+
+/// The deployments of the groups of packed `keys`, most preferred first, when `keys` hold at
+/// least the first few of the allowed groups and every group tied with them (and maybe more):
+/// those first few sorted, the rest (`total` deployments in all with them) keyed by `rest`,
+/// given the last key of the first few, when something reads them.
+pub(super) fn head_of(
+    mut keys: Vec<u128>,
+    target: &Target,
+    total: usize,
+    rest: impl FnOnce(u128) -> Box<Rest>,
+) -> Ranked {
+    keys.sort_unstable();
+    let last = keys
+        .get(HEAD - 1)
+        .or(keys.last())
+        .map_or(u128::MAX, |k| k >> GROUP_BITS);
+    let ahead = keys.partition_point(|&k| k >> GROUP_BITS <= last);
+    let mut head = Vec::with_capacity(ahead * 2);
+    resolve(&mut head, keys.get(..ahead).unwrap_or_default(), |g| {
+        target.group(g)
+    });
+    let len = total.saturating_sub(head.len());
+    let tail = (len > 0).then(|| {
+        Box::new(Tail {
+            rest: Some(rest(last)),
+            keys: OnceLock::new(),
+            target: target.clone(),
+            len,
+            sorted: OnceLock::new(),
+        })
+    });
+    Ranked { head, tail }
 }
 
 /// Appends the groups of sorted packed `keys`, each run of tied groups merged.

@@ -105,6 +105,14 @@ impl Target {
         }
     }
 
+    /// The table of rule number `rule` over this target, if one was made.
+    pub(crate) fn built(&self, rule: usize) -> Option<&Table> {
+        match self {
+            Target::One(_) => None,
+            Target::Set(s) => s.tables.get(rule)?.get()?.as_ref(),
+        }
+    }
+
     /// How many groups.
     pub(crate) fn group_count(&self) -> usize {
         match self {
