@@ -404,10 +404,20 @@ pub(super) fn head_of(
 /// Appends the groups of sorted packed `keys`, each run of tied groups merged.
 fn resolve<'a>(out: &mut Vec<usize>, keys: &[u128], group: impl Fn(usize) -> &'a [usize]) {
     let mut rest = keys;
-    while let Some((&k, _)) = rest.split_first() {
+    while let Some((&k, after)) = rest.split_first() {
+        let rank = k >> GROUP_BITS;
+        // Most runs are one group of one deployment: no merging, and no copy of a slice.
+        if after.first().is_none_or(|&next| next >> GROUP_BITS != rank) {
+            match group(group_of(k)) {
+                &[one] => out.push(one),
+                g => out.extend_from_slice(g),
+            }
+            rest = after;
+            continue;
+        }
         let tied = rest
             .iter()
-            .take_while(|&&other| other >> GROUP_BITS == k >> GROUP_BITS)
+            .take_while(|&&other| other >> GROUP_BITS == rank)
             .count();
         let (run, after) = rest.split_at(tied);
         merge_run(out, run.iter().map(|&k| group(group_of(k))));
