@@ -19,6 +19,7 @@ fn band_of(prices: &[[f64; 2]], kinds: &[usize]) -> Band {
         groups: groups.collect(),
         by_input: Box::default(),
         by_output: Box::default(),
+        kinds: Box::default(),
     };
     b.sort();
     b
