@@ -25,8 +25,9 @@ pub(crate) struct Set {
     /// Where each group ends in `grouped`.
     ends: Vec<usize>,
     /// By rule (its number among every policy's rules): what it decides of the groups whatever
-    /// the request, made on first use. None for sets of few groups, which are scanned.
-    tables: Box<[OnceLock<Option<Table>>]>,
+    /// the request, made on first use. Empty for a set of one group, which is scanned. Boxed:
+    /// every set of two groups has a slot per rule, and most slots stay empty.
+    tables: Box<[OnceLock<Option<Box<Table>>>]>,
 }
 
 impl Set {
@@ -101,7 +102,11 @@ impl Target {
     ) -> Option<&Table> {
         match self {
             Target::One(_) => None,
-            Target::Set(s) => s.tables.get(rule)?.get_or_init(build).as_ref(),
+            Target::Set(s) => s
+                .tables
+                .get(rule)?
+                .get_or_init(|| build().map(Box::new))
+                .as_deref(),
         }
     }
 
@@ -109,7 +114,7 @@ impl Target {
     pub(crate) fn built(&self, rule: usize) -> Option<&Table> {
         match self {
             Target::One(_) => None,
-            Target::Set(s) => s.tables.get(rule)?.get()?.as_ref(),
+            Target::Set(s) => s.tables.get(rule)?.get()?.as_deref(),
         }
     }
 
