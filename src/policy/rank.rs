@@ -302,25 +302,38 @@ fn rank_packed(
             return None;
         }
         let d = snapshot.deployments.get(first)?;
-        let order = match rule.order.get(first).copied().flatten() {
-            None => u128::from(u16::MAX),
-            Some(o) => u128::from(u16::try_from(o).ok().filter(|&o| o < u16::MAX)?),
-        };
-        let mut k = order;
-        for p in &rule.prefer {
-            k = match p {
-                Preference::Local => (k << 2) | u128::from(d.locality().map_or(2, locality_rank)),
-                Preference::MostOpen => (k << 3) | u128::from(openness_rank(d)),
-                Preference::Cheapest => {
-                    let cost = super::worst_case_cost(d, prompt, out_tokens);
-                    (k << 64) | u128::from(cost_bits(cost))
-                }
-                Preference::Fastest => (k << 64) | u128::from(f64::INFINITY.to_bits()),
-            };
-        }
+        let cost = || cost_bits(super::worst_case_cost(d, prompt, out_tokens));
+        let k = packed_key(rule, first, d, cost, Some(f64::INFINITY.to_bits()))?;
         keyed.push((k << GROUP_BITS) | at as u128);
     }
     Some(select(keyed, target, total))
+}
+
+/// Deployment `first`'s packed key but for its group's position: its listed position (16 bits),
+/// then each criterion in as few bits as it has values, the cost's bits as `cost` gives them
+/// and observed latency's as `latency` does. `None` if the position does not fit, or the rule
+/// ranks by latency and `latency` is `None`.
+pub(super) fn packed_key(
+    rule: &CompiledRule,
+    first: usize,
+    d: &Deployment,
+    cost: impl Fn() -> u64,
+    latency: Option<u64>,
+) -> Option<u128> {
+    let mut k = match rule.order.get(first).copied().flatten() {
+        None => u128::from(u16::MAX),
+        Some(o) => u128::from(u16::try_from(o).ok().filter(|&o| o < u16::MAX)?),
+    };
+    for p in &rule.prefer {
+        let value = match p {
+            Preference::Local => u64::from(d.locality().map_or(2, locality_rank)),
+            Preference::MostOpen => u64::from(openness_rank(d)),
+            Preference::Cheapest => cost(),
+            Preference::Fastest => latency?,
+        };
+        k = (k << width(*p)) | u128::from(value);
+    }
+    Some(k)
 }
 
 /// The deployments of the groups of packed `keys` (positions among `target`'s groups), `total`

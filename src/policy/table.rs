@@ -169,7 +169,8 @@ impl Table {
                 *fixed.get_mut(r.kind as usize)? += g.len();
                 continue;
             }
-            let key = (static_key(rule, first, d)? << GROUP_BITS) | at as u128;
+            // The cost's bits are left zero: a request's cost is put in when it is decided.
+            let key = (rank::packed_key(rule, first, d, || 0, None)? << GROUP_BITS) | at as u128;
             let this = (Arc::as_ptr(&d.model), d.endpoint.kind == Kind::Openai);
             let price = [d.price.input, d.price.output];
             let kind = match seen.iter().position(|k| *k == this) {
@@ -502,26 +503,6 @@ impl Band {
         }
         priced
     }
-}
-
-/// A group's key but for the cost and its position: its listed position, then each criterion
-/// (the cost's bits left zero). `None` if the position does not fit or the rule ranks by
-/// observed latency.
-fn static_key(rule: &CompiledRule, first: usize, d: &Deployment) -> Option<u128> {
-    let mut k = match rule.order.get(first).copied().flatten() {
-        None => u128::from(u16::MAX),
-        Some(o) => u128::from(u16::try_from(o).ok().filter(|&o| o < u16::MAX)?),
-    };
-    for p in &rule.prefer {
-        let value = match p {
-            Preference::Local => d.locality().map_or(2, rank::locality_rank),
-            Preference::MostOpen => rank::openness_rank(d),
-            Preference::Cheapest => 0,
-            Preference::Fastest => return None,
-        };
-        k = (k << rank::width(*p)) | u128::from(value);
-    }
-    Some(k)
 }
 
 /// The bits a key holds for the cost of `tokens` at `price`.
