@@ -133,8 +133,9 @@ async fn no_canary_appears_in_logs_metrics_or_responses() {
     p.signal("-TERM");
     p.wait(Duration::from_secs(10));
     let log = p.log.lock().unwrap().clone();
+    // Every request leaves its lines, and the decision's come at debug level.
     assert!(
-        log.lines().count() > 50,
+        log.lines().count() > 25 && log.contains(" DEBUG "),
         "the trace log is suspiciously short:\n{log}"
     );
     assert!(log.contains("request served") && log.contains("request failed"));

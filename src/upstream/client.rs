@@ -1,10 +1,13 @@
-//! ⑥ The HTTP clients for upstreams: the only place one is built. Two kinds, one pool of each
-//! per connect timeout, built on first use so loading a configuration stays cheap:
+//! ⑥ The HTTP clients for upstreams: the only place one is built. Three kinds, built on first
+//! use so loading a configuration stays cheap:
 //!
-//! - the data plane's ([`Pools::data`]): hyper-util's pooled client, with rustls for TLS
-//!   (HTTP/2 where the upstream offers it through ALPN). Every model call goes through it;
+//! - the data plane's over HTTPS ([`Pools::data`], one per connect timeout): hyper-util's
+//!   pooled client, with rustls for TLS (HTTP/2 where the upstream offers it through ALPN).
 //!   reqwest's layers around this same client (a redirect layer that parses every URL again
 //!   with IDNA, header maps copied, futures boxed) cost a fifth of a request's CPU.
+//! - the data plane's over plain HTTP ([`Pools::plain`], one per authority and connect
+//!   timeout): hyper's HTTP/1.1 connections in a pool of our own (`plain`), which costs less
+//!   per request than hyper-util's.
 //! - the control plane's ([`Pools::control`]): reqwest, for discovery and probes, which are
 //!   rare and read JSON.
 //!
@@ -20,14 +23,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::Stream;
 use http::HeaderValue;
+use http::uri::Authority;
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::plain::HostPool;
+
 static CRYPTO: Once = Once::new();
 
 /// How long an idle connection is kept.
-const IDLE: Duration = Duration::from_secs(90);
+pub(super) const IDLE: Duration = Duration::from_secs(90);
+
+/// TCP keepalive's idle time on upstream connections.
+pub(super) const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// A request body: the whole of it, made before the call.
 pub(crate) type Body = Full<Bytes>;
@@ -37,7 +46,7 @@ pub(crate) type Http =
     hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 /// An upstream's answer.
-pub(crate) type Response = http::Response<hyper::body::Incoming>;
+pub(crate) type Response = http::Response<super::plain::UpBody>;
 
 /// A transport error of the data plane.
 pub(crate) type Error = hyper_util::client::legacy::Error;
@@ -56,6 +65,7 @@ pub(crate) static USER_AGENT: HeaderValue =
 
 type Slot<T> = Arc<OnceLock<Result<T, String>>>;
 type Book<T> = RwLock<crate::base::FastMap<Duration, Slot<T>>>;
+type PlainBook = RwLock<crate::base::FastMap<(Authority, Duration), Arc<HostPool>>>;
 
 /// The connection pools of one gateway: clients per connect timeout, built on first use.
 /// Owned by the running gateway (two in one process share nothing).
@@ -64,6 +74,7 @@ pub(crate) struct Pools {
     /// Idle connections kept per upstream host.
     idle_per_host: usize,
     data: Book<Arc<Http>>,
+    plain: PlainBook,
     control: Book<reqwest::Client>,
 }
 
@@ -76,6 +87,7 @@ impl Pools {
         Pools {
             idle_per_host: idle_per_host.max(1),
             data: RwLock::default(),
+            plain: RwLock::default(),
             control: RwLock::default(),
         }
     }
@@ -85,6 +97,26 @@ impl Pools {
         slot(&self.data, connect, || {
             make_data(connect, self.idle_per_host).map(Arc::new)
         })
+    }
+
+    /// The plain-HTTP connections to `authority` with this connect timeout.
+    pub(crate) fn plain(&self, authority: &Authority, connect: Duration) -> Arc<HostPool> {
+        let key = (authority.clone(), connect);
+        if let Some(pool) = self
+            .plain
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return pool.clone();
+        }
+        let idle = self.idle_per_host;
+        self.plain
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert_with(|| Arc::new(HostPool::new(authority.clone(), connect, idle)))
+            .clone()
     }
 
     /// The control plane's client (discovery, probes) for endpoints with this connect timeout.
@@ -136,7 +168,7 @@ fn make_data(connect: Duration, idle_per_host: usize) -> Result<Http, String> {
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect));
     http.set_nodelay(true);
-    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.set_keepalive(Some(KEEPALIVE));
     let tls = hyper_rustls::HttpsConnectorBuilder::new()
         // The platform's verifier: the system's roots and its revocation rules, as reqwest's
         // default (and the control plane) has them.

@@ -9,6 +9,7 @@ pub mod client;
 pub(crate) mod error;
 pub(crate) mod fallback;
 pub(crate) mod health;
+mod plain;
 pub(crate) mod relay;
 pub(crate) mod retry;
 
@@ -185,12 +186,8 @@ async fn send(
     mut timer: Timer<'_>,
 ) -> Result<client::Response, AttemptError> {
     let ep = &d.endpoint;
-    let client = pools
-        .data(ep.timeouts.connect)
-        .map_err(AttemptError::Unsupported)?;
     let mut request = http::Request::new(client::Body::new(up.body));
     *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = up.url;
     let headers = request.headers_mut();
     // Room for all of them, so the map never grows: user agent, hops, host and the dialect's.
     headers.reserve(up.headers.len() + 3);
@@ -203,14 +200,32 @@ async fn send(
         headers.append(name, value);
     }
     let sent = std::time::Instant::now();
-    let request = async { client.request(request).await.map_err(|e| send_error(&e)) };
-    let response = within(
-        timer.as_mut(),
-        ep.timeouts.first_byte,
-        Phase::FirstByte,
-        request,
-    )
-    .await?;
+    let (limit, phase) = (ep.timeouts.first_byte, Phase::FirstByte);
+    let response = match plain(&up.url) {
+        Some((authority, path)) => {
+            let pool = pools.plain(authority, ep.timeouts.connect);
+            if ep.host.is_none() {
+                let host = http::HeaderValue::from_str(authority.as_str())
+                    .map_err(|_| AttemptError::Unsupported("the URL's host".into()))?;
+                request.headers_mut().insert(http::header::HOST, host);
+            }
+            *request.uri_mut() = http::Uri::from(path.clone());
+            within(timer.as_mut(), limit, phase, pool.send(request)).await?
+        }
+        None => {
+            let client = pools
+                .data(ep.timeouts.connect)
+                .map_err(AttemptError::Unsupported)?;
+            *request.uri_mut() = up.url;
+            let request = async {
+                match client.request(request).await {
+                    Ok(response) => Ok(response.map(plain::UpBody::unleased)),
+                    Err(e) => Err(send_error(&e)),
+                }
+            };
+            within(timer.as_mut(), limit, phase, request).await?
+        }
+    };
     health.observe_first_byte(sent.elapsed());
     let status = response.status();
     if status.is_success() {
@@ -299,6 +314,14 @@ fn echo(d: &Deployment, req: &ChatRequest) -> Answer {
             body: adapters::AnswerBody::Parsed(c),
         })
     }
+}
+
+/// The authority and the path of a plain-HTTP URL: those go through our own pool.
+fn plain(url: &http::Uri) -> Option<(&http::uri::Authority, &http::uri::PathAndQuery)> {
+    if url.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    Some((url.authority()?, url.path_and_query()?))
 }
 
 fn send_error(e: &client::Error) -> AttemptError {
