@@ -179,7 +179,10 @@ where
                 "fallback"
             };
             trace_start(plan.trace, d);
-            let result = match tokio::time::timeout_at(plan.deadline, attempt(d.clone())).await {
+            // Boxed: inline, the attempt's future would be moved into the timeout and again into
+            // this one's state, and every future above would hold its size.
+            let attempt = Box::pin(attempt(d.clone()));
+            let result = match tokio::time::timeout_at(plan.deadline, attempt).await {
                 Ok(r) => r,
                 Err(_) => Err(AttemptError::Timeout(Phase::Total)),
             };

@@ -46,15 +46,16 @@ fn timer() -> tokio::time::Sleep {
     tokio::time::sleep(Duration::MAX)
 }
 
-/// `work`, unless `limit` passes first (from now): then a timeout in `phase`.
+/// `work`, unless `limit` passes first (from now): then a timeout in `phase`. `work` comes
+/// pinned where the caller made it: taken by value, it would be moved in here and then again
+/// into its pinned place, and this future (with every one above it) would hold it twice.
 async fn within<T>(
     mut timer: Timer<'_>,
     limit: Duration,
     phase: Phase,
-    work: impl Future<Output = Result<T, AttemptError>>,
+    mut work: Pin<&mut impl Future<Output = Result<T, AttemptError>>>,
 ) -> Result<T, AttemptError> {
     timer.as_mut().reset(tokio::time::Instant::now() + limit);
-    let mut work = std::pin::pin!(work);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = work.as_mut().poll(cx) {
             return Poll::Ready(r);
@@ -210,7 +211,8 @@ async fn send(
                 request.headers_mut().insert(http::header::HOST, host);
             }
             *request.uri_mut() = http::Uri::from(path.clone());
-            within(timer.as_mut(), limit, phase, pool.send(request)).await?
+            let sending = std::pin::pin!(pool.send(request));
+            within(timer.as_mut(), limit, phase, sending).await?
         }
         None => {
             let client = pools
@@ -223,7 +225,7 @@ async fn send(
                     Err(e) => Err(send_error(&e)),
                 }
             };
-            within(timer.as_mut(), limit, phase, request).await?
+            within(timer.as_mut(), limit, phase, std::pin::pin!(request)).await?
         }
     };
     health.observe_first_byte(sent.elapsed());
@@ -391,5 +393,5 @@ async fn read_capped(
         }
         Ok(first.unwrap_or_else(|| buf.freeze()))
     };
-    within(timer, total, Phase::Total, read).await
+    within(timer, total, Phase::Total, std::pin::pin!(read)).await
 }

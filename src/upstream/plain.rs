@@ -61,7 +61,9 @@ impl HostPool {
         loop {
             let (mut tx, reused) = match self.checkout() {
                 Some(tx) => (tx, true),
-                None => (self.open().await?, false),
+                // Boxed: rare, and inline it would make every request's future (and each one
+                // above it) larger by its size.
+                None => (Box::pin(self.open()).await?, false),
             };
             // A connection given back at its answer's end is idle once its task has seen the
             // end too, a moment later; one that closed instead is dropped.
