@@ -206,8 +206,10 @@ async fn send(
         Some((authority, path)) => {
             let pool = pools.plain(authority, ep.timeouts.connect);
             if ep.host.is_none() {
-                let host = http::HeaderValue::from_str(authority.as_str())
-                    .map_err(|_| AttemptError::Unsupported("the URL's host".into()))?;
+                // Made as at load (host, and port unless 80), never from the authority whole:
+                // that may carry credentials.
+                let host = crate::config::deployment::plain_http_host(&up.url.to_string())
+                    .ok_or_else(|| AttemptError::Unsupported("the URL's host".into()))?;
                 request.headers_mut().insert(http::header::HOST, host);
             }
             *request.uri_mut() = http::Uri::from(path.clone());

@@ -119,6 +119,14 @@ async fn whole(pool: &Arc<HostPool>, up: &Upstream) -> Bytes {
     response.into_body().collect().await.unwrap().to_bytes()
 }
 
+/// A slow answer's body with its first chunk read (and checked), the rest still coming.
+async fn first_chunk_read(pool: &Arc<HostPool>, up: &Upstream) -> UpBody {
+    let mut body = pool.send(request(up)).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "ok");
+    body
+}
+
 fn idle(pool: &HostPool) -> usize {
     pool.idle.lock().unwrap().len()
 }
@@ -138,10 +146,7 @@ async fn answers_read_to_the_end_give_their_connection_back() {
 async fn a_streamed_answer_gives_its_connection_back_at_its_end_only() {
     let up = upstream(Answer::Slow).await;
     let pool = pool(&up, 8);
-    let response = pool.send(request(&up)).await.unwrap();
-    let mut body = response.into_body();
-    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    assert_eq!(first, "ok");
+    let mut body = first_chunk_read(&pool, &up).await;
     assert_eq!(idle(&pool), 0, "not back while the answer is still coming");
     // Another request meanwhile needs a connection of its own.
     assert_eq!(whole(&pool, &up).await, "okok");
@@ -156,10 +161,7 @@ async fn a_streamed_answer_gives_its_connection_back_at_its_end_only() {
 async fn an_answer_dropped_before_its_end_closes_its_connection() {
     let up = upstream(Answer::Slow).await;
     let pool = pool(&up, 8);
-    let response = pool.send(request(&up)).await.unwrap();
-    let mut body = response.into_body();
-    body.frame().await.unwrap().unwrap();
-    drop(body);
+    drop(first_chunk_read(&pool, &up).await);
     assert_eq!(idle(&pool), 0);
     assert_eq!(whole(&pool, &up).await, "okok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
