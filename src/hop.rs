@@ -49,13 +49,10 @@ pub(crate) fn is_loop(headers: &HeaderMap) -> bool {
     false
 }
 
-/// Runs `f` (a request's handling) with the hops it arrived with in reach of its upstream
-/// calls.
-pub(crate) async fn carried<F: std::future::Future>(
-    arrived: Option<HeaderValue>,
-    f: F,
-) -> F::Output {
-    ARRIVED.scope(arrived, f).await
+/// Runs `poll` (one poll of a request's handling) with the hops the request arrived with in
+/// reach of the upstream calls it makes.
+pub(crate) fn carried<R>(arrived: &Option<HeaderValue>, poll: impl FnOnce() -> R) -> R {
+    ARRIVED.sync_scope(arrived.clone(), poll)
 }
 
 /// The value for an upstream call: the hops the request arrived with, then this gateway.
@@ -95,7 +92,7 @@ mod tests {
         assert!(is_loop(&with(&many.join(","))));
         // Outgoing calls name the gateways before this one, then this one.
         assert_eq!(outgoing(), instance_id());
-        let out = carried(with("a,b").get(&HOPS).cloned(), async { outgoing() }).await;
+        let out = carried(&with("a,b").get(&HOPS).cloned(), outgoing);
         assert_eq!(out, format!("a,b,{}", instance_id()).as_str());
         assert!(is_loop(&with(out.to_str().unwrap())));
     }

@@ -1,19 +1,14 @@
 //! ② Authenticate: turn the presented key into a [`Caller`], against the keys of the snapshot
 //! this request will use throughout. Deny by default: every API route goes through here.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures_util::future::{Either, Ready, ready};
-use http::{HeaderMap, Request, Response};
-use tower::{Layer, Service};
+use http::{HeaderMap, Request};
 
 use crate::config::Snapshot;
 pub(crate) use crate::config::keys::Caller;
-use crate::error::{AuthError, GatewayError};
-use crate::live::{Current, Live};
-use crate::stream::body::ResponseBody;
+use crate::error::AuthError;
+use crate::live::Current;
 
 /// A request whose caller is known, with the configuration snapshot it is served under.
 pub(crate) struct Authed<B> {
@@ -70,61 +65,6 @@ fn trim(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|c| *c != b' ').unwrap_or(b.len());
     let end = b.iter().rposition(|c| *c != b' ').map_or(start, |e| e + 1);
     &b[start..end]
-}
-
-// === impl AuthLayer ===
-
-/// Resolves the caller and the snapshot once per request.
-#[derive(Clone)]
-pub(crate) struct AuthLayer {
-    live: Live,
-}
-
-impl AuthLayer {
-    pub(crate) fn new(live: Live) -> Self {
-        AuthLayer { live }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-    fn layer(&self, inner: S) -> AuthService<S> {
-        AuthService {
-            inner,
-            live: self.live.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct AuthService<S> {
-    inner: S,
-    live: Live,
-}
-
-impl<S, B> Service<Request<B>> for AuthService<S>
-where
-    S: Service<Authed<B>, Response = Response<ResponseBody>, Error = Infallible>,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = Either<Ready<Result<Response<ResponseBody>, Infallible>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let current = self.live.load_full();
-        match authenticate(request.headers(), &current) {
-            Ok(caller) => Either::Right(self.inner.call(Authed {
-                caller,
-                current,
-                request,
-            })),
-            Err(e) => Either::Left(ready(Ok(GatewayError::from(e).into_response()))),
-        }
-    }
 }
 
 #[cfg(test)]

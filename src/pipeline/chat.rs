@@ -29,10 +29,7 @@ use super::responses::Turn;
 use super::{Ctx, Failure, Opened, Outcome, Unread, undecided};
 
 /// `POST /v1/chat/completions`: OpenAI's format in and out.
-pub(crate) fn chat_completions<B>(
-    ctx: &Arc<Ctx>,
-    authed: Authed<B>,
-) -> impl Future<Output = Outcome>
+pub(crate) fn chat_completions<B>(ctx: Arc<Ctx>, authed: Authed<B>) -> impl Future<Output = Outcome>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -41,7 +38,7 @@ where
 }
 
 /// `POST /v1/messages`: Anthropic's format in and out, any dialect behind.
-pub(crate) fn messages<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> impl Future<Output = Outcome>
+pub(crate) fn messages<B>(ctx: Arc<Ctx>, authed: Authed<B>) -> impl Future<Output = Outcome>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -51,7 +48,7 @@ where
 
 /// Not async itself (nor the two above): its future is made already opened, and holds neither
 /// the request nor a copy of the futures it awaits from a level above (see `Opened::open`).
-fn serve<B>(ctx: &Arc<Ctx>, front: Front, authed: Authed<B>) -> impl Future<Output = Outcome>
+fn serve<B>(ctx: Arc<Ctx>, front: Front, authed: Authed<B>) -> impl Future<Output = Outcome>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -59,7 +56,7 @@ where
     let (opened, unread) = Opened::open(authed, front.endpoint().as_str(), front);
     async move {
         let result = match unread {
-            Ok(unread) => chat(ctx, &opened, unread).await,
+            Ok(unread) => chat(&ctx, &opened, unread).await,
             Err(f) => Err(f),
         };
         opened.exit(result)

@@ -20,14 +20,14 @@ use crate::upstream;
 use super::{Ctx, Failure, Opened, Outcome, Sent, undecided};
 
 /// `POST /v1/messages/count_tokens`.
-pub(crate) async fn count_tokens<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+pub(crate) async fn count_tokens<B>(ctx: Arc<Ctx>, authed: Authed<B>) -> Outcome
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (opened, unread) = Opened::open(authed, "count_tokens", Front::Anthropic);
     let result = match super::read(unread).await {
-        Ok(sent) => count(ctx, &opened, sent).await,
+        Ok(sent) => count(&ctx, &opened, sent).await,
         Err(f) => Err(f),
     };
     opened.exit(result)

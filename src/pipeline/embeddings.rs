@@ -21,14 +21,14 @@ use super::{Ctx, Failure, Opened, Outcome, Sent, undecided};
 const ENDPOINT: policy::EndpointName = policy::EndpointName::Embeddings;
 
 /// `POST /v1/embeddings`.
-pub(crate) async fn embeddings<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+pub(crate) async fn embeddings<B>(ctx: Arc<Ctx>, authed: Authed<B>) -> Outcome
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (opened, unread) = Opened::open(authed, ENDPOINT.as_str(), Front::OpenAi);
     let result = match super::read(unread).await {
-        Ok(sent) => embed(ctx, &opened, sent).await,
+        Ok(sent) => embed(&ctx, &opened, sent).await,
         Err(f) => Err(f),
     };
     opened.exit(result)

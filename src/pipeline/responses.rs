@@ -99,14 +99,14 @@ impl Turn {
 }
 
 /// `POST /v1/responses`.
-pub(crate) async fn create<B>(ctx: &Arc<Ctx>, authed: Authed<B>) -> Outcome
+pub(crate) async fn create<B>(ctx: Arc<Ctx>, authed: Authed<B>) -> Outcome
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (opened, unread) = Opened::open(authed, "responses", Front::Responses);
     let result = match super::read(unread).await {
-        Ok(sent) => respond(ctx, &opened, sent).await,
+        Ok(sent) => respond(&ctx, &opened, sent).await,
         Err(f) => Err(f),
     };
     opened.exit(result)
@@ -257,7 +257,7 @@ fn native_body(body: &[u8], items: &[Value]) -> Option<serde_json::Map<String, V
 
 /// `GET /v1/responses/{id}`, `GET /v1/responses/{id}/input_items` and
 /// `DELETE /v1/responses/{id}`.
-pub(crate) async fn stored<B>(ctx: &Ctx, authed: Authed<B>) -> Outcome {
+pub(crate) async fn stored<B>(ctx: Arc<Ctx>, authed: Authed<B>) -> Outcome {
     let (method, uri) = (
         authed.request.method().clone(),
         authed.request.uri().clone(),

@@ -1,76 +1,307 @@
-//! The wiring: the one tower stack of the API listener, in order, and the route table.
+//! The API listener's service: everything a request passes through, in order, then the route
+//! table. One service rather than a stack of tower layers: the steps do not compose apart
+//! (each needs what an earlier one found: the snapshot, the caller, the route), and each layer
+//! cost a boxed future and a move of the response on every request.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, header};
-use tower::{Layer, Service, ServiceBuilder};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::boundary::{BoundaryLayer, Exit};
-use super::request_id::RequestIdLayer;
-use crate::auth::{AuthLayer, Authed};
+use super::boundary::{Exit, Guard};
+use super::request_id::{self, X_REQUEST_ID};
+use crate::auth::{Authed, authenticate};
 use crate::error::{GatewayError, panic_response};
 use crate::exchange::RequestError;
-use crate::live::Live;
 use crate::pipeline::{self, Ctx, Outcome};
 use crate::stream::body::ResponseBody;
 
-/// The body of every API response, after the panic guard has boxed it.
-pub(crate) type ApiBody = tower_http::body::UnsyncBoxBody<Bytes, tower_http::BoxError>;
-
-/// Headers whose values never reach logs or traces.
-fn sensitive_headers() -> [header::HeaderName; 5] {
-    [
-        header::AUTHORIZATION,
-        header::PROXY_AUTHORIZATION,
-        header::COOKIE,
-        header::HeaderName::from_static("x-api-key"),
-        header::HeaderName::from_static("x-goog-api-key"),
-    ]
+/// Whether a header's values must never reach logs or traces (the `Debug` of a value marked
+/// sensitive prints `Sensitive`).
+fn sensitive(name: &header::HeaderName) -> bool {
+    name == header::AUTHORIZATION
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::COOKIE
+        || name.as_str() == "x-api-key"
+        || name.as_str() == "x-goog-api-key"
 }
 
-/// The API service: the cross-cutting layers, outermost first, then the routes.
-pub(crate) fn api_service<B>(
-    live: Live,
+/// Marks the values of [`sensitive`] headers, every value of each: one pass over the few
+/// headers a request has, rather than a lookup per name.
+fn mark_sensitive(headers: &mut HeaderMap) {
+    for (name, value) in headers.iter_mut() {
+        if sensitive(name) {
+            value.set_sensitive(true);
+        }
+    }
+}
+
+/// The API listener's service.
+#[derive(Clone)]
+pub(crate) struct Api {
     ctx: Arc<Ctx>,
-) -> impl Service<Request<B>, Response = Response<ApiBody>, Error = Infallible, Future: Send>
-+ Clone
-+ Send
+}
+
+impl Api {
+    pub(crate) fn new(ctx: Arc<Ctx>) -> Api {
+        Api { ctx }
+    }
+}
+
+impl<B> hyper::service::Service<Request<B>> for Api
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let metrics = ctx.metrics.clone();
-    ServiceBuilder::new()
-        // Never drop a connection on a bug: a panic becomes a 500 in OpenAI's format.
-        .layer(CatchPanicLayer::custom(move |p| {
-            metrics.panics.inc();
-            panic_response(p)
-        }))
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Served;
+
+    /// Everything up to the endpoint's own work is done here, at once; what is left to wait
+    /// for is one boxed future (the endpoint's) in [`Served`]. A panic anywhere, here or in a
+    /// later poll, is answered with a 500 in OpenAI's format rather than a dropped connection.
+    fn call(&self, mut request: Request<B>) -> Served {
         // Before anything can log a header.
-        .layer(SetSensitiveRequestHeadersLayer::new(sensitive_headers()))
-        // The request id, and (at debug level) the span every line of the request is in.
-        .layer(RequestIdLayer)
-        // Counts, logs and takes off the in-flight gauge every request, however it ends.
-        .layer(BoundaryLayer::new(ctx.metrics.clone()))
-        .layer(BodyLimitLayer { live: live.clone() })
-        .layer(AuthLayer::new(live))
-        .service(Routes { ctx })
+        mark_sensitive(request.headers_mut());
+        let id = request_id::ensure(&mut request);
+        // A span costs nothing unless debug lines are on: its fields are not even formatted.
+        let span = tracing::debug_span!(
+            "request",
+            method = %request.method(),
+            path = %crate::base::printable(request.uri().path()),
+            request_id = id.to_str().unwrap_or("-"),
+        );
+        let started = {
+            let _in = span.enter();
+            catch_unwind(AssertUnwindSafe(|| start(&self.ctx, request, id.clone())))
+        };
+        match started {
+            Ok(Started::Answered(response)) => Served::answered(response, id),
+            Ok(Started::Waiting(waiting)) => Served {
+                state: State::Waiting(waiting),
+                span,
+            },
+            Err(panic) => Served::answered(panicked(&self.ctx, panic), id),
+        }
+    }
 }
 
-// === impl Routes ===
+/// A caught panic's response, counted.
+fn panicked(ctx: &Ctx, panic: Box<dyn std::any::Any + Send>) -> Response<ResponseBody> {
+    ctx.metrics.panics.inc();
+    panic_response(panic)
+}
 
-/// The route table of the API listener, and the requests in flight it admits.
-#[derive(Clone)]
-pub(crate) struct Routes {
+/// What [`start`] leaves: an answer already, or an endpoint's work to wait for.
+enum Started {
+    Answered(Response<ResponseBody>),
+    Waiting(Waiting),
+}
+
+/// The response future of the API service, written out rather than an `async` block: that
+/// would hold the request and each part made from it twice (as an argument and as the local
+/// it is moved to), and allocate per request what hyper keeps per connection here.
+pub(crate) struct Served {
+    state: State,
+    /// The request's span, entered on every poll.
+    span: tracing::Span,
+}
+
+enum State {
+    Answered(Option<Response<ResponseBody>>),
+    Waiting(Waiting),
+}
+
+/// An admitted request while its endpoint works.
+struct Waiting {
+    /// First, so that it is dropped (its own accounting of a client gone) before the guard.
+    work: Pin<Box<dyn Future<Output = Outcome> + Send>>,
     ctx: Arc<Ctx>,
+    /// Counts and logs the request when it is answered, or dropped (its client gone).
+    guard: Guard,
+    arrived: Option<HeaderValue>,
+    endpoint: &'static str,
+    /// Its admission slot, given to its stream if the answer is one.
+    permit: Option<OwnedSemaphorePermit>,
 }
+
+impl Served {
+    fn answered(mut response: Response<ResponseBody>, id: HeaderValue) -> Served {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+        Served {
+            state: State::Answered(Some(response)),
+            span: tracing::Span::none(),
+        }
+    }
+}
+
+impl Future for Served {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every part is `Unpin` (the endpoint's future is boxed).
+        let this = self.get_mut();
+        let w = match &mut this.state {
+            State::Answered(response) => {
+                let Some(r) = response.take() else {
+                    return Poll::Ready(Ok(
+                        GatewayError::Internal("polled again".into()).into_response()
+                    ));
+                };
+                return Poll::Ready(Ok(r));
+            }
+            State::Waiting(w) => w,
+        };
+        let _in = this.span.enter();
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            crate::hop::carried(&w.arrived, || w.work.as_mut().poll(cx))
+        }));
+        let mut response = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(outcome)) => w.finish(outcome),
+            Err(panic) => {
+                w.guard.panicked();
+                panicked(&w.ctx, panic)
+            }
+        };
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), w.guard.request_id().clone());
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl Waiting {
+    /// The endpoint's answer, counted; a started stream moved from the request slots to the
+    /// stream slots.
+    fn finish(&mut self, outcome: Outcome) -> Response<ResponseBody> {
+        let mut exit = Exit {
+            response: outcome.response,
+            endpoint: self.endpoint,
+            policy: outcome.policy,
+            logged: outcome.logged,
+        };
+        if let (Some(p), ResponseBody::Relay(relay)) =
+            (self.permit.take(), exit.response.body_mut())
+        {
+            // A started stream is mostly an idle connection: it leaves the slots of requests
+            // still being decided for them, and counts among open streams instead. With none of
+            // those free it keeps its request slot (refusing it now would waste the answer
+            // under way).
+            match self.ctx.streams.clone().try_acquire_owned() {
+                Ok(stream) => relay.hold(Box::new(stream)),
+                Err(_) => relay.hold(Box::new(p)),
+            }
+        }
+        self.guard.answered(&exit);
+        exit.response
+    }
+}
+
+/// A request up to its endpoint: counted in by its guard; refused at once if it has looped
+/// back through this gateway, fails [`admit`] or finds no admission slot (POSTs only);
+/// answered at once if its route is unknown, its method not allowed, or its answer needs no
+/// waiting; else its endpoint's work, to wait for.
+fn start<B>(ctx: &Arc<Ctx>, request: Request<B>, id: HeaderValue) -> Started
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut guard = Guard::new(ctx.metrics.clone(), &request, id);
+    let route = Endpoint::of(request.uri().path());
+    let endpoint = route.map_or("unknown", Endpoint::label);
+    let mut answer = |outcome: Outcome| {
+        let exit = Exit {
+            response: outcome.response,
+            endpoint,
+            policy: outcome.policy,
+            logged: outcome.logged,
+        };
+        guard.answered(&exit);
+        Started::Answered(exit.response)
+    };
+    // Before anything else (a key, a body, an admission slot).
+    if crate::hop::is_loop(request.headers()) {
+        return answer(GatewayError::Loop.into());
+    }
+    let arrived = request.headers().get(&crate::hop::HOPS).cloned();
+    let authed = match admit(ctx, request) {
+        Ok(authed) => authed,
+        Err(e) => return answer(e.into()),
+    };
+    // Shed rather than queue: a queue in front of model calls only adds latency to requests
+    // that will time out anyway. Listing models costs nothing and is not shed.
+    let permit = if authed.request.method() == Method::POST {
+        match ctx.admission.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                ctx.metrics.shed.inc();
+                return answer(GatewayError::Overloaded.into());
+            }
+        }
+    } else {
+        None
+    };
+    let ctx = ctx.clone();
+    // Each endpoint's future in a box of its own size.
+    let work: Pin<Box<dyn Future<Output = Outcome> + Send>> = match route {
+        None => {
+            let path = authed.request.uri().path().to_owned();
+            return answer(GatewayError::NotFound(path).into());
+        }
+        Some(e) if !e.allows(authed.request.method()) => {
+            return answer(GatewayError::MethodNotAllowed { allow: e.allow() }.into());
+        }
+        Some(Endpoint::Models | Endpoint::Model) => return answer(pipeline::models(&authed)),
+        Some(Endpoint::ChatCompletions) => {
+            Box::pin(pipeline::chat_completions(ctx.clone(), authed))
+        }
+        Some(Endpoint::Responses) => Box::pin(pipeline::responses::create(ctx.clone(), authed)),
+        Some(Endpoint::Response) => Box::pin(pipeline::responses::stored(ctx.clone(), authed)),
+        Some(Endpoint::Messages) => Box::pin(pipeline::messages(ctx.clone(), authed)),
+        Some(Endpoint::CountTokens) => Box::pin(pipeline::count_tokens(ctx.clone(), authed)),
+        Some(Endpoint::Embeddings) => Box::pin(pipeline::embeddings(ctx.clone(), authed)),
+        Some(Endpoint::Usage) => Box::pin(pipeline::usage(authed)),
+    };
+    Started::Waiting(Waiting {
+        work,
+        ctx,
+        guard,
+        arrived,
+        endpoint,
+        permit,
+    })
+}
+
+/// Refuses a body whose declared length is over the limit before a byte of it is read (413;
+/// bodies without a length are capped while they are read), then a request without a valid
+/// key (401); else the caller, under the snapshot the request loads once.
+fn admit<B>(ctx: &Ctx, request: Request<B>) -> Result<Authed<B>, GatewayError> {
+    let current = ctx.live.load_full();
+    let limit = current.config.limits.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(RequestError::TooLarge { limit }.into());
+    }
+    let caller = authenticate(request.headers(), &current)?;
+    Ok(Authed {
+        caller,
+        current,
+        request,
+    })
+}
+
+// === the route table ===
 
 /// What a path reaches.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -149,161 +380,5 @@ pub(crate) fn endpoint_of(path: &str) -> &'static str {
     Endpoint::of(path).map_or("unknown", Endpoint::label)
 }
 
-impl<B> Service<Authed<B>> for Routes
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, authed: Authed<B>) -> Self::Future {
-        let ctx = self.ctx.clone();
-        Box::pin(async move {
-            let route = Endpoint::of(authed.request.uri().path());
-            let endpoint = route.map_or("unknown", Endpoint::label);
-            // Shed rather than queue: a queue in front of model calls only adds latency to
-            // requests that will time out anyway. Listing models costs nothing and is not shed.
-            let permit = if authed.request.method() == Method::POST {
-                match ctx.admission.clone().try_acquire_owned() {
-                    Ok(p) => Some(p),
-                    Err(_) => {
-                        ctx.metrics.shed.inc();
-                        return Ok(exit(GatewayError::Overloaded.into(), endpoint));
-                    }
-                }
-            } else {
-                None
-            };
-            let outcome = match route {
-                None => GatewayError::NotFound(authed.request.uri().path().to_owned()).into(),
-                Some(e) if !e.allows(authed.request.method()) => {
-                    GatewayError::MethodNotAllowed { allow: e.allow() }.into()
-                }
-                // Each endpoint's future in a box of its own size: awaited inline, every
-                // request would move (and its box hold) the largest endpoint's, ~6 KiB.
-                Some(Endpoint::ChatCompletions) => {
-                    Box::pin(pipeline::chat_completions(&ctx, authed)).await
-                }
-                Some(Endpoint::Responses) => {
-                    Box::pin(pipeline::responses::create(&ctx, authed)).await
-                }
-                Some(Endpoint::Response) => {
-                    Box::pin(pipeline::responses::stored(&ctx, authed)).await
-                }
-                Some(Endpoint::Messages) => Box::pin(pipeline::messages(&ctx, authed)).await,
-                Some(Endpoint::CountTokens) => Box::pin(pipeline::count_tokens(&ctx, authed)).await,
-                Some(Endpoint::Embeddings) => Box::pin(pipeline::embeddings(&ctx, authed)).await,
-                Some(Endpoint::Usage) => Box::pin(pipeline::usage(authed)).await,
-                Some(Endpoint::Models | Endpoint::Model) => pipeline::models(&authed),
-            };
-            let mut response = exit(outcome, endpoint);
-            if let (Some(p), ResponseBody::Relay(relay)) = (permit, response.body_mut()) {
-                // A started stream is mostly an idle connection: it leaves the slots of requests
-                // still being decided for them, and counts among open streams instead. With
-                // none of those free it keeps its request slot (refusing it now would waste the
-                // answer under way).
-                match ctx.streams.clone().try_acquire_owned() {
-                    Ok(stream) => relay.hold(Box::new(stream)),
-                    Err(_) => relay.hold(Box::new(p)),
-                }
-            }
-            Ok(response)
-        })
-    }
-}
-
-/// The response of an outcome, marked for the boundary with its endpoint, its policy and
-/// whether its line is written.
-fn exit(outcome: Outcome, endpoint: &'static str) -> Response<ResponseBody> {
-    let mut response = outcome.response;
-    response.extensions_mut().insert(Exit {
-        endpoint,
-        policy: outcome.policy,
-        logged: outcome.logged,
-    });
-    response
-}
-
-// === impl BodyLimitLayer ===
-
-/// Refuses a body whose declared length is over the limit before a byte of it is read (413).
-/// Bodies without a length are capped while they are read.
-#[derive(Clone)]
-pub(crate) struct BodyLimitLayer {
-    live: Live,
-}
-
-impl<S> Layer<S> for BodyLimitLayer {
-    type Service = BodyLimit<S>;
-    fn layer(&self, inner: S) -> BodyLimit<S> {
-        BodyLimit {
-            inner,
-            live: self.live.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct BodyLimit<S> {
-    inner: S,
-    live: Live,
-}
-
-impl<S, B> Service<Request<B>> for BodyLimit<S>
-where
-    S: Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = futures_util::future::Either<
-        futures_util::future::Ready<Result<Response<ResponseBody>, Infallible>>,
-        S::Future,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let limit = self.live.load().config.limits.max_body_bytes;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            let res = GatewayError::from(RequestError::TooLarge { limit }).into_response();
-            return futures_util::future::Either::Left(futures_util::future::ready(Ok(res)));
-        }
-        futures_util::future::Either::Right(self.inner.call(req))
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::endpoint_of;
-
-    #[test]
-    fn paths_reach_their_endpoints() {
-        for (path, label) in [
-            ("/v1/chat/completions", "chat_completions"),
-            ("/v1/messages", "messages"),
-            ("/v1/messages/count_tokens", "count_tokens"),
-            ("/v1/embeddings", "embeddings"),
-            ("/v1/usage", "usage"),
-            ("/v1/models", "models"),
-            ("/v1/models/", "models"),
-            ("/v1/models/llama3.2%3A3b", "model"),
-            ("/v1/chat/completions/", "unknown"),
-            ("/v2/models", "unknown"),
-        ] {
-            assert_eq!(endpoint_of(path), label, "{path}");
-        }
-    }
-}
+mod tests;

@@ -115,7 +115,7 @@ pub async fn start_with_env(
         conversations: crate::conversations::Conversations::new(&state.config().responses)
             .map_err(|e| anyhow::anyhow!("responses.store: {e}"))?,
     });
-    let api_svc = app::api_service::<Incoming>(state.live.clone(), ctx);
+    let api_svc = app::Api::new(ctx);
     let admin_svc = admin::AdminService::new(metrics.clone(), health.clone(), state.clone());
 
     health.set_ready(true);
@@ -162,21 +162,16 @@ pub async fn start_with_env(
     clippy::too_many_arguments,
     reason = "the parts of a running server, assembled once"
 )]
-async fn serve<A, M>(
+async fn serve<M>(
     api: TcpListener,
     admin: TcpListener,
-    api_svc: A,
+    api_svc: app::Api,
     admin_svc: M,
     settings: ServerSettings,
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
     deadline: watch::Sender<bool>,
 ) where
-    A: Service<Request<Incoming>, Response = Response<app::ApiBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    A::Future: Send + 'static,
     M: Service<
             Request<Incoming>,
             Response = Response<http_body_util::Full<Bytes>>,
@@ -237,7 +232,7 @@ async fn serve<A, M>(
                 let _ = stream.set_nodelay(true);
                 let conn = builder.serve_connection_with_upgrades(
                     stall::StallGuard::new(TokioIo::new(stream), settings.write_stall_timeout),
-                    TowerToHyperService::new(api_svc.clone()),
+                    api_svc.clone(),
                 );
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {

@@ -1,12 +1,7 @@
 //! ① Request ids: keep a well-formed `x-request-id` from the client, replace anything else with
 //! a fresh one, and echo it on the response, errors included.
 
-use std::task::{Context, Poll};
-
-use futures_util::future::{BoxFuture, FutureExt};
-use http::{HeaderValue, Request, Response};
-use tower::{Layer, Service};
-use tracing::Instrument;
+use http::{HeaderValue, Request};
 
 pub(crate) use crate::exchange::headers::X_REQUEST_ID;
 
@@ -21,60 +16,16 @@ fn acceptable(v: &HeaderValue) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
 }
 
-#[derive(Clone, Copy, Default)]
-pub(crate) struct RequestIdLayer;
-
-impl<S> Layer<S> for RequestIdLayer {
-    type Service = RequestId<S>;
-    fn layer(&self, inner: S) -> RequestId<S> {
-        RequestId { inner }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct RequestId<S> {
-    inner: S,
-}
-
-impl<S, B, R> Service<Request<B>> for RequestId<S>
-where
-    S: Service<Request<B>, Response = Response<R>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<R>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<R>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let id = match req.headers().get(&X_REQUEST_ID) {
-            Some(v) if acceptable(v) => v.clone(),
-            _ => {
-                let v = HeaderValue::try_from(fresh()).unwrap_or(HeaderValue::from_static("0"));
-                req.headers_mut().insert(X_REQUEST_ID.clone(), v.clone());
-                v
-            }
-        };
-        // A span costs nothing unless debug lines are on: its fields are not even formatted.
-        let span = tracing::debug_span!(
-            "request",
-            method = %req.method(),
-            path = %crate::base::printable(req.uri().path()),
-            request_id = id.to_str().unwrap_or("-"),
-        );
-        self.inner
-            .call(req)
-            .map(move |res| {
-                res.map(|mut r| {
-                    r.headers_mut().insert(X_REQUEST_ID.clone(), id);
-                    r
-                })
-            })
-            .instrument(span)
-            .boxed()
+/// The request's id: the client's if [`acceptable`], else a fresh one, which replaces the
+/// client's in the request so that everything after sees the id the response will carry.
+pub(crate) fn ensure<B>(req: &mut Request<B>) -> HeaderValue {
+    match req.headers().get(&X_REQUEST_ID) {
+        Some(v) if acceptable(v) => v.clone(),
+        _ => {
+            let v = HeaderValue::try_from(fresh()).unwrap_or(HeaderValue::from_static("0"));
+            req.headers_mut().insert(X_REQUEST_ID.clone(), v.clone());
+            v
+        }
     }
 }
 
