@@ -10,12 +10,13 @@ pub(crate) mod responses;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 
 use crate::exchange::RequestError;
 
-/// Reads a request body up to `limit` bytes. The `Content-Length` check already happened in
-/// the body-limit layer; this catches chunked bodies that grow past it.
+/// Reads a request body up to `limit` bytes. A declared `Content-Length` over it was refused
+/// before the body was read; this catches chunked bodies that grow past it.
 pub(crate) async fn read_body<B>(
     body: B,
     limit: u64,
@@ -25,17 +26,80 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    // A body trickled in a byte at a time (R.U.D.Y.) would hold the request open for ever.
-    let Ok(collected) = tokio::time::timeout(within, limited.collect()).await else {
-        return Err(RequestError::Timeout(within.as_secs()));
-    };
-    match collected {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(RequestError::TooLarge { limit })
+    let max = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut body = std::pin::pin!(body);
+    let mut whole = Whole::Empty;
+    let mut deadline = None;
+    loop {
+        // A body already in (most are, with their head) is read without arming a timer.
+        let ready = body.as_mut().frame().now_or_never();
+        // The body's error as the boxed error it becomes: `B::Error` need not be `Send`.
+        let frame = match ready.map(|f| f.map(|r| r.map_err(Into::into))) {
+            Some(frame) => frame,
+            None => {
+                // A body trickled in a byte at a time (R.U.D.Y.) would hold the request open
+                // for ever: the time to read it counts from its first wait.
+                let at = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + within);
+                match tokio::time::timeout_at(at, body.as_mut().frame()).await {
+                    Ok(frame) => frame.map(|r| r.map_err(Into::into)),
+                    Err(_) => return Err(RequestError::Timeout(within.as_secs())),
+                }
+            }
+        };
+        match frame {
+            None => return Ok(whole.into_bytes()),
+            Some(Err(e)) => return Err(RequestError::Body(e.to_string())),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if whole.len() + data.len() > max {
+                        return Err(RequestError::TooLarge { limit });
+                    }
+                    whole.push(data);
+                }
+            }
         }
-        Err(e) => Err(RequestError::Body(e.to_string())),
+    }
+}
+
+/// A body as it is read: its one chunk kept as it came (no copy, the usual case), or the
+/// chunks so far joined.
+enum Whole {
+    Empty,
+    One(Bytes),
+    Joined(bytes::BytesMut),
+}
+
+impl Whole {
+    fn len(&self) -> usize {
+        match self {
+            Whole::Empty => 0,
+            Whole::One(b) => b.len(),
+            Whole::Joined(b) => b.len(),
+        }
+    }
+
+    fn push(&mut self, data: Bytes) {
+        *self = match std::mem::replace(self, Whole::Empty) {
+            Whole::Empty => Whole::One(data),
+            Whole::One(first) => {
+                let mut joined = bytes::BytesMut::with_capacity(2 * (first.len() + data.len()));
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&data);
+                Whole::Joined(joined)
+            }
+            Whole::Joined(mut joined) => {
+                joined.extend_from_slice(&data);
+                Whole::Joined(joined)
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Whole::Empty => Bytes::new(),
+            Whole::One(b) => b,
+            Whole::Joined(b) => b.freeze(),
+        }
     }
 }
 
@@ -150,19 +214,19 @@ impl Front {
 /// The model an answer names: the catalog id of the model that served it, as the response
 /// headers say; for a model the catalog does not know, the name the client asked for (or,
 /// for `auto`, the backend's name without any directory or file extension), never a path.
-pub(crate) fn answer_model(d: &crate::config::Deployment, requested: &str) -> String {
+pub(crate) fn answer_model<'a>(d: &'a crate::config::Deployment, requested: &'a str) -> &'a str {
     if !d.model.uncatalogued {
-        return d.model.id.clone();
+        return &d.model.id;
     }
     if requested != crate::config::AUTO && !requested.contains(['/', '\\']) {
-        return requested.to_owned();
+        return requested;
     }
     let base = d
         .upstream_model
         .rsplit(['/', '\\'])
         .next()
         .unwrap_or(&d.upstream_model);
-    base.strip_suffix(".gguf").unwrap_or(base).to_owned()
+    base.strip_suffix(".gguf").unwrap_or(base)
 }
 
 /// An OpenAI-format JSON object (a completion or a chunk) with its top-level `model` set to
@@ -183,6 +247,16 @@ pub(crate) fn with_model(json: &[u8], model: &str) -> Option<Bytes> {
 /// [`with_model`] where the `model` value is known to lie at `at` (its JSON, quotes included).
 pub(crate) fn model_at(json: &[u8], at: std::ops::Range<usize>, model: &str) -> Option<Bytes> {
     let raw = json.get(at.clone())?;
+    // Most answers name the model already: compared without writing the JSON string first.
+    if raw
+        .strip_prefix(b"\"")
+        .and_then(|r| r.strip_suffix(b"\""))
+        .is_some_and(|r| {
+            r == model.as_bytes() && !r.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        })
+    {
+        return None;
+    }
     let want = serde_json::to_string(model).ok()?;
     if raw == want.as_bytes() {
         return None;
@@ -206,5 +280,82 @@ mod model_tests {
         );
         assert!(super::with_model(&out, "qwen2.5-7b-instruct").is_none());
         assert!(super::with_model(br#"{"id":"x"}"#, "m").is_none());
+    }
+
+    #[test]
+    fn a_model_already_named_is_kept_escaped_or_not() {
+        let at = |json: &[u8]| 9..json.len() - 1;
+        let plain = br#"{"model":"m-1"}"#;
+        assert!(super::model_at(plain, at(plain), "m-1").is_none());
+        let out = super::model_at(plain, at(plain), "m-2").unwrap();
+        assert_eq!(&out[..], br#"{"model":"m-2"}"#);
+        let escaped = br#"{"model":"a\"b"}"#;
+        assert!(super::model_at(escaped, at(escaped), "a\"b").is_none());
+        // The bytes of the name, but not the JSON string of it (a backslash escapes).
+        let raw = br#"{"model":"a\b"}"#;
+        let out = super::model_at(raw, at(raw), "a\\b").unwrap();
+        assert_eq!(&out[..], br#"{"model":"a\\b"}"#);
+        assert!(super::model_at(&out, at(&out), "a\\b").is_none());
+    }
+}
+
+#[cfg(test)]
+mod read_body_tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    use super::read_body;
+    use crate::exchange::RequestError;
+
+    type Chunk = Result<Frame<Bytes>, Infallible>;
+
+    fn chunks(
+        parts: &[&'static str],
+    ) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Chunk>>> {
+        let frames: Vec<Chunk> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn one_chunk_many_chunks_and_none_are_read_whole() {
+        let s = Duration::from_secs(1);
+        let one = read_body(chunks(&["{\"a\":1}"]), 100, s).await.unwrap();
+        assert_eq!(&one[..], b"{\"a\":1}");
+        let many = read_body(chunks(&["{\"a\"", ":", "1}"]), 100, s)
+            .await
+            .unwrap();
+        assert_eq!(&many[..], b"{\"a\":1}");
+        assert!(read_body(chunks(&[]), 100, s).await.unwrap().is_empty());
+        // Exactly the limit passes; one byte over it does not, however it is cut.
+        assert_eq!(
+            read_body(chunks(&["12", "34"]), 4, s).await.unwrap().len(),
+            4
+        );
+        for parts in [&["12345"][..], &["12", "345"], &["1234", "5"]] {
+            let e = read_body(chunks(parts), 4, s).await.unwrap_err();
+            assert!(
+                matches!(e, RequestError::TooLarge { limit: 4 }),
+                "{parts:?}: {e:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_coming_times_out() {
+        let first = Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"{")));
+        let stalled = futures_util::stream::iter([first]).chain(futures_util::stream::pending());
+        let body = StreamBody::new(stalled.boxed());
+        let e = read_body(body, 100, Duration::from_secs(3))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RequestError::Timeout(3)), "{e:?}");
     }
 }

@@ -159,7 +159,7 @@ pub(super) async fn serve_chat(
         let model = api::answer_model(d, &req.model);
         match turn {
             Some(t) => Box::new(ResponsesEncoder::new(
-                t.head(model),
+                t.head(model.to_owned()),
                 prompt_estimate,
                 output_limit,
                 t.keep(),
@@ -168,7 +168,7 @@ pub(super) async fn serve_chat(
                 req.wants_stream_usage(),
                 prompt_estimate,
                 output_limit,
-                &model,
+                model,
             ),
         }
     };
@@ -199,8 +199,8 @@ pub(super) async fn serve_chat(
     let whole = |body: AnswerBody, d: &Deployment| {
         let model = api::answer_model(d, &req.model);
         match turn {
-            Some(t) => t.whole(body, model),
-            None => front.whole(body, &model),
+            Some(t) => t.whole(body, model.to_owned()),
+            None => front.whole(body, model),
         }
     };
     let response = respond_with(ctx, opened, &decision, served, record, &encoder, &whole)?;
