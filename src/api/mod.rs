@@ -61,12 +61,12 @@ where
     }
 }
 
-/// A body as it is read: its one chunk kept as it came (no copy, the usual case), or the
-/// chunks so far joined.
+/// A body as it is read: its one chunk kept as it came (no copy, the usual case), or its
+/// chunks, joined at the end into one buffer of their exact size.
 enum Whole {
     Empty,
     One(Bytes),
-    Joined(bytes::BytesMut),
+    Many(Vec<Bytes>, usize),
 }
 
 impl Whole {
@@ -74,7 +74,7 @@ impl Whole {
         match self {
             Whole::Empty => 0,
             Whole::One(b) => b.len(),
-            Whole::Joined(b) => b.len(),
+            Whole::Many(_, len) => *len,
         }
     }
 
@@ -82,14 +82,13 @@ impl Whole {
         *self = match std::mem::replace(self, Whole::Empty) {
             Whole::Empty => Whole::One(data),
             Whole::One(first) => {
-                let mut joined = bytes::BytesMut::with_capacity(2 * (first.len() + data.len()));
-                joined.extend_from_slice(&first);
-                joined.extend_from_slice(&data);
-                Whole::Joined(joined)
+                let len = first.len() + data.len();
+                Whole::Many(vec![first, data], len)
             }
-            Whole::Joined(mut joined) => {
-                joined.extend_from_slice(&data);
-                Whole::Joined(joined)
+            Whole::Many(mut chunks, len) => {
+                let len = len + data.len();
+                chunks.push(data);
+                Whole::Many(chunks, len)
             }
         }
     }
@@ -98,7 +97,13 @@ impl Whole {
         match self {
             Whole::Empty => Bytes::new(),
             Whole::One(b) => b,
-            Whole::Joined(b) => b.freeze(),
+            Whole::Many(chunks, len) => {
+                let mut joined = bytes::BytesMut::with_capacity(len);
+                for c in &chunks {
+                    joined.extend_from_slice(c);
+                }
+                joined.freeze()
+            }
         }
     }
 }

@@ -133,7 +133,7 @@ struct Waiting {
 
 impl Served {
     fn answered(mut response: Response<ResponseBody>, id: HeaderValue) -> Served {
-        response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+        let _ = response.headers_mut().try_insert(X_REQUEST_ID.clone(), id);
         Served {
             state: State::Answered(Some(response)),
             span: tracing::Span::none(),
@@ -159,21 +159,36 @@ impl Future for Served {
             State::Waiting(w) => w,
         };
         let _in = this.span.enter();
+        // The answer is counted inside the catch too: a panic anywhere in a request is a 500.
         let polled = catch_unwind(AssertUnwindSafe(|| {
-            crate::hop::carried(&w.arrived, || w.work.as_mut().poll(cx))
+            match crate::hop::carried(&w.arrived, || w.work.as_mut().poll(cx)) {
+                Poll::Pending => None,
+                Poll::Ready(outcome) => Some(w.finish(outcome)),
+            }
         }));
         let mut response = match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(outcome)) => w.finish(outcome),
+            Ok(None) => return Poll::Pending,
+            Ok(Some(response)) => response,
             Err(panic) => {
                 w.guard.panicked();
                 panicked(&w.ctx, panic)
             }
         };
-        response
-            .headers_mut()
-            .insert(X_REQUEST_ID.clone(), w.guard.request_id().clone());
+        let id = w.guard.request_id().clone();
+        // Done: the endpoint's future, finished or poisoned, is never polled again, and what
+        // it held goes now rather than with the connection's next request.
+        this.state = State::Answered(None);
+        let _ = response.headers_mut().try_insert(X_REQUEST_ID.clone(), id);
         Poll::Ready(Ok(response))
+    }
+}
+
+impl Drop for Served {
+    /// A request dropped mid-work (its client gone) is torn down inside its span, as its polls
+    /// ran.
+    fn drop(&mut self) {
+        let _in = self.span.enter();
+        self.state = State::Answered(None);
     }
 }
 

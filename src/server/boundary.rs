@@ -76,9 +76,12 @@ impl Guard {
         &self.request_id
     }
 
-    /// The request's handling panicked, and the panic was caught: a 500.
+    /// The request's handling panicked, and the panic was caught: a 500 (unless it was
+    /// counted already, and the panic came after).
     pub(crate) fn panicked(&mut self) {
-        self.unanswered(true);
+        if !self.done {
+            self.unanswered(true);
+        }
     }
 
     /// Counted and logged as gone without an answer.
