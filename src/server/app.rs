@@ -196,12 +196,7 @@ impl Waiting {
     /// The endpoint's answer, counted; a started stream moved from the request slots to the
     /// stream slots.
     fn finish(&mut self, outcome: Outcome) -> Response<ResponseBody> {
-        let mut exit = Exit {
-            response: outcome.response,
-            endpoint: self.endpoint,
-            policy: outcome.policy,
-            logged: outcome.logged,
-        };
+        let mut exit = Exit::of(outcome, self.endpoint);
         if let (Some(p), ResponseBody::Relay(relay)) =
             (self.permit.take(), exit.response.body_mut())
         {
@@ -232,12 +227,7 @@ where
     let route = Endpoint::of(request.uri().path());
     let endpoint = route.map_or("unknown", Endpoint::label);
     let mut answer = |outcome: Outcome| {
-        let exit = Exit {
-            response: outcome.response,
-            endpoint,
-            policy: outcome.policy,
-            logged: outcome.logged,
-        };
+        let exit = Exit::of(outcome, endpoint);
         guard.answered(&exit);
         Started::Answered(exit.response)
     };

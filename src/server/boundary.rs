@@ -21,6 +21,18 @@ pub(crate) struct Exit {
     pub(crate) logged: bool,
 }
 
+impl Exit {
+    /// The response of an endpoint's (or a refusal's) outcome, on `endpoint`.
+    pub(crate) fn of(outcome: crate::pipeline::Outcome, endpoint: &'static str) -> Exit {
+        Exit {
+            response: outcome.response,
+            endpoint,
+            policy: outcome.policy,
+            logged: outcome.logged,
+        }
+    }
+}
+
 /// One request on its way out. Dropped without an answer, it counts as cancelled (or, while
 /// a panic unwinds, as the 500 the service answers for it).
 pub(crate) struct Guard {
