@@ -537,6 +537,8 @@ async fn p1(args: &Args) -> bool {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     // seen[rate][path] = rounds
     let mut seen: Vec<Vec<Vec<Round>>> = vec![vec![Vec::new(); 3]; rates.len()];
+    // late[rate]: how late the generator sent each request, every path and round.
+    let mut late: Vec<Vec<Duration>> = vec![Vec::new(); rates.len()];
     for (ri, &rate) in rates.iter().enumerate() {
         for url in &urls {
             open_loop(&c, url, &body, rate, Duration::from_secs(1)).await;
@@ -546,7 +548,8 @@ async fn p1(args: &Args) -> bool {
             for (pi, url) in rotated(&urls, round) {
                 let p = proxies[pi].as_ref();
                 let cpu0 = p.map(|p| sut::cpu_time(p.pid()));
-                let o = open_loop(&c, url, &body, rate, Duration::from_secs_f64(secs)).await;
+                let mut o = open_loop(&c, url, &body, rate, Duration::from_secs_f64(secs)).await;
+                late[ri].append(&mut o.late);
                 let n = o.latencies.len() + o.errors;
                 let cpu = match (p, cpu0) {
                     (Some(p), Some(c0)) => {
@@ -625,6 +628,21 @@ async fn p1(args: &Args) -> bool {
             }
         }
     }
+    let late: Vec<String> = rates
+        .iter()
+        .zip(&mut late)
+        .map(|(rate, l)| {
+            format!(
+                "{rate} req/s p50 {:.0} µs, p99 {:.0} µs",
+                us(percentile(l, 0.5)),
+                us(percentile(l, 0.99))
+            )
+        })
+        .collect();
+    println!(
+        "\nhow late the generator sent against its schedule (tokio's millisecond timer; not part of the latencies above): {}",
+        late.join("; ")
+    );
     println!("\n| path | closed-loop max req/s (32 connections) | ÷ floor's | errors |");
     println!("|---|---|---|---|");
     let floor_max = med(max[1].iter().map(|m| m.0).collect());
