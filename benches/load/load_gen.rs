@@ -90,9 +90,9 @@ async fn post(client: &Fast, uri: &http::Uri, body: &bytes::Bytes) -> (Option<u1
 
 /// `rate` requests per second for `duration`, each due at its own instant and timed from when
 /// it was sent, as oha times by default. Timed from when it was due, every latency carried the
-/// pacing timer's lateness (about 1 ms at the median, the same for every path but uneven from run to
-/// run), five times the added latencies being compared. The sender never waits for an answer,
-/// so a slow server cannot hide queueing either way.
+/// pacing timer's lateness (about 1 ms at the median, the same for every path but uneven from
+/// run to run), five times the added latencies being compared. The sender never waits for an
+/// answer, so a slow server cannot hide queueing either way.
 pub async fn open_loop(
     client: &Fast,
     url: &str,
