@@ -539,6 +539,9 @@ async fn p1(args: &Args) -> bool {
     let mut seen: Vec<Vec<Vec<Round>>> = vec![vec![Vec::new(); 3]; rates.len()];
     // late[rate]: how late the generator sent each request, every path and round.
     let mut late: Vec<Vec<Duration>> = vec![Vec::new(); rates.len()];
+    // kernel[rate][path] = rounds of (wake-ups, preemptions, minor faults, user ticks, system
+    // ticks, TCP connections opened) per request.
+    let mut kernel: Vec<Vec<Vec<[f64; 6]>>> = vec![vec![Vec::new(); 3]; rates.len()];
     for (ri, &rate) in rates.iter().enumerate() {
         for url in &urls {
             open_loop(&c, url, &body, rate, Duration::from_secs(1)).await;
@@ -548,6 +551,12 @@ async fn p1(args: &Args) -> bool {
             for (pi, url) in rotated(&urls, round) {
                 let p = proxies[pi].as_ref();
                 let cpu0 = p.map(|p| sut::cpu_time(p.pid()));
+                let counts = |p: &Proxy| {
+                    let (v, i) = sut::switches(p.pid());
+                    let [f, user, system] = sut::faults_and_modes(p.pid());
+                    [v, i, f, user, system, sut::tcp_opens()]
+                };
+                let k0 = p.map(counts);
                 let mut o = open_loop(&c, url, &body, rate, Duration::from_secs_f64(secs)).await;
                 late[ri].append(&mut o.late);
                 let n = o.latencies.len() + o.errors;
@@ -557,6 +566,12 @@ async fn p1(args: &Args) -> bool {
                     }
                     _ => 0.0,
                 };
+                if let (Some(p), Some(k0)) = (p, k0) {
+                    let k1 = counts(p);
+                    kernel[ri][pi].push(std::array::from_fn(|i| {
+                        k1[i].saturating_sub(k0[i]) as f64 / n.max(1) as f64
+                    }));
+                }
                 seen[ri][pi].push((
                     us(o.percentile(0.5)),
                     us(o.percentile(0.9)),
@@ -626,6 +641,26 @@ async fn p1(args: &Args) -> bool {
                 println!("FAIL: {errors} errors through {}", path.name());
                 ok = false;
             }
+        }
+    }
+    println!(
+        "\n| offered req/s | path | CPU µs/req, each round in turn | of it in the kernel | wake-ups per request | preemptions per request | minor faults per request | connections opened per 1,000 requests (any process) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (ri, rate) in rates.iter().enumerate() {
+        for pi in 1..3 {
+            let rounds: Vec<String> = seen[ri][pi].iter().map(|r| format!("{:.0}", r.5)).collect();
+            let k = |i: usize| med(kernel[ri][pi].iter().map(|r| r[i]).collect());
+            println!(
+                "| {rate} | {} | {} | {:.0} % | {:.2} | {:.3} | {:.3} | {:.1} |",
+                Path::ALL[pi].name(),
+                rounds.join(" "),
+                100.0 * k(4) / (k(3) + k(4)).max(f64::MIN_POSITIVE),
+                k(0),
+                k(1),
+                k(2),
+                1000.0 * k(5)
+            );
         }
     }
     let late: Vec<String> = rates

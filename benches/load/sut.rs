@@ -194,6 +194,60 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_nanos(ns)
 }
 
+/// Context switches of `pid`, every thread of it: voluntary ones (the thread slept, mostly to
+/// wait for the next event: its wake-ups) and involuntary ones (it was preempted).
+pub fn switches(pid: u32) -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    let field = |status: &str, name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .fold((0, 0), |(v, i), s| {
+            (
+                v + field(&s, "voluntary_ctxt_switches:"),
+                i + field(&s, "nonvoluntary_ctxt_switches:"),
+            )
+        })
+}
+
+/// Minor page faults of `pid`, and its time in user and in system mode in clock ticks (10 ms),
+/// every thread of it.
+pub fn faults_and_modes(pid: u32) -> [u64; 3] {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis, from the 3rd: minflt is the 10th,
+    // utime the 14th and stime the 15th.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    [7, 11, 12].map(|i| fields.get(i).copied().unwrap_or(0))
+}
+
+/// TCP connections opened on this machine so far, by any process (`ActiveOpens`).
+pub fn tcp_opens() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ActiveOpens")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Open file descriptors of `pid`.
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
