@@ -103,16 +103,18 @@ impl Proxy {
         let config = dir.join("modelgate.yaml");
         std::fs::write(&config, yaml).unwrap();
         let started = Instant::now();
-        let bin = env!("CARGO_BIN_EXE_modelgate");
+        // Another build of the gateway when asked (`deploy/pgo.sh`'s), else this one's.
+        let bin = std::env::var("MODELGATE_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_modelgate").to_owned());
         let wrap = std::env::var("MODELGATE_BENCH_WRAP").unwrap_or_default();
         let mut words = wrap.split_whitespace();
         let mut cmd = match words.next() {
             Some(first) => {
                 let mut c = pinned(first, cpus);
-                c.args(words).arg(bin);
+                c.args(words).arg(&bin);
                 c
             }
-            None => pinned(bin, cpus),
+            None => pinned(&bin, cpus),
         };
         let mut child = cmd
             .args(["serve", "--config"])
