@@ -105,7 +105,9 @@ impl Proxy {
         let started = Instant::now();
         // Another build of the gateway when asked (`deploy/pgo.sh`'s), else this one's.
         let bin = std::env::var("MODELGATE_BENCH_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_modelgate").to_owned());
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_modelgate").to_owned());
         let wrap = std::env::var("MODELGATE_BENCH_WRAP").unwrap_or_default();
         let mut words = wrap.split_whitespace();
         let mut cmd = match words.next() {
