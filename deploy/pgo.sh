@@ -2,14 +2,16 @@
 # A profile-guided (PGO) release build of the gateway, into target/pgo/modelgate.
 #
 # Three steps: a build that counts what runs; a training run of that build under the load
-# benchmark's whole and streamed chat requests (`benches/load`, quick: about a minute, loopback
-# only); then the release build again with those counts, so that the compiler lays out and
-# inlines for the paths requests take. Against `cargo build --release` it cut a warm request's
-# instructions by a quarter and its instruction-cache misses by a third (benches/README.md).
+# benchmark (`benches/load -- p1 p2 t1 --quick`, about a minute and a half, loopback only: chat
+# whole and streamed at P1's and P2's rates, then every front end and common errors); then the
+# release build again with those counts, so that the compiler lays out and inlines for the
+# paths requests take. Against `cargo build --release` it cut a warm request's instructions by
+# a quarter and its instruction-cache misses by a third (benches/README.md).
 #
 # Needs llvm-profdata of the LLVM rustc is built on (`rustc -vV`); on Debian,
-# `apt-get install llvm-22` for Rust 1.95. Paths the training does not take (other dialects,
-# errors) are built as rarely run code: correct, and no faster than without PGO.
+# `apt-get install llvm-22` for Rust 1.95. Paths the training does not take (the closed APIs'
+# adapters, faults) are built as rarely run code: correct, and no faster than without PGO.
+# `RUSTFLAGS` set by the caller are kept. On a one-core builder the training runs unpinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +28,7 @@ raw="$out/raw"
 
 echo "pgo: 1/3 the counting build" >&2
 rm -rf "$raw"
-RUSTFLAGS="-Cprofile-generate=$raw" CARGO_TARGET_DIR="$out/counting" \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$raw" CARGO_TARGET_DIR="$out/counting" \
   cargo build --release --locked --bin modelgate
 # Build scripts ran counted too: only the gateway's own counts are kept.
 rm -rf "$raw"
@@ -34,7 +36,7 @@ rm -rf "$raw"
 echo "pgo: 2/3 training" >&2
 # The counting build is slower: a pass criterion it misses does not matter here, its counts do.
 MODELGATE_BENCH_BIN="$out/counting/release/modelgate" \
-  cargo bench --locked --bench load -- p1 p2 --quick >"$out/training.log" 2>&1 || true
+  cargo bench --locked --bench load -- p1 p2 t1 --quick >"$out/training.log" 2>&1 || true
 if ! ls "$raw"/*.profraw >/dev/null 2>&1; then
   echo "pgo: the training left no counts (see $out/training.log)" >&2
   exit 1
@@ -42,7 +44,7 @@ fi
 "$profdata" merge -o "$out/modelgate.profdata" "$raw"
 
 echo "pgo: 3/3 the release build with the counts" >&2
-RUSTFLAGS="-Cprofile-use=$out/modelgate.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$out/modelgate.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
   CARGO_TARGET_DIR="$out/build" cargo build --release --locked --bin modelgate
 cp "$out/build/release/modelgate" "$out/modelgate"
 echo "pgo: $out/modelgate" >&2

@@ -16,6 +16,8 @@
 //! - p2: streams: time to first token, gaps between chunks and CPU per stream at 200 streams/s;
 //!   memory per open stream with 500 and 2,000 open at once (default settings, 0 errors).
 //! - p3: a request by deployment name with 1 and 1,000 deployments, and `auto` over 1,000.
+//! - t1 (only when named): every front end, whole and streamed, and common errors, in a closed
+//!   loop: the workout `deploy/pgo.sh` trains its build on, with p1 and p2.
 //!
 //! `--quick` shortens every scenario (a check that the harness works); `--rates` and
 //! `--secs` change p1's rates and p1/p2's measuring time. `MODELGATE_BENCH_WRAP` prefixes the
@@ -34,6 +36,7 @@ mod load_gen;
 mod mock;
 mod scale;
 mod sut;
+mod train;
 
 use std::time::{Duration, Instant};
 
@@ -41,11 +44,11 @@ use load_gen::{chat_body, client, open_loop, percentile, streams};
 use mock::MockConfig;
 use sut::Proxy;
 
-const MODEL: &str = "llama-3.1-8b-instruct";
+pub(crate) const MODEL: &str = "llama-3.1-8b-instruct";
 
 /// A realistic configuration: the company policy (four rules), 24 deployments of three models
 /// on the mock, metrics and the per-request log line on, every other setting its default.
-fn config(upstream: &str) -> String {
+pub(crate) fn config(upstream: &str) -> String {
     let mut y = String::from(
         "auth: none\nreload: {poll_interval: 0}\npolicies: {active: company}\ndeployments:\n",
     );
@@ -114,7 +117,9 @@ fn args() -> Args {
                 let s: f64 = it.next().and_then(|v| v.parse().ok()).expect("--secs N");
                 a.secs = Some(s.clamp(0.5, 600.0));
             }
-            s if s.starts_with('r') || s.starts_with('p') => a.scenarios.push(s.to_owned()),
+            s if s.starts_with('r') || s.starts_with('p') || s == "t1" => {
+                a.scenarios.push(s.to_owned())
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -138,7 +143,7 @@ fn main() {
     let args = args();
     if !sut::pinning() {
         println!(
-            "warning: taskset is missing: nothing is pinned, and the proxies' figures are not comparable"
+            "warning: taskset is missing or there is one core: nothing is pinned, and the proxies' figures are not comparable"
         );
     }
     sut::pin_self("1");
@@ -156,6 +161,7 @@ fn main() {
             "p1" => rt.block_on(p1(&args)),
             "p2" => rt.block_on(p2(&args)),
             "p3" => rt.block_on(scale::p3(&args)),
+            "t1" => rt.block_on(train::t1(&args)),
             other => panic!("no scenario {other}"),
         };
         if !ok {

@@ -18,23 +18,25 @@ pub struct Proxy {
 /// Numbers the gateways' directories within this process.
 static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-fn taskset() -> bool {
-    Command::new("taskset")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether processes can be pinned to cores here.
+/// Whether processes can be pinned to cores here: `taskset` is there and this process may run
+/// on two cores or more (the pins name cores 0 and 1; a one-core builder training a PGO build
+/// runs everything unpinned).
 pub fn pinning() -> bool {
-    taskset()
+    static PINNING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PINNING.get_or_init(|| {
+        std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+            && Command::new("taskset")
+                .arg("-V")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    })
 }
 
 /// Pins this process (and the threads it starts later) to `cpus`, when it can.
 pub fn pin_self(cpus: &str) {
-    if taskset() {
+    if pinning() {
         let _ = Command::new("taskset")
             .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
             .stdout(Stdio::null())
@@ -44,7 +46,7 @@ pub fn pin_self(cpus: &str) {
 
 /// `program args…`, under `taskset -c cpus` when it can.
 fn pinned(program: &str, cpus: &str) -> Command {
-    if taskset() {
+    if pinning() {
         let mut c = Command::new("taskset");
         c.args(["-c", cpus, program]);
         c
