@@ -1,14 +1,23 @@
-# The upstream of benches/profile/run.sh: one OpenAI chat completion for every POST.
+# The upstream of benches/profile/run.sh: one OpenAI chat completion for every POST, whole or
+# (when the request asks to stream) as server-sent events.
 import http.server, json, sys, socketserver
 BODY = json.dumps({"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"llama-3.1-8b-instruct","choices":[{"index":0,"message":{"role":"assistant","content":"Hello, benchmark."},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}}).encode()
+def chunk(delta, finish=None, usage=None):
+    c = {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama-3.1-8b-instruct","choices":[{"index":0,"delta":delta,"finish_reason":finish}]}
+    if usage: c["choices"] = []; c["usage"] = usage
+    return b"data: " + json.dumps(c).encode() + b"\n\n"
+STREAM = (chunk({"role":"assistant","content":""}) + b"".join(chunk({"content": w}) for w in ["Hello", ",", " bench", "mark", "."])
+          + chunk({}, "stop") + chunk(None, usage={"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}) + b"data: [DONE]\n\n")
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go in two writes: without this, Nagle holds the second until the
     # gateway acknowledges the first (40 ms of delayed ACK per request).
     disable_nagle_algorithm = True
     def do_POST(self):
-        n = int(self.headers.get("content-length", 0)); self.rfile.read(n)
-        self.send_response(200); self.send_header("content-type","application/json"); self.send_header("content-length", str(len(BODY))); self.end_headers(); self.wfile.write(BODY)
+        n = int(self.headers.get("content-length", 0)); req = self.rfile.read(n)
+        stream = b'"stream":true' in req.replace(b" ", b"")
+        body, kind = (STREAM, "text/event-stream") if stream else (BODY, "application/json")
+        self.send_response(200); self.send_header("content-type", kind); self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def log_message(self, *a): pass
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
 S(("127.0.0.1", int(sys.argv[1])), H).serve_forever()

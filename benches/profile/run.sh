@@ -13,6 +13,7 @@
 #   MODEL=auto DEPLOYMENTS=1000 benches/profile/run.sh BIN callgrind
 #   APART=1 MODEL=auto DEPLOYMENTS=1000 ...      # priced as benches/load's P3 prices them apart
 #   OTLP=1 benches/profile/run.sh BIN callgrind    # with every request traced (the mock takes the exports)
+#   MIX=1 benches/profile/run.sh BIN callgrind     # every front end in turn, whole and streamed
 #   FLOOR=1 benches/profile/run.sh LOAD_BENCH_BIN callgrind   # the floor (benches/load started
 #                                                  # with --floor), to compare with
 set -euo pipefail
@@ -20,8 +21,9 @@ BIN=$1 TOOL=$2
 FEW=${FEW:-200} MANY=${MANY:-1200} MODEL=${MODEL:-llama-3.1-8b-instruct}
 DEPLOYMENTS=${DEPLOYMENTS:-24}
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# KEEP=DIR keeps the profiles there (link-order.sh reads them); CGEXTRA adds callgrind options.
+work=${KEEP:-$(mktemp -d)}; mkdir -p "$work"
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 up=18081 api=18080 admin=18090
 # The load benchmark's configuration: the company policy, three models on the mock.
 python3 - "$work/modelgate.yaml" "$DEPLOYMENTS" "$up" "${APART:-0}" <<'PY'
@@ -46,7 +48,7 @@ total() {
   python3 "$here/mock.py" $up & local mock=$!
   local wrap
   if [ "$TOOL" = dhat ]; then wrap="valgrind --tool=dhat --dhat-out-file=$out.x"
-  else wrap="valgrind --tool=callgrind --callgrind-out-file=$out.x"; fi
+  else wrap="valgrind --tool=callgrind ${CGEXTRA:-} --callgrind-out-file=$out.x"; fi
   local port=$api
   if [ "${FLOOR:-0}" = 1 ]; then
     $wrap "$BIN" --floor 127.0.0.1:$up >"$out.out" 2>"$out.err" & local gw=$!
