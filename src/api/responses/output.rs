@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::accounting::tokens::estimated_usage;
@@ -235,15 +236,8 @@ impl ResponsesEncoder {
         }
     }
 
-    fn event(&mut self, out: &mut BytesMut, kind: &str, mut data: Map<String, Value>) {
-        data.insert("type".into(), json!(kind));
-        data.insert("sequence_number".into(), json!(self.sequence));
-        self.sequence += 1;
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(kind.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
-        out.extend_from_slice(&serde_json::to_vec(&data).unwrap_or_default());
-        out.extend_from_slice(b"\n\n");
+    fn event(&mut self, out: &mut BytesMut, kind: &str, data: &impl Serialize) {
+        write_event(&mut self.sequence, out, kind, data);
     }
 
     fn start(&mut self, out: &mut BytesMut) {
@@ -255,7 +249,13 @@ impl ResponsesEncoder {
             .head
             .object("in_progress", &[], None, Value::Null, Value::Null);
         for kind in ["response.created", "response.in_progress"] {
-            self.event(out, kind, obj(json!({"response": response})));
+            self.event(
+                out,
+                kind,
+                &WithResponse {
+                    response: &response,
+                },
+            );
         }
     }
 
@@ -272,10 +272,10 @@ impl ResponsesEncoder {
                 let mut done = obj(at.clone());
                 done.insert("text".into(), json!(text));
                 done.insert("logprobs".into(), json!([]));
-                self.event(out, "response.output_text.done", done);
+                self.event(out, "response.output_text.done", &done);
                 let mut part_done = obj(at);
                 part_done.insert("part".into(), part);
-                self.event(out, "response.content_part.done", part_done);
+                self.event(out, "response.content_part.done", &part_done);
                 (index, message_item(&id, &text, "completed"))
             }
             Open::Call {
@@ -289,7 +289,7 @@ impl ResponsesEncoder {
                 self.event(
                     out,
                     "response.function_call_arguments.done",
-                    obj(json!({"item_id": id, "output_index": index, "name": name, "arguments": arguments})),
+                    &json!({"item_id": id, "output_index": index, "name": name, "arguments": arguments}),
                 );
                 (
                     index,
@@ -301,7 +301,7 @@ impl ResponsesEncoder {
         self.event(
             out,
             "response.output_item.done",
-            obj(json!({"output_index": index, "item": item})),
+            &json!({"output_index": index, "item": item}),
         );
         self.output.push(item);
     }
@@ -315,16 +315,14 @@ impl ResponsesEncoder {
             self.event(
                 out,
                 "response.output_item.added",
-                obj(
-                    json!({"output_index": index, "item": {"type": "message", "id": id,
+                &json!({"output_index": index, "item": {"type": "message", "id": id,
                     "status": "in_progress", "role": "assistant", "content": []}}),
-                ),
             );
             self.event(
                 out,
                 "response.content_part.added",
-                obj(json!({"item_id": id, "output_index": index, "content_index": 0,
-                    "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})),
+                &json!({"item_id": id, "output_index": index, "content_index": 0,
+                    "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
             );
             self.open = Some(Open::Message {
                 index,
@@ -335,14 +333,17 @@ impl ResponsesEncoder {
         let data = match &mut self.open {
             Some(Open::Message { index, id, text }) => {
                 text.push_str(t);
-                obj(
-                    json!({"item_id": id, "output_index": index, "content_index": 0,
-                    "delta": t, "logprobs": []}),
-                )
+                TextDelta {
+                    item_id: id,
+                    output_index: *index,
+                    content_index: 0,
+                    delta: t,
+                    logprobs: [],
+                }
             }
             _ => return,
         };
-        self.event(out, "response.output_text.delta", data);
+        write_event(&mut self.sequence, out, "response.output_text.delta", &data);
     }
 
     fn call(
@@ -363,8 +364,8 @@ impl ResponsesEncoder {
             self.event(
                 out,
                 "response.output_item.added",
-                obj(json!({"output_index": index,
-                    "item": self.head.call_item(&item, &call_id, name, "", "in_progress")})),
+                &json!({"output_index": index,
+                    "item": self.head.call_item(&item, &call_id, name, "", "in_progress")}),
             );
             self.open = Some(Open::Call {
                 index,
@@ -386,12 +387,72 @@ impl ResponsesEncoder {
                 ..
             }) => {
                 arguments.push_str(args);
-                obj(json!({"item_id": id, "output_index": index, "delta": args}))
+                ArgumentsDelta {
+                    item_id: id,
+                    output_index: *index,
+                    delta: args,
+                }
             }
             _ => return,
         };
-        self.event(out, "response.function_call_arguments.delta", data);
+        write_event(
+            &mut self.sequence,
+            out,
+            "response.function_call_arguments.delta",
+            &data,
+        );
     }
+}
+
+/// One event: `data`'s fields (an object without `type` and `sequence_number`) followed by
+/// those two, written straight into `out`. A text delta is one of these per token: built
+/// as a map of values and then serialized, it cost several times what writing it does.
+fn write_event(sequence: &mut u64, out: &mut BytesMut, kind: &str, data: &impl Serialize) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    let start = out.len();
+    // Serializing into memory cannot fail (no map here has keys JSON lacks).
+    let _ = serde_json::to_writer((&mut *out).writer(), data);
+    if out.len() > start && out.ends_with(b"}") {
+        out.truncate(out.len() - 1);
+    } else {
+        out.truncate(start);
+        out.extend_from_slice(b"{");
+    }
+    if !out.ends_with(b"{") {
+        out.extend_from_slice(b",");
+    }
+    out.extend_from_slice(b"\"sequence_number\":");
+    let _ = serde_json::to_writer((&mut *out).writer(), &*sequence);
+    out.extend_from_slice(b",\"type\":");
+    let _ = serde_json::to_writer((&mut *out).writer(), kind);
+    out.extend_from_slice(b"}\n\n");
+    *sequence += 1;
+}
+
+/// An event that carries the whole `response` object.
+#[derive(Serialize)]
+struct WithResponse<'a> {
+    response: &'a Value,
+}
+
+/// `response.output_text.delta`'s fields.
+#[derive(Serialize)]
+struct TextDelta<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    content_index: u32,
+    delta: &'a str,
+    logprobs: [(); 0],
+}
+
+/// `response.function_call_arguments.delta`'s fields.
+#[derive(Serialize)]
+struct ArgumentsDelta<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    delta: &'a str,
 }
 
 fn obj(v: Value) -> Map<String, Value> {
@@ -436,7 +497,13 @@ impl Encoder for ResponsesEncoder {
         } else {
             "response.incomplete"
         };
-        self.event(out, kind, obj(json!({"response": response})));
+        self.event(
+            out,
+            kind,
+            &WithResponse {
+                response: &response,
+            },
+        );
         if let Some(f) = self.finished.take() {
             f(Finished {
                 output: std::mem::take(&mut self.output),
@@ -475,7 +542,8 @@ impl Encoder for ResponsesEncoder {
                 }
                 let mut data = obj(event.clone());
                 data.remove("sequence_number");
-                self.event(out, kind, data);
+                data.remove("type");
+                self.event(out, kind, &data);
             }
         }
     }
@@ -488,13 +556,19 @@ impl Encoder for ResponsesEncoder {
         self.event(
             out,
             "error",
-            obj(json!({"code": code, "message": e.message, "param": e.param})),
+            &json!({"code": code, "message": e.message, "param": e.param}),
         );
         let error = json!({"code": code, "message": e.message});
         let response = self
             .head
             .object("failed", &self.output, None, error, Value::Null);
-        self.event(out, "response.failed", obj(json!({"response": response})));
+        self.event(
+            out,
+            "response.failed",
+            &WithResponse {
+                response: &response,
+            },
+        );
     }
 }
 
@@ -554,6 +628,66 @@ mod tests {
         }
         let kept = kept.lock().unwrap_or_else(|p| p.into_inner()).clone();
         assert_eq!(kept.map(|r| r["status"].clone()), Some(json!("incomplete")));
+    }
+
+    #[test]
+    fn every_event_is_one_json_object_with_its_type_and_number_once() {
+        let mut e = ResponsesEncoder::new(head(), 3, None, None);
+        let mut out = BytesMut::new();
+        e.piece(Piece::Text("say \"hi\"\n"), &mut out);
+        e.piece(
+            Piece::ToolCall {
+                index: 0,
+                id: Some("call_1"),
+                name: Some("f"),
+                arguments: "{\"a\":",
+            },
+            &mut out,
+        );
+        e.piece(
+            Piece::ToolCall {
+                index: 0,
+                id: None,
+                name: None,
+                arguments: "1}",
+            },
+            &mut out,
+        );
+        e.native(
+            &json!({"type": "response.reasoning_summary_text.delta", "sequence_number": 9,
+                    "item_id": "rs_1", "delta": "x"}),
+            &mut out,
+        );
+        e.done(End::default(), &mut out);
+        let text = std::str::from_utf8(&out).unwrap_or("");
+        let ev = events(&out);
+        assert_eq!(ev.len(), text.matches("\n\n").count(), "{text}");
+        for (i, (name, d)) in ev.iter().enumerate() {
+            assert_eq!(d["type"], name.as_str());
+            assert_eq!(d["sequence_number"], i);
+        }
+        for raw in text.split("\n\n").filter(|r| !r.is_empty()) {
+            assert_eq!(raw.matches("\"type\":\"response.").count(), 1, "{raw}");
+            assert_eq!(raw.matches("\"sequence_number\"").count(), 1, "{raw}");
+        }
+        let delta = ev
+            .iter()
+            .find(|(n, _)| n == "response.output_text.delta")
+            .map(|(_, d)| d.clone());
+        assert_eq!(
+            delta,
+            Some(
+                json!({"type": "response.output_text.delta", "sequence_number": 4,
+                "item_id": delta.as_ref().map_or(Value::Null, |d| d["item_id"].clone()),
+                "output_index": 0, "content_index": 0, "delta": "say \"hi\"\n", "logprobs": []})
+            )
+        );
+        let args: Vec<&Value> = ev
+            .iter()
+            .filter(|(n, _)| n == "response.function_call_arguments.delta")
+            .map(|(_, d)| &d["delta"])
+            .collect();
+        assert_eq!(args, [&json!("{\"a\":"), &json!("1}")]);
     }
 
     #[test]
