@@ -24,8 +24,8 @@ fn main() {
     }
 }
 
-/// A release build for x86-64 Linux, which rustc links with its own lld unless told otherwise
-/// (GNU ld knows no symbol ordering file, and debug builds gain nothing from one).
+/// A release build for x86-64 Linux, which rustc links with its own lld from 1.90 on unless told
+/// otherwise (GNU ld knows no symbol ordering file, and debug builds gain nothing from one).
 fn lld_links_release() -> bool {
     let var = |k: &str| env::var(k).unwrap_or_default();
     let flags = var("CARGO_ENCODED_RUSTFLAGS");
@@ -36,5 +36,24 @@ fn lld_links_release() -> bool {
                 && !f.contains("-fuse-ld=lld")
                 && !f.contains("-fuse-ld=mold"))
     });
-    var("PROFILE") == "release" && var("TARGET") == "x86_64-unknown-linux-gnu" && !other_linker
+    var("PROFILE") == "release"
+        && var("TARGET") == "x86_64-unknown-linux-gnu"
+        && !other_linker
+        && rustc_minor().is_some_and(|m| m >= 90)
+}
+
+/// The minor version of the rustc building this (`rustc 1.95.0 (…)` → 95).
+fn rustc_minor() -> Option<u32> {
+    let out = std::process::Command::new(env::var("RUSTC").ok()?)
+        .arg("-V")
+        .output()
+        .ok()?;
+    let version = String::from_utf8(out.stdout).ok()?;
+    version
+        .split_whitespace()
+        .nth(1)?
+        .split('.')
+        .nth(1)?
+        .parse()
+        .ok()
 }
