@@ -431,6 +431,15 @@ fn write_event(sequence: &mut u64, out: &mut BytesMut, kind: &str, data: &impl S
     *sequence += 1;
 }
 
+/// An event type as OpenAI names them (`response.output_text.delta`): lower-case words, digits,
+/// dots and underscores.
+fn is_event_name(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
+}
+
 /// An event that carries the whole `response` object.
 #[derive(Serialize)]
 struct WithResponse<'a> {
@@ -534,6 +543,9 @@ impl Encoder for ResponsesEncoder {
                     },
                 );
             }
+            // Written onto the SSE `event:` line: a name that could end that line (a JSON string
+            // can hold an escaped newline) or is empty is not an event a client can read.
+            _ if !is_event_name(kind) => {}
             _ => {
                 if kind == "response.output_item.done"
                     && let Some(item) = event.get("item")
@@ -688,6 +700,37 @@ mod tests {
             .map(|(_, d)| &d["delta"])
             .collect();
         assert_eq!(args, [&json!("{\"a\":"), &json!("1}")]);
+    }
+
+    #[test]
+    fn an_upstream_event_type_cannot_split_the_event_line() {
+        let mut e = ResponsesEncoder::new(head(), 3, None, None);
+        let mut out = BytesMut::new();
+        for kind in [
+            "response.x\nevent: response.completed",
+            "response.x\r",
+            "Response.X",
+            "",
+        ] {
+            e.native(&json!({"type": kind, "delta": "x"}), &mut out);
+        }
+        e.native(&json!({"delta": "no type"}), &mut out);
+        e.native(
+            &json!({"type": "response.reasoning_text.delta", "delta": "y"}),
+            &mut out,
+        );
+        let ev = events(&out);
+        let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.reasoning_text.delta"
+            ]
+        );
+        let text = std::str::from_utf8(&out).unwrap_or("");
+        assert_eq!(text.matches("event: ").count(), 3, "{text}");
     }
 
     #[test]
