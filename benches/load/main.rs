@@ -590,12 +590,22 @@ async fn p1(args: &Args) -> bool {
         }
     }
     let mut max: Vec<Vec<(f64, usize)>> = vec![Vec::new(); 3];
+    // busy[path] = rounds of the share of its core the proxy used in the closed loop: below
+    // 1, something other than its CPU held its maximum.
+    let mut busy: Vec<Vec<f64>> = vec![Vec::new(); 3];
     for round in 0..rounds {
         for (pi, url) in rotated(&urls, round) {
+            let p = proxies[pi].as_ref();
+            let cpu0 = p.map(|p| sut::cpu_time(p.pid()));
+            let t0 = Instant::now();
             max[pi].push(
                 load_gen::closed_loop(&c, url, &body, 32, Duration::from_secs_f64(secs / 2.0))
                     .await,
             );
+            if let (Some(p), Some(c0)) = (p, cpu0) {
+                let used = sut::cpu_time(p.pid()).saturating_sub(c0);
+                busy[pi].push(used.as_secs_f64() / t0.elapsed().as_secs_f64());
+            }
         }
     }
     let med = |mut v: Vec<f64>| {
@@ -684,13 +694,20 @@ async fn p1(args: &Args) -> bool {
         "\nhow late the generator sent against its schedule (tokio's millisecond timer; not part of the latencies above): {}",
         late.join("; ")
     );
-    println!("\n| path | closed-loop max req/s (32 connections) | ÷ floor's | errors |");
-    println!("|---|---|---|---|");
+    println!(
+        "\n| path | closed-loop max req/s (32 connections) | ÷ floor's | errors | its core busy |"
+    );
+    println!("|---|---|---|---|---|");
     let floor_max = med(max[1].iter().map(|m| m.0).collect());
     for (pi, path) in Path::ALL.iter().enumerate() {
         let m = med(max[pi].iter().map(|m| m.0).collect());
+        let core = if busy[pi].is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.0} %", 100.0 * med(busy[pi].clone()))
+        };
         println!(
-            "| {} | {m:.0} | {} | {} |",
+            "| {} | {m:.0} | {} | {} | {core} |",
             path.name(),
             if *path == Path::Direct {
                 "-".into()
