@@ -5,11 +5,12 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramVec};
+use prometheus::{Histogram, HistogramVec, IntCounter};
 
 use super::{Metrics, model_labels};
 use crate::config::Deployment;
 use crate::exchange::Usage;
+use crate::exchange::answer::EndReason;
 use crate::policy::EndpointName;
 
 /// `modelgate_request_duration_seconds`' series, by endpoint and whether the answer streamed:
@@ -98,6 +99,14 @@ impl Metrics {
                 .model
                 .genai_duration
                 .with_label_values(&[operation, provider, model, openness, license]),
+            stream: (operation == "chat").then(|| StreamSeries {
+                ttft: self.model.ttft.with_label_values(&labels[..5]),
+                ends: EndReason::ALL.map(|reason| {
+                    self.model
+                        .stream_ends
+                        .with_label_values(&model_labels(d, reason.as_str()))
+                }),
+            }),
         }
     }
 
@@ -158,11 +167,68 @@ pub(crate) struct Series {
     pub(crate) genai_tokens_in: Histogram,
     pub(crate) genai_tokens_out: Histogram,
     pub(crate) genai_duration: Histogram,
+    /// Chat only: a stream's series, looked up once here rather than as each stream commits
+    /// (on its way to the first token) and ends.
+    pub(crate) stream: Option<StreamSeries>,
+}
+
+/// The series of one deployment's streams.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamSeries {
+    /// `modelgate_time_to_first_token_seconds`.
+    pub(crate) ttft: Histogram,
+    /// `modelgate_stream_ends_total`, in the order of [`EndReason::ALL`].
+    ends: [IntCounter; EndReason::ALL.len()],
+}
+
+impl StreamSeries {
+    /// The count of streams that ended for `reason`.
+    pub(crate) fn ended(&self, reason: EndReason) -> &IntCounter {
+        // `ALL` lists the reasons in their declaration order (a test holds it to that).
+        &self.ends[reason as usize]
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_streams_series_are_the_ones_its_labels_name() {
+        for (i, reason) in EndReason::ALL.into_iter().enumerate() {
+            assert_eq!(
+                reason as usize, i,
+                "EndReason::ALL out of order at {reason:?}"
+            );
+        }
+        let m = Metrics::new().unwrap();
+        let yaml = "deployments:\n  - {name: a, kind: echo, model: echo}\n";
+        let env = std::collections::HashMap::<String, String>::new();
+        let loaded = crate::config::load::load_texts(yaml, &[], &[], &env).unwrap();
+        let snapshot = crate::config::Snapshot::build(
+            std::sync::Arc::new(loaded.config),
+            &crate::config::Discovered::default(),
+        );
+        let table = SeriesTable::new(&snapshot);
+        let d = &snapshot.deployments[0];
+        let s = m.series(&table, d, "chat");
+        let stream = s.stream.as_ref().unwrap();
+        for (n, reason) in EndReason::ALL.into_iter().enumerate() {
+            stream.ended(reason).inc_by(n as u64 + 1);
+        }
+        stream.ttft.observe(0.25);
+        for (n, reason) in EndReason::ALL.into_iter().enumerate() {
+            let counted = m
+                .model
+                .stream_ends
+                .with_label_values(&model_labels(d, reason.as_str()))
+                .get();
+            assert_eq!(counted, n as u64 + 1, "{reason:?}");
+        }
+        let ttft = m.model.ttft.with_label_values(&model_labels(d, "")[..5]);
+        assert_eq!(ttft.get_sample_count(), 1);
+        assert!(m.series(&table, d, "embeddings").stream.is_none());
+    }
 
     #[test]
     fn each_duration_is_the_series_its_labels_name() {

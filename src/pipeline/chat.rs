@@ -15,7 +15,6 @@ use crate::error::GatewayError;
 use crate::exchange::answer::EndReason;
 use crate::exchange::chat::{ChatRequest, RequestLimits};
 use crate::exchange::encode::Encoder;
-use crate::metrics::model_labels;
 use crate::policy::recheck::Asked;
 use crate::policy::{Ask, Decision, Needs};
 use crate::stream::body::ResponseBody;
@@ -301,11 +300,10 @@ fn respond_with(
         }
         Answer::Stream(mut relay) => {
             // The first content is ready: the time to first token, as the client sees it.
-            ctx.metrics
-                .model
-                .ttft
-                .with_label_values(&model_labels(&d, "")[..5])
-                .observe(opened.started.elapsed().as_secs_f64());
+            let series = ctx.metrics.series(&opened.current.series, &d, "chat");
+            if let Some(s) = &series.stream {
+                s.ttft.observe(opened.started.elapsed().as_secs_f64());
+            }
             super::trace::committed(&opened.trace, opened.started.elapsed());
             ctx.metrics.open_streams.inc();
             relay.on_end(stream_end(ctx, record));
@@ -333,11 +331,10 @@ fn stream_end(ctx: &Ctx, record: Record) -> OnEnd {
         let usage = end
             .usage
             .unwrap_or_else(|| record.estimate(end.output_chars));
-        metrics
-            .model
-            .stream_ends
-            .with_label_values(&model_labels(&record.deployment, end.reason.as_str()))
-            .inc();
+        let series = metrics.series(&record.current.series, d, "chat");
+        if let Some(s) = &series.stream {
+            s.ended(end.reason).inc();
+        }
         record.finish(&metrics, &usage, Some(end.reason));
     })
 }
