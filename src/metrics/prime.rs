@@ -101,7 +101,7 @@ impl Metrics {
             } else {
                 "chat"
             };
-            // Tokens, cost, answered attempts and the GenAI series.
+            // Tokens, cost, answered attempts, the GenAI series and, for chat, the streams'.
             let _ = self.series(series, d, operation);
             for result in crate::upstream::AttemptError::LABELS
                 .iter()
@@ -111,14 +111,6 @@ impl Metrics {
             }
             let labels = model_labels(d, "");
             self.model.retries.with_label_values(&labels[..5]);
-            if operation == "chat" {
-                self.model.ttft.with_label_values(&labels[..5]);
-                for reason in crate::exchange::answer::EndReason::ALL {
-                    self.model
-                        .stream_ends
-                        .with_label_values(&model_labels(d, reason.as_str()));
-                }
-            }
         }
     }
 
