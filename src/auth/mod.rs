@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, Request};
+use http::{HeaderMap, HeaderName, Request};
 
 use crate::config::Snapshot;
 pub(crate) use crate::config::keys::Caller;
 use crate::error::AuthError;
 use crate::live::Current;
+
+/// Anthropic's key header, made once (a lookup by string parses the name on every request).
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// A request whose caller is known, with the configuration snapshot it is served under.
 pub(crate) struct Authed<B> {
@@ -51,7 +54,7 @@ fn presented_key(headers: &HeaderMap) -> Result<&[u8], AuthError> {
         }
         return Ok(token);
     }
-    if let Some(v) = headers.get("x-api-key") {
+    if let Some(v) = headers.get(&X_API_KEY) {
         let token = trim(v.as_bytes());
         if token.is_empty() {
             return Err(AuthError::Missing);

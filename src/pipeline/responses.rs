@@ -196,7 +196,7 @@ async fn respond(ctx: &Ctx, opened: &Opened, sent: Sent) -> Result<Outcome, Fail
     let served_by = outcome
         .response
         .headers()
-        .get("x-modelgate-deployment")
+        .get(&crate::exchange::headers::X_DEPLOYMENT)
         .and_then(|v| v.to_str().ok());
     let native = opened.current.deployments.iter().any(|d| {
         Some(d.name.as_str()) == served_by && d.endpoint.kind == crate::config::spec::Kind::Openai

@@ -1,12 +1,14 @@
 //! ④ Request labels: `x-modelgate-labels: k=v, k2=v2` and the body's `metadata`. They select
 //! rules; they can only narrow what the caller's own rule allows.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::exchange::RequestError;
 
 /// The header that carries request labels.
 pub(crate) const HEADER: &str = "x-modelgate-labels";
+/// The same, made once: looking a header up by a string parses and hashes the name each time.
+static HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
 
 /// Most labels a request may carry (header and metadata together).
 const MAX_LABELS: usize = 48;
@@ -25,7 +27,7 @@ pub(crate) fn collect(
     metadata: Option<&[(String, String)]>,
 ) -> Result<Vec<(String, String)>, RequestError> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for value in headers.get_all(HEADER) {
+    for value in headers.get_all(&HEADER_NAME) {
         let text = value
             .to_str()
             .map_err(|_| RequestError::invalid(HEADER, "labels must be ASCII"))?;

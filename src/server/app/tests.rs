@@ -171,3 +171,24 @@ fn paths_reach_their_endpoints() {
         assert_eq!(endpoint_of(path), label, "{path}");
     }
 }
+
+/// `allows` answers from a match, `allow` is the `Allow` header's text: they must agree.
+#[test]
+fn an_endpoint_allows_exactly_the_methods_its_allow_header_lists() {
+    use http::Method;
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+    ];
+    for &(route, e) in ROUTES {
+        for m in &methods {
+            let listed = e.allow().split(", ").any(|x| x == m.as_str());
+            assert_eq!(e.allows(m), listed, "{route} {m}");
+        }
+    }
+}
