@@ -29,7 +29,7 @@ pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<Respons
 /// A whole JSON answer.
 pub(crate) fn json(body: Bytes, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
     let mut res = Response::new(ResponseBody::full(body));
-    *res.headers_mut() = d.response_headers.json.clone();
+    *res.headers_mut() = with_room(&d.response_headers.json);
     decorate(&mut res, d, decision);
     res
 }
@@ -105,9 +105,24 @@ pub(crate) fn frames(
 
 fn sse(body: ResponseBody, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
     let mut res = Response::new(body);
-    *res.headers_mut() = d.response_headers.sse.clone();
+    *res.headers_mut() = with_room(&d.response_headers.sse);
     decorate(&mut res, d, decision);
     res
+}
+
+/// Headers added to an answer's after its deployment's: policy, rule, license notice, cost and
+/// request id.
+const ADDED: usize = 5;
+
+/// The deployment's headers in a map with room for the ones added after. A clone of the made
+/// map has room for what it holds only: the first insert then allocates the entries anew and
+/// copies them (a kilobyte, on every answer).
+fn with_room(made: &http::HeaderMap) -> http::HeaderMap {
+    let mut h = http::HeaderMap::with_capacity(made.len() + ADDED);
+    for (name, value) in made {
+        h.append(name.clone(), value.clone());
+    }
+    h
 }
 
 /// The headers that name the decision, after the deployment's (made with it).
@@ -129,4 +144,29 @@ fn decorate(res: &mut Response<ResponseBody>, d: &Deployment, decision: &Decisio
 pub(crate) fn cost(res: &mut Response<ResponseBody>, usd: f64) {
     res.headers_mut()
         .insert(X_COST.clone(), crate::accounting::cost::header(usd));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answers_headers_are_its_deployments_with_room_for_the_ones_added_after() {
+        let mut made = http::HeaderMap::new();
+        made.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        for (name, value) in [("x-modelgate-model", "m"), ("x-modelgate-deployment", "d")] {
+            made.insert(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let h = with_room(&made);
+        assert_eq!(h, made);
+        let order = |m: &http::HeaderMap| m.keys().map(|k| k.to_string()).collect::<Vec<_>>();
+        assert_eq!(order(&h), order(&made));
+        assert!(h.capacity() >= made.len() + ADDED);
+    }
 }
