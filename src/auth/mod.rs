@@ -3,15 +3,13 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, Request};
+use http::{HeaderMap, Request};
 
 use crate::config::Snapshot;
 pub(crate) use crate::config::keys::Caller;
 use crate::error::AuthError;
+use crate::exchange::headers::X_API_KEY;
 use crate::live::Current;
-
-/// Anthropic's key header, made once (a lookup by string parses the name on every request).
-static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// A request whose caller is known, with the configuration snapshot it is served under.
 pub(crate) struct Authed<B> {

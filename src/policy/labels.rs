@@ -1,14 +1,12 @@
 //! ④ Request labels: `x-modelgate-labels: k=v, k2=v2` and the body's `metadata`. They select
 //! rules; they can only narrow what the caller's own rule allows.
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 
 use crate::exchange::RequestError;
-
 /// The header that carries request labels.
-pub(crate) const HEADER: &str = "x-modelgate-labels";
-/// The same, made once: looking a header up by a string parses and hashes the name each time.
-static HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
+pub(crate) use crate::exchange::headers::LABELS as HEADER;
+use crate::exchange::headers::X_LABELS;
 
 /// Most labels a request may carry (header and metadata together).
 const MAX_LABELS: usize = 48;
@@ -27,7 +25,7 @@ pub(crate) fn collect(
     metadata: Option<&[(String, String)]>,
 ) -> Result<Vec<(String, String)>, RequestError> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for value in headers.get_all(&HEADER_NAME) {
+    for value in headers.get_all(&X_LABELS) {
         let text = value
             .to_str()
             .map_err(|_| RequestError::invalid(HEADER, "labels must be ASCII"))?;

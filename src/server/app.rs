@@ -28,7 +28,7 @@ fn sensitive(name: &header::HeaderName) -> bool {
     name == header::AUTHORIZATION
         || name == header::PROXY_AUTHORIZATION
         || name == header::COOKIE
-        || name.as_str() == "x-api-key"
+        || name == crate::exchange::headers::X_API_KEY
         || name.as_str() == "x-goog-api-key"
 }
 

@@ -285,7 +285,10 @@ impl DeploymentCx<'_> {
         problems: &mut Problems,
     ) -> Option<(HeaderName, HeaderValue)> {
         let (name, value) = match kind {
-            Kind::Anthropic => (HeaderName::from_static("x-api-key"), k.expose().to_owned()),
+            Kind::Anthropic => (
+                crate::exchange::headers::X_API_KEY.clone(),
+                k.expose().to_owned(),
+            ),
             Kind::Gemini => (
                 HeaderName::from_static("x-goog-api-key"),
                 k.expose().to_owned(),
