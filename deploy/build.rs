@@ -14,8 +14,16 @@ fn main() {
     println!("cargo::rerun-if-changed=deploy/link-order.txt");
     println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     if lld_links_release() {
-        let list = std::path::Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
+        let source = std::path::Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
             .join("deploy/link-order.txt");
+        // The linker reads a copy in OUT_DIR, not the checkout's file: a target directory
+        // shared by several checkouts (CI's cache, worktrees) keeps this script's output while
+        // the checkout it ran in may be gone, and cargo sees no reason to run it again.
+        let list =
+            std::path::Path::new(&env::var("OUT_DIR").unwrap_or_default()).join("link-order.txt");
+        if std::fs::copy(&source, &list).is_err() {
+            return;
+        }
         println!(
             "cargo::rustc-link-arg-bin=modelgate=-Wl,--symbol-ordering-file={}",
             list.display()
