@@ -82,6 +82,12 @@ impl std::fmt::Debug for Stamp {
     }
 }
 
+thread_local! {
+    /// The last day worked out on this thread: its stamp and the days left in its month. The
+    /// calendar's arithmetic and digits change once a day, and every answered request asks.
+    static DAY: std::cell::Cell<Option<(u64, Stamp, u64)>> = const { std::cell::Cell::new(None) };
+}
+
 impl Windows {
     pub(crate) fn now() -> Windows {
         let ms = SystemTime::now()
@@ -93,11 +99,18 @@ impl Windows {
     pub(crate) fn at_ms(ms: u64) -> Windows {
         let secs = ms / 1000;
         let days = secs / 86_400;
-        let (y, m, d) = civil(days);
+        let (day, days_left) = DAY.with(|last| match last.get() {
+            Some((at, day, left)) if at == days => (day, left),
+            _ => {
+                let (y, m, d) = civil(days);
+                let worked = (Stamp::date(y, m, d), days_in_month(y, m) - d);
+                last.set(Some((days, worked.0, worked.1)));
+                worked
+            }
+        });
         let into_day = ms - days * 86_400_000;
         let to_next_day = 86_400_000 - into_day;
-        let to_next_month = (days_in_month(y, m) - d) * 86_400_000 + to_next_day;
-        let day = Stamp::date(y, m, d);
+        let to_next_month = days_left * 86_400_000 + to_next_day;
         Windows {
             minute: secs / 60,
             month: day.month(),
@@ -143,5 +156,35 @@ mod tests {
         let far = Windows::at_ms(u64::MAX);
         assert!(far.day.starts_with(&*far.month) && far.day.len() == far.month.len() + 3);
         assert!(far.day.len() > 10, "{far:?}");
+    }
+
+    #[test]
+    fn the_day_kept_from_the_last_call_is_used_for_that_day_only() {
+        let noon = 1_795_780_800_000; // 2026-11-27T12:00:00Z
+        let first = Windows::at_ms(noon);
+        let later = Windows::at_ms(noon + 1_000);
+        assert_eq!((later.day, later.month), (first.day, first.month));
+        assert_eq!(
+            first.to_next_month - later.to_next_month,
+            Duration::from_secs(1)
+        );
+        // Back and forth between days and months: each answer is its own day's.
+        for (ms, day, to_month) in [
+            (
+                noon + 4 * 86_400_000,
+                "2026-12-01",
+                30 * 86_400_000 + 43_200_000,
+            ),
+            (noon, "2026-11-27", 3 * 86_400_000 + 43_200_000),
+            (
+                noon + 4 * 86_400_000,
+                "2026-12-01",
+                30 * 86_400_000 + 43_200_000,
+            ),
+        ] {
+            let w = Windows::at_ms(ms);
+            assert_eq!(w.day, day);
+            assert_eq!(w.to_next_month, Duration::from_millis(to_month));
+        }
     }
 }
