@@ -89,125 +89,146 @@ where
 
 /// A chat request from its decision to its answer; `turn` is set for the Responses API, whose
 /// answers have their own shape and may be kept.
-pub(super) async fn serve_chat(
-    ctx: &Ctx,
-    opened: &Opened,
+///
+/// Not an `async fn`, which would keep the request and its labels twice (as given, and as its
+/// body's own): 330 bytes more in every chat request's future, copied with it into its box.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub(super) fn serve_chat<'a>(
+    ctx: &'a Ctx,
+    opened: &'a Opened,
     mut req: ChatRequest,
     labels: Vec<(String, String)>,
-    turn: Option<&Turn>,
-) -> Result<Outcome, Failure> {
-    let (current, caller, front) = (&opened.current, &opened.caller, opened.front);
-    let limits = current.config.limits;
-    // ④ Decide.
+    turn: Option<&'a Turn>,
+) -> impl Future<Output = Result<Outcome, Failure>> + 'a {
+    async move {
+        let (current, caller, front) = (&opened.current, &opened.caller, opened.front);
+        let limits = current.config.limits;
+        let (decision, needs, prompt_estimate) = decide(ctx, opened, &req, &labels)?;
+        let policy = decision.policy.clone();
+        super::trace::asked(&opened.trace, &req, &decision, &labels, caller);
+
+        // ④ Count it against the caller's rates and budgets, reserving what it can cost at most.
+        // With a budget and no `max_tokens`, the upstream is asked for no longer an answer than
+        // the reservation assumed, so what it costs can never pass what was reserved.
+        req.cap_output = caller.limits.iter().any(|s| s.limits.has_spend());
+        // Tokens per minute count the client's `max_tokens`, as OpenAI counts them.
+        let tokens = prompt_estimate
+            + u64::from(req.max_output_tokens().unwrap_or(0)) * u64::from(req.n.unwrap_or(1));
+        let charge = (!caller.limits.is_empty()).then(|| charge(&req, &decision, tokens));
+        // Boxed, as the call: this future (and the four above it) holds pointers, not their size.
+        // Not made at all for a caller without limits: a kilobyte built, boxed and polled once
+        // for nothing, on the way to every first token.
+        let ticket = match charge {
+            Some(charge) => Box::pin(opened.admit(ctx, &policy, Some(charge))).await?,
+            None => None,
+        };
+        // ⑤⑥ Call.
+        let recheck = opened.recheck(
+            ctx,
+            Asked {
+                model: &req.model,
+                endpoint: front.endpoint(),
+                labels: &labels,
+                needs,
+                bytes: req.text_len(),
+                max_output: req.max_output_tokens(),
+            },
+        );
+        let plan = Plan {
+            deadline: tokio::time::Instant::now() + deadline_of(&decision),
+            allowed: &|d: &Deployment| recheck.allows(d),
+            gate: Some((&current.limiter, tokens)),
+            health: &current.health,
+            trace: &opened.trace,
+        };
+        let output_limit = req
+            .max_output_tokens()
+            .map(|m| u64::from(m) * u64::from(req.n.unwrap_or(1)));
+        let encoder = |d: &Deployment| -> Box<dyn Encoder> {
+            let model = api::answer_model(d, &req.model);
+            match turn {
+                Some(t) => Box::new(ResponsesEncoder::new(
+                    t.head(model.to_owned()),
+                    prompt_estimate,
+                    output_limit,
+                    t.keep(),
+                )),
+                None => front.encoder(
+                    req.wants_stream_usage(),
+                    prompt_estimate,
+                    output_limit,
+                    model,
+                ),
+            }
+        };
+        let setup = StreamSetup {
+            encoder: &encoder,
+            drain: &|| ctx.deadline(),
+        };
+        let mut cancelled = Cancelled::new(ctx);
+        let call = upstream::call(&ctx.pools, &decision, &plan, &req, &limits, &setup);
+        let called = Box::pin(call).await;
+        cancelled.disarm();
+        let served = called.map_err(|e| {
+            ctx.metrics.failed_call(&e);
+            (GatewayError::from(e), Some(policy.clone()))
+        })?;
+        let d = count_served(ctx, opened, &decision, &served);
+        let record = Record::new(
+            opened,
+            &decision,
+            &d,
+            served.failed.len() + 1,
+            front.endpoint(),
+            ticket,
+        )
+        .with_estimates(prompt_estimate, output_limit);
+
+        // ⑦ Respond.
+        let whole = |body: AnswerBody, d: &Deployment| {
+            let model = api::answer_model(d, &req.model);
+            match turn {
+                Some(t) => t.whole(body, model.to_owned()),
+                None => front.whole(body, model),
+            }
+        };
+        let response = respond_with(ctx, opened, &decision, served, record, &encoder, &whole)?;
+        Ok(Outcome {
+            response,
+            policy: Some(policy),
+            logged: true,
+        })
+    }
+}
+
+/// ④ The request's decision, what it needs of a deployment, and its prompt's estimated tokens.
+fn decide(
+    ctx: &Ctx,
+    opened: &Opened,
+    req: &ChatRequest,
+    labels: &[(String, String)],
+) -> Result<(Decision, Needs, u64), Failure> {
     let needs = Needs {
         tools: req.uses_tools(),
         vision: req.has_images(),
         choices: req.n,
         hosted_tool: req.hosted_tool,
     };
-    let (decision, prompt_estimate) = {
-        let prompt = PromptText::new(&req);
-        let ask = Ask {
-            model: &req.model,
-            endpoint: front.endpoint(),
-            caller,
-            labels: &labels,
-            needs,
-            prompt: &prompt,
-            max_output: req.max_output_tokens(),
-        };
-        (opened.decide(ctx, &ask), prompt.approximate())
+    let prompt = PromptText::new(req);
+    let ask = Ask {
+        model: &req.model,
+        endpoint: opened.front.endpoint(),
+        caller: &opened.caller,
+        labels,
+        needs,
+        prompt: &prompt,
+        max_output: req.max_output_tokens(),
     };
-    let decision = decision?;
-    let policy = decision.policy.clone();
-    super::trace::asked(&opened.trace, &req, &decision, &labels, caller);
-
-    // ④ Count it against the caller's rates and budgets, reserving what it can cost at most.
-    // With a budget and no `max_tokens`, the upstream is asked for no longer an answer than
-    // the reservation assumed, so what it costs can never pass what was reserved.
-    req.cap_output = caller.limits.iter().any(|s| s.limits.has_spend());
-    // Tokens per minute count the client's `max_tokens`, as OpenAI counts them.
-    let tokens = prompt_estimate
-        + u64::from(req.max_output_tokens().unwrap_or(0)) * u64::from(req.n.unwrap_or(1));
-    let charge = (!caller.limits.is_empty()).then(|| charge(&req, &decision, tokens));
-    // Boxed, as the call: this future (and the four above it) holds pointers, not their size.
-    let ticket = Box::pin(opened.admit(ctx, &policy, charge)).await?;
-    // ⑤⑥ Call.
-    let recheck = opened.recheck(
-        ctx,
-        Asked {
-            model: &req.model,
-            endpoint: front.endpoint(),
-            labels: &labels,
-            needs,
-            bytes: req.text_len(),
-            max_output: req.max_output_tokens(),
-        },
-    );
-    let plan = Plan {
-        deadline: tokio::time::Instant::now() + deadline_of(&decision),
-        allowed: &|d: &Deployment| recheck.allows(d),
-        gate: Some((&current.limiter, tokens)),
-        health: &current.health,
-        trace: &opened.trace,
-    };
-    let output_limit = req
-        .max_output_tokens()
-        .map(|m| u64::from(m) * u64::from(req.n.unwrap_or(1)));
-    let encoder = |d: &Deployment| -> Box<dyn Encoder> {
-        let model = api::answer_model(d, &req.model);
-        match turn {
-            Some(t) => Box::new(ResponsesEncoder::new(
-                t.head(model.to_owned()),
-                prompt_estimate,
-                output_limit,
-                t.keep(),
-            )),
-            None => front.encoder(
-                req.wants_stream_usage(),
-                prompt_estimate,
-                output_limit,
-                model,
-            ),
-        }
-    };
-    let setup = StreamSetup {
-        encoder: &encoder,
-        drain: &|| ctx.deadline(),
-    };
-    let mut cancelled = Cancelled::new(ctx);
-    let call = upstream::call(&ctx.pools, &decision, &plan, &req, &limits, &setup);
-    let called = Box::pin(call).await;
-    cancelled.disarm();
-    let served = called.map_err(|e| {
-        ctx.metrics.failed_call(&e);
-        (GatewayError::from(e), Some(policy.clone()))
-    })?;
-    let d = count_served(ctx, opened, &decision, &served);
-    let record = Record::new(
-        opened,
-        &decision,
-        &d,
-        served.failed.len() + 1,
-        front.endpoint(),
-        ticket,
-    )
-    .with_estimates(prompt_estimate, output_limit);
-
-    // ⑦ Respond.
-    let whole = |body: AnswerBody, d: &Deployment| {
-        let model = api::answer_model(d, &req.model);
-        match turn {
-            Some(t) => t.whole(body, model.to_owned()),
-            None => front.whole(body, model),
-        }
-    };
-    let response = respond_with(ctx, opened, &decision, served, record, &encoder, &whole)?;
-    Ok(Outcome {
-        response,
-        policy: Some(policy),
-        logged: true,
-    })
+    let decision = opened.decide(ctx, &ask)?;
+    Ok((decision, needs, prompt.approximate()))
 }
 
 /// Counts who answered, after how many failures and skips, and whether it was a fallback.
@@ -307,7 +328,7 @@ fn respond_with(
             super::trace::committed(&opened.trace, opened.started.elapsed());
             ctx.metrics.open_streams.inc();
             relay.on_end(stream_end(ctx, record));
-            respond::relay(*relay, &d, decision)
+            respond::relay(relay, &d, decision)
         }
     })
 }

@@ -35,8 +35,12 @@ pub(crate) fn json(body: Bytes, d: &Deployment, decision: &Decision) -> Response
 }
 
 /// A streamed answer relayed from upstream.
-pub(crate) fn relay(relay: Relay, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
-    sse(ResponseBody::Relay(Box::new(relay)), d, decision)
+pub(crate) fn relay(
+    relay: Box<Relay>,
+    d: &Deployment,
+    decision: &Decision,
+) -> Response<ResponseBody> {
+    sse(ResponseBody::Relay(relay), d, decision)
 }
 
 /// A whole answer made locally, streamed word by word in the client's format.

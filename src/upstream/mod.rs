@@ -141,7 +141,9 @@ async fn attempt(
                 "a stream was asked for but the answer is not text/event-stream".into(),
             ));
         }
-        let mut relay = Relay::new(
+        // Boxed now, not once primed: the attempt's future holds a pointer across the wait for
+        // the first content, not the relay's 472 bytes (copied with it into its box).
+        let mut relay = Box::new(Relay::new(
             client::chunks(response),
             adapter.stream_translator(req, d),
             (setup.encoder)(d),
@@ -152,12 +154,12 @@ async fn attempt(
             },
             Some((setup.drain)()),
             d.endpoint.masks.clone(),
-        );
+        ));
         timer
             .as_mut()
             .reset(tokio::time::Instant::now() + t.first_token);
         return match relay.prime(timer).await {
-            Primed::Ready => Ok(Answer::Stream(Box::new(relay))),
+            Primed::Ready => Ok(Answer::Stream(relay)),
             Primed::TimedOut => Err(AttemptError::Timeout(Phase::FirstToken)),
             Primed::Failed(why) => Err(AttemptError::Stream(why)),
         };
@@ -178,77 +180,102 @@ fn adapter_error(e: AdapterError) -> AttemptError {
 
 /// Sends an upstream request within the first-byte timeout; a non-2xx answer is read (capped)
 /// and becomes the attempt's error.
-async fn send(
-    pools: &client::Pools,
-    health: &Health,
-    adapter: &dyn adapters::Adapter,
-    d: &Deployment,
+///
+/// Not an `async fn`, and the request made where it is handed over: an `async fn` keeps its
+/// arguments twice (as given, and as its body's own), and a named request keeps its room
+/// beside the future it was moved into. Each is a copy of `up` or of the request (144 and
+/// 256 bytes) in every attempt's future.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn send<'a>(
+    pools: &'a client::Pools,
+    health: &'a Health,
+    adapter: &'a dyn adapters::Adapter,
+    d: &'a Deployment,
     up: adapters::UpstreamRequest,
-    mut timer: Timer<'_>,
-) -> Result<client::Response, AttemptError> {
-    let ep = &d.endpoint;
+    mut timer: Timer<'a>,
+) -> impl Future<Output = Result<client::Response, AttemptError>> + 'a {
+    async move {
+        let ep = &d.endpoint;
+        let sent = std::time::Instant::now();
+        let (limit, phase) = (ep.timeouts.first_byte, Phase::FirstByte);
+        let response = match plain(&up.url) {
+            Some((authority, path)) => {
+                let pool = pools.plain(authority, ep.timeouts.connect);
+                let path = path.clone();
+                let host = match &ep.host {
+                    Some(host) => host.clone(),
+                    // Made as at load (host, and port unless 80), never from the authority whole:
+                    // that may carry credentials.
+                    None => crate::config::deployment::plain_http_host(&up.url.to_string())
+                        .ok_or_else(|| AttemptError::Unsupported("the URL's host".into()))?,
+                };
+                let sending = std::pin::pin!(pool.send(outgoing(up, Some(host), Some(path))));
+                within(timer.as_mut(), limit, phase, sending).await?
+            }
+            None => {
+                let client = pools
+                    .data(ep.timeouts.connect)
+                    .map_err(AttemptError::Unsupported)?;
+                let host = ep.host.clone();
+                let request = async move {
+                    match client.request(outgoing(up, host, None)).await {
+                        Ok(response) => Ok(response.map(plain::UpBody::unleased)),
+                        Err(e) => Err(send_error(&e)),
+                    }
+                };
+                within(timer.as_mut(), limit, phase, std::pin::pin!(request)).await?
+            }
+        };
+        health.observe_first_byte(sent.elapsed());
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .filter(|v| v.len() <= 64)
+            .cloned();
+        let body = read_capped(response, MAX_ERROR_BODY as u64, timer, ep.timeouts.total)
+            .await
+            .unwrap_or_default();
+        // Some dialects say how long to wait in the body (Gemini's RetryInfo), not in a header.
+        let retry_after = retry_after.or_else(|| adapter.retry_after_in_body(&body));
+        Err(AttemptError::Status {
+            fault: adapter.parse_error(status, &body, d),
+            retry_after,
+        })
+    }
+}
+
+/// The request as it goes upstream: the dialect's headers after the gateway's own (user agent,
+/// hops, host), to `path` on a plain-HTTP pool's connection or to the whole URL.
+fn outgoing(
+    up: adapters::UpstreamRequest,
+    host: Option<http::HeaderValue>,
+    path: Option<http::uri::PathAndQuery>,
+) -> http::Request<client::Body> {
     let mut request = http::Request::new(client::Body::new(up.body));
     *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = match path {
+        Some(path) => http::Uri::from(path),
+        None => up.url,
+    };
     let headers = request.headers_mut();
     // Room for all of them, so the map never grows: user agent, hops, host and the dialect's.
     headers.reserve(up.headers.len() + 3);
     headers.insert(http::header::USER_AGENT, client::USER_AGENT.clone());
     headers.insert(crate::hop::HOPS.clone(), crate::hop::outgoing());
-    if let Some(host) = &ep.host {
-        headers.insert(http::header::HOST, host.clone());
+    if let Some(host) = host {
+        headers.insert(http::header::HOST, host);
     }
     for (name, value) in up.headers {
         headers.append(name, value);
     }
-    let sent = std::time::Instant::now();
-    let (limit, phase) = (ep.timeouts.first_byte, Phase::FirstByte);
-    let response = match plain(&up.url) {
-        Some((authority, path)) => {
-            let pool = pools.plain(authority, ep.timeouts.connect);
-            if ep.host.is_none() {
-                // Made as at load (host, and port unless 80), never from the authority whole:
-                // that may carry credentials.
-                let host = crate::config::deployment::plain_http_host(&up.url.to_string())
-                    .ok_or_else(|| AttemptError::Unsupported("the URL's host".into()))?;
-                request.headers_mut().insert(http::header::HOST, host);
-            }
-            *request.uri_mut() = http::Uri::from(path.clone());
-            let sending = std::pin::pin!(pool.send(request));
-            within(timer.as_mut(), limit, phase, sending).await?
-        }
-        None => {
-            let client = pools
-                .data(ep.timeouts.connect)
-                .map_err(AttemptError::Unsupported)?;
-            *request.uri_mut() = up.url;
-            let request = async {
-                match client.request(request).await {
-                    Ok(response) => Ok(response.map(plain::UpBody::unleased)),
-                    Err(e) => Err(send_error(&e)),
-                }
-            };
-            within(timer.as_mut(), limit, phase, std::pin::pin!(request)).await?
-        }
-    };
-    health.observe_first_byte(sent.elapsed());
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let retry_after = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .filter(|v| v.len() <= 64)
-        .cloned();
-    let body = read_capped(response, MAX_ERROR_BODY as u64, timer, ep.timeouts.total)
-        .await
-        .unwrap_or_default();
-    // Some dialects say how long to wait in the body (Gemini's RetryInfo), not in a header.
-    let retry_after = retry_after.or_else(|| adapter.retry_after_in_body(&body));
-    Err(AttemptError::Status {
-        fault: adapter.parse_error(status, &body, d),
-        retry_after,
-    })
+    request
 }
 
 /// Embeddings: the decision's deployments in order, as for chat.
@@ -396,4 +423,60 @@ async fn read_capped(
         Ok(first.unwrap_or_else(|| buf.freeze()))
     };
     within(timer, total, Phase::Total, std::pin::pin!(read)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(url: &str) -> adapters::UpstreamRequest {
+        adapters::UpstreamRequest {
+            url: url.parse().unwrap(),
+            headers: vec![
+                (
+                    http::header::CONTENT_TYPE,
+                    "application/json".parse().unwrap(),
+                ),
+                (http::header::AUTHORIZATION, "Bearer k".parse().unwrap()),
+            ],
+            body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[test]
+    fn an_upstream_request_carries_the_gateways_headers_then_the_dialects() {
+        let path = "/v1/chat/completions?x=1".parse().unwrap();
+        let host = http::HeaderValue::from_static("127.0.0.1:8000");
+        let r = outgoing(
+            up("http://127.0.0.1:8000/v1/chat/completions?x=1"),
+            Some(host),
+            Some(path),
+        );
+        assert_eq!(r.method(), http::Method::POST);
+        assert_eq!(r.uri(), "/v1/chat/completions?x=1");
+        let names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "user-agent",
+                "x-modelgate-hops",
+                "host",
+                "content-type",
+                "authorization"
+            ]
+        );
+        assert_eq!(r.headers()[http::header::HOST], "127.0.0.1:8000");
+        // Room for every header from the start: the map never grew.
+        assert!(r.headers().capacity() >= 5);
+
+        // To the whole URL, without a host of its own (hyper-util's client writes it).
+        let r = outgoing(
+            up("https://api.example.test/v1/chat/completions"),
+            None,
+            None,
+        );
+        assert_eq!(r.uri(), "https://api.example.test/v1/chat/completions");
+        assert!(r.headers().get(http::header::HOST).is_none());
+        assert_eq!(r.headers().len(), 4);
+    }
 }

@@ -54,37 +54,46 @@ impl HostPool {
     /// Sends `req` (origin-form, with its `Host` header) on an idle connection, or a new one.
     /// A reused connection that closed before the request was written (the server timed it
     /// out just then) is not a failure: the request goes on another.
-    pub(crate) async fn send(
+    ///
+    /// Not an `async fn`: one keeps its arguments twice (as given, and as its body's own), and a
+    /// request is 256 bytes, in the future of every attempt.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub(crate) fn send(
         self: &Arc<Self>,
         mut req: http::Request<Body>,
-    ) -> Result<http::Response<UpBody>, AttemptError> {
-        loop {
-            let (mut tx, reused) = match self.checkout() {
-                Some(tx) => (tx, true),
-                // Boxed: rare, and inline it would make every request's future (and each one
-                // above it) larger by its size.
-                None => (Box::pin(self.open()).await?, false),
-            };
-            // A connection given back at its answer's end is idle once its task has seen the
-            // end too, a moment later; one that closed instead is dropped.
-            if reused && !tx.is_ready() && tx.ready().await.is_err() {
-                continue;
-            }
-            let sent = tx.try_send_request(req);
-            match sent.await {
-                Ok(response) => {
-                    return Ok(response.map(|body| UpBody::leased(body, self.clone(), tx)));
+    ) -> impl Future<Output = Result<http::Response<UpBody>, AttemptError>> + '_ {
+        async move {
+            loop {
+                let (mut tx, reused) = match self.checkout() {
+                    Some(tx) => (tx, true),
+                    // Boxed: rare, and inline it would make every request's future (and each one
+                    // above it) larger by its size.
+                    None => (Box::pin(self.open()).await?, false),
+                };
+                // A connection given back at its answer's end is idle once its task has seen the
+                // end too, a moment later; one that closed instead is dropped.
+                if reused && !tx.is_ready() && tx.ready().await.is_err() {
+                    continue;
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(back) if reused => {
-                        tracing::debug!(
-                            host = self.authority.host(),
-                            "an idle upstream connection closed as it was taken; trying another"
-                        );
-                        req = back;
+                let sent = tx.try_send_request(req);
+                match sent.await {
+                    Ok(response) => {
+                        return Ok(response.map(|body| UpBody::leased(body, self.clone(), tx)));
                     }
-                    _ => return Err(AttemptError::Io("transport error".into())),
-                },
+                    Err(mut e) => match e.take_message() {
+                        Some(back) if reused => {
+                            tracing::debug!(
+                                host = self.authority.host(),
+                                "an idle upstream connection closed as it was taken; trying another"
+                            );
+                            req = back;
+                        }
+                        _ => return Err(AttemptError::Io("transport error".into())),
+                    },
+                }
             }
         }
     }
