@@ -566,6 +566,25 @@ async fn p1(args: &Args) -> bool {
                 let mut o = open_loop(&c, url, &body, rate, Duration::from_secs_f64(secs)).await;
                 late[ri].append(&mut o.late);
                 let n = o.latencies.len() + o.errors;
+                if o.errors > 0 {
+                    // What failed: an answer other than 200, or none (the connection's error).
+                    let answered: usize = o
+                        .statuses
+                        .iter()
+                        .filter(|(s, _)| **s != 200)
+                        .map(|(_, n)| n)
+                        .sum();
+                    println!(
+                        "warning: {} errors through {} at {rate} req/s, round {round}: {:?} answered other than 200, {} without an answer",
+                        o.errors,
+                        ["direct", "floor", "modelgate"][pi],
+                        o.statuses
+                            .iter()
+                            .filter(|(s, _)| **s != 200)
+                            .collect::<Vec<_>>(),
+                        o.errors.saturating_sub(answered)
+                    );
+                }
                 let cpu = match (p, cpu0) {
                     (Some(p), Some(c0)) => {
                         us(sut::cpu_time(p.pid()).saturating_sub(c0)) / n.max(1) as f64

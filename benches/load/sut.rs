@@ -61,10 +61,16 @@ fn wait_for_line(out: impl std::io::Read + Send + 'static, marker: &'static str)
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
+        // The proxy's warnings and errors go to the run's output (the first 20): an error
+        // counted by the load says what it was there.
+        let mut told = 0;
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if !sent && line.contains(marker) {
                 let _ = tx.send(line.clone());
                 sent = true;
+            } else if told < 20 && (line.contains(" WARN ") || line.contains(" ERROR ")) {
+                println!("proxy: {line}");
+                told += 1;
             }
         }
     });
