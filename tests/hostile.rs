@@ -231,6 +231,97 @@ async fn request_smuggling_and_malformed_framing_are_refused() {
     );
 }
 
+/// One answer off a kept-alive connection: its head, and as many bytes of body as it declares.
+async fn answer(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before an answer: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+    }
+}
+
+/// hyper arms its header-read timeout while a kept-alive connection waits for its next request
+/// too: alone, it closed every connection idle for that long, and a client reusing one just
+/// then lost its request. An idle connection is kept for `server.idle_timeout`; a head begun
+/// on it still has only the header-read timeout.
+#[tokio::test]
+async fn a_kept_alive_connection_waits_idle_past_the_header_read_timeout() {
+    let fake = FakeUpstream::start(Script::Ok { text: "ok".into() }, Some(CANARY_KEY)).await;
+    let gw = Gateway::start(&config(
+        &fake,
+        "server: {header_read_timeout: 1s, idle_timeout: 4s}\n",
+    ))
+    .await;
+    let addr = gw.running.api_addr;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // Idle past the header-read timeout (and the sweep's tick), within the idle one.
+    for pause in [0, 1_800, 2_600] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        s.write_all(request.as_bytes()).await.unwrap();
+        let text = answer(&mut s).await;
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "after {pause} ms idle: {text}"
+        );
+    }
+    // Past the idle timeout, the gateway closes it.
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    let idle = started.elapsed();
+    assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    assert!(
+        idle >= Duration::from_millis(3_500) && idle < Duration::from_secs(7),
+        "closed after {idle:?} idle"
+    );
+
+    // A head begun after an idle wait has the header-read timeout from its first bytes.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    assert!(answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(2_500),
+        "an unfinished head held its connection {took:?}"
+    );
+    // No request was made of the unfinished head.
+    assert_eq!(fake.seen().len(), 4);
+}
+
 #[tokio::test]
 async fn slow_headers_and_slow_bodies_are_cut_off() {
     let fake = FakeUpstream::start(Script::Ok { text: "ok".into() }, Some(CANARY_KEY)).await;

@@ -360,6 +360,7 @@ fn settings(
         admin_listen,
         drain_timeout: dur(&spec.server.drain_timeout, 30),
         header_read_timeout: dur(&spec.server.header_read_timeout, 10),
+        idle_timeout: dur(&spec.server.idle_timeout, 300),
         max_connections: spec.server.max_connections.unwrap_or(10_000).max(1),
         max_concurrent_requests: spec.server.max_concurrent_requests.unwrap_or(1024).max(1),
         max_open_streams: spec.server.max_open_streams.unwrap_or(4096),
@@ -367,6 +368,7 @@ fn settings(
     };
     for (field, d) in [
         ("server.header_read_timeout", server.header_read_timeout),
+        ("server.idle_timeout", server.idle_timeout),
         ("server.write_stall_timeout", server.write_stall_timeout),
     ] {
         if d.is_zero() {

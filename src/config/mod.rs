@@ -49,6 +49,7 @@ pub(crate) struct ServerSettings {
     pub(crate) admin_listen: SocketAddr,
     pub(crate) drain_timeout: Duration,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_concurrent_requests: usize,
     pub(crate) max_open_streams: usize,

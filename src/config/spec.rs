@@ -497,10 +497,16 @@ pub struct ServerSpec {
     /// How long in-flight requests and streams may run after SIGTERM. Default 30s.
     #[serde(default)]
     pub(crate) drain_timeout: Option<Dur>,
-    /// Time a client has to send its request headers, enforced to within a tenth of it (at
-    /// most 1s late). Default 10s.
+    /// Time a client has to send its request headers, from their first byte (or from the
+    /// connection's start), enforced to within a tenth of it (at most 1s late). Default 10s.
     #[serde(default)]
     pub(crate) header_read_timeout: Option<Dur>,
+    /// How long a client connection may wait idle for its next request, no byte of it sent,
+    /// before it is closed: longer than clients' pools keep idle connections, so that they
+    /// close them first (a request sent as the gateway closes its connection is lost).
+    /// Default 5m.
+    #[serde(default)]
+    pub(crate) idle_timeout: Option<Dur>,
     /// Most connections open at once on the API listener. Default 10,000.
     #[serde(default)]
     pub(crate) max_connections: Option<usize>,

@@ -187,10 +187,11 @@ async fn serve<M>(
         pacemaker::period(settings.header_read_timeout),
         sweep.clone(),
     ));
+    let timer = coarse_timer::CoarseTimer::new(sweep.clone());
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(coarse_timer::CoarseTimer(sweep))
+        .timer(timer.clone())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(64 << 10);
     builder
@@ -230,10 +231,18 @@ async fn serve<M>(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection_with_upgrades(
-                    stall::StallGuard::new(TokioIo::new(stream), settings.write_stall_timeout),
-                    api_svc.clone(),
-                );
+                // A timer of its own, which tells an idle connection from a slow head by
+                // its reads (see `coarse_timer`).
+                let reads = Arc::new(coarse_timer::Reads::default());
+                let mut own = builder.clone();
+                own.http1().timer(timer.for_connection(
+                    reads.clone(),
+                    settings.header_read_timeout,
+                    settings.idle_timeout,
+                ));
+                let io = stall::StallGuard::new(TokioIo::new(stream), settings.write_stall_timeout)
+                    .counting(reads);
+                let conn = own.serve_connection_with_upgrades(io, api_svc.clone());
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     let _ = conn.await;

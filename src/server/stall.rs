@@ -6,17 +6,22 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use tokio::time::{Instant, Sleep};
 
+use super::coarse_timer::Reads;
+
 pub(crate) struct StallGuard<T> {
     inner: T,
     timeout: Duration,
     /// Armed while a write is pending.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The reads that completed, for the connection's header-read timer.
+    reads: Option<Arc<Reads>>,
 }
 
 impl<T> StallGuard<T> {
@@ -25,7 +30,14 @@ impl<T> StallGuard<T> {
             inner,
             timeout,
             timer: None,
+            reads: None,
         }
+    }
+
+    /// Counts its completed reads in `reads`.
+    pub(crate) fn counting(mut self, reads: Arc<Reads>) -> StallGuard<T> {
+        self.reads = Some(reads);
+        self
     }
 
     /// After a write returned `Pending`: fails once the stall has lasted the timeout.
@@ -62,7 +74,12 @@ impl<T: Read + Unpin> Read for StallGuard<T> {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(reads)) = (&polled, &this.reads) {
+            reads.one();
+        }
+        polled
     }
 }
 
