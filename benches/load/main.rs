@@ -679,17 +679,23 @@ async fn p1(args: &Args) -> bool {
         }
     }
     println!(
-        "\n| offered req/s | path | CPU µs/req, each round in turn | of it in the kernel | wake-ups per request | preemptions per request | minor faults per request | connections opened per 1,000 requests (any process) |"
+        "\n| offered req/s | path | CPU µs/req, each round in turn | p99 ms, each round in turn | of it in the kernel | wake-ups per request | preemptions per request | minor faults per request | connections opened per 1,000 requests (any process) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (ri, rate) in rates.iter().enumerate() {
         for pi in 1..3 {
             let rounds: Vec<String> = seen[ri][pi].iter().map(|r| format!("{:.0}", r.5)).collect();
+            // Whether a median p99 off the floor's came from every round or from a few.
+            let p99s: Vec<String> = seen[ri][pi]
+                .iter()
+                .map(|r| format!("{:.2}", r.2 / 1e3))
+                .collect();
             let k = |i: usize| med(kernel[ri][pi].iter().map(|r| r[i]).collect());
             println!(
-                "| {rate} | {} | {} | {:.0} % | {:.2} | {:.3} | {:.3} | {:.1} |",
+                "| {rate} | {} | {} | {} | {:.0} % | {:.2} | {:.3} | {:.3} | {:.1} |",
                 Path::ALL[pi].name(),
                 rounds.join(" "),
+                p99s.join(" "),
                 100.0 * k(4) / (k(3) + k(4)).max(f64::MIN_POSITIVE),
                 k(0),
                 k(1),
