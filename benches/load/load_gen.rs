@@ -28,6 +28,9 @@ pub struct Outcome {
     /// How late each request left against its schedule: tokio's timer, which paces the load,
     /// ticks in whole milliseconds.
     pub late: Vec<Duration>,
+    /// Each request's send time (from when the first was due) and how long it took, answered
+    /// or not, in the order they finished: P1 writes them out when asked.
+    pub series: Vec<(Duration, Duration)>,
 }
 
 impl Outcome {
@@ -117,6 +120,7 @@ pub async fn open_loop(
             let took = sent.elapsed();
             let mut o = out.lock().unwrap();
             o.late.push(sent.saturating_duration_since(due));
+            o.series.push((sent.saturating_duration_since(start), took));
             if let Some(s) = result.0 {
                 *o.statuses.entry(s).or_default() += 1;
             }

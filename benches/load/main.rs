@@ -22,6 +22,8 @@
 //! `--quick` shortens every scenario (a check that the harness works); `--rates` and
 //! `--secs` change p1's rates and p1/p2's measuring time. `MODELGATE_BENCH_WRAP` prefixes the
 //! gateway's command line (for example `valgrind --tool=callgrind`) to profile it under load.
+//! `MODELGATE_BENCH_SERIES=DIR` writes every P1 round's requests to `DIR/RATE-PATH-ROUND.csv`
+//! (when each was sent, how long it took), to see when a round's slow requests came.
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its report")]
 #![expect(
@@ -502,6 +504,38 @@ impl Path {
     }
 }
 
+/// One P1 round's requests as CSV: when each was sent (seconds from when the first was due,
+/// which a comment line gives in UNIX seconds) and how long it took.
+fn write_series(
+    file: &std::path::Path,
+    began: std::time::SystemTime,
+    series: &[(Duration, Duration)],
+) {
+    use std::fmt::Write;
+    // `open_loop` schedules its first request 50 ms after it is called.
+    let first_due = began + Duration::from_millis(50);
+    let unix = first_due
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut text = format!(
+        "# first request due at {:.3} (UNIX seconds)\nsent_s,latency_ms\n",
+        unix.as_secs_f64()
+    );
+    let mut rows = series.to_vec();
+    rows.sort_unstable();
+    for (sent, took) in rows {
+        let _ = writeln!(
+            text,
+            "{:.6},{:.3}",
+            sent.as_secs_f64(),
+            took.as_secs_f64() * 1e3
+        );
+    }
+    if let Err(e) = std::fs::write(file, text) {
+        println!("warning: cannot write {}: {e}", file.display());
+    }
+}
+
 /// The proxy process of `path` (none for the direct path) in front of `mock`.
 fn proxy(path: Path, mock: std::net::SocketAddr) -> Option<Proxy> {
     match path {
@@ -563,6 +597,7 @@ async fn p1(args: &Args) -> bool {
                     [v, i, f, user, system, sut::tcp_opens()]
                 };
                 let k0 = p.map(counts);
+                let began = std::time::SystemTime::now();
                 let mut o = open_loop(&c, url, &body, rate, Duration::from_secs_f64(secs)).await;
                 late[ri].append(&mut o.late);
                 let n = o.latencies.len() + o.errors;
@@ -596,6 +631,10 @@ async fn p1(args: &Args) -> bool {
                     kernel[ri][pi].push(std::array::from_fn(|i| {
                         k1[i].saturating_sub(k0[i]) as f64 / n.max(1) as f64
                     }));
+                }
+                if let Some(dir) = std::env::var_os("MODELGATE_BENCH_SERIES") {
+                    let name = format!("{rate}-{}-{round}.csv", Path::ALL[pi].name());
+                    write_series(&std::path::Path::new(&dir).join(name), began, &o.series);
                 }
                 seen[ri][pi].push((
                     us(o.percentile(0.5)),
