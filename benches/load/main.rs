@@ -426,7 +426,7 @@ async fn r3(args: &Args) -> bool {
     println!(
         "| requests | upstream calls | injected failures | client errors | RSS after warm-up MiB | RSS end MiB | RSS peak MiB | slope MiB/min | fds before/after |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
         "| {sent} | {} | {injected} | {errors} | {:.1} | {:.1} | {:.1} | {slope:.3} | {fds_before}/{fds_after} after {fds_wait} s idle |",
         mock.requests.load(std::sync::atomic::Ordering::Relaxed),
@@ -582,6 +582,9 @@ async fn p1(args: &Args) -> bool {
     // kernel[rate][path] = rounds of (wake-ups, preemptions, minor faults, user ticks, system
     // ticks, TCP connections opened) per request.
     let mut kernel: Vec<Vec<Vec<[f64; 6]>>> = vec![vec![Vec::new(); 3]; rates.len()];
+    // disturbed[rate][path] = rounds of (ms the proxy's threads were ready but waited for their
+    // core, ms the hypervisor took the core away).
+    let mut disturbed: Vec<Vec<Vec<(f64, f64)>>> = vec![vec![Vec::new(); 3]; rates.len()];
     for (ri, &rate) in rates.iter().enumerate() {
         for url in &urls {
             open_loop(&c, url, &body, rate, Duration::from_secs(1)).await;
@@ -597,6 +600,8 @@ async fn p1(args: &Args) -> bool {
                     [v, i, f, user, system, sut::tcp_opens()]
                 };
                 let k0 = p.map(counts);
+                // What took the proxy's core from it in this round, whatever the proxy did.
+                let d0 = p.map(|p| (sut::run_delay(p.pid()), sut::steal_ticks(0)));
                 let began = std::time::SystemTime::now();
                 let mut o = open_loop(&c, url, &body, rate, Duration::from_secs_f64(secs)).await;
                 late[ri].append(&mut o.late);
@@ -631,6 +636,11 @@ async fn p1(args: &Args) -> bool {
                     kernel[ri][pi].push(std::array::from_fn(|i| {
                         k1[i].saturating_sub(k0[i]) as f64 / n.max(1) as f64
                     }));
+                }
+                if let (Some(p), Some((w0, s0))) = (p, d0) {
+                    let waited = sut::run_delay(p.pid()).saturating_sub(w0);
+                    let stolen = sut::steal_ticks(0).saturating_sub(s0);
+                    disturbed[ri][pi].push((waited.as_secs_f64() * 1e3, stolen as f64 * 10.0));
                 }
                 if let Some(dir) = std::env::var_os("MODELGATE_BENCH_SERIES") {
                     let name = format!("{rate}-{}-{round}.csv", Path::ALL[pi].name());
@@ -718,7 +728,7 @@ async fn p1(args: &Args) -> bool {
         }
     }
     println!(
-        "\n| offered req/s | path | CPU µs/req, each round in turn | p99 ms, each round in turn | of it in the kernel | wake-ups per request | preemptions per request | minor faults per request | connections opened per 1,000 requests (any process) |"
+        "\n| offered req/s | path | CPU µs/req, each round in turn | p99 ms, each round in turn | ms its threads waited for the core + ms the host took it, each round | of it in the kernel | wake-ups per request | preemptions per request | minor faults per request | connections opened per 1,000 requests (any process) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (ri, rate) in rates.iter().enumerate() {
@@ -729,12 +739,17 @@ async fn p1(args: &Args) -> bool {
                 .iter()
                 .map(|r| format!("{:.2}", r.2 / 1e3))
                 .collect();
+            let taken: Vec<String> = disturbed[ri][pi]
+                .iter()
+                .map(|(w, s)| format!("{w:.0}+{s:.0}"))
+                .collect();
             let k = |i: usize| med(kernel[ri][pi].iter().map(|r| r[i]).collect());
             println!(
-                "| {rate} | {} | {} | {} | {:.0} % | {:.2} | {:.3} | {:.3} | {:.1} |",
+                "| {rate} | {} | {} | {} | {} | {:.0} % | {:.2} | {:.3} | {:.3} | {:.1} |",
                 Path::ALL[pi].name(),
                 rounds.join(" "),
                 p99s.join(" "),
+                taken.join(" "),
                 100.0 * k(4) / (k(3) + k(4)).max(f64::MIN_POSITIVE),
                 k(0),
                 k(1),

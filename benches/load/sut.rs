@@ -206,6 +206,32 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_nanos(ns)
 }
 
+/// Time the threads of `pid` spent ready to run but waiting for their core (the scheduler's
+/// run delay: behind another process, or behind one another).
+pub fn run_delay(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
+/// Time the hypervisor took core `core` from this machine so far (`steal` in `/proc/stat`, in
+/// clock ticks of 10 ms): a core taken away stalls whatever runs on it, and no process here
+/// sees it as its own CPU time.
+pub fn steal_ticks(core: usize) -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let name = format!("cpu{core}");
+    stat.lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .and_then(|l| l.split_whitespace().nth(8)?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Context switches of `pid`, every thread of it: voluntary ones (the thread slept, mostly to
 /// wait for the next event: its wake-ups) and involuntary ones (it was preempted).
 pub fn switches(pid: u32) -> (u64, u64) {
