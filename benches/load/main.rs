@@ -426,7 +426,7 @@ async fn r3(args: &Args) -> bool {
     println!(
         "| requests | upstream calls | injected failures | client errors | RSS after warm-up MiB | RSS end MiB | RSS peak MiB | slope MiB/min | fds before/after |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     println!(
         "| {sent} | {} | {injected} | {errors} | {:.1} | {:.1} | {:.1} | {slope:.3} | {fds_before}/{fds_after} after {fds_wait} s idle |",
         mock.requests.load(std::sync::atomic::Ordering::Relaxed),
@@ -730,7 +730,7 @@ async fn p1(args: &Args) -> bool {
     println!(
         "\n| offered req/s | path | CPU µs/req, each round in turn | p99 ms, each round in turn | ms its threads waited for the core + ms the host took it, each round | of it in the kernel | wake-ups per request | preemptions per request | minor faults per request | connections opened per 1,000 requests (any process) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (ri, rate) in rates.iter().enumerate() {
         for pi in 1..3 {
             let rounds: Vec<String> = seen[ri][pi].iter().map(|r| format!("{:.0}", r.5)).collect();
