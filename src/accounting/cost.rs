@@ -18,6 +18,20 @@ pub(crate) fn of(usage: &Usage, price: &Price) -> f64 {
 
 /// A cost as a header value: dollars with 8 decimals, no exponent (what `{:.8}` writes).
 pub(crate) fn header(cost: f64) -> http::HeaderValue {
+    let mut buf = [0; FIXED8];
+    let value = match fixed8(cost, &mut buf) {
+        Some(text) => http::HeaderValue::from_str(text),
+        None => http::HeaderValue::from_str(&format!("{cost:.8}")),
+    };
+    value.unwrap_or(http::HeaderValue::from_static("0"))
+}
+
+/// The room [`fixed8`] writes in.
+pub(crate) const FIXED8: usize = 13;
+
+/// `cost` as `{:.8}` writes it, written in `buf` without the formatting machinery (the request's
+/// header and its log line both write one); `None` when `format!` must (see within).
+pub(crate) fn fixed8(cost: f64, buf: &mut [u8; FIXED8]) -> Option<&str> {
     // Written from whole hundred-millionths: `format!` with a precision cost as much as the
     // rest of writing the answer's headers. Below 10,000 dollars the product is within 2^-13 of
     // the exact one, so rounding it agrees with `{:.8}` except near a tie, which (with anything
@@ -26,16 +40,15 @@ pub(crate) fn header(cost: f64) -> http::HeaderValue {
     let near_tie = (scaled - scaled.trunc() - 0.5).abs() < 1e-3;
     let n = scaled.round();
     if !(0.0..1e12).contains(&n) || near_tie || cost.is_sign_negative() {
-        let text = format!("{cost:.8}");
-        return http::HeaderValue::from_str(&text).unwrap_or(http::HeaderValue::from_static("0"));
+        return None;
     }
     let n = n as u64;
-    let mut buf = *b"0000.00000000";
+    *buf = *b"0000.00000000";
     crate::base::digits(&mut buf[..4], n / 100_000_000);
     crate::base::digits(&mut buf[5..], n % 100_000_000);
     // `{:.8}` pads nothing on the left: the buffer's leading zeros go, the units digit stays.
     let start = buf[..3].iter().take_while(|&&b| b == b'0').count();
-    http::HeaderValue::from_bytes(&buf[start..]).unwrap_or(http::HeaderValue::from_static("0"))
+    std::str::from_utf8(&buf[start..]).ok()
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ impl Record {
             .u64("prompt_tokens", usage.prompt_tokens)
             .u64("completion_tokens", usage.completion_tokens)
             .bool("tokens_estimated", usage.estimated)
-            .f64("cost_usd", cost)
+            .usd("cost_usd", cost)
             .u64("duration_ms", took.as_millis() as u64);
         }
         cost

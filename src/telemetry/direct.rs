@@ -123,12 +123,15 @@ impl Fields {
         self
     }
 
-    pub(crate) fn f64(&mut self, name: &str, value: f64) -> &mut Self {
+    /// Dollars as the answer's cost header writes them (8 decimals, no exponent), so the line
+    /// and the header agree to the digit; a JSON number either way.
+    pub(crate) fn usd(&mut self, name: &str, value: f64) -> &mut Self {
         self.name(name);
-        let _ = if self.json && !value.is_finite() {
-            self.text.write_str("null")
-        } else {
-            write!(self.text, "{value:?}")
+        let mut buf = [0; crate::accounting::cost::FIXED8];
+        let _ = match crate::accounting::cost::fixed8(value, &mut buf) {
+            Some(text) => self.text.write_str(text),
+            None if self.json && !value.is_finite() => self.text.write_str("null"),
+            None => write!(self.text, "{value:.8}"),
         };
         self
     }
@@ -173,7 +176,6 @@ mod tests {
                 tenant = "two words",
                 refused = 3,
                 stream = false,
-                cost_usd = 0.0125,
                 odd = "q\"\n\u{1b}",
                 "request served"
             );
@@ -201,7 +203,6 @@ mod tests {
             .str("tenant", "two words")
             .u64("refused", 3)
             .bool("stream", false)
-            .f64("cost_usd", 0.0125)
             .str("odd", "q\"\n\u{1b}");
         f.text.push_str(if json { "}\n" } else { "\n" });
         let text = std::mem::take(&mut f.text);
@@ -255,5 +256,44 @@ mod tests {
                 "json: {json}"
             );
         }
+    }
+
+    #[test]
+    fn dollars_read_as_the_cost_header_does_and_stay_json_numbers() {
+        for (usd, text) in [
+            (0.0125, "0.01250000"),
+            (0.0, "0.00000000"),
+            (1.5e-5, "0.00001500"),
+            (12_345.678_9, "12345.67890000"),
+            (-0.5, "-0.50000000"),
+        ] {
+            assert_eq!(crate::accounting::cost::header(usd).to_str().unwrap(), text);
+            for json in [false, true] {
+                let mut f = Fields {
+                    text: String::new(),
+                    json,
+                };
+                f.usd("cost_usd", usd);
+                let want = if json {
+                    format!(",\"cost_usd\":{text}")
+                } else {
+                    format!(" cost_usd={text}")
+                };
+                assert_eq!(f.text, want);
+                if json {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&format!("{{{}}}", &f.text[1..])).unwrap();
+                    assert_eq!(v["cost_usd"].as_f64(), Some(text.parse().unwrap()));
+                }
+                std::mem::forget(f);
+            }
+        }
+        let mut f = Fields {
+            text: String::new(),
+            json: true,
+        };
+        f.usd("cost_usd", f64::NAN);
+        assert_eq!(f.text, ",\"cost_usd\":null");
+        std::mem::forget(f);
     }
 }
