@@ -195,27 +195,24 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// CPU time of `pid`, every thread of it, in nanoseconds (the scheduler's own accounting,
 /// finer than the 10 ms ticks of `/proc/PID/stat`).
 pub fn cpu_time(pid: u32) -> Duration {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Duration::ZERO;
-    };
-    let ns: u64 = tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(ns)
+    schedstat(pid, 0)
 }
 
 /// Time the threads of `pid` spent ready to run but waiting for their core (the scheduler's
 /// run delay: behind another process, or behind one another).
 pub fn run_delay(pid: u32) -> Duration {
+    schedstat(pid, 1)
+}
+
+/// Field `i` of every thread's `schedstat` (time on the core, time waiting for it), summed.
+fn schedstat(pid: u32, i: usize) -> Duration {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Duration::ZERO;
     };
     let ns: u64 = tasks
         .filter_map(Result::ok)
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .filter_map(|s| s.split_whitespace().nth(i)?.parse::<u64>().ok())
         .sum();
     Duration::from_nanos(ns)
 }
