@@ -12,6 +12,12 @@
 # `apt-get install llvm-22` for Rust 1.95. Paths the training does not take (the closed APIs'
 # adapters, faults) are built as rarely run code: correct, and no faster than without PGO.
 # `RUSTFLAGS` set by the caller are kept. On a one-core builder the training runs unpinned.
+#
+# `deploy/pgo.sh --save` also keeps the counts in the checkout, as deploy/pgo/llvm-<major>.profdata
+# (functions that ran only, `--sparse`), where every optimized build of the checkout reads them
+# (deploy/pgo/rustc-wrapper), and writes their checksum into .cargo/config.toml. Run it after
+# changes to the request path, and commit both: `.ci/run` fails when too little of a fresh
+# training run's work falls in functions the kept profile still matches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +48,13 @@ if ! ls "$raw"/*.profraw >/dev/null 2>&1; then
   exit 1
 fi
 "$profdata" merge -o "$out/modelgate.profdata" "$raw"
+if [ "${1:-}" = --save ]; then
+  kept="deploy/pgo/llvm-$major.profdata"
+  "$profdata" merge --sparse -o "$kept" "$out/modelgate.profdata"
+  sum=$(sha256sum "$kept" | cut -c1-16)
+  sed -i 's/\(modelgate_pgo_profile=\\"\)[0-9a-f]*/\1'"$sum"'/' .cargo/config.toml
+  echo "pgo: kept $kept ($sum in .cargo/config.toml)" >&2
+fi
 
 echo "pgo: 3/3 the release build with the counts" >&2
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$out/modelgate.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
