@@ -5,13 +5,14 @@
 # benchmark (`benches/load -- p1 p2 t1 --quick`, about a minute and a half, loopback only: chat
 # whole and streamed at P1's and P2's rates, then every front end and common errors); then the
 # release build again with those counts, so that the compiler lays out and inlines for the
-# paths requests take. Against `cargo build --release` it cut a warm request's instructions by
-# a quarter and its instruction-cache misses by a third (benches/README.md).
+# paths requests take. Against a release build without counts it cut a warm request's
+# instructions by a quarter and its instruction-cache misses by a third (benches/README.md).
 #
 # Needs llvm-profdata of the LLVM rustc is built on (`rustc -vV`); on Debian,
 # `apt-get install llvm-22` for Rust 1.95. Paths the training does not take (the closed APIs'
 # adapters, faults) are built as rarely run code: correct, and no faster than without PGO.
-# `RUSTFLAGS` set by the caller are kept. On a one-core builder the training runs unpinned.
+# `RUSTFLAGS` set by the caller are kept. These builds name their own counts, and the kept
+# profile below is not read by them. On a one-core builder the training runs unpinned.
 #
 # `deploy/pgo.sh --save` also keeps the counts in the checkout, as deploy/pgo/llvm-<major>.profdata
 # (functions that ran only, `--sparse`), where every optimized build of the checkout reads them

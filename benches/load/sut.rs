@@ -111,7 +111,10 @@ impl Proxy {
         let config = dir.join("modelgate.yaml");
         std::fs::write(&config, yaml).unwrap();
         let started = Instant::now();
-        // Another build of the gateway when asked (`deploy/pgo.sh`'s), else this one's.
+        // Another build of the gateway when asked: `cargo build --release`'s, what users run and
+        // what the profile in deploy/pgo/ fits (`cargo bench` builds its dependencies with the
+        // dev-dependencies' features, tokio's test-util among them, under other names), or
+        // `deploy/pgo.sh`'s. Else this one's.
         let bin = std::env::var("MODELGATE_BENCH_BIN")
             .ok()
             .filter(|b| !b.is_empty())
