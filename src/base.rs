@@ -36,6 +36,22 @@ pub(crate) fn json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> serde_json
 /// still be looked up in one.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 
+/// `make()`'s value in a box allocated before it is made, so that the compiler builds it in the
+/// box. `Box::new(make())` builds it on the stack and copies every byte of its type into the
+/// box: for a future, the size of its largest state, though only its arguments are set yet (2 KB
+/// for a chat request's, read and written again on the way to every first token).
+#[inline(always)]
+pub(crate) fn boxed<T>(make: impl FnOnce() -> T) -> Box<T> {
+    let slot = Box::<T>::new_uninit();
+    Box::write(slot, make())
+}
+
+/// [`boxed`], pinned: a future to be polled where it was made.
+#[inline(always)]
+pub(crate) fn pinned<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    Box::into_pin(boxed(make))
+}
+
 static SEED: OnceLock<u64> = OnceLock::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 

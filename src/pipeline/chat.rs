@@ -122,7 +122,9 @@ pub(super) fn serve_chat<'a>(
         // Not made at all for a caller without limits: a kilobyte built, boxed and polled once
         // for nothing, on the way to every first token.
         let ticket = match charge {
-            Some(charge) => Box::pin(opened.admit(ctx, &policy, Some(charge))).await?,
+            Some(charge) => {
+                crate::base::pinned(|| opened.admit(ctx, &policy, Some(charge))).await?
+            }
             None => None,
         };
         // ⑤⑥ Call.
@@ -169,8 +171,8 @@ pub(super) fn serve_chat<'a>(
             drain: &|| ctx.deadline(),
         };
         let mut cancelled = Cancelled::new(ctx);
-        let call = upstream::call(&ctx.pools, &decision, &plan, &req, &limits, &setup);
-        let called = Box::pin(call).await;
+        let call = || upstream::call(&ctx.pools, &decision, &plan, &req, &limits, &setup);
+        let called = crate::base::pinned(call).await;
         cancelled.disarm();
         let served = called.map_err(|e| {
             ctx.metrics.failed_call(&e);
@@ -338,24 +340,26 @@ fn stream_end(ctx: &Ctx, record: Record) -> OnEnd {
     let metrics = ctx.metrics.clone();
     // The stream ends after the request's future: its line goes in the request's span.
     let span = tracing::Span::current();
-    Box::new(move |end: StreamEnd| {
-        let _in_request = span.enter();
-        metrics.open_streams.dec();
-        if end.reason == EndReason::ClientGone {
-            metrics.cancelled.with_label_values(&["stream"]).inc();
+    crate::base::boxed(|| {
+        move |end: StreamEnd| {
+            let _in_request = span.enter();
+            metrics.open_streams.dec();
+            if end.reason == EndReason::ClientGone {
+                metrics.cancelled.with_label_values(&["stream"]).inc();
+            }
+            // A stream that broke after its commit point still tells on its deployment.
+            let d = &record.deployment;
+            if end.reason.is_upstream_fault() && d.endpoint.breaker.is_some() {
+                (record.current.health.of(d).breaker).record(false, tokio::time::Instant::now());
+            }
+            let usage = end
+                .usage
+                .unwrap_or_else(|| record.estimate(end.output_chars));
+            let series = metrics.series(&record.current.series, d, "chat");
+            if let Some(s) = &series.stream {
+                s.ended(end.reason).inc();
+            }
+            record.finish(&metrics, &usage, Some(end.reason));
         }
-        // A stream that broke after its commit point still tells on its deployment.
-        let d = &record.deployment;
-        if end.reason.is_upstream_fault() && d.endpoint.breaker.is_some() {
-            (record.current.health.of(d).breaker).record(false, tokio::time::Instant::now());
-        }
-        let usage = end
-            .usage
-            .unwrap_or_else(|| record.estimate(end.output_chars));
-        let series = metrics.series(&record.current.series, d, "chat");
-        if let Some(s) = &series.stream {
-            s.ended(end.reason).inc();
-        }
-        record.finish(&metrics, &usage, Some(end.reason));
     })
 }

@@ -17,6 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::boundary::{Exit, Guard};
 use super::request_id::{self, X_REQUEST_ID};
 use crate::auth::{Authed, authenticate};
+use crate::base::pinned;
 use crate::error::{GatewayError, panic_response};
 use crate::exchange::RequestError;
 use crate::pipeline::{self, Ctx, Outcome};
@@ -254,7 +255,7 @@ where
         None
     };
     let ctx = ctx.clone();
-    // Each endpoint's future in a box of its own size.
+    // Each endpoint's future in a box of its own size, made in it (see `base::pinned`).
     let work: Pin<Box<dyn Future<Output = Outcome> + Send>> = match route {
         None => {
             let path = authed.request.uri().path().to_owned();
@@ -265,14 +266,14 @@ where
         }
         Some(Endpoint::Models | Endpoint::Model) => return answer(pipeline::models(&authed)),
         Some(Endpoint::ChatCompletions) => {
-            Box::pin(pipeline::chat_completions(ctx.clone(), authed))
+            pinned(|| pipeline::chat_completions(ctx.clone(), authed))
         }
-        Some(Endpoint::Responses) => Box::pin(pipeline::responses::create(ctx.clone(), authed)),
-        Some(Endpoint::Response) => Box::pin(pipeline::responses::stored(ctx.clone(), authed)),
-        Some(Endpoint::Messages) => Box::pin(pipeline::messages(ctx.clone(), authed)),
-        Some(Endpoint::CountTokens) => Box::pin(pipeline::count_tokens(ctx.clone(), authed)),
-        Some(Endpoint::Embeddings) => Box::pin(pipeline::embeddings(ctx.clone(), authed)),
-        Some(Endpoint::Usage) => Box::pin(pipeline::usage(authed)),
+        Some(Endpoint::Responses) => pinned(|| pipeline::responses::create(ctx.clone(), authed)),
+        Some(Endpoint::Response) => pinned(|| pipeline::responses::stored(ctx.clone(), authed)),
+        Some(Endpoint::Messages) => pinned(|| pipeline::messages(ctx.clone(), authed)),
+        Some(Endpoint::CountTokens) => pinned(|| pipeline::count_tokens(ctx.clone(), authed)),
+        Some(Endpoint::Embeddings) => pinned(|| pipeline::embeddings(ctx.clone(), authed)),
+        Some(Endpoint::Usage) => pinned(|| pipeline::usage(authed)),
     };
     Started::Waiting(Waiting {
         work,

@@ -180,8 +180,8 @@ where
             };
             trace_start(plan.trace, d);
             // Boxed: inline, the attempt's future would be moved into the timeout and again into
-            // this one's state, and every future above would hold its size.
-            let attempt = Box::pin(attempt(d.clone()));
+            // this one's state, and every future above would hold its size. Made in its box.
+            let attempt = crate::base::pinned(|| attempt(d.clone()));
             let result = match tokio::time::timeout_at(plan.deadline, attempt).await {
                 Ok(r) => r,
                 Err(_) => Err(AttemptError::Timeout(Phase::Total)),

@@ -142,19 +142,21 @@ async fn attempt(
             ));
         }
         // Boxed now, not once primed: the attempt's future holds a pointer across the wait for
-        // the first content, not the relay's 472 bytes (copied with it into its box).
-        let mut relay = Box::new(Relay::new(
-            client::chunks(response),
-            adapter.stream_translator(req, d),
-            (setup.encoder)(d),
-            Bounds {
-                max_line: limits.max_sse_line_bytes,
-                idle: t.idle,
-                backstop: t.stream_total,
-            },
-            Some((setup.drain)()),
-            d.endpoint.masks.clone(),
-        ));
+        // the first content, not the relay's 472 bytes (copied with it into its box). Made in its box.
+        let mut relay = crate::base::boxed(|| {
+            Relay::new(
+                client::chunks(response),
+                adapter.stream_translator(req, d),
+                (setup.encoder)(d),
+                Bounds {
+                    max_line: limits.max_sse_line_bytes,
+                    idle: t.idle,
+                    backstop: t.stream_total,
+                },
+                Some((setup.drain)()),
+                d.endpoint.masks.clone(),
+            )
+        });
         timer
             .as_mut()
             .reset(tokio::time::Instant::now() + t.first_token);
