@@ -7,7 +7,7 @@ use serde::ser::SerializeMap;
 
 use crate::accounting::tokens::estimated_usage;
 use crate::exchange::answer::{Completion, FinishReason, Piece};
-use crate::exchange::encode::{Encoder, End};
+use crate::exchange::encode::{ChunkHead, Encoder, End};
 use crate::exchange::sse::{DONE, write_data};
 use crate::exchange::{ErrorBody, Usage};
 
@@ -268,30 +268,24 @@ struct FunctionDelta<'a> {
     arguments: &'a str,
 }
 
-/// The `id`, `created` and `model` of a relayed chunk.
-#[derive(serde::Deserialize)]
-struct Head {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    created: Option<u64>,
-}
-
 impl Encoder for OpenAiEncoder {
     fn passthrough(&self) -> bool {
         true
     }
 
-    fn raw(&mut self, data: &[u8], out: &mut BytesMut) {
+    fn raw(&mut self, data: &[u8], head: &ChunkHead<'_>, out: &mut BytesMut) {
         if !self.started {
             // Kept for a chunk the gateway may add at the end.
-            if let Ok(h) = crate::base::json::<Head>(data) {
-                self.id = h.id.unwrap_or_default();
-                self.created = h.created.unwrap_or(self.created);
+            if let Some(id) = head.id.and_then(|j| serde_json::from_str::<String>(j).ok()) {
+                self.id = id;
+            }
+            if let Some(created) = head.created.and_then(|j| j.parse().ok()) {
+                self.created = created;
             }
             self.started = true;
         }
-        match super::with_model(data, &self.model) {
+        let at = head.model.clone();
+        match at.and_then(|at| super::model_at(data, at, &self.model)) {
             Some(renamed) => write_data(out, &renamed),
             None => write_data(out, data),
         }

@@ -19,6 +19,18 @@ pub struct End {
     pub output_chars: usize,
 }
 
+/// What the translator found at the top level of an OpenAI chunk it reads anyway, so that the
+/// encoder relaying the chunk does not read it again: each value's JSON as it came.
+#[derive(Clone, Debug, Default)]
+pub struct ChunkHead<'a> {
+    /// Where the chunk's `model` value lies in it (its JSON, quotes included).
+    pub model: Option<std::ops::Range<usize>>,
+    /// The chunk's `id`.
+    pub id: Option<&'a str>,
+    /// The chunk's `created`.
+    pub created: Option<&'a str>,
+}
+
 /// Writes one answer in a client's format.
 pub trait Encoder: Send {
     /// Whether upstream OpenAI chunks can be relayed as they are.
@@ -26,8 +38,9 @@ pub trait Encoder: Send {
         false
     }
 
-    /// An upstream OpenAI chunk, relayed as it is (only asked when `passthrough`).
-    fn raw(&mut self, _data: &[u8], _out: &mut BytesMut) {}
+    /// An upstream OpenAI chunk, relayed as it is (only asked when `passthrough`), and what its
+    /// translator read of it.
+    fn raw(&mut self, _data: &[u8], _head: &ChunkHead<'_>, _out: &mut BytesMut) {}
 
     /// One piece of the answer.
     fn piece(&mut self, p: Piece<'_>, out: &mut BytesMut);

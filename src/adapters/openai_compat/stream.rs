@@ -12,7 +12,7 @@ use super::error_message;
 use super::usage::WireUsage;
 use crate::exchange::Usage;
 use crate::exchange::answer::{FinishReason, Piece};
-use crate::exchange::encode::Encoder;
+use crate::exchange::encode::{ChunkHead, Encoder};
 use crate::exchange::sse::SseEvent;
 
 pub(super) struct OpenAiStream {
@@ -44,7 +44,9 @@ impl OpenAiStream {
 }
 
 /// What a chunk is read for on every event: read from the event's bytes without a copy of
-/// anything in it (no list of choices, no text) and summed as it is read.
+/// anything in it (no list of choices, no text) and summed as it is read. Its `model`, `id` and
+/// `created` are found in the same pass, for the encoder that relays the chunk (which renames
+/// the model): one reading of each chunk, not one here and one there.
 #[derive(Deserialize)]
 struct ChunkProbe<'a> {
     #[serde(default)]
@@ -53,6 +55,30 @@ struct ChunkProbe<'a> {
     usage: Option<WireUsage>,
     #[serde(default, borrow)]
     error: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    created: Option<&'a RawValue>,
+}
+
+impl<'a> ChunkProbe<'a> {
+    /// What the encoder is told of the chunk `data` this was read from.
+    fn head(&self, data: &'a [u8]) -> ChunkHead<'a> {
+        ChunkHead {
+            model: self.model.and_then(|m| within(data, m.get())),
+            id: self.id.map(RawValue::get),
+            created: self.created.map(RawValue::get),
+        }
+    }
+}
+
+/// Where `part`, a slice of `data`, lies in it.
+fn within(data: &[u8], part: &str) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+    let end = start + part.len();
+    (end <= data.len()).then_some(start..end)
 }
 
 /// The chunk's choices: how many, the characters of text they carry, and whether any carries
@@ -216,6 +242,7 @@ impl StreamTranslator for OpenAiStream {
         }
         let probe: ChunkProbe =
             crate::base::json(&ev.data).map_err(|_| StreamFault::invalid("chunk"))?;
+        let head = probe.head(&ev.data);
         if let Some(err) = probe.error {
             let message = error_message(format!("{{\"error\":{}}}", err.get()).as_bytes())
                 .unwrap_or_else(|| "upstream reported an error".into());
@@ -236,7 +263,7 @@ impl StreamTranslator for OpenAiStream {
             }
         }
         if enc.passthrough() {
-            enc.raw(&ev.data, out);
+            enc.raw(&ev.data, &head, out);
         } else {
             self.pieces(&ev.data, enc, out)?;
         }

@@ -234,6 +234,44 @@ fn a_usage_chunk_is_estimated_when_the_client_asked_and_the_upstream_sent_none()
     assert_eq!(usage["usage"]["modelgate_estimated"], true);
 }
 
+/// The encoder renames the model at the place the translator's one reading of the chunk found
+/// it, and keeps the first chunk's `id` and `created` for the usage chunk it adds: escaped, in
+/// any order, the rest of the bytes as they came.
+#[test]
+fn relayed_chunks_are_renamed_where_the_probe_found_the_model() {
+    let d = deployment();
+    let req = request(
+        json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let upstream = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\\"model\\\": \\\"x\\\"\"}}],\"created\":7,\"model\":\"served-name\",\"id\":\"c\\u0039\"}\n\n",
+        "data: {\"model\" : null,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"c\"}}]}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let (out, last, _) = run_stream(&req, &d, upstream);
+    assert!(matches!(last, Ok(Flow::Done)), "{out}");
+    let events: Vec<Value> = out
+        .split("data: ")
+        .filter(|e| !e.trim().is_empty() && e.trim() != "[DONE]")
+        .map(|e| serde_json::from_str(e.trim()).unwrap())
+        .collect();
+    assert_eq!(events.len(), 4, "{out}");
+    let model = d.upstream_model.as_str();
+    assert_eq!(events[0]["model"], model);
+    assert_eq!(
+        events[0]["choices"][0]["delta"]["content"],
+        "\"model\": \"x\""
+    );
+    assert_eq!(events[0]["id"], "c9");
+    // A chunk without a model, or with a null one, is relayed as it came.
+    assert!(events[1]["model"].is_null());
+    assert!(events[2].get("model").is_none());
+    assert_eq!(events[3]["id"], "c9");
+    assert_eq!(events[3]["created"], 7);
+    assert_eq!(events[3]["model"], model);
+}
+
 /// The one-pass read of a whole answer finds what serde's derive finds, or leaves it to serde.
 #[test]
 fn the_scanned_answer_reads_as_the_probed_one() {
