@@ -59,6 +59,12 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh id: 32 hex characters, unique within the process and unpredictable across runs.
 pub(crate) fn fresh_id() -> String {
+    // Hex digits are ASCII: the check cannot fail.
+    String::from_utf8(fresh_id_bytes().to_vec()).unwrap_or_default()
+}
+
+/// [`fresh_id`]'s characters, for a header value made from them without a `String` between.
+pub(crate) fn fresh_id_bytes() -> [u8; 32] {
     let seed = *SEED.get_or_init(|| {
         let mut b = [0u8; 8];
         // Without entropy the ids are still unique within the process, which is what matters.
@@ -70,8 +76,7 @@ pub(crate) fn fresh_id() -> String {
     let mut id = [0u8; 32];
     hex_into(&mut id[..16], a);
     hex_into(&mut id[16..], splitmix(a ^ seed.rotate_left(32)));
-    // Hex digits are ASCII: the check cannot fail.
-    String::from_utf8(id.to_vec()).unwrap_or_default()
+    id
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

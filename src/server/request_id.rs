@@ -5,8 +5,6 @@ use http::{HeaderValue, Request};
 
 pub(crate) use crate::exchange::headers::X_REQUEST_ID;
 
-pub(crate) use crate::base::fresh_id as fresh;
-
 /// Whether a client's id is safe to keep, log and echo.
 fn acceptable(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
@@ -22,7 +20,9 @@ pub(crate) fn ensure<B>(req: &mut Request<B>) -> HeaderValue {
     match req.headers().get(&X_REQUEST_ID) {
         Some(v) if acceptable(v) => v.clone(),
         _ => {
-            let v = HeaderValue::try_from(fresh()).unwrap_or(HeaderValue::from_static("0"));
+            // From the id's bytes: one check and one copy, no `String` made and checked first.
+            let v = HeaderValue::from_bytes(&crate::base::fresh_id_bytes())
+                .unwrap_or(HeaderValue::from_static("0"));
             req.headers_mut().insert(X_REQUEST_ID.clone(), v.clone());
             v
         }
@@ -32,6 +32,7 @@ pub(crate) fn ensure<B>(req: &mut Request<B>) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::fresh_id as fresh;
 
     #[test]
     fn hex_is_format_hex() {
