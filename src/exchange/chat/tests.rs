@@ -69,6 +69,30 @@ fn upstream_body_rewrites_model_and_asks_for_usage() {
 }
 
 #[test]
+fn the_clients_stream_options_are_kept_with_usage_set_once() {
+    let req = parse(json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": true,
+        "stream_options": {"include_usage": false, "continuous_usage_stats": true}
+    }))
+    .unwrap();
+    let asked = String::from_utf8(req.to_openai_body("u", true).to_vec()).unwrap();
+    assert_eq!(asked.matches("include_usage").count(), 1, "{asked}");
+    let body: Value = serde_json::from_str(&asked).unwrap();
+    assert_eq!(
+        body["stream_options"],
+        json!({"continuous_usage_stats": true, "include_usage": true})
+    );
+    // Not asked for usage: the client's options go as they came.
+    let body: Value = serde_json::from_slice(&req.to_openai_body("u", false)).unwrap();
+    assert_eq!(
+        body["stream_options"],
+        json!({"include_usage": false, "continuous_usage_stats": true})
+    );
+}
+
+#[test]
 fn non_streaming_body_has_no_stream_fields() {
     let req = parse(
         json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}),

@@ -317,9 +317,7 @@ impl Serialize for OpenAiBody<'_> {
         if r.stream {
             m.serialize_entry("stream", &true)?;
             if self.ask_stream_usage {
-                let mut opts = r.stream_options.clone().unwrap_or_default();
-                opts.insert("include_usage".into(), serde_json::Value::Bool(true));
-                m.serialize_entry("stream_options", &opts)?;
+                m.serialize_entry("stream_options", &WithUsage(r.stream_options.as_ref()))?;
             } else if let Some(opts) = &r.stream_options {
                 m.serialize_entry("stream_options", opts)?;
             }
@@ -361,6 +359,23 @@ impl Serialize for OpenAiBody<'_> {
         for (k, v) in &r.extra {
             m.serialize_entry(k, v)?;
         }
+        m.end()
+    }
+}
+
+/// The client's `stream_options` (if any) with `include_usage` set: written as it goes, not
+/// cloned into a new map (a tree's allocations on every stream) to insert one key.
+struct WithUsage<'a>(Option<&'a serde_json::Map<String, serde_json::Value>>);
+
+impl Serialize for WithUsage<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.0.into_iter().flatten() {
+            if k != "include_usage" {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.serialize_entry("include_usage", &true)?;
         m.end()
     }
 }
