@@ -40,8 +40,9 @@ pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBu
 /// box. `Box::new(make())` builds it on the stack and copies every byte of its type into the
 /// box: for a future, the size of its largest state, though only its arguments are set yet (1.3
 /// KB for an upstream attempt's, read and written again on the way to every first token). It
-/// does not help where the maker itself copies the value whole: `pipeline::chat::serve` still
-/// does, for the chat endpoint's future.
+/// cannot help where the maker itself copies the value whole, as `pipeline::chat::serve` did
+/// with the chat endpoint's 2 KB future on 33915d7's build (not on e276086's: whether it does
+/// is the inliner's choice, and shows in `benches/profile/footprint.sh`'s trace).
 #[inline(always)]
 pub(crate) fn boxed<T>(make: impl FnOnce() -> T) -> Box<T> {
     let slot = Box::<T>::new_uninit();
