@@ -166,9 +166,22 @@ pub(super) fn serve_chat<'a>(
                 ),
             }
         };
+        // The answer's record and headers, made for the deployment the first attempt went to
+        // while its answer is on the way; remade if another deployment answers.
+        let prepared = std::sync::OnceLock::<Prepared>::new();
+        let waiting = |d: &Arc<Deployment>| {
+            let _ = prepared.set(Prepared {
+                head: respond::head(d, &decision, req.stream),
+                record: crate::base::boxed(|| {
+                    Record::new(opened, &decision, d, 1, front.endpoint(), None)
+                        .with_estimates(prompt_estimate, output_limit)
+                }),
+            });
+        };
         let setup = StreamSetup {
             encoder: &encoder,
             drain: &|| ctx.deadline(),
+            waiting: &waiting,
         };
         let mut cancelled = Cancelled::new(ctx);
         let call = || upstream::call(&ctx.pools, &decision, &plan, &req, &limits, &setup);
@@ -179,15 +192,19 @@ pub(super) fn serve_chat<'a>(
             (GatewayError::from(e), Some(policy.clone()))
         })?;
         let d = count_served(ctx, opened, &decision, &served);
-        let record = Record::new(
-            opened,
-            &decision,
-            &d,
-            served.failed.len() + 1,
-            front.endpoint(),
-            ticket,
-        )
-        .with_estimates(prompt_estimate, output_limit);
+        let attempts = served.failed.len() + 1;
+        let (head, mut record) = match prepared.into_inner() {
+            Some(p) if Arc::ptr_eq(&p.record.deployment, &d) => (Some(p.head), p.record),
+            _ => {
+                let record = crate::base::boxed(|| {
+                    Record::new(opened, &decision, &d, attempts, front.endpoint(), None)
+                        .with_estimates(prompt_estimate, output_limit)
+                });
+                (None, record)
+            }
+        };
+        record.attempts = attempts;
+        record.ticket = ticket;
 
         // ⑦ Respond.
         let whole = |body: AnswerBody, d: &Deployment| {
@@ -197,7 +214,12 @@ pub(super) fn serve_chat<'a>(
                 None => front.whole(body, model),
             }
         };
-        let response = respond_with(ctx, opened, &decision, served, record, &encoder, &whole)?;
+        let answer = Respond {
+            served,
+            record,
+            head,
+        };
+        let response = respond_with(ctx, opened, &decision, answer, &encoder, &whole)?;
         Ok(Outcome {
             response,
             policy: Some(policy),
@@ -284,6 +306,19 @@ fn charge(req: &ChatRequest, decision: &Decision, tokens: u64) -> crate::limits:
     }
 }
 
+/// What the answer from the deployment an attempt went to needs, made while it is on its way.
+struct Prepared {
+    head: http::HeaderMap,
+    record: Box<Record>,
+}
+
+/// A served answer, its record, and its headers if they were made while it was on its way.
+struct Respond {
+    served: Served<Answer>,
+    record: Box<Record>,
+    head: Option<http::HeaderMap>,
+}
+
 /// A whole answer in the client's shape, naming the deployment's model.
 type Whole<'a> = dyn Fn(AnswerBody, &Deployment) -> Result<Bytes, AdapterError> + 'a;
 
@@ -293,12 +328,17 @@ fn respond_with(
     ctx: &Ctx,
     opened: &Opened,
     decision: &Decision,
-    served: Served<Answer>,
-    record: Record,
+    answer: Respond,
     encoder: &dyn Fn(&Deployment) -> Box<dyn Encoder>,
     whole: &Whole<'_>,
 ) -> Result<http::Response<ResponseBody>, Failure> {
+    let Respond {
+        served,
+        record,
+        head,
+    } = answer;
     let d = served.deployment;
+    let head_of = |stream| head.unwrap_or_else(|| respond::head(&d, decision, stream));
     Ok(match served.answer {
         Answer::Complete(done) => {
             let usage = done.usage.unwrap_or_else(|| record.estimate(0));
@@ -309,7 +349,7 @@ fn respond_with(
             super::trace::committed(&opened.trace, opened.started.elapsed());
             super::trace::output(&opened.trace, &body);
             let cost = record.finish(&ctx.metrics, &usage, None);
-            let mut res = respond::json(body, &d, decision);
+            let mut res = respond::with_head(ResponseBody::full(body), head_of(false));
             respond::cost(&mut res, cost);
             res
         }
@@ -330,13 +370,13 @@ fn respond_with(
             super::trace::committed(&opened.trace, opened.started.elapsed());
             ctx.metrics.open_streams.inc();
             relay.on_end(stream_end(ctx, record));
-            respond::relay(relay, &d, decision)
+            respond::relay(relay, head_of(true))
         }
     })
 }
 
 /// What happens when a relayed stream ends: the deployment's health told, the usage settled.
-fn stream_end(ctx: &Ctx, record: Record) -> OnEnd {
+fn stream_end(ctx: &Ctx, record: Box<Record>) -> OnEnd {
     let metrics = ctx.metrics.clone();
     // The stream ends after the request's future: its line goes in the request's span.
     let span = tracing::Span::current();
