@@ -1,15 +1,18 @@
-# For footprint.sh. `drive PORT N TRACE`: N streamed chat requests one after another on one
-# connection, each window (the trace's size when the request is sent, and once its first content
-# is read) written to TRACE.windows. `count TRACE BIN MAPS TOP`: the distinct 64-byte lines of
-# code and of data in each window but the first, their median, and with TOP > 0 the code's
-# lines by function in the median window.
-import bisect, collections, http.client, json, os, subprocess, sys, time
+# For footprint.sh and legs.sh. `drive PORT N TRACE`: N streamed chat requests one after another
+# on one connection, each window (the trace's size when the request is sent, and once its first
+# content is read) written to TRACE.windows. `count TRACE BIN MAPS TOP`: the distinct 64-byte
+# lines of code and of data in each window but the first, their median, and with TOP > 0 the
+# code's lines by function in the median window. `pace PORT N GAP`: N streams, GAP seconds
+# apart. `legs CALLS`: legs.sh's medians from `perf script`'s system calls.
+import bisect, collections, http.client, json, os, re, statistics, subprocess, sys, time
+
+BODY = json.dumps({"model": "llama-3.1-8b-instruct", "stream": True, "max_tokens": 64,
+                   "messages": [{"role": "system", "content": "You are terse."},
+                                {"role": "user", "content": "Say hello to the benchmark."}]})
 
 
 def drive(port, n, trace):
-    body = json.dumps({"model": "llama-3.1-8b-instruct", "stream": True, "max_tokens": 64,
-                       "messages": [{"role": "system", "content": "You are terse."},
-                                    {"role": "user", "content": "Say hello to the benchmark."}]})
+    body = BODY
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     with open(trace + ".windows", "w") as out:
         for _ in range(n):
@@ -80,8 +83,66 @@ def count(trace, binary, maps, top):
         print("%5d  %s" % (n, name[:140]))
 
 
+def pace(port, n, gap):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    for _ in range(n):
+        time.sleep(gap)
+        c.request("POST", "/v1/chat/completions", BODY, {"content-type": "application/json"})
+        r = c.getresponse()
+        if r.status != 200:
+            sys.exit("legs: the proxy answered %d" % r.status)
+        r.read()
+
+
+READ, WRITEV, EPOLL_WAIT = 45, 20, 232  # recvfrom, writev, epoll_wait on x86-64
+
+
+def legs(calls):
+    events = []
+    for line in open(calls):
+        m = re.match(r"\s*(\d+)\s+([\d.]+):\s+raw_syscalls:sys_(enter|exit): NR (\d+)(.*)", line)
+        if m:
+            events.append((int(m[1]), float(m[2]) * 1e6, m[3], int(m[4]), m[5]))
+    # The thread that serves: the one with the most calls.
+    main = collections.Counter(e[0] for e in events).most_common(1)[0][0]
+    got = {k: [] for k in ("leg 1", "before parking", "wait", "leg 2", "in all")}
+    s = None
+    for _, t, kind, nr, rest in (e for e in events if e[0] == main):
+        if s is None:
+            # The client's request: one read of some 340 bytes, head and body.
+            if kind == "exit" and nr == READ and 300 < int(re.search(r"= (-?\d+)", rest)[1]) < 400:
+                s = {"req": t}
+        elif "up" not in s:
+            if kind == "enter" and nr == WRITEV:
+                s["up"] = t
+        elif "sent" not in s:
+            if kind == "exit" and nr == WRITEV:
+                s["sent"] = t
+        elif "answer" not in s:
+            # The last wait before the answer is read is the one for it.
+            if kind == "enter" and nr == EPOLL_WAIT:
+                s["park"] = t
+            elif kind == "exit" and nr == EPOLL_WAIT:
+                s["woken"] = t
+            elif kind == "exit" and nr == READ:
+                s["answer"] = t
+        elif kind == "enter" and nr == WRITEV:
+            got["leg 1"].append(s["up"] - s["req"])
+            got["before parking"].append(s.get("park", s["sent"]) - s["sent"])
+            got["wait"].append(s.get("woken", s["sent"]) - s.get("park", s["sent"]))
+            got["leg 2"].append(t - s["answer"])
+            got["in all"].append(t - s["req"])
+            s = None
+    print("%d streams, medians in µs: " % len(got["leg 1"])
+          + ", ".join("%s %.0f" % (k, statistics.median(v)) for k, v in got.items() if v))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "drive":
         drive(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    elif sys.argv[1] == "pace":
+        pace(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+    elif sys.argv[1] == "legs":
+        legs(sys.argv[2])
     else:
         count(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
