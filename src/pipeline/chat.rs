@@ -166,16 +166,20 @@ pub(super) fn serve_chat<'a>(
                 ),
             }
         };
+        let record_for = |d: &Arc<Deployment>, attempts| {
+            crate::base::boxed(|| {
+                Record::new(opened, &decision, d, attempts, front.endpoint(), None)
+                    .with_estimates(prompt_estimate, output_limit)
+            })
+        };
         // The answer's record and headers, made for the deployment the first attempt went to
         // while its answer is on the way; remade if another deployment answers.
         let prepared = std::sync::OnceLock::<Prepared>::new();
         let waiting = |d: &Arc<Deployment>| {
+            let head = respond::head(d, &decision, req.stream);
             let _ = prepared.set(Prepared {
-                head: respond::head(d, &decision, req.stream),
-                record: crate::base::boxed(|| {
-                    Record::new(opened, &decision, d, 1, front.endpoint(), None)
-                        .with_estimates(prompt_estimate, output_limit)
-                }),
+                head,
+                record: record_for(d, 1),
             });
         };
         let setup = StreamSetup {
@@ -191,20 +195,8 @@ pub(super) fn serve_chat<'a>(
             ctx.metrics.failed_call(&e);
             (GatewayError::from(e), Some(policy.clone()))
         })?;
-        let d = count_served(ctx, opened, &decision, &served);
-        let attempts = served.failed.len() + 1;
-        let (head, mut record) = match prepared.into_inner() {
-            Some(p) if Arc::ptr_eq(&p.record.deployment, &d) => (Some(p.head), p.record),
-            _ => {
-                let record = crate::base::boxed(|| {
-                    Record::new(opened, &decision, &d, attempts, front.endpoint(), None)
-                        .with_estimates(prompt_estimate, output_limit)
-                });
-                (None, record)
-            }
-        };
-        record.attempts = attempts;
-        record.ticket = ticket;
+        count_served(ctx, opened, &decision, &served);
+        let answer = settled(served, prepared.into_inner(), ticket, record_for);
 
         // ⑦ Respond.
         let whole = |body: AnswerBody, d: &Deployment| {
@@ -213,11 +205,6 @@ pub(super) fn serve_chat<'a>(
                 Some(t) => t.whole(body, model.to_owned()),
                 None => front.whole(body, model),
             }
-        };
-        let answer = Respond {
-            served,
-            record,
-            head,
         };
         let response = respond_with(ctx, opened, &decision, answer, &encoder, &whole)?;
         Ok(Outcome {
@@ -256,26 +243,44 @@ fn decide(
 }
 
 /// Counts who answered, after how many failures and skips, and whether it was a fallback.
-fn count_served(
-    ctx: &Ctx,
-    opened: &Opened,
-    decision: &Decision,
-    served: &Served<Answer>,
-) -> Arc<Deployment> {
+fn count_served(ctx: &Ctx, opened: &Opened, decision: &Decision, served: &Served<Answer>) {
     let metrics = &ctx.metrics;
     metrics.served(&served.failed, &served.skipped, &served.retries);
-    let d = served.deployment.clone();
+    let d = &served.deployment;
     let operation = opened.front.endpoint().operation();
-    metrics.answered(&opened.current.series, &d, operation);
+    metrics.answered(&opened.current.series, d, operation);
     if !decision
         .candidates()
         .first()
-        .is_some_and(|first| Arc::ptr_eq(first, &d))
+        .is_some_and(|first| Arc::ptr_eq(first, d))
     {
         let policy = &decision.policy;
         metrics.fallbacks.with_label_values(&[&**policy]).inc();
     }
-    d
+}
+
+/// A served answer with its record and headers: those made while it was on its way when they
+/// were made for the deployment that answered (after retries on it too), made now otherwise.
+fn settled(
+    served: Served<Answer>,
+    prepared: Option<Prepared>,
+    ticket: Option<crate::limits::Ticket>,
+    record_for: impl FnOnce(&Arc<Deployment>, usize) -> Box<Record>,
+) -> Respond {
+    let attempts = served.failed.len() + 1;
+    let (head, mut record) = match prepared {
+        Some(p) if Arc::ptr_eq(&p.record.deployment, &served.deployment) => {
+            (Some(p.head), p.record)
+        }
+        _ => (None, record_for(&served.deployment, attempts)),
+    };
+    record.attempts = attempts;
+    record.ticket = ticket;
+    Respond {
+        served,
+        record,
+        head,
+    }
 }
 
 /// What a request is charged on admission: its tokens, and the most it can cost reserved for
