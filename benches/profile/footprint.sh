@@ -16,26 +16,10 @@
 set -euo pipefail
 BIN=$1
 N=${N:-12}
-here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-up=18081 api=18080 admin=18090
-python3 "$here/config.py" "$work/modelgate.yaml" 24 "$up" 0
-python3 "$here/mock.py" $up 0.5 &
+MOCK_PAUSE=0.5
+source "$(dirname "$0")/proxy.sh"
 trace="$work/trace"
-lackey="valgrind --tool=lackey --trace-mem=yes --log-file=$trace"
-if [ "${FLOOR:-0}" = 1 ]; then
-  $lackey "$BIN" --floor 127.0.0.1:$up >"$work/out" 2>"$work/err" &
-  proxy=$!
-  for _ in $(seq 1 600); do grep -q "floor listening" "$work/out" 2>/dev/null && break; sleep 0.2; done
-  port=$(sed -n 's/.*listening .*:\([0-9]*\)$/\1/p' "$work/out")
-else
-  TOKIO_WORKER_THREADS=1 RUST_LOG=warn,modelgate=info $lackey "$BIN" serve --config "$work/modelgate.yaml" \
-    --listen 127.0.0.1:$api --admin-listen 127.0.0.1:$admin >/dev/null 2>"$work/err" &
-  proxy=$!
-  for _ in $(seq 1 600); do grep -q "modelgate is serving" "$work/err" 2>/dev/null && break; sleep 0.2; done
-  port=$api
-fi
+start_proxy "$BIN" valgrind --tool=lackey --trace-mem=yes --log-file="$trace"
 # Where the binary was loaded, to name the code's functions.
 cat /proc/$proxy/maps >"$work/maps"
 python3 "$here/footprint.py" drive "$port" "$N" "$trace"

@@ -12,24 +12,9 @@
 # Needs perf, and perf_event_paranoid ≤ 1 or root. Loopback only; proxy on core 0, client on 1.
 set -euo pipefail
 BIN=$1
-here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-up=18081 api=18080 admin=18090
-python3 "$here/config.py" "$work/modelgate.yaml" 24 "$up" 0
-python3 "$here/mock.py" $up 0.05 &
-if [ "${FLOOR:-0}" = 1 ]; then
-  taskset -c 0 "$BIN" --floor 127.0.0.1:$up >"$work/out" 2>"$work/err" &
-  proxy=$!
-  for _ in $(seq 1 100); do grep -q "floor listening" "$work/out" 2>/dev/null && break; sleep 0.1; done
-  port=$(sed -n 's/.*listening .*:\([0-9]*\)$/\1/p' "$work/out")
-else
-  TOKIO_WORKER_THREADS=1 RUST_LOG=warn,modelgate=info taskset -c 0 "$BIN" serve --config "$work/modelgate.yaml" \
-    --listen 127.0.0.1:$api --admin-listen 127.0.0.1:$admin >/dev/null 2>"$work/err" &
-  proxy=$!
-  for _ in $(seq 1 100); do grep -q "modelgate is serving" "$work/err" 2>/dev/null && break; sleep 0.1; done
-  port=$api
-fi
+MOCK_PAUSE=0.05
+source "$(dirname "$0")/proxy.sh"
+start_proxy "$BIN" taskset -c 0
 perf record -q -e raw_syscalls:sys_enter -e raw_syscalls:sys_exit -p $proxy -o "$work/perf.data" 2>/dev/null &
 perf=$!
 sleep 1
