@@ -12,14 +12,13 @@ BODY = json.dumps({"model": "llama-3.1-8b-instruct", "stream": True, "max_tokens
 
 
 def drive(port, n, trace):
-    body = BODY
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     with open(trace + ".windows", "w") as out:
         for _ in range(n):
             # The trace is written as it goes: let what came before reach it.
             time.sleep(0.3)
             start = os.path.getsize(trace)
-            c.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+            c.request("POST", "/v1/chat/completions", BODY, {"content-type": "application/json"})
             r = c.getresponse()
             if r.status != 200:
                 sys.exit("footprint: the proxy answered %d" % r.status)
