@@ -2,9 +2,9 @@
 # on one connection, each window (the trace's size when the request is sent, and once its first
 # content is read) written to TRACE.windows. `count TRACE BIN MAPS TOP`: the distinct 64-byte
 # lines of code and of data in each window but the first, their median, and with TOP > 0 the
-# code's lines by function in the median window. `pace PORT N GAP`: N streams, GAP seconds
-# apart. `legs CALLS`: legs.sh's medians from `perf script`'s system calls.
-import bisect, collections, http.client, json, os, re, statistics, subprocess, sys, time
+# code's lines by function in the median window. `pace PORT N RATE AT_ONCE`: N streams, RATE a
+# second (see pace). `legs CALLS`: legs.sh's medians from `perf script`'s system calls.
+import bisect, collections, http.client, json, os, queue, re, socket, statistics, subprocess, sys, threading, time
 
 BODY = json.dumps({"model": "llama-3.1-8b-instruct", "stream": True, "max_tokens": 64,
                    "messages": [{"role": "system", "content": "You are terse."},
@@ -82,56 +82,86 @@ def count(trace, binary, maps, top):
         print("%5d  %s" % (n, name[:140]))
 
 
-def pace(port, n, gap):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    for _ in range(n):
-        time.sleep(gap)
-        c.request("POST", "/v1/chat/completions", BODY, {"content-type": "application/json"})
-        r = c.getresponse()
+REQUEST = ("POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+           "content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+           % (len(BODY), BODY)).encode()
+
+
+def pace(port, n, rate, at_once):
+    """n streams started `rate` a second; with `at_once`, each on a connection of its own from a
+    pool, without waiting for the ones before to end (as benches/load's P2), else one after
+    another on one connection. Each request goes in one write, so that the proxy reads it in
+    one (`legs` finds requests so): http.client writes the body apart from the head."""
+    idle = queue.Queue()
+    for _ in range(at_once or 1):
+        idle.put(socket.create_connection(("127.0.0.1", port), timeout=20))
+    failed = []
+
+    def one():
+        c = idle.get()
+        c.sendall(REQUEST)
+        r = http.client.HTTPResponse(c)
+        r.begin()
         if r.status != 200:
-            sys.exit("legs: the proxy answered %d" % r.status)
+            failed.append(r.status)
         r.read()
+        idle.put(c)
+
+    start, threads = time.monotonic(), []
+    for i in range(n):
+        time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        if at_once:
+            threads.append(threading.Thread(target=one))
+            threads[-1].start()
+        else:
+            one()
+    for t in threads:
+        t.join()
+    if failed:
+        sys.exit("legs: the proxy answered %s" % sorted(set(failed)))
 
 
-READ, WRITEV, EPOLL_WAIT = 45, 20, 232  # recvfrom, writev, epoll_wait on x86-64
+READ, WRITEV = 45, 20  # recvfrom and writev on x86-64
 
 
 def legs(calls):
+    """Each stream followed by its sockets through the serving thread's system calls: the
+    client's request read (one read of pace's REQUEST, whole), the upstream's
+    request written (the next write to another socket), the upstream's answer read, the client's
+    first bytes written."""
     events = []
     for line in open(calls):
-        m = re.match(r"\s*(\d+)\s+([\d.]+):\s+raw_syscalls:sys_(enter|exit): NR (\d+)(.*)", line)
+        m = re.match(r"\s*(\d+)\s+([\d.]+):\s+raw_syscalls:sys_(enter|exit): NR (\d+)\s*(.*)", line)
         if m:
             events.append((int(m[1]), float(m[2]) * 1e6, m[3], int(m[4]), m[5]))
-    # The thread that serves: the one with the most calls.
+    # The thread that serves: the one with the most calls. Its calls, as (entered, returned,
+    # number, socket, result).
     main = collections.Counter(e[0] for e in events).most_common(1)[0][0]
-    got = {k: [] for k in ("leg 1", "before parking", "wait", "leg 2", "in all")}
-    s = None
+    done, entered = [], None
     for _, t, kind, nr, rest in (e for e in events if e[0] == main):
-        if s is None:
-            # The client's request: one read of some 340 bytes, head and body.
-            if kind == "exit" and nr == READ and 300 < int(re.search(r"= (-?\d+)", rest)[1]) < 400:
-                s = {"req": t}
-        elif "up" not in s:
-            if kind == "enter" and nr == WRITEV:
-                s["up"] = t
-        elif "sent" not in s:
-            if kind == "exit" and nr == WRITEV:
-                s["sent"] = t
-        elif "answer" not in s:
-            # The last wait before the answer is read is the one for it.
-            if kind == "enter" and nr == EPOLL_WAIT:
-                s["park"] = t
-            elif kind == "exit" and nr == EPOLL_WAIT:
-                s["woken"] = t
-            elif kind == "exit" and nr == READ:
-                s["answer"] = t
-        elif kind == "enter" and nr == WRITEV:
+        if kind == "enter":
+            fd = re.match(r"\(([0-9a-f]+)", rest)
+            entered = (t, nr, int(fd[1], 16) if fd else None)
+        elif entered and entered[1] == nr:
+            done.append((entered[0], t, nr, entered[2], int(re.search(r"= (-?\d+)", rest)[1])))
+            entered = None
+    got = {k: [] for k in ("leg 1", "wait", "leg 2", "in all")}
+    streams, client_of, upstream, asking = {}, {}, set(), None
+    for began, ended, nr, fd, result in done:
+        if nr == READ and result == len(REQUEST) and fd not in upstream:
+            streams[fd], asking = {"req": ended}, fd
+        elif nr == WRITEV and asking is not None and fd != asking:
+            streams[asking].update(up=began, sent=ended)
+            client_of[fd], asking = asking, None
+            upstream.add(fd)
+        elif nr == READ and result > 0 and fd in client_of:
+            streams[client_of.pop(fd)].setdefault("answer", ended)
+        elif nr == WRITEV and "answer" in streams.get(fd, {}):
+            s = streams.pop(fd)
             got["leg 1"].append(s["up"] - s["req"])
-            got["before parking"].append(s.get("park", s["sent"]) - s["sent"])
-            got["wait"].append(s.get("woken", s["sent"]) - s.get("park", s["sent"]))
-            got["leg 2"].append(t - s["answer"])
-            got["in all"].append(t - s["req"])
-            s = None
+            got["wait"].append(s["answer"] - s["sent"])
+            got["leg 2"].append(began - s["answer"])
+            got["in all"].append(began - s["req"])
     print("%d streams, medians in µs: " % len(got["leg 1"])
           + ", ".join("%s %.0f" % (k, statistics.median(v)) for k, v in got.items() if v))
 
@@ -140,7 +170,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "drive":
         drive(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     elif sys.argv[1] == "pace":
-        pace(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+        pace(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
     elif sys.argv[1] == "legs":
         legs(sys.argv[2])
     else:

@@ -1,9 +1,11 @@
 # The upstream of benches/profile/run.sh: one OpenAI chat completion for every POST, whole or
 # (when the request asks to stream) as server-sent events. `mock.py PORT PAUSE` streams the first
 # two events (the first content) at once and the rest PAUSE seconds later, in chunks: what
-# footprint.sh measures ends at the first.
+# footprint.sh measures ends at the first. `mock.py PORT PAUSE N` sends N more content events
+# first, PAUSE seconds apart (benches/load's P2 sends 20, 10 ms apart).
 import http.server, json, sys, socketserver, time
 PAUSE = float(sys.argv[2]) if len(sys.argv) > 2 else None
+MORE = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 BODY = json.dumps({"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"llama-3.1-8b-instruct","choices":[{"index":0,"message":{"role":"assistant","content":"Hello, benchmark."},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}}).encode()
 def chunk(delta, finish=None, usage=None):
     c = {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama-3.1-8b-instruct","choices":[{"index":0,"delta":delta,"finish_reason":finish}]}
@@ -27,6 +29,11 @@ class H(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                              b"transfer-encoding: chunked\r\n\r\n" + chunk_of(STREAM[:first]))
             self.wfile.flush()
+            word = STREAM[first:STREAM.index(b"\n\n", first) + 2]
+            for _ in range(MORE):
+                time.sleep(PAUSE)
+                self.wfile.write(chunk_of(word))
+                self.wfile.flush()
             time.sleep(PAUSE)
             self.wfile.write(chunk_of(STREAM[first:]) + b"0\r\n\r\n")
             return

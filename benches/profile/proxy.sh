@@ -1,5 +1,6 @@
 # Sourced by footprint.sh and legs.sh: a work directory (removed on exit), P1's configuration,
-# the Python mock on it (the first content at once, the rest MOCK_PAUSE seconds later), and
+# the Python mock on it (the first content at once, MOCK_MORE more content events and then the rest
+# MOCK_PAUSE seconds apart), and
 # `start_proxy BIN [WRAPPER…]`: the floor (FLOOR=1; BIN is the load bench binary) or the gateway,
 # run under WRAPPER, waited for, with $proxy its pid and $port where it listens.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -7,7 +8,7 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 up=18081 api=18080 admin=18090
 python3 "$here/config.py" "$work/modelgate.yaml" 24 "$up" 0
-python3 "$here/mock.py" $up "$MOCK_PAUSE" &
+python3 "$here/mock.py" $up "$MOCK_PAUSE" "${MOCK_MORE:-0}" &
 
 start_proxy() {
   local bin=$1

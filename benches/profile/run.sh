@@ -14,6 +14,7 @@
 #   APART=1 MODEL=auto DEPLOYMENTS=1000 ...      # priced as benches/load's P3 prices them apart
 #   OTLP=1 benches/profile/run.sh BIN callgrind    # with every request traced (the mock takes the exports)
 #   MIX=1 benches/profile/run.sh BIN callgrind     # every front end in turn, whole and streamed
+#   STREAM=1 benches/profile/run.sh BIN callgrind  # streamed chat requests only (9 events each)
 #   FLOOR=1 benches/profile/run.sh LOAD_BENCH_BIN callgrind   # the floor (benches/load started
 #                                                  # with --floor), to compare with
 set -euo pipefail
