@@ -166,9 +166,26 @@ pub(super) fn serve_chat<'a>(
                 ),
             }
         };
+        let record_for = |d: &Arc<Deployment>, attempts| {
+            crate::base::boxed(|| {
+                Record::new(opened, &decision, d, attempts, front.endpoint(), None)
+                    .with_estimates(prompt_estimate, output_limit)
+            })
+        };
+        // The answer's record and headers, made for the deployment the first attempt went to
+        // while its answer is on the way; remade if another deployment answers.
+        let prepared = std::sync::OnceLock::<Prepared>::new();
+        let waiting = |d: &Arc<Deployment>| {
+            let head = respond::head(d, &decision, req.stream);
+            let _ = prepared.set(Prepared {
+                head,
+                record: record_for(d, 1),
+            });
+        };
         let setup = StreamSetup {
             encoder: &encoder,
             drain: &|| ctx.deadline(),
+            waiting: &waiting,
         };
         let mut cancelled = Cancelled::new(ctx);
         let call = || upstream::call(&ctx.pools, &decision, &plan, &req, &limits, &setup);
@@ -178,16 +195,8 @@ pub(super) fn serve_chat<'a>(
             ctx.metrics.failed_call(&e);
             (GatewayError::from(e), Some(policy.clone()))
         })?;
-        let d = count_served(ctx, opened, &decision, &served);
-        let record = Record::new(
-            opened,
-            &decision,
-            &d,
-            served.failed.len() + 1,
-            front.endpoint(),
-            ticket,
-        )
-        .with_estimates(prompt_estimate, output_limit);
+        count_served(ctx, opened, &decision, &served);
+        let answer = settled(served, prepared.into_inner(), ticket, record_for);
 
         // ⑦ Respond.
         let whole = |body: AnswerBody, d: &Deployment| {
@@ -197,7 +206,7 @@ pub(super) fn serve_chat<'a>(
                 None => front.whole(body, model),
             }
         };
-        let response = respond_with(ctx, opened, &decision, served, record, &encoder, &whole)?;
+        let response = respond_with(ctx, opened, &decision, answer, &encoder, &whole)?;
         Ok(Outcome {
             response,
             policy: Some(policy),
@@ -234,26 +243,44 @@ fn decide(
 }
 
 /// Counts who answered, after how many failures and skips, and whether it was a fallback.
-fn count_served(
-    ctx: &Ctx,
-    opened: &Opened,
-    decision: &Decision,
-    served: &Served<Answer>,
-) -> Arc<Deployment> {
+fn count_served(ctx: &Ctx, opened: &Opened, decision: &Decision, served: &Served<Answer>) {
     let metrics = &ctx.metrics;
     metrics.served(&served.failed, &served.skipped, &served.retries);
-    let d = served.deployment.clone();
+    let d = &served.deployment;
     let operation = opened.front.endpoint().operation();
-    metrics.answered(&opened.current.series, &d, operation);
+    metrics.answered(&opened.current.series, d, operation);
     if !decision
         .candidates()
         .first()
-        .is_some_and(|first| Arc::ptr_eq(first, &d))
+        .is_some_and(|first| Arc::ptr_eq(first, d))
     {
         let policy = &decision.policy;
         metrics.fallbacks.with_label_values(&[&**policy]).inc();
     }
-    d
+}
+
+/// A served answer with its record and headers: those made while it was on its way when they
+/// were made for the deployment that answered (after retries on it too), made now otherwise.
+fn settled(
+    served: Served<Answer>,
+    prepared: Option<Prepared>,
+    ticket: Option<crate::limits::Ticket>,
+    record_for: impl FnOnce(&Arc<Deployment>, usize) -> Box<Record>,
+) -> Respond {
+    let attempts = served.failed.len() + 1;
+    let (head, mut record) = match prepared {
+        Some(p) if Arc::ptr_eq(&p.record.deployment, &served.deployment) => {
+            (Some(p.head), p.record)
+        }
+        _ => (None, record_for(&served.deployment, attempts)),
+    };
+    record.attempts = attempts;
+    record.ticket = ticket;
+    Respond {
+        served,
+        record,
+        head,
+    }
 }
 
 /// What a request is charged on admission: its tokens, and the most it can cost reserved for
@@ -284,6 +311,19 @@ fn charge(req: &ChatRequest, decision: &Decision, tokens: u64) -> crate::limits:
     }
 }
 
+/// What the answer from the deployment an attempt went to needs, made while it is on its way.
+struct Prepared {
+    head: http::HeaderMap,
+    record: Box<Record>,
+}
+
+/// A served answer, its record, and its headers if they were made while it was on its way.
+struct Respond {
+    served: Served<Answer>,
+    record: Box<Record>,
+    head: Option<http::HeaderMap>,
+}
+
 /// A whole answer in the client's shape, naming the deployment's model.
 type Whole<'a> = dyn Fn(AnswerBody, &Deployment) -> Result<Bytes, AdapterError> + 'a;
 
@@ -293,12 +333,17 @@ fn respond_with(
     ctx: &Ctx,
     opened: &Opened,
     decision: &Decision,
-    served: Served<Answer>,
-    record: Record,
+    answer: Respond,
     encoder: &dyn Fn(&Deployment) -> Box<dyn Encoder>,
     whole: &Whole<'_>,
 ) -> Result<http::Response<ResponseBody>, Failure> {
+    let Respond {
+        served,
+        record,
+        head,
+    } = answer;
     let d = served.deployment;
+    let head_of = |stream| head.unwrap_or_else(|| respond::head(&d, decision, stream));
     Ok(match served.answer {
         Answer::Complete(done) => {
             let usage = done.usage.unwrap_or_else(|| record.estimate(0));
@@ -309,7 +354,7 @@ fn respond_with(
             super::trace::committed(&opened.trace, opened.started.elapsed());
             super::trace::output(&opened.trace, &body);
             let cost = record.finish(&ctx.metrics, &usage, None);
-            let mut res = respond::json(body, &d, decision);
+            let mut res = respond::with_head(ResponseBody::full(body), head_of(false));
             respond::cost(&mut res, cost);
             res
         }
@@ -330,13 +375,13 @@ fn respond_with(
             super::trace::committed(&opened.trace, opened.started.elapsed());
             ctx.metrics.open_streams.inc();
             relay.on_end(stream_end(ctx, record));
-            respond::relay(relay, &d, decision)
+            respond::relay(relay, head_of(true))
         }
     })
 }
 
 /// What happens when a relayed stream ends: the deployment's health told, the usage settled.
-fn stream_end(ctx: &Ctx, record: Record) -> OnEnd {
+fn stream_end(ctx: &Ctx, record: Box<Record>) -> OnEnd {
     let metrics = ctx.metrics.clone();
     // The stream ends after the request's future: its line goes in the request's span.
     let span = tracing::Span::current();

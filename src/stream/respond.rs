@@ -28,19 +28,32 @@ pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<Respons
 
 /// A whole JSON answer.
 pub(crate) fn json(body: Bytes, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
-    let mut res = Response::new(ResponseBody::full(body));
-    *res.headers_mut() = with_room(&d.response_headers.json);
-    decorate(&mut res, d, decision);
+    with_head(ResponseBody::full(body), head(d, decision, false))
+}
+
+/// The headers of an answer from `d` under `decision`, streamed (`sse`) or whole: made apart
+/// from the answer, so that they can be made before it comes.
+pub(crate) fn head(d: &Deployment, decision: &Decision, sse: bool) -> http::HeaderMap {
+    let made = if sse {
+        &d.response_headers.sse
+    } else {
+        &d.response_headers.json
+    };
+    let mut h = with_room(made);
+    decorate(&mut h, d, decision);
+    h
+}
+
+/// An answer with the headers [`head`] made.
+pub(crate) fn with_head(body: ResponseBody, head: http::HeaderMap) -> Response<ResponseBody> {
+    let mut res = Response::new(body);
+    *res.headers_mut() = head;
     res
 }
 
-/// A streamed answer relayed from upstream.
-pub(crate) fn relay(
-    relay: Box<Relay>,
-    d: &Deployment,
-    decision: &Decision,
-) -> Response<ResponseBody> {
-    sse(ResponseBody::Relay(relay), d, decision)
+/// A streamed answer relayed from upstream, with its [`head`].
+pub(crate) fn relay(relay: Box<Relay>, head: http::HeaderMap) -> Response<ResponseBody> {
+    with_head(ResponseBody::Relay(relay), head)
 }
 
 /// A whole answer made locally, streamed word by word in the client's format.
@@ -108,10 +121,7 @@ pub(crate) fn frames(
 }
 
 fn sse(body: ResponseBody, d: &Deployment, decision: &Decision) -> Response<ResponseBody> {
-    let mut res = Response::new(body);
-    *res.headers_mut() = with_room(&d.response_headers.sse);
-    decorate(&mut res, d, decision);
-    res
+    with_head(body, head(d, decision, true))
 }
 
 /// Headers added to an answer's after its deployment's: policy, rule, license notice, cost and
@@ -130,8 +140,7 @@ fn with_room(made: &http::HeaderMap) -> http::HeaderMap {
 }
 
 /// The headers that name the decision, after the deployment's (made with it).
-fn decorate(res: &mut Response<ResponseBody>, d: &Deployment, decision: &Decision) {
-    let h = res.headers_mut();
+fn decorate(h: &mut http::HeaderMap, d: &Deployment, decision: &Decision) {
     h.insert(X_POLICY.clone(), decision.policy_header.clone());
     if let Some(v) = &decision.rule_header {
         h.insert(X_RULE.clone(), v.clone());

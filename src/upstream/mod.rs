@@ -78,11 +78,15 @@ pub(crate) enum Answer {
     Local(crate::exchange::answer::Completion),
 }
 
-/// What streams need from the request's side: the client's encoder, and the drain signal.
+/// What streams need from the request's side: the client's encoder, and the drain signal; and
+/// what the request's side makes while an attempt's answer is on its way.
 pub(crate) struct StreamSetup<'a> {
     /// The client's encoder, for the deployment that answers.
     pub(crate) encoder: &'a (dyn Fn(&Deployment) -> Box<dyn Encoder> + Sync),
     pub(crate) drain: &'a (dyn Fn() -> Deadline + Sync),
+    /// Called once an attempt's request has gone out to `d` and its answer is awaited (not
+    /// for one answered at once): what the answer from `d` will need can be made then.
+    pub(crate) waiting: &'a (dyn Fn(&Arc<Deployment>) + Sync),
 }
 
 /// Tries the decision's deployments.
@@ -122,13 +126,25 @@ async fn attempt(
     setup: &StreamSetup<'_>,
     trace: &Trace,
 ) -> Result<Answer, AttemptError> {
-    let d = d.as_ref();
+    let arc = d;
+    let d = arc.as_ref();
     let Some(adapter) = d.kind().adapter() else {
         return Ok(echo(d, req));
     };
     let up = traced(adapter.build_request(req, d).map_err(adapter_error)?, trace);
     let mut timer = std::pin::pin!(timer());
-    let response = send(pools, health, adapter, d, up, timer.as_mut()).await?;
+    // While the answer is on its way (the core idle otherwise), what comes after it is made:
+    // the stream's parts here, the client's answer's by the request's side. Made after it
+    // came, they are on the way to the first token.
+    let (response, parts) = {
+        let sending = std::pin::pin!(send(pools, health, adapter, d, up, timer.as_mut()));
+        crate::base::meanwhile(sending, || {
+            (setup.waiting)(&arc);
+            req.stream.then(|| StreamParts::new(adapter, req, d, setup))
+        })
+        .await
+    };
+    let response = response?;
     let t = &d.endpoint.timeouts;
     if req.stream {
         let is_sse = response
@@ -143,17 +159,20 @@ async fn attempt(
         }
         // Boxed now, not once primed: the attempt's future holds a pointer across the wait for
         // the first content, not the relay's 472 bytes (copied with it into its box). Made in its box.
+        let parts = parts
+            .flatten()
+            .unwrap_or_else(|| StreamParts::new(adapter, req, d, setup));
         let mut relay = crate::base::boxed(|| {
             Relay::new(
                 client::chunks(response),
-                adapter.stream_translator(req, d),
-                (setup.encoder)(d),
+                parts.translator,
+                parts.encoder,
                 Bounds {
                     max_line: limits.max_sse_line_bytes,
                     idle: t.idle,
                     backstop: t.stream_total,
                 },
-                Some((setup.drain)()),
+                Some(parts.drain),
                 d.endpoint.masks.clone(),
             )
         });
@@ -171,6 +190,28 @@ async fn attempt(
         .parse_response(body, req, d)
         .map(Answer::Complete)
         .map_err(adapter_error)
+}
+
+/// What a stream from `d` is relayed with that its answer does not change.
+struct StreamParts {
+    translator: Box<dyn adapters::StreamTranslator>,
+    encoder: Box<dyn Encoder>,
+    drain: Deadline,
+}
+
+impl StreamParts {
+    fn new(
+        adapter: &dyn adapters::Adapter,
+        req: &ChatRequest,
+        d: &Deployment,
+        setup: &StreamSetup<'_>,
+    ) -> StreamParts {
+        StreamParts {
+            translator: adapter.stream_translator(req, d),
+            encoder: (setup.encoder)(d),
+            drain: (setup.drain)(),
+        }
+    }
 }
 
 fn adapter_error(e: AdapterError) -> AttemptError {
