@@ -126,9 +126,9 @@ READ, WRITEV = 45, 20  # recvfrom and writev on x86-64
 
 def legs(calls):
     """Each stream followed by its sockets through the serving thread's system calls: the
-    client's request read (one read of pace's REQUEST, whole), the upstream's
-    request written (the next write to another socket), the upstream's answer read, the client's
-    first bytes written."""
+    client's request read (one read of pace's REQUEST, whole), the upstream's request written
+    (the next write to another socket), the upstream's answer read, the client's first bytes
+    written."""
     events = []
     for line in open(calls):
         m = re.match(r"\s*(\d+)\s+([\d.]+):\s+raw_syscalls:sys_(enter|exit): NR (\d+)\s*(.*)", line)
