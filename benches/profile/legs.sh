@@ -7,7 +7,7 @@
 # all. Perf's tracing adds a few µs to each call.
 #
 # With P2=1 as benches/load's P2 at 20 streams a second: 200 streams started 20 a second, each
-# on a connection of its own, and each answer's first content followed by 20 more 10 ms apart,
+# on one of eight connections not in use, and each answer's first content followed by 20 more 10 ms apart,
 # so that some four streams are open when one begins and the relay's code is in use.
 #
 #   benches/profile/legs.sh target/release/modelgate
