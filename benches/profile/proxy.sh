@@ -1,7 +1,8 @@
 # Sourced by footprint.sh and legs.sh: a work directory (removed on exit), P1's configuration,
 # the Python mock on it (the first content at once, then MOCK_MORE more content events and the
-# rest, MOCK_PAUSE seconds apart), and `start_proxy BIN [WRAPPER…]`: the floor (FLOOR=1; BIN is the load bench binary) or the gateway,
-# run under WRAPPER, waited for, with $proxy its pid and $port where it listens.
+# rest, MOCK_PAUSE seconds apart), and `start_proxy BIN [WRAPPER…]`: the floor (FLOOR=1; BIN is
+# the load bench binary) or the gateway, run under WRAPPER, waited for, with $proxy its pid and
+# $port where it listens.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
