@@ -7,7 +7,9 @@
 //! spawned per HTTP/1 request only to wait until the connection is idle again. Here a
 //! connection goes back to its pool at the one moment the gateway knows it is free: when the
 //! answer's body has been read to its end. An answer dropped before that closes its connection,
-//! as hyper does with any HTTP/1 exchange cut short.
+//! as hyper does with any HTTP/1 exchange cut short. Nor does a connection have a task of its
+//! own: the attempt that holds it drives it, so that the request leaves, and the answer is
+//! read, without waiting for another task's turn.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -35,9 +37,46 @@ pub(crate) struct HostPool {
     idle: Mutex<VecDeque<Idle>>,
 }
 
+type Conn = http1::Connection<hyper_util::rt::TokioIo<tokio::net::TcpStream>, Body>;
+
+/// A connection's two halves, driven by whoever holds them (the attempt, then its answer's
+/// body), not by a task of their own: the request is written in the poll that hands it over,
+/// and the answer is read in the poll that takes it, each a task switch sooner.
+struct Link {
+    tx: SendRequest<Body>,
+    /// `None` once the connection's future ended (the peer closed, or an error): dropped then,
+    /// so that a request or body still waiting on it gets the error.
+    conn: Option<Pin<Box<Conn>>>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("open", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl Link {
+    /// Drives the connection as far as it can go now.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = &mut self.conn
+            && conn.as_mut().poll(cx).is_ready()
+        {
+            self.conn = None;
+        }
+    }
+
+    /// Seen closed. An idle connection is not driven, so a peer's close is seen when it is
+    /// next taken (and it is then passed over), or when it ages out.
+    fn closed(&self) -> bool {
+        self.conn.is_none() || self.tx.is_closed()
+    }
+}
+
 #[derive(Debug)]
 struct Idle {
-    tx: SendRequest<Body>,
+    link: Link,
     since: Instant,
 }
 
@@ -67,21 +106,37 @@ impl HostPool {
     ) -> impl Future<Output = Result<http::Response<UpBody>, AttemptError>> + '_ {
         async move {
             loop {
-                let (mut tx, reused) = match self.checkout() {
-                    Some(tx) => (tx, true),
+                let (mut link, reused) = match self.checkout() {
+                    Some(link) => (link, true),
                     // Boxed: rare, and inline it would make every request's future (and each one
                     // above it) larger by its size.
                     None => (Box::pin(self.open()).await?, false),
                 };
-                // A connection given back at its answer's end is idle once its task has seen the
-                // end too, a moment later; one that closed instead is dropped.
-                if reused && !tx.is_ready() && tx.ready().await.is_err() {
-                    continue;
+                // A connection given back at its answer's end is idle once it has seen the end
+                // too; one that closed while idle (or fails now) is passed over.
+                let ready = std::future::poll_fn(|cx| {
+                    link.drive(cx);
+                    if link.conn.is_none() {
+                        return Poll::Ready(false);
+                    }
+                    link.tx.poll_ready(cx).map(|r| r.is_ok())
+                })
+                .await;
+                if !ready {
+                    if reused {
+                        continue;
+                    }
+                    return Err(AttemptError::Io("transport error".into()));
                 }
-                let sent = tx.try_send_request(req);
-                match sent.await {
+                let mut sent = std::pin::pin!(link.tx.try_send_request(req));
+                let answer = std::future::poll_fn(|cx| {
+                    link.drive(cx);
+                    sent.as_mut().poll(cx)
+                })
+                .await;
+                match answer {
                     Ok(response) => {
-                        return Ok(response.map(|body| UpBody::leased(body, self.clone(), tx)));
+                        return Ok(response.map(|body| UpBody::leased(body, self.clone(), link)));
                     }
                     Err(mut e) => match e.take_message() {
                         Some(back) if reused => {
@@ -99,11 +154,11 @@ impl HostPool {
     }
 
     /// The most recently idle connection still open.
-    fn checkout(&self) -> Option<SendRequest<Body>> {
+    fn checkout(&self) -> Option<Link> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(i) = idle.pop_back() {
-            if !i.tx.is_closed() {
-                return Some(i.tx);
+            if !i.link.closed() {
+                return Some(i.link);
             }
         }
         None
@@ -111,26 +166,26 @@ impl HostPool {
 
     /// Takes back a connection whose answer was read to its end. Connections idle longer than
     /// the idle timeout, or closed, leave from the old end.
-    fn give_back(&self, tx: SendRequest<Body>) {
-        if tx.is_closed() {
+    fn give_back(&self, link: Link) {
+        if link.closed() {
             return;
         }
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while idle
             .front()
-            .is_some_and(|i| i.tx.is_closed() || now.duration_since(i.since) > IDLE)
+            .is_some_and(|i| i.link.closed() || now.duration_since(i.since) > IDLE)
         {
             idle.pop_front();
         }
         if idle.len() < self.max_idle {
-            idle.push_back(Idle { tx, since: now });
+            idle.push_back(Idle { link, since: now });
         }
     }
 
     /// A new connection, within the connect timeout (the name's lookup included): each of the
     /// name's addresses in turn, as the resolver orders them.
-    async fn open(&self) -> Result<SendRequest<Body>, AttemptError> {
+    async fn open(&self) -> Result<Link, AttemptError> {
         let connect = async {
             let port = self.authority.port_u16().unwrap_or(80);
             let host = self.authority.host();
@@ -164,12 +219,10 @@ impl HostPool {
             port = self.authority.port_u16(),
             "upstream connection opened"
         );
-        tokio::spawn(async move {
-            // Its end (the peer closed, or the exchange was cut short) is the connection's
-            // own business: the request on it, if any, gets the error.
-            let _ = conn.await;
-        });
-        Ok(tx)
+        Ok(Link {
+            tx,
+            conn: Some(Box::pin(conn)),
+        })
     }
 }
 
@@ -188,7 +241,7 @@ async fn tcp(addr: SocketAddr) -> Result<tokio::net::TcpStream, AttemptError> {
 #[derive(Debug)]
 pub(crate) struct UpBody {
     inner: hyper::body::Incoming,
-    lease: Option<(Arc<HostPool>, SendRequest<Body>)>,
+    lease: Option<(Arc<HostPool>, Link)>,
 }
 
 impl UpBody {
@@ -197,10 +250,10 @@ impl UpBody {
         UpBody { inner, lease: None }
     }
 
-    fn leased(inner: hyper::body::Incoming, pool: Arc<HostPool>, tx: SendRequest<Body>) -> UpBody {
+    fn leased(inner: hyper::body::Incoming, pool: Arc<HostPool>, link: Link) -> UpBody {
         let mut body = UpBody {
             inner,
-            lease: Some((pool, tx)),
+            lease: Some((pool, link)),
         };
         if body.inner.is_end_stream() {
             body.give_back();
@@ -209,8 +262,8 @@ impl UpBody {
     }
 
     fn give_back(&mut self) {
-        if let Some((pool, tx)) = self.lease.take() {
-            pool.give_back(tx);
+        if let Some((pool, link)) = self.lease.take() {
+            pool.give_back(link);
         }
     }
 }
@@ -224,7 +277,14 @@ impl http_body::Body for UpBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        let mut frame = Pin::new(&mut this.inner).poll_frame(cx);
+        // Nothing read yet: the connection reads it, here.
+        if frame.is_pending()
+            && let Some((_, link)) = &mut this.lease
+        {
+            link.drive(cx);
+            frame = Pin::new(&mut this.inner).poll_frame(cx);
+        }
         match &frame {
             Poll::Ready(None) => this.give_back(),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
