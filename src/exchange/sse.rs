@@ -80,7 +80,7 @@ impl SseDecoder {
                 rest = &rest[1..];
             }
         }
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', rest) {
             let (line, tail) = rest.split_at(pos);
             let mut next = &tail[1..];
             if tail[0] == b'\r' {
@@ -158,7 +158,7 @@ impl SseDecoder {
         if line[0] == b':' {
             return Ok(()); // comment (keep-alive)
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
+        let (name, value) = match memchr::memchr(b':', line) {
             Some(i) => {
                 let v = &line[i + 1..];
                 (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
