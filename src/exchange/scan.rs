@@ -19,41 +19,17 @@ pub(crate) fn fields<const N: usize>(
     text: &str,
     names: [&str; N],
 ) -> Option<[Option<Range<usize>>; N]> {
+    whole(text, |s| s.object(names, |s, _| s.value()))
+}
+
+/// `read` over the JSON text `text`, which must hold one value and nothing else.
+pub(crate) fn whole<T>(text: &str, read: impl FnOnce(&mut Scanner) -> Option<T>) -> Option<T> {
     let mut s = Scanner {
         b: text.as_bytes(),
         i: 0,
     };
-    let mut found: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
     s.space();
-    s.eat(b'{')?;
-    s.space();
-    if s.eat(b'}').is_none() {
-        loop {
-            let from = s.i + 1;
-            if s.string()? {
-                return None;
-            }
-            let key = from..s.i - 1;
-            s.space();
-            s.eat(b':')?;
-            s.space();
-            let start = s.i;
-            s.value()?;
-            if let Some(at) = names.iter().position(|n| n.as_bytes() == &s.b[key.clone()]) {
-                // serde's derive refuses a field named twice.
-                if found[at].is_some() {
-                    return None;
-                }
-                found[at] = Some(start..s.i);
-            }
-            s.space();
-            match s.next()? {
-                b',' => s.space(),
-                b'}' => break,
-                _ => return None,
-            }
-        }
-    }
+    let found = read(&mut s)?;
     s.space();
     (s.i == s.b.len()).then_some(found)
 }
@@ -101,12 +77,93 @@ fn plain_run(b: &[u8]) -> usize {
         .unwrap_or(words.remainder().len())
 }
 
-struct Scanner<'a> {
+/// A cursor over JSON text that checks what it passes. Readers of a known shape walk it with
+/// [`Scanner::object`] and [`Scanner::items`] down to the values they want; each such level
+/// comes on top of [`MAX_DEPTH`], which a reader's few levels keep within serde_json's 128.
+pub(crate) struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
 }
 
 impl Scanner<'_> {
+    /// The byte at the cursor.
+    #[inline(always)]
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// The text of a range [`Scanner::object`] gave.
+    pub(crate) fn bytes(&self, r: Range<usize>) -> &[u8] {
+        self.b.get(r).unwrap_or_default()
+    }
+
+    /// The object at the cursor: the ranges of the values of `names`, each read by `read`
+    /// (given the name's index; it must pass the whole value), every other value passed.
+    pub(crate) fn object<const N: usize>(
+        &mut self,
+        names: [&str; N],
+        mut read: impl FnMut(&mut Self, usize) -> Option<()>,
+    ) -> Option<[Option<Range<usize>>; N]> {
+        let mut found: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
+        self.eat(b'{')?;
+        self.space();
+        if self.eat(b'}').is_some() {
+            return Some(found);
+        }
+        loop {
+            let from = self.i + 1;
+            if self.string()? {
+                return None;
+            }
+            let key = from..self.i - 1;
+            self.space();
+            self.eat(b':')?;
+            self.space();
+            let start = self.i;
+            match names
+                .iter()
+                .position(|n| n.as_bytes() == &self.b[key.clone()])
+            {
+                Some(at) => {
+                    // serde's derive refuses a field named twice.
+                    if found[at].is_some() {
+                        return None;
+                    }
+                    read(self, at)?;
+                    found[at] = Some(start..self.i);
+                }
+                None => self.value()?,
+            }
+            self.space();
+            match self.next()? {
+                b',' => self.space(),
+                b'}' => return Some(found),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The array at the cursor, each item read by `read` (which must pass the whole item);
+    /// how many items it has.
+    pub(crate) fn items(&mut self, mut read: impl FnMut(&mut Self) -> Option<()>) -> Option<usize> {
+        self.eat(b'[')?;
+        self.space();
+        if self.eat(b']').is_some() {
+            return Some(0);
+        }
+        let mut count = 0;
+        loop {
+            read(self)?;
+            count += 1;
+            self.space();
+            match self.next()? {
+                b',' => self.space(),
+                b']' => return Some(count),
+                _ => return None,
+            }
+        }
+    }
+
     #[inline(always)]
     fn next(&mut self) -> Option<u8> {
         let c = *self.b.get(self.i)?;
@@ -167,7 +224,7 @@ impl Scanner<'_> {
 
     /// One value, the cursor on its first byte. Containers are walked without recursion: one
     /// bit a level says whether it is an object (1) or an array (0).
-    fn value(&mut self) -> Option<()> {
+    pub(crate) fn value(&mut self) -> Option<()> {
         let mut kinds: u128 = 0;
         let mut depth = 0;
         loop {
