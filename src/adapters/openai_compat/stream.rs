@@ -68,7 +68,8 @@ struct ChoicesProbe {
 
 /// Reads the chunk `data`: in one pass of [`scan`] that checks it, or, when that pass cannot
 /// vouch for the text, with serde's derive, which gives the answer, or the error, it always
-/// gave. The pass costs a third of the derive's instructions and of its code.
+/// gave. The pass is only somewhat cheaper: on the profiled build about 330 instructions fewer
+/// a chunk (of some 2,800) and 50 fewer lines of code to a stream's first token.
 fn probe(data: &[u8]) -> Result<Probe<'_>, StreamFault> {
     match std::str::from_utf8(data).ok().and_then(scanned) {
         Some(p) => Ok(p),
