@@ -68,6 +68,15 @@ pub fn request(data: &[u8]) {
         crate::api::messages::parse(data, LIMITS),
         responses,
     ];
+    // An OpenAI client's body, forwarded as it came where it may be: the same JSON as the
+    // request written back.
+    if let Ok(req) = ChatRequest::parse_forwardable(data, LIMITS) {
+        for (ask, cap) in [(true, None), (false, None), (true, Some(("max_tokens", 9)))] {
+            if !crate::exchange::chat::splice::agrees(&req, "m\"x", ask, cap) {
+                panic!("the forwarded body is not the request written back");
+            }
+        }
+    }
     for req in parsed.into_iter().flatten() {
         let _ = req.to_openai_body("m", true);
         let _ = req.text_len();

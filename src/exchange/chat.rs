@@ -2,8 +2,10 @@
 //!
 //! Known fields are typed; every other field is kept as raw JSON and passed through to
 //! OpenAI-compatible backends, so `top_k` or `min_p` reach vLLM untouched. The upstream body is
-//! always re-serialised from this struct, never copied from the client's bytes, so what the
-//! policy decided on and what is sent cannot disagree.
+//! re-serialised from this struct, so what the policy decided on and what is sent cannot
+//! disagree; or, for a body that writing back would give unchanged but for its model, the
+//! client's bytes with the model replaced ([`splice`]): bytes this parse read whole, refusing
+//! any field named twice, so that no reader can find in them what it did not.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -80,6 +82,9 @@ pub struct ChatRequest {
     pub(crate) native: Option<std::sync::Arc<serde_json::Map<String, serde_json::Value>>>,
     /// A tool of the Responses API that only OpenAI's platform runs, if the request has one.
     pub(crate) hosted_tool: Option<&'static str>,
+    /// The client's body, when it may be forwarded as it came but for its model (set by
+    /// [`ChatRequest::parse_forwardable`] only; see [`splice`]).
+    pub(crate) wire: Option<splice::Wire>,
 }
 
 /// A message's author.
@@ -111,23 +116,51 @@ pub(crate) struct Message {
     pub(crate) tool_calls: Option<Box<RawValue>>,
     pub(crate) tool_call_id: Option<String>,
     pub(crate) extra: Extra,
+    /// Written back, it would not be what was read: a `null` left out, a missing `content`
+    /// written as `null`.
+    pub(crate) reshaped: bool,
 }
 
 impl ChatRequest {
     /// Parses and validates a request body. Errors name the offending parameter.
     pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestError> {
+        Self::parse_spanned(body, limits).map(|(req, _)| req)
+    }
+
+    /// [`Self::parse`], keeping a copy of the body when an OpenAI-compatible upstream may be
+    /// sent it as it came, its model replaced (an OpenAI client's request, not one translated
+    /// from another dialect or changed after).
+    pub(crate) fn parse_forwardable(
+        body: &[u8],
+        limits: RequestLimits,
+    ) -> Result<ChatRequest, RequestError> {
+        let (mut req, span) = Self::parse_spanned(body, limits)?;
+        req.wire = span.map(|model| splice::Wire::new(body, model));
+        Ok(req)
+    }
+
+    /// The request, and where its model's string lies in `body` if it may be spliced.
+    fn parse_spanned(
+        body: &[u8],
+        limits: RequestLimits,
+    ) -> Result<(ChatRequest, Option<std::ops::Range<usize>>), RequestError> {
         check_depth(body, limits.max_depth)?;
         let failed_param = Cell::new(None);
         // One UTF-8 check of the whole body (see `base::json`).
         let parsed = match std::str::from_utf8(body) {
-            Ok(text) => read_request(&mut serde_json::Deserializer::from_str(text), &failed_param),
+            Ok(text) => read_request(
+                &mut serde_json::Deserializer::from_str(text),
+                &failed_param,
+                body,
+            ),
             Err(_) => read_request(
                 &mut serde_json::Deserializer::from_slice(body),
                 &failed_param,
+                &[],
             ),
         };
-        let req = match parsed {
-            Ok(req) => req,
+        let (req, span) = match parsed {
+            Ok(read) => read,
             Err(e) => {
                 // A syntax error inside a field's value is the body's fault, not the field's.
                 let data_error = e.classify() == serde_json::error::Category::Data;
@@ -146,7 +179,7 @@ impl ChatRequest {
             }
         };
         req.validate(limits)?;
-        Ok(req)
+        Ok((req, span))
     }
 
     fn validate(&self, limits: RequestLimits) -> Result<(), RequestError> {
@@ -270,6 +303,20 @@ impl ChatRequest {
     /// [`Self::to_openai_body`], with the gateway's output cap (when the client set none) as
     /// `(field, tokens)`: OpenAI's reasoning models take only `max_completion_tokens`.
     pub(crate) fn to_openai_body_capped(
+        &self,
+        upstream_model: &str,
+        ask_stream_usage: bool,
+        cap: Option<(&'static str, u32)>,
+    ) -> Vec<u8> {
+        if let Some(body) = self.spliced(upstream_model, ask_stream_usage, cap) {
+            return body;
+        }
+        self.written(upstream_model, ask_stream_usage, cap)
+    }
+
+    /// The request written back: what [`Self::to_openai_body_capped`] sends when it cannot
+    /// forward the client's body.
+    fn written(
         &self,
         upstream_model: &str,
         ask_stream_usage: bool,
@@ -535,6 +582,7 @@ fn strip_position(e: &serde_json::Error) -> String {
     }
 }
 
+pub(crate) mod splice;
 mod wire;
 use wire::{OpenAiBody, read_request};
 

@@ -77,7 +77,8 @@ where
         };
         let req = match opened.front {
             Front::Anthropic => api::messages::parse(&sent.body, request_limits),
-            Front::OpenAi | Front::Responses => ChatRequest::parse(&sent.body, request_limits),
+            Front::OpenAi => ChatRequest::parse_forwardable(&sent.body, request_limits),
+            Front::Responses => ChatRequest::parse(&sent.body, request_limits),
         }
         .map_err(undecided)?;
         let labels = super::labels(&sent.headers, req.metadata.as_deref())?;

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
+use std::ops::Range;
 
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -15,28 +16,45 @@ use super::*;
 
 // === Deserialisation ===
 
-/// A map key, borrowed when the JSON has no escapes in it.
+/// A string, borrowed when the JSON has no escapes in it; `expecting` names it in errors.
+fn cow_str<'de, D: Deserializer<'de>>(
+    d: D,
+    expecting: &'static str,
+) -> Result<Cow<'de, str>, D::Error> {
+    struct V(&'static str);
+    impl<'de> Visitor<'de> for V {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Cow<'de, str>, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Cow<'de, str>, E> {
+            Ok(Cow::Owned(v))
+        }
+    }
+    d.deserialize_str(V(expecting))
+}
+
+/// A map key.
 struct Key<'de>(Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
+        cow_str(d, "a string key").map(Key)
+    }
+}
+
+/// A string value (the model's name), where it lies in the body found when it is borrowed.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        cow_str(d, "a string").map(Text)
     }
 }
 
@@ -88,37 +106,83 @@ fn push_extra<E: de::Error>(
     Ok(())
 }
 
-/// The request from `de`, which must hold nothing after it.
+/// The request from `de`, which must hold nothing after it, and where its `model`'s string
+/// lies in `text` (the body `de` reads) if the body is one [`ChatRequest::spliced`] may
+/// forward.
 pub(super) fn read_request<'de, R: serde_json::de::Read<'de>>(
     de: &mut serde_json::Deserializer<R>,
     failed_param: &Failed,
-) -> serde_json::Result<ChatRequest> {
-    let req = RequestSeed { failed_param }.deserialize(&mut *de)?;
+    text: &[u8],
+) -> serde_json::Result<(ChatRequest, Option<Range<usize>>)> {
+    let read = RequestSeed { failed_param, text }.deserialize(&mut *de)?;
     de.end()?;
-    Ok(req)
+    Ok(read)
 }
 
 pub(super) struct RequestSeed<'c> {
     pub(super) failed_param: &'c Failed,
+    /// The body, to find the model's string in.
+    pub(super) text: &'c [u8],
 }
 
 impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
-    type Value = ChatRequest;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ChatRequest, D::Error> {
+    type Value = (ChatRequest, Option<Range<usize>>);
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> Result<(ChatRequest, Option<Range<usize>>), D::Error> {
         d.deserialize_map(self)
     }
 }
 
+/// `metadata`: string → string, as OpenAI defines it.
+fn read_metadata<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    failed: &Failed,
+) -> Result<Option<Vec<(String, String)>>, A::Error> {
+    let m: Option<serde_json::Map<String, serde_json::Value>> = field(map, failed, "metadata")?;
+    let Some(m) = m else {
+        return Ok(None);
+    };
+    let mut pairs = Vec::with_capacity(m.len());
+    for (k, v) in m {
+        match v {
+            serde_json::Value::String(s) => pairs.push((k, s)),
+            _ => {
+                failed.set(Some(("metadata", "invalid_type")));
+                return Err(de::Error::custom("metadata values must be strings"));
+            }
+        }
+    }
+    Ok(Some(pairs))
+}
+
+/// Where `s`, borrowed from `text`, lies in it with its quotes.
+fn quoted_span(text: &[u8], s: &str) -> Option<Range<usize>> {
+    let at = (s.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let span = at.checked_sub(1)?..at + s.len() + 1;
+    let quoted = text.get(span.clone())?;
+    (quoted.first() == Some(&b'"') && quoted.last() == Some(&b'"')).then_some(span)
+}
+
+/// Whether a field was sent as `null` (read, then left out when written back).
+fn was_null<T>(v: &Option<Option<T>>) -> bool {
+    matches!(v, Some(None))
+}
+
 impl<'de> Visitor<'de> for RequestSeed<'_> {
-    type Value = ChatRequest;
+    type Value = (ChatRequest, Option<Range<usize>>);
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChatRequest, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<(ChatRequest, Option<Range<usize>>), A::Error> {
         let failed = self.failed_param;
-        let mut model: Option<String> = None;
+        let mut model: Option<Text<'de>> = None;
         let mut messages: Option<Vec<Message>> = None;
         let mut stream: Option<Option<bool>> = None;
         let mut stream_options: Option<Option<serde_json::Map<String, serde_json::Value>>> = None;
@@ -157,29 +221,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
                 "tools" => once(m, failed, &mut tools, "tools")?,
                 "tool_choice" => once(m, failed, &mut tool_choice, "tool_choice")?,
                 "response_format" => once(m, failed, &mut response_format, "response_format")?,
-                "metadata" => {
-                    let m: Option<serde_json::Map<String, serde_json::Value>> =
-                        field(m, failed, "metadata")?;
-                    let pairs = match m {
-                        None => None,
-                        Some(m) => {
-                            let mut pairs = Vec::with_capacity(m.len());
-                            for (k, v) in m {
-                                match v {
-                                    serde_json::Value::String(s) => pairs.push((k, s)),
-                                    _ => {
-                                        failed.set(Some(("metadata", "invalid_type")));
-                                        return Err(de::Error::custom(
-                                            "metadata values must be strings",
-                                        ));
-                                    }
-                                }
-                            }
-                            Some(pairs)
-                        }
-                    };
-                    set_once(&mut metadata, pairs, "metadata")?;
-                }
+                "metadata" => set_once(&mut metadata, read_metadata(m, failed)?, "metadata")?,
                 _ => {
                     if let Some(f) = FORBIDDEN_FIELDS.iter().find(|f| **f == key) {
                         // Clients cannot choose upstreams, keys, retries or timeouts.
@@ -194,7 +236,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             }
         }
 
-        let Some(model) = model else {
+        let Some(Text(model)) = model else {
             failed.set(Some(("model", "missing_required_parameter")));
             return Err(de::Error::custom("missing required parameter 'model'"));
         };
@@ -202,26 +244,53 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             failed.set(Some(("messages", "missing_required_parameter")));
             return Err(de::Error::custom("missing required parameter 'messages'"));
         };
-        Ok(ChatRequest {
-            model,
-            messages,
-            stream: stream.flatten().unwrap_or(false),
-            stream_options: stream_options.flatten(),
-            max_tokens: max_tokens.flatten(),
-            max_completion_tokens: max_completion_tokens.flatten(),
-            cap_output: false,
-            n: n.flatten(),
-            temperature: temperature.flatten(),
-            top_p: top_p.flatten(),
-            stop: stop.flatten().filter(|s| s.get() != "null"),
-            tools: tools.flatten().filter(|s| s.get() != "null"),
-            tool_choice: tool_choice.flatten().filter(|s| s.get() != "null"),
-            response_format: response_format.flatten().filter(|s| s.get() != "null"),
-            metadata: metadata.flatten(),
-            extra,
-            native: None,
-            hosted_tool: None,
-        })
+        // The body may be forwarded as it came only if writing the request back would give
+        // the same JSON but for `model` (and `stream_options`, asked for where it is absent):
+        // no field sent as `null` (left out when written back), no `"stream": false` (left out
+        // too), no `stream_options` or `metadata` (written back from what was read of them).
+        let exact = [&stop, &tools, &tool_choice, &response_format]
+            .into_iter()
+            .all(|v| {
+                v.as_ref()
+                    .is_none_or(|v| v.as_ref().is_some_and(|r| r.get() != "null"))
+            })
+            && !(stream.is_some_and(|s| s != Some(true))
+                || stream_options.is_some()
+                || metadata.is_some()
+                || was_null(&max_tokens)
+                || was_null(&max_completion_tokens)
+                || was_null(&n)
+                || was_null(&temperature)
+                || was_null(&top_p)
+                || messages.iter().any(|m| m.reshaped));
+        let span = match &model {
+            Cow::Borrowed(s) if exact => quoted_span(self.text, s),
+            _ => None,
+        };
+        Ok((
+            ChatRequest {
+                model: model.into_owned(),
+                messages,
+                stream: stream.flatten().unwrap_or(false),
+                stream_options: stream_options.flatten(),
+                max_tokens: max_tokens.flatten(),
+                max_completion_tokens: max_completion_tokens.flatten(),
+                cap_output: false,
+                n: n.flatten(),
+                temperature: temperature.flatten(),
+                top_p: top_p.flatten(),
+                stop: stop.flatten().filter(|s| s.get() != "null"),
+                tools: tools.flatten().filter(|s| s.get() != "null"),
+                tool_choice: tool_choice.flatten().filter(|s| s.get() != "null"),
+                response_format: response_format.flatten().filter(|s| s.get() != "null"),
+                metadata: metadata.flatten(),
+                extra,
+                native: None,
+                hosted_tool: None,
+                wire: None,
+            },
+            span,
+        ))
     }
 }
 
@@ -270,6 +339,13 @@ impl<'de> Visitor<'de> for MessageVisitor {
             }
         }
         let role = role.ok_or_else(|| de::Error::missing_field("role"))?;
+        // Written back, a missing `content` becomes `null` and a `null` among the others goes.
+        let reshaped = content.is_none()
+            || was_null(&name)
+            || was_null(&tool_call_id)
+            || tool_calls
+                .as_ref()
+                .is_some_and(|t| t.as_ref().is_none_or(|t| t.get() == "null"));
         let content = match content.flatten() {
             None => None,
             Some(raw) => match raw.get().as_bytes().first() {
@@ -295,6 +371,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
             tool_calls: tool_calls.flatten().filter(|t| t.get() != "null"),
             tool_call_id: tool_call_id.flatten(),
             extra,
+            reshaped,
         })
     }
 }
