@@ -80,6 +80,22 @@ def count(trace, binary, maps, top):
         by[names[i] if near else "(outside the binary)"] += 1
     for name, n in by.most_common(top):
         print("%5d  %s" % (n, name[:140]))
+    # The data by the mapping it lies in, as the process's maps read after the streams: the
+    # stack, the allocator's pages, the binary's statics.
+    regions = []
+    for m in open(maps + ".end" if os.path.exists(maps + ".end") else maps):
+        f = m.split()
+        lo, hi = (int(x, 16) for x in f[0].split("-"))
+        regions.append((lo, hi, f[5] if len(f) >= 6 else "(anonymous %s)" % f[0]))
+    regions.sort()
+    starts = [r[0] for r in regions]
+    where = collections.Counter()
+    for l in data:
+        i = bisect.bisect_right(starts, l << 6) - 1
+        where[regions[i][2] if i >= 0 and (l << 6) < regions[i][1] else "(unmapped)"] += 1
+    print("data by mapping:")
+    for name, n in where.most_common(8):
+        print("%5d  %s" % (n, name[:140]))
 
 
 REQUEST = ("POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"

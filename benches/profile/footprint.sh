@@ -7,7 +7,9 @@
 #
 #   benches/profile/footprint.sh target/release/modelgate               # the gateway
 #   FLOOR=1 benches/profile/footprint.sh <load bench binary>            # the floor
-#   TOP=30 benches/profile/footprint.sh …                               # and its code by function
+#   TOP=30 benches/profile/footprint.sh …                               # and its code by function,
+#                                                                       # its data by mapping
+#   KEEP=DIR benches/profile/footprint.sh …                             # and keep the trace
 #
 # Loopback only: P1's configuration on the Python mock, which sends the first content at once
 # and the rest half a second later; 12 streams one after another on one connection (the first
@@ -23,4 +25,6 @@ start_proxy "$BIN" valgrind --tool=lackey --trace-mem=yes --log-file="$trace"
 # Where the binary was loaded, to name the code's functions.
 cat /proc/$proxy/maps >"$work/maps"
 python3 "$here/footprint.py" drive "$port" "$N" "$trace"
+cat /proc/$proxy/maps >"$work/maps.end"
 python3 "$here/footprint.py" count "$trace" "$BIN" "$work/maps" "${TOP:-0}"
+if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$trace" "$trace.windows" "$work"/maps* "$KEEP/"; fi
