@@ -64,20 +64,18 @@ pub fn request(data: &[u8]) {
         .and_then(|p| p.to_chat(&[], LIMITS))
         .map(|(req, _)| req);
     let parsed = [
-        ChatRequest::parse(data, LIMITS),
+        ChatRequest::parse_forwardable(data, LIMITS),
         crate::api::messages::parse(data, LIMITS),
         responses,
     ];
-    // An OpenAI client's body, forwarded as it came where it may be: the same JSON as the
-    // request written back.
-    if let Ok(req) = ChatRequest::parse_forwardable(data, LIMITS) {
+    for req in parsed.into_iter().flatten() {
+        // A body forwarded as it came (where it may be) is the same JSON as the request
+        // written back.
         for (ask, cap) in [(true, None), (false, None), (true, Some(("max_tokens", 9)))] {
             if !crate::exchange::chat::splice::agrees(&req, "m\"x", ask, cap) {
                 panic!("the forwarded body is not the request written back");
             }
         }
-    }
-    for req in parsed.into_iter().flatten() {
         let _ = req.to_openai_body("m", true);
         let _ = req.text_len();
         for d in ["anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"] {

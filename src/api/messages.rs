@@ -380,9 +380,12 @@ pub fn parse(body: &[u8], limits: RequestLimits) -> Result<ChatRequest, RequestE
     }
     let openai =
         serde_json::to_vec(&Value::Object(out)).map_err(|e| RequestError::Json(e.to_string()))?;
-    let mut req = ChatRequest::parse(&openai, limits)?;
+    // The body made here is what an OpenAI-compatible upstream is sent, its model replaced,
+    // unless the request is changed below.
+    let mut req = ChatRequest::parse_forwardable(&openai, limits)?;
     if max_tokens == 0 {
         req.max_tokens = Some(0);
+        req.wire = None;
     }
     Ok(req)
 }

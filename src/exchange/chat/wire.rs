@@ -246,15 +246,16 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         };
         // The body may be forwarded as it came only if writing the request back would give
         // the same JSON but for `model` (and `stream_options`, asked for where it is absent):
-        // no field sent as `null` (left out when written back), no `"stream": false` (left out
-        // too), no `stream_options` or `metadata` (written back from what was read of them).
+        // no field sent as `null` (left out when written back), no `stream_options` or
+        // `metadata` (written back from what was read of them). `"stream": false`, left out
+        // when written back, is the API's default and goes as it came.
         let exact = [&stop, &tools, &tool_choice, &response_format]
             .into_iter()
             .all(|v| {
                 v.as_ref()
                     .is_none_or(|v| v.as_ref().is_some_and(|r| r.get() != "null"))
             })
-            && !(stream.is_some_and(|s| s != Some(true))
+            && !(was_null(&stream)
                 || stream_options.is_some()
                 || metadata.is_some()
                 || was_null(&max_tokens)

@@ -36,6 +36,14 @@ fn a_plain_body_is_forwarded_with_the_model_replaced_and_usage_asked_for() {
     );
     // The client's cap stands: the gateway's is not added.
     assert!(req.spliced("m", true, Some(("max_tokens", 9))).is_some());
+    // A whole answer asked for in so many words: `"stream": false` goes as it came.
+    let whole = forwardable(&PLAIN.replace("\"stream\": true", "\"stream\": false"));
+    let sent = String::from_utf8(whole.spliced("m", true, None).unwrap()).unwrap();
+    assert!(
+        sent.starts_with(r#"{"model": "m", "stream": false,"#),
+        "{sent}"
+    );
+    assert!(agrees(&whole, "m", true, None));
 }
 
 #[test]
@@ -44,7 +52,6 @@ fn what_writing_back_would_change_is_written_back() {
     let cases: Vec<(&str, Value)> = vec![
         ("model escaped", json!("llama\u{0}")),
         ("stream null", json!({"stream": null})),
-        ("stream false", json!({"stream": false})),
         (
             "stream_options",
             json!({"stream_options": {"include_usage": false}}),
@@ -257,7 +264,10 @@ fn request() -> impl Strategy<Value = (String, bool)> {
                     let v = value_for(k, pick, s);
                     let (v, reshapes) = match k {
                         "stream" if stream => ("true".to_owned(), false),
-                        "stream" => (["null", "false"][pick.index(2)].to_owned(), true),
+                        "stream" => {
+                            let v = ["null", "false"][pick.index(2)];
+                            (v.to_owned(), v == "null")
+                        }
                         "stream_options" => ("{\"include_usage\": false}".into(), true),
                         "metadata" => ("{\"team\": \"a\"}".into(), true),
                         "top_k" | "user" => (v, false),
