@@ -6,9 +6,10 @@
 //! is refused at every level, so no reader finds another value in it than the policy saw), it
 //! sent no field as `null` (written back, it is left out), no `stream_options` or `metadata`
 //! (written back from what was read of them), and every message has its `content`. A
-//! `"stream": false`, left out when written back, is the API's default and goes as it came. `stream_options` is asked for here where it is absent, as written back; a
-//! gateway's output cap, which writing back adds, is not, and such a request is written back.
-//! The property test beside this module holds it to the written-back body, field by field.
+//! `"stream": false`, left out when written back, is the API's default and goes as it came.
+//! `stream_options` is asked for here where it is absent, as written back; a gateway's output
+//! cap, which writing back adds, is not, and such a request is written back. The property test
+//! beside this module holds it to the written-back body, field by field.
 
 use std::ops::Range;
 
