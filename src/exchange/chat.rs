@@ -128,8 +128,9 @@ impl ChatRequest {
     }
 
     /// [`Self::parse`], keeping a copy of the body when an OpenAI-compatible upstream may be
-    /// sent it as it came, its model replaced (an OpenAI client's request, not one translated
-    /// from another dialect or changed after).
+    /// sent it as it came, its model replaced: for a body that is the request as the gateway
+    /// means to send it (an OpenAI client's, or the one an Anthropic request is made into).
+    /// A caller that changes the request after must clear `wire`.
     pub(crate) fn parse_forwardable(
         body: &[u8],
         limits: RequestLimits,
