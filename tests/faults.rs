@@ -607,6 +607,40 @@ async fn f11_an_ejected_deployment_is_probed_once_and_comes_back() {
 }
 
 #[tokio::test]
+async fn f11_an_ejected_deployment_whose_probe_is_a_stream_comes_back() {
+    let primary = fake(Script::status(500, None)).await;
+    let backup = fake(ok()).await;
+    let gw = Gateway::start(&pair(
+        &primary,
+        "retries: {attempts: 0}, breaker: {consecutive_failures: 2, base_ejection: 1s, max_ejection: 4s}",
+        &backup,
+    ))
+    .await;
+    for _ in 0..2 {
+        chat(&gw, hello()).await;
+    }
+    let (_, h, _) = chat(&gw, hello()).await;
+    assert_eq!(h["x-modelgate-deployment"], "backup", "ejected");
+    primary.set(Script::Ok {
+        text: "back".into(),
+    });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The probe: a stream, whose success the breaker hears once its first bytes are out.
+    let (status, h, events) = stream(&gw).await;
+    assert_eq!(status, 200);
+    assert_eq!(h["x-modelgate-deployment"], "primary");
+    assert_eq!(streamed_text(&events), "back");
+    // Closed again: traffic returns (a probe never told would keep it half-open).
+    for _ in 0..3 {
+        let (_, h, _) = chat(&gw, hello()).await;
+        assert_eq!(h["x-modelgate-deployment"], "primary");
+    }
+    let m = gw.metrics().await;
+    let state = [("deployment", "primary")];
+    assert_eq!(metric(&m, "modelgate_circuit_state", &state), 0.0);
+}
+
+#[tokio::test]
 async fn f12_when_every_local_backend_is_down_the_closed_api_is_never_called() {
     let local_a = fake(Script::status(503, None)).await;
     let local_b = fake(Script::status(503, None)).await;

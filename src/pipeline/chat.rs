@@ -196,7 +196,6 @@ pub(super) fn serve_chat<'a>(
             ctx.metrics.failed_call(&e);
             (GatewayError::from(e), Some(policy.clone()))
         })?;
-        count_served(ctx, opened, &decision, &served);
         let answer = settled(served, prepared.into_inner(), ticket, record_for);
 
         // ⑦ Respond.
@@ -243,20 +242,23 @@ fn decide(
     Ok((decision, needs, prompt.approximate()))
 }
 
-/// Counts who answered, after how many failures and skips, and whether it was a fallback.
-fn count_served(ctx: &Ctx, opened: &Opened, decision: &Decision, served: &Served<Answer>) {
-    let metrics = &ctx.metrics;
-    metrics.served(&served.failed, &served.skipped, &served.retries);
-    let d = &served.deployment;
-    let operation = opened.front.endpoint().operation();
-    metrics.answered(&opened.current.series, d, operation);
-    if !decision
-        .candidates()
-        .first()
-        .is_some_and(|first| Arc::ptr_eq(first, d))
-    {
-        let policy = &decision.policy;
-        metrics.fallbacks.with_label_values(&[&**policy]).inc();
+/// Who answered, after how many failures and skips, and whether it was a fallback.
+struct Tally {
+    failed: Vec<upstream::Attempt>,
+    skipped: Vec<upstream::Skip>,
+    retries: Vec<Arc<Deployment>>,
+    /// The policy, when its first choice did not answer.
+    fell_back: Option<Arc<str>>,
+    operation: &'static str,
+}
+
+impl Tally {
+    fn count(&self, metrics: &crate::metrics::Metrics, record: &Record) {
+        metrics.served(&self.failed, &self.skipped, &self.retries);
+        metrics.answered(&record.current.series, &record.deployment, self.operation);
+        if let Some(policy) = &self.fell_back {
+            metrics.fallbacks.with_label_values(&[&**policy]).inc();
+        }
     }
 }
 
@@ -343,9 +345,27 @@ fn respond_with(
         record,
         head,
     } = answer;
-    let d = served.deployment;
+    let Served {
+        deployment: d,
+        answer,
+        failed,
+        skipped,
+        retries,
+    } = served;
+    let first = decision.candidates().first();
+    let tally = Tally {
+        failed,
+        skipped,
+        retries,
+        fell_back: (!first.is_some_and(|first| Arc::ptr_eq(first, &d)))
+            .then(|| decision.policy.clone()),
+        operation: opened.front.endpoint().operation(),
+    };
     let head_of = |stream| head.unwrap_or_else(|| respond::head(&d, decision, stream));
-    Ok(match served.answer {
+    if !matches!(answer, Answer::Stream(_)) {
+        tally.count(&ctx.metrics, &record);
+    }
+    Ok(match answer {
         Answer::Complete(done) => {
             let usage = done.usage.unwrap_or_else(|| record.estimate(0));
             let body = whole(done.body, &d).map_err(|e| {
@@ -368,24 +388,32 @@ fn respond_with(
             res
         }
         Answer::Stream(mut relay) => {
-            // The first content is ready: the time to first token, as the client sees it.
-            let series = ctx.metrics.series(&opened.current.series, &d, "chat");
-            if let Some(s) = &series.stream {
-                s.ttft.observe(opened.started.elapsed().as_secs_f64());
-            }
-            super::trace::committed(&opened.trace, opened.started.elapsed());
-            ctx.metrics.open_streams.inc();
-            relay.on_end(stream_end(ctx, record));
+            let metrics = ctx.metrics.clone();
+            // The stream ends after the request's future: its line goes in the request's span.
+            let span = tracing::Span::current();
+            relay.later(move |relay| {
+                tally.count(&metrics, &record);
+                // The first content is written: the time to first token, as the client sees it.
+                let took = record.started.elapsed();
+                let series = metrics.series(&record.current.series, &record.deployment, "chat");
+                if let Some(s) = &series.stream {
+                    s.ttft.observe(took.as_secs_f64());
+                }
+                super::trace::committed(&record.trace, took);
+                metrics.open_streams.inc();
+                relay.on_end(stream_end(metrics, span, record));
+            });
             respond::relay(relay, head_of(true))
         }
     })
 }
 
 /// What happens when a relayed stream ends: the deployment's health told, the usage settled.
-fn stream_end(ctx: &Ctx, record: Box<Record>) -> OnEnd {
-    let metrics = ctx.metrics.clone();
-    // The stream ends after the request's future: its line goes in the request's span.
-    let span = tracing::Span::current();
+fn stream_end(
+    metrics: Arc<crate::metrics::Metrics>,
+    span: tracing::Span,
+    record: Box<Record>,
+) -> OnEnd {
     crate::base::boxed(|| {
         move |end: StreamEnd| {
             let _in_request = span.enter();

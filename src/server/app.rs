@@ -124,8 +124,11 @@ struct Waiting {
     /// First, so that it is dropped (its own accounting of a client gone) before the guard.
     work: Pin<Box<dyn Future<Output = Outcome> + Send>>,
     ctx: Arc<Ctx>,
-    /// Counts and logs the request when it is answered, or dropped (its client gone).
-    guard: Guard,
+    /// Counts and logs the request when it is answered, or dropped (its client gone); a
+    /// stream's goes with it.
+    guard: Option<Guard>,
+    /// The request's id, for its response's header.
+    id: HeaderValue,
     arrived: Option<HeaderValue>,
     endpoint: &'static str,
     /// Its admission slot, given to its stream if the answer is one.
@@ -171,11 +174,13 @@ impl Future for Served {
             Ok(None) => return Poll::Pending,
             Ok(Some(response)) => response,
             Err(panic) => {
-                w.guard.panicked();
+                if let Some(guard) = &mut w.guard {
+                    guard.panicked();
+                }
                 panicked(&w.ctx, panic)
             }
         };
-        let id = w.guard.request_id().clone();
+        let id = w.id.clone();
         // Done: the endpoint's future, finished or poisoned, is never polled again, and what
         // it held goes now rather than with the connection's next request.
         this.state = State::Answered(None);
@@ -195,22 +200,34 @@ impl Drop for Served {
 
 impl Waiting {
     /// The endpoint's answer, counted; a started stream moved from the request slots to the
-    /// stream slots.
+    /// stream slots. A stream's are done after its first bytes are written (see
+    /// [`Relay::later`](crate::upstream::relay::Relay::later)).
     fn finish(&mut self, outcome: Outcome) -> Response<ResponseBody> {
         let mut exit = Exit::of(outcome, self.endpoint);
-        if let (Some(p), ResponseBody::Relay(relay)) =
-            (self.permit.take(), exit.response.body_mut())
+        let status = exit.response.status();
+        if let ResponseBody::Relay(relay) = exit.response.body_mut()
+            && let Some(mut guard) = self.guard.take()
         {
+            let (endpoint, policy, logged) = (exit.endpoint, exit.policy.take(), exit.logged);
             // A started stream is mostly an idle connection: it leaves the slots of requests
             // still being decided for them, and counts among open streams instead. With none of
             // those free it keeps its request slot (refusing it now would waste the answer
             // under way).
-            match self.ctx.streams.clone().try_acquire_owned() {
-                Ok(stream) => relay.hold(Box::new(stream)),
-                Err(_) => relay.hold(Box::new(p)),
-            }
+            let streams = self.permit.take().map(|p| {
+                relay.hold(p);
+                self.ctx.streams.clone()
+            });
+            relay.later(move |relay| {
+                if let Some(Ok(stream)) = streams.map(|s| s.try_acquire_owned()) {
+                    relay.hold(stream);
+                }
+                guard.counted(status, endpoint, policy.as_deref(), logged);
+            });
+            return exit.response;
         }
-        self.guard.answered(&exit);
+        if let Some(guard) = &mut self.guard {
+            guard.answered(&exit);
+        }
         exit.response
     }
 }
@@ -278,7 +295,8 @@ where
     Started::Waiting(Waiting {
         work,
         ctx,
-        guard,
+        id: guard.request_id().clone(),
+        guard: Some(guard),
         arrived,
         endpoint,
         permit,

@@ -59,16 +59,25 @@ impl Guard {
     }
 
     pub(crate) fn answered(&mut self, exit: &Exit) {
-        let r = &exit.response;
-        let endpoint = exit.endpoint;
-        let policy = exit.policy.as_deref().unwrap_or("none");
-        let class = status_class(r.status());
-        self.finish(endpoint, class, policy);
-        if !exit.logged {
-            let error = if r.status().is_success() {
+        let policy = exit.policy.as_deref();
+        self.counted(exit.response.status(), exit.endpoint, policy, exit.logged);
+    }
+
+    /// Counts (and logs, unless the pipeline did) an answer with `status` from `endpoint`
+    /// under `policy`: [`Guard::answered`] for a response already given away.
+    pub(crate) fn counted(
+        &mut self,
+        status: http::StatusCode,
+        endpoint: &'static str,
+        policy: Option<&str>,
+        logged: bool,
+    ) {
+        self.finish(endpoint, status_class(status), policy.unwrap_or("none"));
+        if !logged {
+            let error = if status.is_success() {
                 "-"
             } else {
-                r.status().canonical_reason().unwrap_or("error")
+                status.canonical_reason().unwrap_or("error")
             };
             if tracing::enabled!(tracing::Level::INFO)
                 && let Some(mut line) = crate::telemetry::info_line("request answered")
@@ -77,7 +86,7 @@ impl Guard {
                     .str("method", self.method.as_str())
                     .str("path", &crate::base::printable(self.uri.path()))
                     .str("endpoint", endpoint)
-                    .u64("status", r.status().as_u16().into())
+                    .u64("status", status.as_u16().into())
                     .str("error", error)
                     .u64("duration_ms", self.started.elapsed().as_millis() as u64);
             }

@@ -58,6 +58,17 @@ pub(crate) struct Served<T> {
     pub(crate) retries: Vec<Arc<Deployment>>,
 }
 
+/// An attempt's answer.
+pub(crate) trait Answered {
+    /// The answer tells its deployment's health itself that the attempt succeeded (a stream,
+    /// once its first bytes are out), rather than the loop at once.
+    fn tells_health(&self) -> bool {
+        false
+    }
+}
+
+impl Answered for () {}
+
 fn record(health: &Health, d: &Deployment, error: Option<&AttemptError>) {
     if d.endpoint.breaker.is_none() {
         return;
@@ -142,6 +153,7 @@ pub(crate) async fn run<T, F, Fut>(
 ) -> Result<Served<T>, UpstreamError>
 where
     F: FnMut(Arc<Deployment>) -> Fut,
+    T: Answered,
     Fut: Future<Output = Result<T, AttemptError>>,
 {
     let mut failed = Vec::new();
@@ -190,7 +202,9 @@ where
             trace_end(plan.trace, d, kind, result.as_ref().err());
             let error = match result {
                 Ok(answer) => {
-                    record(health, d, None);
+                    if !answer.tells_health() {
+                        record(health, d, None);
+                    }
                     return Ok(Served {
                         deployment: d.clone(),
                         answer,

@@ -134,7 +134,7 @@ impl Healths {
         HealthBook::default().healths(snapshot)
     }
 
-    pub(crate) fn of(&self, d: &Deployment) -> &Health {
+    pub(crate) fn of(&self, d: &Deployment) -> &Arc<Health> {
         self.by_index.get(d.index).unwrap_or(&self.spare)
     }
 }

@@ -89,6 +89,14 @@ pub(crate) struct StreamSetup<'a> {
     pub(crate) waiting: &'a (dyn Fn(&Arc<Deployment>) + Sync),
 }
 
+impl fallback::Answered for Answer {
+    fn tells_health(&self) -> bool {
+        matches!(self, Answer::Stream(_))
+    }
+}
+
+impl fallback::Answered for Embeddings {}
+
 /// Tries the decision's deployments.
 pub(crate) async fn call(
     pools: &client::Pools,
@@ -119,7 +127,7 @@ pub(crate) use crate::base::unix_now;
 
 async fn attempt(
     pools: &client::Pools,
-    health: &Health,
+    health: &Arc<Health>,
     d: Arc<Deployment>,
     req: &ChatRequest,
     limits: &Limits,
@@ -133,19 +141,36 @@ async fn attempt(
     };
     let up = traced(adapter.build_request(req, d).map_err(adapter_error)?, trace);
     let mut timer = std::pin::pin!(timer());
+    let t = &d.endpoint.timeouts;
+    // Boxed now, not once primed: the attempt's future holds a pointer across the wait for the
+    // first content, not the relay's 472 bytes (copied with it into its box). Made in its box.
+    let relay = || {
+        crate::base::boxed(|| {
+            Relay::new(
+                adapter.stream_translator(req, d),
+                (setup.encoder)(d),
+                Bounds {
+                    max_line: limits.max_sse_line_bytes,
+                    idle: t.idle,
+                    backstop: t.stream_total,
+                },
+                Some((setup.drain)()),
+                d.endpoint.masks.clone(),
+            )
+        })
+    };
     // While the answer is on its way (the core idle otherwise), what comes after it is made:
-    // the stream's parts here, the client's answer's by the request's side. Made after it
-    // came, they are on the way to the first token.
-    let (response, parts) = {
+    // the stream's relay here, the client's answer's parts by the request's side. Made after
+    // it came, they are on the way to the first token.
+    let (response, made) = {
         let sending = std::pin::pin!(send(pools, health, adapter, d, up, timer.as_mut()));
         crate::base::meanwhile(sending, || {
             (setup.waiting)(&arc);
-            req.stream.then(|| StreamParts::new(adapter, req, d, setup))
+            req.stream.then(relay)
         })
         .await
     };
     let response = response?;
-    let t = &d.endpoint.timeouts;
     if req.stream {
         let is_sse = response
             .headers()
@@ -157,30 +182,20 @@ async fn attempt(
                 "a stream was asked for but the answer is not text/event-stream".into(),
             ));
         }
-        // Boxed now, not once primed: the attempt's future holds a pointer across the wait for
-        // the first content, not the relay's 472 bytes (copied with it into its box). Made in its box.
-        let parts = parts
-            .flatten()
-            .unwrap_or_else(|| StreamParts::new(adapter, req, d, setup));
-        let mut relay = crate::base::boxed(|| {
-            Relay::new(
-                client::chunks(response),
-                parts.translator,
-                parts.encoder,
-                Bounds {
-                    max_line: limits.max_sse_line_bytes,
-                    idle: t.idle,
-                    backstop: t.stream_total,
-                },
-                Some(parts.drain),
-                d.endpoint.masks.clone(),
-            )
-        });
+        let mut relay = made.flatten().unwrap_or_else(relay);
+        relay.attach(client::chunks(response));
         timer
             .as_mut()
             .reset(tokio::time::Instant::now() + t.first_token);
         return match relay.prime(timer).await {
-            Primed::Ready => Ok(Answer::Stream(relay)),
+            Primed::Ready => {
+                // The success the fallback loop records for other answers (see `Answered`).
+                if d.endpoint.breaker.is_some() {
+                    let health = health.clone();
+                    relay.later(move |_| health.breaker.record(true, tokio::time::Instant::now()));
+                }
+                Ok(Answer::Stream(relay))
+            }
             Primed::TimedOut => Err(AttemptError::Timeout(Phase::FirstToken)),
             Primed::Failed(why) => Err(AttemptError::Stream(why)),
         };
@@ -190,28 +205,6 @@ async fn attempt(
         .parse_response(body, req, d)
         .map(Answer::Complete)
         .map_err(adapter_error)
-}
-
-/// What a stream from `d` is relayed with that its answer does not change.
-struct StreamParts {
-    translator: Box<dyn adapters::StreamTranslator>,
-    encoder: Box<dyn Encoder>,
-    drain: Deadline,
-}
-
-impl StreamParts {
-    fn new(
-        adapter: &dyn adapters::Adapter,
-        req: &ChatRequest,
-        d: &Deployment,
-        setup: &StreamSetup<'_>,
-    ) -> StreamParts {
-        StreamParts {
-            translator: adapter.stream_translator(req, d),
-            encoder: (setup.encoder)(d),
-            drain: (setup.drain)(),
-        }
-    }
 }
 
 fn adapter_error(e: AdapterError) -> AttemptError {

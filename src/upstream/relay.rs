@@ -9,7 +9,6 @@
 //! can tell the answer is incomplete. Dropping the relay (the client left) drops the upstream
 //! response, which closes the upstream connection.
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,7 +17,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body::Frame;
-use tokio::time::Sleep;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
 
 use crate::adapters::sanitize::clean;
 use crate::adapters::{Flow, StreamTranslator};
@@ -40,6 +40,10 @@ pub(crate) struct StreamEnd {
 
 /// Called once when the stream ends, however it ends.
 pub(crate) type OnEnd = Box<dyn FnOnce(StreamEnd) + Send>;
+
+/// Bookkeeping of a stream's start (counters, its end's accounting, its slot): run once its
+/// first bytes are on their way to the client, not on the way to them.
+pub(crate) type Later = Box<dyn FnOnce(&mut Relay) + Send>;
 
 /// A future that completes when the gateway's drain deadline has passed.
 pub(crate) type Deadline = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -80,8 +84,12 @@ pub(crate) struct Relay {
     events: Vec<SseEvent>,
     out: BytesMut,
     idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
-    backstop: Pin<Box<Sleep>>,
+    /// When the upstream last sent anything (or its answer's head came).
+    last_read: Instant,
+    /// When the stream has run too long, whatever it sends.
+    backstop: Instant,
+    /// Fires at the earlier of the two ends, or before (see [`Relay::poll_timer`]).
+    timer: Pin<Box<Sleep>>,
     deadline: Option<Deadline>,
     /// Bytes for the client made before the relay was handed to the response.
     pending: Option<Bytes>,
@@ -90,40 +98,56 @@ pub(crate) struct Relay {
     upstream_ended: bool,
     end: Option<(EndReason, Option<ErrorBody>)>,
     on_end: Option<OnEnd>,
+    /// What [`Relay::later`] was given, not run yet.
+    later: Option<Later>,
+    /// The relay has yielded once after its first bytes, for them to be written first.
+    yielded: bool,
     /// Held for as long as the stream lasts (a concurrency permit).
-    held: Option<Box<dyn Any + Send>>,
+    held: Option<OwnedSemaphorePermit>,
     /// The deployment's key in every form, masked in any error text passed on.
     masks: Masks,
 }
 
 impl Relay {
+    /// A relay of the upstream body [`Relay::attach`] gives it.
     pub(crate) fn new(
-        upstream: ByteStream,
         translator: Box<dyn StreamTranslator>,
         encoder: Box<dyn Encoder>,
         bounds: Bounds,
         deadline: Option<Deadline>,
         masks: Masks,
     ) -> Relay {
+        let now = Instant::now();
         Relay {
-            upstream,
+            upstream: Box::pin(futures_util::stream::empty()),
             decoder: SseDecoder::new(bounds.max_line),
             translator,
             encoder,
             events: Vec::new(),
             out: BytesMut::new(),
             idle: bounds.idle,
-            idle_timer: Box::pin(tokio::time::sleep(bounds.idle)),
-            backstop: Box::pin(tokio::time::sleep(bounds.backstop)),
+            last_read: now,
+            backstop: now + bounds.backstop,
+            timer: Box::pin(tokio::time::sleep_until(
+                (now + bounds.idle).min(now + bounds.backstop),
+            )),
             deadline,
             pending: None,
             finished: false,
             upstream_ended: false,
             end: None,
             on_end: None,
+            later: None,
+            yielded: false,
             held: None,
             masks,
         }
+    }
+
+    /// The upstream's body to relay: made before it comes, the relay is given it after.
+    pub(crate) fn attach(&mut self, upstream: ByteStream) {
+        self.upstream = upstream;
+        self.last_read = Instant::now();
     }
 
     /// What to call when the stream ends.
@@ -131,9 +155,31 @@ impl Relay {
         self.on_end = Some(f);
     }
 
-    /// Keeps `v` until the stream ends.
-    pub(crate) fn hold(&mut self, v: Box<dyn Any + Send>) {
-        self.held = Some(v);
+    /// Keeps `permit` until the stream ends (the one held before, if any, goes now).
+    pub(crate) fn hold(&mut self, permit: OwnedSemaphorePermit) {
+        self.held = Some(permit);
+    }
+
+    /// Runs `f` once the first bytes are written out (after what `later` was given before),
+    /// or when the relay is dropped before.
+    ///
+    /// hyper asks the body for more before it writes what it was given: the relay yields
+    /// once there (waking itself), so the bytes go out and `f` runs on the next poll. The
+    /// client's first token does not wait for counters, locks and boxes.
+    pub(crate) fn later(&mut self, f: impl FnOnce(&mut Relay) + Send + 'static) {
+        self.later = Some(match self.later.take() {
+            None => Box::new(f),
+            Some(first) => Box::new(move |r: &mut Relay| {
+                first(r);
+                f(r);
+            }),
+        });
+    }
+
+    fn run_later(&mut self) {
+        if let Some(f) = self.later.take() {
+            f(self);
+        }
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -264,9 +310,7 @@ impl Relay {
         loop {
             match self.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    self.idle_timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + self.idle);
+                    self.last_read = Instant::now();
                     if let Err(e) = self.decoder.feed_bytes(&chunk, &mut self.events) {
                         let body = ErrorBody::new(ErrorType::ApiError, e.to_string())
                             .code("upstream_invalid_response");
@@ -331,24 +375,38 @@ impl Relay {
             .code("server_shutting_down");
             return Poll::Ready(Step::End(EndReason::Shutdown, Some(body)));
         }
-        if self.backstop.as_mut().poll(cx).is_ready() {
-            let body = ErrorBody::new(
-                ErrorType::ApiError,
-                "the stream ran past the longest time allowed",
-            )
-            .code("stream_too_long");
-            return Poll::Ready(Step::End(EndReason::TooLong, Some(body)));
-        }
-        if self.idle_timer.as_mut().poll(cx).is_ready() {
-            let body = ErrorBody::new(
-                ErrorType::ApiError,
-                format!(
-                    "the upstream sent nothing for {} s; the stream was ended",
-                    self.idle.as_secs()
-                ),
-            )
-            .code("upstream_idle_timeout");
-            return Poll::Ready(Step::End(EndReason::IdleTimeout, Some(body)));
+        self.poll_timer(cx)
+    }
+
+    /// The stream's end if it ran too long or the upstream went quiet too long.
+    ///
+    /// One timer for both, moved only when it fires early (something came since it was set):
+    /// a reset on every chunk would take the timer wheel's lock on the way to the first token,
+    /// and each timer registered is that lock again, and once more when it goes.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if now >= self.backstop {
+                let body = ErrorBody::new(
+                    ErrorType::ApiError,
+                    "the stream ran past the longest time allowed",
+                )
+                .code("stream_too_long");
+                return Poll::Ready(Step::End(EndReason::TooLong, Some(body)));
+            }
+            let quiet = self.last_read + self.idle;
+            if now >= quiet {
+                let body = ErrorBody::new(
+                    ErrorType::ApiError,
+                    format!(
+                        "the upstream sent nothing for {} s; the stream was ended",
+                        self.idle.as_secs()
+                    ),
+                )
+                .code("upstream_idle_timeout");
+                return Poll::Ready(Step::End(EndReason::IdleTimeout, Some(body)));
+            }
+            self.timer.as_mut().reset(quiet.min(self.backstop));
         }
         Poll::Pending
     }
@@ -360,6 +418,14 @@ impl Relay {
         let this = &mut *self;
         if let Some(b) = this.pending.take().filter(|b| !b.is_empty()) {
             return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        if this.later.is_some() {
+            if !this.yielded && !this.finished {
+                this.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            this.run_later();
         }
         if this.finished {
             if let Some(reason) = this.end.as_ref().map(|(r, _)| *r) {
@@ -383,7 +449,11 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
+        self.run_later();
         let reason = self.end.as_ref().map_or(EndReason::ClientGone, |(r, _)| *r);
         self.report(reason);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -61,7 +61,12 @@ fn waiting(ctx: &Arc<Ctx>, work: Pin<Box<dyn Future<Output = Outcome> + Send>>) 
         state: State::Waiting(Waiting {
             work,
             ctx: ctx.clone(),
-            guard: Guard::new(ctx.metrics.clone(), &req, HeaderValue::from_static("req-1")),
+            guard: Some(Guard::new(
+                ctx.metrics.clone(),
+                &req,
+                HeaderValue::from_static("req-1"),
+            )),
+            id: HeaderValue::from_static("req-1"),
             arrived: None,
             endpoint: "chat_completions",
             permit: None,

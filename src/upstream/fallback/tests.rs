@@ -13,6 +13,9 @@ use crate::config::load::load_texts;
 use crate::config::{Discovered, Snapshot};
 use crate::exchange::{ErrorBody, ErrorType};
 
+/// The scripted attempts' answers: the loop tells the health of their success.
+impl Answered for &str {}
+
 /// Echo deployments `a`, `b`, `c` with the given extra settings (YAML flow mappings).
 fn fleet(a: &str, b: &str, c: &str) -> Vec<Arc<Deployment>> {
     let yaml = format!(
