@@ -29,12 +29,25 @@ def drive(port, n, trace):
             r.read()
 
 
-def lines(trace, start, end):
+SYSCALL = re.compile(rb"SYSCALL\[\d+,\d+\]\(\d+\) sys_(\w+) \( (\d+)")
+
+
+def lines(trace, start, end, cut=False):
+    """With `cut` (the trace has valgrind's system calls), only up to the first write to the
+    client: the fd the request was read from."""
     code, data = set(), set()
     with open(trace, "rb") as f:
         f.seek(start)
         chunk = f.read(end - start)
+    client = None
     for line in chunk.split(b"\n"):
+        if cut and line.startswith(b"SYSCALL["):
+            m = SYSCALL.match(line)
+            if m and client is None and m.group(1) in (b"recvfrom", b"read", b"recvmsg"):
+                client = m.group(2)
+            elif m and m.group(2) == client and m.group(1) in (b"writev", b"write", b"sendto", b"sendmsg"):
+                break
+            continue
         # lackey: "I  addr,size" for an instruction, " L addr,size" (S, M) for data.
         kind, _, rest = line.strip().partition(b" ")
         try:
@@ -63,12 +76,13 @@ def functions(binary, maps):
     return [s[0] for s in syms], [s[1] for s in syms]
 
 
-def count(trace, binary, maps, top):
+def count(trace, binary, maps, top, cut=False):
     windows = [tuple(map(int, l.split())) for l in open(trace + ".windows")][1:]
-    seen = sorted((lines(trace, a, b) for a, b in windows), key=lambda cd: len(cd[0]) + len(cd[1]))
+    seen = sorted((lines(trace, a, b, cut) for a, b in windows), key=lambda cd: len(cd[0]) + len(cd[1]))
     code, data = seen[len(seen) // 2]
-    print("footprint of a stream to its first token, median of %d: %d lines of code, %d of data "
-          "(64 B; %.0f KiB in all)" % (len(seen), len(code), len(data), (len(code) + len(data)) / 16))
+    print("footprint of a stream to its first token%s, median of %d: %d lines of code, %d of data "
+          "(64 B; %.0f KiB in all)" % (" (to its first write)" if cut else "", len(seen), len(code),
+                                       len(data), (len(code) + len(data)) / 16))
     if top <= 0:
         return
     addrs, names = functions(binary, maps)
@@ -190,4 +204,4 @@ if __name__ == "__main__":
     elif sys.argv[1] == "legs":
         legs(sys.argv[2])
     else:
-        count(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        count(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6:7] == ["1"])

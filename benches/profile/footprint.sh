@@ -10,6 +10,8 @@
 #   TOP=30 benches/profile/footprint.sh …                               # and its code by function,
 #                                                                       # its data by mapping
 #   KEEP=DIR benches/profile/footprint.sh …                             # and keep the trace
+#   CUT=1 benches/profile/footprint.sh …                                # each window only up to
+#                                                                       # the first write to the client
 #
 # Loopback only: P1's configuration on the Python mock, which sends the first content at once
 # and the rest half a second later; 12 streams one after another on one connection (the first
@@ -21,10 +23,10 @@ N=${N:-12}
 MOCK_PAUSE=0.5
 source "$(dirname "$0")/proxy.sh"
 trace="$work/trace"
-start_proxy "$BIN" valgrind --tool=lackey --trace-mem=yes --log-file="$trace"
+start_proxy "$BIN" valgrind --tool=lackey --trace-mem=yes ${CUT:+--trace-syscalls=yes} --log-file="$trace"
 # Where the binary was loaded, to name the code's functions.
 cat /proc/$proxy/maps >"$work/maps"
 python3 "$here/footprint.py" drive "$port" "$N" "$trace"
 cat /proc/$proxy/maps >"$work/maps.end"
-python3 "$here/footprint.py" count "$trace" "$BIN" "$work/maps" "${TOP:-0}"
+python3 "$here/footprint.py" count "$trace" "$BIN" "$work/maps" "${TOP:-0}" "${CUT:-0}"
 if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$trace" "$trace.windows" "$work"/maps* "$KEEP/"; fi
