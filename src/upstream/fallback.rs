@@ -60,9 +60,9 @@ pub(crate) struct Served<T> {
 
 /// An attempt's answer.
 pub(crate) trait Answered {
-    /// The answer tells its deployment's health itself that the attempt succeeded (a stream,
-    /// once its first bytes are out), rather than the loop at once.
-    fn tells_health(&self) -> bool {
+    /// Takes the record of the attempt's success, to make once its first bytes are out (a
+    /// stream: off the way to them); `false` if it did not, and the loop makes it at once.
+    fn record_later(&mut self, _health: &Arc<Health>) -> bool {
         false
     }
 }
@@ -88,37 +88,41 @@ fn now_unix() -> u64 {
 }
 
 /// Why a deployment is not tried now, if it is not: a reload disallowed it, it is ejected,
-/// it asked for a pause, or it is over its own rate limit.
+/// it asked for a pause, or it is over its own rate limit. `Ok(true)`: the attempt is the
+/// breaker's probe of an ejected deployment.
 async fn not_now(
     plan: &Plan<'_>,
     d: &Deployment,
     health: &Health,
     now: Instant,
-) -> Option<SkipReason> {
+) -> Result<bool, SkipReason> {
     if !(plan.allowed)(d) {
-        return Some(SkipReason::Reloaded);
+        return Err(SkipReason::Reloaded);
     }
-    if d.endpoint.breaker.is_some()
-        && let Admit::No(wait) = health.breaker.admit(now)
-    {
-        return Some(SkipReason::Ejected(wait));
+    let mut probe = false;
+    if d.endpoint.breaker.is_some() {
+        match health.breaker.admit(now) {
+            Admit::No(wait) => return Err(SkipReason::Ejected(wait)),
+            Admit::Probe => probe = true,
+            Admit::Yes => {}
+        }
     }
     if let Some(wait) = health.cooling(now) {
-        return Some(SkipReason::CoolingDown(wait));
+        return Err(SkipReason::CoolingDown(wait));
     }
     if let (Some((limiter, tokens)), Some(scope)) = (&plan.gate, &d.endpoint.limits) {
         if let Err(e) = limiter.count(scope, *tokens).await {
-            return Some(SkipReason::Limited(match e {
+            return Err(SkipReason::Limited(match e {
                 crate::limits::LimitError::Refused(r) => r.retry_after,
                 crate::limits::LimitError::Unavailable => std::time::Duration::from_secs(1),
             }));
         }
         // The limit store may have taken a while: a reload may have landed meanwhile.
         if !(plan.allowed)(d) {
-            return Some(SkipReason::Reloaded);
+            return Err(SkipReason::Reloaded);
         }
     }
-    None
+    Ok(probe)
 }
 
 /// How long to wait before trying the same deployment again after `error` (none: move on).
@@ -165,14 +169,17 @@ where
         let health = plan.health.of(d);
         // One reading of the clock for the checks before the first try.
         let now = Instant::now();
-        if let Some(reason) = not_now(plan, d, health, now).await {
-            trace_skip(plan.trace, d, &reason);
-            skipped.push(Skip {
-                deployment: d.clone(),
-                reason,
-            });
-            continue;
-        }
+        let probe = match not_now(plan, d, health, now).await {
+            Ok(probe) => probe,
+            Err(reason) => {
+                trace_skip(plan.trace, d, &reason);
+                skipped.push(Skip {
+                    deployment: d.clone(),
+                    reason,
+                });
+                continue;
+            }
+        };
         health.budget.request(now);
         let mut tries = 0u32;
         loop {
@@ -201,8 +208,10 @@ where
             let result = result.map_err(|e| e.cleaned(&d.endpoint.masks));
             trace_end(plan.trace, d, kind, result.as_ref().err());
             let error = match result {
-                Ok(answer) => {
-                    if !answer.tells_health() {
+                Ok(mut answer) => {
+                    // A probe's success is recorded at once: until it is, the deployment
+                    // takes no other request, and a stream's first bytes wait on its client.
+                    if d.endpoint.breaker.is_some() && (probe || !answer.record_later(health)) {
                         record(health, d, None);
                     }
                     return Ok(Served {

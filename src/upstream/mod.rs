@@ -90,8 +90,13 @@ pub(crate) struct StreamSetup<'a> {
 }
 
 impl fallback::Answered for Answer {
-    fn tells_health(&self) -> bool {
-        matches!(self, Answer::Stream(_))
+    fn record_later(&mut self, health: &Arc<Health>) -> bool {
+        let Answer::Stream(relay) = self else {
+            return false;
+        };
+        let health = health.clone();
+        relay.later(move |_| health.breaker.record(true, tokio::time::Instant::now()));
+        true
     }
 }
 
@@ -127,7 +132,7 @@ pub(crate) use crate::base::unix_now;
 
 async fn attempt(
     pools: &client::Pools,
-    health: &Arc<Health>,
+    health: &Health,
     d: Arc<Deployment>,
     req: &ChatRequest,
     limits: &Limits,
@@ -188,14 +193,7 @@ async fn attempt(
             .as_mut()
             .reset(tokio::time::Instant::now() + t.first_token);
         return match relay.prime(timer).await {
-            Primed::Ready => {
-                // The success the fallback loop records for other answers (see `Answered`).
-                if d.endpoint.breaker.is_some() {
-                    let health = health.clone();
-                    relay.later(move |_| health.breaker.record(true, tokio::time::Instant::now()));
-                }
-                Ok(Answer::Stream(relay))
-            }
+            Primed::Ready => Ok(Answer::Stream(relay)),
             Primed::TimedOut => Err(AttemptError::Timeout(Phase::FirstToken)),
             Primed::Failed(why) => Err(AttemptError::Stream(why)),
         };

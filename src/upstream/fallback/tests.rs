@@ -13,8 +13,13 @@ use crate::config::load::load_texts;
 use crate::config::{Discovered, Snapshot};
 use crate::exchange::{ErrorBody, ErrorType};
 
-/// The scripted attempts' answers: the loop tells the health of their success.
-impl Answered for &str {}
+/// The scripted attempts' answers. `"stream"` takes the record of its success and never makes
+/// it, as a relay whose client never lets it write its first bytes.
+impl Answered for &str {
+    fn record_later(&mut self, _health: &Arc<Health>) -> bool {
+        *self == "stream"
+    }
+}
 
 /// Echo deployments `a`, `b`, `c` with the given extra settings (YAML flow mappings).
 fn fleet(a: &str, b: &str, c: &str) -> Vec<Arc<Deployment>> {
@@ -275,6 +280,26 @@ async fn an_ejected_deployment_is_skipped_until_its_probe() {
     let (served, log) = script(&fleet, &plan_secs(60), HashMap::new()).await;
     assert_eq!(served.unwrap().deployment.name, "a");
     assert_eq!(names(&log), ["a"]);
+    let (_, log) = script(&fleet, &plan_secs(60), HashMap::new()).await;
+    assert_eq!(names(&log), ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probes_success_is_recorded_at_once_though_its_answer_would_record_it_later() {
+    let fleet = fleet(
+        ", breaker: {consecutive_failures: 1, base_ejection: 5s}, retries: {attempts: 0}",
+        "",
+        "",
+    );
+    let fail = HashMap::from([("a", vec![status(500, None)])]);
+    let (served, _) = script(&fleet, &plan_secs(60), fail).await;
+    assert_eq!(served.unwrap().deployment.name, "b", "a ejected");
+    tokio::time::advance(Duration::from_secs(6)).await;
+    // The probe is a stream: left to it, the record would wait on its client.
+    let decision = Decision::allowing(fleet.to_vec());
+    let probe = run(&decision, &plan_secs(60), |_| async { Ok("stream") }).await;
+    assert_eq!(probe.unwrap().deployment.name, "a");
+    // Recorded already: `a` takes requests again (half-open, it would be skipped).
     let (_, log) = script(&fleet, &plan_secs(60), HashMap::new()).await;
     assert_eq!(names(&log), ["a"]);
 }
