@@ -84,6 +84,8 @@ pub(crate) struct Relay {
     events: Vec<SseEvent>,
     out: BytesMut,
     idle: Duration,
+    /// The longest stream, from its answer's head.
+    longest: Duration,
     /// When the upstream last sent anything (or its answer's head came).
     last_read: Instant,
     /// When the stream has run too long, whatever it sends.
@@ -126,10 +128,11 @@ impl Relay {
             events: Vec::new(),
             out: BytesMut::new(),
             idle: bounds.idle,
+            longest: bounds.backstop,
             last_read: now,
             backstop: now + bounds.backstop,
             timer: Box::pin(tokio::time::sleep_until(
-                (now + bounds.idle).min(now + bounds.backstop),
+                now + bounds.idle.min(bounds.backstop),
             )),
             deadline,
             pending: None,
@@ -147,7 +150,10 @@ impl Relay {
     /// The upstream's body to relay: made before it comes, the relay is given it after.
     pub(crate) fn attach(&mut self, upstream: ByteStream) {
         self.upstream = upstream;
+        // Both ends count from the answer's head, not from when the relay was made: the timer,
+        // set earlier, fires early and is moved then.
         self.last_read = Instant::now();
+        self.backstop = self.last_read + self.longest;
     }
 
     /// What to call when the stream ends.

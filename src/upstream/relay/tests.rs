@@ -24,11 +24,23 @@ async fn primed(chunks: Vec<String>) -> Box<Relay> {
     let upstream: ByteStream = Box::pin(
         stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c)))).chain(stream::pending()),
     );
-    primed_with(upstream, Duration::from_secs(60), Duration::from_secs(60)).await
+    primed_with(
+        upstream,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .await
 }
 
 /// A relay of `upstream` within `idle` and `backstop`, primed.
-async fn primed_with(upstream: ByteStream, idle: Duration, backstop: Duration) -> Box<Relay> {
+/// The relay is made `before` its answer's head comes (while the request is on its way).
+async fn primed_with(
+    upstream: ByteStream,
+    idle: Duration,
+    backstop: Duration,
+    before: Duration,
+) -> Box<Relay> {
     let env: HashMap<String, String> = [("OPENAI_API_KEY".to_owned(), "sk-test".to_owned())].into();
     let loaded = load(&Origin::Embedded, &Overrides::default(), &env).expect("the built-in config");
     let d = (loaded.config.deployments.iter())
@@ -50,6 +62,7 @@ async fn primed_with(upstream: ByteStream, idle: Duration, backstop: Duration) -
         None,
         Masks::default(),
     ));
+    tokio::time::sleep(before).await;
     relay.attach(upstream);
     let limit = std::pin::pin!(tokio::time::sleep(Duration::from_secs(60)));
     assert_eq!(relay.prime(limit).await, Primed::Ready);
@@ -83,6 +96,7 @@ async fn an_upstream_quiet_past_the_idle_timeout_ends_the_stream_with_an_error()
         steady(Duration::from_secs(3600)),
         Duration::from_secs(2),
         Duration::from_secs(60),
+        Duration::ZERO,
     )
     .await;
     let log = Log::default();
@@ -104,6 +118,7 @@ async fn a_steady_stream_outlives_its_idle_timeout_and_ends_at_its_backstop() {
         steady(Duration::from_millis(700)),
         Duration::from_secs(1),
         Duration::from_secs(10),
+        Duration::ZERO,
     )
     .await;
     let log = Log::default();
@@ -208,4 +223,20 @@ async fn a_stream_whole_in_its_first_chunk_runs_its_bookkeeping_before_its_end()
         "{body}"
     );
     assert_eq!(logged(&log), ["first", "second", "end: completed"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_backstop_counts_from_the_answers_head_not_from_when_the_relay_was_made() {
+    // Made 4 s before the head came: the 10 s still run from the head.
+    let mut relay = primed_with(
+        steady(Duration::from_millis(700)),
+        Duration::from_secs(1),
+        Duration::from_secs(10),
+        Duration::from_secs(4),
+    )
+    .await;
+    let headed = Instant::now();
+    let body = read_all(&mut relay).await;
+    assert!(body.contains("stream_too_long"), "{body}");
+    assert_eq!(headed.elapsed().as_secs(), 10);
 }
