@@ -922,7 +922,10 @@ async fn p2(args: &Args) -> bool {
 }
 
 /// Every path's streams at `rate` a second, the paths taking turns in rounds (see P1), each
-/// path's streams pooled; CPU per stream is the median round's.
+/// path's streams pooled; CPU per stream is the median round's. Ten short rounds rather than
+/// three long ones: the first token differs between the paths by some tens of µs, a slow spell
+/// of the host lasts seconds, and in rounds of five seconds one such spell falls on one path
+/// (the ratio at 20 a second moved by up to 0.3 between two runs of one binary minutes apart).
 async fn streams_at(
     args: &Args,
     c: &reqwest::Client,
@@ -933,7 +936,7 @@ async fn streams_at(
     chunks: usize,
 ) -> (Vec<StreamRow>, Vec<f64>, bool) {
     let secs = args.secs.unwrap_or(if args.quick { 1.0 } else { 15.0 });
-    let rounds = if args.quick { 1 } else { 3 };
+    let rounds = if args.quick { 1 } else { 10 };
     for url in urls {
         load_gen::streams_open_loop(c, url, body, rate, Duration::from_secs(1), chunks).await;
     }
