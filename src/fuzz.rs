@@ -63,6 +63,10 @@ pub fn request(data: &[u8]) {
     let responses = crate::api::responses::request::parse(data, LIMITS)
         .and_then(|p| p.to_chat(&[], LIMITS))
         .map(|(req, _)| req);
+    // The common shape is read without serde: as serde reads it.
+    if !crate::exchange::chat::quick::alike(data) {
+        panic!("the quick reading is not serde's");
+    }
     let parsed = [
         ChatRequest::parse_forwardable(data, LIMITS),
         crate::api::messages::parse(data, LIMITS),

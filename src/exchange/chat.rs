@@ -149,11 +149,14 @@ impl ChatRequest {
         let failed_param = Cell::new(None);
         // One UTF-8 check of the whole body (see `base::json`).
         let parsed = match std::str::from_utf8(body) {
-            Ok(text) => read_request(
-                &mut serde_json::Deserializer::from_str(text),
-                &failed_param,
-                body,
-            ),
+            Ok(text) => match quick::read(text) {
+                Some(read) => Ok(read),
+                None => read_request(
+                    &mut serde_json::Deserializer::from_str(text),
+                    &failed_param,
+                    body,
+                ),
+            },
             Err(_) => read_request(
                 &mut serde_json::Deserializer::from_slice(body),
                 &failed_param,
@@ -583,6 +586,7 @@ fn strip_position(e: &serde_json::Error) -> String {
     }
 }
 
+pub(crate) mod quick;
 pub(crate) mod splice;
 mod wire;
 use wire::{OpenAiBody, read_request};

@@ -165,6 +165,44 @@ impl Scanner<'_> {
         }
     }
 
+    /// The object at the cursor, each member's value read by `read` given the member's name
+    /// (it must pass the whole value); `None` for a name written with escapes.
+    pub(crate) fn members(
+        &mut self,
+        mut read: impl FnMut(&mut Self, &[u8]) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(b'{')?;
+        self.space();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        let b = self.b;
+        loop {
+            let from = self.i + 1;
+            if self.string()? {
+                return None;
+            }
+            let key = b.get(from..self.i - 1)?;
+            self.space();
+            self.eat(b':')?;
+            self.space();
+            read(self, key)?;
+            self.space();
+            match self.next()? {
+                b',' => self.space(),
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The value at the cursor, passed, and where it lies.
+    pub(crate) fn span(&mut self) -> Option<Range<usize>> {
+        let start = self.i;
+        self.value()?;
+        Some(start..self.i)
+    }
+
     #[inline(always)]
     fn next(&mut self) -> Option<u8> {
         let c = *self.b.get(self.i)?;
