@@ -263,10 +263,6 @@ impl Scanner<'_> {
 
     /// One value, the cursor on its first byte. Containers are walked without recursion: one
     /// bit a level says whether it is an object (1) or an array (0).
-    ///
-    /// Never inlined: one copy, which every stream chunk runs, is the one a request's reading
-    /// runs too, in the cache already when requests come a few a second.
-    #[inline(never)]
     pub(crate) fn value(&mut self) -> Option<()> {
         let mut kinds: u128 = 0;
         let mut depth = 0;
